@@ -1,0 +1,450 @@
+//! The record batch: the unit that is written to, checked in and read from a segment.
+//!
+//! The byte layout (format version 1) is specified in `docs/storage-format.md`; this module is
+//! the only code that knows it. A batch is encoded in two steps so that the expensive part
+//! (record encoding, compression, CRC of the body) happens outside the partition's write lock:
+//! [`BatchBuilder::build`] produces a [`PendingBatch`] and [`PendingBatch::seal`] stamps the base
+//! offset and finishes the CRC with twelve more bytes.
+
+use bytes::{Buf, Bytes};
+
+/// Bytes before the records section: base offset, length, CRC, version, compression, record
+/// count, first and max timestamp, uncompressed records length.
+pub const HEADER_LEN: usize = 42;
+/// The prefix every reader needs to find the next batch: base offset and length.
+pub const PREFIX_LEN: usize = 12;
+/// The current on-disk batch format version.
+pub const FORMAT_VERSION: u8 = 1;
+/// Largest batch (header included) the codec accepts; guards allocations driven by a corrupt
+/// length field.
+pub const MAX_BATCH_LEN: usize = 256 * 1024 * 1024;
+
+const OFF_CRC: usize = 12;
+const OFF_VERSION: usize = 16;
+const OFF_COMPRESSION: usize = 17;
+const OFF_COUNT: usize = 18;
+const OFF_FIRST_TS: usize = 22;
+const OFF_MAX_TS: usize = 30;
+const OFF_RAW_LEN: usize = 38;
+
+/// How the records section of a batch is compressed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    #[default]
+    None,
+    Zstd,
+    Lz4,
+}
+
+impl Compression {
+    fn code(self) -> u8 {
+        match self {
+            Compression::None => 0,
+            Compression::Zstd => 1,
+            Compression::Lz4 => 2,
+        }
+    }
+
+    fn from_code(code: u8) -> Option<Self> {
+        match code {
+            0 => Some(Compression::None),
+            1 => Some(Compression::Zstd),
+            2 => Some(Compression::Lz4),
+            _ => None,
+        }
+    }
+}
+
+impl std::str::FromStr for Compression {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "none" => Ok(Compression::None),
+            "zstd" => Ok(Compression::Zstd),
+            "lz4" => Ok(Compression::Lz4),
+            other => Err(format!("unknown compression `{other}`: use none, zstd or lz4")),
+        }
+    }
+}
+
+/// One header of a record: a UTF-8 name and an opaque value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Header {
+    pub key: String,
+    pub value: Bytes,
+}
+
+/// A record as producers give it and consumers get it back. `timestamp` is milliseconds since
+/// the Unix epoch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    pub timestamp: i64,
+    pub key: Option<Bytes>,
+    pub value: Bytes,
+    pub headers: Vec<Header>,
+}
+
+/// Why bytes could not be decoded as a batch. Positions are relative to the batch start; the
+/// segment layer adds the file and the file position.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum BatchError {
+    #[error("batch is truncated: need {needed} bytes, have {available}")]
+    Truncated { needed: usize, available: usize },
+    #[error("batch length {0} is out of range")]
+    BadLength(usize),
+    #[error("batch CRC mismatch: stored {stored:#010x}, computed {computed:#010x}")]
+    Crc { stored: u32, computed: u32 },
+    #[error("unsupported batch format version {0} (this build reads version {FORMAT_VERSION})")]
+    Version(u8),
+    #[error("unknown compression code {0}")]
+    UnknownCompression(u8),
+    #[error("records section is malformed: {0}")]
+    Malformed(&'static str),
+    #[error("records section does not decompress: {0}")]
+    Decompress(String),
+}
+
+/// Encodes records into a batch body; reusable so the hot path does not reallocate.
+#[derive(Default)]
+pub struct BatchBuilder {
+    records: Vec<u8>,
+    compressed: Vec<u8>,
+}
+
+/// A fully encoded batch whose base offset is not yet known.
+pub struct PendingBatch {
+    bytes: Vec<u8>,
+    body_crc: u32,
+    record_count: u32,
+    max_timestamp: i64,
+}
+
+impl PendingBatch {
+    /// Stamps the base offset and completes the CRC; the bytes are then ready to append.
+    pub fn seal(&mut self, base_offset: u64) -> &[u8] {
+        self.bytes[0..8].copy_from_slice(&base_offset.to_le_bytes());
+        let crc = crc32c::crc32c_append(self.body_crc, &self.bytes[0..PREFIX_LEN]);
+        self.bytes[OFF_CRC..OFF_CRC + 4].copy_from_slice(&crc.to_le_bytes());
+        &self.bytes
+    }
+
+    pub fn len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
+    }
+
+    pub fn record_count(&self) -> u32 {
+        self.record_count
+    }
+
+    pub fn max_timestamp(&self) -> i64 {
+        self.max_timestamp
+    }
+}
+
+impl BatchBuilder {
+    /// Encodes `records` (at least one) into a pending batch.
+    pub fn build(&mut self, records: &[Record], compression: Compression) -> PendingBatch {
+        assert!(!records.is_empty(), "a batch holds at least one record");
+        let first_ts = records[0].timestamp;
+        let max_ts = records.iter().map(|r| r.timestamp).max().unwrap_or(first_ts);
+        self.records.clear();
+        for record in records {
+            encode_record(&mut self.records, record, first_ts);
+        }
+        let body: &[u8] = match compression {
+            Compression::None => &self.records,
+            Compression::Zstd => {
+                self.compressed.clear();
+                // Level 1: the log is written on the hot path; archives use stronger levels.
+                zstd::stream::copy_encode(&self.records[..], &mut self.compressed, 1)
+                    .expect("zstd encoding into a Vec cannot fail");
+                &self.compressed
+            }
+            Compression::Lz4 => {
+                self.compressed = lz4_flex::block::compress(&self.records);
+                &self.compressed
+            }
+        };
+        let mut bytes = Vec::with_capacity(HEADER_LEN + body.len());
+        bytes.extend_from_slice(&0u64.to_le_bytes());
+        let length = (HEADER_LEN - PREFIX_LEN + body.len()) as u32;
+        bytes.extend_from_slice(&length.to_le_bytes());
+        bytes.extend_from_slice(&0u32.to_le_bytes());
+        bytes.push(FORMAT_VERSION);
+        bytes.push(compression.code());
+        bytes.extend_from_slice(&(records.len() as u32).to_le_bytes());
+        bytes.extend_from_slice(&first_ts.to_le_bytes());
+        bytes.extend_from_slice(&max_ts.to_le_bytes());
+        bytes.extend_from_slice(&(self.records.len() as u32).to_le_bytes());
+        bytes.extend_from_slice(body);
+        let body_crc = crc32c::crc32c(&bytes[OFF_VERSION..]);
+        PendingBatch { bytes, body_crc, record_count: records.len() as u32, max_timestamp: max_ts }
+    }
+}
+
+/// Encodes one batch in a single call (tests, tools); the server uses [`BatchBuilder`].
+pub fn encode_batch(base_offset: u64, records: &[Record], compression: Compression) -> Vec<u8> {
+    let mut pending = BatchBuilder::default().build(records, compression);
+    pending.seal(base_offset);
+    pending.bytes
+}
+
+fn encode_record(out: &mut Vec<u8>, record: &Record, first_ts: i64) {
+    put_varint(out, zigzag(record.timestamp.wrapping_sub(first_ts)));
+    match &record.key {
+        None => put_varint(out, zigzag(-1)),
+        Some(key) => {
+            put_varint(out, zigzag(key.len() as i64));
+            out.extend_from_slice(key);
+        }
+    }
+    put_varint(out, record.value.len() as u64);
+    out.extend_from_slice(&record.value);
+    put_varint(out, record.headers.len() as u64);
+    for header in &record.headers {
+        put_varint(out, header.key.len() as u64);
+        out.extend_from_slice(header.key.as_bytes());
+        put_varint(out, header.value.len() as u64);
+        out.extend_from_slice(&header.value);
+    }
+}
+
+/// The fixed fields of a batch, readable without touching the records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchHeader {
+    pub base_offset: u64,
+    /// Total bytes of the batch, header included.
+    pub total_len: usize,
+    pub record_count: u32,
+    pub first_timestamp: i64,
+    pub max_timestamp: i64,
+    pub compression: Compression,
+}
+
+impl BatchHeader {
+    /// The offset after this batch's last record.
+    pub fn next_offset(&self) -> u64 {
+        self.base_offset + u64::from(self.record_count)
+    }
+}
+
+/// Reads base offset and total length from the first [`PREFIX_LEN`] bytes.
+pub fn read_prefix(bytes: &[u8]) -> Result<(u64, usize), BatchError> {
+    if bytes.len() < PREFIX_LEN {
+        return Err(BatchError::Truncated { needed: PREFIX_LEN, available: bytes.len() });
+    }
+    let base = u64::from_le_bytes(bytes[0..8].try_into().expect("8 bytes"));
+    let length = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes")) as usize;
+    let total = PREFIX_LEN + length;
+    if total < HEADER_LEN || total > MAX_BATCH_LEN {
+        return Err(BatchError::BadLength(total));
+    }
+    Ok((base, total))
+}
+
+/// Checks the CRC and header of the batch at the start of `bytes` (which may continue with
+/// more batches) and returns its header.
+pub fn verify(bytes: &[u8]) -> Result<BatchHeader, BatchError> {
+    let (base_offset, total_len) = read_prefix(bytes)?;
+    if bytes.len() < total_len {
+        return Err(BatchError::Truncated { needed: total_len, available: bytes.len() });
+    }
+    let batch = &bytes[..total_len];
+    let stored = u32::from_le_bytes(batch[OFF_CRC..OFF_CRC + 4].try_into().expect("4 bytes"));
+    let computed = crc32c::crc32c_append(crc32c::crc32c(&batch[OFF_VERSION..]), &batch[..PREFIX_LEN]);
+    if stored != computed {
+        return Err(BatchError::Crc { stored, computed });
+    }
+    if batch[OFF_VERSION] != FORMAT_VERSION {
+        return Err(BatchError::Version(batch[OFF_VERSION]));
+    }
+    let compression = Compression::from_code(batch[OFF_COMPRESSION])
+        .ok_or(BatchError::UnknownCompression(batch[OFF_COMPRESSION]))?;
+    let le_u32 = |at: usize| u32::from_le_bytes(batch[at..at + 4].try_into().expect("4 bytes"));
+    let le_i64 = |at: usize| i64::from_le_bytes(batch[at..at + 8].try_into().expect("8 bytes"));
+    let record_count = le_u32(OFF_COUNT);
+    if record_count == 0 {
+        return Err(BatchError::Malformed("batch holds no records"));
+    }
+    Ok(BatchHeader {
+        base_offset,
+        total_len,
+        record_count,
+        first_timestamp: le_i64(OFF_FIRST_TS),
+        max_timestamp: le_i64(OFF_MAX_TS),
+        compression,
+    })
+}
+
+/// Verifies and decodes the batch at the start of `bytes` into its records.
+pub fn decode(bytes: &Bytes) -> Result<(BatchHeader, Vec<Record>), BatchError> {
+    let header = verify(bytes)?;
+    let raw_len = u32::from_le_bytes(bytes[OFF_RAW_LEN..OFF_RAW_LEN + 4].try_into().expect("4"))
+        as usize;
+    if raw_len > MAX_BATCH_LEN {
+        return Err(BatchError::Malformed("uncompressed length out of range"));
+    }
+    let body = bytes.slice(HEADER_LEN..header.total_len);
+    let raw = match header.compression {
+        Compression::None => body,
+        Compression::Zstd => Bytes::from(
+            zstd::bulk::decompress(&body, raw_len).map_err(|e| BatchError::Decompress(e.to_string()))?,
+        ),
+        Compression::Lz4 => Bytes::from(
+            lz4_flex::block::decompress(&body, raw_len)
+                .map_err(|e| BatchError::Decompress(e.to_string()))?,
+        ),
+    };
+    if raw.len() != raw_len {
+        return Err(BatchError::Malformed("records section length differs from the header"));
+    }
+    let mut cursor = raw.clone();
+    let mut records = Vec::with_capacity(header.record_count as usize);
+    for _ in 0..header.record_count {
+        records.push(decode_record(&raw, &mut cursor, header.first_timestamp)?);
+    }
+    if cursor.has_remaining() {
+        return Err(BatchError::Malformed("bytes left after the last record"));
+    }
+    Ok((header, records))
+}
+
+fn decode_record(whole: &Bytes, cursor: &mut Bytes, first_ts: i64) -> Result<Record, BatchError> {
+    let timestamp = first_ts.wrapping_add(unzigzag(get_varint(cursor)?));
+    let key_len = unzigzag(get_varint(cursor)?);
+    let key = match key_len {
+        -1 => None,
+        len if len >= 0 => Some(take(whole, cursor, len as u64)?),
+        _ => return Err(BatchError::Malformed("negative key length")),
+    };
+    let value_len = get_varint(cursor)?;
+    let value = take(whole, cursor, value_len)?;
+    let header_count = get_varint(cursor)?;
+    if header_count > cursor.remaining() as u64 {
+        return Err(BatchError::Malformed("header count exceeds the batch"));
+    }
+    let mut headers = Vec::with_capacity(header_count as usize);
+    for _ in 0..header_count {
+        let key_len = get_varint(cursor)?;
+        let key = take(whole, cursor, key_len)?;
+        let key = String::from_utf8(key.to_vec())
+            .map_err(|_| BatchError::Malformed("header name is not UTF-8"))?;
+        let value_len = get_varint(cursor)?;
+        let value = take(whole, cursor, value_len)?;
+        headers.push(Header { key, value });
+    }
+    Ok(Record { timestamp, key, value, headers })
+}
+
+/// Splits `len` bytes off the cursor as a zero-copy slice of `whole`.
+fn take(whole: &Bytes, cursor: &mut Bytes, len: u64) -> Result<Bytes, BatchError> {
+    if len > cursor.remaining() as u64 {
+        return Err(BatchError::Malformed("field length exceeds the batch"));
+    }
+    let start = whole.len() - cursor.remaining();
+    let slice = whole.slice(start..start + len as usize);
+    cursor.advance(len as usize);
+    Ok(slice)
+}
+
+pub(crate) fn put_varint(out: &mut Vec<u8>, mut value: u64) {
+    while value >= 0x80 {
+        out.push((value as u8) | 0x80);
+        value >>= 7;
+    }
+    out.push(value as u8);
+}
+
+pub(crate) fn get_varint(cursor: &mut Bytes) -> Result<u64, BatchError> {
+    let mut value = 0u64;
+    for shift in (0..64).step_by(7) {
+        if !cursor.has_remaining() {
+            return Err(BatchError::Malformed("varint runs past the end"));
+        }
+        let byte = cursor.get_u8();
+        value |= u64::from(byte & 0x7f) << shift;
+        if byte & 0x80 == 0 {
+            return Ok(value);
+        }
+    }
+    Err(BatchError::Malformed("varint longer than 10 bytes"))
+}
+
+pub(crate) fn zigzag(value: i64) -> u64 {
+    ((value << 1) ^ (value >> 63)) as u64
+}
+
+pub(crate) fn unzigzag(value: u64) -> i64 {
+    ((value >> 1) as i64) ^ -((value & 1) as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn arb_record() -> impl Strategy<Value = Record> {
+        (
+            any::<i64>(),
+            proptest::option::of(proptest::collection::vec(any::<u8>(), 0..40)),
+            proptest::collection::vec(any::<u8>(), 0..200),
+            proptest::collection::vec(("[a-z]{0,8}", proptest::collection::vec(any::<u8>(), 0..16)), 0..3),
+        )
+            .prop_map(|(timestamp, key, value, headers)| Record {
+                timestamp,
+                key: key.map(Bytes::from),
+                value: Bytes::from(value),
+                headers: headers
+                    .into_iter()
+                    .map(|(key, value)| Header { key, value: Bytes::from(value) })
+                    .collect(),
+            })
+    }
+
+    fn arb_compression() -> impl Strategy<Value = Compression> {
+        prop_oneof![Just(Compression::None), Just(Compression::Zstd), Just(Compression::Lz4)]
+    }
+
+    proptest! {
+        #[test]
+        fn round_trip(base in 0u64..u64::MAX / 2, records in proptest::collection::vec(arb_record(), 1..20), compression in arb_compression()) {
+            let bytes = Bytes::from(encode_batch(base, &records, compression));
+            let (header, decoded) = decode(&bytes).unwrap();
+            prop_assert_eq!(header.base_offset, base);
+            prop_assert_eq!(header.total_len, bytes.len());
+            prop_assert_eq!(header.record_count as usize, records.len());
+            prop_assert_eq!(header.max_timestamp, records.iter().map(|r| r.timestamp).max().unwrap());
+            prop_assert_eq!(decoded, records);
+        }
+
+        #[test]
+        fn any_flipped_bit_is_detected(records in proptest::collection::vec(arb_record(), 1..5), compression in arb_compression(), bit in any::<proptest::sample::Index>()) {
+            let mut bytes = encode_batch(7, &records, compression);
+            let bit = bit.index(bytes.len() * 8);
+            bytes[bit / 8] ^= 1 << (bit % 8);
+            prop_assert!(decode(&Bytes::from(bytes)).is_err());
+        }
+
+        #[test]
+        fn varint_round_trip(value in any::<i64>()) {
+            let mut out = Vec::new();
+            put_varint(&mut out, zigzag(value));
+            let mut cursor = Bytes::from(out);
+            prop_assert_eq!(unzigzag(get_varint(&mut cursor).unwrap()), value);
+        }
+    }
+
+    #[test]
+    fn truncated_batches_are_reported_not_panicked() {
+        let record = Record { timestamp: 5, key: None, value: Bytes::from_static(b"hello"), headers: vec![] };
+        let bytes = encode_batch(0, &[record], Compression::None);
+        for cut in 0..bytes.len() {
+            assert!(decode(&Bytes::copy_from_slice(&bytes[..cut])).is_err(), "cut at {cut}");
+        }
+    }
+}

@@ -1,0 +1,393 @@
+//! A partition: an ordered list of segments, the single writer that appends to the last one,
+//! the high watermark readers may see up to, and retention.
+//!
+//! Appends are serialised by a mutex; batch encoding and CRC happen before it is taken. In
+//! `fsync` mode an append is made visible (and may be acknowledged) only after the
+//! [`Flusher`](super::flusher::Flusher) has fsynced it, which lets concurrent appenders share
+//! one fsync. A failed fsync poisons the partition: it refuses further appends and never
+//! advances the high watermark past data that may not be on disk.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+
+use super::batch::{BatchBuilder, Record};
+use super::flusher::Flusher;
+use super::segment::Segment;
+use super::topic::{FlushPolicy, TopicConfig};
+use super::{DiskUsage, LogError};
+
+/// What readers may see of a partition.
+#[derive(Debug, Clone)]
+pub struct Visibility {
+    /// The offset after the last record readers may see.
+    pub high_watermark: u64,
+    /// Set once an fsync or write failed; the partition then takes no appends.
+    pub failed: Option<Arc<str>>,
+}
+
+/// The offsets an append was given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    pub base_offset: u64,
+    /// The offset after the last appended record.
+    pub next_offset: u64,
+}
+
+/// Raw batches read from a partition, plus where the reader stands.
+#[derive(Debug, Default)]
+pub struct Fetched {
+    /// Whole batches in the storage format; the first may start before the requested offset.
+    pub data: Vec<u8>,
+    /// Where the next read should start.
+    pub next_offset: u64,
+    pub high_watermark: u64,
+    pub log_start_offset: u64,
+}
+
+pub struct Partition {
+    pub topic: Arc<str>,
+    pub id: u32,
+    dir: PathBuf,
+    config: Arc<RwLock<TopicConfig>>,
+    writer: Mutex<Writer>,
+    segments: RwLock<Vec<Arc<Segment>>>,
+    visibility: watch::Sender<Visibility>,
+    queued_for_flush: AtomicBool,
+    flusher: Arc<Flusher>,
+    disk: Arc<DiskUsage>,
+}
+
+struct Writer {
+    active: Arc<Segment>,
+    active_since: Instant,
+}
+
+impl Partition {
+    /// Opens (recovering) or creates the partition stored in `dir`.
+    pub fn open(
+        dir: PathBuf,
+        topic: Arc<str>,
+        id: u32,
+        config: Arc<RwLock<TopicConfig>>,
+        flusher: Arc<Flusher>,
+        disk: Arc<DiskUsage>,
+    ) -> Result<Arc<Partition>, LogError> {
+        let _span = tracing::info_span!("partition", topic = %topic, partition = id).entered();
+        std::fs::create_dir_all(&dir).map_err(|e| LogError::io(&dir, e))?;
+        let index_interval = config.read().expect("config lock").index_interval_bytes;
+        let bases = segment_bases(&dir)?;
+        let mut segments = Vec::with_capacity(bases.len().max(1));
+        for (i, &base) in bases.iter().enumerate() {
+            let sealed = i + 1 < bases.len();
+            segments.push(Arc::new(Segment::open(&dir, base, sealed, index_interval)?));
+        }
+        if segments.is_empty() {
+            segments.push(Arc::new(Segment::create(&dir, 0)?));
+            sync_dir(&dir)?;
+        }
+        for pair in segments.windows(2) {
+            if pair[0].next_offset() != pair[1].base_offset {
+                tracing::error!(
+                    segment = %pair[0].path().display(),
+                    readable_until = pair[0].next_offset(),
+                    next_segment_starts = pair[1].base_offset,
+                    "records are missing between two segments; reads of them will fail"
+                );
+            }
+        }
+        let active = segments.last().expect("at least one segment").clone();
+        let high_watermark = active.next_offset();
+        disk.add(segments.iter().map(|s| s.len()).sum());
+        Ok(Arc::new(Partition {
+            topic,
+            id,
+            dir,
+            config,
+            writer: Mutex::new(Writer { active, active_since: Instant::now() }),
+            segments: RwLock::new(segments),
+            visibility: watch::Sender::new(Visibility { high_watermark, failed: None }),
+            queued_for_flush: AtomicBool::new(false),
+            flusher,
+            disk,
+        }))
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Appends records as one batch. The records are on disk, and visible to readers, once
+    /// [`Partition::wait_visible`] for the returned `next_offset` returns.
+    pub fn append(self: &Arc<Self>, records: &[Record]) -> Result<Appended, LogError> {
+        let config = self.config.read().expect("config lock").clone();
+        if let Some(failed) = &self.visibility.borrow().failed {
+            return Err(self.failed_error(failed));
+        }
+        self.disk.check()?;
+        let mut pending = BatchBuilder::default().build(records, config.compression);
+        let mut writer = self.writer.lock().expect("writer lock");
+        let age = writer.active_since.elapsed();
+        let active_len = writer.active.len();
+        if active_len > 0
+            && (active_len + pending.len() as u64 > config.segment_bytes
+                || age >= Duration::from_millis(config.segment_ms))
+        {
+            self.roll(&mut writer)?;
+        }
+        let base_offset = writer.active.next_offset();
+        let bytes = pending.seal(base_offset);
+        let header = super::batch::verify(bytes).expect("a freshly built batch verifies");
+        if let Err(error) = writer.active.append(bytes, &header, config.index_interval_bytes) {
+            let out_of_space = error.raw_os_error() == Some(libc::ENOSPC);
+            let error = LogError::io(writer.active.path(), error);
+            drop(writer);
+            if out_of_space {
+                return Err(LogError::DiskFull(error.to_string()));
+            }
+            self.fail(&error.to_string());
+            return Err(error);
+        }
+        self.disk.add(pending.len() as u64);
+        drop(writer);
+        let next_offset = base_offset + u64::from(pending.record_count());
+        match config.flush {
+            FlushPolicy::Fsync => {
+                if !self.queued_for_flush.swap(true, Ordering::SeqCst) {
+                    self.flusher.enqueue(self.clone(), None);
+                }
+            }
+            FlushPolicy::Interval => {
+                self.publish(next_offset);
+                if !self.queued_for_flush.swap(true, Ordering::SeqCst) {
+                    let due = Instant::now() + Duration::from_millis(config.flush_interval_ms);
+                    self.flusher.enqueue(self.clone(), Some(due));
+                }
+            }
+        }
+        Ok(Appended { base_offset, next_offset })
+    }
+
+    /// Appends and waits until the records are durable per the topic's flush policy.
+    pub async fn append_durable(self: &Arc<Self>, records: &[Record]) -> Result<Appended, LogError> {
+        let appended = self.append(records)?;
+        self.wait_visible(appended.next_offset).await?;
+        Ok(appended)
+    }
+
+    /// Waits until the high watermark reaches `offset`, or fails if the partition failed.
+    pub async fn wait_visible(&self, offset: u64) -> Result<(), LogError> {
+        let mut receiver = self.visibility.subscribe();
+        let visibility = receiver
+            .wait_for(|v| v.high_watermark >= offset || v.failed.is_some())
+            .await
+            .expect("the sender lives in self");
+        if visibility.high_watermark >= offset {
+            return Ok(());
+        }
+        let failed = visibility.failed.clone().expect("checked by wait_for");
+        Err(self.failed_error(&failed))
+    }
+
+    /// Waits up to `timeout` for records at or after `offset` to become visible.
+    pub async fn wait_for_records(&self, offset: u64, timeout: Duration) {
+        let mut receiver = self.visibility.subscribe();
+        let _ = tokio::time::timeout(
+            timeout,
+            receiver.wait_for(|v| v.high_watermark > offset || v.failed.is_some()),
+        )
+        .await;
+    }
+
+    /// Called by the flusher: fsyncs what was written so far and makes it visible.
+    pub(super) fn flush(&self) {
+        self.queued_for_flush.store(false, Ordering::SeqCst);
+        let (active, written) = {
+            let writer = self.writer.lock().expect("writer lock");
+            (writer.active.clone(), writer.active.next_offset())
+        };
+        match active.sync() {
+            Ok(()) => self.publish(written),
+            Err(error) => self.fail(&error.to_string()),
+        }
+    }
+
+    fn publish(&self, offset: u64) {
+        self.visibility.send_if_modified(|v| {
+            let advance = v.failed.is_none() && offset > v.high_watermark;
+            if advance {
+                v.high_watermark = offset;
+            }
+            advance
+        });
+    }
+
+    fn fail(&self, reason: &str) {
+        tracing::error!(topic = %self.topic, partition = self.id, %reason,
+            "partition stops accepting writes: data may not be on disk");
+        self.visibility.send_modify(|v| {
+            v.failed.get_or_insert_with(|| Arc::from(reason));
+        });
+    }
+
+    fn failed_error(&self, reason: &str) -> LogError {
+        LogError::PartitionFailed { topic: self.topic.to_string(), partition: self.id, reason: reason.to_string() }
+    }
+
+    fn roll(&self, writer: &mut Writer) -> Result<(), LogError> {
+        if let Err(error) = writer.active.seal() {
+            self.fail(&error.to_string());
+            return Err(error);
+        }
+        let base = writer.active.next_offset();
+        let segment = Arc::new(Segment::create(&self.dir, base)?);
+        sync_dir(&self.dir)?;
+        // Everything up to `base` is now fsynced by the seal.
+        if self.config.read().expect("config lock").flush == FlushPolicy::Fsync {
+            self.publish(base);
+        }
+        self.segments.write().expect("segments lock").push(segment.clone());
+        tracing::debug!(topic = %self.topic, partition = self.id, base_offset = base, "rolled segment");
+        writer.active = segment;
+        writer.active_since = Instant::now();
+        Ok(())
+    }
+
+    pub fn high_watermark(&self) -> u64 {
+        self.visibility.borrow().high_watermark
+    }
+
+    pub fn log_start_offset(&self) -> u64 {
+        self.segments.read().expect("segments lock")[0].base_offset
+    }
+
+    /// Bytes of all segments.
+    pub fn size_bytes(&self) -> u64 {
+        self.segments.read().expect("segments lock").iter().map(|s| s.len()).sum()
+    }
+
+    pub fn segment_count(&self) -> usize {
+        self.segments.read().expect("segments lock").len()
+    }
+
+    /// Reads whole batches from `offset` on, about `max_bytes` of them (at least one batch if
+    /// any is visible). `offset` equal to the high watermark reads nothing.
+    pub fn read(&self, offset: u64, max_bytes: usize) -> Result<Fetched, LogError> {
+        let high_watermark = self.high_watermark();
+        let segments = self.segments.read().expect("segments lock").clone();
+        let log_start_offset = segments[0].base_offset;
+        if offset < log_start_offset || offset > high_watermark {
+            return Err(LogError::OffsetOutOfRange {
+                topic: self.topic.to_string(),
+                partition: self.id,
+                requested: offset,
+                start: log_start_offset,
+                end: high_watermark,
+            });
+        }
+        let first = segments.partition_point(|s| s.base_offset <= offset) - 1;
+        let mut data = Vec::new();
+        let mut next = offset;
+        for segment in &segments[first..] {
+            if next >= high_watermark || data.len() >= max_bytes {
+                break;
+            }
+            if next < segment.base_offset {
+                return Err(LogError::Missing {
+                    topic: self.topic.to_string(),
+                    partition: self.id,
+                    from: next,
+                    to: segment.base_offset,
+                });
+            }
+            next = segment.read(next, high_watermark, max_bytes, &mut data)?;
+            if next < segment.next_offset() {
+                break;
+            }
+        }
+        Ok(Fetched { data, next_offset: next, high_watermark, log_start_offset })
+    }
+
+    /// The first offset whose record timestamp is at or after `timestamp`, or the high
+    /// watermark if there is none yet.
+    pub fn offset_for_timestamp(&self, timestamp: i64) -> Result<u64, LogError> {
+        let high_watermark = self.high_watermark();
+        let segments = self.segments.read().expect("segments lock").clone();
+        for segment in segments {
+            if let Some(offset) = segment.find_timestamp(timestamp)? {
+                return Ok(offset.min(high_watermark));
+            }
+        }
+        Ok(high_watermark)
+    }
+
+    /// Deletes sealed segments past the topic's retention, oldest first; returns how many
+    /// bytes were freed.
+    pub fn enforce_retention(&self, now_ms: i64) -> Result<u64, LogError> {
+        let config = self.config.read().expect("config lock").clone();
+        let removed: Vec<Arc<Segment>> = {
+            let mut segments = self.segments.write().expect("segments lock");
+            let mut total: u64 = segments.iter().map(|s| s.len()).sum();
+            let mut count = 0;
+            for segment in &segments[..segments.len() - 1] {
+                let expired = config
+                    .retention_ms
+                    .is_some_and(|ms| segment.max_timestamp() < now_ms.saturating_sub(ms as i64));
+                let oversized = config.retention_bytes.is_some_and(|limit| total - segment.len() >= limit);
+                if !expired && !oversized {
+                    break;
+                }
+                total -= segment.len();
+                count += 1;
+            }
+            segments.drain(..count).collect()
+        };
+        let mut freed = 0;
+        for segment in removed {
+            tracing::info!(topic = %self.topic, partition = self.id, segment = %segment.path().display(),
+                "deleting segment past retention");
+            segment.remove_files().map_err(|e| LogError::io(segment.path(), e))?;
+            freed += segment.len();
+        }
+        self.disk.sub(freed);
+        Ok(freed)
+    }
+
+    /// Fsyncs outstanding data and writes the active segment's index, so the next start need
+    /// not scan it.
+    pub fn close(&self) -> Result<(), LogError> {
+        let writer = self.writer.lock().expect("writer lock");
+        writer.active.sync()?;
+        self.publish(writer.active.next_offset());
+        writer.active.write_index()
+    }
+
+    /// Removes the partition's files; the partition must no longer be in use.
+    pub fn remove_files(&self) -> Result<(), LogError> {
+        self.disk.sub(self.size_bytes());
+        std::fs::remove_dir_all(&self.dir).map_err(|e| LogError::io(&self.dir, e))
+    }
+}
+
+/// Base offsets of the segment files in `dir`, ascending; stray temporary files are removed.
+fn segment_bases(dir: &Path) -> Result<Vec<u64>, LogError> {
+    let mut bases = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(|e| LogError::io(dir, e))? {
+        let path = entry.map_err(|e| LogError::io(dir, e))?.path();
+        let Some(name) = path.file_name().and_then(|n| n.to_str()) else { continue };
+        if name.ends_with(".tmp") {
+            std::fs::remove_file(&path).map_err(|e| LogError::io(&path, e))?;
+        } else if let Some(base) = name.strip_suffix(".log").and_then(|b| b.parse().ok()) {
+            bases.push(base);
+        }
+    }
+    bases.sort_unstable();
+    Ok(bases)
+}
+
+pub(super) fn sync_dir(dir: &Path) -> Result<(), LogError> {
+    std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(|e| LogError::io(dir, e))
+}
