@@ -13,7 +13,7 @@ use std::path::Path;
 const MAGIC: &[u8; 8] = b"SLCIDX01";
 const HEADER_LEN: usize = 16;
 const ENTRY_LEN: usize = 16;
-const FOOTER_LEN: usize = 28;
+const FOOTER_LEN: usize = 36;
 
 /// Which of the two index files a file holds; stored in its header so they cannot be swapped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,11 +35,13 @@ pub struct SegmentIndex {
     pub max_timestamp: i64,
     /// Log bytes these entries describe.
     pub log_len: u64,
+    /// The offset after the last record in those bytes.
+    pub next_offset: u64,
 }
 
 impl SegmentIndex {
-    pub fn new() -> Self {
-        SegmentIndex { max_timestamp: i64::MIN, ..Default::default() }
+    pub fn new(base_offset: u64) -> Self {
+        SegmentIndex { max_timestamp: i64::MIN, next_offset: base_offset, ..Default::default() }
     }
 
     /// File position of the batch holding `offset` or the last indexed batch before it.
@@ -69,16 +71,17 @@ impl SegmentIndex {
     /// Loads both index files; `None` when either is missing, damaged, or describes a log of
     /// another length than `log_len`.
     pub fn read_files(offset_path: &Path, time_path: &Path, log_len: u64) -> Option<Self> {
-        let (offsets, max_ts, len_a) = read_file(offset_path, IndexKind::Offset)?;
-        let (times, max_ts_b, len_b) = read_file(time_path, IndexKind::Time)?;
-        if len_a != log_len || len_b != log_len || max_ts != max_ts_b {
+        let (offsets, footer) = read_file(offset_path, IndexKind::Offset)?;
+        let (times, time_footer) = read_file(time_path, IndexKind::Time)?;
+        if footer != time_footer || footer.log_len != log_len {
             return None;
         }
         Some(SegmentIndex {
             offsets,
             times: times.into_iter().map(|(t, o)| (t as i64, o)).collect(),
-            max_timestamp: max_ts,
+            max_timestamp: footer.max_timestamp,
             log_len,
+            next_offset: footer.next_offset,
         })
     }
 }
@@ -100,6 +103,7 @@ fn write_file(
     bytes.extend_from_slice(&(entries.len() as u64).to_le_bytes());
     bytes.extend_from_slice(&index.log_len.to_le_bytes());
     bytes.extend_from_slice(&index.max_timestamp.to_le_bytes());
+    bytes.extend_from_slice(&index.next_offset.to_le_bytes());
     let crc = crc32c::crc32c(&bytes);
     bytes.extend_from_slice(&crc.to_le_bytes());
     let tmp = path.with_extension("tmp");
@@ -109,9 +113,14 @@ fn write_file(
     std::fs::rename(&tmp, path)
 }
 
-type FileEntries = (Vec<(u64, u64)>, i64, u64);
+#[derive(PartialEq, Eq)]
+struct Footer {
+    log_len: u64,
+    max_timestamp: i64,
+    next_offset: u64,
+}
 
-fn read_file(path: &Path, kind: IndexKind) -> Option<FileEntries> {
+fn read_file(path: &Path, kind: IndexKind) -> Option<(Vec<(u64, u64)>, Footer)> {
     let bytes = std::fs::read(path).ok()?;
     if bytes.len() < HEADER_LEN + FOOTER_LEN || &bytes[0..8] != MAGIC {
         return None;
@@ -135,7 +144,12 @@ fn read_file(path: &Path, kind: IndexKind) -> Option<FileEntries> {
             (u64_at(at), u64_at(at + 8))
         })
         .collect();
-    Some((entries, u64_at(footer + 16) as i64, u64_at(footer + 8)))
+    let footer = Footer {
+        log_len: u64_at(footer + 8),
+        max_timestamp: u64_at(footer + 16) as i64,
+        next_offset: u64_at(footer + 24),
+    };
+    Some((entries, footer))
 }
 
 #[cfg(test)]
@@ -148,6 +162,7 @@ mod tests {
             times: vec![(i64::MIN, 0), (1_000, 100), (2_000, 250)],
             max_timestamp: 2_500,
             log_len: 12_000,
+            next_offset: 300,
         }
     }
 

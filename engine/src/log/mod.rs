@@ -311,3 +311,6 @@ fn validate_name(name: &str) -> Result<(), LogError> {
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
+
+#[cfg(test)]
+mod tests;

@@ -58,7 +58,7 @@ impl Segment {
             base_offset,
             log_path,
             file,
-            index: RwLock::new(SegmentIndex::new()),
+            index: RwLock::new(SegmentIndex::new(base_offset)),
             len: AtomicU64::new(0),
             sealed: AtomicBool::new(false),
             next_offset: AtomicU64::new(base_offset),
@@ -88,7 +88,7 @@ impl Segment {
             base_offset,
             log_path,
             file,
-            index: RwLock::new(SegmentIndex::new()),
+            index: RwLock::new(SegmentIndex::new(base_offset)),
             len: AtomicU64::new(file_len),
             sealed: AtomicBool::new(sealed),
             next_offset: AtomicU64::new(base_offset),
@@ -96,10 +96,7 @@ impl Segment {
         };
         let rebuilt = trusted.is_none();
         let outcome = match trusted {
-            Some(index) if sealed => {
-                let next = segment.next_offset_from(&index)?;
-                ScanOutcome { index, next_offset: next, stopped: None }
-            }
+            Some(index) if sealed => ScanOutcome { next_offset: index.next_offset, index, stopped: None },
             Some(index) => {
                 // A clean shutdown left a matching index: check only from the last entry on.
                 let (offset, position) = index.offsets.last().copied().unwrap_or((base_offset, 0));
@@ -109,7 +106,7 @@ impl Segment {
                 if file_len > 0 {
                     tracing::info!(file = %segment.log_path.display(), "rebuilding segment index");
                 }
-                segment.scan(0, base_offset, SegmentIndex::new(), index_interval, file_len)
+                segment.scan(0, base_offset, SegmentIndex::new(base_offset), index_interval, file_len)
             }
         };
         let mut valid_len = outcome.index.log_len;
@@ -135,20 +132,6 @@ impl Segment {
         Ok(segment)
     }
 
-    /// The next offset of a sealed segment with a trusted index: the last indexed batch's
-    /// end, found by walking from it.
-    fn next_offset_from(&self, index: &SegmentIndex) -> Result<u64, LogError> {
-        let Some(&(offset, position)) = index.offsets.last() else {
-            return Ok(self.base_offset);
-        };
-        let mut reader = BatchReader::new(&self.file, position, index.log_len);
-        let mut next = offset;
-        while let Some((_, header, _)) = reader.next().map_err(|(p, e)| self.corrupt(p, next, e))? {
-            next = header.next_offset();
-        }
-        Ok(next)
-    }
-
     /// Walks batches from `position` (holding `offset`), extending `index`, until the end of
     /// the file or the first batch that is torn, corrupt or out of sequence.
     fn scan(
@@ -168,6 +151,7 @@ impl Segment {
         index.offsets.retain(|&(_, p)| p < position);
         index.times.retain(|&(_, o)| o < offset);
         index.log_len = position;
+        index.next_offset = offset;
         let mut reader = BatchReader::new(&self.file, position, file_len);
         let mut next = offset;
         let stopped = loop {
@@ -338,6 +322,7 @@ fn index_batch(index: &mut SegmentIndex, position: u64, header: &BatchHeader, in
     }
     index.max_timestamp = index.max_timestamp.max(header.max_timestamp);
     index.log_len = position + header.total_len as u64;
+    index.next_offset = header.next_offset();
 }
 
 /// Walks CRC-checked batches of a file from a position, reading ahead in chunks.
