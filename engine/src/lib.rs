@@ -1,6 +1,10 @@
 //! Sluice: a durable partitioned log with WebAssembly consumer plugins.
 //!
-//! Dependencies point one way: `server` and `cli` use `groups`, which uses `log`; `log` knows
+//! Dependencies point one way: `cli` and `server` use `groups`, which uses `log`; `log` knows
 //! nothing of HTTP or consumer groups.
 
+pub mod cli;
+pub mod config;
+pub mod groups;
 pub mod log;
+pub mod server;

@@ -194,6 +194,26 @@ pub fn encode_batch(base_offset: u64, records: &[Record], compression: Compressi
     pending.bytes
 }
 
+/// Encodes records as a records frame: the body of a binary produce request. It is the
+/// records section of a batch with absolute timestamps (see `docs/http-api.md`).
+pub fn encode_records_frame(records: &[Record]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(records.iter().map(|r| r.value.len() + 16).sum());
+    for record in records {
+        encode_record(&mut out, record, 0);
+    }
+    out
+}
+
+/// Decodes a records frame; keys and values are zero-copy slices of `frame`.
+pub fn decode_records_frame(frame: &Bytes) -> Result<Vec<Record>, BatchError> {
+    let mut cursor = frame.clone();
+    let mut records = Vec::new();
+    while cursor.has_remaining() {
+        records.push(decode_record(frame, &mut cursor, 0)?);
+    }
+    Ok(records)
+}
+
 fn encode_record(out: &mut Vec<u8>, record: &Record, first_ts: i64) {
     put_varint(out, zigzag(record.timestamp.wrapping_sub(first_ts)));
     match &record.key {

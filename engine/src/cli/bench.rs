@@ -1,0 +1,231 @@
+//! `sluice bench`: throughput of the log in-process and of the server over 127.0.0.1, for
+//! 100-byte and 1 KiB records, printed as a table (the README quotes its output).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use clap::{Args, ValueEnum};
+
+use super::client::{Client, Position};
+use crate::config::Config;
+use crate::log::{Log, LogOptions, Record, TopicConfig, batch};
+
+#[derive(Args)]
+#[command(long_about = "\
+Measure throughput on this machine, for 100-byte and 1 KiB records:
+
+  append          records appended straight into a partition, no fsync
+  append+fsync    concurrent appenders, each waiting for its group-committed fsync
+  read            records read back from a partition and decoded
+  produce         binary produce requests over HTTP on 127.0.0.1, acknowledged after fsync
+  consume         binary fetches over HTTP on 127.0.0.1, batches decoded and CRC-checked
+
+Data goes to a temporary directory under --dir (default: the current directory), removed
+afterwards. The last line gives the peak resident memory of the process.")]
+pub struct BenchArgs {
+    /// Records per measurement for 100-byte records (1 KiB runs use a quarter as many).
+    #[arg(long, default_value_t = 2_000_000)]
+    records: u64,
+    /// Concurrent producers, appenders and consumers (one partition each).
+    #[arg(long, default_value_t = 4)]
+    producers: usize,
+    /// Records per append or produce request.
+    #[arg(long, default_value_t = 1000)]
+    batch: usize,
+    /// Where the temporary data directory goes.
+    #[arg(long, default_value = ".")]
+    dir: PathBuf,
+    /// Which measurements to run.
+    #[arg(long, value_enum, default_value_t = Part::All)]
+    only: Part,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Part {
+    All,
+    Log,
+    Server,
+}
+
+struct Row {
+    name: &'static str,
+    size: usize,
+    records: u64,
+    elapsed: Duration,
+}
+
+impl Row {
+    fn print(&self) {
+        let secs = self.elapsed.as_secs_f64();
+        let rate = self.records as f64 / secs;
+        println!(
+            "{:<14} {:>6} B {:>12} {:>14.0} {:>10.1}",
+            self.name,
+            self.size,
+            self.records,
+            rate,
+            rate * self.size as f64 / 1e6
+        );
+    }
+}
+
+pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    println!("{:<14} {:>8} {:>12} {:>14} {:>10}", "SCENARIO", "RECORD", "RECORDS", "RECORDS/S", "MB/S");
+    for size in [100usize, 1024] {
+        let records = if size == 100 { args.records } else { args.records / 4 };
+        let records = records - records % (args.batch * args.producers) as u64;
+        if args.only != Part::Server {
+            for row in bench_log(&args, size, records).await? {
+                row.print();
+            }
+        }
+        if args.only != Part::Log {
+            for row in bench_server(&args, size, records).await? {
+                row.print();
+            }
+        }
+    }
+    println!("peak resident memory: {} MiB", peak_rss_kib() / 1024);
+    Ok(())
+}
+
+/// A batch of `count` records of `size`-byte values with varied content.
+fn sample_records(size: usize, count: usize) -> Vec<Record> {
+    (0..count)
+        .map(|i| {
+            let value: Vec<u8> = (0..size).map(|j| (i * 31 + j * 7) as u8).collect();
+            Record { timestamp: 1_700_000_000_000 + i as i64, key: None, value: Bytes::from(value), headers: Vec::new() }
+        })
+        .collect()
+}
+
+fn relaxed_topic() -> Vec<(String, String)> {
+    vec![("flush".into(), "interval".into()), ("flush_interval_ms".into(), "3600000".into())]
+}
+
+async fn bench_log(args: &BenchArgs, size: usize, records: u64) -> anyhow::Result<Vec<Row>> {
+    let dir = tempfile::Builder::new().prefix("sluice-bench-").tempdir_in(&args.dir)?;
+    let options = LogOptions { topic_defaults: TopicConfig::default(), max_disk_bytes: None, min_free_bytes: 0 };
+    let log = Arc::new(Log::open(dir.path(), options)?);
+    let batch = sample_records(size, args.batch);
+    let batches = records / args.batch as u64;
+
+    let topic = log.create_topic("append", 1, &relaxed_topic())?;
+    let partition = topic.partition(0)?;
+    let started = Instant::now();
+    for _ in 0..batches {
+        partition.append(&batch)?;
+    }
+    let append = Row { name: "append", size, records, elapsed: started.elapsed() };
+
+    let topic = log.create_topic("append-fsync", args.producers as u32, &[])?;
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for p in 0..args.producers {
+        let (partition, batch) = (topic.partition(p as u32)?, batch.clone());
+        let per = batches / args.producers as u64;
+        tasks.spawn(async move {
+            for _ in 0..per {
+                partition.append_durable(&batch).await?;
+            }
+            Ok::<_, crate::log::LogError>(())
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done??;
+    }
+    let fsync = Row { name: "append+fsync", size, records, elapsed: started.elapsed() };
+
+    let started = Instant::now();
+    let mut offset = 0;
+    let mut read = 0u64;
+    while offset < partition.high_watermark() {
+        let fetched = partition.read(offset, 4 << 20)?;
+        read += count_records(Bytes::from(fetched.data), offset)?;
+        offset = fetched.next_offset;
+    }
+    let reading = Row { name: "read", size, records: read, elapsed: started.elapsed() };
+    log.close()?;
+    Ok(vec![append, fsync, reading])
+}
+
+fn count_records(mut data: Bytes, from: u64) -> anyhow::Result<u64> {
+    let mut count = 0;
+    while !data.is_empty() {
+        let (header, records) = batch::decode(&data)?;
+        count += records.iter().enumerate().filter(|(i, _)| header.base_offset + *i as u64 >= from).count() as u64;
+        data = data.slice(header.total_len..);
+    }
+    Ok(count)
+}
+
+async fn bench_server(args: &BenchArgs, size: usize, records: u64) -> anyhow::Result<Vec<Row>> {
+    let dir = tempfile::Builder::new().prefix("sluice-bench-").tempdir_in(&args.dir)?;
+    let config = Config {
+        data_dir: dir.path().to_path_buf(),
+        listen: "127.0.0.1:0".parse()?,
+        storage: crate::config::StorageSettings { min_free_bytes: 0, ..Default::default() },
+        ..Config::default()
+    };
+    let server = crate::server::start(config).await?;
+    let client = Client::new(&format!("http://{}", server.addr));
+    let partitions = args.producers as u32;
+    client
+        .create_topic(&crate::server::api::CreateTopic {
+            name: "bench".into(),
+            partitions,
+            config: Default::default(),
+        })
+        .await?;
+    let frame = Bytes::from(batch::encode_records_frame(&sample_records(size, args.batch)));
+    let per = records / args.batch as u64 / partitions as u64;
+
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for p in 0..partitions {
+        let (client, frame) = (client.clone(), frame.clone());
+        tasks.spawn(async move {
+            for _ in 0..per {
+                client.produce_frame("bench", Some(p), frame.clone()).await?;
+            }
+            Ok::<_, anyhow::Error>(0u64)
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done??;
+    }
+    let produce = Row { name: "produce", size, records, elapsed: started.elapsed() };
+
+    let started = Instant::now();
+    for p in 0..partitions {
+        let client = client.clone();
+        tasks.spawn(async move {
+            let (mut offset, mut count) = (0u64, 0u64);
+            loop {
+                let (data, next, high_watermark, _) =
+                    client.fetch_raw("bench", p, Position::Offset(offset), 4 << 20, 0).await?;
+                count += count_records(data, offset)?;
+                offset = next;
+                if offset >= high_watermark {
+                    return Ok(count);
+                }
+            }
+        });
+    }
+    let mut consumed = 0;
+    while let Some(done) = tasks.join_next().await {
+        consumed += done??;
+    }
+    let consume = Row { name: "consume", size, records: consumed, elapsed: started.elapsed() };
+    server.stop().await?;
+    Ok(vec![produce, consume])
+}
+
+fn peak_rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:"))?.split_whitespace().nth(1)?.parse().ok())
+        .unwrap_or(0)
+}

@@ -1,0 +1,220 @@
+//! The HTTP client behind the `sluice` commands that talk to a running engine.
+
+use anyhow::{Context, anyhow};
+use bytes::Bytes;
+use reqwest::{Method, RequestBuilder, StatusCode};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::groups::{CommittedOffset, GroupDescription, Membership};
+use crate::log::{Record, batch};
+use crate::server::api::*;
+
+#[derive(Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    base: String,
+}
+
+/// Records decoded from a binary fetch.
+pub struct Fetch {
+    /// (offset, record), only those at or after the requested offset.
+    pub records: Vec<(u64, Record)>,
+    pub next_offset: u64,
+    pub high_watermark: u64,
+    pub log_start_offset: u64,
+}
+
+/// Where a fetch starts.
+#[derive(Debug, Clone, Copy)]
+pub enum Position {
+    Offset(u64),
+    Timestamp(i64),
+}
+
+/// An error the server answered with.
+#[derive(Debug, thiserror::Error)]
+#[error("{message} (HTTP {status}, {code})")]
+pub struct ServerError {
+    pub status: StatusCode,
+    pub code: String,
+    pub message: String,
+}
+
+impl Client {
+    pub fn new(url: &str) -> Client {
+        Client { http: reqwest::Client::new(), base: url.trim_end_matches('/').to_string() }
+    }
+
+    pub fn url(&self) -> &str {
+        &self.base
+    }
+
+    fn request(&self, method: Method, path: &str) -> RequestBuilder {
+        self.http.request(method, format!("{}/v1/{}", self.base, path))
+    }
+
+    async fn send(&self, request: RequestBuilder) -> anyhow::Result<reqwest::Response> {
+        let response = request.send().await.map_err(|e| {
+            if e.is_connect() {
+                anyhow!("cannot reach sluice at {}: is `sluice serve` running there? (set --url or SLUICE_URL)", self.base)
+            } else {
+                anyhow!("request to {} failed: {e}", self.base)
+            }
+        })?;
+        if response.status().is_success() {
+            return Ok(response);
+        }
+        let status = response.status();
+        let text = response.text().await.unwrap_or_default();
+        let (code, message) = match serde_json::from_str::<ErrorBody>(&text) {
+            Ok(body) => (body.code, body.error),
+            Err(_) => ("unknown".to_string(), text),
+        };
+        Err(ServerError { status, code, message }.into())
+    }
+
+    async fn json<T: DeserializeOwned>(&self, request: RequestBuilder) -> anyhow::Result<T> {
+        let response = self.send(request).await?;
+        response.json().await.context("the server's answer is not the JSON expected")
+    }
+
+    async fn post_json<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> anyhow::Result<T> {
+        self.json(self.request(Method::POST, path).json(body)).await
+    }
+
+    pub async fn create_topic(&self, request: &CreateTopic) -> anyhow::Result<TopicDescription> {
+        self.post_json("topics", request).await
+    }
+
+    pub async fn list_topics(&self) -> anyhow::Result<TopicList> {
+        self.json(self.request(Method::GET, "topics")).await
+    }
+
+    pub async fn describe_topic(&self, topic: &str) -> anyhow::Result<TopicDescription> {
+        self.json(self.request(Method::GET, &format!("topics/{topic}"))).await
+    }
+
+    pub async fn alter_topic(&self, topic: &str, request: &AlterTopic) -> anyhow::Result<TopicDescription> {
+        self.json(self.request(Method::PATCH, &format!("topics/{topic}")).json(request)).await
+    }
+
+    pub async fn delete_topic(&self, topic: &str) -> anyhow::Result<()> {
+        self.send(self.request(Method::DELETE, &format!("topics/{topic}"))).await.map(drop)
+    }
+
+    /// Produces records in one binary request.
+    pub async fn produce(&self, topic: &str, partition: Option<u32>, records: &[Record]) -> anyhow::Result<ProduceResponse> {
+        self.produce_frame(topic, partition, Bytes::from(batch::encode_records_frame(records))).await
+    }
+
+    /// Produces an already encoded records frame.
+    pub async fn produce_frame(&self, topic: &str, partition: Option<u32>, frame: Bytes) -> anyhow::Result<ProduceResponse> {
+        let mut request = self
+            .request(Method::POST, &format!("topics/{topic}/records"))
+            .header(reqwest::header::CONTENT_TYPE, RECORDS_FRAME)
+            .body(frame);
+        if let Some(partition) = partition {
+            request = request.query(&[("partition", partition)]);
+        }
+        self.json(request).await
+    }
+
+    /// Fetches raw batches (the fast path) and decodes them.
+    pub async fn fetch(
+        &self,
+        topic: &str,
+        partition: u32,
+        from: Position,
+        max_bytes: u64,
+        wait_ms: u64,
+    ) -> anyhow::Result<Fetch> {
+        let (data, next_offset, high_watermark, log_start_offset) =
+            self.fetch_raw(topic, partition, from, max_bytes, wait_ms).await?;
+        let mut records = Vec::new();
+        let first_wanted = match from {
+            Position::Offset(offset) => offset,
+            Position::Timestamp(_) => 0,
+        };
+        let mut rest = data;
+        while !rest.is_empty() {
+            let (header, decoded) = batch::decode(&rest).context("the server sent a damaged batch")?;
+            for (i, record) in decoded.into_iter().enumerate() {
+                let offset = header.base_offset + i as u64;
+                if offset >= first_wanted {
+                    records.push((offset, record));
+                }
+            }
+            rest = rest.slice(header.total_len..);
+        }
+        if let Position::Timestamp(ts) = from {
+            let first = records.iter().position(|(_, r)| r.timestamp >= ts).unwrap_or(records.len());
+            records.drain(..first);
+        }
+        Ok(Fetch { records, next_offset, high_watermark, log_start_offset })
+    }
+
+    /// Fetches raw batches without decoding them: (bytes, next offset, high watermark, log
+    /// start).
+    pub async fn fetch_raw(
+        &self,
+        topic: &str,
+        partition: u32,
+        from: Position,
+        max_bytes: u64,
+        wait_ms: u64,
+    ) -> anyhow::Result<(Bytes, u64, u64, u64)> {
+        let position = match from {
+            Position::Offset(offset) => ("offset", offset as i64),
+            Position::Timestamp(ts) => ("timestamp", ts),
+        };
+        let request = self
+            .request(Method::GET, &format!("topics/{topic}/partitions/{partition}/records"))
+            .header(reqwest::header::ACCEPT, BATCHES)
+            .query(&[position, ("max_bytes", max_bytes as i64), ("wait_ms", wait_ms as i64)]);
+        let response = self.send(request).await?;
+        let number = |name: &str| -> anyhow::Result<u64> {
+            response
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok()?.parse().ok())
+                .ok_or_else(|| anyhow!("the server's fetch answer lacks the {name} header"))
+        };
+        let next = number(HEADER_NEXT_OFFSET)?;
+        let high_watermark = number(HEADER_HIGH_WATERMARK)?;
+        let start = number(HEADER_LOG_START)?;
+        Ok((response.bytes().await?, next, high_watermark, start))
+    }
+
+    pub async fn join(&self, group: &str, request: &JoinRequest) -> anyhow::Result<Membership> {
+        self.post_json(&format!("groups/{group}/join"), request).await
+    }
+
+    pub async fn heartbeat(&self, group: &str, member_id: &str) -> anyhow::Result<Membership> {
+        self.post_json(&format!("groups/{group}/heartbeat"), &MemberRequest { member_id: member_id.to_string() }).await
+    }
+
+    pub async fn leave(&self, group: &str, member_id: &str) -> anyhow::Result<()> {
+        let request = self
+            .request(Method::POST, &format!("groups/{group}/leave"))
+            .json(&MemberRequest { member_id: member_id.to_string() });
+        self.send(request).await.map(drop)
+    }
+
+    pub async fn commit(&self, group: &str, request: &CommitRequest) -> anyhow::Result<()> {
+        self.send(self.request(Method::POST, &format!("groups/{group}/offsets")).json(request)).await.map(drop)
+    }
+
+    pub async fn committed(&self, group: &str) -> anyhow::Result<Vec<CommittedOffset>> {
+        let response: OffsetsResponse = self.json(self.request(Method::GET, &format!("groups/{group}/offsets"))).await?;
+        Ok(response.offsets)
+    }
+
+    pub async fn list_groups(&self) -> anyhow::Result<GroupList> {
+        self.json(self.request(Method::GET, "groups")).await
+    }
+
+    pub async fn describe_group(&self, group: &str) -> anyhow::Result<GroupDescription> {
+        self.json(self.request(Method::GET, &format!("groups/{group}"))).await
+    }
+}

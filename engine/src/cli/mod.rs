@@ -1,0 +1,257 @@
+//! The `sluice` command line: `serve` runs the engine; the other commands talk to a running
+//! engine over its HTTP API (`--url`, default http://127.0.0.1:7171).
+
+mod bench;
+pub mod client;
+mod consume;
+mod produce;
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use figment::Figment;
+use figment::providers::Serialized;
+
+use crate::config::Config;
+use crate::server::api::{AlterTopic, CreateTopic};
+use client::Client;
+
+const ABOUT: &str = "Sluice: a durable partitioned log with WebAssembly consumer plugins.";
+
+const LONG_ABOUT: &str = "\
+Sluice is a durable partitioned log with WebAssembly consumer plugins: one binary that stores
+topics split into partitions of CRC-checked, fsynced segments, and serves them over HTTP.
+
+Start the engine in one shell (it keeps its data in ./sluice-data by default):
+
+    sluice serve
+
+Then, in another:
+
+    sluice topic create orders --partitions 3
+    printf 'alice:{\"total\": 12}\\nbob:{\"total\": 7}\\n' | sluice produce orders --key-separator :
+    sluice consume orders --print-key
+    sluice consume orders --group billing        # remembers where it stopped
+    sluice group describe billing                # members, offsets and lag
+
+Every command but `serve` talks to the engine at --url (or SLUICE_URL). Logs go to stderr;
+set SLUICE_LOG=debug (or any tracing filter) for more.";
+
+#[derive(Parser)]
+#[command(name = "sluice", version, about = ABOUT, long_about = LONG_ABOUT, propagate_version = true)]
+pub struct Cli {
+    /// Address of the engine's HTTP API.
+    #[arg(long, global = true, env = "SLUICE_URL", default_value = "http://127.0.0.1:7171")]
+    pub url: String,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Run the engine: open (and recover) the data directory and serve the HTTP API.
+    #[command(long_about = "\
+Run the engine: open the data directory (recovering any partition left by a crash: torn tails
+are cut, missing indexes rebuilt), then serve the HTTP API until SIGINT or SIGTERM, on which it
+finishes in-flight requests, fsyncs every partition and exits.
+
+Configuration is read from, in order (later wins): built-in defaults, the TOML file given with
+--config (or ./sluice.toml if present), SLUICE_* environment variables (SLUICE_DATA_DIR,
+SLUICE_TOPIC_DEFAULTS__RETENTION_MS, ...; `__` separates sections), then these flags. See
+sluice.toml in the repository for every option.")]
+    Serve(ServeArgs),
+    /// Create, list, describe, alter and delete topics.
+    #[command(subcommand)]
+    Topic(TopicCommand),
+    /// Send lines from stdin or a file as records.
+    Produce(produce::ProduceArgs),
+    /// Print records of a topic, from a position or as a member of a consumer group.
+    Consume(consume::ConsumeArgs),
+    /// Inspect consumer groups: members, committed offsets and lag.
+    #[command(subcommand)]
+    Group(GroupCommand),
+    /// Measure append, read, produce and consume throughput on this machine.
+    Bench(bench::BenchArgs),
+}
+
+#[derive(Args)]
+pub struct ServeArgs {
+    /// TOML configuration file.
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// Data directory (default ./sluice-data).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Address to listen on (default 127.0.0.1:7171).
+    #[arg(long)]
+    listen: Option<std::net::SocketAddr>,
+}
+
+#[derive(Subcommand)]
+pub enum TopicCommand {
+    /// Create a topic.
+    #[command(long_about = "\
+Create a topic. Settings not given take the engine's [topic_defaults]:
+
+  retention_ms          delete sealed segments older than this (none: keep forever)
+  retention_bytes       keep at most about this many bytes per partition (none: no limit)
+  segment_bytes         roll to a new segment file at this size
+  segment_ms            roll to a new segment file at this age
+  compression           none, zstd or lz4 (per batch)
+  flush                 fsync (acknowledge after fsync, the default) or interval
+  flush_interval_ms     with flush=interval, the longest a write stays unsynced
+  max_record_bytes      largest record accepted
+  index_interval_bytes  bytes between sparse index entries
+
+Example: sluice topic create clicks --partitions 6 --config retention_ms=86400000 --config compression=zstd")]
+    Create {
+        name: String,
+        /// Number of partitions.
+        #[arg(long, short, default_value_t = 1)]
+        partitions: u32,
+        /// A setting as key=value; repeat for more.
+        #[arg(long = "config", short = 'c', value_parser = parse_key_value)]
+        config: Vec<(String, String)>,
+    },
+    /// List topics with their partition counts and sizes.
+    List,
+    /// Show a topic's settings and, per partition, its offsets, size and segments.
+    Describe { name: String },
+    /// Change a topic's settings, or raise its partition count.
+    Alter {
+        name: String,
+        #[arg(long = "config", short = 'c', value_parser = parse_key_value)]
+        config: Vec<(String, String)>,
+        /// New partition count (can only grow).
+        #[arg(long)]
+        partitions: Option<u32>,
+    },
+    /// Delete a topic and all its data.
+    Delete { name: String },
+}
+
+#[derive(Subcommand)]
+pub enum GroupCommand {
+    /// List consumer groups (with members or committed offsets).
+    List,
+    /// Show a group's members, their partitions, committed offsets and lag.
+    Describe { group: String },
+}
+
+fn parse_key_value(s: &str) -> Result<(String, String), String> {
+    let (key, value) = s.split_once('=').ok_or_else(|| format!("`{s}` is not key=value"))?;
+    Ok((key.trim().to_string(), value.trim().to_string()))
+}
+
+fn json_settings(pairs: &[(String, String)]) -> std::collections::BTreeMap<String, serde_json::Value> {
+    pairs.iter().map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone()))).collect()
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let client = Client::new(&cli.url);
+    match cli.command {
+        Command::Serve(args) => serve(args).await,
+        Command::Topic(command) => topic(&client, command).await,
+        Command::Produce(args) => produce::run(&client, args).await,
+        Command::Consume(args) => consume::run(&client, args).await,
+        Command::Group(command) => group(&client, command).await,
+        Command::Bench(args) => bench::run(args).await,
+    }
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let mut flags = Figment::new();
+    if let Some(dir) = &args.data_dir {
+        flags = flags.merge(Serialized::default("data_dir", dir));
+    }
+    if let Some(listen) = &args.listen {
+        flags = flags.merge(Serialized::default("listen", listen));
+    }
+    let config = Config::load(args.config.as_deref(), flags).context("invalid configuration")?;
+    let data_dir = config.data_dir.clone();
+    let running = crate::server::start(config).await?;
+    eprintln!("sluice {} serving http://{} with data in {}", env!("CARGO_PKG_VERSION"), running.addr, data_dir.display());
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate.recv() => {}
+    }
+    tracing::info!("shutting down: finishing requests and syncing partitions");
+    running.stop().await?;
+    tracing::info!("stopped cleanly");
+    Ok(())
+}
+
+async fn topic(client: &Client, command: TopicCommand) -> anyhow::Result<()> {
+    match command {
+        TopicCommand::Create { name, partitions, config } => {
+            let created = client.create_topic(&CreateTopic { name, partitions, config: json_settings(&config) }).await?;
+            println!("created topic {} with {} partitions", created.name, created.partitions.len());
+        }
+        TopicCommand::List => {
+            let list = client.list_topics().await?;
+            println!("{:<32} {:>10} {:>14}", "TOPIC", "PARTITIONS", "BYTES");
+            for t in list.topics {
+                println!("{:<32} {:>10} {:>14}", t.name, t.partitions, t.size_bytes);
+            }
+        }
+        TopicCommand::Describe { name } => print_topic(&client.describe_topic(&name).await?),
+        TopicCommand::Alter { name, config, partitions } => {
+            let altered = client.alter_topic(&name, &AlterTopic { config: json_settings(&config), partitions }).await?;
+            print_topic(&altered);
+        }
+        TopicCommand::Delete { name } => {
+            client.delete_topic(&name).await?;
+            println!("deleted topic {name}");
+        }
+    }
+    Ok(())
+}
+
+fn print_topic(topic: &crate::server::api::TopicDescription) {
+    println!("topic {}", topic.name);
+    let settings = serde_json::to_value(&topic.config).unwrap_or_default();
+    if let Some(map) = settings.as_object() {
+        for (key, value) in map {
+            println!("  {key} = {value}");
+        }
+    }
+    println!("{:>10} {:>14} {:>14} {:>14} {:>9}", "PARTITION", "START", "END", "BYTES", "SEGMENTS");
+    for p in &topic.partitions {
+        println!("{:>10} {:>14} {:>14} {:>14} {:>9}", p.partition, p.log_start_offset, p.high_watermark, p.size_bytes, p.segments);
+    }
+}
+
+async fn group(client: &Client, command: GroupCommand) -> anyhow::Result<()> {
+    match command {
+        GroupCommand::List => {
+            for group in client.list_groups().await?.groups {
+                println!("{group}");
+            }
+        }
+        GroupCommand::Describe { group } => {
+            let d = client.describe_group(&group).await?;
+            println!("group {} (generation {}, {} members, total lag {})", d.group, d.generation, d.members.len(), d.total_lag);
+            for m in &d.members {
+                let parts: Vec<String> = m.assignment.iter().map(|tp| format!("{}/{}", tp.topic, tp.partition)).collect();
+                println!("  member {} ({}) last heartbeat {} ms ago: {}", m.member_id, m.client, m.last_heartbeat_ms_ago, parts.join(", "));
+            }
+            println!("{:<24} {:>9} {:>12} {:>12} {:>10}  OWNER", "TOPIC", "PARTITION", "COMMITTED", "END", "LAG");
+            for p in &d.partitions {
+                let committed = p.committed.map_or("-".to_string(), |c| c.to_string());
+                println!(
+                    "{:<24} {:>9} {:>12} {:>12} {:>10}  {}",
+                    p.topic,
+                    p.partition,
+                    committed,
+                    p.high_watermark,
+                    p.lag,
+                    p.owner.as_deref().unwrap_or("-")
+                );
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,132 @@
+//! The engine's configuration: one typed struct, read from a TOML file, then `SLUICE_*`
+//! environment variables, then command-line flags (each overriding the one before).
+//! `sluice.toml` at the repository root documents every option.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+use crate::log::TopicConfig;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Where topics, offsets and the lock file live; created on first start.
+    pub data_dir: PathBuf,
+    /// Address of the HTTP API.
+    pub listen: SocketAddr,
+    pub server: ServerSettings,
+    pub storage: StorageSettings,
+    pub groups: GroupSettings,
+    /// Settings new topics start with.
+    pub topic_defaults: TopicConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerSettings {
+    /// Largest request body accepted (a produce batch).
+    pub max_request_bytes: u64,
+    /// Request bodies held in memory at once; further producers wait (backpressure).
+    pub max_inflight_bytes: u64,
+    /// Cap on the bytes one fetch returns.
+    pub max_fetch_bytes: u64,
+    /// Cap on how long a fetch may wait for new records.
+    pub max_wait_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageSettings {
+    /// Refuse produce once segment files hold this many bytes. None: no limit.
+    pub max_disk_bytes: Option<u64>,
+    /// Refuse produce while the disk has less free space than this.
+    pub min_free_bytes: u64,
+    /// How often retention and free space are checked.
+    pub retention_check_interval_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GroupSettings {
+    pub min_session_timeout_ms: u64,
+    pub max_session_timeout_ms: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: PathBuf::from("sluice-data"),
+            listen: SocketAddr::from(([127, 0, 0, 1], 7171)),
+            server: ServerSettings::default(),
+            storage: StorageSettings::default(),
+            groups: GroupSettings::default(),
+            topic_defaults: TopicConfig::default(),
+        }
+    }
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        ServerSettings {
+            max_request_bytes: 64 * 1024 * 1024,
+            max_inflight_bytes: 256 * 1024 * 1024,
+            max_fetch_bytes: 16 * 1024 * 1024,
+            max_wait_ms: 30_000,
+        }
+    }
+}
+
+impl Default for StorageSettings {
+    fn default() -> Self {
+        StorageSettings { max_disk_bytes: None, min_free_bytes: 256 * 1024 * 1024, retention_check_interval_ms: 30_000 }
+    }
+}
+
+impl Default for GroupSettings {
+    fn default() -> Self {
+        GroupSettings { min_session_timeout_ms: 1_000, max_session_timeout_ms: 300_000 }
+    }
+}
+
+/// Environment variables that belong to the command-line client, not to the engine config.
+const CLIENT_VARIABLES: [&str; 4] = ["url", "log", "config", "token"];
+
+impl Config {
+    /// Loads defaults, then the TOML file (if given, or `sluice.toml` if present), then
+    /// `SLUICE_*` variables (`__` separates sections: `SLUICE_TOPIC_DEFAULTS__RETENTION_MS`),
+    /// then `overrides` (from flags).
+    pub fn load(file: Option<&Path>, overrides: Figment) -> Result<Config, figment::Error> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        match file {
+            Some(path) => figment = figment.merge(Toml::file_exact(path)),
+            None if Path::new("sluice.toml").exists() => figment = figment.merge(Toml::file_exact("sluice.toml")),
+            None => {}
+        }
+        figment
+            .merge(Env::prefixed("SLUICE_").split("__").filter(|key| !CLIENT_VARIABLES.contains(&key.as_str())))
+            .merge(overrides)
+            .extract()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_example_file_parses_to_the_defaults() {
+        let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../sluice.toml");
+        let parsed: Config = Figment::from(Toml::file_exact(example)).extract().unwrap();
+        assert_eq!(parsed, Config::default());
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_with_their_name() {
+        let error = Figment::from(Toml::string("[storage]\nmax_disk_byte = 5\n")).extract::<Config>().unwrap_err();
+        assert!(error.to_string().contains("max_disk_byte"), "{error}");
+    }
+}

@@ -1,0 +1,252 @@
+//! Request and response bodies of the HTTP API, shared by the server and the `sluice` client.
+//! `docs/http-api.md` describes the endpoints.
+
+use std::collections::BTreeMap;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::groups::CommittedOffset;
+use crate::log::{Header, Record, TopicConfig};
+
+/// Content type of a binary produce body: a records frame.
+pub const RECORDS_FRAME: &str = "application/vnd.sluice.records";
+/// Content type of a binary fetch response: whole batches in the storage format.
+pub const BATCHES: &str = "application/vnd.sluice.batches";
+pub const HEADER_NEXT_OFFSET: &str = "sluice-next-offset";
+pub const HEADER_HIGH_WATERMARK: &str = "sluice-high-watermark";
+pub const HEADER_LOG_START: &str = "sluice-log-start-offset";
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: String,
+    pub code: String,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct CreateTopic {
+    pub name: String,
+    #[serde(default = "one")]
+    pub partitions: u32,
+    /// Topic settings to override, e.g. `{"retention_ms": 3600000, "compression": "zstd"}`.
+    #[serde(default)]
+    pub config: BTreeMap<String, serde_json::Value>,
+}
+
+fn one() -> u32 {
+    1
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct AlterTopic {
+    #[serde(default)]
+    pub config: BTreeMap<String, serde_json::Value>,
+    pub partitions: Option<u32>,
+}
+
+/// Turns JSON setting values into the `key=value` form topics take.
+pub fn config_overrides(config: &BTreeMap<String, serde_json::Value>) -> Vec<(String, String)> {
+    config
+        .iter()
+        .map(|(k, v)| {
+            let value = match v {
+                serde_json::Value::String(s) => s.clone(),
+                serde_json::Value::Null => "none".to_string(),
+                other => other.to_string(),
+            };
+            (k.clone(), value)
+        })
+        .collect()
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct TopicList {
+    pub topics: Vec<TopicSummary>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct TopicSummary {
+    pub name: String,
+    pub partitions: u32,
+    pub size_bytes: u64,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct TopicDescription {
+    pub name: String,
+    pub config: TopicConfig,
+    pub partitions: Vec<PartitionDescription>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct PartitionDescription {
+    pub partition: u32,
+    pub log_start_offset: u64,
+    pub high_watermark: u64,
+    pub size_bytes: u64,
+    pub segments: usize,
+}
+
+/// A record in JSON: text fields for UTF-8 data, `*_base64` for anything else.
+#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JsonRecord {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offset: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partition: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timestamp: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_base64: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value_base64: Option<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, String>,
+}
+
+impl JsonRecord {
+    pub fn from_record(record: &Record, partition: u32, offset: u64) -> JsonRecord {
+        let (key, key_base64) = match &record.key {
+            None => (None, None),
+            Some(k) => text_or_base64(k),
+        };
+        let (value, value_base64) = text_or_base64(&record.value);
+        JsonRecord {
+            offset: Some(offset),
+            partition: Some(partition),
+            timestamp: Some(record.timestamp),
+            key,
+            key_base64,
+            value,
+            value_base64,
+            headers: record
+                .headers
+                .iter()
+                .map(|h| (h.key.clone(), String::from_utf8_lossy(&h.value).into_owned()))
+                .collect(),
+        }
+    }
+
+    /// The record, with `default_timestamp` where none is given.
+    pub fn to_record(&self, default_timestamp: i64) -> Result<Record, String> {
+        let key = match (&self.key, &self.key_base64) {
+            (Some(_), Some(_)) => return Err("give `key` or `key_base64`, not both".into()),
+            (Some(k), None) => Some(Bytes::from(k.clone())),
+            (None, Some(b)) => Some(Bytes::from(BASE64.decode(b).map_err(|e| format!("key_base64: {e}"))?)),
+            (None, None) => None,
+        };
+        let value = match (&self.value, &self.value_base64) {
+            (Some(_), Some(_)) => return Err("give `value` or `value_base64`, not both".into()),
+            (Some(v), None) => Bytes::from(v.clone()),
+            (None, Some(b)) => Bytes::from(BASE64.decode(b).map_err(|e| format!("value_base64: {e}"))?),
+            (None, None) => return Err("a record needs `value` or `value_base64`".into()),
+        };
+        Ok(Record {
+            timestamp: self.timestamp.unwrap_or(default_timestamp),
+            key,
+            value,
+            headers: self
+                .headers
+                .iter()
+                .map(|(k, v)| Header { key: k.clone(), value: Bytes::from(v.clone()) })
+                .collect(),
+        })
+    }
+
+    /// The value's bytes, whichever field holds them.
+    pub fn value_bytes(&self) -> Vec<u8> {
+        match (&self.value, &self.value_base64) {
+            (Some(v), _) => v.clone().into_bytes(),
+            (None, Some(b)) => BASE64.decode(b).unwrap_or_default(),
+            (None, None) => Vec::new(),
+        }
+    }
+
+    pub fn key_bytes(&self) -> Option<Vec<u8>> {
+        match (&self.key, &self.key_base64) {
+            (Some(k), _) => Some(k.clone().into_bytes()),
+            (None, Some(b)) => BASE64.decode(b).ok(),
+            (None, None) => None,
+        }
+    }
+}
+
+fn text_or_base64(bytes: &[u8]) -> (Option<String>, Option<String>) {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => (Some(text.to_string()), None),
+        Err(_) => (None, Some(BASE64.encode(bytes))),
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ProduceRequest {
+    pub records: Vec<JsonRecord>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ProduceResponse {
+    pub partitions: Vec<ProducedPartition>,
+}
+
+/// Records of one produce request that went to one partition: offsets
+/// `base_offset .. base_offset + record_count`, in request order.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ProducedPartition {
+    pub partition: u32,
+    pub base_offset: u64,
+    pub record_count: u64,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct FetchParams {
+    pub offset: Option<i64>,
+    pub timestamp: Option<i64>,
+    pub max_bytes: Option<u64>,
+    pub max_records: Option<u64>,
+    pub wait_ms: Option<u64>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct FetchResponse {
+    pub records: Vec<JsonRecord>,
+    pub next_offset: u64,
+    pub high_watermark: u64,
+    pub log_start_offset: u64,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct JoinRequest {
+    pub member_id: Option<String>,
+    #[serde(default)]
+    pub client: Option<String>,
+    pub topics: Vec<String>,
+    pub session_timeout_ms: Option<u64>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct MemberRequest {
+    pub member_id: String,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct CommitRequest {
+    pub member_id: Option<String>,
+    pub generation: Option<u64>,
+    pub offsets: Vec<CommittedOffset>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct OffsetsResponse {
+    pub offsets: Vec<CommittedOffset>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct GroupList {
+    pub groups: Vec<String>,
+}

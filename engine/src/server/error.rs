@@ -1,0 +1,93 @@
+//! How errors become HTTP responses: a status code and a JSON body with a message that says
+//! what went wrong and what to do, plus a stable machine-readable code.
+
+use axum::Json;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+
+use super::api::ErrorBody;
+use crate::groups::GroupError;
+use crate::log::LogError;
+
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError { status, code, message: message.into() }
+    }
+
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, code, message)
+    }
+
+    pub fn internal(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if self.status.is_server_error() {
+            tracing::error!(code = self.code, message = %self.message, "request failed");
+        }
+        (self.status, Json(ErrorBody { error: self.message, code: self.code.to_string() })).into_response()
+    }
+}
+
+impl From<LogError> for ApiError {
+    fn from(error: LogError) -> ApiError {
+        let (status, code) = classify(&error);
+        ApiError::new(status, code, error.to_string())
+    }
+}
+
+fn classify(error: &LogError) -> (StatusCode, &'static str) {
+        match error {
+            LogError::UnknownTopic(_) => (StatusCode::NOT_FOUND, "unknown_topic"),
+            LogError::UnknownPartition { .. } => (StatusCode::NOT_FOUND, "unknown_partition"),
+            LogError::TopicExists(_) => (StatusCode::CONFLICT, "topic_exists"),
+            LogError::InvalidTopicName(_) => (StatusCode::BAD_REQUEST, "invalid_topic_name"),
+            LogError::InvalidConfig(_) => (StatusCode::BAD_REQUEST, "invalid_config"),
+            LogError::OffsetOutOfRange { .. } => (StatusCode::RANGE_NOT_SATISFIABLE, "offset_out_of_range"),
+            LogError::RecordTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "record_too_large"),
+            LogError::DiskFull(_) => (StatusCode::INSUFFICIENT_STORAGE, "disk_full"),
+            LogError::PartitionFailed { .. } => (StatusCode::SERVICE_UNAVAILABLE, "partition_failed"),
+            LogError::Corrupt { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "corrupt_data"),
+            LogError::Missing { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "missing_data"),
+            LogError::Io { .. } | LogError::Locked(_) => (StatusCode::INTERNAL_SERVER_ERROR, "io_error"),
+        }
+}
+
+impl From<GroupError> for ApiError {
+    fn from(error: GroupError) -> ApiError {
+        let (status, code) = match &error {
+            GroupError::Log(inner) => classify(inner),
+            GroupError::UnknownMember { .. } => (StatusCode::NOT_FOUND, "unknown_member"),
+            GroupError::UnknownGroup(_) => (StatusCode::NOT_FOUND, "unknown_group"),
+            GroupError::StaleGeneration { .. } => (StatusCode::CONFLICT, "stale_generation"),
+            GroupError::NotAssigned { .. } => (StatusCode::CONFLICT, "not_assigned"),
+            GroupError::MemberRequired(_) => (StatusCode::CONFLICT, "member_required"),
+            GroupError::BadSessionTimeout { .. } | GroupError::NoTopics(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+            GroupError::Store(_) => (StatusCode::INTERNAL_SERVER_ERROR, "offset_store"),
+        };
+        ApiError::new(status, code, error.to_string())
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(rejection: JsonRejection) -> ApiError {
+        ApiError::new(rejection.status(), "malformed_body", rejection.body_text())
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(rejection: QueryRejection) -> ApiError {
+        ApiError::bad_request("bad_query", rejection.body_text())
+    }
+}
