@@ -10,10 +10,24 @@ fn produce_consume_and_groups_through_the_cli() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path());
     let url = server.url.clone();
-    stdout(&cli(&url, &["topic", "create", "orders", "--partitions", "3", "--config", "compression=zstd"], ""));
+    stdout(&cli(
+        &url,
+        &[
+            "topic",
+            "create",
+            "orders",
+            "--partitions",
+            "3",
+            "--config",
+            "compression=zstd",
+        ],
+        "",
+    ));
     let listed = stdout(&cli(&url, &["topic", "list"], ""));
     assert!(listed.contains("orders"), "{listed}");
-    let input: String = (0..30).map(|i| format!("customer-{}:order-{i}\n", i % 5)).collect();
+    let input: String = (0..30)
+        .map(|i| format!("customer-{}:order-{i}\n", i % 5))
+        .collect();
     let produced = cli(&url, &["produce", "orders", "--key-separator", ":"], &input);
     assert!(String::from_utf8_lossy(&produced.stderr).contains("produced 30 records"));
 
@@ -26,33 +40,89 @@ fn produce_consume_and_groups_through_the_cli() {
     }
     // Keyed records land where Kafka's partitioner puts them, in order per partition.
     for partition in 0..3u32 {
-        let text = stdout(&cli(&url, &["consume", "orders", "--partition", &partition.to_string(), "--format", "json"], ""));
+        let text = stdout(&cli(
+            &url,
+            &[
+                "consume",
+                "orders",
+                "--partition",
+                &partition.to_string(),
+                "--format",
+                "json",
+            ],
+            "",
+        ));
         let mut last = None;
         for line in text.lines() {
             let record: serde_json::Value = serde_json::from_str(line).unwrap();
             let key = record["key"].as_str().unwrap();
-            assert_eq!(sluice::log::partitioner::partition_for_key(key.as_bytes(), 3), partition);
-            let n: u32 = record["value"].as_str().unwrap().strip_prefix("order-").unwrap().parse().unwrap();
-            assert!(last.is_none_or(|l| l < n), "order kept within partition {partition}");
+            assert_eq!(
+                sluice::log::partitioner::partition_for_key(key.as_bytes(), 3),
+                partition
+            );
+            let n: u32 = record["value"]
+                .as_str()
+                .unwrap()
+                .strip_prefix("order-")
+                .unwrap()
+                .parse()
+                .unwrap();
+            assert!(
+                last.is_none_or(|l| l < n),
+                "order kept within partition {partition}"
+            );
             last = Some(n);
         }
     }
 
     // A group resumes where it stopped.
-    let first = stdout(&cli(&url, &["consume", "orders", "--group", "billing", "--max-records", "10"], ""));
+    let first = stdout(&cli(
+        &url,
+        &[
+            "consume",
+            "orders",
+            "--group",
+            "billing",
+            "--max-records",
+            "10",
+        ],
+        "",
+    ));
     let rest = stdout(&cli(&url, &["consume", "orders", "--group", "billing"], ""));
     assert_eq!(first.lines().count(), 10);
     let mut both: Vec<&str> = first.lines().chain(rest.lines()).collect();
     both.sort();
     both.dedup();
-    assert_eq!(both.len(), 30, "the second run continues after the first: {rest}");
+    assert_eq!(
+        both.len(),
+        30,
+        "the second run continues after the first: {rest}"
+    );
     let described = stdout(&cli(&url, &["group", "describe", "billing"], ""));
     assert!(described.contains("total lag 0"), "{described}");
     assert!(stdout(&cli(&url, &["group", "list"], "")).contains("billing"));
 
     // Start by timestamp: everything is newer than the epoch, nothing is from the far future.
-    assert_eq!(stdout(&cli(&url, &["consume", "orders", "--timestamp", "1970-01-02T00:00:00Z"], "")).lines().count(), 30);
-    assert_eq!(stdout(&cli(&url, &["consume", "orders", "--timestamp", "4102444800000"], "")).lines().count(), 0);
+    assert_eq!(
+        stdout(&cli(
+            &url,
+            &["consume", "orders", "--timestamp", "1970-01-02T00:00:00Z"],
+            ""
+        ))
+        .lines()
+        .count(),
+        30
+    );
+    assert_eq!(
+        stdout(&cli(
+            &url,
+            &["consume", "orders", "--timestamp", "4102444800000"],
+            ""
+        ))
+        .lines()
+        .count(),
+        0
+    );
 
     // Errors say what to do.
     let missing = cli(&url, &["consume", "nope"], "");
@@ -71,17 +141,34 @@ fn produce_consume_and_groups_through_the_cli() {
     assert!(String::from_utf8_lossy(&second.stderr).contains("in use by another sluice process"));
     assert!(server.terminate(), "clean exit on SIGTERM");
     let server = Server::start(dir.path());
-    assert_eq!(stdout(&cli(&server.url, &["consume", "orders"], "")).lines().count(), 30);
-    assert!(!server.log().contains("truncating"), "a clean shutdown leaves nothing to repair");
+    assert_eq!(
+        stdout(&cli(&server.url, &["consume", "orders"], ""))
+            .lines()
+            .count(),
+        30
+    );
+    assert!(
+        !server.log().contains("truncating"),
+        "a clean shutdown leaves nothing to repair"
+    );
     stdout(&cli(&server.url, &["topic", "delete", "orders"], ""));
     assert!(!stdout(&cli(&server.url, &["topic", "list"], "")).contains("orders"));
 }
 
 #[test]
 fn help_reads_like_a_manual() {
-    let help = std::process::Command::new(BIN).arg("--help").output().unwrap();
+    let help = std::process::Command::new(BIN)
+        .arg("--help")
+        .output()
+        .unwrap();
     let text = String::from_utf8(help.stdout).unwrap();
-    for word in ["sluice serve", "topic create", "consume", "group describe", "SLUICE_URL"] {
+    for word in [
+        "sluice serve",
+        "topic create",
+        "consume",
+        "group describe",
+        "SLUICE_URL",
+    ] {
         assert!(text.contains(word), "--help lacks {word}:\n{text}");
     }
 }

@@ -15,7 +15,10 @@ use sluice::log::Record;
 const PARTITIONS: u32 = 4;
 /// kill -9 rounds; SLUICE_CRASH_ROUNDS raises it for a soak.
 fn kills() -> usize {
-    std::env::var("SLUICE_CRASH_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(20)
+    std::env::var("SLUICE_CRASH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20)
 }
 
 /// record id -> (partition, offset) for every acknowledged record.
@@ -25,8 +28,16 @@ async fn read_partition(client: &Client, partition: u32) -> Vec<(u64, String)> {
     let mut out = Vec::new();
     let mut offset = 0;
     loop {
-        let fetch = client.fetch("crash", partition, Position::Offset(offset), 1 << 20, 0).await.unwrap();
-        out.extend(fetch.records.into_iter().map(|(o, r)| (o, String::from_utf8(r.value.to_vec()).unwrap())));
+        let fetch = client
+            .fetch("crash", partition, Position::Offset(offset), 1 << 20, 0)
+            .await
+            .unwrap();
+        out.extend(
+            fetch
+                .records
+                .into_iter()
+                .map(|(o, r)| (o, String::from_utf8(r.value.to_vec()).unwrap())),
+        );
         offset = fetch.next_offset;
         if offset >= fetch.high_watermark {
             return out;
@@ -40,13 +51,23 @@ async fn verify(client: &Client, acked: &Acked) -> usize {
     for partition in 0..PARTITIONS {
         let records = read_partition(client, partition).await;
         for (i, (offset, value)) in records.iter().enumerate() {
-            assert_eq!(*offset, i as u64, "offsets of partition {partition} are dense and in order");
+            assert_eq!(
+                *offset, i as u64,
+                "offsets of partition {partition} are dense and in order"
+            );
             let id: u64 = value.strip_prefix("id-").unwrap().parse().unwrap();
-            assert!(seen.insert(id, (partition, *offset)).is_none(), "record {id} is stored twice");
+            assert!(
+                seen.insert(id, (partition, *offset)).is_none(),
+                "record {id} is stored twice"
+            );
         }
     }
     for (id, place) in &acked {
-        assert_eq!(seen.get(id), Some(place), "acknowledged record {id} lost or moved");
+        assert_eq!(
+            seen.get(id),
+            Some(place),
+            "acknowledged record {id} lost or moved"
+        );
     }
     seen.len()
 }
@@ -73,8 +94,13 @@ async fn acknowledged_records_survive_kill_minus_nine() {
         let (enough_tx, mut enough) = tokio::sync::watch::channel(false);
         let mut producers = tokio::task::JoinSet::new();
         for _ in 0..4 {
-            let (client, acked, next_id, acks, enough_tx) =
-                (client.clone(), acked.clone(), next_id.clone(), acks_this_round.clone(), enough_tx.clone());
+            let (client, acked, next_id, acks, enough_tx) = (
+                client.clone(),
+                acked.clone(),
+                next_id.clone(),
+                acks_this_round.clone(),
+                enough_tx.clone(),
+            );
             let batch = rng.random_range(1..200u64);
             producers.spawn(async move {
                 loop {
@@ -87,14 +113,20 @@ async fn acknowledged_records_survive_kill_minus_nine() {
                             headers: vec![],
                         })
                         .collect();
-                    let Ok(response) = client.produce("crash", None, &records).await else { return };
+                    let Ok(response) = client.produce("crash", None, &records).await else {
+                        return;
+                    };
                     let mut acked = acked.lock().unwrap();
                     for part in response.partitions {
                         let ids = records.iter().filter(|r| {
-                            sluice::log::partitioner::partition_for_key(r.key.as_ref().unwrap(), PARTITIONS) == part.partition
+                            sluice::log::partitioner::partition_for_key(
+                                r.key.as_ref().unwrap(),
+                                PARTITIONS,
+                            ) == part.partition
                         });
                         for (i, r) in ids.enumerate() {
-                            let id: u64 = std::str::from_utf8(&r.value[3..]).unwrap().parse().unwrap();
+                            let id: u64 =
+                                std::str::from_utf8(&r.value[3..]).unwrap().parse().unwrap();
                             acked.insert(id, (part.partition, part.base_offset + i as u64));
                         }
                     }

@@ -14,12 +14,15 @@ use sluice::server::api::{CommitRequest, CreateTopic, JoinRequest};
 
 async fn join(client: &Client, timeout_ms: u64) -> Membership {
     client
-        .join("g", &JoinRequest {
-            member_id: None,
-            client: Some("test".into()),
-            topics: vec!["t".into()],
-            session_timeout_ms: Some(timeout_ms),
-        })
+        .join(
+            "g",
+            &JoinRequest {
+                member_id: None,
+                client: Some("test".into()),
+                topics: vec!["t".into()],
+                session_timeout_ms: Some(timeout_ms),
+            },
+        )
         .await
         .unwrap()
 }
@@ -28,20 +31,36 @@ async fn join(client: &Client, timeout_ms: u64) -> Membership {
 /// after them, and returns their values.
 async fn consume(client: &Client, member: &Membership, partition: u32, max: usize) -> Vec<String> {
     let committed = client.committed("g").await.unwrap();
-    let offset = committed.iter().find(|c| c.partition == partition).map_or(0, |c| c.offset);
-    let fetch = client.fetch("t", partition, Position::Offset(offset), 1 << 20, 0).await.unwrap();
+    let offset = committed
+        .iter()
+        .find(|c| c.partition == partition)
+        .map_or(0, |c| c.offset);
+    let fetch = client
+        .fetch("t", partition, Position::Offset(offset), 1 << 20, 0)
+        .await
+        .unwrap();
     let records: Vec<_> = fetch.records.into_iter().take(max).collect();
     if let Some((last, _)) = records.last() {
         client
-            .commit("g", &CommitRequest {
-                member_id: Some(member.member_id.clone()),
-                generation: Some(member.generation),
-                offsets: vec![CommittedOffset { topic: "t".into(), partition, offset: last + 1 }],
-            })
+            .commit(
+                "g",
+                &CommitRequest {
+                    member_id: Some(member.member_id.clone()),
+                    generation: Some(member.generation),
+                    offsets: vec![CommittedOffset {
+                        topic: "t".into(),
+                        partition,
+                        offset: last + 1,
+                    }],
+                },
+            )
             .await
             .unwrap();
     }
-    records.into_iter().map(|(_, r)| String::from_utf8(r.value.to_vec()).unwrap()).collect()
+    records
+        .into_iter()
+        .map(|(_, r)| String::from_utf8(r.value.to_vec()).unwrap())
+        .collect()
 }
 
 #[tokio::test]
@@ -49,10 +68,22 @@ async fn members_share_partitions_and_take_over_from_committed_offsets() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path());
     let client = Client::new(&server.url);
-    client.create_topic(&CreateTopic { name: "t".into(), partitions: 6, config: BTreeMap::new() }).await.unwrap();
+    client
+        .create_topic(&CreateTopic {
+            name: "t".into(),
+            partitions: 6,
+            config: BTreeMap::new(),
+        })
+        .await
+        .unwrap();
     for p in 0..6u32 {
         let records: Vec<Record> = (0..50)
-            .map(|i| Record { timestamp: 0, key: None, value: Bytes::from(format!("{p}-{i}")), headers: vec![] })
+            .map(|i| Record {
+                timestamp: 0,
+                key: None,
+                value: Bytes::from(format!("{p}-{i}")),
+                headers: vec![],
+            })
             .collect();
         client.produce("t", Some(p), &records).await.unwrap();
     }
@@ -68,7 +99,11 @@ async fn members_share_partitions_and_take_over_from_committed_offsets() {
     for m in &members {
         assert_eq!(m.assignment.len(), 2, "{m:?}");
         for tp in &m.assignment {
-            assert!(owned.insert(tp.partition), "partition {} assigned twice", tp.partition);
+            assert!(
+                owned.insert(tp.partition),
+                "partition {} assigned twice",
+                tp.partition
+            );
         }
     }
     assert_eq!(owned.len(), 6);
@@ -84,11 +119,18 @@ async fn members_share_partitions_and_take_over_from_committed_offsets() {
     let leaver = members[0].clone();
     client.leave("g", &leaver.member_id).await.unwrap();
     let stale = client
-        .commit("g", &CommitRequest {
-            member_id: Some(leaver.member_id.clone()),
-            generation: Some(leaver.generation),
-            offsets: vec![CommittedOffset { topic: "t".into(), partition: leaver.assignment[0].partition, offset: 50 }],
-        })
+        .commit(
+            "g",
+            &CommitRequest {
+                member_id: Some(leaver.member_id.clone()),
+                generation: Some(leaver.generation),
+                offsets: vec![CommittedOffset {
+                    topic: "t".into(),
+                    partition: leaver.assignment[0].partition,
+                    offset: 50,
+                }],
+            },
+        )
         .await;
     assert!(stale.is_err());
 
@@ -96,15 +138,24 @@ async fn members_share_partitions_and_take_over_from_committed_offsets() {
     for m in &members[1..] {
         survivors.push(client.heartbeat("g", &m.member_id).await.unwrap());
     }
-    let taken: BTreeSet<u32> = survivors.iter().flat_map(|m| m.assignment.iter().map(|tp| tp.partition)).collect();
-    assert_eq!(taken.len(), 6, "survivors own all partitions: {survivors:?}");
+    let taken: BTreeSet<u32> = survivors
+        .iter()
+        .flat_map(|m| m.assignment.iter().map(|tp| tp.partition))
+        .collect();
+    assert_eq!(
+        taken.len(),
+        6,
+        "survivors own all partitions: {survivors:?}"
+    );
     assert!(survivors.iter().all(|m| m.assignment.len() == 3));
     for m in &survivors {
         for tp in &m.assignment {
             seen.extend(consume(&client, m, tp.partition, 1000).await);
         }
     }
-    let expected: BTreeSet<String> = (0..6).flat_map(|p| (0..50).map(move |i| format!("{p}-{i}"))).collect();
+    let expected: BTreeSet<String> = (0..6)
+        .flat_map(|p| (0..50).map(move |i| format!("{p}-{i}")))
+        .collect();
     assert_eq!(seen, expected, "every record consumed, none skipped");
 
     let description = client.describe_group("g").await.unwrap();
@@ -117,10 +168,25 @@ async fn a_member_that_stops_heartbeating_is_removed_and_its_partitions_move() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path());
     let client = Client::new(&server.url);
-    client.create_topic(&CreateTopic { name: "t".into(), partitions: 2, config: BTreeMap::new() }).await.unwrap();
+    client
+        .create_topic(&CreateTopic {
+            name: "t".into(),
+            partitions: 2,
+            config: BTreeMap::new(),
+        })
+        .await
+        .unwrap();
     let silent = join(&client, 1_000).await;
     let alive = join(&client, 30_000).await;
-    assert_eq!(client.heartbeat("g", &silent.member_id).await.unwrap().assignment.len(), 1);
+    assert_eq!(
+        client
+            .heartbeat("g", &silent.member_id)
+            .await
+            .unwrap()
+            .assignment
+            .len(),
+        1
+    );
     // Heartbeat the live member until the silent one's session expires and it gets both.
     let mut rounds = 0;
     loop {

@@ -82,13 +82,20 @@ impl Default for ServerSettings {
 
 impl Default for StorageSettings {
     fn default() -> Self {
-        StorageSettings { max_disk_bytes: None, min_free_bytes: 256 * 1024 * 1024, retention_check_interval_ms: 30_000 }
+        StorageSettings {
+            max_disk_bytes: None,
+            min_free_bytes: 256 * 1024 * 1024,
+            retention_check_interval_ms: 30_000,
+        }
     }
 }
 
 impl Default for GroupSettings {
     fn default() -> Self {
-        GroupSettings { min_session_timeout_ms: 1_000, max_session_timeout_ms: 300_000 }
+        GroupSettings {
+            min_session_timeout_ms: 1_000,
+            max_session_timeout_ms: 300_000,
+        }
     }
 }
 
@@ -103,11 +110,17 @@ impl Config {
         let mut figment = Figment::from(Serialized::defaults(Config::default()));
         match file {
             Some(path) => figment = figment.merge(Toml::file_exact(path)),
-            None if Path::new("sluice.toml").exists() => figment = figment.merge(Toml::file_exact("sluice.toml")),
+            None if Path::new("sluice.toml").exists() => {
+                figment = figment.merge(Toml::file_exact("sluice.toml"))
+            }
             None => {}
         }
         figment
-            .merge(Env::prefixed("SLUICE_").split("__").filter(|key| !CLIENT_VARIABLES.contains(&key.as_str())))
+            .merge(
+                Env::prefixed("SLUICE_")
+                    .split("__")
+                    .ignore(&CLIENT_VARIABLES),
+            )
             .merge(overrides)
             .extract()
     }
@@ -126,7 +139,9 @@ mod tests {
 
     #[test]
     fn unknown_keys_are_refused_with_their_name() {
-        let error = Figment::from(Toml::string("[storage]\nmax_disk_byte = 5\n")).extract::<Config>().unwrap_err();
+        let error = Figment::from(Toml::string("[storage]\nmax_disk_byte = 5\n"))
+            .extract::<Config>()
+            .unwrap_err();
         assert!(error.to_string().contains("max_disk_byte"), "{error}");
     }
 }

@@ -54,7 +54,12 @@ impl Server {
                 log.push('\n');
             }
         });
-        Server { child, url, dir: dir.to_path_buf(), stderr: log }
+        Server {
+            child,
+            url,
+            dir: dir.to_path_buf(),
+            stderr: log,
+        }
     }
 
     /// SIGKILL: no chance to flush anything.
@@ -82,7 +87,10 @@ impl Drop for Server {
 }
 
 fn unsafe_kill(pid: u32, signal: &str) {
-    Command::new("kill").args([&format!("-{signal}"), &pid.to_string()]).status().expect("kill command");
+    Command::new("kill")
+        .args([&format!("-{signal}"), &pid.to_string()])
+        .status()
+        .expect("kill command");
 }
 
 /// Runs a `sluice` client command against `url`, with `stdin` as input.
@@ -96,7 +104,12 @@ pub fn cli(url: &str, args: &[&str], stdin: &str) -> std::process::Output {
         .stderr(Stdio::piped())
         .spawn()
         .expect("run sluice");
-    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
     child.wait_with_output().unwrap()
 }
 

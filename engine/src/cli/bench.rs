@@ -72,9 +72,16 @@ impl Row {
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
-    println!("{:<14} {:>8} {:>12} {:>14} {:>10}", "SCENARIO", "RECORD", "RECORDS", "RECORDS/S", "MB/S");
+    println!(
+        "{:<14} {:>8} {:>12} {:>14} {:>10}",
+        "SCENARIO", "RECORD", "RECORDS", "RECORDS/S", "MB/S"
+    );
     for size in [100usize, 1024] {
-        let records = if size == 100 { args.records } else { args.records / 4 };
+        let records = if size == 100 {
+            args.records
+        } else {
+            args.records / 4
+        };
         let records = records - records % (args.batch * args.producers) as u64;
         if args.only != Part::Server {
             for row in bench_log(&args, size, records).await? {
@@ -96,18 +103,32 @@ fn sample_records(size: usize, count: usize) -> Vec<Record> {
     (0..count)
         .map(|i| {
             let value: Vec<u8> = (0..size).map(|j| (i * 31 + j * 7) as u8).collect();
-            Record { timestamp: 1_700_000_000_000 + i as i64, key: None, value: Bytes::from(value), headers: Vec::new() }
+            Record {
+                timestamp: 1_700_000_000_000 + i as i64,
+                key: None,
+                value: Bytes::from(value),
+                headers: Vec::new(),
+            }
         })
         .collect()
 }
 
 fn relaxed_topic() -> Vec<(String, String)> {
-    vec![("flush".into(), "interval".into()), ("flush_interval_ms".into(), "3600000".into())]
+    vec![
+        ("flush".into(), "interval".into()),
+        ("flush_interval_ms".into(), "3600000".into()),
+    ]
 }
 
 async fn bench_log(args: &BenchArgs, size: usize, records: u64) -> anyhow::Result<Vec<Row>> {
-    let dir = tempfile::Builder::new().prefix("sluice-bench-").tempdir_in(&args.dir)?;
-    let options = LogOptions { topic_defaults: TopicConfig::default(), max_disk_bytes: None, min_free_bytes: 0 };
+    let dir = tempfile::Builder::new()
+        .prefix("sluice-bench-")
+        .tempdir_in(&args.dir)?;
+    let options = LogOptions {
+        topic_defaults: TopicConfig::default(),
+        max_disk_bytes: None,
+        min_free_bytes: 0,
+    };
     let log = Arc::new(Log::open(dir.path(), options)?);
     let batch = sample_records(size, args.batch);
     let batches = records / args.batch as u64;
@@ -118,7 +139,12 @@ async fn bench_log(args: &BenchArgs, size: usize, records: u64) -> anyhow::Resul
     for _ in 0..batches {
         partition.append(&batch)?;
     }
-    let append = Row { name: "append", size, records, elapsed: started.elapsed() };
+    let append = Row {
+        name: "append",
+        size,
+        records,
+        elapsed: started.elapsed(),
+    };
 
     let topic = log.create_topic("append-fsync", args.producers as u32, &[])?;
     let started = Instant::now();
@@ -136,7 +162,12 @@ async fn bench_log(args: &BenchArgs, size: usize, records: u64) -> anyhow::Resul
     while let Some(done) = tasks.join_next().await {
         done??;
     }
-    let fsync = Row { name: "append+fsync", size, records, elapsed: started.elapsed() };
+    let fsync = Row {
+        name: "append+fsync",
+        size,
+        records,
+        elapsed: started.elapsed(),
+    };
 
     let started = Instant::now();
     let mut offset = 0;
@@ -146,7 +177,12 @@ async fn bench_log(args: &BenchArgs, size: usize, records: u64) -> anyhow::Resul
         read += count_records(Bytes::from(fetched.data), offset)?;
         offset = fetched.next_offset;
     }
-    let reading = Row { name: "read", size, records: read, elapsed: started.elapsed() };
+    let reading = Row {
+        name: "read",
+        size,
+        records: read,
+        elapsed: started.elapsed(),
+    };
     log.close()?;
     Ok(vec![append, fsync, reading])
 }
@@ -155,18 +191,27 @@ fn count_records(mut data: Bytes, from: u64) -> anyhow::Result<u64> {
     let mut count = 0;
     while !data.is_empty() {
         let (header, records) = batch::decode(&data)?;
-        count += records.iter().enumerate().filter(|(i, _)| header.base_offset + *i as u64 >= from).count() as u64;
+        count += records
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| header.base_offset + *i as u64 >= from)
+            .count() as u64;
         data = data.slice(header.total_len..);
     }
     Ok(count)
 }
 
 async fn bench_server(args: &BenchArgs, size: usize, records: u64) -> anyhow::Result<Vec<Row>> {
-    let dir = tempfile::Builder::new().prefix("sluice-bench-").tempdir_in(&args.dir)?;
+    let dir = tempfile::Builder::new()
+        .prefix("sluice-bench-")
+        .tempdir_in(&args.dir)?;
     let config = Config {
         data_dir: dir.path().to_path_buf(),
         listen: "127.0.0.1:0".parse()?,
-        storage: crate::config::StorageSettings { min_free_bytes: 0, ..Default::default() },
+        storage: crate::config::StorageSettings {
+            min_free_bytes: 0,
+            ..Default::default()
+        },
         ..Config::default()
     };
     let server = crate::server::start(config).await?;
@@ -179,7 +224,9 @@ async fn bench_server(args: &BenchArgs, size: usize, records: u64) -> anyhow::Re
             config: Default::default(),
         })
         .await?;
-    let frame = Bytes::from(batch::encode_records_frame(&sample_records(size, args.batch)));
+    let frame = Bytes::from(batch::encode_records_frame(&sample_records(
+        size, args.batch,
+    )));
     let per = records / args.batch as u64 / partitions as u64;
 
     let started = Instant::now();
@@ -188,7 +235,9 @@ async fn bench_server(args: &BenchArgs, size: usize, records: u64) -> anyhow::Re
         let (client, frame) = (client.clone(), frame.clone());
         tasks.spawn(async move {
             for _ in 0..per {
-                client.produce_frame("bench", Some(p), frame.clone()).await?;
+                client
+                    .produce_frame("bench", Some(p), frame.clone())
+                    .await?;
             }
             Ok::<_, anyhow::Error>(0u64)
         });
@@ -196,7 +245,12 @@ async fn bench_server(args: &BenchArgs, size: usize, records: u64) -> anyhow::Re
     while let Some(done) = tasks.join_next().await {
         done??;
     }
-    let produce = Row { name: "produce", size, records, elapsed: started.elapsed() };
+    let produce = Row {
+        name: "produce",
+        size,
+        records,
+        elapsed: started.elapsed(),
+    };
 
     let started = Instant::now();
     for p in 0..partitions {
@@ -204,8 +258,9 @@ async fn bench_server(args: &BenchArgs, size: usize, records: u64) -> anyhow::Re
         tasks.spawn(async move {
             let (mut offset, mut count) = (0u64, 0u64);
             loop {
-                let (data, next, high_watermark, _) =
-                    client.fetch_raw("bench", p, Position::Offset(offset), 4 << 20, 0).await?;
+                let (data, next, high_watermark, _) = client
+                    .fetch_raw("bench", p, Position::Offset(offset), 4 << 20, 0)
+                    .await?;
                 count += count_records(data, offset)?;
                 offset = next;
                 if offset >= high_watermark {
@@ -218,7 +273,12 @@ async fn bench_server(args: &BenchArgs, size: usize, records: u64) -> anyhow::Re
     while let Some(done) = tasks.join_next().await {
         consumed += done??;
     }
-    let consume = Row { name: "consume", size, records: consumed, elapsed: started.elapsed() };
+    let consume = Row {
+        name: "consume",
+        size,
+        records: consumed,
+        elapsed: started.elapsed(),
+    };
     server.stop().await?;
     Ok(vec![produce, consume])
 }
@@ -226,6 +286,13 @@ async fn bench_server(args: &BenchArgs, size: usize, records: u64) -> anyhow::Re
 fn peak_rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:"))?.split_whitespace().nth(1)?.parse().ok())
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))?
+                .split_whitespace()
+                .nth(1)?
+                .parse()
+                .ok()
+        })
         .unwrap_or(0)
 }

@@ -43,7 +43,10 @@ pub struct ServerError {
 
 impl Client {
     pub fn new(url: &str) -> Client {
-        Client { http: reqwest::Client::new(), base: url.trim_end_matches('/').to_string() }
+        Client {
+            http: reqwest::Client::new(),
+            base: url.trim_end_matches('/').to_string(),
+        }
     }
 
     pub fn url(&self) -> &str {
@@ -51,7 +54,8 @@ impl Client {
     }
 
     fn request(&self, method: Method, path: &str) -> RequestBuilder {
-        self.http.request(method, format!("{}/v1/{}", self.base, path))
+        self.http
+            .request(method, format!("{}/v1/{}", self.base, path))
     }
 
     async fn send(&self, request: RequestBuilder) -> anyhow::Result<reqwest::Response> {
@@ -71,15 +75,27 @@ impl Client {
             Ok(body) => (body.code, body.error),
             Err(_) => ("unknown".to_string(), text),
         };
-        Err(ServerError { status, code, message }.into())
+        Err(ServerError {
+            status,
+            code,
+            message,
+        }
+        .into())
     }
 
     async fn json<T: DeserializeOwned>(&self, request: RequestBuilder) -> anyhow::Result<T> {
         let response = self.send(request).await?;
-        response.json().await.context("the server's answer is not the JSON expected")
+        response
+            .json()
+            .await
+            .context("the server's answer is not the JSON expected")
     }
 
-    async fn post_json<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> anyhow::Result<T> {
+    async fn post_json<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> anyhow::Result<T> {
         self.json(self.request(Method::POST, path).json(body)).await
     }
 
@@ -92,24 +108,50 @@ impl Client {
     }
 
     pub async fn describe_topic(&self, topic: &str) -> anyhow::Result<TopicDescription> {
-        self.json(self.request(Method::GET, &format!("topics/{topic}"))).await
+        self.json(self.request(Method::GET, &format!("topics/{topic}")))
+            .await
     }
 
-    pub async fn alter_topic(&self, topic: &str, request: &AlterTopic) -> anyhow::Result<TopicDescription> {
-        self.json(self.request(Method::PATCH, &format!("topics/{topic}")).json(request)).await
+    pub async fn alter_topic(
+        &self,
+        topic: &str,
+        request: &AlterTopic,
+    ) -> anyhow::Result<TopicDescription> {
+        self.json(
+            self.request(Method::PATCH, &format!("topics/{topic}"))
+                .json(request),
+        )
+        .await
     }
 
     pub async fn delete_topic(&self, topic: &str) -> anyhow::Result<()> {
-        self.send(self.request(Method::DELETE, &format!("topics/{topic}"))).await.map(drop)
+        self.send(self.request(Method::DELETE, &format!("topics/{topic}")))
+            .await
+            .map(drop)
     }
 
     /// Produces records in one binary request.
-    pub async fn produce(&self, topic: &str, partition: Option<u32>, records: &[Record]) -> anyhow::Result<ProduceResponse> {
-        self.produce_frame(topic, partition, Bytes::from(batch::encode_records_frame(records))).await
+    pub async fn produce(
+        &self,
+        topic: &str,
+        partition: Option<u32>,
+        records: &[Record],
+    ) -> anyhow::Result<ProduceResponse> {
+        self.produce_frame(
+            topic,
+            partition,
+            Bytes::from(batch::encode_records_frame(records)),
+        )
+        .await
     }
 
     /// Produces an already encoded records frame.
-    pub async fn produce_frame(&self, topic: &str, partition: Option<u32>, frame: Bytes) -> anyhow::Result<ProduceResponse> {
+    pub async fn produce_frame(
+        &self,
+        topic: &str,
+        partition: Option<u32>,
+        frame: Bytes,
+    ) -> anyhow::Result<ProduceResponse> {
         let mut request = self
             .request(Method::POST, &format!("topics/{topic}/records"))
             .header(reqwest::header::CONTENT_TYPE, RECORDS_FRAME)
@@ -129,8 +171,9 @@ impl Client {
         max_bytes: u64,
         wait_ms: u64,
     ) -> anyhow::Result<Fetch> {
-        let (data, next_offset, high_watermark, log_start_offset) =
-            self.fetch_raw(topic, partition, from, max_bytes, wait_ms).await?;
+        let (data, next_offset, high_watermark, log_start_offset) = self
+            .fetch_raw(topic, partition, from, max_bytes, wait_ms)
+            .await?;
         let mut records = Vec::new();
         let first_wanted = match from {
             Position::Offset(offset) => offset,
@@ -138,7 +181,8 @@ impl Client {
         };
         let mut rest = data;
         while !rest.is_empty() {
-            let (header, decoded) = batch::decode(&rest).context("the server sent a damaged batch")?;
+            let (header, decoded) =
+                batch::decode(&rest).context("the server sent a damaged batch")?;
             for (i, record) in decoded.into_iter().enumerate() {
                 let offset = header.base_offset + i as u64;
                 if offset >= first_wanted {
@@ -148,10 +192,18 @@ impl Client {
             rest = rest.slice(header.total_len..);
         }
         if let Position::Timestamp(ts) = from {
-            let first = records.iter().position(|(_, r)| r.timestamp >= ts).unwrap_or(records.len());
+            let first = records
+                .iter()
+                .position(|(_, r)| r.timestamp >= ts)
+                .unwrap_or(records.len());
             records.drain(..first);
         }
-        Ok(Fetch { records, next_offset, high_watermark, log_start_offset })
+        Ok(Fetch {
+            records,
+            next_offset,
+            high_watermark,
+            log_start_offset,
+        })
     }
 
     /// Fetches raw batches without decoding them: (bytes, next offset, high watermark, log
@@ -169,9 +221,16 @@ impl Client {
             Position::Timestamp(ts) => ("timestamp", ts),
         };
         let request = self
-            .request(Method::GET, &format!("topics/{topic}/partitions/{partition}/records"))
+            .request(
+                Method::GET,
+                &format!("topics/{topic}/partitions/{partition}/records"),
+            )
             .header(reqwest::header::ACCEPT, BATCHES)
-            .query(&[position, ("max_bytes", max_bytes as i64), ("wait_ms", wait_ms as i64)]);
+            .query(&[
+                position,
+                ("max_bytes", max_bytes as i64),
+                ("wait_ms", wait_ms as i64),
+            ]);
         let response = self.send(request).await?;
         let number = |name: &str| -> anyhow::Result<u64> {
             response
@@ -187,26 +246,42 @@ impl Client {
     }
 
     pub async fn join(&self, group: &str, request: &JoinRequest) -> anyhow::Result<Membership> {
-        self.post_json(&format!("groups/{group}/join"), request).await
+        self.post_json(&format!("groups/{group}/join"), request)
+            .await
     }
 
     pub async fn heartbeat(&self, group: &str, member_id: &str) -> anyhow::Result<Membership> {
-        self.post_json(&format!("groups/{group}/heartbeat"), &MemberRequest { member_id: member_id.to_string() }).await
+        self.post_json(
+            &format!("groups/{group}/heartbeat"),
+            &MemberRequest {
+                member_id: member_id.to_string(),
+            },
+        )
+        .await
     }
 
     pub async fn leave(&self, group: &str, member_id: &str) -> anyhow::Result<()> {
         let request = self
             .request(Method::POST, &format!("groups/{group}/leave"))
-            .json(&MemberRequest { member_id: member_id.to_string() });
+            .json(&MemberRequest {
+                member_id: member_id.to_string(),
+            });
         self.send(request).await.map(drop)
     }
 
     pub async fn commit(&self, group: &str, request: &CommitRequest) -> anyhow::Result<()> {
-        self.send(self.request(Method::POST, &format!("groups/{group}/offsets")).json(request)).await.map(drop)
+        self.send(
+            self.request(Method::POST, &format!("groups/{group}/offsets"))
+                .json(request),
+        )
+        .await
+        .map(drop)
     }
 
     pub async fn committed(&self, group: &str) -> anyhow::Result<Vec<CommittedOffset>> {
-        let response: OffsetsResponse = self.json(self.request(Method::GET, &format!("groups/{group}/offsets"))).await?;
+        let response: OffsetsResponse = self
+            .json(self.request(Method::GET, &format!("groups/{group}/offsets")))
+            .await?;
         Ok(response.offsets)
     }
 
@@ -215,6 +290,7 @@ impl Client {
     }
 
     pub async fn describe_group(&self, group: &str) -> anyhow::Result<GroupDescription> {
-        self.json(self.request(Method::GET, &format!("groups/{group}"))).await
+        self.json(self.request(Method::GET, &format!("groups/{group}")))
+            .await
     }
 }

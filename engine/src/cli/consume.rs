@@ -87,18 +87,25 @@ const FOLLOW_WAIT_MS: u64 = 1_000;
 
 pub async fn run(client: &Client, args: ConsumeArgs) -> anyhow::Result<()> {
     let start = start_position(&args)?;
-    let mut printer = Printer { format: args.format, print_key: args.print_key, remaining: args.max_records.unwrap_or(u64::MAX) };
+    let mut printer = Printer {
+        format: args.format,
+        print_key: args.print_key,
+        remaining: args.max_records.unwrap_or(u64::MAX),
+    };
     match args.group.clone() {
         None => {
             let partitions = match args.partition {
                 Some(p) => vec![p],
-                None => (0..client.describe_topic(&args.topic).await?.partitions.len() as u32).collect(),
+                None => {
+                    (0..client.describe_topic(&args.topic).await?.partitions.len() as u32).collect()
+                }
             };
             let mut positions = BTreeMap::new();
             for p in partitions {
                 positions.insert(p, resolve(client, &args.topic, p, &start).await?);
             }
-            let (mut readers, mut chunks) = spawn_readers(client, &args.topic, &positions, args.follow);
+            let (mut readers, mut chunks) =
+                spawn_readers(client, &args.topic, &positions, args.follow);
             while let Some(chunk) = chunks.recv().await {
                 printer.print(&chunk)?;
                 if printer.satisfied() {
@@ -125,7 +132,11 @@ fn start_position(args: &ConsumeArgs) -> anyhow::Result<Start> {
     if let Some(text) = &args.timestamp {
         return Ok(Start::At(Position::Timestamp(parse_timestamp(text)?)));
     }
-    Ok(if args.from_end { Start::End } else { Start::Beginning })
+    Ok(if args.from_end {
+        Start::End
+    } else {
+        Start::Beginning
+    })
 }
 
 /// Milliseconds since the epoch, or an RFC 3339 time.
@@ -133,26 +144,46 @@ pub fn parse_timestamp(text: &str) -> anyhow::Result<i64> {
     if let Ok(ms) = text.parse::<i64>() {
         return Ok(ms);
     }
-    let time = humantime::parse_rfc3339_weak(text)
-        .with_context(|| format!("`{text}` is neither milliseconds since the epoch nor a time like 2026-11-23T10:00:00Z"))?;
-    Ok(time.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64))
+    let time = humantime::parse_rfc3339_weak(text).with_context(|| {
+        format!(
+            "`{text}` is neither milliseconds since the epoch nor a time like 2026-11-23T10:00:00Z"
+        )
+    })?;
+    Ok(time
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64))
 }
 
 /// The concrete starting offset of a partition.
-async fn resolve(client: &Client, topic: &str, partition: u32, start: &Start) -> anyhow::Result<u64> {
+async fn resolve(
+    client: &Client,
+    topic: &str,
+    partition: u32,
+    start: &Start,
+) -> anyhow::Result<u64> {
     let description = client.describe_topic(topic).await?;
     let info = description
         .partitions
         .iter()
         .find(|p| p.partition == partition)
-        .with_context(|| format!("topic {topic} has no partition {partition} (it has {})", description.partitions.len()))?;
+        .with_context(|| {
+            format!(
+                "topic {topic} has no partition {partition} (it has {})",
+                description.partitions.len()
+            )
+        })?;
     Ok(match start {
         Start::Beginning => info.log_start_offset,
         Start::End => info.high_watermark,
         Start::At(Position::Offset(offset)) => *offset,
         Start::At(Position::Timestamp(ts)) => {
-            let fetch = client.fetch(topic, partition, Position::Timestamp(*ts), 1, 0).await?;
-            fetch.records.first().map_or(fetch.high_watermark, |(o, _)| *o)
+            let fetch = client
+                .fetch(topic, partition, Position::Timestamp(*ts), 1, 0)
+                .await?;
+            fetch
+                .records
+                .first()
+                .map_or(fetch.high_watermark, |(o, _)| *o)
         }
     })
 }
@@ -171,10 +202,22 @@ fn spawn_readers(
             let mut offset = offset;
             loop {
                 let wait = if follow { FOLLOW_WAIT_MS } else { 0 };
-                let fetched = client.fetch(&topic, partition, Position::Offset(offset), FETCH_BYTES, wait).await;
+                let fetched = client
+                    .fetch(
+                        &topic,
+                        partition,
+                        Position::Offset(offset),
+                        FETCH_BYTES,
+                        wait,
+                    )
+                    .await;
                 let chunk = fetched.map(|f| {
                     offset = f.next_offset;
-                    Chunk { partition, records: f.records, done: !follow && f.next_offset >= f.high_watermark }
+                    Chunk {
+                        partition,
+                        records: f.records,
+                        done: !follow && f.next_offset >= f.high_watermark,
+                    }
                 });
                 let stop = chunk.as_ref().map_or(true, |c| c.done);
                 if sender.send(chunk).await.is_err() || stop {
@@ -216,7 +259,10 @@ impl Printer {
                     out.write_all(b"\n")?;
                 }
                 Format::Json => {
-                    serde_json::to_writer(&mut out, &JsonRecord::from_record(record, chunk.partition, *offset))?;
+                    serde_json::to_writer(
+                        &mut out,
+                        &JsonRecord::from_record(record, chunk.partition, *offset),
+                    )?;
                     out.write_all(b"\n")?;
                 }
             }
@@ -241,30 +287,41 @@ async fn consume_in_group(
 ) -> anyhow::Result<()> {
     let session_timeout_ms = 10_000;
     let mut membership = client
-        .join(group, &JoinRequest {
-            member_id: None,
-            client: Some("sluice-cli".into()),
-            topics: vec![args.topic.clone()],
-            session_timeout_ms: Some(session_timeout_ms),
-        })
+        .join(
+            group,
+            &JoinRequest {
+                member_id: None,
+                client: Some("sluice-cli".into()),
+                topics: vec![args.topic.clone()],
+                session_timeout_ms: Some(session_timeout_ms),
+            },
+        )
         .await?;
     let result = async {
         loop {
             let committed = client.committed(group).await?;
             let mut positions = BTreeMap::new();
-            for tp in membership.assignment.iter().filter(|tp| tp.topic == args.topic) {
+            for tp in membership
+                .assignment
+                .iter()
+                .filter(|tp| tp.topic == args.topic)
+            {
                 if args.partition.is_some_and(|p| p != tp.partition) {
                     continue;
                 }
-                let stored = committed.iter().find(|c| c.topic == tp.topic && c.partition == tp.partition);
+                let stored = committed
+                    .iter()
+                    .find(|c| c.topic == tp.topic && c.partition == tp.partition);
                 let offset = match stored {
                     Some(c) => c.offset,
                     None => resolve(client, &args.topic, tp.partition, &start).await?,
                 };
                 positions.insert(tp.partition, offset);
             }
-            let (mut readers, mut chunks) = spawn_readers(client, &args.topic, &positions, args.follow);
-            let mut heartbeat = tokio::time::interval(Duration::from_millis(session_timeout_ms / 3));
+            let (mut readers, mut chunks) =
+                spawn_readers(client, &args.topic, &positions, args.follow);
+            let mut heartbeat =
+                tokio::time::interval(Duration::from_millis(session_timeout_ms / 3));
             heartbeat.tick().await;
             let mut progress: BTreeMap<u32, u64> = BTreeMap::new();
             let mut open = positions.len();
@@ -301,7 +358,10 @@ async fn consume_in_group(
             match outcome {
                 Outcome::Finished => return Ok(()),
                 Outcome::Rebalanced(current) => {
-                    tracing::info!(generation = current.generation, "group rebalanced; resuming with the new assignment");
+                    tracing::info!(
+                        generation = current.generation,
+                        "group rebalanced; resuming with the new assignment"
+                    );
                     membership = current;
                 }
             }
@@ -329,14 +389,26 @@ async fn commit(
     }
     let offsets = progress
         .iter()
-        .filter(|(p, _)| membership.assignment.contains(&TopicPartition { topic: topic.to_string(), partition: **p }))
-        .map(|(&partition, &offset)| CommittedOffset { topic: topic.to_string(), partition, offset })
+        .filter(|(p, _)| {
+            membership.assignment.contains(&TopicPartition {
+                topic: topic.to_string(),
+                partition: **p,
+            })
+        })
+        .map(|(&partition, &offset)| CommittedOffset {
+            topic: topic.to_string(),
+            partition,
+            offset,
+        })
         .collect();
     client
-        .commit(group, &CommitRequest {
-            member_id: Some(membership.member_id.clone()),
-            generation: Some(membership.generation),
-            offsets,
-        })
+        .commit(
+            group,
+            &CommitRequest {
+                member_id: Some(membership.member_id.clone()),
+                generation: Some(membership.generation),
+                offsets,
+            },
+        )
         .await
 }

@@ -42,7 +42,12 @@ set SLUICE_LOG=debug (or any tracing filter) for more.";
 #[command(name = "sluice", version, about = ABOUT, long_about = LONG_ABOUT, propagate_version = true)]
 pub struct Cli {
     /// Address of the engine's HTTP API.
-    #[arg(long, global = true, env = "SLUICE_URL", default_value = "http://127.0.0.1:7171")]
+    #[arg(
+        long,
+        global = true,
+        env = "SLUICE_URL",
+        default_value = "http://127.0.0.1:7171"
+    )]
     pub url: String,
 
     #[command(subcommand)]
@@ -141,12 +146,19 @@ pub enum GroupCommand {
 }
 
 fn parse_key_value(s: &str) -> Result<(String, String), String> {
-    let (key, value) = s.split_once('=').ok_or_else(|| format!("`{s}` is not key=value"))?;
+    let (key, value) = s
+        .split_once('=')
+        .ok_or_else(|| format!("`{s}` is not key=value"))?;
     Ok((key.trim().to_string(), value.trim().to_string()))
 }
 
-fn json_settings(pairs: &[(String, String)]) -> std::collections::BTreeMap<String, serde_json::Value> {
-    pairs.iter().map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone()))).collect()
+fn json_settings(
+    pairs: &[(String, String)],
+) -> std::collections::BTreeMap<String, serde_json::Value> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+        .collect()
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -172,7 +184,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = Config::load(args.config.as_deref(), flags).context("invalid configuration")?;
     let data_dir = config.data_dir.clone();
     let running = crate::server::start(config).await?;
-    eprintln!("sluice {} serving http://{} with data in {}", env!("CARGO_PKG_VERSION"), running.addr, data_dir.display());
+    eprintln!(
+        "sluice {} serving http://{} with data in {}",
+        env!("CARGO_PKG_VERSION"),
+        running.addr,
+        data_dir.display()
+    );
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
@@ -186,9 +203,23 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 
 async fn topic(client: &Client, command: TopicCommand) -> anyhow::Result<()> {
     match command {
-        TopicCommand::Create { name, partitions, config } => {
-            let created = client.create_topic(&CreateTopic { name, partitions, config: json_settings(&config) }).await?;
-            println!("created topic {} with {} partitions", created.name, created.partitions.len());
+        TopicCommand::Create {
+            name,
+            partitions,
+            config,
+        } => {
+            let created = client
+                .create_topic(&CreateTopic {
+                    name,
+                    partitions,
+                    config: json_settings(&config),
+                })
+                .await?;
+            println!(
+                "created topic {} with {} partitions",
+                created.name,
+                created.partitions.len()
+            );
         }
         TopicCommand::List => {
             let list = client.list_topics().await?;
@@ -198,8 +229,20 @@ async fn topic(client: &Client, command: TopicCommand) -> anyhow::Result<()> {
             }
         }
         TopicCommand::Describe { name } => print_topic(&client.describe_topic(&name).await?),
-        TopicCommand::Alter { name, config, partitions } => {
-            let altered = client.alter_topic(&name, &AlterTopic { config: json_settings(&config), partitions }).await?;
+        TopicCommand::Alter {
+            name,
+            config,
+            partitions,
+        } => {
+            let altered = client
+                .alter_topic(
+                    &name,
+                    &AlterTopic {
+                        config: json_settings(&config),
+                        partitions,
+                    },
+                )
+                .await?;
             print_topic(&altered);
         }
         TopicCommand::Delete { name } => {
@@ -218,9 +261,15 @@ fn print_topic(topic: &crate::server::api::TopicDescription) {
             println!("  {key} = {value}");
         }
     }
-    println!("{:>10} {:>14} {:>14} {:>14} {:>9}", "PARTITION", "START", "END", "BYTES", "SEGMENTS");
+    println!(
+        "{:>10} {:>14} {:>14} {:>14} {:>9}",
+        "PARTITION", "START", "END", "BYTES", "SEGMENTS"
+    );
     for p in &topic.partitions {
-        println!("{:>10} {:>14} {:>14} {:>14} {:>9}", p.partition, p.log_start_offset, p.high_watermark, p.size_bytes, p.segments);
+        println!(
+            "{:>10} {:>14} {:>14} {:>14} {:>9}",
+            p.partition, p.log_start_offset, p.high_watermark, p.size_bytes, p.segments
+        );
     }
 }
 
@@ -233,12 +282,31 @@ async fn group(client: &Client, command: GroupCommand) -> anyhow::Result<()> {
         }
         GroupCommand::Describe { group } => {
             let d = client.describe_group(&group).await?;
-            println!("group {} (generation {}, {} members, total lag {})", d.group, d.generation, d.members.len(), d.total_lag);
+            println!(
+                "group {} (generation {}, {} members, total lag {})",
+                d.group,
+                d.generation,
+                d.members.len(),
+                d.total_lag
+            );
             for m in &d.members {
-                let parts: Vec<String> = m.assignment.iter().map(|tp| format!("{}/{}", tp.topic, tp.partition)).collect();
-                println!("  member {} ({}) last heartbeat {} ms ago: {}", m.member_id, m.client, m.last_heartbeat_ms_ago, parts.join(", "));
+                let parts: Vec<String> = m
+                    .assignment
+                    .iter()
+                    .map(|tp| format!("{}/{}", tp.topic, tp.partition))
+                    .collect();
+                println!(
+                    "  member {} ({}) last heartbeat {} ms ago: {}",
+                    m.member_id,
+                    m.client,
+                    m.last_heartbeat_ms_ago,
+                    parts.join(", ")
+                );
             }
-            println!("{:<24} {:>9} {:>12} {:>12} {:>10}  OWNER", "TOPIC", "PARTITION", "COMMITTED", "END", "LAG");
+            println!(
+                "{:<24} {:>9} {:>12} {:>12} {:>10}  OWNER",
+                "TOPIC", "PARTITION", "COMMITTED", "END", "LAG"
+            );
             for p in &d.partitions {
                 let committed = p.committed.map_or("-".to_string(), |c| c.to_string());
                 println!(

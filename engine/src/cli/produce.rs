@@ -41,14 +41,18 @@ pub struct ProduceArgs {
 }
 
 pub async fn run(client: &Client, args: ProduceArgs) -> anyhow::Result<()> {
-    let (lines_tx, mut lines) = tokio::sync::mpsc::channel::<std::io::Result<String>>(args.batch_size.max(1) * 4);
+    let (lines_tx, mut lines) =
+        tokio::sync::mpsc::channel::<std::io::Result<String>>(args.batch_size.max(1) * 4);
     let file = args.file.clone();
     std::thread::spawn(move || {
         let reader: Box<dyn BufRead> = match file {
             Some(path) => match std::fs::File::open(&path) {
                 Ok(f) => Box::new(std::io::BufReader::new(f)),
                 Err(e) => {
-                    let _ = lines_tx.blocking_send(Err(std::io::Error::new(e.kind(), format!("{}: {e}", path.display()))));
+                    let _ = lines_tx.blocking_send(Err(std::io::Error::new(
+                        e.kind(),
+                        format!("{}: {e}", path.display()),
+                    )));
                     return;
                 }
             },
@@ -60,8 +64,14 @@ pub async fn run(client: &Client, args: ProduceArgs) -> anyhow::Result<()> {
             }
         }
     });
-    let headers: Vec<Header> =
-        args.headers.iter().map(|(k, v)| Header { key: k.clone(), value: Bytes::from(v.clone()) }).collect();
+    let headers: Vec<Header> = args
+        .headers
+        .iter()
+        .map(|(k, v)| Header {
+            key: k.clone(),
+            value: Bytes::from(v.clone()),
+        })
+        .collect();
     let mut sent = 0u64;
     let mut batch = Vec::with_capacity(args.batch_size);
     while let Some(first) = lines.recv().await {
@@ -75,11 +85,20 @@ pub async fn run(client: &Client, args: ProduceArgs) -> anyhow::Result<()> {
         let mut records = Vec::with_capacity(batch.len());
         for line in batch.drain(..) {
             let line = line.context("cannot read input")?;
-            let (key, value) = match args.key_separator.as_deref().and_then(|sep| line.split_once(sep)) {
+            let (key, value) = match args
+                .key_separator
+                .as_deref()
+                .and_then(|sep| line.split_once(sep))
+            {
                 Some((key, value)) => (Some(Bytes::from(key.to_string())), value.to_string()),
                 None => (None, line),
             };
-            records.push(Record { timestamp: 0, key, value: Bytes::from(value), headers: headers.clone() });
+            records.push(Record {
+                timestamp: 0,
+                key,
+                value: Bytes::from(value),
+                headers: headers.clone(),
+            });
         }
         client
             .produce(&args.topic, args.partition, &records)

@@ -21,12 +21,27 @@ const OFFSETS: TableDefinition<(&str, &str, u32), u64> = TableDefinition::new("c
 
 #[derive(Debug, thiserror::Error)]
 pub enum GroupError {
-    #[error("member `{member}` is not in group `{group}` (its session expired or it left); join again")]
+    #[error(
+        "member `{member}` is not in group `{group}` (its session expired or it left); join again"
+    )]
     UnknownMember { group: String, member: String },
-    #[error("group `{group}` has rebalanced (generation {current}, yours {given}); heartbeat or join to get the new assignment")]
-    StaleGeneration { group: String, current: u64, given: u64 },
-    #[error("{topic}/{partition} is not assigned to member `{member}` of group `{group}`; it may commit only its own partitions")]
-    NotAssigned { group: String, member: String, topic: String, partition: u32 },
+    #[error(
+        "group `{group}` has rebalanced (generation {current}, yours {given}); heartbeat or join to get the new assignment"
+    )]
+    StaleGeneration {
+        group: String,
+        current: u64,
+        given: u64,
+    },
+    #[error(
+        "{topic}/{partition} is not assigned to member `{member}` of group `{group}`; it may commit only its own partitions"
+    )]
+    NotAssigned {
+        group: String,
+        member: String,
+        topic: String,
+        partition: u32,
+    },
     #[error("group `{0}` has active members: commit as a member (with member_id and generation)")]
     MemberRequired(String),
     #[error("group `{0}` does not exist")]
@@ -122,12 +137,21 @@ pub struct Coordinator {
 }
 
 impl Coordinator {
-    pub fn open(path: &Path, log: Arc<Log>, limits: SessionLimits) -> Result<Coordinator, GroupError> {
+    pub fn open(
+        path: &Path,
+        log: Arc<Log>,
+        limits: SessionLimits,
+    ) -> Result<Coordinator, GroupError> {
         let offsets = Database::create(path).map_err(store_error)?;
         let txn = offsets.begin_write().map_err(store_error)?;
         txn.open_table(OFFSETS).map_err(store_error)?;
         txn.commit().map_err(store_error)?;
-        Ok(Coordinator { log, groups: Mutex::new(BTreeMap::new()), offsets, limits })
+        Ok(Coordinator {
+            log,
+            groups: Mutex::new(BTreeMap::new()),
+            offsets,
+            limits,
+        })
     }
 
     /// Adds a member (or refreshes one re-joining with its id) and rebalances if membership
@@ -160,10 +184,18 @@ impl Coordinator {
             _ => format!("{}-{:016x}", sanitize(client), rand::random::<u64>()),
         };
         let topics: BTreeSet<String> = topics.iter().cloned().collect();
-        let changed = group.members.get(&member_id).is_none_or(|m| m.topics != topics);
+        let changed = group
+            .members
+            .get(&member_id)
+            .is_none_or(|m| m.topics != topics);
         group.members.insert(
             member_id.clone(),
-            Member { client: client.to_string(), topics, session_timeout: timeout, last_seen: Instant::now() },
+            Member {
+                client: client.to_string(),
+                topics,
+                session_timeout: timeout,
+                last_seen: Instant::now(),
+            },
         );
         if changed {
             self.rebalance(group_id, group, "member joined");
@@ -174,16 +206,26 @@ impl Coordinator {
     /// Keeps a member alive and tells it its current assignment.
     pub fn heartbeat(&self, group_id: &str, member_id: &str) -> Result<Membership, GroupError> {
         let mut groups = self.groups.lock().expect("groups lock");
-        let group = groups.get_mut(group_id).ok_or_else(|| unknown_member(group_id, member_id))?;
-        let member = group.members.get_mut(member_id).ok_or_else(|| unknown_member(group_id, member_id))?;
+        let group = groups
+            .get_mut(group_id)
+            .ok_or_else(|| unknown_member(group_id, member_id))?;
+        let member = group
+            .members
+            .get_mut(member_id)
+            .ok_or_else(|| unknown_member(group_id, member_id))?;
         member.last_seen = Instant::now();
         Ok(membership(group, member_id))
     }
 
     pub fn leave(&self, group_id: &str, member_id: &str) -> Result<(), GroupError> {
         let mut groups = self.groups.lock().expect("groups lock");
-        let group = groups.get_mut(group_id).ok_or_else(|| unknown_member(group_id, member_id))?;
-        group.members.remove(member_id).ok_or_else(|| unknown_member(group_id, member_id))?;
+        let group = groups
+            .get_mut(group_id)
+            .ok_or_else(|| unknown_member(group_id, member_id))?;
+        group
+            .members
+            .remove(member_id)
+            .ok_or_else(|| unknown_member(group_id, member_id))?;
         self.rebalance(group_id, group, "member left");
         Ok(())
     }
@@ -220,7 +262,13 @@ impl Coordinator {
     fn rebalance(&self, group_id: &str, group: &mut Group, reason: &str) {
         group.generation += 1;
         group.assignment = assign(&self.log, &group.members);
-        tracing::info!(group = group_id, generation = group.generation, members = group.members.len(), reason, "rebalanced");
+        tracing::info!(
+            group = group_id,
+            generation = group.generation,
+            members = group.members.len(),
+            reason,
+            "rebalanced"
+        );
     }
 
     /// Durably records offsets. With a member id, the member must be of the current
@@ -246,9 +294,15 @@ impl Coordinator {
                             given: generation,
                         });
                     }
-                    let owned = group.assignment.get(member_id).map(Vec::as_slice).unwrap_or_default();
+                    let owned = group
+                        .assignment
+                        .get(member_id)
+                        .map(Vec::as_slice)
+                        .unwrap_or_default();
                     if let Some(o) = offsets.iter().find(|o| {
-                        !owned.iter().any(|tp| tp.topic == o.topic && tp.partition == o.partition)
+                        !owned
+                            .iter()
+                            .any(|tp| tp.topic == o.topic && tp.partition == o.partition)
                     }) {
                         return Err(GroupError::NotAssigned {
                             group: group_id.to_string(),
@@ -283,7 +337,9 @@ impl Coordinator {
         {
             let mut table = txn.open_table(OFFSETS).map_err(store_error)?;
             for o in offsets {
-                table.insert((group_id, o.topic.as_str(), o.partition), o.offset).map_err(store_error)?;
+                table
+                    .insert((group_id, o.topic.as_str(), o.partition), o.offset)
+                    .map_err(store_error)?;
             }
         }
         txn.commit().map_err(store_error)
@@ -300,14 +356,24 @@ impl Coordinator {
         for entry in range {
             let (key, value) = entry.map_err(store_error)?;
             let (_, topic, partition) = key.value();
-            out.push(CommittedOffset { topic: topic.to_string(), partition, offset: value.value() });
+            out.push(CommittedOffset {
+                topic: topic.to_string(),
+                partition,
+                offset: value.value(),
+            });
         }
         Ok(out)
     }
 
     /// Every group with members or committed offsets.
     pub fn list(&self) -> Result<Vec<String>, GroupError> {
-        let mut names: BTreeSet<String> = self.groups.lock().expect("groups lock").keys().cloned().collect();
+        let mut names: BTreeSet<String> = self
+            .groups
+            .lock()
+            .expect("groups lock")
+            .keys()
+            .cloned()
+            .collect();
         let txn = self.offsets.begin_read().map_err(store_error)?;
         let table = txn.open_table(OFFSETS).map_err(store_error)?;
         for entry in table.iter().map_err(store_error)? {
@@ -342,18 +408,31 @@ impl Coordinator {
             .unwrap_or_default();
         let mut keys: BTreeSet<TopicPartition> = committed
             .iter()
-            .map(|o| TopicPartition { topic: o.topic.clone(), partition: o.partition })
+            .map(|o| TopicPartition {
+                topic: o.topic.clone(),
+                partition: o.partition,
+            })
             .collect();
         keys.extend(members.iter().flat_map(|m| m.assignment.iter().cloned()));
         let mut partitions = Vec::new();
         for tp in keys {
-            let Ok(partition) = self.log.topic(&tp.topic).and_then(|t| t.partition(tp.partition)) else {
+            let Ok(partition) = self
+                .log
+                .topic(&tp.topic)
+                .and_then(|t| t.partition(tp.partition))
+            else {
                 continue;
             };
-            let committed = committed.iter().find(|o| o.topic == tp.topic && o.partition == tp.partition).map(|o| o.offset);
+            let committed = committed
+                .iter()
+                .find(|o| o.topic == tp.topic && o.partition == tp.partition)
+                .map(|o| o.offset);
             let high_watermark = partition.high_watermark();
             let from = committed.unwrap_or(partition.log_start_offset());
-            let owner = members.iter().find(|m| m.assignment.contains(&tp)).map(|m| m.member_id.clone());
+            let owner = members
+                .iter()
+                .find(|m| m.assignment.contains(&tp))
+                .map(|m| m.member_id.clone());
             partitions.push(PartitionLag {
                 topic: tp.topic,
                 partition: tp.partition,
@@ -374,7 +453,10 @@ impl Coordinator {
 }
 
 fn unknown_member(group: &str, member: &str) -> GroupError {
-    GroupError::UnknownMember { group: group.to_string(), member: member.to_string() }
+    GroupError::UnknownMember {
+        group: group.to_string(),
+        member: member.to_string(),
+    }
 }
 
 fn membership(group: &Group, member_id: &str) -> Membership {
@@ -386,8 +468,16 @@ fn membership(group: &Group, member_id: &str) -> Membership {
 }
 
 fn sanitize(client: &str) -> String {
-    let cleaned: String = client.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '-').take(32).collect();
-    if cleaned.is_empty() { "member".to_string() } else { cleaned }
+    let cleaned: String = client
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
+        .take(32)
+        .collect();
+    if cleaned.is_empty() {
+        "member".to_string()
+    } else {
+        cleaned
+    }
 }
 
 /// Spreads every partition of the subscribed topics over the members subscribed to its
@@ -398,8 +488,14 @@ fn assign(log: &Log, members: &BTreeMap<String, Member>) -> BTreeMap<String, Vec
         members.keys().map(|id| (id.clone(), Vec::new())).collect();
     let topics: BTreeSet<&String> = members.values().flat_map(|m| m.topics.iter()).collect();
     for topic in topics {
-        let Ok(partitions) = log.topic(topic).map(|t| t.partition_count()) else { continue };
-        let subscribers: Vec<&String> = members.iter().filter(|(_, m)| m.topics.contains(topic)).map(|(id, _)| id).collect();
+        let Ok(partitions) = log.topic(topic).map(|t| t.partition_count()) else {
+            continue;
+        };
+        let subscribers: Vec<&String> = members
+            .iter()
+            .filter(|(_, m)| m.topics.contains(topic))
+            .map(|(id, _)| id)
+            .collect();
         for partition in 0..partitions {
             let chosen = subscribers
                 .iter()
@@ -408,7 +504,10 @@ fn assign(log: &Log, members: &BTreeMap<String, Member>) -> BTreeMap<String, Vec
             assignment
                 .get_mut(chosen.as_str())
                 .expect("every member has an entry")
-                .push(TopicPartition { topic: topic.clone(), partition });
+                .push(TopicPartition {
+                    topic: topic.clone(),
+                    partition,
+                });
         }
     }
     assignment

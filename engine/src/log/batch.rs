@@ -63,7 +63,9 @@ impl std::str::FromStr for Compression {
             "none" => Ok(Compression::None),
             "zstd" => Ok(Compression::Zstd),
             "lz4" => Ok(Compression::Lz4),
-            other => Err(format!("unknown compression `{other}`: use none, zstd or lz4")),
+            other => Err(format!(
+                "unknown compression `{other}`: use none, zstd or lz4"
+            )),
         }
     }
 }
@@ -151,7 +153,11 @@ impl BatchBuilder {
     pub fn build(&mut self, records: &[Record], compression: Compression) -> PendingBatch {
         assert!(!records.is_empty(), "a batch holds at least one record");
         let first_ts = records[0].timestamp;
-        let max_ts = records.iter().map(|r| r.timestamp).max().unwrap_or(first_ts);
+        let max_ts = records
+            .iter()
+            .map(|r| r.timestamp)
+            .max()
+            .unwrap_or(first_ts);
         self.records.clear();
         for record in records {
             encode_record(&mut self.records, record, first_ts);
@@ -183,7 +189,12 @@ impl BatchBuilder {
         bytes.extend_from_slice(&(self.records.len() as u32).to_le_bytes());
         bytes.extend_from_slice(body);
         let body_crc = crc32c::crc32c(&bytes[OFF_VERSION..]);
-        PendingBatch { bytes, body_crc, record_count: records.len() as u32, max_timestamp: max_ts }
+        PendingBatch {
+            bytes,
+            body_crc,
+            record_count: records.len() as u32,
+            max_timestamp: max_ts,
+        }
     }
 }
 
@@ -256,7 +267,10 @@ impl BatchHeader {
 /// Reads base offset and total length from the first [`PREFIX_LEN`] bytes.
 pub fn read_prefix(bytes: &[u8]) -> Result<(u64, usize), BatchError> {
     if bytes.len() < PREFIX_LEN {
-        return Err(BatchError::Truncated { needed: PREFIX_LEN, available: bytes.len() });
+        return Err(BatchError::Truncated {
+            needed: PREFIX_LEN,
+            available: bytes.len(),
+        });
     }
     let base = u64::from_le_bytes(bytes[0..8].try_into().expect("8 bytes"));
     let length = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes")) as usize;
@@ -272,11 +286,15 @@ pub fn read_prefix(bytes: &[u8]) -> Result<(u64, usize), BatchError> {
 pub fn verify(bytes: &[u8]) -> Result<BatchHeader, BatchError> {
     let (base_offset, total_len) = read_prefix(bytes)?;
     if bytes.len() < total_len {
-        return Err(BatchError::Truncated { needed: total_len, available: bytes.len() });
+        return Err(BatchError::Truncated {
+            needed: total_len,
+            available: bytes.len(),
+        });
     }
     let batch = &bytes[..total_len];
     let stored = u32::from_le_bytes(batch[OFF_CRC..OFF_CRC + 4].try_into().expect("4 bytes"));
-    let computed = crc32c::crc32c_append(crc32c::crc32c(&batch[OFF_VERSION..]), &batch[..PREFIX_LEN]);
+    let computed =
+        crc32c::crc32c_append(crc32c::crc32c(&batch[OFF_VERSION..]), &batch[..PREFIX_LEN]);
     if stored != computed {
         return Err(BatchError::Crc { stored, computed });
     }
@@ -304,8 +322,8 @@ pub fn verify(bytes: &[u8]) -> Result<BatchHeader, BatchError> {
 /// Verifies and decodes the batch at the start of `bytes` into its records.
 pub fn decode(bytes: &Bytes) -> Result<(BatchHeader, Vec<Record>), BatchError> {
     let header = verify(bytes)?;
-    let raw_len = u32::from_le_bytes(bytes[OFF_RAW_LEN..OFF_RAW_LEN + 4].try_into().expect("4"))
-        as usize;
+    let raw_len =
+        u32::from_le_bytes(bytes[OFF_RAW_LEN..OFF_RAW_LEN + 4].try_into().expect("4")) as usize;
     if raw_len > MAX_BATCH_LEN {
         return Err(BatchError::Malformed("uncompressed length out of range"));
     }
@@ -313,7 +331,8 @@ pub fn decode(bytes: &Bytes) -> Result<(BatchHeader, Vec<Record>), BatchError> {
     let raw = match header.compression {
         Compression::None => body,
         Compression::Zstd => Bytes::from(
-            zstd::bulk::decompress(&body, raw_len).map_err(|e| BatchError::Decompress(e.to_string()))?,
+            zstd::bulk::decompress(&body, raw_len)
+                .map_err(|e| BatchError::Decompress(e.to_string()))?,
         ),
         Compression::Lz4 => Bytes::from(
             lz4_flex::block::decompress(&body, raw_len)
@@ -321,7 +340,9 @@ pub fn decode(bytes: &Bytes) -> Result<(BatchHeader, Vec<Record>), BatchError> {
         ),
     };
     if raw.len() != raw_len {
-        return Err(BatchError::Malformed("records section length differs from the header"));
+        return Err(BatchError::Malformed(
+            "records section length differs from the header",
+        ));
     }
     let mut cursor = raw.clone();
     let mut records = Vec::with_capacity(header.record_count as usize);
@@ -358,7 +379,12 @@ fn decode_record(whole: &Bytes, cursor: &mut Bytes, first_ts: i64) -> Result<Rec
         let value = take(whole, cursor, value_len)?;
         headers.push(Header { key, value });
     }
-    Ok(Record { timestamp, key, value, headers })
+    Ok(Record {
+        timestamp,
+        key,
+        value,
+        headers,
+    })
 }
 
 /// Splits `len` bytes off the cursor as a zero-copy slice of `whole`.
@@ -413,7 +439,10 @@ mod tests {
             any::<i64>(),
             proptest::option::of(proptest::collection::vec(any::<u8>(), 0..40)),
             proptest::collection::vec(any::<u8>(), 0..200),
-            proptest::collection::vec(("[a-z]{0,8}", proptest::collection::vec(any::<u8>(), 0..16)), 0..3),
+            proptest::collection::vec(
+                ("[a-z]{0,8}", proptest::collection::vec(any::<u8>(), 0..16)),
+                0..3,
+            ),
         )
             .prop_map(|(timestamp, key, value, headers)| Record {
                 timestamp,
@@ -421,13 +450,20 @@ mod tests {
                 value: Bytes::from(value),
                 headers: headers
                     .into_iter()
-                    .map(|(key, value)| Header { key, value: Bytes::from(value) })
+                    .map(|(key, value)| Header {
+                        key,
+                        value: Bytes::from(value),
+                    })
                     .collect(),
             })
     }
 
     fn arb_compression() -> impl Strategy<Value = Compression> {
-        prop_oneof![Just(Compression::None), Just(Compression::Zstd), Just(Compression::Lz4)]
+        prop_oneof![
+            Just(Compression::None),
+            Just(Compression::Zstd),
+            Just(Compression::Lz4)
+        ]
     }
 
     proptest! {
@@ -461,10 +497,18 @@ mod tests {
 
     #[test]
     fn truncated_batches_are_reported_not_panicked() {
-        let record = Record { timestamp: 5, key: None, value: Bytes::from_static(b"hello"), headers: vec![] };
+        let record = Record {
+            timestamp: 5,
+            key: None,
+            value: Bytes::from_static(b"hello"),
+            headers: vec![],
+        };
         let bytes = encode_batch(0, &[record], Compression::None);
         for cut in 0..bytes.len() {
-            assert!(decode(&Bytes::copy_from_slice(&bytes[..cut])).is_err(), "cut at {cut}");
+            assert!(
+                decode(&Bytes::copy_from_slice(&bytes[..cut])).is_err(),
+                "cut at {cut}"
+            );
         }
     }
 }

@@ -36,7 +36,10 @@ impl Flusher {
             .name("sluice-flusher".into())
             .spawn(move || run(&worker))
             .expect("spawning the flusher thread");
-        Arc::new(Flusher { shared, thread: Mutex::new(Some(thread)) })
+        Arc::new(Flusher {
+            shared,
+            thread: Mutex::new(Some(thread)),
+        })
     }
 
     /// Queues a partition for the next round (`due == None`) or for a time.
@@ -81,8 +84,9 @@ fn next_round(shared: &Shared) -> (Vec<Arc<Partition>>, bool) {
         if queue.stopping || relaxed_due || !queue.urgent.is_empty() {
             let mut work = std::mem::take(&mut queue.urgent);
             let stopping = queue.stopping;
-            let (due, later): (Vec<_>, Vec<_>) =
-                std::mem::take(&mut queue.relaxed).into_iter().partition(|(due, _)| stopping || *due <= now);
+            let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut queue.relaxed)
+                .into_iter()
+                .partition(|(due, _)| stopping || *due <= now);
             queue.relaxed = later;
             work.extend(due.into_iter().map(|(_, p)| p));
             return (work, stopping);
@@ -93,6 +97,10 @@ fn next_round(shared: &Shared) -> (Vec<Arc<Partition>>, bool) {
             .map(|(due, _)| due.saturating_duration_since(now))
             .min()
             .unwrap_or(Duration::from_secs(3600));
-        queue = shared.wake.wait_timeout(queue, timeout).expect("flush queue lock").0;
+        queue = shared
+            .wake
+            .wait_timeout(queue, timeout)
+            .expect("flush queue lock")
+            .0;
     }
 }

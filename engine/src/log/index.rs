@@ -41,7 +41,11 @@ pub struct SegmentIndex {
 
 impl SegmentIndex {
     pub fn new(base_offset: u64) -> Self {
-        SegmentIndex { max_timestamp: i64::MIN, next_offset: base_offset, ..Default::default() }
+        SegmentIndex {
+            max_timestamp: i64::MIN,
+            next_offset: base_offset,
+            ..Default::default()
+        }
     }
 
     /// File position of the batch holding `offset` or the last indexed batch before it.
@@ -173,12 +177,24 @@ mod tests {
         let index = sample();
         index.write_files(&a, &b).unwrap();
         assert_eq!(SegmentIndex::read_files(&a, &b, 12_000), Some(index));
-        assert_eq!(SegmentIndex::read_files(&a, &b, 12_001), None, "other log length");
-        assert_eq!(SegmentIndex::read_files(&b, &a, 12_000), None, "swapped kinds");
+        assert_eq!(
+            SegmentIndex::read_files(&a, &b, 12_001),
+            None,
+            "other log length"
+        );
+        assert_eq!(
+            SegmentIndex::read_files(&b, &a, 12_000),
+            None,
+            "swapped kinds"
+        );
         let mut bytes = std::fs::read(&a).unwrap();
         bytes[20] ^= 1;
         std::fs::write(&a, bytes).unwrap();
-        assert_eq!(SegmentIndex::read_files(&a, &b, 12_000), None, "flipped bit");
+        assert_eq!(
+            SegmentIndex::read_files(&a, &b, 12_000),
+            None,
+            "flipped bit"
+        );
     }
 
     #[test]

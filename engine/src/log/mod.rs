@@ -27,15 +27,30 @@ pub use topic::{FlushPolicy, Produced, Topic, TopicConfig};
 #[derive(Debug, thiserror::Error)]
 pub enum LogError {
     #[error("I/O error on {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error(
         "corrupt data in {path} at byte {position} (reading offset {offset}): {source}. The records \
          stored there cannot be served; restore the file from a backup, or delete the segment to \
          give them up"
     )]
-    Corrupt { path: PathBuf, position: u64, offset: u64, source: BatchError },
-    #[error("records {from}..{to} of {topic}/{partition} are missing from disk (a segment file was lost or cut short)")]
-    Missing { topic: String, partition: u32, from: u64, to: u64 },
+    Corrupt {
+        path: PathBuf,
+        position: u64,
+        offset: u64,
+        source: BatchError,
+    },
+    #[error(
+        "records {from}..{to} of {topic}/{partition} are missing from disk (a segment file was lost or cut short)"
+    )]
+    Missing {
+        topic: String,
+        partition: u32,
+        from: u64,
+        to: u64,
+    },
     #[error("topic `{0}` does not exist; create it with `sluice topic create {0}`")]
     UnknownTopic(String),
     #[error("topic `{0}` already exists")]
@@ -46,24 +61,53 @@ pub enum LogError {
     )]
     InvalidTopicName(String),
     #[error("partition {partition} does not exist: topic `{topic}` has {count} partitions (0 to {})", count.saturating_sub(1))]
-    UnknownPartition { topic: String, partition: u32, count: u32 },
-    #[error("offset {requested} is out of range for {topic}/{partition}: it holds offsets {start} to {end} (exclusive)")]
-    OffsetOutOfRange { topic: String, partition: u32, requested: u64, start: u64, end: u64 },
-    #[error("a record of {size} bytes exceeds max_record_bytes = {limit} of topic `{topic}`; raise it with `sluice topic alter {topic} --config max_record_bytes=N`")]
-    RecordTooLarge { topic: String, size: usize, limit: u64 },
-    #[error("partition {topic}/{partition} stopped accepting writes after a failed write or fsync ({reason}); check the disk and restart the engine")]
-    PartitionFailed { topic: String, partition: u32, reason: String },
+    UnknownPartition {
+        topic: String,
+        partition: u32,
+        count: u32,
+    },
+    #[error(
+        "offset {requested} is out of range for {topic}/{partition}: it holds offsets {start} to {end} (exclusive)"
+    )]
+    OffsetOutOfRange {
+        topic: String,
+        partition: u32,
+        requested: u64,
+        start: u64,
+        end: u64,
+    },
+    #[error(
+        "a record of {size} bytes exceeds max_record_bytes = {limit} of topic `{topic}`; raise it with `sluice topic alter {topic} --config max_record_bytes=N`"
+    )]
+    RecordTooLarge {
+        topic: String,
+        size: usize,
+        limit: u64,
+    },
+    #[error(
+        "partition {topic}/{partition} stopped accepting writes after a failed write or fsync ({reason}); check the disk and restart the engine"
+    )]
+    PartitionFailed {
+        topic: String,
+        partition: u32,
+        reason: String,
+    },
     #[error("{0}")]
     DiskFull(String),
     #[error("invalid configuration: {0}")]
     InvalidConfig(String),
-    #[error("data directory {0} is in use by another sluice process (its LOCK file is held); stop that process or choose another --data-dir")]
+    #[error(
+        "data directory {0} is in use by another sluice process (its LOCK file is held); stop that process or choose another --data-dir"
+    )]
     Locked(PathBuf),
 }
 
 impl LogError {
     pub fn io(path: &Path, source: std::io::Error) -> LogError {
-        LogError::Io { path: path.to_path_buf(), source }
+        LogError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
     }
 }
 
@@ -79,7 +123,13 @@ pub struct DiskUsage {
 
 impl DiskUsage {
     pub fn new(dir: PathBuf, max_bytes: Option<u64>, min_free_bytes: u64) -> DiskUsage {
-        DiskUsage { dir, used: AtomicU64::new(0), max_bytes, min_free_bytes, low_on_space: AtomicBool::new(false) }
+        DiskUsage {
+            dir,
+            used: AtomicU64::new(0),
+            max_bytes,
+            min_free_bytes,
+            low_on_space: AtomicBool::new(false),
+        }
     }
 
     fn add(&self, bytes: u64) {
@@ -87,7 +137,8 @@ impl DiskUsage {
     }
 
     fn sub(&self, bytes: u64) {
-        self.used.fetch_sub(bytes.min(self.used()), Ordering::Relaxed);
+        self.used
+            .fetch_sub(bytes.min(self.used()), Ordering::Relaxed);
     }
 
     /// Bytes held by segment files.
@@ -101,7 +152,11 @@ impl DiskUsage {
             let low = free < self.min_free_bytes;
             if low != self.low_on_space.swap(low, Ordering::Relaxed) {
                 if low {
-                    tracing::warn!(free, min_free_bytes = self.min_free_bytes, "free disk space is low: refusing produce");
+                    tracing::warn!(
+                        free,
+                        min_free_bytes = self.min_free_bytes,
+                        "free disk space is low: refusing produce"
+                    );
                 } else {
                     tracing::info!(free, "free disk space recovered: accepting produce");
                 }
@@ -186,13 +241,21 @@ impl Log {
         if lock.try_lock().is_err() {
             return Err(LogError::Locked(dir.to_path_buf()));
         }
-        let disk = Arc::new(DiskUsage::new(dir.to_path_buf(), options.max_disk_bytes, options.min_free_bytes));
+        let disk = Arc::new(DiskUsage::new(
+            dir.to_path_buf(),
+            options.max_disk_bytes,
+            options.min_free_bytes,
+        ));
         disk.refresh_free_space();
         let flusher = Flusher::start();
         let mut topics = BTreeMap::new();
         for entry in std::fs::read_dir(&topics_dir).map_err(|e| LogError::io(&topics_dir, e))? {
             let path = entry.map_err(|e| LogError::io(&topics_dir, e))?.path();
-            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
+            let name = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or_default()
+                .to_string();
             if name.starts_with(".trash-") {
                 std::fs::remove_dir_all(&path).map_err(|e| LogError::io(&path, e))?;
                 continue;
@@ -227,10 +290,17 @@ impl Log {
         &self.defaults
     }
 
-    pub fn create_topic(&self, name: &str, partitions: u32, overrides: &[(String, String)]) -> Result<Arc<Topic>, LogError> {
+    pub fn create_topic(
+        &self,
+        name: &str,
+        partitions: u32,
+        overrides: &[(String, String)],
+    ) -> Result<Arc<Topic>, LogError> {
         validate_name(name)?;
         if partitions == 0 || partitions > 10_000 {
-            return Err(LogError::InvalidConfig("partitions must be between 1 and 10000".into()));
+            return Err(LogError::InvalidConfig(
+                "partitions must be between 1 and 10000".into(),
+            ));
         }
         let config = self.defaults.with_overrides(overrides)?;
         let mut topics = self.topics.write().expect("topics lock");
@@ -238,21 +308,43 @@ impl Log {
             return Err(LogError::TopicExists(name.to_string()));
         }
         let dir = self.dir.join("topics").join(name);
-        let topic = Arc::new(Topic::create(dir, name, partitions, config, self.flusher.clone(), self.disk.clone())?);
+        let topic = Arc::new(Topic::create(
+            dir,
+            name,
+            partitions,
+            config,
+            self.flusher.clone(),
+            self.disk.clone(),
+        )?);
         topics.insert(name.to_string(), topic.clone());
         tracing::info!(topic = name, partitions, "topic created");
         Ok(topic)
     }
 
     pub fn topic(&self, name: &str) -> Result<Arc<Topic>, LogError> {
-        self.topics.read().expect("topics lock").get(name).cloned().ok_or_else(|| LogError::UnknownTopic(name.to_string()))
+        self.topics
+            .read()
+            .expect("topics lock")
+            .get(name)
+            .cloned()
+            .ok_or_else(|| LogError::UnknownTopic(name.to_string()))
     }
 
     pub fn topics(&self) -> Vec<Arc<Topic>> {
-        self.topics.read().expect("topics lock").values().cloned().collect()
+        self.topics
+            .read()
+            .expect("topics lock")
+            .values()
+            .cloned()
+            .collect()
     }
 
-    pub fn alter_topic(&self, name: &str, overrides: &[(String, String)], partitions: Option<u32>) -> Result<Arc<Topic>, LogError> {
+    pub fn alter_topic(
+        &self,
+        name: &str,
+        overrides: &[(String, String)],
+        partitions: Option<u32>,
+    ) -> Result<Arc<Topic>, LogError> {
         let topic = self.topic(name)?;
         topic.alter(overrides, partitions)?;
         Ok(topic)
@@ -261,12 +353,23 @@ impl Log {
     /// Deletes a topic and its data. The directory is first renamed away, so a crash midway
     /// never leaves a half-deleted topic that would be opened again.
     pub fn delete_topic(&self, name: &str) -> Result<(), LogError> {
-        let topic = self.topics.write().expect("topics lock").remove(name).ok_or_else(|| LogError::UnknownTopic(name.to_string()))?;
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
-        let trash = self.dir.join("topics").join(format!(".trash-{name}-{nanos}"));
+        let topic = self
+            .topics
+            .write()
+            .expect("topics lock")
+            .remove(name)
+            .ok_or_else(|| LogError::UnknownTopic(name.to_string()))?;
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let trash = self
+            .dir
+            .join("topics")
+            .join(format!(".trash-{name}-{nanos}"));
         std::fs::rename(topic.dir(), &trash).map_err(|e| LogError::io(topic.dir(), e))?;
         partition::sync_dir(&self.dir.join("topics"))?;
-        self.disk.sub(topic.partitions().iter().map(|p| p.size_bytes()).sum());
+        self.disk
+            .sub(topic.partitions().iter().map(|p| p.size_bytes()).sum());
         std::fs::remove_dir_all(&trash).map_err(|e| LogError::io(&trash, e))?;
         tracing::info!(topic = name, "topic deleted");
         Ok(())
@@ -279,7 +382,9 @@ impl Log {
             for partition in topic.partitions() {
                 match partition.enforce_retention(now_ms) {
                     Ok(bytes) => freed += bytes,
-                    Err(error) => tracing::error!(topic = %topic.name, partition = partition.id, %error, "retention failed"),
+                    Err(error) => {
+                        tracing::error!(topic = %topic.name, partition = partition.id, %error, "retention failed")
+                    }
                 }
             }
         }
@@ -303,13 +408,21 @@ fn validate_name(name: &str) -> Result<(), LogError> {
         && name.len() <= 200
         && !name.starts_with('.')
         && !name.starts_with('_')
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
-    if valid { Ok(()) } else { Err(LogError::InvalidTopicName(name.to_string())) }
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+    if valid {
+        Ok(())
+    } else {
+        Err(LogError::InvalidTopicName(name.to_string()))
+    }
 }
 
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 #[cfg(test)]

@@ -107,9 +107,15 @@ impl Partition {
             id,
             dir,
             config,
-            writer: Mutex::new(Writer { active, active_since: Instant::now() }),
+            writer: Mutex::new(Writer {
+                active,
+                active_since: Instant::now(),
+            }),
             segments: RwLock::new(segments),
-            visibility: watch::Sender::new(Visibility { high_watermark, failed: None }),
+            visibility: watch::Sender::new(Visibility {
+                high_watermark,
+                failed: None,
+            }),
             queued_for_flush: AtomicBool::new(false),
             flusher,
             disk,
@@ -141,7 +147,10 @@ impl Partition {
         let base_offset = writer.active.next_offset();
         let bytes = pending.seal(base_offset);
         let header = super::batch::verify(bytes).expect("a freshly built batch verifies");
-        if let Err(error) = writer.active.append(bytes, &header, config.index_interval_bytes) {
+        if let Err(error) = writer
+            .active
+            .append(bytes, &header, config.index_interval_bytes)
+        {
             let out_of_space = error.raw_os_error() == Some(libc::ENOSPC);
             let error = LogError::io(writer.active.path(), error);
             drop(writer);
@@ -168,11 +177,17 @@ impl Partition {
                 }
             }
         }
-        Ok(Appended { base_offset, next_offset })
+        Ok(Appended {
+            base_offset,
+            next_offset,
+        })
     }
 
     /// Appends and waits until the records are durable per the topic's flush policy.
-    pub async fn append_durable(self: &Arc<Self>, records: &[Record]) -> Result<Appended, LogError> {
+    pub async fn append_durable(
+        self: &Arc<Self>,
+        records: &[Record],
+    ) -> Result<Appended, LogError> {
         let appended = self.append(records)?;
         self.wait_visible(appended.next_offset).await?;
         Ok(appended)
@@ -234,7 +249,11 @@ impl Partition {
     }
 
     fn failed_error(&self, reason: &str) -> LogError {
-        LogError::PartitionFailed { topic: self.topic.to_string(), partition: self.id, reason: reason.to_string() }
+        LogError::PartitionFailed {
+            topic: self.topic.to_string(),
+            partition: self.id,
+            reason: reason.to_string(),
+        }
     }
 
     fn roll(&self, writer: &mut Writer) -> Result<(), LogError> {
@@ -249,7 +268,10 @@ impl Partition {
         if self.config.read().expect("config lock").flush == FlushPolicy::Fsync {
             self.publish(base);
         }
-        self.segments.write().expect("segments lock").push(segment.clone());
+        self.segments
+            .write()
+            .expect("segments lock")
+            .push(segment.clone());
         tracing::debug!(topic = %self.topic, partition = self.id, base_offset = base, "rolled segment");
         writer.active = segment;
         writer.active_since = Instant::now();
@@ -266,7 +288,12 @@ impl Partition {
 
     /// Bytes of all segments.
     pub fn size_bytes(&self) -> u64 {
-        self.segments.read().expect("segments lock").iter().map(|s| s.len()).sum()
+        self.segments
+            .read()
+            .expect("segments lock")
+            .iter()
+            .map(|s| s.len())
+            .sum()
     }
 
     pub fn segment_count(&self) -> usize {
@@ -308,7 +335,12 @@ impl Partition {
                 break;
             }
         }
-        Ok(Fetched { data, next_offset: next, high_watermark, log_start_offset })
+        Ok(Fetched {
+            data,
+            next_offset: next,
+            high_watermark,
+            log_start_offset,
+        })
     }
 
     /// The first offset whose record timestamp is at or after `timestamp`, or the high
@@ -336,7 +368,9 @@ impl Partition {
                 let expired = config
                     .retention_ms
                     .is_some_and(|ms| segment.max_timestamp() < now_ms.saturating_sub(ms as i64));
-                let oversized = config.retention_bytes.is_some_and(|limit| total - segment.len() >= limit);
+                let oversized = config
+                    .retention_bytes
+                    .is_some_and(|limit| total - segment.len() >= limit);
                 if !expired && !oversized {
                     break;
                 }
@@ -349,7 +383,9 @@ impl Partition {
         for segment in removed {
             tracing::info!(topic = %self.topic, partition = self.id, segment = %segment.path().display(),
                 "deleting segment past retention");
-            segment.remove_files().map_err(|e| LogError::io(segment.path(), e))?;
+            segment
+                .remove_files()
+                .map_err(|e| LogError::io(segment.path(), e))?;
             freed += segment.len();
         }
         self.disk.sub(freed);
@@ -377,7 +413,9 @@ fn segment_bases(dir: &Path) -> Result<Vec<u64>, LogError> {
     let mut bases = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(|e| LogError::io(dir, e))? {
         let path = entry.map_err(|e| LogError::io(dir, e))?.path();
-        let Some(name) = path.file_name().and_then(|n| n.to_str()) else { continue };
+        let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+            continue;
+        };
         if name.ends_with(".tmp") {
             std::fs::remove_file(&path).map_err(|e| LogError::io(&path, e))?;
         } else if let Some(base) = name.strip_suffix(".log").and_then(|b| b.parse().ok()) {
@@ -389,5 +427,7 @@ fn segment_bases(dir: &Path) -> Result<Vec<u64>, LogError> {
 }
 
 pub(super) fn sync_dir(dir: &Path) -> Result<(), LogError> {
-    std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(|e| LogError::io(dir, e))
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| LogError::io(dir, e))
 }

@@ -81,7 +81,10 @@ impl Segment {
             .write(true)
             .open(&log_path)
             .map_err(|e| LogError::io(&log_path, e))?;
-        let file_len = file.metadata().map_err(|e| LogError::io(&log_path, e))?.len();
+        let file_len = file
+            .metadata()
+            .map_err(|e| LogError::io(&log_path, e))?
+            .len();
         let (offset_path, time_path) = index_paths(dir, base_offset);
         let trusted = SegmentIndex::read_files(&offset_path, &time_path, file_len);
         let mut segment = Segment {
@@ -96,7 +99,11 @@ impl Segment {
         };
         let rebuilt = trusted.is_none();
         let outcome = match trusted {
-            Some(index) if sealed => ScanOutcome { next_offset: index.next_offset, index, stopped: None },
+            Some(index) if sealed => ScanOutcome {
+                next_offset: index.next_offset,
+                index,
+                stopped: None,
+            },
             Some(index) => {
                 // A clean shutdown left a matching index: check only from the last entry on.
                 let (offset, position) = index.offsets.last().copied().unwrap_or((base_offset, 0));
@@ -106,7 +113,13 @@ impl Segment {
                 if file_len > 0 {
                     tracing::info!(file = %segment.log_path.display(), "rebuilding segment index");
                 }
-                segment.scan(0, base_offset, SegmentIndex::new(base_offset), index_interval, file_len)
+                segment.scan(
+                    0,
+                    base_offset,
+                    SegmentIndex::new(base_offset),
+                    index_interval,
+                    file_len,
+                )
             }
         };
         let mut valid_len = outcome.index.log_len;
@@ -120,14 +133,25 @@ impl Segment {
                 tracing::warn!(file = %segment.log_path.display(), position, cut_bytes = file_len - position,
                     first_lost_offset = outcome.next_offset, %reason,
                     "truncating torn or corrupt tail of the active segment");
-                segment.file.set_len(position).map_err(|e| LogError::io(&segment.log_path, e))?;
-                segment.file.sync_all().map_err(|e| LogError::io(&segment.log_path, e))?;
+                segment
+                    .file
+                    .set_len(position)
+                    .map_err(|e| LogError::io(&segment.log_path, e))?;
+                segment
+                    .file
+                    .sync_all()
+                    .map_err(|e| LogError::io(&segment.log_path, e))?;
             }
         } else if sealed && rebuilt {
-            outcome.index.write_files(&offset_path, &time_path).map_err(|e| LogError::io(&offset_path, e))?;
+            outcome
+                .index
+                .write_files(&offset_path, &time_path)
+                .map_err(|e| LogError::io(&offset_path, e))?;
         }
         segment.len.store(valid_len, Ordering::Release);
-        segment.next_offset.store(outcome.next_offset, Ordering::Release);
+        segment
+            .next_offset
+            .store(outcome.next_offset, Ordering::Release);
         *segment.index.get_mut().expect("fresh lock") = outcome.index;
         Ok(segment)
     }
@@ -158,7 +182,10 @@ impl Segment {
             match reader.next() {
                 Ok(None) => break None,
                 Ok(Some((pos, header, _))) if header.base_offset != next => {
-                    break Some((pos, BatchError::Malformed("batch base offset is out of sequence")));
+                    break Some((
+                        pos,
+                        BatchError::Malformed("batch base offset is out of sequence"),
+                    ));
                 }
                 Ok(Some((pos, header, _))) => {
                     index_batch(&mut index, pos, &header, interval);
@@ -167,11 +194,20 @@ impl Segment {
                 Err(stop) => break Some(stop),
             }
         };
-        ScanOutcome { index, next_offset: next, stopped }
+        ScanOutcome {
+            index,
+            next_offset: next,
+            stopped,
+        }
     }
 
     fn corrupt(&self, position: u64, offset: u64, source: BatchError) -> LogError {
-        LogError::Corrupt { path: self.log_path.clone(), position, offset, source }
+        LogError::Corrupt {
+            path: self.log_path.clone(),
+            position,
+            offset,
+            source,
+        }
     }
 
     pub fn path(&self) -> &Path {
@@ -206,9 +242,16 @@ impl Segment {
             let _ = self.file.set_len(position);
             return Err(error);
         }
-        index_batch(&mut self.index.write().expect("index lock"), position, header, interval);
-        self.len.store(position + bytes.len() as u64, Ordering::Release);
-        self.next_offset.store(header.next_offset(), Ordering::Release);
+        index_batch(
+            &mut self.index.write().expect("index lock"),
+            position,
+            header,
+            interval,
+        );
+        self.len
+            .store(position + bytes.len() as u64, Ordering::Release);
+        self.next_offset
+            .store(header.next_offset(), Ordering::Release);
         Ok(())
     }
 
@@ -221,7 +264,10 @@ impl Segment {
     }
 
     pub fn write_index(&self) -> Result<(), LogError> {
-        let dir = self.log_path.parent().expect("segment files live in a directory");
+        let dir = self
+            .log_path
+            .parent()
+            .expect("segment files live in a directory");
         let (offset_path, time_path) = index_paths(dir, self.base_offset);
         self.index
             .read()
@@ -231,13 +277,21 @@ impl Segment {
     }
 
     pub fn sync(&self) -> Result<(), LogError> {
-        self.file.sync_data().map_err(|e| LogError::io(&self.log_path, e))
+        self.file
+            .sync_data()
+            .map_err(|e| LogError::io(&self.log_path, e))
     }
 
     /// Appends to `out` the raw batches holding offsets from `offset` up to (not including)
     /// `until`, stopping once `out` reaches `max_bytes` (at least one batch is returned).
     /// Returns the offset after the last record appended.
-    pub fn read(&self, offset: u64, until: u64, max_bytes: usize, out: &mut Vec<u8>) -> Result<u64, LogError> {
+    pub fn read(
+        &self,
+        offset: u64,
+        until: u64,
+        max_bytes: usize,
+        out: &mut Vec<u8>,
+    ) -> Result<u64, LogError> {
         let start = self.index.read().expect("index lock").position_for(offset);
         let end = self.len();
         let mut reader = BatchReader::new(&self.file, start, end);
@@ -248,7 +302,9 @@ impl Segment {
             {
                 return Err(self.corrupt(*position, next, reason.clone()));
             }
-            let Some((_, header, bytes)) = reader.next().map_err(|(p, e)| self.corrupt(p, next, e))? else {
+            let Some((_, header, bytes)) =
+                reader.next().map_err(|(p, e)| self.corrupt(p, next, e))?
+            else {
                 break;
             };
             if header.base_offset >= until {
@@ -281,12 +337,15 @@ impl Segment {
             (index.position_for(offset), self.len())
         };
         let mut reader = BatchReader::new(&self.file, start, end);
-        while let Some((_, header, bytes)) = reader.next().map_err(|(p, e)| self.corrupt(p, start, e))? {
+        while let Some((_, header, bytes)) =
+            reader.next().map_err(|(p, e)| self.corrupt(p, start, e))?
+        {
             if header.max_timestamp < timestamp {
                 continue;
             }
             let owned = bytes::Bytes::copy_from_slice(bytes);
-            let (_, records) = batch::decode(&owned).map_err(|e| self.corrupt(reader.position(), header.base_offset, e))?;
+            let (_, records) = batch::decode(&owned)
+                .map_err(|e| self.corrupt(reader.position(), header.base_offset, e))?;
             if let Some(i) = records.iter().position(|r| r.timestamp >= timestamp) {
                 return Ok(Some(header.base_offset + i as u64));
             }
@@ -296,7 +355,10 @@ impl Segment {
 
     /// Deletes the segment's files.
     pub fn remove_files(&self) -> std::io::Result<()> {
-        let dir = self.log_path.parent().expect("segment files live in a directory");
+        let dir = self
+            .log_path
+            .parent()
+            .expect("segment files live in a directory");
         let (offset_path, time_path) = index_paths(dir, self.base_offset);
         for path in [&offset_path, &time_path] {
             match std::fs::remove_file(path) {
@@ -309,13 +371,19 @@ impl Segment {
 }
 
 fn index_paths(dir: &Path, base_offset: u64) -> (PathBuf, PathBuf) {
-    (dir.join(file_name(base_offset, "index")), dir.join(file_name(base_offset, "timeindex")))
+    (
+        dir.join(file_name(base_offset, "index")),
+        dir.join(file_name(base_offset, "timeindex")),
+    )
 }
 
 /// Adds a batch to the sparse index when it starts at least `interval` bytes after the last
 /// entry (the first batch is always indexed).
 fn index_batch(index: &mut SegmentIndex, position: u64, header: &BatchHeader, interval: u64) {
-    let due = index.offsets.last().is_none_or(|&(_, last)| position - last >= interval);
+    let due = index
+        .offsets
+        .last()
+        .is_none_or(|&(_, last)| position - last >= interval);
     if due {
         index.offsets.push((header.base_offset, position));
         index.times.push((index.max_timestamp, header.base_offset));
@@ -336,7 +404,13 @@ pub struct BatchReader<'a> {
 
 impl<'a> BatchReader<'a> {
     pub fn new(file: &'a File, position: u64, end: u64) -> Self {
-        BatchReader { file, position, end, buffer: Vec::new(), buffer_start: position }
+        BatchReader {
+            file,
+            position,
+            end,
+            buffer: Vec::new(),
+            buffer_start: position,
+        }
     }
 
     pub fn position(&self) -> u64 {
@@ -351,12 +425,22 @@ impl<'a> BatchReader<'a> {
             let available = (self.end - self.position) as usize;
             let want = need.max(READ_CHUNK).min(available);
             self.buffer.resize(want, 0);
-            let read = read_fully(self.file, &mut self.buffer, self.position)
-                .map_err(|e| (self.position, BatchError::Decompress(format!("read failed: {e}"))))?;
+            let read = read_fully(self.file, &mut self.buffer, self.position).map_err(|e| {
+                (
+                    self.position,
+                    BatchError::Decompress(format!("read failed: {e}")),
+                )
+            })?;
             self.buffer.truncate(read);
             self.buffer_start = self.position;
             if read < need {
-                return Err((self.position, BatchError::Truncated { needed: need, available: read }));
+                return Err((
+                    self.position,
+                    BatchError::Truncated {
+                        needed: need,
+                        available: read,
+                    },
+                ));
             }
             return Ok(&self.buffer[..need]);
         }
@@ -371,7 +455,8 @@ impl<'a> BatchReader<'a> {
             return Ok(None);
         }
         let position = self.position;
-        let (_, total) = batch::read_prefix(self.fill(batch::PREFIX_LEN)?).map_err(|e| (position, e))?;
+        let (_, total) =
+            batch::read_prefix(self.fill(batch::PREFIX_LEN)?).map_err(|e| (position, e))?;
         let bytes = self.fill(total)?;
         let header = batch::verify(bytes).map_err(|e| (position, e))?;
         self.position += total as u64;

@@ -7,7 +7,11 @@ use bytes::Bytes;
 use super::*;
 
 fn options() -> LogOptions {
-    LogOptions { topic_defaults: TopicConfig::default(), max_disk_bytes: None, min_free_bytes: 0 }
+    LogOptions {
+        topic_defaults: TopicConfig::default(),
+        max_disk_bytes: None,
+        min_free_bytes: 0,
+    }
 }
 
 fn record(i: u64) -> Record {
@@ -15,7 +19,10 @@ fn record(i: u64) -> Record {
         timestamp: 1_000 + i as i64,
         key: Some(Bytes::from(format!("k{i}"))),
         value: Bytes::from(format!("value-{i}")),
-        headers: vec![Header { key: "h".into(), value: Bytes::from_static(b"v") }],
+        headers: vec![Header {
+            key: "h".into(),
+            value: Bytes::from_static(b"v"),
+        }],
     }
 }
 
@@ -42,7 +49,10 @@ fn read_all(partition: &Partition) -> Vec<(u64, Record)> {
 }
 
 fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
 }
 
 /// Writes `batches` batches of 3 records to partition 0 of topic `t` and closes the log
@@ -56,7 +66,14 @@ fn write_batches(dir: &std::path::Path, batches: u64, overrides: &[(String, Stri
         for b in 0..batches {
             let records: Vec<Record> = (b * 3..b * 3 + 3).map(record).collect();
             partition.append_durable(&records).await.unwrap();
-            ends.push(partition.dir().join(segment::file_name(0, "log")).metadata().unwrap().len());
+            ends.push(
+                partition
+                    .dir()
+                    .join(segment::file_name(0, "log"))
+                    .metadata()
+                    .unwrap()
+                    .len(),
+            );
         }
     });
     ends
@@ -66,7 +83,8 @@ fn write_batches(dir: &std::path::Path, batches: u64, overrides: &[(String, Stri
 fn truncating_the_last_batch_at_every_byte_keeps_exactly_the_batches_before_it() {
     let template = tempfile::tempdir().unwrap();
     let ends = write_batches(template.path(), 4, &[]);
-    let log_file = |root: &std::path::Path| root.join("topics/t/0").join(segment::file_name(0, "log"));
+    let log_file =
+        |root: &std::path::Path| root.join("topics/t/0").join(segment::file_name(0, "log"));
     let full = std::fs::read(log_file(template.path())).unwrap();
     let last_start = ends[2] as usize;
     for cut in last_start..full.len() {
@@ -81,7 +99,10 @@ fn truncating_the_last_batch_at_every_byte_keeps_exactly_the_batches_before_it()
         for (o, r) in &records {
             assert_eq!(*r, record(*o));
         }
-        assert_eq!(std::fs::metadata(log_file(dir.path())).unwrap().len(), last_start as u64);
+        assert_eq!(
+            std::fs::metadata(log_file(dir.path())).unwrap().len(),
+            last_start as u64
+        );
         // The log is writable again after the cut, continuing at the right offset.
         let appended = partition.append(&[record(9)]).unwrap();
         assert_eq!(appended.base_offset, 9);
@@ -115,7 +136,14 @@ fn a_corrupt_sealed_segment_fails_reads_with_file_and_position_and_later_segment
         assert!(!tail.data.is_empty());
         let mut bases: Vec<u64> = std::fs::read_dir(&partition_dir)
             .unwrap()
-            .filter_map(|e| e.unwrap().file_name().to_str()?.strip_suffix(".log")?.parse().ok())
+            .filter_map(|e| {
+                e.unwrap()
+                    .file_name()
+                    .to_str()?
+                    .strip_suffix(".log")?
+                    .parse()
+                    .ok()
+            })
             .collect();
         bases.sort();
         bases[1]
@@ -125,19 +153,32 @@ fn a_corrupt_sealed_segment_fails_reads_with_file_and_position_and_later_segment
     let partition = log.topic("t").unwrap().partition(0).unwrap();
     let fetched = partition.read(second_base, 1 << 20).unwrap();
     assert!(!fetched.data.is_empty());
-    assert!(partition_dir.join(segment::file_name(second_base, "index")).exists(), "index rebuilt");
+    assert!(
+        partition_dir
+            .join(segment::file_name(second_base, "index"))
+            .exists(),
+        "index rebuilt"
+    );
 }
 
 #[test]
 fn reads_by_timestamp_and_across_segments() {
     let dir = tempfile::tempdir().unwrap();
-    write_batches(dir.path(), 50, &[("segment_bytes".to_string(), "2048".to_string())]);
+    write_batches(
+        dir.path(),
+        50,
+        &[("segment_bytes".to_string(), "2048".to_string())],
+    );
     let log = Log::open(dir.path(), options()).unwrap();
     let partition = log.topic("t").unwrap().partition(0).unwrap();
     assert!(partition.segment_count() > 2);
     let all = read_all(&partition);
     assert_eq!(all.len(), 150);
-    assert!(all.iter().enumerate().all(|(i, (o, r))| *o == i as u64 && *r == record(i as u64)));
+    assert!(
+        all.iter()
+            .enumerate()
+            .all(|(i, (o, r))| *o == i as u64 && *r == record(i as u64))
+    );
     assert_eq!(partition.offset_for_timestamp(0).unwrap(), 0);
     assert_eq!(partition.offset_for_timestamp(1_077).unwrap(), 77);
     assert_eq!(partition.offset_for_timestamp(9_999_999).unwrap(), 150);
@@ -149,7 +190,16 @@ fn retention_by_size_deletes_whole_old_segments() {
     let overrides = [("segment_bytes".to_string(), "1024".to_string())];
     write_batches(dir.path(), 60, &overrides);
     let log = Log::open(dir.path(), options()).unwrap();
-    let topic = log.alter_topic("t", &[("retention_bytes".to_string(), "3000".to_string()), ("retention_ms".to_string(), "none".to_string())], None).unwrap();
+    let topic = log
+        .alter_topic(
+            "t",
+            &[
+                ("retention_bytes".to_string(), "3000".to_string()),
+                ("retention_ms".to_string(), "none".to_string()),
+            ],
+            None,
+        )
+        .unwrap();
     let partition = topic.partition(0).unwrap();
     let before = partition.size_bytes();
     log.enforce_retention(now_ms());
@@ -157,7 +207,10 @@ fn retention_by_size_deletes_whole_old_segments() {
     assert!(partition.size_bytes() >= 3000);
     let start = partition.log_start_offset();
     assert!(start > 0);
-    assert!(matches!(partition.read(0, 100), Err(LogError::OffsetOutOfRange { .. })));
+    assert!(matches!(
+        partition.read(0, 100),
+        Err(LogError::OffsetOutOfRange { .. })
+    ));
     assert_eq!(read_all(&partition).first().unwrap().0, start);
 }
 
@@ -165,7 +218,9 @@ fn retention_by_size_deletes_whole_old_segments() {
 fn a_second_process_on_the_same_directory_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let _log = Log::open(dir.path(), options()).unwrap();
-    let Err(second) = Log::open(dir.path(), options()) else { panic!("second open succeeded") };
+    let Err(second) = Log::open(dir.path(), options()) else {
+        panic!("second open succeeded")
+    };
     assert!(matches!(second, LogError::Locked(_)));
 }
 

@@ -81,12 +81,14 @@ impl TopicConfig {
             }
             let parsed = match value.as_str() {
                 "none" | "null" => serde_json::Value::Null,
-                v => v.parse::<u64>().map_or_else(|_| serde_json::Value::String(v.to_string()), Into::into),
+                v => v
+                    .parse::<u64>()
+                    .map_or_else(|_| serde_json::Value::String(v.to_string()), Into::into),
             };
             map.insert(key.clone(), parsed);
         }
-        let config: TopicConfig = serde_json::from_value(fields)
-            .map_err(|e| LogError::InvalidConfig(format!("{e}")))?;
+        let config: TopicConfig =
+            serde_json::from_value(fields).map_err(|e| LogError::InvalidConfig(format!("{e}")))?;
         config.validate()?;
         Ok(config)
     }
@@ -100,7 +102,9 @@ impl TopicConfig {
             return invalid("segment_bytes must be below 4 GiB");
         }
         if self.index_interval_bytes == 0 || self.segment_ms == 0 || self.flush_interval_ms == 0 {
-            return invalid("index_interval_bytes, segment_ms and flush_interval_ms must be positive");
+            return invalid(
+                "index_interval_bytes, segment_ms and flush_interval_ms must be positive",
+            );
         }
         if self.max_record_bytes == 0 || self.max_record_bytes > 64 * 1024 * 1024 {
             return invalid("max_record_bytes must be between 1 and 67108864");
@@ -153,11 +157,18 @@ impl Topic {
         Ok(topic)
     }
 
-    pub(super) fn open(dir: PathBuf, flusher: Arc<Flusher>, disk: Arc<DiskUsage>) -> Result<Topic, LogError> {
+    pub(super) fn open(
+        dir: PathBuf,
+        flusher: Arc<Flusher>,
+        disk: Arc<DiskUsage>,
+    ) -> Result<Topic, LogError> {
         let path = dir.join(METADATA_FILE);
         let bytes = std::fs::read(&path).map_err(|e| LogError::io(&path, e))?;
         let metadata: Metadata = serde_json::from_slice(&bytes).map_err(|e| {
-            LogError::InvalidConfig(format!("{} is not valid topic metadata: {e}", path.display()))
+            LogError::InvalidConfig(format!(
+                "{} is not valid topic metadata: {e}",
+                path.display()
+            ))
         })?;
         let _span = tracing::info_span!("topic", topic = %metadata.name).entered();
         let topic = Topic::assemble(dir, &metadata.name, metadata.config, flusher, disk);
@@ -165,7 +176,13 @@ impl Topic {
         Ok(topic)
     }
 
-    fn assemble(dir: PathBuf, name: &str, config: TopicConfig, flusher: Arc<Flusher>, disk: Arc<DiskUsage>) -> Topic {
+    fn assemble(
+        dir: PathBuf,
+        name: &str,
+        config: TopicConfig,
+        flusher: Arc<Flusher>,
+        disk: Arc<DiskUsage>,
+    ) -> Topic {
         Topic {
             name: Arc::from(name),
             dir,
@@ -214,7 +231,11 @@ impl Topic {
 
     /// Changes settings and/or raises the partition count (it cannot shrink: keyed records
     /// would move).
-    pub(super) fn alter(&self, overrides: &[(String, String)], partitions: Option<u32>) -> Result<(), LogError> {
+    pub(super) fn alter(
+        &self,
+        overrides: &[(String, String)],
+        partitions: Option<u32>,
+    ) -> Result<(), LogError> {
         let config = self.config().with_overrides(overrides)?;
         if let Some(count) = partitions {
             if count < self.partition_count() {
@@ -240,24 +261,39 @@ impl Topic {
 
     pub fn partition(&self, id: u32) -> Result<Arc<Partition>, LogError> {
         let partitions = self.partitions.read().expect("partitions lock");
-        partitions.get(id as usize).cloned().ok_or_else(|| LogError::UnknownPartition {
-            topic: self.name.to_string(),
-            partition: id,
-            count: partitions.len() as u32,
-        })
+        partitions
+            .get(id as usize)
+            .cloned()
+            .ok_or_else(|| LogError::UnknownPartition {
+                topic: self.name.to_string(),
+                partition: id,
+                count: partitions.len() as u32,
+            })
     }
 
     /// Appends records, routed to `partition` if given, else by key (Kafka's murmur2) or, for
     /// records without a key, to the next partition in turn per call. Returns once every
     /// record is durable per the flush policy.
-    pub async fn produce(&self, partition: Option<u32>, records: Vec<Record>) -> Result<Vec<Produced>, LogError> {
+    pub async fn produce(
+        &self,
+        partition: Option<u32>,
+        records: Vec<Record>,
+    ) -> Result<Vec<Produced>, LogError> {
         let limit = self.config.read().expect("config lock").max_record_bytes;
         for record in &records {
             let size = record.key.as_ref().map_or(0, |k| k.len())
                 + record.value.len()
-                + record.headers.iter().map(|h| h.key.len() + h.value.len()).sum::<usize>();
+                + record
+                    .headers
+                    .iter()
+                    .map(|h| h.key.len() + h.value.len())
+                    .sum::<usize>();
             if size as u64 > limit {
-                return Err(LogError::RecordTooLarge { topic: self.name.to_string(), size, limit });
+                return Err(LogError::RecordTooLarge {
+                    topic: self.name.to_string(),
+                    size,
+                    limit,
+                });
             }
         }
         let count = self.partition_count();
@@ -270,10 +306,18 @@ impl Topic {
                 let unkeyed = self.next_unkeyed.fetch_add(1, Ordering::Relaxed) % count;
                 let mut groups: Vec<Vec<Record>> = (0..count).map(|_| Vec::new()).collect();
                 for record in records {
-                    let id = record.key.as_ref().map_or(unkeyed, |k| partition_for_key(k, count));
+                    let id = record
+                        .key
+                        .as_ref()
+                        .map_or(unkeyed, |k| partition_for_key(k, count));
                     groups[id as usize].push(record);
                 }
-                groups.into_iter().enumerate().filter(|(_, g)| !g.is_empty()).map(|(i, g)| (i as u32, g)).collect()
+                groups
+                    .into_iter()
+                    .enumerate()
+                    .filter(|(_, g)| !g.is_empty())
+                    .map(|(i, g)| (i as u32, g))
+                    .collect()
             }
         };
         let mut appended: Vec<(Arc<Partition>, u32, Appended)> = Vec::with_capacity(routed.len());

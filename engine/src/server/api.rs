@@ -128,7 +128,12 @@ impl JsonRecord {
             headers: record
                 .headers
                 .iter()
-                .map(|h| (h.key.clone(), String::from_utf8_lossy(&h.value).into_owned()))
+                .map(|h| {
+                    (
+                        h.key.clone(),
+                        String::from_utf8_lossy(&h.value).into_owned(),
+                    )
+                })
                 .collect(),
         }
     }
@@ -138,13 +143,17 @@ impl JsonRecord {
         let key = match (&self.key, &self.key_base64) {
             (Some(_), Some(_)) => return Err("give `key` or `key_base64`, not both".into()),
             (Some(k), None) => Some(Bytes::from(k.clone())),
-            (None, Some(b)) => Some(Bytes::from(BASE64.decode(b).map_err(|e| format!("key_base64: {e}"))?)),
+            (None, Some(b)) => Some(Bytes::from(
+                BASE64.decode(b).map_err(|e| format!("key_base64: {e}"))?,
+            )),
             (None, None) => None,
         };
         let value = match (&self.value, &self.value_base64) {
             (Some(_), Some(_)) => return Err("give `value` or `value_base64`, not both".into()),
             (Some(v), None) => Bytes::from(v.clone()),
-            (None, Some(b)) => Bytes::from(BASE64.decode(b).map_err(|e| format!("value_base64: {e}"))?),
+            (None, Some(b)) => {
+                Bytes::from(BASE64.decode(b).map_err(|e| format!("value_base64: {e}"))?)
+            }
             (None, None) => return Err("a record needs `value` or `value_base64`".into()),
         };
         Ok(Record {
@@ -154,7 +163,10 @@ impl JsonRecord {
             headers: self
                 .headers
                 .iter()
-                .map(|(k, v)| Header { key: k.clone(), value: Bytes::from(v.clone()) })
+                .map(|(k, v)| Header {
+                    key: k.clone(),
+                    value: Bytes::from(v.clone()),
+                })
                 .collect(),
         })
     }

@@ -19,7 +19,11 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
-        ApiError { status, code, message: message.into() }
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
     }
 
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> ApiError {
@@ -36,7 +40,14 @@ impl IntoResponse for ApiError {
         if self.status.is_server_error() {
             tracing::error!(code = self.code, message = %self.message, "request failed");
         }
-        (self.status, Json(ErrorBody { error: self.message, code: self.code.to_string() })).into_response()
+        (
+            self.status,
+            Json(ErrorBody {
+                error: self.message,
+                code: self.code.to_string(),
+            }),
+        )
+            .into_response()
     }
 }
 
@@ -48,20 +59,24 @@ impl From<LogError> for ApiError {
 }
 
 fn classify(error: &LogError) -> (StatusCode, &'static str) {
-        match error {
-            LogError::UnknownTopic(_) => (StatusCode::NOT_FOUND, "unknown_topic"),
-            LogError::UnknownPartition { .. } => (StatusCode::NOT_FOUND, "unknown_partition"),
-            LogError::TopicExists(_) => (StatusCode::CONFLICT, "topic_exists"),
-            LogError::InvalidTopicName(_) => (StatusCode::BAD_REQUEST, "invalid_topic_name"),
-            LogError::InvalidConfig(_) => (StatusCode::BAD_REQUEST, "invalid_config"),
-            LogError::OffsetOutOfRange { .. } => (StatusCode::RANGE_NOT_SATISFIABLE, "offset_out_of_range"),
-            LogError::RecordTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "record_too_large"),
-            LogError::DiskFull(_) => (StatusCode::INSUFFICIENT_STORAGE, "disk_full"),
-            LogError::PartitionFailed { .. } => (StatusCode::SERVICE_UNAVAILABLE, "partition_failed"),
-            LogError::Corrupt { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "corrupt_data"),
-            LogError::Missing { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "missing_data"),
-            LogError::Io { .. } | LogError::Locked(_) => (StatusCode::INTERNAL_SERVER_ERROR, "io_error"),
+    match error {
+        LogError::UnknownTopic(_) => (StatusCode::NOT_FOUND, "unknown_topic"),
+        LogError::UnknownPartition { .. } => (StatusCode::NOT_FOUND, "unknown_partition"),
+        LogError::TopicExists(_) => (StatusCode::CONFLICT, "topic_exists"),
+        LogError::InvalidTopicName(_) => (StatusCode::BAD_REQUEST, "invalid_topic_name"),
+        LogError::InvalidConfig(_) => (StatusCode::BAD_REQUEST, "invalid_config"),
+        LogError::OffsetOutOfRange { .. } => {
+            (StatusCode::RANGE_NOT_SATISFIABLE, "offset_out_of_range")
         }
+        LogError::RecordTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "record_too_large"),
+        LogError::DiskFull(_) => (StatusCode::INSUFFICIENT_STORAGE, "disk_full"),
+        LogError::PartitionFailed { .. } => (StatusCode::SERVICE_UNAVAILABLE, "partition_failed"),
+        LogError::Corrupt { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "corrupt_data"),
+        LogError::Missing { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "missing_data"),
+        LogError::Io { .. } | LogError::Locked(_) => {
+            (StatusCode::INTERNAL_SERVER_ERROR, "io_error")
+        }
+    }
 }
 
 impl From<GroupError> for ApiError {
@@ -73,7 +88,9 @@ impl From<GroupError> for ApiError {
             GroupError::StaleGeneration { .. } => (StatusCode::CONFLICT, "stale_generation"),
             GroupError::NotAssigned { .. } => (StatusCode::CONFLICT, "not_assigned"),
             GroupError::MemberRequired(_) => (StatusCode::CONFLICT, "member_required"),
-            GroupError::BadSessionTimeout { .. } | GroupError::NoTopics(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+            GroupError::BadSessionTimeout { .. } | GroupError::NoTopics(_) => {
+                (StatusCode::BAD_REQUEST, "bad_request")
+            }
             GroupError::Store(_) => (StatusCode::INTERNAL_SERVER_ERROR, "offset_store"),
         };
         ApiError::new(status, code, error.to_string())

@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::Json;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
@@ -16,7 +17,6 @@ use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::Json;
 use bytes::Bytes;
 use tokio::sync::{Semaphore, watch};
 
@@ -32,8 +32,13 @@ pub enum StartError {
     Log(#[from] LogError),
     #[error(transparent)]
     Groups(#[from] GroupError),
-    #[error("cannot listen on {addr}: {source}; is another server running there? Choose another address with --listen")]
-    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error(
+        "cannot listen on {addr}: {source}; is another server running there? Choose another address with --listen"
+    )]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 struct AppState {
@@ -71,16 +76,30 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         max_disk_bytes: config.storage.max_disk_bytes,
         min_free_bytes: config.storage.min_free_bytes,
     };
-    let log = Arc::new(tokio::task::spawn_blocking(move || Log::open(&dir, options)).await.expect("open task")?);
+    let log = Arc::new(
+        tokio::task::spawn_blocking(move || Log::open(&dir, options))
+            .await
+            .expect("open task")?,
+    );
     let limits = SessionLimits {
         min: Duration::from_millis(config.groups.min_session_timeout_ms),
         max: Duration::from_millis(config.groups.max_session_timeout_ms),
     };
-    let groups = Arc::new(Coordinator::open(&config.data_dir.join("groups.redb"), log.clone(), limits)?);
+    let groups = Arc::new(Coordinator::open(
+        &config.data_dir.join("groups.redb"),
+        log.clone(),
+        limits,
+    )?);
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
-        .map_err(|source| StartError::Bind { addr: config.listen, source })?;
-    let addr = listener.local_addr().map_err(|source| StartError::Bind { addr: config.listen, source })?;
+        .map_err(|source| StartError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| StartError::Bind {
+        addr: config.listen,
+        source,
+    })?;
     let (shutdown, shutdown_rx) = watch::channel(false);
     let permits = (config.server.max_inflight_bytes / 1024).clamp(1, u32::MAX as u64 >> 4) as usize;
     let state = Arc::new(AppState {
@@ -97,12 +116,20 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         let graceful = async move {
             let _ = stop.wait_for(|s| *s).await;
         };
-        if let Err(error) = axum::serve(listener, app).with_graceful_shutdown(graceful).await {
+        if let Err(error) = axum::serve(listener, app)
+            .with_graceful_shutdown(graceful)
+            .await
+        {
             tracing::error!(%error, "server stopped with an error");
         }
     });
     tracing::info!(%addr, "listening");
-    Ok(Running { addr, shutdown, task, log })
+    Ok(Running {
+        addr,
+        shutdown,
+        task,
+        log,
+    })
 }
 
 fn router(state: Arc<AppState>) -> Router {
@@ -110,16 +137,31 @@ fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/v1/health", get(|| async { "ok" }))
         .route("/v1/topics", get(list_topics).post(create_topic))
-        .route("/v1/topics/{topic}", get(describe_topic).patch(alter_topic).delete(delete_topic))
+        .route(
+            "/v1/topics/{topic}",
+            get(describe_topic).patch(alter_topic).delete(delete_topic),
+        )
         .route("/v1/topics/{topic}/records", post(produce))
-        .route("/v1/topics/{topic}/partitions/{partition}/records", get(fetch))
+        .route(
+            "/v1/topics/{topic}/partitions/{partition}/records",
+            get(fetch),
+        )
         .route("/v1/groups", get(list_groups))
         .route("/v1/groups/{group}", get(describe_group))
         .route("/v1/groups/{group}/join", post(join_group))
         .route("/v1/groups/{group}/heartbeat", post(heartbeat))
         .route("/v1/groups/{group}/leave", post(leave_group))
-        .route("/v1/groups/{group}/offsets", get(committed_offsets).post(commit_offsets))
-        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint; see docs/http-api.md") })
+        .route(
+            "/v1/groups/{group}/offsets",
+            get(committed_offsets).post(commit_offsets),
+        )
+        .fallback(|| async {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "no such endpoint; see docs/http-api.md",
+            )
+        })
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(state)
 }
@@ -127,7 +169,13 @@ fn router(state: Arc<AppState>) -> Router {
 fn spawn_chores(state: Arc<AppState>) {
     let retention = state.clone();
     tokio::spawn(async move {
-        let period = Duration::from_millis(retention.config.storage.retention_check_interval_ms.max(100));
+        let period = Duration::from_millis(
+            retention
+                .config
+                .storage
+                .retention_check_interval_ms
+                .max(100),
+        );
         let mut ticks = tokio::time::interval(period);
         let mut shutdown = retention.shutdown.clone();
         loop {
@@ -162,8 +210,13 @@ fn spawn_chores(state: Arc<AppState>) {
 }
 
 /// Runs blocking log work off the async workers.
-async fn blocking<T: Send + 'static>(work: impl FnOnce() -> Result<T, LogError> + Send + 'static) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(work).await.map_err(|e| ApiError::internal(e.to_string()))?.map_err(ApiError::from)
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, LogError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))?
+        .map_err(ApiError::from)
 }
 
 async fn list_topics(State(state): State<Arc<AppState>>) -> Json<TopicList> {
@@ -187,7 +240,8 @@ async fn create_topic(
     let Json(request) = body?;
     let overrides = config_overrides(&request.config);
     let log = state.log.clone();
-    let topic = blocking(move || log.create_topic(&request.name, request.partitions, &overrides)).await?;
+    let topic =
+        blocking(move || log.create_topic(&request.name, request.partitions, &overrides)).await?;
     Ok((StatusCode::CREATED, Json(describe(&topic))))
 }
 
@@ -209,7 +263,10 @@ fn describe(topic: &crate::log::Topic) -> TopicDescription {
     }
 }
 
-async fn describe_topic(State(state): State<Arc<AppState>>, Path(topic): Path<String>) -> Result<Json<TopicDescription>, ApiError> {
+async fn describe_topic(
+    State(state): State<Arc<AppState>>,
+    Path(topic): Path<String>,
+) -> Result<Json<TopicDescription>, ApiError> {
     let topic = state.log.topic(&topic)?;
     Ok(Json(describe(&topic)))
 }
@@ -226,7 +283,10 @@ async fn alter_topic(
     Ok(Json(describe(&topic)))
 }
 
-async fn delete_topic(State(state): State<Arc<AppState>>, Path(topic): Path<String>) -> Result<StatusCode, ApiError> {
+async fn delete_topic(
+    State(state): State<Arc<AppState>>,
+    Path(topic): Path<String>,
+) -> Result<StatusCode, ApiError> {
     let log = state.log.clone();
     blocking(move || log.delete_topic(&topic)).await?;
     Ok(StatusCode::NO_CONTENT)
@@ -241,7 +301,11 @@ fn is_content_type(headers: &HeaderMap, wanted: &str) -> bool {
     headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.split(';').next().is_some_and(|t| t.trim().eq_ignore_ascii_case(wanted)))
+        .is_some_and(|v| {
+            v.split(';')
+                .next()
+                .is_some_and(|t| t.trim().eq_ignore_ascii_case(wanted))
+        })
 }
 
 async fn produce(
@@ -263,11 +327,18 @@ async fn produce(
     }
     // Waiting here is the backpressure: request bodies in memory stay under the limit.
     let permits = declared.div_ceil(1024).clamp(1, state.inflight_capacity()) as u32;
-    let _permit = state.inflight.acquire_many(permits).await.map_err(|e| ApiError::internal(e.to_string()))?;
-    let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| too_large(limit))?;
+    let _permit = state
+        .inflight
+        .acquire_many(permits)
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    let bytes = axum::body::to_bytes(body, limit)
+        .await
+        .map_err(|_| too_large(limit))?;
     let now = now_ms();
     let mut records = if is_content_type(&headers, RECORDS_FRAME) {
-        batch::decode_records_frame(&bytes).map_err(|e| ApiError::bad_request("malformed_body", format!("records frame: {e}")))?
+        batch::decode_records_frame(&bytes)
+            .map_err(|e| ApiError::bad_request("malformed_body", format!("records frame: {e}")))?
     } else {
         let request: ProduceRequest = serde_json::from_slice(&bytes).map_err(|e| {
             ApiError::bad_request("malformed_body", format!("body is not a produce request: {e}; send {{\"records\": [{{\"value\": \"...\"}}]}} or a {RECORDS_FRAME} body"))
@@ -276,11 +347,18 @@ async fn produce(
             .records
             .iter()
             .enumerate()
-            .map(|(i, r)| r.to_record(now).map_err(|e| ApiError::bad_request("malformed_body", format!("record {i}: {e}"))))
+            .map(|(i, r)| {
+                r.to_record(now).map_err(|e| {
+                    ApiError::bad_request("malformed_body", format!("record {i}: {e}"))
+                })
+            })
             .collect::<Result<Vec<_>, _>>()?
     };
     if records.is_empty() {
-        return Err(ApiError::bad_request("empty_batch", "the request holds no records"));
+        return Err(ApiError::bad_request(
+            "empty_batch",
+            "the request holds no records",
+        ));
     }
     for record in &mut records {
         if record.timestamp <= 0 {
@@ -291,7 +369,11 @@ async fn produce(
     Ok(Json(ProduceResponse {
         partitions: produced
             .into_iter()
-            .map(|p| ProducedPartition { partition: p.partition, base_offset: p.base_offset, record_count: p.record_count })
+            .map(|p| ProducedPartition {
+                partition: p.partition,
+                base_offset: p.base_offset,
+                record_count: p.record_count,
+            })
             .collect(),
     }))
 }
@@ -300,7 +382,9 @@ fn too_large(limit: usize) -> ApiError {
     ApiError::new(
         StatusCode::PAYLOAD_TOO_LARGE,
         "request_too_large",
-        format!("request body exceeds max_request_bytes = {limit}; send smaller batches or raise [server] max_request_bytes"),
+        format!(
+            "request body exceeds max_request_bytes = {limit}; send smaller batches or raise [server] max_request_bytes"
+        ),
     )
 }
 
@@ -319,11 +403,18 @@ async fn fetch(
     let Query(params) = query?;
     let partition = state.log.topic(&topic)?.partition(partition)?;
     let offset = match (params.offset, params.timestamp) {
-        (Some(_), Some(_)) => return Err(ApiError::bad_request("bad_query", "give offset or timestamp, not both")),
+        (Some(_), Some(_)) => {
+            return Err(ApiError::bad_request(
+                "bad_query",
+                "give offset or timestamp, not both",
+            ));
+        }
         (Some(offset), None) if offset < 0 => {
             return Err(ApiError::bad_request(
                 "bad_offset",
-                format!("offset {offset} is negative; offsets start at 0 (use timestamp=MS to start at a time)"),
+                format!(
+                    "offset {offset} is negative; offsets start at 0 (use timestamp=MS to start at a time)"
+                ),
             ));
         }
         (Some(offset), None) => offset as u64,
@@ -333,8 +424,16 @@ async fn fetch(
         }
         (None, None) => partition.log_start_offset(),
     };
-    let max_bytes = params.max_bytes.unwrap_or(1024 * 1024).clamp(1, state.config.server.max_fetch_bytes) as usize;
-    let wait = Duration::from_millis(params.wait_ms.unwrap_or(0).min(state.config.server.max_wait_ms));
+    let max_bytes = params
+        .max_bytes
+        .unwrap_or(1024 * 1024)
+        .clamp(1, state.config.server.max_fetch_bytes) as usize;
+    let wait = Duration::from_millis(
+        params
+            .wait_ms
+            .unwrap_or(0)
+            .min(state.config.server.max_wait_ms),
+    );
     if offset == partition.high_watermark() && !wait.is_zero() {
         let mut shutdown = state.shutdown.clone();
         tokio::select! {
@@ -355,15 +454,22 @@ async fn fetch(
         let h = response.headers_mut();
         h.insert(header::CONTENT_TYPE, HeaderValue::from_static(BATCHES));
         h.insert(HEADER_NEXT_OFFSET, HeaderValue::from(fetched.next_offset));
-        h.insert(HEADER_HIGH_WATERMARK, HeaderValue::from(fetched.high_watermark));
-        h.insert(HEADER_LOG_START, HeaderValue::from(fetched.log_start_offset));
+        h.insert(
+            HEADER_HIGH_WATERMARK,
+            HeaderValue::from(fetched.high_watermark),
+        );
+        h.insert(
+            HEADER_LOG_START,
+            HeaderValue::from(fetched.log_start_offset),
+        );
         return Ok(response);
     }
     let mut records = Vec::new();
     let mut data = Bytes::from(std::mem::take(&mut fetched.data));
     let mut next_offset = offset;
     'batches: while !data.is_empty() {
-        let (header, decoded) = batch::decode(&data).map_err(|e| ApiError::internal(e.to_string()))?;
+        let (header, decoded) =
+            batch::decode(&data).map_err(|e| ApiError::internal(e.to_string()))?;
         for (i, record) in decoded.iter().enumerate() {
             let record_offset = header.base_offset + i as u64;
             if record_offset < offset {
@@ -403,10 +509,15 @@ fn trim_to_records(fetched: &mut crate::log::Fetched, offset: u64, max_records: 
 }
 
 async fn list_groups(State(state): State<Arc<AppState>>) -> Result<Json<GroupList>, ApiError> {
-    Ok(Json(GroupList { groups: state.groups.list()? }))
+    Ok(Json(GroupList {
+        groups: state.groups.list()?,
+    }))
 }
 
-async fn describe_group(State(state): State<Arc<AppState>>, Path(group): Path<String>) -> Result<Json<crate::groups::GroupDescription>, ApiError> {
+async fn describe_group(
+    State(state): State<Arc<AppState>>,
+    Path(group): Path<String>,
+) -> Result<Json<crate::groups::GroupDescription>, ApiError> {
     Ok(Json(state.groups.describe(&group)?))
 }
 
@@ -445,8 +556,13 @@ async fn leave_group(
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn committed_offsets(State(state): State<Arc<AppState>>, Path(group): Path<String>) -> Result<Json<OffsetsResponse>, ApiError> {
-    Ok(Json(OffsetsResponse { offsets: state.groups.committed(&group)? }))
+async fn committed_offsets(
+    State(state): State<Arc<AppState>>,
+    Path(group): Path<String>,
+) -> Result<Json<OffsetsResponse>, ApiError> {
+    Ok(Json(OffsetsResponse {
+        offsets: state.groups.committed(&group)?,
+    }))
 }
 
 async fn commit_offsets(
@@ -458,11 +574,20 @@ async fn commit_offsets(
     let member = match (&request.member_id, request.generation) {
         (Some(id), Some(generation)) => Some((id.clone(), generation)),
         (None, None) => None,
-        _ => return Err(ApiError::bad_request("bad_commit", "give both member_id and generation, or neither")),
+        _ => {
+            return Err(ApiError::bad_request(
+                "bad_commit",
+                "give both member_id and generation, or neither",
+            ));
+        }
     };
     let groups = state.groups.clone();
     tokio::task::spawn_blocking(move || {
-        groups.commit(&group, member.as_ref().map(|(id, g)| (id.as_str(), *g)), &request.offsets)
+        groups.commit(
+            &group,
+            member.as_ref().map(|(id, g)| (id.as_str(), *g)),
+            &request.offsets,
+        )
     })
     .await
     .map_err(|e| ApiError::internal(e.to_string()))??;
