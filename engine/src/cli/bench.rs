@@ -28,8 +28,12 @@ pub struct BenchArgs {
     /// Records per measurement for 100-byte records (1 KiB runs use a quarter as many).
     #[arg(long, default_value_t = 2_000_000)]
     records: u64,
-    /// Concurrent producers, appenders and consumers (one partition each).
+    /// Partitions of each benchmark topic; consumers read one partition each.
     #[arg(long, default_value_t = 4)]
+    partitions: u32,
+    /// Concurrent producers (and in-process appenders), spread over the partitions; each
+    /// waits for its acknowledgement before sending again.
+    #[arg(long, default_value_t = 8)]
     producers: usize,
     /// Records per append or produce request.
     #[arg(long, default_value_t = 1000)]
@@ -146,11 +150,11 @@ async fn bench_log(args: &BenchArgs, size: usize, records: u64) -> anyhow::Resul
         elapsed: started.elapsed(),
     };
 
-    let topic = log.create_topic("append-fsync", args.producers as u32, &[])?;
+    let topic = log.create_topic("append-fsync", args.partitions, &[])?;
     let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     for p in 0..args.producers {
-        let (partition, batch) = (topic.partition(p as u32)?, batch.clone());
+        let (partition, batch) = (topic.partition(p as u32 % args.partitions)?, batch.clone());
         let per = batches / args.producers as u64;
         tasks.spawn(async move {
             for _ in 0..per {
@@ -216,7 +220,7 @@ async fn bench_server(args: &BenchArgs, size: usize, records: u64) -> anyhow::Re
     };
     let server = crate::server::start(config).await?;
     let client = Client::new(&format!("http://{}", server.addr));
-    let partitions = args.producers as u32;
+    let partitions = args.partitions;
     client
         .create_topic(&crate::server::api::CreateTopic {
             name: "bench".into(),

@@ -3,8 +3,8 @@
 //! The byte layout (format version 1) is specified in `docs/storage-format.md`; this module is
 //! the only code that knows it. A batch is encoded in two steps so that the expensive part
 //! (record encoding, compression, CRC of the body) happens outside the partition's write lock:
-//! [`BatchBuilder::build`] produces a [`PendingBatch`] and [`PendingBatch::seal`] stamps the base
-//! offset and finishes the CRC with twelve more bytes.
+//! [`PendingBatch::build`] encodes and [`PendingBatch::seal`] stamps the base offset and
+//! finishes the CRC with twelve more bytes.
 
 use bytes::{Buf, Bytes};
 
@@ -107,13 +107,6 @@ pub enum BatchError {
     Decompress(String),
 }
 
-/// Encodes records into a batch body; reusable so the hot path does not reallocate.
-#[derive(Default)]
-pub struct BatchBuilder {
-    records: Vec<u8>,
-    compressed: Vec<u8>,
-}
-
 /// A fully encoded batch whose base offset is not yet known.
 pub struct PendingBatch {
     bytes: Vec<u8>,
@@ -148,59 +141,47 @@ impl PendingBatch {
     }
 }
 
-impl BatchBuilder {
-    /// Encodes `records` (at least one) into a pending batch.
-    pub fn build(&mut self, records: &[Record], compression: Compression) -> PendingBatch {
+impl PendingBatch {
+    /// Encodes `records` (at least one) into a batch whose base offset is still to be set.
+    pub fn build(records: &[Record], compression: Compression) -> PendingBatch {
         assert!(!records.is_empty(), "a batch holds at least one record");
         let first_ts = records[0].timestamp;
-        let max_ts = records
-            .iter()
-            .map(|r| r.timestamp)
-            .max()
-            .unwrap_or(first_ts);
-        self.records.clear();
+        let max_ts = records.iter().map(|r| r.timestamp).max().unwrap_or(first_ts);
+        let estimate: usize = records.iter().map(|r| r.value.len() + 8).sum();
+        let mut bytes = Vec::with_capacity(HEADER_LEN + estimate);
+        bytes.resize(HEADER_LEN, 0);
         for record in records {
-            encode_record(&mut self.records, record, first_ts);
+            encode_record(&mut bytes, record, first_ts);
         }
-        let body: &[u8] = match compression {
-            Compression::None => &self.records,
-            Compression::Zstd => {
-                self.compressed.clear();
-                // Level 1: the log is written on the hot path; archives use stronger levels.
-                zstd::stream::copy_encode(&self.records[..], &mut self.compressed, 1)
-                    .expect("zstd encoding into a Vec cannot fail");
-                &self.compressed
-            }
-            Compression::Lz4 => {
-                self.compressed = lz4_flex::block::compress(&self.records);
-                &self.compressed
-            }
+        let raw_len = bytes.len() - HEADER_LEN;
+        let compressed = match compression {
+            Compression::None => None,
+            // Level 1: the log is written on the hot path; archives use stronger levels.
+            Compression::Zstd => Some(
+                zstd::bulk::compress(&bytes[HEADER_LEN..], 1).expect("zstd encoding into memory cannot fail"),
+            ),
+            Compression::Lz4 => Some(lz4_flex::block::compress(&bytes[HEADER_LEN..])),
         };
-        let mut bytes = Vec::with_capacity(HEADER_LEN + body.len());
-        bytes.extend_from_slice(&0u64.to_le_bytes());
-        let length = (HEADER_LEN - PREFIX_LEN + body.len()) as u32;
-        bytes.extend_from_slice(&length.to_le_bytes());
-        bytes.extend_from_slice(&0u32.to_le_bytes());
-        bytes.push(FORMAT_VERSION);
-        bytes.push(compression.code());
-        bytes.extend_from_slice(&(records.len() as u32).to_le_bytes());
-        bytes.extend_from_slice(&first_ts.to_le_bytes());
-        bytes.extend_from_slice(&max_ts.to_le_bytes());
-        bytes.extend_from_slice(&(self.records.len() as u32).to_le_bytes());
-        bytes.extend_from_slice(body);
-        let body_crc = crc32c::crc32c(&bytes[OFF_VERSION..]);
-        PendingBatch {
-            bytes,
-            body_crc,
-            record_count: records.len() as u32,
-            max_timestamp: max_ts,
+        if let Some(body) = compressed {
+            bytes.truncate(HEADER_LEN);
+            bytes.extend_from_slice(&body);
         }
+        let length = (bytes.len() - PREFIX_LEN) as u32;
+        bytes[8..12].copy_from_slice(&length.to_le_bytes());
+        bytes[OFF_VERSION] = FORMAT_VERSION;
+        bytes[OFF_COMPRESSION] = compression.code();
+        bytes[OFF_COUNT..OFF_COUNT + 4].copy_from_slice(&(records.len() as u32).to_le_bytes());
+        bytes[OFF_FIRST_TS..OFF_FIRST_TS + 8].copy_from_slice(&first_ts.to_le_bytes());
+        bytes[OFF_MAX_TS..OFF_MAX_TS + 8].copy_from_slice(&max_ts.to_le_bytes());
+        bytes[OFF_RAW_LEN..OFF_RAW_LEN + 4].copy_from_slice(&(raw_len as u32).to_le_bytes());
+        let body_crc = crc32c::crc32c(&bytes[OFF_VERSION..]);
+        PendingBatch { bytes, body_crc, record_count: records.len() as u32, max_timestamp: max_ts }
     }
 }
 
-/// Encodes one batch in a single call (tests, tools); the server uses [`BatchBuilder`].
+/// Encodes one batch in a single call (tests, tools); appends use [`PendingBatch::build`].
 pub fn encode_batch(base_offset: u64, records: &[Record], compression: Compression) -> Vec<u8> {
-    let mut pending = BatchBuilder::default().build(records, compression);
+    let mut pending = PendingBatch::build(records, compression);
     pending.seal(base_offset);
     pending.bytes
 }

@@ -1,18 +1,26 @@
-//! Group commit: one thread fsyncs every partition that has unsynced appends, so that all the
-//! appends that arrived while the previous round ran share the next round's fsync.
+//! Group commit: a few threads fsync partitions that have unsynced appends, so that all the
+//! appends that arrive while a partition's previous fsync runs share its next one.
 //!
-//! Partitions in `fsync` mode are flushed as soon as possible; partitions in `interval` mode
-//! are flushed when their interval since the first unsynced append has passed.
+//! Partitions in `fsync` mode are flushed as soon as a thread is free; partitions in
+//! `interval` mode when their interval since the first unsynced append has passed. Each
+//! thread flushes one partition at a time, so a slow fsync of one partition never holds back
+//! the acknowledgements of another.
 
+use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::partition::Partition;
 
+/// Threads issuing fsyncs. fdatasyncs of different files proceed in parallel in the kernel
+/// and the file system journal merges them; a handful keeps the disk busy without a thread
+/// per partition.
+const FLUSH_THREADS: usize = 4;
+
 #[derive(Default)]
 struct Queue {
-    urgent: Vec<Arc<Partition>>,
+    urgent: VecDeque<Arc<Partition>>,
     relaxed: Vec<(Instant, Arc<Partition>)>,
     stopping: bool,
 }
@@ -25,71 +33,65 @@ struct Shared {
 
 pub struct Flusher {
     shared: Arc<Shared>,
-    thread: Mutex<Option<JoinHandle<()>>>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
 }
 
 impl Flusher {
     pub fn start() -> Arc<Flusher> {
         let shared = Arc::new(Shared::default());
-        let worker = shared.clone();
-        let thread = std::thread::Builder::new()
-            .name("sluice-flusher".into())
-            .spawn(move || run(&worker))
-            .expect("spawning the flusher thread");
-        Arc::new(Flusher {
-            shared,
-            thread: Mutex::new(Some(thread)),
-        })
+        let threads = (0..FLUSH_THREADS)
+            .map(|i| {
+                let worker = shared.clone();
+                std::thread::Builder::new()
+                    .name(format!("sluice-flush-{i}"))
+                    .spawn(move || run(&worker))
+                    .expect("spawning a flusher thread")
+            })
+            .collect();
+        Arc::new(Flusher { shared, threads: Mutex::new(threads) })
     }
 
-    /// Queues a partition for the next round (`due == None`) or for a time.
+    /// Queues a partition for flushing as soon as possible (`due == None`) or at a time.
     pub(super) fn enqueue(&self, partition: Arc<Partition>, due: Option<Instant>) {
         let mut queue = self.shared.queue.lock().expect("flush queue lock");
         match due {
-            None => queue.urgent.push(partition),
+            None => queue.urgent.push_back(partition),
             Some(due) => queue.relaxed.push((due, partition)),
         }
         drop(queue);
         self.shared.wake.notify_one();
     }
 
-    /// Flushes everything queued and stops the thread.
+    /// Flushes everything queued and stops the threads.
     pub fn stop(&self) {
         self.shared.queue.lock().expect("flush queue lock").stopping = true;
-        self.shared.wake.notify_one();
-        if let Some(thread) = self.thread.lock().expect("flusher thread lock").take() {
+        self.shared.wake.notify_all();
+        for thread in self.threads.lock().expect("flusher threads lock").drain(..) {
             let _ = thread.join();
         }
     }
 }
 
 fn run(shared: &Shared) {
-    loop {
-        let (work, stopping) = next_round(shared);
-        for partition in &work {
-            partition.flush();
-        }
-        if stopping {
-            return;
-        }
+    while let Some(partition) = next_partition(shared) {
+        partition.flush();
     }
 }
 
-/// Waits for partitions to flush and takes them off the queue.
-fn next_round(shared: &Shared) -> (Vec<Arc<Partition>>, bool) {
+/// Waits for a partition to flush; `None` once stopping and nothing is left.
+fn next_partition(shared: &Shared) -> Option<Arc<Partition>> {
     let mut queue = shared.queue.lock().expect("flush queue lock");
     loop {
+        if let Some(partition) = queue.urgent.pop_front() {
+            return Some(partition);
+        }
         let now = Instant::now();
-        let relaxed_due = queue.relaxed.iter().any(|(due, _)| *due <= now);
-        if queue.stopping || relaxed_due || !queue.urgent.is_empty() {
-            let mut work = std::mem::take(&mut queue.urgent);
-            let stopping = queue.stopping;
-            let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut queue.relaxed)
-                .into_iter()
-                .partition(|(due, _)| stopping || *due <= now);
-            queue.relaxed = later;
-            work.extend(due.into_iter().map(|(_, p)| p));
-            return (work, stopping);
+        let stopping = queue.stopping;
+        if let Some(i) = queue.relaxed.iter().position(|(due, _)| stopping || *due <= now) {
+            return Some(queue.relaxed.swap_remove(i).1);
+        }
+        if stopping {
+            return None;
         }
         let timeout = queue
             .relaxed
@@ -97,10 +99,6 @@ fn next_round(shared: &Shared) -> (Vec<Arc<Partition>>, bool) {
             .map(|(due, _)| due.saturating_duration_since(now))
             .min()
             .unwrap_or(Duration::from_secs(3600));
-        queue = shared
-            .wake
-            .wait_timeout(queue, timeout)
-            .expect("flush queue lock")
-            .0;
+        queue = shared.wake.wait_timeout(queue, timeout).expect("flush queue lock").0;
     }
 }

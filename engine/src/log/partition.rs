@@ -8,13 +8,13 @@
 //! advances the high watermark past data that may not be on disk.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
-use super::batch::{BatchBuilder, Record};
+use super::batch::{PendingBatch, Record};
 use super::flusher::Flusher;
 use super::segment::Segment;
 use super::topic::{FlushPolicy, TopicConfig};
@@ -56,10 +56,17 @@ pub struct Partition {
     writer: Mutex<Writer>,
     segments: RwLock<Vec<Arc<Segment>>>,
     visibility: watch::Sender<Visibility>,
-    queued_for_flush: AtomicBool,
+    /// One of the `FLUSH_*` states: at most one fsync of a partition is queued or running.
+    flush_state: AtomicU8,
     flusher: Arc<Flusher>,
     disk: Arc<DiskUsage>,
 }
+
+const FLUSH_IDLE: u8 = 0;
+const FLUSH_QUEUED: u8 = 1;
+const FLUSH_RUNNING: u8 = 2;
+/// Running, and more was appended since it started: queue again when done.
+const FLUSH_RUNNING_DIRTY: u8 = 3;
 
 struct Writer {
     active: Arc<Segment>,
@@ -116,7 +123,7 @@ impl Partition {
                 high_watermark,
                 failed: None,
             }),
-            queued_for_flush: AtomicBool::new(false),
+            flush_state: AtomicU8::new(FLUSH_IDLE),
             flusher,
             disk,
         }))
@@ -134,7 +141,7 @@ impl Partition {
             return Err(self.failed_error(failed));
         }
         self.disk.check()?;
-        let mut pending = BatchBuilder::default().build(records, config.compression);
+        let mut pending = PendingBatch::build(records, config.compression);
         let mut writer = self.writer.lock().expect("writer lock");
         let age = writer.active_since.elapsed();
         let active_len = writer.active.len();
@@ -163,24 +170,46 @@ impl Partition {
         self.disk.add(pending.len() as u64);
         drop(writer);
         let next_offset = base_offset + u64::from(pending.record_count());
-        match config.flush {
-            FlushPolicy::Fsync => {
-                if !self.queued_for_flush.swap(true, Ordering::SeqCst) {
-                    self.flusher.enqueue(self.clone(), None);
-                }
-            }
-            FlushPolicy::Interval => {
-                self.publish(next_offset);
-                if !self.queued_for_flush.swap(true, Ordering::SeqCst) {
-                    let due = Instant::now() + Duration::from_millis(config.flush_interval_ms);
-                    self.flusher.enqueue(self.clone(), Some(due));
-                }
-            }
+        if config.flush == FlushPolicy::Interval {
+            self.publish(next_offset);
         }
+        self.request_flush();
         Ok(Appended {
             base_offset,
             next_offset,
         })
+    }
+
+    /// Makes sure an fsync that starts after this call is queued or running.
+    fn request_flush(self: &Arc<Self>) {
+        loop {
+            let (from, to) = match self.flush_state.load(Ordering::SeqCst) {
+                FLUSH_IDLE => (FLUSH_IDLE, FLUSH_QUEUED),
+                FLUSH_RUNNING => (FLUSH_RUNNING, FLUSH_RUNNING_DIRTY),
+                _ => return,
+            };
+            if self
+                .flush_state
+                .compare_exchange(from, to, Ordering::SeqCst, Ordering::SeqCst)
+                .is_ok()
+            {
+                if to == FLUSH_QUEUED {
+                    self.flusher.enqueue(self.clone(), self.flush_due());
+                }
+                return;
+            }
+        }
+    }
+
+    /// When the flusher should fsync: now for `fsync`, after the interval for `interval`.
+    fn flush_due(&self) -> Option<Instant> {
+        let config = self.config.read().expect("config lock");
+        match config.flush {
+            FlushPolicy::Fsync => None,
+            FlushPolicy::Interval => {
+                Some(Instant::now() + Duration::from_millis(config.flush_interval_ms))
+            }
+        }
     }
 
     /// Appends and waits until the records are durable per the topic's flush policy.
@@ -217,9 +246,22 @@ impl Partition {
         .await;
     }
 
-    /// Called by the flusher: fsyncs what was written so far and makes it visible.
-    pub(super) fn flush(&self) {
-        self.queued_for_flush.store(false, Ordering::SeqCst);
+    /// Called by the flusher: fsyncs what was written so far and makes it visible, then
+    /// queues itself again if more was appended meanwhile.
+    pub(super) fn flush(self: &Arc<Self>) {
+        self.flush_state.store(FLUSH_RUNNING, Ordering::SeqCst);
+        self.sync_and_publish();
+        if self
+            .flush_state
+            .compare_exchange(FLUSH_RUNNING, FLUSH_IDLE, Ordering::SeqCst, Ordering::SeqCst)
+            .is_err()
+        {
+            self.flush_state.store(FLUSH_QUEUED, Ordering::SeqCst);
+            self.flusher.enqueue(self.clone(), self.flush_due());
+        }
+    }
+
+    fn sync_and_publish(&self) {
         let (active, written) = {
             let writer = self.writer.lock().expect("writer lock");
             (writer.active.clone(), writer.active.next_offset())
