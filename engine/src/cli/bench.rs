@@ -231,17 +231,16 @@ async fn bench_server(args: &BenchArgs, size: usize, records: u64) -> anyhow::Re
     let frame = Bytes::from(batch::encode_records_frame(&sample_records(
         size, args.batch,
     )));
-    let per = records / args.batch as u64 / partitions as u64;
+    let per = records / args.batch as u64 / args.producers as u64;
 
     let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
-    for p in 0..partitions {
+    for producer in 0..args.producers {
         let (client, frame) = (client.clone(), frame.clone());
+        let partition = producer as u32 % partitions;
         tasks.spawn(async move {
             for _ in 0..per {
-                client
-                    .produce_frame("bench", Some(p), frame.clone())
-                    .await?;
+                client.produce_frame("bench", Some(partition), frame.clone()).await?;
             }
             Ok::<_, anyhow::Error>(0u64)
         });
