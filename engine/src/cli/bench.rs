@@ -25,7 +25,8 @@ Measure throughput on this machine, for 100-byte and 1 KiB records:
 Data goes to a temporary directory under --dir (default: the current directory), removed
 afterwards. The last line gives the peak resident memory of the process.")]
 pub struct BenchArgs {
-    /// Records per measurement for 100-byte records (1 KiB runs use a quarter as many).
+    /// Records per measurement for 100-byte records (larger records: the same bytes in fewer
+    /// records).
     #[arg(long, default_value_t = 2_000_000)]
     records: u64,
     /// Partitions of each benchmark topic; consumers read one partition each.
@@ -41,6 +42,9 @@ pub struct BenchArgs {
     /// Where the temporary data directory goes.
     #[arg(long, default_value = ".")]
     dir: PathBuf,
+    /// Record sizes to measure, comma-separated.
+    #[arg(long, value_delimiter = ',', default_values_t = [100usize, 1024])]
+    record_size: Vec<usize>,
     /// Which measurements to run.
     #[arg(long, value_enum, default_value_t = Part::All)]
     only: Part,
@@ -80,12 +84,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         "{:<14} {:>8} {:>12} {:>14} {:>10}",
         "SCENARIO", "RECORD", "RECORDS", "RECORDS/S", "MB/S"
     );
-    for size in [100usize, 1024] {
-        let records = if size == 100 {
-            args.records
-        } else {
-            args.records / 4
-        };
+    for &size in &args.record_size {
+        let records = args.records * 100 / size.max(100) as u64;
         let records = records - records % (args.batch * args.producers) as u64;
         if args.only != Part::Server {
             for row in bench_log(&args, size, records).await? {
