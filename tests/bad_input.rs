@@ -17,8 +17,39 @@ async fn expect(response: reqwest::Response, status: StatusCode, code: &str, men
     );
 }
 
+/// A request that must fail: method, path, JSON body, raw body with its content type.
+struct Bad {
+    method: reqwest::Method,
+    path: &'static str,
+    json: Option<Value>,
+    raw: Option<(&'static str, Vec<u8>)>,
+    status: StatusCode,
+    code: &'static str,
+    mention: &'static str,
+}
+
+fn bad(
+    method: reqwest::Method,
+    path: &'static str,
+    json: Option<Value>,
+    status: StatusCode,
+    code: &'static str,
+    mention: &'static str,
+) -> Bad {
+    Bad {
+        method,
+        path,
+        json,
+        raw: None,
+        status,
+        code,
+        mention,
+    }
+}
+
 #[tokio::test]
 async fn each_bad_request_gets_its_status_and_the_server_keeps_serving() {
+    use reqwest::Method;
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path());
     let http = reqwest::Client::new();
@@ -38,207 +69,183 @@ async fn each_bad_request_gets_its_status_and_the_server_keeps_serving() {
         .unwrap();
     assert_eq!(produced.status(), StatusCode::OK);
 
-    expect(
-        http.post(url("topics/nope/records"))
-            .json(&json!({"records": [{"value": "a"}]}))
-            .send()
-            .await
-            .unwrap(),
-        StatusCode::NOT_FOUND,
-        "unknown_topic",
-        "nope",
-    )
-    .await;
-    expect(
-        http.get(url("topics/nope/partitions/0/records"))
-            .send()
-            .await
-            .unwrap(),
-        StatusCode::NOT_FOUND,
-        "unknown_topic",
-        "sluice topic create",
-    )
-    .await;
-    expect(
-        http.get(url("topics/t/partitions/7/records"))
-            .send()
-            .await
-            .unwrap(),
-        StatusCode::NOT_FOUND,
-        "unknown_partition",
-        "0 to 1",
-    )
-    .await;
-    expect(
-        http.post(url("topics/t/records?partition=2"))
-            .json(&json!({"records": [{"value": "a"}]}))
-            .send()
-            .await
-            .unwrap(),
-        StatusCode::NOT_FOUND,
-        "unknown_partition",
-        "partition 2",
-    )
-    .await;
-    let big = "x".repeat(1001);
-    expect(
-        http.post(url("topics/t/records"))
-            .json(&json!({"records": [{"value": big}]}))
-            .send()
-            .await
-            .unwrap(),
-        StatusCode::PAYLOAD_TOO_LARGE,
-        "record_too_large",
-        "max_record_bytes",
-    )
-    .await;
-    expect(
-        http.post(url("topics/t/records"))
-            .body("{not json")
-            .header("content-type", "application/json")
-            .send()
-            .await
-            .unwrap(),
-        StatusCode::BAD_REQUEST,
-        "malformed_body",
-        "produce request",
-    )
-    .await;
-    expect(
-        http.post(url("topics/t/records"))
-            .body(vec![0xffu8; 7])
-            .header("content-type", "application/vnd.sluice.records")
-            .send()
-            .await
-            .unwrap(),
-        StatusCode::BAD_REQUEST,
-        "malformed_body",
-        "records frame",
-    )
-    .await;
-    expect(
-        http.post(url("topics/t/records"))
-            .json(&json!({"records": []}))
-            .send()
-            .await
-            .unwrap(),
-        StatusCode::BAD_REQUEST,
-        "empty_batch",
-        "no records",
-    )
-    .await;
-    expect(
-        http.post(url("topics/t/records"))
-            .json(&json!({"records": [{"key": "k"}]}))
-            .send()
-            .await
-            .unwrap(),
-        StatusCode::BAD_REQUEST,
-        "malformed_body",
-        "value",
-    )
-    .await;
-    expect(
-        http.get(url("topics/t/partitions/0/records?offset=-1"))
-            .send()
-            .await
-            .unwrap(),
-        StatusCode::BAD_REQUEST,
-        "bad_offset",
-        "negative",
-    )
-    .await;
-    expect(
-        http.get(url("topics/t/partitions/0/records?offset=abc"))
-            .send()
-            .await
-            .unwrap(),
-        StatusCode::BAD_REQUEST,
-        "bad_query",
-        "offset",
-    )
-    .await;
-    expect(
-        http.get(url("topics/t/partitions/0/records?offset=999"))
-            .send()
-            .await
-            .unwrap(),
-        StatusCode::RANGE_NOT_SATISFIABLE,
-        "offset_out_of_range",
-        "999",
-    )
-    .await;
-    expect(
-        http.post(url("topics"))
-            .json(&json!({"name": "bad/name"}))
-            .send()
-            .await
-            .unwrap(),
-        StatusCode::BAD_REQUEST,
-        "invalid_topic_name",
-        "bad/name",
-    )
-    .await;
-    expect(
-        http.post(url("topics"))
-            .json(&json!({"name": "t"}))
-            .send()
-            .await
-            .unwrap(),
-        StatusCode::CONFLICT,
-        "topic_exists",
-        "t",
-    )
-    .await;
-    expect(
-        http.post(url("topics"))
-            .json(&json!({"name": "u", "config": {"retention_msec": 5}}))
-            .send()
-            .await
-            .unwrap(),
-        StatusCode::BAD_REQUEST,
-        "invalid_config",
-        "retention_msec",
-    )
-    .await;
-    expect(
-        http.get(url("nothing/here")).send().await.unwrap(),
-        StatusCode::NOT_FOUND,
-        "not_found",
-        "docs",
-    )
-    .await;
-    expect(
-        http.post(url("groups/g/heartbeat"))
-            .json(&json!({"member_id": "ghost"}))
-            .send()
-            .await
-            .unwrap(),
-        StatusCode::NOT_FOUND,
-        "unknown_member",
-        "join again",
-    )
-    .await;
+    let one = json!({"records": [{"value": "a"}]});
+    let cases = [
+        bad(
+            Method::POST,
+            "topics/nope/records",
+            Some(one.clone()),
+            StatusCode::NOT_FOUND,
+            "unknown_topic",
+            "nope",
+        ),
+        bad(
+            Method::GET,
+            "topics/nope/partitions/0/records",
+            None,
+            StatusCode::NOT_FOUND,
+            "unknown_topic",
+            "sluice topic create",
+        ),
+        bad(
+            Method::GET,
+            "topics/t/partitions/7/records",
+            None,
+            StatusCode::NOT_FOUND,
+            "unknown_partition",
+            "0 to 1",
+        ),
+        bad(
+            Method::POST,
+            "topics/t/records?partition=2",
+            Some(one.clone()),
+            StatusCode::NOT_FOUND,
+            "unknown_partition",
+            "partition 2",
+        ),
+        bad(
+            Method::POST,
+            "topics/t/records",
+            Some(json!({"records": [{"value": "x".repeat(1001)}]})),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "record_too_large",
+            "max_record_bytes",
+        ),
+        Bad {
+            raw: Some(("application/json", b"{not json".to_vec())),
+            ..bad(
+                Method::POST,
+                "topics/t/records",
+                None,
+                StatusCode::BAD_REQUEST,
+                "malformed_body",
+                "produce request",
+            )
+        },
+        Bad {
+            raw: Some(("application/vnd.sluice.records", vec![0xff; 7])),
+            ..bad(
+                Method::POST,
+                "topics/t/records",
+                None,
+                StatusCode::BAD_REQUEST,
+                "malformed_body",
+                "records frame",
+            )
+        },
+        bad(
+            Method::POST,
+            "topics/t/records",
+            Some(json!({"records": []})),
+            StatusCode::BAD_REQUEST,
+            "empty_batch",
+            "no records",
+        ),
+        bad(
+            Method::POST,
+            "topics/t/records",
+            Some(json!({"records": [{"key": "k"}]})),
+            StatusCode::BAD_REQUEST,
+            "malformed_body",
+            "value",
+        ),
+        bad(
+            Method::GET,
+            "topics/t/partitions/0/records?offset=-1",
+            None,
+            StatusCode::BAD_REQUEST,
+            "bad_offset",
+            "negative",
+        ),
+        bad(
+            Method::GET,
+            "topics/t/partitions/0/records?offset=abc",
+            None,
+            StatusCode::BAD_REQUEST,
+            "bad_query",
+            "offset",
+        ),
+        bad(
+            Method::GET,
+            "topics/t/partitions/0/records?offset=999",
+            None,
+            StatusCode::RANGE_NOT_SATISFIABLE,
+            "offset_out_of_range",
+            "999",
+        ),
+        bad(
+            Method::POST,
+            "topics",
+            Some(json!({"name": "bad/name"})),
+            StatusCode::BAD_REQUEST,
+            "invalid_topic_name",
+            "bad/name",
+        ),
+        bad(
+            Method::POST,
+            "topics",
+            Some(json!({"name": "t"})),
+            StatusCode::CONFLICT,
+            "topic_exists",
+            "t",
+        ),
+        bad(
+            Method::POST,
+            "topics",
+            Some(json!({"name": "u", "config": {"retention_msec": 5}})),
+            StatusCode::BAD_REQUEST,
+            "invalid_config",
+            "retention_msec",
+        ),
+        bad(
+            Method::GET,
+            "nothing/here",
+            None,
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "docs",
+        ),
+        bad(
+            Method::POST,
+            "groups/g/heartbeat",
+            Some(json!({"member_id": "ghost"})),
+            StatusCode::NOT_FOUND,
+            "unknown_member",
+            "join again",
+        ),
+    ];
+    for case in cases {
+        let mut request = http.request(case.method, url(case.path));
+        if let Some(body) = &case.json {
+            request = request.json(body);
+        }
+        if let Some((content_type, body)) = case.raw {
+            request = request.header("content-type", content_type).body(body);
+        }
+        expect(
+            request.send().await.unwrap(),
+            case.status,
+            case.code,
+            case.mention,
+        )
+        .await;
+    }
 
     // Still serving, and nothing acknowledged was lost.
-    let fetched: Value = http
-        .get(url("topics/t/partitions/0/records?offset=0"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let fetched1: Value = http
-        .get(url("topics/t/partitions/1/records?offset=0"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let total = fetched["records"].as_array().unwrap().len()
-        + fetched1["records"].as_array().unwrap().len();
+    let mut total = 0;
+    for partition in 0..2 {
+        let fetched: Value = http
+            .get(url(&format!(
+                "topics/t/partitions/{partition}/records?offset=0"
+            )))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        total += fetched["records"].as_array().unwrap().len();
+    }
     assert_eq!(total, 2);
 }
 

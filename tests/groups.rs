@@ -12,6 +12,21 @@ use sluice::groups::{CommittedOffset, Membership};
 use sluice::log::Record;
 use sluice::server::api::{CommitRequest, CreateTopic, JoinRequest};
 
+/// A server with topic `t` of `partitions` partitions.
+async fn server_with_topic(dir: &std::path::Path, partitions: u32) -> (Server, Client) {
+    let server = Server::start(dir);
+    let client = Client::new(&server.url);
+    client
+        .create_topic(&CreateTopic {
+            name: "t".into(),
+            partitions,
+            config: BTreeMap::new(),
+        })
+        .await
+        .unwrap();
+    (server, client)
+}
+
 async fn join(client: &Client, timeout_ms: u64) -> Membership {
     client
         .join(
@@ -66,16 +81,7 @@ async fn consume(client: &Client, member: &Membership, partition: u32, max: usiz
 #[tokio::test]
 async fn members_share_partitions_and_take_over_from_committed_offsets() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path());
-    let client = Client::new(&server.url);
-    client
-        .create_topic(&CreateTopic {
-            name: "t".into(),
-            partitions: 6,
-            config: BTreeMap::new(),
-        })
-        .await
-        .unwrap();
+    let (_server, client) = server_with_topic(dir.path(), 6).await;
     for p in 0..6u32 {
         let records: Vec<Record> = (0..50)
             .map(|i| Record {
@@ -166,16 +172,7 @@ async fn members_share_partitions_and_take_over_from_committed_offsets() {
 #[tokio::test]
 async fn a_member_that_stops_heartbeating_is_removed_and_its_partitions_move() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path());
-    let client = Client::new(&server.url);
-    client
-        .create_topic(&CreateTopic {
-            name: "t".into(),
-            partitions: 2,
-            config: BTreeMap::new(),
-        })
-        .await
-        .unwrap();
+    let (_server, client) = server_with_topic(dir.path(), 2).await;
     let silent = join(&client, 1_000).await;
     let alive = join(&client, 30_000).await;
     assert_eq!(

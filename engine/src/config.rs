@@ -106,7 +106,7 @@ impl Config {
     /// Loads defaults, then the TOML file (if given, or `sluice.toml` if present), then
     /// `SLUICE_*` variables (`__` separates sections: `SLUICE_TOPIC_DEFAULTS__RETENTION_MS`),
     /// then `overrides` (from flags).
-    pub fn load(file: Option<&Path>, overrides: Figment) -> Result<Config, figment::Error> {
+    pub fn load(file: Option<&Path>, overrides: Figment) -> Result<Config, Box<figment::Error>> {
         let mut figment = Figment::from(Serialized::defaults(Config::default()));
         match file {
             Some(path) => figment = figment.merge(Toml::file_exact(path)),
@@ -123,6 +123,7 @@ impl Config {
             )
             .merge(overrides)
             .extract()
+            .map_err(Box::new)
     }
 }
 

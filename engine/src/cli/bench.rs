@@ -117,8 +117,14 @@ fn sample_records(size: usize, count: usize) -> Vec<Record> {
         .collect()
 }
 
+/// Benchmark records carry old timestamps: keep them from time-based retention.
+fn keep_forever() -> (String, String) {
+    ("retention_ms".into(), "none".into())
+}
+
 fn relaxed_topic() -> Vec<(String, String)> {
     vec![
+        keep_forever(),
         ("flush".into(), "interval".into()),
         ("flush_interval_ms".into(), "3600000".into()),
     ]
@@ -150,7 +156,7 @@ async fn bench_log(args: &BenchArgs, size: usize, records: u64) -> anyhow::Resul
         elapsed: started.elapsed(),
     };
 
-    let topic = log.create_topic("append-fsync", args.partitions, &[])?;
+    let topic = log.create_topic("append-fsync", args.partitions, &[keep_forever()])?;
     let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     for p in 0..args.producers {
@@ -191,18 +197,8 @@ async fn bench_log(args: &BenchArgs, size: usize, records: u64) -> anyhow::Resul
     Ok(vec![append, fsync, reading])
 }
 
-fn count_records(mut data: Bytes, from: u64) -> anyhow::Result<u64> {
-    let mut count = 0;
-    while !data.is_empty() {
-        let (header, records) = batch::decode(&data)?;
-        count += records
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| header.base_offset + *i as u64 >= from)
-            .count() as u64;
-        data = data.slice(header.total_len..);
-    }
-    Ok(count)
+fn count_records(data: Bytes, from: u64) -> anyhow::Result<u64> {
+    Ok(batch::decode_all(&data, from)?.len() as u64)
 }
 
 async fn bench_server(args: &BenchArgs, size: usize, records: u64) -> anyhow::Result<Vec<Row>> {
@@ -225,7 +221,7 @@ async fn bench_server(args: &BenchArgs, size: usize, records: u64) -> anyhow::Re
         .create_topic(&crate::server::api::CreateTopic {
             name: "bench".into(),
             partitions,
-            config: Default::default(),
+            config: [("retention_ms".to_string(), serde_json::Value::Null)].into(),
         })
         .await?;
     let frame = Bytes::from(batch::encode_records_frame(&sample_records(
@@ -240,7 +236,9 @@ async fn bench_server(args: &BenchArgs, size: usize, records: u64) -> anyhow::Re
         let partition = producer as u32 % partitions;
         tasks.spawn(async move {
             for _ in 0..per {
-                client.produce_frame("bench", Some(partition), frame.clone()).await?;
+                client
+                    .produce_frame("bench", Some(partition), frame.clone())
+                    .await?;
             }
             Ok::<_, anyhow::Error>(0u64)
         });

@@ -174,23 +174,12 @@ impl Client {
         let (data, next_offset, high_watermark, log_start_offset) = self
             .fetch_raw(topic, partition, from, max_bytes, wait_ms)
             .await?;
-        let mut records = Vec::new();
         let first_wanted = match from {
             Position::Offset(offset) => offset,
             Position::Timestamp(_) => 0,
         };
-        let mut rest = data;
-        while !rest.is_empty() {
-            let (header, decoded) =
-                batch::decode(&rest).context("the server sent a damaged batch")?;
-            for (i, record) in decoded.into_iter().enumerate() {
-                let offset = header.base_offset + i as u64;
-                if offset >= first_wanted {
-                    records.push((offset, record));
-                }
-            }
-            rest = rest.slice(header.total_len..);
-        }
+        let mut records =
+            batch::decode_all(&data, first_wanted).context("the server sent a damaged batch")?;
         if let Position::Timestamp(ts) = from {
             let first = records
                 .iter()

@@ -146,7 +146,11 @@ impl PendingBatch {
     pub fn build(records: &[Record], compression: Compression) -> PendingBatch {
         assert!(!records.is_empty(), "a batch holds at least one record");
         let first_ts = records[0].timestamp;
-        let max_ts = records.iter().map(|r| r.timestamp).max().unwrap_or(first_ts);
+        let max_ts = records
+            .iter()
+            .map(|r| r.timestamp)
+            .max()
+            .unwrap_or(first_ts);
         let estimate: usize = records.iter().map(|r| r.value.len() + 8).sum();
         let mut bytes = Vec::with_capacity(HEADER_LEN + estimate);
         bytes.resize(HEADER_LEN, 0);
@@ -158,7 +162,8 @@ impl PendingBatch {
             Compression::None => None,
             // Level 1: the log is written on the hot path; archives use stronger levels.
             Compression::Zstd => Some(
-                zstd::bulk::compress(&bytes[HEADER_LEN..], 1).expect("zstd encoding into memory cannot fail"),
+                zstd::bulk::compress(&bytes[HEADER_LEN..], 1)
+                    .expect("zstd encoding into memory cannot fail"),
             ),
             Compression::Lz4 => Some(lz4_flex::block::compress(&bytes[HEADER_LEN..])),
         };
@@ -175,7 +180,12 @@ impl PendingBatch {
         bytes[OFF_MAX_TS..OFF_MAX_TS + 8].copy_from_slice(&max_ts.to_le_bytes());
         bytes[OFF_RAW_LEN..OFF_RAW_LEN + 4].copy_from_slice(&(raw_len as u32).to_le_bytes());
         let body_crc = crc32c::crc32c(&bytes[OFF_VERSION..]);
-        PendingBatch { bytes, body_crc, record_count: records.len() as u32, max_timestamp: max_ts }
+        PendingBatch {
+            bytes,
+            body_crc,
+            record_count: records.len() as u32,
+            max_timestamp: max_ts,
+        }
     }
 }
 
@@ -256,7 +266,7 @@ pub fn read_prefix(bytes: &[u8]) -> Result<(u64, usize), BatchError> {
     let base = u64::from_le_bytes(bytes[0..8].try_into().expect("8 bytes"));
     let length = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes")) as usize;
     let total = PREFIX_LEN + length;
-    if total < HEADER_LEN || total > MAX_BATCH_LEN {
+    if !(HEADER_LEN..=MAX_BATCH_LEN).contains(&total) {
         return Err(BatchError::BadLength(total));
     }
     Ok((base, total))
@@ -334,6 +344,20 @@ pub fn decode(bytes: &Bytes) -> Result<(BatchHeader, Vec<Record>), BatchError> {
         return Err(BatchError::Malformed("bytes left after the last record"));
     }
     Ok((header, records))
+}
+
+/// Decodes consecutive batches (as a fetch returns them) into `(offset, record)` pairs,
+/// skipping records before `from`.
+pub fn decode_all(data: &Bytes, from: u64) -> Result<Vec<(u64, Record)>, BatchError> {
+    let mut out = Vec::new();
+    let mut rest = data.clone();
+    while !rest.is_empty() {
+        let (header, records) = decode(&rest)?;
+        let offsets = header.base_offset..header.next_offset();
+        out.extend(offsets.zip(records).filter(|(offset, _)| *offset >= from));
+        rest = rest.slice(header.total_len..);
+    }
+    Ok(out)
 }
 
 fn decode_record(whole: &Bytes, cursor: &mut Bytes, first_ts: i64) -> Result<Record, BatchError> {

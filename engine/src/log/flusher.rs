@@ -48,7 +48,10 @@ impl Flusher {
                     .expect("spawning a flusher thread")
             })
             .collect();
-        Arc::new(Flusher { shared, threads: Mutex::new(threads) })
+        Arc::new(Flusher {
+            shared,
+            threads: Mutex::new(threads),
+        })
     }
 
     /// Queues a partition for flushing as soon as possible (`due == None`) or at a time.
@@ -87,7 +90,11 @@ fn next_partition(shared: &Shared) -> Option<Arc<Partition>> {
         }
         let now = Instant::now();
         let stopping = queue.stopping;
-        if let Some(i) = queue.relaxed.iter().position(|(due, _)| stopping || *due <= now) {
+        if let Some(i) = queue
+            .relaxed
+            .iter()
+            .position(|(due, _)| stopping || *due <= now)
+        {
             return Some(queue.relaxed.swap_remove(i).1);
         }
         if stopping {
@@ -99,6 +106,10 @@ fn next_partition(shared: &Shared) -> Option<Arc<Partition>> {
             .map(|(due, _)| due.saturating_duration_since(now))
             .min()
             .unwrap_or(Duration::from_secs(3600));
-        queue = shared.wake.wait_timeout(queue, timeout).expect("flush queue lock").0;
+        queue = shared
+            .wake
+            .wait_timeout(queue, timeout)
+            .expect("flush queue lock")
+            .0;
     }
 }

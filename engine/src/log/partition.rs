@@ -108,7 +108,7 @@ impl Partition {
         }
         let active = segments.last().expect("at least one segment").clone();
         let high_watermark = active.next_offset();
-        disk.add(segments.iter().map(|s| s.len()).sum());
+        disk.add(segments.iter().map(|s| s.size()).sum());
         Ok(Arc::new(Partition {
             topic,
             id,
@@ -144,7 +144,7 @@ impl Partition {
         let mut pending = PendingBatch::build(records, config.compression);
         let mut writer = self.writer.lock().expect("writer lock");
         let age = writer.active_since.elapsed();
-        let active_len = writer.active.len();
+        let active_len = writer.active.size();
         if active_len > 0
             && (active_len + pending.len() as u64 > config.segment_bytes
                 || age >= Duration::from_millis(config.segment_ms))
@@ -253,7 +253,12 @@ impl Partition {
         self.sync_and_publish();
         if self
             .flush_state
-            .compare_exchange(FLUSH_RUNNING, FLUSH_IDLE, Ordering::SeqCst, Ordering::SeqCst)
+            .compare_exchange(
+                FLUSH_RUNNING,
+                FLUSH_IDLE,
+                Ordering::SeqCst,
+                Ordering::SeqCst,
+            )
             .is_err()
         {
             self.flush_state.store(FLUSH_QUEUED, Ordering::SeqCst);
@@ -334,7 +339,7 @@ impl Partition {
             .read()
             .expect("segments lock")
             .iter()
-            .map(|s| s.len())
+            .map(|s| s.size())
             .sum()
     }
 
@@ -404,7 +409,7 @@ impl Partition {
         let config = self.config.read().expect("config lock").clone();
         let removed: Vec<Arc<Segment>> = {
             let mut segments = self.segments.write().expect("segments lock");
-            let mut total: u64 = segments.iter().map(|s| s.len()).sum();
+            let mut total: u64 = segments.iter().map(|s| s.size()).sum();
             let mut count = 0;
             for segment in &segments[..segments.len() - 1] {
                 let expired = config
@@ -412,11 +417,11 @@ impl Partition {
                     .is_some_and(|ms| segment.max_timestamp() < now_ms.saturating_sub(ms as i64));
                 let oversized = config
                     .retention_bytes
-                    .is_some_and(|limit| total - segment.len() >= limit);
+                    .is_some_and(|limit| total - segment.size() >= limit);
                 if !expired && !oversized {
                     break;
                 }
-                total -= segment.len();
+                total -= segment.size();
                 count += 1;
             }
             segments.drain(..count).collect()
@@ -428,7 +433,7 @@ impl Partition {
             segment
                 .remove_files()
                 .map_err(|e| LogError::io(segment.path(), e))?;
-            freed += segment.len();
+            freed += segment.size();
         }
         self.disk.sub(freed);
         Ok(freed)

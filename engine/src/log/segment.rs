@@ -179,7 +179,7 @@ impl Segment {
         let mut reader = BatchReader::new(&self.file, position, file_len);
         let mut next = offset;
         let stopped = loop {
-            match reader.next() {
+            match reader.next_batch() {
                 Ok(None) => break None,
                 Ok(Some((pos, header, _))) if header.base_offset != next => {
                     break Some((
@@ -218,7 +218,7 @@ impl Segment {
         &self.file
     }
 
-    pub fn len(&self) -> u64 {
+    pub fn size(&self) -> u64 {
         self.len.load(Ordering::Acquire)
     }
 
@@ -237,7 +237,7 @@ impl Segment {
     /// Writes a sealed batch at the current end. On failure the file is cut back so no partial
     /// batch stays behind.
     pub fn append(&self, bytes: &[u8], header: &BatchHeader, interval: u64) -> std::io::Result<()> {
-        let position = self.len();
+        let position = self.size();
         if let Err(error) = self.file.write_all_at(bytes, position) {
             let _ = self.file.set_len(position);
             return Err(error);
@@ -293,7 +293,7 @@ impl Segment {
         out: &mut Vec<u8>,
     ) -> Result<u64, LogError> {
         let start = self.index.read().expect("index lock").position_for(offset);
-        let end = self.len();
+        let end = self.size();
         let mut reader = BatchReader::new(&self.file, start, end);
         let mut next = offset;
         loop {
@@ -302,8 +302,9 @@ impl Segment {
             {
                 return Err(self.corrupt(*position, next, reason.clone()));
             }
-            let Some((_, header, bytes)) =
-                reader.next().map_err(|(p, e)| self.corrupt(p, next, e))?
+            let Some((_, header, bytes)) = reader
+                .next_batch()
+                .map_err(|(p, e)| self.corrupt(p, next, e))?
             else {
                 break;
             };
@@ -334,11 +335,12 @@ impl Segment {
                 return Ok(None);
             }
             let offset = index.offset_for_time(timestamp, self.base_offset);
-            (index.position_for(offset), self.len())
+            (index.position_for(offset), self.size())
         };
         let mut reader = BatchReader::new(&self.file, start, end);
-        while let Some((_, header, bytes)) =
-            reader.next().map_err(|(p, e)| self.corrupt(p, start, e))?
+        while let Some((_, header, bytes)) = reader
+            .next_batch()
+            .map_err(|(p, e)| self.corrupt(p, start, e))?
         {
             if header.max_timestamp < timestamp {
                 continue;
@@ -450,7 +452,7 @@ impl<'a> BatchReader<'a> {
     /// The next batch (its file position, header and bytes), `None` at the end, or the position
     /// and reason of the first bad batch.
     #[allow(clippy::type_complexity)]
-    pub fn next(&mut self) -> Result<Option<(u64, BatchHeader, &[u8])>, (u64, BatchError)> {
+    pub fn next_batch(&mut self) -> Result<Option<(u64, BatchHeader, &[u8])>, (u64, BatchError)> {
         if self.position >= self.end {
             return Ok(None);
         }

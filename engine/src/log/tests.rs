@@ -32,17 +32,7 @@ fn read_all(partition: &Partition) -> Vec<(u64, Record)> {
     let mut offset = partition.log_start_offset();
     while offset < partition.high_watermark() {
         let fetched = partition.read(offset, 1 << 20).unwrap();
-        let mut data = Bytes::from(fetched.data);
-        while !data.is_empty() {
-            let (header, records) = batch::decode(&data).unwrap();
-            for (i, r) in records.into_iter().enumerate() {
-                let o = header.base_offset + i as u64;
-                if o >= offset {
-                    out.push((o, r));
-                }
-            }
-            data = data.slice(header.total_len..);
-        }
+        out.extend(batch::decode_all(&Bytes::from(fetched.data), offset).unwrap());
         offset = fetched.next_offset;
     }
     out

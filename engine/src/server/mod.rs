@@ -464,25 +464,19 @@ async fn fetch(
         );
         return Ok(response);
     }
-    let mut records = Vec::new();
-    let mut data = Bytes::from(std::mem::take(&mut fetched.data));
-    let mut next_offset = offset;
-    'batches: while !data.is_empty() {
-        let (header, decoded) =
-            batch::decode(&data).map_err(|e| ApiError::internal(e.to_string()))?;
-        for (i, record) in decoded.iter().enumerate() {
-            let record_offset = header.base_offset + i as u64;
-            if record_offset < offset {
-                continue;
-            }
-            if records.len() as u64 >= max_records {
-                break 'batches;
-            }
-            records.push(JsonRecord::from_record(record, partition.id, record_offset));
-            next_offset = record_offset + 1;
-        }
-        data = data.slice(header.total_len..);
-    }
+    let decoded = batch::decode_all(&Bytes::from(std::mem::take(&mut fetched.data)), offset)
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    let records: Vec<JsonRecord> = decoded
+        .iter()
+        .take(max_records.min(usize::MAX as u64) as usize)
+        .map(|(record_offset, record)| {
+            JsonRecord::from_record(record, partition.id, *record_offset)
+        })
+        .collect();
+    let next_offset = records
+        .last()
+        .and_then(|r| r.offset)
+        .map_or(offset, |o| o + 1);
     Ok(Json(FetchResponse {
         records,
         next_offset,
