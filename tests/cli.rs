@@ -156,6 +156,39 @@ fn produce_consume_and_groups_through_the_cli() {
 }
 
 #[test]
+fn follow_prints_records_produced_after_it_started() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    stdout(&cli(&server.url, &["topic", "create", "live"], ""));
+    let mut follower = std::process::Command::new(BIN)
+        .args(["consume", "live", "--from-end", "--follow"])
+        .env("SLUICE_URL", &server.url)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(follower.stdout.take().unwrap()).lines();
+    // Produce until the follower, which may start after the first produce, prints a line.
+    let producer_url = server.url.clone();
+    let producer = std::thread::spawn(move || {
+        for i in 0..200 {
+            let out = cli(&producer_url, &["produce", "live"], &format!("event-{i}\n"));
+            if !out.status.success() {
+                return;
+            }
+        }
+    });
+    let first = lines.next().unwrap().unwrap();
+    assert!(first.starts_with("event-"), "{first}");
+    let second = lines.next().unwrap().unwrap();
+    let n = |line: &str| line.trim_start_matches("event-").parse::<u32>().unwrap();
+    assert_eq!(n(&second), n(&first) + 1, "records arrive in order");
+    follower.kill().unwrap();
+    follower.wait().unwrap();
+    producer.join().unwrap();
+}
+
+#[test]
 fn help_reads_like_a_manual() {
     let help = std::process::Command::new(BIN)
         .arg("--help")

@@ -325,6 +325,11 @@ impl Partition {
         Ok(())
     }
 
+    #[cfg(test)]
+    pub(super) fn active_segment(&self) -> Arc<Segment> {
+        self.writer.lock().expect("writer lock").active.clone()
+    }
+
     pub fn high_watermark(&self) -> u64 {
         self.visibility.borrow().high_watermark
     }

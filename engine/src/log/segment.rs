@@ -30,6 +30,9 @@ pub struct Segment {
     next_offset: AtomicU64,
     /// File position of a batch that failed its CRC while the index was rebuilt.
     corrupt_at: Option<(u64, BatchError)>,
+    /// Tests set this to make the next fsync fail: a fault that cannot be caused for real.
+    #[cfg(test)]
+    pub(super) fail_next_sync: AtomicBool,
 }
 
 /// What a scan of a segment file found.
@@ -63,6 +66,8 @@ impl Segment {
             sealed: AtomicBool::new(false),
             next_offset: AtomicU64::new(base_offset),
             corrupt_at: None,
+            #[cfg(test)]
+            fail_next_sync: AtomicBool::new(false),
         })
     }
 
@@ -96,6 +101,8 @@ impl Segment {
             sealed: AtomicBool::new(sealed),
             next_offset: AtomicU64::new(base_offset),
             corrupt_at: None,
+            #[cfg(test)]
+            fail_next_sync: AtomicBool::new(false),
         };
         let rebuilt = trusted.is_none();
         let outcome = match trusted {
@@ -277,6 +284,13 @@ impl Segment {
     }
 
     pub fn sync(&self) -> Result<(), LogError> {
+        #[cfg(test)]
+        if self.fail_next_sync.swap(false, Ordering::SeqCst) {
+            return Err(LogError::io(
+                &self.log_path,
+                std::io::Error::from_raw_os_error(libc::EIO),
+            ));
+        }
         self.file
             .sync_data()
             .map_err(|e| LogError::io(&self.log_path, e))

@@ -238,6 +238,35 @@ fn concurrent_appenders_share_fsyncs_and_every_record_lands_once() {
     assert_eq!(total, 160);
 }
 
+#[test]
+fn a_failed_fsync_stops_acknowledgements_for_that_partition_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), options()).unwrap();
+    let topic = log.create_topic("t", 2, &[]).unwrap();
+    let (broken, healthy) = (topic.partition(0).unwrap(), topic.partition(1).unwrap());
+    runtime().block_on(async {
+        broken.append_durable(&[record(0)]).await.unwrap();
+        broken
+            .active_segment()
+            .fail_next_sync
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        let error = broken.append_durable(&[record(1)]).await.unwrap_err();
+        assert!(matches!(error, LogError::PartitionFailed { .. }), "{error}");
+        assert!(error.to_string().contains("restart"), "{error}");
+        assert_eq!(
+            broken.high_watermark(),
+            1,
+            "the unsynced record never becomes visible"
+        );
+        assert!(matches!(
+            broken.append(&[record(2)]),
+            Err(LogError::PartitionFailed { .. })
+        ));
+        healthy.append_durable(&[record(3)]).await.unwrap();
+        assert_eq!(healthy.high_watermark(), 1);
+    });
+}
+
 fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
     for entry in std::fs::read_dir(from).unwrap() {
         let entry = entry.unwrap();
