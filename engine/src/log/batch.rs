@@ -346,16 +346,40 @@ pub fn decode(bytes: &Bytes) -> Result<(BatchHeader, Vec<Record>), BatchError> {
     Ok((header, records))
 }
 
-/// Decodes consecutive batches (as a fetch returns them) into `(offset, record)` pairs,
-/// skipping records before `from`.
+/// Iterates over consecutive batches (as a fetch returns them), decoding each.
+pub struct Batches {
+    rest: Bytes,
+}
+
+impl Batches {
+    pub fn new(data: Bytes) -> Batches {
+        Batches { rest: data }
+    }
+}
+
+impl Iterator for Batches {
+    type Item = Result<(BatchHeader, Vec<Record>), BatchError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.rest.is_empty() {
+            return None;
+        }
+        let decoded = decode(&self.rest);
+        match &decoded {
+            Ok((header, _)) => self.rest = self.rest.slice(header.total_len..),
+            Err(_) => self.rest = Bytes::new(),
+        }
+        Some(decoded)
+    }
+}
+
+/// Decodes consecutive batches into `(offset, record)` pairs, skipping records before `from`.
 pub fn decode_all(data: &Bytes, from: u64) -> Result<Vec<(u64, Record)>, BatchError> {
     let mut out = Vec::new();
-    let mut rest = data.clone();
-    while !rest.is_empty() {
-        let (header, records) = decode(&rest)?;
+    for batch in Batches::new(data.clone()) {
+        let (header, records) = batch?;
         let offsets = header.base_offset..header.next_offset();
         out.extend(offsets.zip(records).filter(|(offset, _)| *offset >= from));
-        rest = rest.slice(header.total_len..);
     }
     Ok(out)
 }
