@@ -202,7 +202,10 @@ fn count_records(data: Bytes, from: u64) -> anyhow::Result<u64> {
     let mut count = 0;
     for batch in batch::Batches::new(data) {
         let (header, records) = batch?;
-        count += records.len() as u64 - from.saturating_sub(header.base_offset).min(records.len() as u64);
+        count += records.len() as u64
+            - from
+                .saturating_sub(header.base_offset)
+                .min(records.len() as u64);
     }
     Ok(count)
 }

@@ -190,6 +190,16 @@ impl PendingBatch {
 }
 
 /// Encodes one batch in a single call (tests, tools); appends use [`PendingBatch::build`].
+///
+/// ```
+/// use bytes::Bytes;
+/// use sluice::log::batch::{decode, encode_batch, Compression, Record};
+///
+/// let record = Record { timestamp: 1_700_000_000_000, key: Some(Bytes::from("k")), value: Bytes::from("v"), headers: vec![] };
+/// let bytes = Bytes::from(encode_batch(42, &[record.clone()], Compression::Zstd));
+/// let (header, records) = decode(&bytes).unwrap();
+/// assert_eq!((header.base_offset, records), (42, vec![record]));
+/// ```
 pub fn encode_batch(base_offset: u64, records: &[Record], compression: Compression) -> Vec<u8> {
     let mut pending = PendingBatch::build(records, compression);
     pending.seal(base_offset);

@@ -34,6 +34,11 @@ pub fn murmur2(data: &[u8]) -> i32 {
 
 /// The partition Kafka's default partitioner picks for a keyed record:
 /// `toPositive(murmur2(key)) % partitions`.
+///
+/// ```
+/// // Kafka's producer sends key "abc" to partition 3 of a 6-partition topic, and so does Sluice.
+/// assert_eq!(sluice::log::partitioner::partition_for_key(b"abc", 6), 3);
+/// ```
 pub fn partition_for_key(key: &[u8], partitions: u32) -> u32 {
     (murmur2(key) as u32 & 0x7fff_ffff) % partitions
 }

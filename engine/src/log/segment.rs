@@ -57,18 +57,22 @@ impl Segment {
             .create_new(true)
             .open(&log_path)
             .map_err(|e| LogError::io(&log_path, e))?;
-        Ok(Segment {
+        Ok(Segment::assemble(log_path, file, base_offset, false))
+    }
+
+    fn assemble(log_path: PathBuf, file: File, base_offset: u64, sealed: bool) -> Segment {
+        Segment {
             base_offset,
             log_path,
             file,
             index: RwLock::new(SegmentIndex::new(base_offset)),
             len: AtomicU64::new(0),
-            sealed: AtomicBool::new(false),
+            sealed: AtomicBool::new(sealed),
             next_offset: AtomicU64::new(base_offset),
             corrupt_at: None,
             #[cfg(test)]
             fail_next_sync: AtomicBool::new(false),
-        })
+        }
     }
 
     /// Opens an existing segment. A sealed segment trusts its index files when they match the
@@ -92,18 +96,7 @@ impl Segment {
             .len();
         let (offset_path, time_path) = index_paths(dir, base_offset);
         let trusted = SegmentIndex::read_files(&offset_path, &time_path, file_len);
-        let mut segment = Segment {
-            base_offset,
-            log_path,
-            file,
-            index: RwLock::new(SegmentIndex::new(base_offset)),
-            len: AtomicU64::new(file_len),
-            sealed: AtomicBool::new(sealed),
-            next_offset: AtomicU64::new(base_offset),
-            corrupt_at: None,
-            #[cfg(test)]
-            fail_next_sync: AtomicBool::new(false),
-        };
+        let mut segment = Segment::assemble(log_path, file, base_offset, sealed);
         let rebuilt = trusted.is_none();
         let outcome = match trusted {
             Some(index) if sealed => ScanOutcome {
