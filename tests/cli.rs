@@ -75,6 +75,52 @@ fn produce_consume_and_groups_through_the_cli() {
         }
     }
 
+    // Lines from a file; settings changed on a live topic.
+    let file = dir.path().join("more.txt");
+    std::fs::write(&file, "late-1\nlate-2\n").unwrap();
+    stdout(&cli(
+        &url,
+        &[
+            "produce",
+            "orders",
+            "--file",
+            file.to_str().unwrap(),
+            "--partition",
+            "1",
+        ],
+        "",
+    ));
+    let altered = stdout(&cli(
+        &url,
+        &[
+            "topic",
+            "alter",
+            "orders",
+            "--config",
+            "retention_ms=none",
+            "--partitions",
+            "4",
+        ],
+        "",
+    ));
+    assert!(altered.contains("retention_ms = null"), "{altered}");
+    assert_eq!(
+        altered
+            .lines()
+            .filter(|l| l.trim_start().starts_with(char::is_numeric))
+            .count(),
+        4,
+        "{altered}"
+    );
+    let refused = cli(&url, &["topic", "alter", "orders", "--partitions", "2"], "");
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("can grow but not shrink"));
+    let tail = stdout(&cli(
+        &url,
+        &["consume", "orders", "--partition", "1", "--offset", "0"],
+        "",
+    ));
+    assert!(tail.ends_with("late-1\nlate-2\n"), "{tail}");
+
     // A group resumes where it stopped.
     let first = stdout(&cli(
         &url,
@@ -84,18 +130,18 @@ fn produce_consume_and_groups_through_the_cli() {
             "--group",
             "billing",
             "--max-records",
-            "10",
+            "12",
         ],
         "",
     ));
     let rest = stdout(&cli(&url, &["consume", "orders", "--group", "billing"], ""));
-    assert_eq!(first.lines().count(), 10);
+    assert_eq!(first.lines().count(), 12);
     let mut both: Vec<&str> = first.lines().chain(rest.lines()).collect();
     both.sort();
     both.dedup();
     assert_eq!(
         both.len(),
-        30,
+        32,
         "the second run continues after the first: {rest}"
     );
     let described = stdout(&cli(&url, &["group", "describe", "billing"], ""));
@@ -111,7 +157,7 @@ fn produce_consume_and_groups_through_the_cli() {
         ))
         .lines()
         .count(),
-        30
+        32
     );
     assert_eq!(
         stdout(&cli(
@@ -145,7 +191,7 @@ fn produce_consume_and_groups_through_the_cli() {
         stdout(&cli(&server.url, &["consume", "orders"], ""))
             .lines()
             .count(),
-        30
+        32
     );
     assert!(
         !server.log().contains("truncating"),

@@ -30,7 +30,7 @@ Start the engine in one shell (it keeps its data in ./sluice-data by default):
 Then, in another:
 
     sluice topic create orders --partitions 3
-    printf 'alice:{\"total\": 12}\\nbob:{\"total\": 7}\\n' | sluice produce orders --key-separator :
+    printf 'alice:{\"total\": 12}\\ndave:{\"total\": 7}\\n' | sluice produce orders --key-separator :
     sluice consume orders --print-key
     sluice consume orders --group billing        # remembers where it stopped
     sluice group describe billing                # members, offsets and lag

@@ -205,6 +205,50 @@ fn retention_by_size_deletes_whole_old_segments() {
 }
 
 #[test]
+fn retention_by_time_deletes_sealed_segments_whose_newest_record_is_too_old() {
+    let dir = tempfile::tempdir().unwrap();
+    // Records are stamped 1970-01-01T00:00:01Z plus a few ms: all older than an hour.
+    write_batches(
+        dir.path(),
+        30,
+        &[("segment_bytes".to_string(), "1024".to_string())],
+    );
+    let log = Log::open(dir.path(), options()).unwrap();
+    let partition = log.topic("t").unwrap().partition(0).unwrap();
+    let segments = partition.segment_count();
+    assert!(segments > 2);
+    log.alter_topic(
+        "t",
+        &[("retention_ms".to_string(), "none".to_string())],
+        None,
+    )
+    .unwrap();
+    assert_eq!(
+        log.enforce_retention(now_ms()),
+        0,
+        "retention none keeps everything"
+    );
+    log.alter_topic(
+        "t",
+        &[("retention_ms".to_string(), "3600000".to_string())],
+        None,
+    )
+    .unwrap();
+    assert!(log.enforce_retention(now_ms()) > 0);
+    assert_eq!(
+        partition.segment_count(),
+        1,
+        "only the active segment is kept"
+    );
+    assert_eq!(
+        partition.log_start_offset(),
+        partition.high_watermark() - read_all(&partition).len() as u64
+    );
+    // A record stamped now is not expired by the same rule.
+    assert_eq!(log.enforce_retention(1_000 + 3_600_000), 0);
+}
+
+#[test]
 fn a_second_process_on_the_same_directory_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let _log = Log::open(dir.path(), options()).unwrap();
