@@ -164,6 +164,30 @@ async fn members_share_partitions_and_take_over_from_committed_offsets() {
         .collect();
     assert_eq!(seen, expected, "every record consumed, none skipped");
 
+    let metrics = reqwest::get(format!("{}/metrics", client.url()))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for p in 0..6 {
+        assert!(
+            metrics.contains(&format!(
+                "sluice_partition_high_watermark{{topic=\"t\",partition=\"{p}\"}} 50\n"
+            )),
+            "{metrics}"
+        );
+        assert!(
+            metrics.contains(&format!(
+                "sluice_group_lag{{group=\"g\",topic=\"t\",partition=\"{p}\"}} 0\n"
+            )),
+            "{metrics}"
+        );
+    }
+    assert!(
+        metrics.contains("sluice_produced_records_total 300\n"),
+        "{metrics}"
+    );
     let description = client.describe_group("g").await.unwrap();
     assert_eq!(description.total_lag, 0);
     assert_eq!(description.members.len(), 2);

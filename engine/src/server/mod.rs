@@ -4,6 +4,7 @@
 
 pub mod api;
 mod error;
+mod metrics;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -47,6 +48,7 @@ struct AppState {
     config: Config,
     /// Request body bytes in memory, in KiB permits.
     inflight: Semaphore,
+    counters: metrics::Counters,
     shutdown: watch::Receiver<bool>,
 }
 
@@ -106,6 +108,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         log: log.clone(),
         groups,
         inflight: Semaphore::new(permits),
+        counters: metrics::Counters::default(),
         shutdown: shutdown_rx.clone(),
         config,
     });
@@ -136,6 +139,7 @@ fn router(state: Arc<AppState>) -> Router {
     let body_limit = state.config.server.max_request_bytes as usize;
     Router::new()
         .route("/v1/health", get(|| async { "ok" }))
+        .route("/metrics", get(render_metrics))
         .route("/v1/topics", get(list_topics).post(create_topic))
         .route(
             "/v1/topics/{topic}",
@@ -219,6 +223,11 @@ async fn blocking<T: Send + 'static>(
         .map_err(ApiError::from)
 }
 
+async fn render_metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
+    let text = metrics::render(&state.log, &state.groups, &state.counters);
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
+}
+
 async fn list_topics(State(state): State<Arc<AppState>>) -> Json<TopicList> {
     let topics = state
         .log
@@ -271,6 +280,7 @@ async fn describe_topic(
     Ok(Json(describe(&topic)))
 }
 
+#[tracing::instrument(skip_all, fields(topic = %topic))]
 async fn alter_topic(
     State(state): State<Arc<AppState>>,
     Path(topic): Path<String>,
@@ -283,6 +293,7 @@ async fn alter_topic(
     Ok(Json(describe(&topic)))
 }
 
+#[tracing::instrument(skip_all, fields(topic = %topic))]
 async fn delete_topic(
     State(state): State<Arc<AppState>>,
     Path(topic): Path<String>,
@@ -308,6 +319,7 @@ fn is_content_type(headers: &HeaderMap, wanted: &str) -> bool {
         })
 }
 
+#[tracing::instrument(skip_all, fields(topic = %topic, partition = ?query.as_ref().ok().and_then(|q| q.partition)))]
 async fn produce(
     State(state): State<Arc<AppState>>,
     Path(topic): Path<String>,
@@ -365,7 +377,12 @@ async fn produce(
             record.timestamp = now;
         }
     }
+    let record_count = records.len() as u64;
     let produced = topic.produce(params.partition, records).await?;
+    let counters = &state.counters;
+    metrics::Counters::add(&counters.produce_requests, 1);
+    metrics::Counters::add(&counters.produced_records, record_count);
+    metrics::Counters::add(&counters.produced_bytes, bytes.len() as u64);
     Ok(Json(ProduceResponse {
         partitions: produced
             .into_iter()
@@ -394,6 +411,7 @@ impl AppState {
     }
 }
 
+#[tracing::instrument(skip_all, fields(topic = %topic, partition = partition))]
 async fn fetch(
     State(state): State<Arc<AppState>>,
     Path((topic, partition)): Path<(String, u32)>,
@@ -448,8 +466,10 @@ async fn fetch(
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.contains(BATCHES));
+    metrics::Counters::add(&state.counters.fetch_requests, 1);
     if wants_batches {
         trim_to_records(&mut fetched, offset, max_records);
+        metrics::Counters::add(&state.counters.fetched_bytes, fetched.data.len() as u64);
         let mut response = Response::new(Body::from(fetched.data));
         let h = response.headers_mut();
         h.insert(header::CONTENT_TYPE, HeaderValue::from_static(BATCHES));
@@ -464,6 +484,7 @@ async fn fetch(
         );
         return Ok(response);
     }
+    metrics::Counters::add(&state.counters.fetched_bytes, fetched.data.len() as u64);
     let decoded = batch::decode_all(&Bytes::from(std::mem::take(&mut fetched.data)), offset)
         .map_err(|e| ApiError::internal(e.to_string()))?;
     let records: Vec<JsonRecord> = decoded
@@ -515,6 +536,7 @@ async fn describe_group(
     Ok(Json(state.groups.describe(&group)?))
 }
 
+#[tracing::instrument(skip_all, fields(group = %group))]
 async fn join_group(
     State(state): State<Arc<AppState>>,
     Path(group): Path<String>,
@@ -531,6 +553,7 @@ async fn join_group(
     Ok(Json(membership))
 }
 
+#[tracing::instrument(skip_all, fields(group = %group))]
 async fn heartbeat(
     State(state): State<Arc<AppState>>,
     Path(group): Path<String>,
@@ -540,6 +563,7 @@ async fn heartbeat(
     Ok(Json(state.groups.heartbeat(&group, &request.member_id)?))
 }
 
+#[tracing::instrument(skip_all, fields(group = %group))]
 async fn leave_group(
     State(state): State<Arc<AppState>>,
     Path(group): Path<String>,
@@ -559,6 +583,7 @@ async fn committed_offsets(
     }))
 }
 
+#[tracing::instrument(skip_all, fields(group = %group))]
 async fn commit_offsets(
     State(state): State<Arc<AppState>>,
     Path(group): Path<String>,
