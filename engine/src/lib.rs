@@ -7,4 +7,5 @@ pub mod cli;
 pub mod config;
 pub mod groups;
 pub mod log;
+pub mod runtime;
 pub mod server;

@@ -21,6 +21,9 @@ Measure throughput on this machine, for 100-byte and 1 KiB records:
   read            records read back from a partition and decoded
   produce         binary produce requests over HTTP on 127.0.0.1, acknowledged after fsync
   consume         binary fetches over HTTP on 127.0.0.1, batches decoded and CRC-checked
+  plugins         the identity plugin at batch sizes 1 to 10,000 (engine and ABI overhead),
+                  the filter plugin in WASM against the same Rust compiled natively, and cold
+                  compile against a cached start (needs the plugins built, see plugins/README.md)
 
 Data goes to a temporary directory under --dir (default: the current directory), removed
 afterwards. The last line gives the peak resident memory of the process.")]
@@ -45,6 +48,9 @@ pub struct BenchArgs {
     /// Record sizes to measure, comma-separated.
     #[arg(long, value_delimiter = ',', default_values_t = [100usize, 1024])]
     record_size: Vec<usize>,
+    /// Where the first-party plugins were built (for the plugin measurements).
+    #[arg(long, default_value = "plugins/target/wasm32-wasip2/release")]
+    plugins_dir: PathBuf,
     /// Which measurements to run.
     #[arg(long, value_enum, default_value_t = Part::All)]
     only: Part,
@@ -55,6 +61,7 @@ enum Part {
     All,
     Log,
     Server,
+    Plugins,
 }
 
 struct Row {
@@ -87,16 +94,19 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     for &size in &args.record_size {
         let records = args.records * 100 / size.max(100) as u64;
         let records = records - records % (args.batch * args.producers) as u64;
-        if args.only != Part::Server {
+        if matches!(args.only, Part::All | Part::Log) {
             for row in bench_log(&args, size, records).await? {
                 row.print();
             }
         }
-        if args.only != Part::Log {
+        if matches!(args.only, Part::All | Part::Server) {
             for row in bench_server(&args, size, records).await? {
                 row.print();
             }
         }
+    }
+    if matches!(args.only, Part::All | Part::Plugins) {
+        super::bench_plugins::run(&args.plugins_dir, args.only == Part::Plugins)?;
     }
     println!("peak resident memory: {} MiB", peak_rss_kib() / 1024);
     Ok(())

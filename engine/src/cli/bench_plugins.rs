@@ -1,0 +1,196 @@
+//! The plugin part of `sluice bench`: the host's per-batch and per-record overhead, WASM
+//! against native for the same logic, and compile against cached start.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use crate::log::{Record, batch};
+use crate::runtime::{Batch, Runtime, Sandbox, SandboxLimits};
+
+/// Records per identity measurement (batch size 1 uses a tenth: a call per record).
+const IDENTITY_RECORDS: usize = 1_000_000;
+const FILTER_RECORDS: usize = 200_000;
+const FILTER_BATCH: usize = 1_000;
+
+pub fn run(dir: &Path, required: bool) -> anyhow::Result<()> {
+    let read = |name: &str| std::fs::read(dir.join(format!("{name}.wasm")));
+    let (identity, filter) = match (read("identity"), read("filter")) {
+        (Ok(identity), Ok(filter)) => (identity, filter),
+        (Err(error), _) | (_, Err(error)) => {
+            let hint = format!(
+                "plugins not found in {} ({error}); build them with: cargo build --release --target wasm32-wasip2 --manifest-path plugins/Cargo.toml",
+                dir.display()
+            );
+            if required {
+                anyhow::bail!(hint);
+            }
+            println!("(skipping the plugin measurements: {hint})");
+            return Ok(());
+        }
+    };
+    let cache = tempfile::tempdir()?;
+    let started = Instant::now();
+    let cold = Runtime::new(Some(cache.path()))?;
+    let identity_plugin = cold.compile(&identity)?;
+    let cold_identity = started.elapsed();
+    let started = Instant::now();
+    cold.compile(&filter)?;
+    let cold_filter = started.elapsed();
+    let warm = Runtime::new(Some(cache.path()))?;
+    let started = Instant::now();
+    let filter_plugin = warm.compile(&filter)?;
+    let config = filter_settings();
+    let mut filter_sandbox = Sandbox::start(
+        &warm,
+        &filter_plugin,
+        SandboxLimits::default(),
+        "bench",
+        "v1",
+        &config,
+    )?;
+    let warm_filter = started.elapsed();
+
+    println!();
+    println!(
+        "{:<34} {:>14} {:>10}",
+        "PLUGIN (100-byte records)", "RECORDS/S", "NS/RECORD"
+    );
+    let mut identity_sandbox = Sandbox::start(
+        &cold,
+        &identity_plugin,
+        SandboxLimits::default(),
+        "bench",
+        "v1",
+        &[],
+    )?;
+    for size in [1usize, 100, 1_000, 10_000] {
+        let total = if size == 1 {
+            IDENTITY_RECORDS / 10
+        } else {
+            IDENTITY_RECORDS
+        };
+        let batch = make_batch(&sample(size, |i| format!("{i:0>100}")));
+        let started = Instant::now();
+        for _ in 0..total / size {
+            identity_sandbox.process(&batch)?;
+        }
+        print_rate(
+            &format!("identity, batch of {size}"),
+            total,
+            started.elapsed(),
+        );
+    }
+
+    let values = sample(FILTER_RECORDS, |i| {
+        format!(
+            r#"{{"order":{i},"customer":"c{:03}","total":{},"note":"xxxxxxxxxxxxxxxxxxxxxxxxxxx"}}"#,
+            i % 500,
+            i % 100
+        )
+    });
+    let batches: Vec<Batch> = values.chunks(FILTER_BATCH).map(make_batch).collect();
+    let started = Instant::now();
+    let mut wasm_kept = 0;
+    for batch in &batches {
+        wasm_kept += filter_sandbox.process(batch)?.len();
+    }
+    let wasm = started.elapsed();
+    let predicate =
+        json_predicate::Predicate::new("total", "gt", "49").map_err(anyhow::Error::msg)?;
+    let started = Instant::now();
+    let mut native_kept = 0;
+    for batch in &batches {
+        native_kept += native_filter(&predicate, batch)?.len();
+    }
+    let native = started.elapsed();
+    anyhow::ensure!(
+        wasm_kept == native_kept,
+        "WASM kept {wasm_kept} records, native {native_kept}"
+    );
+    print_rate("filter, WASM", FILTER_RECORDS, wasm);
+    print_rate("filter, native", FILTER_RECORDS, native);
+    println!(
+        "{:<34} {:>14.2}",
+        "filter WASM/native throughput",
+        native.as_secs_f64() / wasm.as_secs_f64()
+    );
+    println!(
+        "{:<34} {:>11.1} ms",
+        "cold compile, identity",
+        ms(cold_identity)
+    );
+    println!(
+        "{:<34} {:>11.1} ms",
+        "cold compile, filter",
+        ms(cold_filter)
+    );
+    println!(
+        "{:<34} {:>11.1} ms",
+        "cached start, filter (load+init)",
+        ms(warm_filter)
+    );
+    Ok(())
+}
+
+fn filter_settings() -> Vec<(String, String)> {
+    [
+        ("output", "big"),
+        ("field", "total"),
+        ("op", "gt"),
+        ("value", "49"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect()
+}
+
+/// The filter plugin's work done natively: decode the batch, test each value, copy out the
+/// matches as the host copies emitted records.
+fn native_filter(
+    predicate: &json_predicate::Predicate,
+    batch: &Batch,
+) -> anyhow::Result<Vec<Record>> {
+    let records = batch::decode_records_frame(&Bytes::copy_from_slice(&batch.records))?;
+    Ok(records
+        .into_iter()
+        .filter(|r| predicate.matches(&r.value))
+        .map(|r| Record {
+            timestamp: r.timestamp,
+            key: r.key.map(|k| Bytes::copy_from_slice(&k)),
+            value: Bytes::copy_from_slice(&r.value),
+            headers: r.headers,
+        })
+        .collect())
+}
+
+fn sample(count: usize, value: impl Fn(usize) -> String) -> Vec<Record> {
+    (0..count)
+        .map(|i| Record {
+            timestamp: 1_700_000_000_000 + i as i64,
+            key: Some(Bytes::from(format!("key-{}", i % 1000))),
+            value: Bytes::from(value(i)),
+            headers: Vec::new(),
+        })
+        .collect()
+}
+
+fn make_batch(records: &[Record]) -> Batch {
+    Batch {
+        topic: "bench".into(),
+        partition: 0,
+        base_offset: 0,
+        count: records.len() as u32,
+        records: batch::encode_records_frame(records),
+    }
+}
+
+fn print_rate(name: &str, records: usize, elapsed: Duration) {
+    let rate = records as f64 / elapsed.as_secs_f64();
+    println!("{name:<34} {rate:>14.0} {:>10.1}", 1e9 / rate);
+}
+
+fn ms(duration: Duration) -> f64 {
+    duration.as_secs_f64() * 1e3
+}

@@ -1,0 +1,149 @@
+//! The host against real components: the first-party plugins built for wasm32-wasip2 by
+//! `./scripts/test` (or `cargo build --release --target wasm32-wasip2 --manifest-path
+//! plugins/Cargo.toml`).
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+use bytes::Bytes;
+
+use super::*;
+use crate::log::{Record, batch};
+
+fn plugin_wasm(name: &str) -> Vec<u8> {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../plugins/target/wasm32-wasip2/release")
+        .join(format!("{name}.wasm"));
+    std::fs::read(&path).unwrap_or_else(|e| {
+        panic!("{}: {e}; build the plugins first: ./scripts/test does, or cargo build --release --target wasm32-wasip2 --manifest-path plugins/Cargo.toml", path.display())
+    })
+}
+
+fn runtime() -> &'static Runtime {
+    static RUNTIME: OnceLock<Runtime> = OnceLock::new();
+    RUNTIME.get_or_init(|| Runtime::new(None).unwrap())
+}
+
+fn json_batch(values: &[&str]) -> Batch {
+    let records: Vec<Record> = values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| Record {
+            timestamp: 1_000 + i as i64,
+            key: Some(Bytes::from(format!("k{i}"))),
+            value: Bytes::from(v.to_string()),
+            headers: vec![crate::log::Header {
+                key: "trace".into(),
+                value: Bytes::from(format!("t{i}")),
+            }],
+        })
+        .collect();
+    Batch {
+        topic: "orders".into(),
+        partition: 2,
+        base_offset: 100,
+        count: records.len() as u32,
+        records: batch::encode_records_frame(&records),
+    }
+}
+
+fn settings(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+#[test]
+fn filter_forwards_matching_records_with_their_keys_and_headers() {
+    let plugin = runtime().compile(&plugin_wasm("filter")).unwrap();
+    let config = settings(&[
+        ("output", "big"),
+        ("field", "total"),
+        ("op", "gt"),
+        ("value", "10"),
+    ]);
+    let mut sandbox = Sandbox::start(
+        runtime(),
+        &plugin,
+        SandboxLimits::default(),
+        "g",
+        "v1",
+        &config,
+    )
+    .unwrap();
+    let emitted = sandbox
+        .process(&json_batch(&[
+            r#"{"total": 5}"#,
+            r#"{"total": 50}"#,
+            "not json",
+            r#"{"total": 11}"#,
+        ]))
+        .unwrap();
+    assert_eq!(emitted.len(), 2);
+    assert_eq!(emitted[0].topic, "big");
+    assert_eq!(emitted[0].key.as_deref(), Some(&b"k1"[..]));
+    assert_eq!(emitted[0].value, br#"{"total": 50}"#);
+    assert_eq!(
+        emitted[0].headers,
+        vec![("trace".to_string(), b"t1".to_vec())]
+    );
+    assert_eq!(emitted[1].value, br#"{"total": 11}"#);
+    // The instance keeps working batch after batch.
+    assert!(
+        sandbox
+            .process(&json_batch(&[r#"{"total": 1}"#]))
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[test]
+fn init_errors_reach_the_host_with_the_plugins_message() {
+    let plugin = runtime().compile(&plugin_wasm("filter")).unwrap();
+    let Err(error) = Sandbox::start(runtime(), &plugin, SandboxLimits::default(), "g", "v1", &[])
+    else {
+        panic!("init without settings succeeded");
+    };
+    assert!(
+        error.to_string().contains("missing setting `field`"),
+        "{error}"
+    );
+}
+
+#[test]
+fn bad_uploads_are_refused_with_the_reason() {
+    assert!(matches!(
+        runtime().compile(b"hello"),
+        Err(RuntimeError::NotWasm)
+    ));
+    assert!(matches!(
+        runtime().compile(b"\0asm\x01\0\0\0"),
+        Err(RuntimeError::NotComponent)
+    ));
+    let mut truncated = plugin_wasm("identity");
+    truncated.truncate(truncated.len() / 2);
+    assert!(matches!(
+        runtime().compile(&truncated),
+        Err(RuntimeError::Compile(_))
+    ));
+}
+
+#[test]
+fn compiled_code_is_cached_by_content() {
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = Runtime::new(Some(dir.path())).unwrap();
+    let wasm = plugin_wasm("identity");
+    let first = runtime.compile(&wasm).unwrap();
+    let cached: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(cached.len(), 1);
+    assert!(cached[0].to_string_lossy().contains(&*first.digest));
+    let second = runtime.compile(&wasm).unwrap();
+    assert_eq!(first.digest, second.digest);
+    let mut sandbox =
+        Sandbox::start(&runtime, &second, SandboxLimits::default(), "g", "v1", &[]).unwrap();
+    assert!(sandbox.process(&json_batch(&["{}"])).unwrap().is_empty());
+}

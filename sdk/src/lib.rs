@@ -1,0 +1,229 @@
+//! Write [Sluice](https://github.com/) consumer plugins in Rust.
+//!
+//! A plugin is a type implementing [`Consumer`], exported with [`export_consumer!`], built for
+//! `wasm32-wasip2`:
+//!
+//! ```no_run
+//! use sluice_sdk::{Batch, Config, Consumer, ProcessError, emit};
+//!
+//! struct Shout;
+//!
+//! impl Consumer for Shout {
+//!     fn init(_config: Config) -> Result<(), String> {
+//!         Ok(())
+//!     }
+//!
+//!     fn process(batch: &Batch) -> Result<(), ProcessError> {
+//!         for record in batch.records() {
+//!             let record = record?;
+//!             let loud = record.value.to_ascii_uppercase();
+//!             emit::send("shouted", record.key, &loud, &[]).map_err(ProcessError::Failed)?;
+//!         }
+//!         Ok(())
+//!     }
+//! }
+//!
+//! sluice_sdk::export_consumer!(Shout);
+//! ```
+//!
+//! `batch.records()` decodes the batch's packed buffer lazily: keys, values and headers are
+//! slices of it, so reading a record allocates nothing.
+
+#[doc(hidden)]
+pub mod bindings {
+    wit_bindgen::generate!({
+        world: "consumer",
+        path: "../wit",
+        pub_export_macro: true,
+        export_macro_name: "export_bindings",
+        default_bindings_module: "sluice_sdk::bindings",
+    });
+}
+
+mod frame;
+
+pub use bindings::sluice::plugin::types::ProcessError;
+pub use frame::{FrameError, Record, Records};
+
+/// The settings given at deploy (`--config key=value`).
+pub struct Config(Vec<(String, String)>);
+
+impl Config {
+    /// The value of a setting, if given.
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The value of a setting, or an error naming it.
+    pub fn require(&self, key: &str) -> Result<&str, String> {
+        self.get(key)
+            .ok_or_else(|| format!("missing setting `{key}`: deploy with --config {key}=..."))
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.0.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+}
+
+/// Consecutive records of one partition.
+pub struct Batch {
+    inner: bindings::sluice::plugin::types::Batch,
+}
+
+impl Batch {
+    pub fn topic(&self) -> &str {
+        &self.inner.topic
+    }
+
+    pub fn partition(&self) -> u32 {
+        self.inner.partition
+    }
+
+    pub fn base_offset(&self) -> u64 {
+        self.inner.base_offset
+    }
+
+    pub fn len(&self) -> usize {
+        self.inner.count as usize
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.inner.count == 0
+    }
+
+    /// The records, decoded as you go.
+    pub fn records(&self) -> Records<'_> {
+        Records::new(
+            &self.inner.records,
+            self.inner.base_offset,
+            self.inner.count,
+        )
+    }
+}
+
+/// A consumer plugin.
+pub trait Consumer {
+    /// Called once when the sandbox starts, with the deploy settings.
+    fn init(config: Config) -> Result<(), String> {
+        let _ = config;
+        Ok(())
+    }
+
+    /// Called with each batch. Return [`ProcessError::Poison`] to reject one record, or
+    /// [`ProcessError::Failed`] to have the whole batch retried.
+    fn process(batch: &Batch) -> Result<(), ProcessError>;
+}
+
+impl From<FrameError> for ProcessError {
+    fn from(error: FrameError) -> Self {
+        ProcessError::Failed(error.to_string())
+    }
+}
+
+/// Poison a record: it goes to the dead-letter topic with `reason`.
+pub fn poison(offset: u64, reason: impl Into<String>) -> ProcessError {
+    ProcessError::Poison(bindings::sluice::plugin::types::Poison {
+        offset,
+        reason: reason.into(),
+    })
+}
+
+/// The group's keyed state.
+pub mod state {
+    use crate::bindings::sluice::plugin::state as raw;
+
+    pub fn get(key: &[u8]) -> Option<Vec<u8>> {
+        raw::get(key)
+    }
+
+    pub fn set(key: &[u8], value: &[u8]) {
+        raw::set(key, value)
+    }
+
+    pub fn delete(key: &[u8]) {
+        raw::delete(key)
+    }
+
+    /// Entries whose key starts with `prefix`, after `start_after`, at most `limit`.
+    pub fn scan(prefix: &[u8], start_after: Option<&[u8]>, limit: u32) -> Vec<(Vec<u8>, Vec<u8>)> {
+        raw::scan(prefix, start_after, limit)
+    }
+}
+
+/// Records sent to output topics.
+pub mod emit {
+    use crate::bindings::sluice::plugin::types::Header;
+
+    /// Sends a record to `topic`; fails past the group's output quota.
+    pub fn send(
+        topic: &str,
+        key: Option<&[u8]>,
+        value: &[u8],
+        headers: &[(&str, &[u8])],
+    ) -> Result<(), String> {
+        let headers: Vec<Header> = headers
+            .iter()
+            .map(|(k, v)| Header {
+                key: (*k).to_string(),
+                value: v.to_vec(),
+            })
+            .collect();
+        crate::bindings::sluice::plugin::emit::send(topic, key, value, &headers)
+    }
+}
+
+/// Log lines that reach the engine's log.
+pub mod log {
+    pub use crate::bindings::sluice::plugin::log::Level;
+
+    pub fn write(level: Level, message: &str, fields: &[(&str, &str)]) {
+        let fields: Vec<(String, String)> = fields
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        crate::bindings::sluice::plugin::log::write(level, message, &fields)
+    }
+
+    pub fn info(message: &str) {
+        write(Level::Info, message, &[])
+    }
+
+    pub fn warn(message: &str) {
+        write(Level::Warn, message, &[])
+    }
+}
+
+#[doc(hidden)]
+pub fn __init<C: Consumer>(config: Vec<(String, String)>) -> Result<(), String> {
+    C::init(Config(config))
+}
+
+#[doc(hidden)]
+pub fn __process<C: Consumer>(
+    batch: bindings::sluice::plugin::types::Batch,
+) -> Result<(), ProcessError> {
+    C::process(&Batch { inner: batch })
+}
+
+/// Exports a [`Consumer`] as the component's `consumer` world.
+#[macro_export]
+macro_rules! export_consumer {
+    ($consumer:ty) => {
+        struct __SluiceExport;
+
+        impl $crate::bindings::Guest for __SluiceExport {
+            fn init(config: ::std::vec::Vec<(::std::string::String, ::std::string::String)>) -> ::std::result::Result<(), ::std::string::String> {
+                $crate::__init::<$consumer>(config)
+            }
+
+            fn process(batch: $crate::bindings::sluice::plugin::types::Batch) -> ::std::result::Result<(), $crate::ProcessError> {
+                $crate::__process::<$consumer>(batch)
+            }
+        }
+
+        $crate::bindings::export_bindings!(__SluiceExport with_types_in $crate::bindings);
+    };
+}
