@@ -299,12 +299,22 @@ fn classify(
     limits: &SandboxLimits,
     other: fn(String) -> SandboxError,
 ) -> SandboxError {
-    if error.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
-        return SandboxError::Deadline(limits.deadline);
+    match error.downcast_ref::<Trap>() {
+        Some(Trap::Interrupt) => SandboxError::Deadline(limits.deadline),
+        Some(Trap::StackOverflow) => other("call stack exhausted (unbounded recursion?)".into()),
+        // Compilers that keep the stack in linear memory (Rust, C) overflow it this way.
+        Some(Trap::MemoryOutOfBounds) => {
+            other("out of bounds memory access (a stack overflow from deep recursion, or a bug in the plugin)".into())
+        }
+        // A Rust panic ends in `unreachable`; its message went to the discarded stderr.
+        Some(trap) => other(trap.to_string()),
+        None => {
+            let text = format!("{error:#}");
+            if text.contains("forcing trap when growing memory") {
+                SandboxError::Memory(limits.memory_bytes)
+            } else {
+                other(text)
+            }
+        }
     }
-    let text = format!("{error:#}");
-    if text.contains("forcing trap when growing memory") {
-        return SandboxError::Memory(limits.memory_bytes);
-    }
-    other(text)
 }

@@ -147,3 +147,88 @@ fn compiled_code_is_cached_by_content() {
         Sandbox::start(&runtime, &second, SandboxLimits::default(), "g", "v1", &[]).unwrap();
     assert!(sandbox.process(&json_batch(&["{}"])).unwrap().is_empty());
 }
+
+fn misbehaving(mode: &str, limits: SandboxLimits) -> Sandbox {
+    let plugin = runtime().compile(&plugin_wasm("misbehave")).unwrap();
+    Sandbox::start(
+        runtime(),
+        &plugin,
+        limits,
+        "bad",
+        "v1",
+        &settings(&[("mode", mode)]),
+    )
+    .unwrap()
+}
+
+#[test]
+fn each_misbehaviour_fails_the_batch_naming_the_limit_and_other_sandboxes_keep_working() {
+    let limits = SandboxLimits {
+        memory_bytes: 64 << 20,
+        deadline: std::time::Duration::from_millis(300),
+        max_emitted_records: 1_000,
+        max_emitted_bytes: 1 << 20,
+    };
+    let filter = runtime().compile(&plugin_wasm("filter")).unwrap();
+    let config = settings(&[
+        ("output", "big"),
+        ("field", "total"),
+        ("op", "gt"),
+        ("value", "10"),
+    ]);
+    let mut healthy = Sandbox::start(
+        runtime(),
+        &filter,
+        SandboxLimits::default(),
+        "good",
+        "v1",
+        &config,
+    )
+    .unwrap();
+    let checks: [(&str, fn(&SandboxError) -> bool, &str); 5] = [
+        (
+            "loop",
+            |e| matches!(e, SandboxError::Deadline(_)),
+            "deadline",
+        ),
+        ("memory", |e| matches!(e, SandboxError::Memory(_)), "memory"),
+        (
+            "recursion",
+            |e| matches!(e, SandboxError::Trap(t) if t.contains("recursion")),
+            "stack overflow",
+        ),
+        (
+            "trap",
+            |e| matches!(e, SandboxError::Trap(t) if t.contains("unreachable")),
+            "trapped",
+        ),
+        ("flood", |e| matches!(e, SandboxError::Quota(_)), "quota"),
+    ];
+    for (mode, expected, mention) in checks {
+        let mut sandbox = misbehaving(mode, limits);
+        assert_eq!(
+            sandbox.process(&json_batch(&["fine"])).unwrap().len(),
+            1,
+            "{mode}: a good batch passes"
+        );
+        let error = sandbox.process(&json_batch(&["fine", "bad"])).unwrap_err();
+        assert!(expected(&error), "{mode}: unexpected error {error}");
+        assert!(
+            error.to_string().contains(mention),
+            "{mode}: `{error}` should mention {mention}"
+        );
+        let kept = healthy.process(&json_batch(&[r#"{"total": 50}"#])).unwrap();
+        assert_eq!(kept.len(), 1, "after {mode}, another sandbox still works");
+    }
+}
+
+#[test]
+fn a_component_that_imports_the_file_system_is_refused_naming_the_import() {
+    let Err(error) = runtime().compile(&plugin_wasm("uses_files")) else {
+        panic!("a file-system import was accepted");
+    };
+    assert!(
+        matches!(&error, RuntimeError::ForbiddenImport(name) if name.starts_with("wasi:filesystem/")),
+        "{error}"
+    );
+}
