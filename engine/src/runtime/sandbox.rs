@@ -50,8 +50,8 @@ pub struct Emitted {
     pub headers: Vec<(String, Vec<u8>)>,
 }
 
-/// Why a call into a plugin did not succeed. Every variant but `Failed` and `Poison` leaves the
-/// instance unusable: make a new sandbox.
+/// Why a call into a plugin did not succeed. After `Failed`, `Poison` and `Quota` the instance
+/// takes further calls; after the others (traps) make a new sandbox.
 #[derive(Debug, thiserror::Error)]
 pub enum SandboxError {
     #[error(
@@ -74,16 +74,6 @@ pub enum SandboxError {
     Poison { offset: u64, reason: String },
     #[error("the plugin's init failed: {0}")]
     Init(String),
-}
-
-impl SandboxError {
-    /// Whether the instance can take another call.
-    pub fn instance_survives(&self) -> bool {
-        matches!(
-            self,
-            SandboxError::Failed(_) | SandboxError::Poison { .. } | SandboxError::Quota(_)
-        )
-    }
 }
 
 struct Host {
@@ -281,11 +271,6 @@ impl Sandbox {
             }),
             Err(error) => Err(classify(error, &self.limits, SandboxError::Trap)),
         }
-    }
-
-    /// The plugin's state (in memory for now; the exactly-once work makes it durable).
-    pub fn state(&self) -> &BTreeMap<Vec<u8>, Vec<u8>> {
-        &self.store.data().state
     }
 }
 
