@@ -1,6 +1,11 @@
 //! A predicate on one field of a JSON document: the logic of the `filter` plugin, in its own
 //! crate so that the engine's benchmark can run the very same code natively as the baseline.
 
+use std::borrow::Cow;
+
+use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde_json::value::RawValue;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Op {
     Eq,
@@ -14,7 +19,8 @@ pub enum Op {
 
 #[derive(Debug, Clone)]
 pub struct Predicate {
-    pointer: String,
+    /// The JSON pointer's reference tokens, unescaped (`~1` is `/`, `~0` is `~`).
+    path: Vec<String>,
     op: Op,
     value: serde_json::Value,
 }
@@ -42,17 +48,23 @@ impl Predicate {
         };
         let value = serde_json::from_str(value)
             .unwrap_or_else(|_| serde_json::Value::String(value.to_string()));
-        Ok(Predicate { pointer, op, value })
+        let path = pointer
+            .split('/')
+            .skip(1)
+            .map(|token| token.replace("~1", "/").replace("~0", "~"))
+            .collect();
+        Ok(Predicate { path, op, value })
     }
 
     /// Whether a record value (JSON bytes) matches.
     pub fn matches(&self, json: &[u8]) -> bool {
-        let Ok(document) = serde_json::from_slice::<serde_json::Value>(json) else {
+        let Some(raw) = std::str::from_utf8(json).ok().and_then(|text| lookup(text, &self.path)) else {
             return false;
         };
-        let Some(found) = document.pointer(&self.pointer) else {
+        let Ok(found) = serde_json::from_str::<serde_json::Value>(raw.get()) else {
             return false;
         };
+        let found = &found;
         let ordering = match (found.as_f64(), self.value.as_f64()) {
             (Some(a), Some(b)) => a.partial_cmp(&b),
             _ => Some(text(found).cmp(&text(&self.value))),
@@ -72,6 +84,97 @@ impl Predicate {
                 Some(std::cmp::Ordering::Less | std::cmp::Ordering::Equal)
             ),
         }
+    }
+}
+
+/// The raw JSON at `path` in `json`, found without building the document: only the members
+/// and elements on the path are looked at, the rest is skipped unparsed.
+fn lookup<'a>(json: &'a str, path: &[String]) -> Option<&'a RawValue> {
+    let mut current: &'a RawValue = serde_json::from_str(json).ok()?;
+    for token in path {
+        let mut reader = serde_json::Deserializer::from_str(current.get());
+        current = if current.get().starts_with('[') {
+            let index: usize = token.parse().ok()?;
+            reader.deserialize_seq(Element(index)).ok()??
+        } else {
+            reader.deserialize_map(Member(token)).ok()??
+        };
+    }
+    Some(current)
+}
+
+/// Visits an object, keeping the raw value of one member.
+struct Member<'k>(&'k str);
+
+impl<'de> Visitor<'de> for Member<'_> {
+    type Value = Option<&'de RawValue>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut found = None;
+        while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
+            if found.is_none() && key == self.0 {
+                found = Some(map.next_value::<&'de RawValue>()?);
+            } else {
+                map.next_value::<IgnoredAny>()?;
+            }
+        }
+        Ok(found)
+    }
+}
+
+/// Visits an array, keeping the raw value of one element.
+struct Element(usize);
+
+impl<'de> Visitor<'de> for Element {
+    type Value = Option<&'de RawValue>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON array")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut found = None;
+        let mut index = 0;
+        loop {
+            if index == self.0 {
+                match seq.next_element::<&'de RawValue>()? {
+                    Some(raw) => found = Some(raw),
+                    None => return Ok(None),
+                }
+            } else if seq.next_element::<IgnoredAny>()?.is_none() {
+                return Ok(found);
+            }
+            index += 1;
+        }
+    }
+}
+
+/// An object key, borrowed from the document unless it holds escapes.
+struct Key<'de>(Cow<'de, str>);
+
+impl<'de> Deserialize<'de> for Key<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct KeyVisitor;
+        impl<'de> Visitor<'de> for KeyVisitor {
+            type Value = Key<'de>;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Borrowed(v)))
+            }
+
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Owned(v.to_string())))
+            }
+        }
+        deserializer.deserialize_str(KeyVisitor)
     }
 }
 
@@ -102,5 +205,11 @@ mod tests {
                 .matches(br#"{"x": null}"#)
         );
         assert!(Predicate::new("x", "like", "a").is_err());
+        let nested = Predicate::new("/items/1/price", "ge", "3").unwrap();
+        assert!(nested.matches(br#"{"items": [{"price": 1}, {"price": 3}], "z": {"a": [1, {}]}}"#));
+        assert!(!nested.matches(br#"{"items": [{"price": 9}]}"#));
+        let escaped = Predicate::new("/a~1b", "eq", "yes").unwrap();
+        assert!(escaped.matches(br#"{"x": "\u0041", "a/b": "yes"}"#));
+        assert!(Predicate::new("/k\"q", "eq", "1").unwrap().matches(br#"{"k\"q": 1}"#));
     }
 }
