@@ -20,18 +20,30 @@ struct Filter;
 
 impl Consumer for Filter {
     fn init(config: Config) -> Result<(), String> {
-        let predicate = Predicate::new(config.require("field")?, config.get("op").unwrap_or("eq"), config.get("value").unwrap_or("null"))?;
-        let settings = Settings { output: config.require("output")?.to_string(), predicate };
-        SETTINGS.set(settings).map_err(|_| "init called twice".to_string())
+        let predicate = Predicate::new(
+            config.require("field")?,
+            config.get("op").unwrap_or("eq"),
+            config.get("value").unwrap_or("null"),
+        )?;
+        let settings = Settings {
+            output: config.require("output")?.to_string(),
+            predicate,
+        };
+        SETTINGS
+            .set(settings)
+            .map_err(|_| "init called twice".to_string())
     }
 
     fn process(batch: &Batch) -> Result<(), ProcessError> {
-        let settings = SETTINGS.get().ok_or_else(|| ProcessError::Failed("process before init".into()))?;
+        let settings = SETTINGS
+            .get()
+            .ok_or_else(|| ProcessError::Failed("process before init".into()))?;
         for record in batch.records() {
             let record = record?;
             if settings.predicate.matches(record.value) {
                 let headers: Vec<(&str, &[u8])> = record.headers().collect();
-                emit::send(&settings.output, record.key, record.value, &headers).map_err(ProcessError::Failed)?;
+                emit::send(&settings.output, record.key, record.value, &headers)
+                    .map_err(ProcessError::Failed)?;
             }
         }
         Ok(())
@@ -39,4 +51,3 @@ impl Consumer for Filter {
 }
 
 sluice_sdk::export_consumer!(Filter);
-

@@ -58,7 +58,10 @@ impl Predicate {
 
     /// Whether a record value (JSON bytes) matches.
     pub fn matches(&self, json: &[u8]) -> bool {
-        let Some(raw) = std::str::from_utf8(json).ok().and_then(|text| lookup(text, &self.path)) else {
+        let Some(raw) = std::str::from_utf8(json)
+            .ok()
+            .and_then(|text| lookup(text, &self.path))
+        else {
             return false;
         };
         let Ok(found) = serde_json::from_str::<serde_json::Value>(raw.get()) else {
@@ -210,6 +213,10 @@ mod tests {
         assert!(!nested.matches(br#"{"items": [{"price": 9}]}"#));
         let escaped = Predicate::new("/a~1b", "eq", "yes").unwrap();
         assert!(escaped.matches(br#"{"x": "\u0041", "a/b": "yes"}"#));
-        assert!(Predicate::new("/k\"q", "eq", "1").unwrap().matches(br#"{"k\"q": 1}"#));
+        assert!(
+            Predicate::new("/k\"q", "eq", "1")
+                .unwrap()
+                .matches(br#"{"k\"q": 1}"#)
+        );
     }
 }

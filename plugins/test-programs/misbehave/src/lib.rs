@@ -20,7 +20,8 @@ fn recurse(depth: u64) -> u64 {
 
 impl Consumer for Misbehave {
     fn init(config: Config) -> Result<(), String> {
-        MODE.set(config.require("mode")?.to_string()).map_err(|_| "init called twice".to_string())
+        MODE.set(config.require("mode")?.to_string())
+            .map_err(|_| "init called twice".to_string())
     }
 
     fn process(batch: &Batch) -> Result<(), ProcessError> {

@@ -7,7 +7,8 @@ struct UsesFiles;
 
 impl Consumer for UsesFiles {
     fn process(_batch: &Batch) -> Result<(), ProcessError> {
-        let secret = std::fs::read("/etc/passwd").map_err(|e| ProcessError::Failed(e.to_string()))?;
+        let secret =
+            std::fs::read("/etc/passwd").map_err(|e| ProcessError::Failed(e.to_string()))?;
         std::hint::black_box(secret);
         Ok(())
     }
