@@ -140,22 +140,9 @@ impl JsonRecord {
 
     /// The record, with `default_timestamp` where none is given.
     pub fn to_record(&self, default_timestamp: i64) -> Result<Record, String> {
-        let key = match (&self.key, &self.key_base64) {
-            (Some(_), Some(_)) => return Err("give `key` or `key_base64`, not both".into()),
-            (Some(k), None) => Some(Bytes::from(k.clone())),
-            (None, Some(b)) => Some(Bytes::from(
-                BASE64.decode(b).map_err(|e| format!("key_base64: {e}"))?,
-            )),
-            (None, None) => None,
-        };
-        let value = match (&self.value, &self.value_base64) {
-            (Some(_), Some(_)) => return Err("give `value` or `value_base64`, not both".into()),
-            (Some(v), None) => Bytes::from(v.clone()),
-            (None, Some(b)) => {
-                Bytes::from(BASE64.decode(b).map_err(|e| format!("value_base64: {e}"))?)
-            }
-            (None, None) => return Err("a record needs `value` or `value_base64`".into()),
-        };
+        let key = text_or_base64_field("key", &self.key, &self.key_base64)?;
+        let value = text_or_base64_field("value", &self.value, &self.value_base64)?
+            .ok_or("a record needs `value` or `value_base64`")?;
         Ok(Record {
             timestamp: self.timestamp.unwrap_or(default_timestamp),
             key,
@@ -170,22 +157,22 @@ impl JsonRecord {
                 .collect(),
         })
     }
+}
 
-    /// The value's bytes, whichever field holds them.
-    pub fn value_bytes(&self) -> Vec<u8> {
-        match (&self.value, &self.value_base64) {
-            (Some(v), _) => v.clone().into_bytes(),
-            (None, Some(b)) => BASE64.decode(b).unwrap_or_default(),
-            (None, None) => Vec::new(),
-        }
-    }
-
-    pub fn key_bytes(&self) -> Option<Vec<u8>> {
-        match (&self.key, &self.key_base64) {
-            (Some(k), _) => Some(k.clone().into_bytes()),
-            (None, Some(b)) => BASE64.decode(b).ok(),
-            (None, None) => None,
-        }
+/// The bytes of a field given as text (`name`) or as base64 (`name_base64`), if either.
+fn text_or_base64_field(
+    name: &str,
+    text: &Option<String>,
+    base64: &Option<String>,
+) -> Result<Option<Bytes>, String> {
+    match (text, base64) {
+        (Some(_), Some(_)) => Err(format!("give `{name}` or `{name}_base64`, not both")),
+        (Some(text), None) => Ok(Some(Bytes::from(text.clone()))),
+        (None, Some(encoded)) => BASE64
+            .decode(encoded)
+            .map(|bytes| Some(Bytes::from(bytes)))
+            .map_err(|e| format!("{name}_base64: {e}")),
+        (None, None) => Ok(None),
     }
 }
 
