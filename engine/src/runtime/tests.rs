@@ -185,7 +185,8 @@ fn each_misbehaviour_fails_the_batch_naming_the_limit_and_other_sandboxes_keep_w
         &config,
     )
     .unwrap();
-    let checks: [(&str, fn(&SandboxError) -> bool, &str); 5] = [
+    type Check = (&'static str, fn(&SandboxError) -> bool, &'static str);
+    let checks: [Check; 5] = [
         (
             "loop",
             |e| matches!(e, SandboxError::Deadline(_)),
