@@ -10,6 +10,7 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
 use crate::log::TopicConfig;
+use crate::runtime::PluginLimits;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -21,8 +22,27 @@ pub struct Config {
     pub server: ServerSettings,
     pub storage: StorageSettings,
     pub groups: GroupSettings,
+    pub plugins: PluginSettings,
     /// Settings new topics start with.
     pub topic_defaults: TopicConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PluginSettings {
+    /// Largest component a deploy accepts.
+    pub max_upload_bytes: u64,
+    /// Limits every plugin group starts with; a deploy can change them per group.
+    pub defaults: PluginLimits,
+}
+
+impl Default for PluginSettings {
+    fn default() -> Self {
+        PluginSettings {
+            max_upload_bytes: 128 * 1024 * 1024,
+            defaults: PluginLimits::default(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -36,6 +56,9 @@ pub struct ServerSettings {
     pub max_fetch_bytes: u64,
     /// Cap on how long a fetch may wait for new records.
     pub max_wait_ms: u64,
+    /// Token the plugin admin API requires. None: generated at first start and kept in
+    /// `<data_dir>/admin.token`.
+    pub admin_token: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -64,6 +87,7 @@ impl Default for Config {
             server: ServerSettings::default(),
             storage: StorageSettings::default(),
             groups: GroupSettings::default(),
+            plugins: PluginSettings::default(),
             topic_defaults: TopicConfig::default(),
         }
     }
@@ -76,6 +100,7 @@ impl Default for ServerSettings {
             max_inflight_bytes: 256 * 1024 * 1024,
             max_fetch_bytes: 16 * 1024 * 1024,
             max_wait_ms: 30_000,
+            admin_token: None,
         }
     }
 }

@@ -9,3 +9,4 @@ pub mod groups;
 pub mod log;
 pub mod runtime;
 pub mod server;
+pub mod txn;

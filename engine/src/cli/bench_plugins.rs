@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use crate::log::{Record, batch};
-use crate::runtime::{Batch, Runtime, Sandbox, SandboxLimits};
+use crate::runtime::{
+    Batch, MemoryState, Plugin, Runtime, Sandbox, SandboxError, SandboxIdentity, SandboxLimits,
+};
 
 /// Records per identity measurement (batch size 1 uses a tenth: a call per record).
 const IDENTITY_RECORDS: usize = 1_000_000;
@@ -42,14 +44,7 @@ pub fn run(dir: &Path, required: bool) -> anyhow::Result<()> {
     let started = Instant::now();
     let filter_plugin = warm.compile(&filter)?;
     let config = filter_settings();
-    let mut filter_sandbox = Sandbox::start(
-        &warm,
-        &filter_plugin,
-        SandboxLimits::default(),
-        "bench",
-        "v1",
-        &config,
-    )?;
+    let mut filter_sandbox = start_sandbox(&warm, &filter_plugin, &config)?;
     let warm_filter = started.elapsed();
 
     println!();
@@ -57,14 +52,7 @@ pub fn run(dir: &Path, required: bool) -> anyhow::Result<()> {
         "{:<34} {:>14} {:>10}",
         "PLUGIN (100-byte records)", "RECORDS/S", "NS/RECORD"
     );
-    let mut identity_sandbox = Sandbox::start(
-        &cold,
-        &identity_plugin,
-        SandboxLimits::default(),
-        "bench",
-        "v1",
-        &[],
-    )?;
+    let mut identity_sandbox = start_sandbox(&cold, &identity_plugin, &[])?;
     for size in [1usize, 100, 1_000, 10_000] {
         let total = if size == 1 {
             IDENTITY_RECORDS / 10
@@ -94,7 +82,7 @@ pub fn run(dir: &Path, required: bool) -> anyhow::Result<()> {
     let started = Instant::now();
     let mut wasm_kept = 0;
     for batch in &batches {
-        wasm_kept += filter_sandbox.process(batch)?.len();
+        wasm_kept += filter_sandbox.process(batch)?.emitted.len();
     }
     let wasm = started.elapsed();
     let predicate =
@@ -193,4 +181,18 @@ fn print_rate(name: &str, records: usize, elapsed: Duration) {
 
 fn ms(duration: Duration) -> f64 {
     duration.as_secs_f64() * 1e3
+}
+
+fn start_sandbox(
+    runtime: &Runtime,
+    plugin: &Plugin,
+    config: &[(String, String)],
+) -> Result<Sandbox, SandboxError> {
+    let identity = SandboxIdentity {
+        group: "bench",
+        version: "1",
+        log_sink: None,
+    };
+    let state = std::sync::Arc::new(MemoryState::default());
+    Sandbox::start(runtime, plugin, SandboxLimits::default(), identity, state, config)
 }

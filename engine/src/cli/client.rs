@@ -14,6 +14,8 @@ use crate::server::api::*;
 pub struct Client {
     http: reqwest::Client,
     base: String,
+    /// Sent to the admin endpoints.
+    token: Option<String>,
 }
 
 /// Records decoded from a binary fetch.
@@ -46,7 +48,73 @@ impl Client {
         Client {
             http: reqwest::Client::new(),
             base: url.trim_end_matches('/').to_string(),
+            token: None,
         }
+    }
+
+    /// A client that authenticates admin requests with `token`.
+    pub fn with_token(mut self, token: Option<String>) -> Client {
+        self.token = token;
+        self
+    }
+
+    fn admin(&self, method: Method, path: &str) -> RequestBuilder {
+        let request = self.request(method, &format!("plugins{path}"));
+        match &self.token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        }
+    }
+
+    pub async fn deploy(
+        &self,
+        group: &str,
+        request: &DeployRequest,
+    ) -> anyhow::Result<crate::runtime::PluginDescription> {
+        self.json(self.admin(Method::POST, &format!("/{group}")).json(request))
+            .await
+    }
+
+    pub async fn list_plugins(&self) -> anyhow::Result<PluginList> {
+        self.json(self.admin(Method::GET, "")).await
+    }
+
+    pub async fn describe_plugin(
+        &self,
+        group: &str,
+    ) -> anyhow::Result<crate::runtime::PluginDescription> {
+        self.json(self.admin(Method::GET, &format!("/{group}"))).await
+    }
+
+    /// `action` is pause, resume, rollback or dlq/replay.
+    pub async fn plugin_action(
+        &self,
+        group: &str,
+        action: &str,
+        body: &RollbackRequest,
+    ) -> anyhow::Result<crate::runtime::PluginDescription> {
+        self.json(
+            self.admin(Method::POST, &format!("/{group}/{action}"))
+                .json(body),
+        )
+        .await
+    }
+
+    pub async fn undeploy(&self, group: &str, keep_state: bool) -> anyhow::Result<()> {
+        self.send(
+            self.admin(Method::DELETE, &format!("/{group}"))
+                .query(&[("keep_state", keep_state)]),
+        )
+        .await?;
+        Ok(())
+    }
+
+    pub async fn plugin_logs(&self, group: &str, limit: usize) -> anyhow::Result<PluginLogs> {
+        self.json(
+            self.admin(Method::GET, &format!("/{group}/logs"))
+                .query(&[("limit", limit)]),
+        )
+        .await
     }
 
     pub fn url(&self) -> &str {

@@ -5,6 +5,7 @@ mod bench;
 mod bench_plugins;
 pub mod client;
 mod consume;
+mod plugin;
 mod produce;
 
 use std::path::PathBuf;
@@ -51,6 +52,11 @@ pub struct Cli {
     )]
     pub url: String,
 
+    /// Admin token for `plugin` and `dlq` commands. Default: <data_dir>/admin.token of the
+    /// configuration in this directory (./sluice-data/admin.token).
+    #[arg(long, global = true, env = "SLUICE_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -78,6 +84,12 @@ sluice.toml in the repository for every option.")]
     /// Inspect consumer groups: members, committed offsets and lag.
     #[command(subcommand)]
     Group(GroupCommand),
+    /// Deploy, upgrade, pause, roll back and inspect WebAssembly plugin consumer groups.
+    #[command(subcommand)]
+    Plugin(plugin::PluginCommand),
+    /// Dead-letter topics of plugin groups.
+    #[command(subcommand)]
+    Dlq(plugin::DlqCommand),
     /// Measure append, read, produce and consume throughput on this machine.
     Bench(bench::BenchArgs),
 }
@@ -163,15 +175,24 @@ fn json_settings(
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
-    let client = Client::new(&cli.url);
+    let client = Client::new(&cli.url).with_token(cli.token.or_else(local_token));
     match cli.command {
         Command::Serve(args) => serve(args).await,
         Command::Topic(command) => topic(&client, command).await,
         Command::Produce(args) => produce::run(&client, args).await,
         Command::Consume(args) => consume::run(&client, args).await,
         Command::Group(command) => group(&client, command).await,
+        Command::Plugin(command) => plugin::run(&client, command).await,
+        Command::Dlq(command) => plugin::run_dlq(&client, command).await,
         Command::Bench(args) => bench::run(args).await,
     }
+}
+
+/// The admin token an engine started from this directory generated, if readable.
+fn local_token() -> Option<String> {
+    let config = Config::load(None, Figment::new()).ok()?;
+    let token = std::fs::read_to_string(config.data_dir.join(crate::server::TOKEN_FILE)).ok()?;
+    Some(token.trim().to_string()).filter(|t| !t.is_empty())
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {

@@ -403,7 +403,7 @@ impl Log {
     }
 }
 
-fn validate_name(name: &str) -> Result<(), LogError> {
+pub(crate) fn validate_name(name: &str) -> Result<(), LogError> {
     let valid = !name.is_empty()
         && name.len() <= 200
         && !name.starts_with('.')

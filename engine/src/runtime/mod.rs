@@ -4,7 +4,10 @@
 //!
 //! The contract is `wit/plugin.wit`; the host side is typed from it with `bindgen!`.
 
+mod deploy;
+mod logs;
 mod sandbox;
+mod worker;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -13,7 +16,18 @@ use std::time::Duration;
 use wasmtime::component::Component;
 use wasmtime::{Config, Engine};
 
-pub use sandbox::{Emitted, Sandbox, SandboxError, SandboxLimits};
+pub use deploy::{
+    DeployError, DeploySpec, Deployment, LimitOverrides, PartitionProgress, PluginDescription,
+    PluginHost, PluginLimits, StartFrom, VersionInfo, dlq_topic,
+};
+pub use logs::{LogBuffer, LogLine};
+pub use worker::{
+    DLQ_ATTEMPTS, DLQ_ERROR, DLQ_OFFSET, DLQ_PARTITION, DLQ_TOPIC, DLQ_VERSION, PRODUCED_BY,
+};
+pub use sandbox::{
+    Emitted, MemoryState, Processed, Sandbox, SandboxError, SandboxIdentity, SandboxLimits,
+    StateStore, StateWrites, scan_start,
+};
 
 pub(crate) mod bindings {
     wasmtime::component::bindgen!({

@@ -1,8 +1,12 @@
 //! One plugin instance in its own store: memory cap, CPU deadline per call, output quota, no
 //! files or network, and its own state.
+//!
+//! State reads go to the group's committed state (a [`StateStore`]) through the writes of the
+//! current call; the writes are returned with the call's output and applied by the caller
+//! together with the offset commit, so a failed call leaves no trace.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use wasmtime::component::{HasSelf, Linker, ResourceTable};
@@ -11,6 +15,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use super::bindings::Consumer;
 use super::bindings::sluice::plugin::{emit, log, state, types};
+use super::logs::{LogBuffer, LogLine};
 use super::{Batch, EPOCH_TICK, Plugin, ProcessError, Runtime};
 
 /// Most entries one `state.scan` returns.
@@ -41,6 +46,83 @@ impl Default for SandboxLimits {
     }
 }
 
+/// The committed state of one group, as the sandbox reads it.
+pub trait StateStore: Send + Sync {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, String>;
+    /// Up to `limit` entries whose key starts with `prefix` and is greater than `start_after`,
+    /// in key order.
+    fn scan(
+        &self,
+        prefix: &[u8],
+        start_after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, String>;
+}
+
+/// State writes of one call: `None` deletes the key.
+pub type StateWrites = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
+
+/// State held in memory, for benchmarks, tests and `sluice plugin test`.
+#[derive(Default)]
+pub struct MemoryState(Mutex<BTreeMap<Vec<u8>, Vec<u8>>>);
+
+impl MemoryState {
+    pub fn apply(&self, writes: StateWrites) {
+        let mut map = self.0.lock().expect("state lock");
+        for (key, value) in writes {
+            match value {
+                Some(value) => map.insert(key, value),
+                None => map.remove(&key),
+            };
+        }
+    }
+
+    pub fn entries(&self) -> BTreeMap<Vec<u8>, Vec<u8>> {
+        self.0.lock().expect("state lock").clone()
+    }
+}
+
+impl StateStore for MemoryState {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, String> {
+        Ok(self.0.lock().expect("state lock").get(key).cloned())
+    }
+
+    fn scan(
+        &self,
+        prefix: &[u8],
+        start_after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, String> {
+        let map = self.0.lock().expect("state lock");
+        Ok(map
+            .range::<[u8], _>(scan_start(prefix, start_after))
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .take(limit)
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect())
+    }
+}
+
+/// Where a prefix scan starts: after `start_after` if it lies within or past the prefix.
+pub fn scan_start<'a>(
+    prefix: &'a [u8],
+    start_after: Option<&'a [u8]>,
+) -> (std::ops::Bound<&'a [u8]>, std::ops::Bound<&'a [u8]>) {
+    use std::ops::Bound;
+    let start = match start_after {
+        Some(after) if after >= prefix => Bound::Excluded(after),
+        _ => Bound::Included(prefix),
+    };
+    (start, Bound::Unbounded)
+}
+
+/// What a successful `process` call produced.
+#[derive(Debug, Default)]
+pub struct Processed {
+    pub emitted: Vec<Emitted>,
+    pub state_writes: StateWrites,
+}
+
 /// A record a plugin emitted.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Emitted {
@@ -51,7 +133,8 @@ pub struct Emitted {
 }
 
 /// Why a call into a plugin did not succeed. After `Failed`, `Poison` and `Quota` the instance
-/// takes further calls; after the others (traps) make a new sandbox.
+/// takes further calls; after the others make a new sandbox (see
+/// [`SandboxError::needs_restart`]).
 #[derive(Debug, thiserror::Error)]
 pub enum SandboxError {
     #[error(
@@ -74,19 +157,46 @@ pub enum SandboxError {
     Poison { offset: u64, reason: String },
     #[error("the plugin's init failed: {0}")]
     Init(String),
+    #[error("the group's state store failed: {0}")]
+    State(String),
+}
+
+impl SandboxError {
+    /// Whether the instance is unusable after this error (a trap leaves it poisoned).
+    pub fn needs_restart(&self) -> bool {
+        matches!(
+            self,
+            SandboxError::Deadline(_)
+                | SandboxError::Memory(_)
+                | SandboxError::Trap(_)
+                | SandboxError::State(_)
+                | SandboxError::Init(_)
+        )
+    }
 }
 
 struct Host {
     wasi: WasiCtx,
     table: ResourceTable,
     limits: StoreLimits,
-    state: BTreeMap<Vec<u8>, Vec<u8>>,
+    state: Arc<dyn StateStore>,
+    writes: StateWrites,
+    state_error: Option<String>,
     emitted: Vec<Emitted>,
     emitted_bytes: usize,
     quota: (usize, usize),
     quota_exceeded: Option<String>,
     group: Arc<str>,
     version: Arc<str>,
+    log_sink: Option<Arc<LogBuffer>>,
+}
+
+/// Whom a sandbox runs for: its log lines carry the group and plugin version, and reach
+/// `log_sink` when given.
+pub struct SandboxIdentity<'a> {
+    pub group: &'a str,
+    pub version: &'a str,
+    pub log_sink: Option<Arc<LogBuffer>>,
 }
 
 impl WasiView for Host {
@@ -100,18 +210,29 @@ impl WasiView for Host {
 
 impl types::Host for Host {}
 
+impl Host {
+    /// Records a state store failure; the call fails with it once the plugin returns.
+    fn state_failed(&mut self, error: String) -> wasmtime::Error {
+        self.state_error = Some(error.clone());
+        wasmtime::Error::msg(format!("state store: {error}"))
+    }
+}
+
 impl state::Host for Host {
     fn get(&mut self, key: Vec<u8>) -> wasmtime::Result<Option<Vec<u8>>> {
-        Ok(self.state.get(&key).cloned())
+        if let Some(written) = self.writes.get(&key) {
+            return Ok(written.clone());
+        }
+        self.state.get(&key).map_err(|e| self.state_failed(e))
     }
 
     fn set(&mut self, key: Vec<u8>, value: Vec<u8>) -> wasmtime::Result<()> {
-        self.state.insert(key, value);
+        self.writes.insert(key, Some(value));
         Ok(())
     }
 
     fn delete(&mut self, key: Vec<u8>) -> wasmtime::Result<()> {
-        self.state.remove(&key);
+        self.writes.insert(key, None);
         Ok(())
     }
 
@@ -121,18 +242,30 @@ impl state::Host for Host {
         start_after: Option<Vec<u8>>,
         limit: u32,
     ) -> wasmtime::Result<Vec<(Vec<u8>, Vec<u8>)>> {
-        use std::ops::Bound;
-        let start = match &start_after {
-            Some(after) if after.as_slice() >= prefix.as_slice() => Bound::Excluded(after.clone()),
-            _ => Bound::Included(prefix.clone()),
-        };
-        Ok(self
-            .state
-            .range((start, Bound::Unbounded))
+        let limit = limit.min(MAX_SCAN) as usize;
+        let range = scan_start(&prefix, start_after.as_deref());
+        let pending: Vec<(&Vec<u8>, &Option<Vec<u8>>)> = self
+            .writes
+            .range::<[u8], _>(range)
             .take_while(|(k, _)| k.starts_with(&prefix))
-            .take(limit.min(MAX_SCAN) as usize)
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect())
+            .collect();
+        // Each pending delete can hide one committed entry: read that many more.
+        let deletes = pending.iter().filter(|(_, v)| v.is_none()).count();
+        let committed = match self
+            .state
+            .scan(&prefix, start_after.as_deref(), limit + deletes)
+        {
+            Ok(entries) => entries,
+            Err(error) => return Err(self.state_failed(error)),
+        };
+        let mut merged: BTreeMap<Vec<u8>, Vec<u8>> = committed.into_iter().collect();
+        for (key, value) in pending {
+            match value {
+                Some(value) => merged.insert(key.clone(), value.clone()),
+                None => merged.remove(key),
+            };
+        }
+        Ok(merged.into_iter().take(limit).collect())
     }
 }
 
@@ -175,15 +308,40 @@ impl log::Host for Host {
         message: String,
         fields: Vec<(String, String)>,
     ) -> wasmtime::Result<()> {
-        let fields: Vec<String> = fields.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        let fields = fields.join(" ");
+        let text: Vec<String> = fields.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let text = text.join(" ");
         let (group, version) = (&*self.group, &*self.version);
-        match level {
-            log::Level::Trace => tracing::trace!(group, version, fields, "{message}"),
-            log::Level::Debug => tracing::debug!(group, version, fields, "{message}"),
-            log::Level::Info => tracing::info!(group, version, fields, "{message}"),
-            log::Level::Warn => tracing::warn!(group, version, fields, "{message}"),
-            log::Level::Error => tracing::error!(group, version, fields, "{message}"),
+        let name = match level {
+            log::Level::Trace => {
+                tracing::trace!(group, version, fields = text, "{message}");
+                "trace"
+            }
+            log::Level::Debug => {
+                tracing::debug!(group, version, fields = text, "{message}");
+                "debug"
+            }
+            log::Level::Info => {
+                tracing::info!(group, version, fields = text, "{message}");
+                "info"
+            }
+            log::Level::Warn => {
+                tracing::warn!(group, version, fields = text, "{message}");
+                "warn"
+            }
+            log::Level::Error => {
+                tracing::error!(group, version, fields = text, "{message}");
+                "error"
+            }
+        };
+        if let Some(sink) = &self.log_sink {
+            sink.push(LogLine {
+                time_ms: crate::log::now_ms(),
+                level: name.to_string(),
+                source: "plugin".to_string(),
+                version: self.version.to_string(),
+                message,
+                fields,
+            });
         }
         Ok(())
     }
@@ -202,8 +360,8 @@ impl Sandbox {
         runtime: &Runtime,
         plugin: &Plugin,
         limits: SandboxLimits,
-        group: &str,
-        version: &str,
+        identity: SandboxIdentity,
+        state: Arc<dyn StateStore>,
         config: &[(String, String)],
     ) -> Result<Sandbox, SandboxError> {
         let mut linker: Linker<Host> = Linker::new(runtime.engine());
@@ -221,13 +379,16 @@ impl Sandbox {
                 .tables(16)
                 .memories(4)
                 .build(),
-            state: BTreeMap::new(),
+            state,
+            writes: StateWrites::new(),
+            state_error: None,
             emitted: Vec::new(),
             emitted_bytes: 0,
             quota: (limits.max_emitted_records, limits.max_emitted_bytes),
             quota_exceeded: None,
-            group: Arc::from(group),
-            version: Arc::from(version),
+            group: Arc::from(identity.group),
+            version: Arc::from(identity.version),
+            log_sink: identity.log_sink,
         };
         let mut store = Store::new(runtime.engine(), host);
         store.limiter(|host| &mut host.limits);
@@ -249,12 +410,15 @@ impl Sandbox {
         }
     }
 
-    /// Runs `process` on a batch; returns the records it emitted.
-    pub fn process(&mut self, batch: &Batch) -> Result<Vec<Emitted>, SandboxError> {
+    /// Runs `process` on a batch; returns the records it emitted and the state it wrote, for
+    /// the caller to apply with the offset commit.
+    pub fn process(&mut self, batch: &Batch) -> Result<Processed, SandboxError> {
         let host = self.store.data_mut();
         host.emitted.clear();
         host.emitted_bytes = 0;
         host.quota_exceeded = None;
+        host.writes.clear();
+        host.state_error = None;
         self.store
             .set_epoch_deadline(deadline_ticks(self.limits.deadline));
         let result = self.consumer.call_process(&mut self.store, batch);
@@ -262,8 +426,14 @@ impl Sandbox {
         if let Some(reason) = host.quota_exceeded.take() {
             return Err(SandboxError::Quota(reason));
         }
+        if let Some(error) = host.state_error.take() {
+            return Err(SandboxError::State(error));
+        }
         match result {
-            Ok(Ok(())) => Ok(std::mem::take(&mut host.emitted)),
+            Ok(Ok(())) => Ok(Processed {
+                emitted: std::mem::take(&mut host.emitted),
+                state_writes: std::mem::take(&mut host.writes),
+            }),
             Ok(Err(ProcessError::Failed(message))) => Err(SandboxError::Failed(message)),
             Ok(Err(ProcessError::Poison(p))) => Err(SandboxError::Poison {
                 offset: p.offset,

@@ -3,7 +3,7 @@
 //! plugins/Cargo.toml`).
 
 use std::path::PathBuf;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 
@@ -47,6 +47,21 @@ fn json_batch(values: &[&str]) -> Batch {
     }
 }
 
+fn start(
+    runtime: &Runtime,
+    plugin: &Plugin,
+    limits: SandboxLimits,
+    group: &str,
+    config: &[(String, String)],
+) -> Result<Sandbox, SandboxError> {
+    let identity = SandboxIdentity {
+        group,
+        version: "1",
+        log_sink: None,
+    };
+    Sandbox::start(runtime, plugin, limits, identity, Arc::new(MemoryState::default()), config)
+}
+
 fn settings(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
     pairs
         .iter()
@@ -63,14 +78,7 @@ fn filter_forwards_matching_records_with_their_keys_and_headers() {
         ("op", "gt"),
         ("value", "10"),
     ]);
-    let mut sandbox = Sandbox::start(
-        runtime(),
-        &plugin,
-        SandboxLimits::default(),
-        "g",
-        "v1",
-        &config,
-    )
+    let mut sandbox = start(runtime(), &plugin, SandboxLimits::default(), "g", &config)
     .unwrap();
     let emitted = sandbox
         .process(&json_batch(&[
@@ -79,7 +87,8 @@ fn filter_forwards_matching_records_with_their_keys_and_headers() {
             "not json",
             r#"{"total": 11}"#,
         ]))
-        .unwrap();
+        .unwrap()
+        .emitted;
     assert_eq!(emitted.len(), 2);
     assert_eq!(emitted[0].topic, "big");
     assert_eq!(emitted[0].key.as_deref(), Some(&b"k1"[..]));
@@ -94,6 +103,7 @@ fn filter_forwards_matching_records_with_their_keys_and_headers() {
         sandbox
             .process(&json_batch(&[r#"{"total": 1}"#]))
             .unwrap()
+            .emitted
             .is_empty()
     );
 }
@@ -101,7 +111,7 @@ fn filter_forwards_matching_records_with_their_keys_and_headers() {
 #[test]
 fn init_errors_reach_the_host_with_the_plugins_message() {
     let plugin = runtime().compile(&plugin_wasm("filter")).unwrap();
-    let Err(error) = Sandbox::start(runtime(), &plugin, SandboxLimits::default(), "g", "v1", &[])
+    let Err(error) = start(runtime(), &plugin, SandboxLimits::default(), "g", &[])
     else {
         panic!("init without settings succeeded");
     };
@@ -144,19 +154,13 @@ fn compiled_code_is_cached_by_content() {
     let second = runtime.compile(&wasm).unwrap();
     assert_eq!(first.digest, second.digest);
     let mut sandbox =
-        Sandbox::start(&runtime, &second, SandboxLimits::default(), "g", "v1", &[]).unwrap();
-    assert!(sandbox.process(&json_batch(&["{}"])).unwrap().is_empty());
+        start(&runtime, &second, SandboxLimits::default(), "g", &[]).unwrap();
+    assert!(sandbox.process(&json_batch(&["{}"])).unwrap().emitted.is_empty());
 }
 
 fn misbehaving(mode: &str, limits: SandboxLimits) -> Sandbox {
     let plugin = runtime().compile(&plugin_wasm("misbehave")).unwrap();
-    Sandbox::start(
-        runtime(),
-        &plugin,
-        limits,
-        "bad",
-        "v1",
-        &settings(&[("mode", mode)]),
+    start(runtime(), &plugin, limits, "bad", &settings(&[("mode", mode)]),
     )
     .unwrap()
 }
@@ -176,14 +180,7 @@ fn each_misbehaviour_fails_the_batch_naming_the_limit_and_other_sandboxes_keep_w
         ("op", "gt"),
         ("value", "10"),
     ]);
-    let mut healthy = Sandbox::start(
-        runtime(),
-        &filter,
-        SandboxLimits::default(),
-        "good",
-        "v1",
-        &config,
-    )
+    let mut healthy = start(runtime(), &filter, SandboxLimits::default(), "good", &config)
     .unwrap();
     type Check = (&'static str, fn(&SandboxError) -> bool, &'static str);
     let checks: [Check; 5] = [
@@ -208,7 +205,7 @@ fn each_misbehaviour_fails_the_batch_naming_the_limit_and_other_sandboxes_keep_w
     for (mode, expected, mention) in checks {
         let mut sandbox = misbehaving(mode, limits);
         assert_eq!(
-            sandbox.process(&json_batch(&["fine"])).unwrap().len(),
+            sandbox.process(&json_batch(&["fine"])).unwrap().emitted.len(),
             1,
             "{mode}: a good batch passes"
         );
@@ -219,7 +216,7 @@ fn each_misbehaviour_fails_the_batch_naming_the_limit_and_other_sandboxes_keep_w
             "{mode}: `{error}` should mention {mention}"
         );
         let kept = healthy.process(&json_batch(&[r#"{"total": 50}"#])).unwrap();
-        assert_eq!(kept.len(), 1, "after {mode}, another sandbox still works");
+        assert_eq!(kept.emitted.len(), 1, "after {mode}, another sandbox still works");
     }
 }
 

@@ -249,3 +249,28 @@ pub struct OffsetsResponse {
 pub struct GroupList {
     pub groups: Vec<String>,
 }
+
+/// `POST /v1/plugins/{group}`: the deployment and the component, base64-encoded.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct DeployRequest {
+    #[serde(flatten)]
+    pub spec: crate::runtime::DeploySpec,
+    /// The component (a `.wasm` file), in standard base64.
+    pub wasm_base64: String,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct RollbackRequest {
+    /// The version to return to; by default the one before the active version.
+    pub version: Option<u32>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct PluginList {
+    pub plugins: Vec<crate::runtime::PluginDescription>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct PluginLogs {
+    pub lines: Vec<crate::runtime::LogLine>,
+}

@@ -9,6 +9,7 @@ use axum::response::{IntoResponse, Response};
 use super::api::ErrorBody;
 use crate::groups::GroupError;
 use crate::log::LogError;
+use crate::runtime::DeployError;
 
 #[derive(Debug)]
 pub struct ApiError {
@@ -92,6 +93,26 @@ impl From<GroupError> for ApiError {
                 (StatusCode::BAD_REQUEST, "bad_request")
             }
             GroupError::Store(_) => (StatusCode::INTERNAL_SERVER_ERROR, "offset_store"),
+        };
+        ApiError::new(status, code, error.to_string())
+    }
+}
+
+impl From<DeployError> for ApiError {
+    fn from(error: DeployError) -> ApiError {
+        let (status, code) = match &error {
+            DeployError::Log(inner) => classify(inner),
+            DeployError::InvalidGroupName(_) => (StatusCode::BAD_REQUEST, "invalid_group_name"),
+            DeployError::UnknownGroup(_) => (StatusCode::NOT_FOUND, "unknown_group"),
+            DeployError::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "plugin_too_large"),
+            DeployError::Invalid(_) => (StatusCode::BAD_REQUEST, "invalid_plugin"),
+            DeployError::Start(_) => (StatusCode::BAD_REQUEST, "plugin_does_not_start"),
+            DeployError::TopicMismatch { .. } => (StatusCode::CONFLICT, "topic_mismatch"),
+            DeployError::UnknownOutput(_) => (StatusCode::NOT_FOUND, "unknown_topic"),
+            DeployError::UnknownVersion { .. } => (StatusCode::NOT_FOUND, "unknown_version"),
+            DeployError::NoPreviousVersion(_) => (StatusCode::CONFLICT, "no_previous_version"),
+            DeployError::BadSetting(_) => (StatusCode::BAD_REQUEST, "bad_setting"),
+            DeployError::Store(_) => (StatusCode::INTERNAL_SERVER_ERROR, "plugin_store"),
         };
         ApiError::new(status, code, error.to_string())
     }

@@ -3,8 +3,10 @@
 //! graceful shutdown. Endpoints are listed in `docs/http-api.md`.
 
 pub mod api;
+mod auth;
 mod error;
 mod metrics;
+mod plugins;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -24,7 +26,9 @@ use tokio::sync::{Semaphore, watch};
 use crate::config::Config;
 use crate::groups::{Coordinator, GroupError, SessionLimits};
 use crate::log::{Log, LogError, LogOptions, batch, now_ms};
+use crate::runtime::{DeployError, PluginHost};
 use api::*;
+pub use auth::TOKEN_FILE;
 pub use error::ApiError;
 
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +37,8 @@ pub enum StartError {
     Log(#[from] LogError),
     #[error(transparent)]
     Groups(#[from] GroupError),
+    #[error(transparent)]
+    Plugins(#[from] DeployError),
     #[error(
         "cannot listen on {addr}: {source}; is another server running there? Choose another address with --listen"
     )]
@@ -45,6 +51,8 @@ pub enum StartError {
 struct AppState {
     log: Arc<Log>,
     groups: Arc<Coordinator>,
+    plugins: Arc<PluginHost>,
+    admin_token: String,
     config: Config,
     /// Request body bytes in memory, in KiB permits.
     inflight: Semaphore,
@@ -58,13 +66,17 @@ pub struct Running {
     shutdown: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
     log: Arc<Log>,
+    plugins: Arc<PluginHost>,
 }
 
 impl Running {
-    /// Stops accepting requests, lets in-flight ones finish, and closes the log cleanly.
+    /// Stops accepting requests, lets in-flight ones finish, stops the plugin workers after
+    /// their current batch, and closes the log cleanly.
     pub async fn stop(self) -> Result<(), LogError> {
         let _ = self.shutdown.send(true);
         let _ = self.task.await;
+        let plugins = self.plugins.clone();
+        let _ = tokio::task::spawn_blocking(move || plugins.stop()).await;
         self.log.close()
     }
 }
@@ -92,6 +104,16 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         log.clone(),
         limits,
     )?);
+    let admin_token = auth::load_or_create(config.server.admin_token.as_deref(), &config.data_dir)?;
+    let plugins = {
+        let (dir, log, settings) = (config.data_dir.clone(), log.clone(), config.plugins.clone());
+        let handle = tokio::runtime::Handle::current();
+        tokio::task::spawn_blocking(move || {
+            PluginHost::open(&dir, log, settings.defaults, settings.max_upload_bytes, handle)
+        })
+        .await
+        .expect("plugin host task")?
+    };
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|source| StartError::Bind {
@@ -107,6 +129,8 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let state = Arc::new(AppState {
         log: log.clone(),
         groups,
+        plugins: plugins.clone(),
+        admin_token,
         inflight: Semaphore::new(permits),
         counters: metrics::Counters::default(),
         shutdown: shutdown_rx.clone(),
@@ -132,11 +156,17 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         shutdown,
         task,
         log,
+        plugins,
     })
 }
 
 fn router(state: Arc<AppState>) -> Router {
     let body_limit = state.config.server.max_request_bytes as usize;
+    // Base64 makes an upload a third bigger; the rest of the request is small.
+    let deploy_limit = (state.config.plugins.max_upload_bytes as usize)
+        .saturating_mul(4)
+        .div_ceil(3)
+        .saturating_add(1 << 20);
     Router::new()
         .route("/v1/health", get(|| async { "ok" }))
         .route("/metrics", get(render_metrics))
@@ -158,6 +188,22 @@ fn router(state: Arc<AppState>) -> Router {
         .route(
             "/v1/groups/{group}/offsets",
             get(committed_offsets).post(commit_offsets),
+        )
+        .route("/v1/plugins", get(plugins::list))
+        .route(
+            "/v1/plugins/{group}",
+            get(plugins::describe)
+                .post(plugins::deploy)
+                .delete(plugins::undeploy)
+                .layer(DefaultBodyLimit::max(deploy_limit)),
+        )
+        .route("/v1/plugins/{group}/pause", post(plugins::pause))
+        .route("/v1/plugins/{group}/resume", post(plugins::resume))
+        .route("/v1/plugins/{group}/rollback", post(plugins::rollback))
+        .route("/v1/plugins/{group}/logs", get(plugins::logs))
+        .route(
+            "/v1/plugins/{group}/dlq/replay",
+            post(plugins::replay_dead_letters),
         )
         .fallback(|| async {
             ApiError::new(

@@ -1,0 +1,331 @@
+//! `sluice plugin ...` and `sluice dlq ...`: deploy and manage plugin consumer groups on a
+//! running engine through its admin API.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use clap::{Args, Subcommand};
+
+use super::client::Client;
+use super::consume::parse_timestamp;
+use super::parse_key_value;
+use crate::runtime::{DeploySpec, LimitOverrides, PluginDescription, StartFrom};
+use crate::server::api::{DeployRequest, RollbackRequest};
+
+#[derive(Subcommand)]
+pub enum PluginCommand {
+    /// Deploy a plugin as a consumer group, or a new version of a deployed one.
+    #[command(long_about = "\
+Deploy a WebAssembly component (built for the `consumer` world of wit/plugin.wit) as the
+consumer group --group of --topic. The engine compiles it, starts it once with the --config
+settings (so a bad component or configuration is refused here, changing nothing), then runs it
+on every partition of the topic.
+
+Deploying to a group that exists adds a new version: the group switches to it after its
+current batch commits, with no record lost or processed twice. Earlier versions are kept for
+`sluice plugin rollback`.
+
+Records the plugin emits go to the --output-topic topics (create them first); records it
+cannot process go, after --max-attempts calls, to the dead-letter topic <group>.dlq.
+
+Example:
+  sluice plugin deploy --group big-orders --topic orders --output-topic big \\
+      --wasm plugins/target/wasm32-wasip2/release/filter.wasm \\
+      --config output=big --config field=total --config op=gt --config value=100")]
+    Deploy(DeployArgs),
+    /// List deployed plugin groups with their version, status and lag.
+    List,
+    /// Show a group's versions, limits, progress per partition, counters and state size.
+    Describe { group: String },
+    /// Print the group's recent log lines: the plugin's own and the engine's about it.
+    Logs {
+        group: String,
+        /// How many of the latest lines.
+        #[arg(long, short = 'n', default_value_t = 100)]
+        lines: usize,
+    },
+    /// Stop processing after the current batch (the position is kept).
+    Pause { group: String },
+    /// Continue processing where the group stopped.
+    Resume { group: String },
+    /// Switch back to an earlier version (by default the one before the active version).
+    Rollback {
+        group: String,
+        #[arg(long)]
+        to_version: Option<u32>,
+    },
+    /// Stop the group and remove it: its versions, offsets and (unless --keep-state) state.
+    /// Its dead-letter topic stays.
+    Undeploy {
+        group: String,
+        #[arg(long)]
+        keep_state: bool,
+    },
+}
+
+#[derive(Args)]
+pub struct DeployArgs {
+    /// The consumer group: one sandbox, one position per partition, one state namespace.
+    #[arg(long)]
+    group: String,
+    /// The topic to consume.
+    #[arg(long)]
+    topic: String,
+    /// The component to run (a .wasm file).
+    #[arg(long)]
+    wasm: PathBuf,
+    /// A topic the plugin may emit to; repeat for more.
+    #[arg(long = "output-topic")]
+    output_topics: Vec<String>,
+    /// A setting for the plugin's init, as key=value; repeat for more.
+    #[arg(long = "config", short = 'c', value_parser = parse_key_value)]
+    config: Vec<(String, String)>,
+    /// Where a new group starts: earliest, latest, an offset (offset:N or N), or a time
+    /// (timestamp:MS or an RFC 3339 time). Ignored when the group exists.
+    #[arg(long, value_parser = parse_start)]
+    from: Option<StartFrom>,
+    /// Memory limit of the plugin, in MiB.
+    #[arg(long)]
+    memory_mb: Option<u64>,
+    /// Time one `process` call may take.
+    #[arg(long)]
+    deadline_ms: Option<u64>,
+    /// Calls a failing batch gets before the poison record is looked for.
+    #[arg(long)]
+    max_attempts: Option<u32>,
+    /// Wait before the first retry (doubles each time).
+    #[arg(long)]
+    retry_backoff_ms: Option<u64>,
+    /// Most records per `process` call.
+    #[arg(long)]
+    batch_records: Option<u32>,
+    /// Records one `process` call may emit.
+    #[arg(long)]
+    max_emitted_records: Option<u64>,
+    /// Bytes one `process` call may emit.
+    #[arg(long)]
+    max_emitted_bytes: Option<u64>,
+}
+
+#[derive(Subcommand)]
+pub enum DlqCommand {
+    /// Put a group's dead letters (those there now) through its plugin again; records that
+    /// fail again return to the dead-letter topic. Read dead letters with
+    /// `sluice consume <group>.dlq --from-beginning --print-headers`.
+    Replay { group: String },
+}
+
+fn parse_start(text: &str) -> Result<StartFrom, String> {
+    match text {
+        "earliest" => return Ok(StartFrom::Earliest),
+        "latest" => return Ok(StartFrom::Latest),
+        _ => {}
+    }
+    if let Some(offset) = text.strip_prefix("offset:").or(Some(text))
+        && let Ok(offset) = offset.parse::<u64>()
+    {
+        return Ok(StartFrom::Offset(offset));
+    }
+    let time = text.strip_prefix("timestamp:").unwrap_or(text);
+    parse_timestamp(time)
+        .map(StartFrom::Timestamp)
+        .map_err(|_| {
+            format!("`{text}` is not earliest, latest, an offset (offset:N) or a time (timestamp:MS or RFC 3339)")
+        })
+}
+
+pub async fn run(client: &Client, command: PluginCommand) -> anyhow::Result<()> {
+    match command {
+        PluginCommand::Deploy(args) => deploy(client, args).await,
+        PluginCommand::List => {
+            let list = client.list_plugins().await?;
+            println!(
+                "{:<24} {:<24} {:>7} {:>10}  STATUS",
+                "GROUP", "TOPIC", "VERSION", "LAG"
+            );
+            for p in list.plugins {
+                println!(
+                    "{:<24} {:<24} {:>7} {:>10}  {}",
+                    p.group, p.topic, p.active_version, p.total_lag, p.status
+                );
+            }
+            Ok(())
+        }
+        PluginCommand::Describe { group } => {
+            print_description(&client.describe_plugin(&group).await?);
+            Ok(())
+        }
+        PluginCommand::Logs { group, lines } => {
+            for line in client.plugin_logs(&group, lines).await?.lines {
+                let time = humantime::format_rfc3339_millis(
+                    std::time::UNIX_EPOCH
+                        + std::time::Duration::from_millis(line.time_ms.max(0) as u64),
+                );
+                let fields: Vec<String> =
+                    line.fields.iter().map(|(k, v)| format!(" {k}={v}")).collect();
+                println!(
+                    "{time} {:>5} {:<6} v{:<3} {}{}",
+                    line.level.to_uppercase(),
+                    line.source,
+                    line.version,
+                    line.message,
+                    fields.concat()
+                );
+            }
+            Ok(())
+        }
+        PluginCommand::Pause { group } => action(client, &group, "pause", None).await,
+        PluginCommand::Resume { group } => action(client, &group, "resume", None).await,
+        PluginCommand::Rollback { group, to_version } => {
+            action(client, &group, "rollback", to_version).await
+        }
+        PluginCommand::Undeploy { group, keep_state } => {
+            client.undeploy(&group, keep_state).await?;
+            let kept = if keep_state { " (state kept)" } else { "" };
+            println!("undeployed group {group}{kept}");
+            Ok(())
+        }
+    }
+}
+
+pub async fn run_dlq(client: &Client, command: DlqCommand) -> anyhow::Result<()> {
+    match command {
+        DlqCommand::Replay { group } => {
+            let d = client
+                .plugin_action(&group, "dlq/replay", &RollbackRequest::default())
+                .await?;
+            if let Some((from, to)) = d.dlq_replay {
+                println!(
+                    "replaying dead letters {from}..{to} of {} through version {}",
+                    d.dlq_topic, d.active_version
+                );
+            }
+            Ok(())
+        }
+    }
+}
+
+async fn action(
+    client: &Client,
+    group: &str,
+    action: &str,
+    version: Option<u32>,
+) -> anyhow::Result<()> {
+    let d = client
+        .plugin_action(group, action, &RollbackRequest { version })
+        .await?;
+    println!(
+        "group {}: active version {}{}",
+        d.group,
+        d.active_version,
+        if d.paused { ", paused" } else { "" }
+    );
+    Ok(())
+}
+
+async fn deploy(client: &Client, args: DeployArgs) -> anyhow::Result<()> {
+    let wasm = std::fs::read(&args.wasm)
+        .with_context(|| format!("cannot read {}", args.wasm.display()))?;
+    let request = DeployRequest {
+        spec: DeploySpec {
+            topic: args.topic,
+            output_topics: args.output_topics,
+            config: args.config.into_iter().collect::<BTreeMap<_, _>>(),
+            from: args.from,
+            limits: LimitOverrides {
+                memory_mb: args.memory_mb,
+                deadline_ms: args.deadline_ms,
+                max_emitted_records: args.max_emitted_records,
+                max_emitted_bytes: args.max_emitted_bytes,
+                max_attempts: args.max_attempts,
+                retry_backoff_ms: args.retry_backoff_ms,
+                batch_records: args.batch_records,
+            },
+        },
+        wasm_base64: BASE64.encode(&wasm),
+    };
+    let d = client.deploy(&args.group, &request).await?;
+    let version = d
+        .versions
+        .iter()
+        .find(|v| v.version == d.active_version)
+        .context("the engine's answer lacks the active version")?;
+    println!(
+        "deployed version {} of group {} ({} bytes, sha256 {}), consuming {}; dead letters go to {}",
+        d.active_version,
+        d.group,
+        version.size_bytes,
+        &version.digest[..12.min(version.digest.len())],
+        d.topic,
+        d.dlq_topic
+    );
+    Ok(())
+}
+
+fn print_description(d: &PluginDescription) {
+    println!("group {} consuming {}", d.group, d.topic);
+    println!(
+        "  status: {}{}",
+        d.status,
+        if d.paused { " (paused)" } else { "" }
+    );
+    let running = d.running_version.map_or("-".to_string(), |v| v.to_string());
+    println!(
+        "  active version {} (running {running})",
+        d.active_version
+    );
+    if let Some(error) = &d.last_error {
+        println!("  last error: {error}");
+    }
+    println!(
+        "  processed {} records, emitted {}, dead letters {} (in {}), failed calls {}",
+        d.processed_records, d.emitted_records, d.dead_letters, d.dlq_topic, d.failed_calls
+    );
+    println!(
+        "  state: {} entries, {} bytes",
+        d.state_entries, d.state_bytes
+    );
+    if let Some((cursor, end)) = d.dlq_replay
+        && cursor < end
+    {
+        println!("  replaying dead letters {cursor}..{end}");
+    }
+    let l = &d.limits;
+    println!(
+        "  limits: memory {} MiB, deadline {} ms, batch {} records, {} attempts (backoff {} ms), emit {} records / {} bytes per batch",
+        l.memory_mb,
+        l.deadline_ms,
+        l.batch_records,
+        l.max_attempts,
+        l.retry_backoff_ms,
+        l.max_emitted_records,
+        l.max_emitted_bytes
+    );
+    println!("  {:>7} {:<14} {:>10}  OUTPUTS / CONFIG", "VERSION", "SHA256", "BYTES");
+    for v in &d.versions {
+        let config: Vec<String> = v.config.iter().map(|(k, val)| format!("{k}={val}")).collect();
+        let marker = if v.version == d.active_version { "*" } else { " " };
+        println!(
+            "  {marker}{:>6} {:<14} {:>10}  {:?} {}",
+            v.version,
+            &v.digest[..12.min(v.digest.len())],
+            v.size_bytes,
+            v.output_topics,
+            config.join(" ")
+        );
+    }
+    println!(
+        "  {:>9} {:>12} {:>12} {:>10}",
+        "PARTITION", "COMMITTED", "END", "LAG"
+    );
+    for p in &d.partitions {
+        let committed = p.committed.map_or("-".to_string(), |c| c.to_string());
+        println!(
+            "  {:>9} {:>12} {:>12} {:>10}",
+            p.partition, committed, p.high_watermark, p.lag
+        );
+    }
+}

@@ -1,0 +1,718 @@
+//! The worker of one plugin consumer group: a thread that reads batches from every partition of
+//! the group's input topic, runs the plugin on them, delivers what it emitted, and commits the
+//! state writes with the new offset. It owns retries with backoff, poison-record isolation
+//! (splitting a failing batch), the dead-letter topic and dead-letter replay, and switching
+//! versions at a batch boundary.
+//!
+//! Delivery in this version is at-least-once for emitted records: they are appended to their
+//! topics before the commit, so a crash between the two repeats them. State and offset are
+//! exact (one transaction).
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::watch;
+
+use super::deploy::{Deployment, PluginCache, dlq_topic};
+use super::{Batch, LogBuffer, Runtime, Sandbox, SandboxError, SandboxIdentity};
+use crate::log::{Header, Log, Partition, Record, batch, now_ms};
+use crate::runtime::Emitted;
+use crate::txn::{Position, TxnStore};
+
+/// How long an idle worker waits for records before looking at its partitions again.
+const IDLE_WAIT: Duration = Duration::from_secs(1);
+/// Longest wait between retries.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// Wait after an engine-side failure (a full disk, a deleted output topic) before trying again.
+const ENGINE_RETRY: Duration = Duration::from_secs(1);
+/// Sleeps at least this long only end with a change of the deployment.
+const MAX_SLEEP: Duration = Duration::from_secs(24 * 3600);
+/// Bytes read from a partition per batch, at most.
+const READ_BYTES: usize = 4 << 20;
+
+/// Headers the engine adds to a dead letter.
+pub const DLQ_ERROR: &str = "sluice.dlq.error";
+pub const DLQ_VERSION: &str = "sluice.dlq.plugin-version";
+pub const DLQ_ATTEMPTS: &str = "sluice.dlq.attempts";
+pub const DLQ_TOPIC: &str = "sluice.dlq.topic";
+pub const DLQ_PARTITION: &str = "sluice.dlq.partition";
+pub const DLQ_OFFSET: &str = "sluice.dlq.offset";
+/// Header on every record a plugin emits: `<group>/<version>` that produced it.
+pub const PRODUCED_BY: &str = "sluice.plugin";
+
+/// What the worker should be doing, set by the [`super::PluginHost`].
+#[derive(Debug, Clone)]
+pub(super) struct Desired {
+    pub deployment: Deployment,
+    pub stop: bool,
+    /// Incremented for each `dlq replay` request.
+    pub replay_requested: u64,
+}
+
+/// What the worker reports, read by `plugin describe`.
+#[derive(Debug, Clone, Default)]
+pub struct Stats {
+    pub running_version: Option<u32>,
+    pub status: String,
+    pub last_error: Option<String>,
+    pub processed_records: u64,
+    pub emitted_records: u64,
+    pub dead_letters: u64,
+    pub failed_calls: u64,
+}
+
+/// Shared between a worker and the host.
+#[derive(Default)]
+pub struct GroupShared {
+    pub logs: Arc<LogBuffer>,
+    stats: Mutex<Stats>,
+}
+
+impl GroupShared {
+    pub fn snapshot(&self) -> Stats {
+        self.stats.lock().expect("stats lock").clone()
+    }
+
+    fn update(&self, change: impl FnOnce(&mut Stats)) {
+        change(&mut self.stats.lock().expect("stats lock"));
+    }
+
+    fn set_status(&self, status: &str) {
+        self.update(|s| {
+            if s.status != status {
+                s.status = status.to_string();
+            }
+        });
+    }
+}
+
+pub(super) struct Context {
+    pub group: String,
+    pub log: Arc<Log>,
+    pub store: Arc<TxnStore>,
+    pub runtime: Arc<Runtime>,
+    pub plugins: Arc<PluginCache>,
+    pub handle: tokio::runtime::Handle,
+    pub shared: Arc<GroupShared>,
+}
+
+pub(super) fn spawn(
+    context: Context,
+    control: watch::Receiver<Desired>,
+) -> std::thread::JoinHandle<()> {
+    let deployment = control.borrow().deployment.clone();
+    let name = format!("sluice-group-{}", context.group);
+    let worker = Worker {
+        context,
+        control,
+        deployment,
+        replay_seen: 0,
+        sandbox: None,
+        positions: BTreeMap::new(),
+        replay: None,
+    };
+    std::thread::Builder::new()
+        .name(name)
+        .spawn(move || worker.run())
+        .expect("the OS starts a thread")
+}
+
+/// Why processing stopped before it finished.
+enum Interrupt {
+    /// The engine is stopping or the group is undeployed.
+    Stop,
+    /// The deployment changed (new version, pause, rollback): start over from the last commit.
+    Changed,
+    /// The engine could not do its part (a full disk, a missing output topic): retry later.
+    Engine(String),
+}
+
+/// Where the records being processed come from, and so where their progress is committed.
+#[derive(Debug, Clone)]
+enum Input {
+    Log {
+        partition: u32,
+    },
+    /// One dead letter, put through the plugin again with its original coordinates.
+    Replay {
+        topic: String,
+        partition: u32,
+        dlq_offset: u64,
+        end: u64,
+        attempts: u32,
+    },
+}
+
+struct Worker {
+    context: Context,
+    control: watch::Receiver<Desired>,
+    deployment: Deployment,
+    replay_seen: u64,
+    /// The running version and its instance.
+    sandbox: Option<(u32, Sandbox)>,
+    /// Next offset to process, per partition of the input topic, as committed.
+    positions: BTreeMap<u32, u64>,
+    /// Dead-letter replay cursor and end.
+    replay: Option<(u64, u64)>,
+}
+
+impl Worker {
+    fn run(mut self) {
+        let span = tracing::info_span!("group", group = %self.context.group);
+        let _entered = span.enter();
+        self.context.shared.set_status("starting");
+        let mut loaded = false;
+        loop {
+            let stop = self.refresh();
+            if stop {
+                break;
+            }
+            let outcome = if !loaded {
+                self.load().map(|()| {
+                    loaded = true;
+                    true
+                })
+            } else if self.deployment.paused {
+                self.context.shared.set_status("paused");
+                // Only a change of the deployment (resume, undeploy) ends a pause.
+                self.sleep(Duration::MAX).map(|()| true)
+            } else {
+                self.ensure_sandbox().and_then(|()| self.step())
+            };
+            match outcome {
+                Ok(true) => {}
+                Ok(false) => self.wait_for_input(),
+                Err(Interrupt::Stop) => break,
+                Err(Interrupt::Changed) => {}
+                Err(Interrupt::Engine(message)) => {
+                    self.context
+                        .shared
+                        .set_status(&format!("failing: {message}"));
+                    self.note("error", &message);
+                    tracing::error!(error = %message, "group cannot make progress; retrying");
+                    loaded = false;
+                    if let Err(Interrupt::Stop) = self.sleep(ENGINE_RETRY) {
+                        break;
+                    }
+                }
+            }
+        }
+        self.context.shared.set_status("stopped");
+    }
+
+    /// Takes the latest deployment; true when the worker should stop.
+    fn refresh(&mut self) -> bool {
+        let desired = self.control.borrow_and_update();
+        self.deployment = desired.deployment.clone();
+        let replay = desired.replay_requested;
+        let stop = desired.stop;
+        drop(desired);
+        if replay != self.replay_seen {
+            self.replay_seen = replay;
+            self.replay = None;
+        }
+        stop
+    }
+
+    /// Reads the committed positions and replay cursor.
+    fn load(&mut self) -> Result<(), Interrupt> {
+        let offsets = self
+            .context
+            .store
+            .offsets(&self.context.group)
+            .map_err(|e| Interrupt::Engine(e.to_string()))?;
+        self.positions = offsets
+            .into_iter()
+            .filter(|(topic, _, _)| *topic == self.deployment.topic)
+            .map(|(_, partition, offset)| (partition, offset))
+            .collect();
+        self.replay = self
+            .context
+            .store
+            .dlq_replay(&self.context.group)
+            .map_err(|e| Interrupt::Engine(e.to_string()))?;
+        Ok(())
+    }
+
+    fn note(&self, level: &str, message: &str) {
+        self.context.shared.engine_line(level, message);
+    }
+
+    /// Starts the active version if it is not the one running.
+    fn ensure_sandbox(&mut self) -> Result<(), Interrupt> {
+        let active = self.deployment.active_version;
+        if self.sandbox.as_ref().is_some_and(|(v, _)| *v == active) {
+            return Ok(());
+        }
+        let previous = self.sandbox.take().map(|(v, _)| v);
+        let version = self.deployment.active().clone();
+        let plugin = self
+            .context
+            .plugins
+            .get(&self.context.group, &version.digest)
+            .map_err(|e| Interrupt::Engine(format!("version {active} cannot be loaded: {e}")))?;
+        let version_text = active.to_string();
+        let identity = SandboxIdentity {
+            group: &self.context.group,
+            version: &version_text,
+            log_sink: Some(self.context.shared.logs.clone()),
+        };
+        let state = Arc::new(self.context.store.state_of(&self.context.group));
+        let sandbox = Sandbox::start(
+            &self.context.runtime,
+            &plugin,
+            self.deployment.limits.sandbox(),
+            identity,
+            state,
+            &super::deploy::settings(&version.config),
+        )
+        .map_err(|e| Interrupt::Engine(format!("version {active} does not start: {e}")))?;
+        self.sandbox = Some((active, sandbox));
+        let message = match previous {
+            Some(from) => format!(
+                "switched from version {from} to version {active} at offsets {:?}",
+                self.positions
+            ),
+            None => format!("version {active} running from offsets {:?}", self.positions),
+        };
+        tracing::info!(version = active, "{message}");
+        self.note("info", &message);
+        self.context.shared.update(|s| {
+            s.running_version = Some(active);
+            s.status = "running".to_string();
+        });
+        Ok(())
+    }
+
+    /// One batch from each partition with records (and one dead letter being replayed);
+    /// false when there was nothing to do.
+    fn step(&mut self) -> Result<bool, Interrupt> {
+        let mut worked = self.replay_step()?;
+        let topic = self
+            .context
+            .log
+            .topic(&self.deployment.topic)
+            .map_err(|e| Interrupt::Engine(e.to_string()))?;
+        for partition in topic.partitions() {
+            if self.control.has_changed().unwrap_or(true) {
+                return Err(Interrupt::Changed);
+            }
+            let records = self.read(&partition)?;
+            if records.is_empty() {
+                continue;
+            }
+            worked = true;
+            let input = Input::Log {
+                partition: partition.id,
+            };
+            let attempts = self.deployment.limits.max_attempts;
+            self.process(&input, &records, attempts, 0)?;
+            self.context.shared.set_status("running");
+        }
+        Ok(worked)
+    }
+
+    /// The next records of a partition, up to the group's batch size.
+    fn read(&mut self, partition: &Arc<Partition>) -> Result<Vec<(u64, Record)>, Interrupt> {
+        let log_start = partition.log_start_offset();
+        let position = self.positions.get(&partition.id).copied().unwrap_or(0);
+        let position = if position < log_start {
+            if position > 0 {
+                let message = format!(
+                    "records {position}..{log_start} of partition {} left the log (retention) before the group processed them; continuing at {log_start}",
+                    partition.id
+                );
+                tracing::warn!(partition = partition.id, "{message}");
+                self.note("warn", &message);
+            }
+            self.positions.insert(partition.id, log_start);
+            log_start
+        } else {
+            position
+        };
+        if position >= partition.high_watermark() {
+            return Ok(Vec::new());
+        }
+        let fetched = partition
+            .read(position, READ_BYTES)
+            .map_err(|e| Interrupt::Engine(e.to_string()))?;
+        let mut records = batch::decode_all(&Bytes::from(fetched.data), position)
+            .map_err(|e| Interrupt::Engine(format!("partition {}: {e}", partition.id)))?;
+        records.truncate(self.deployment.limits.batch_records as usize);
+        Ok(records)
+    }
+
+    /// Runs the plugin on `records` (consecutive offsets) with up to `attempts` calls, then
+    /// isolates the failing records by halving, sending each to the dead-letter topic.
+    /// `earlier_failures` counts failed calls these records were already part of.
+    fn process(
+        &mut self,
+        input: &Input,
+        records: &[(u64, Record)],
+        attempts: u32,
+        earlier_failures: u32,
+    ) -> Result<(), Interrupt> {
+        let first = records[0].0;
+        let last = records[records.len() - 1].0;
+        let batch = self.make_batch(input, records);
+        let mut failures = 0;
+        loop {
+            self.ensure_sandbox()?;
+            let (version, sandbox) = self.sandbox.as_mut().expect("ensured above");
+            let version = *version;
+            let error = match sandbox.process(&batch) {
+                Ok(processed) => {
+                    self.deliver(version, processed.emitted)?;
+                    self.commit(input, last + 1, &processed.state_writes)?;
+                    self.context
+                        .shared
+                        .update(|s| s.processed_records += records.len() as u64);
+                    return Ok(());
+                }
+                Err(SandboxError::Poison { offset, reason })
+                    if (first..=last).contains(&offset) =>
+                {
+                    let at = (offset - first) as usize;
+                    if at > 0 {
+                        self.process(input, &records[..at], attempts, earlier_failures)?;
+                    }
+                    let error = SandboxError::Poison { offset, reason };
+                    self.dead_letter(input, &records[at], &error, earlier_failures + failures + 1)?;
+                    if at + 1 < records.len() {
+                        self.process(input, &records[at + 1..], attempts, earlier_failures)?;
+                    }
+                    return Ok(());
+                }
+                Err(SandboxError::Poison { offset, reason }) => SandboxError::Failed(format!(
+                    "the plugin rejected offset {offset}, which is not in the batch {first}..={last}: {reason}"
+                )),
+                Err(error) => error,
+            };
+            failures += 1;
+            if error.needs_restart() {
+                self.sandbox = None;
+            }
+            let message = format!(
+                "batch {first}..={last} failed (call {failures} of {attempts}): {error}"
+            );
+            tracing::warn!(version, "{message}");
+            self.note("warn", &message);
+            self.context.shared.update(|s| {
+                s.failed_calls += 1;
+                s.last_error = Some(error.to_string());
+                s.status = format!("retrying: {error}");
+            });
+            if failures < attempts {
+                let backoff = Duration::from_millis(self.deployment.limits.retry_backoff_ms)
+                    .saturating_mul(1 << (failures - 1).min(16))
+                    .min(MAX_BACKOFF);
+                self.sleep(backoff)?;
+                continue;
+            }
+            let failed_so_far = earlier_failures + failures;
+            if records.len() == 1 {
+                return self.dead_letter(input, &records[0], &error, failed_so_far);
+            }
+            let middle = records.len() / 2;
+            self.process(input, &records[..middle], 1, failed_so_far)?;
+            return self.process(input, &records[middle..], 1, failed_so_far);
+        }
+    }
+
+    fn make_batch(&self, input: &Input, records: &[(u64, Record)]) -> Batch {
+        let (topic, partition) = match input {
+            Input::Log { partition } => (self.deployment.topic.clone(), *partition),
+            Input::Replay {
+                topic, partition, ..
+            } => (topic.clone(), *partition),
+        };
+        let plain: Vec<Record> = records.iter().map(|(_, r)| r.clone()).collect();
+        Batch {
+            topic,
+            partition,
+            base_offset: records[0].0,
+            count: records.len() as u32,
+            records: batch::encode_records_frame(&plain),
+        }
+    }
+
+    /// Appends what the plugin emitted to the output topics, durably.
+    fn deliver(&self, version: u32, emitted: Vec<Emitted>) -> Result<(), Interrupt> {
+        if emitted.is_empty() {
+            return Ok(());
+        }
+        let outputs = &self.deployment.active().output_topics;
+        let produced_by = Bytes::from(format!("{}/{version}", self.context.group));
+        let now = now_ms();
+        let mut by_topic: BTreeMap<String, Vec<Record>> = BTreeMap::new();
+        let count = emitted.len() as u64;
+        for record in emitted {
+            if !outputs.contains(&record.topic) {
+                return Err(Interrupt::Engine(format!(
+                    "version {version} emitted to topic `{}`, which is not an output topic of the group (it has {outputs:?}); deploy again with --output-topic {}",
+                    record.topic, record.topic
+                )));
+            }
+            let mut headers: Vec<Header> = record
+                .headers
+                .into_iter()
+                .map(|(key, value)| Header {
+                    key,
+                    value: Bytes::from(value),
+                })
+                .collect();
+            headers.push(Header {
+                key: PRODUCED_BY.to_string(),
+                value: produced_by.clone(),
+            });
+            by_topic.entry(record.topic).or_default().push(Record {
+                timestamp: now,
+                key: record.key.map(Bytes::from),
+                value: Bytes::from(record.value),
+                headers,
+            });
+        }
+        for (name, records) in by_topic {
+            let topic = self
+                .context
+                .log
+                .topic(&name)
+                .map_err(|e| Interrupt::Engine(e.to_string()))?;
+            self.context
+                .handle
+                .block_on(topic.produce(None, records))
+                .map_err(|e| Interrupt::Engine(format!("output topic `{name}`: {e}")))?;
+        }
+        self.context
+            .shared
+            .update(|s| s.emitted_records += count);
+        Ok(())
+    }
+
+    /// Makes the progress durable: the offset (or replay cursor) with the state writes.
+    fn commit(
+        &mut self,
+        input: &Input,
+        next_offset: u64,
+        writes: &super::StateWrites,
+    ) -> Result<(), Interrupt> {
+        let store = &self.context.store;
+        let group = &self.context.group;
+        let result = match input {
+            Input::Log { partition } => {
+                let position = Position {
+                    topic: &self.deployment.topic,
+                    partition: *partition,
+                    next_offset,
+                };
+                store.commit(group, &[position], writes)
+            }
+            Input::Replay {
+                dlq_offset, end, ..
+            } => store.commit_dlq_replay(group, dlq_offset + 1, *end, writes),
+        };
+        result.map_err(|e| Interrupt::Engine(e.to_string()))?;
+        match input {
+            Input::Log { partition } => {
+                self.positions.insert(*partition, next_offset);
+            }
+            Input::Replay {
+                dlq_offset, end, ..
+            } => self.replay = Some((dlq_offset + 1, *end)),
+        }
+        Ok(())
+    }
+
+    /// Sends one record to the group's dead-letter topic and commits past it.
+    fn dead_letter(
+        &mut self,
+        input: &Input,
+        (offset, record): &(u64, Record),
+        error: &SandboxError,
+        failures: u32,
+    ) -> Result<(), Interrupt> {
+        let version = self.sandbox.as_ref().map_or(self.deployment.active_version, |(v, _)| *v);
+        let (topic, partition, attempts) = match input {
+            Input::Log { partition } => (self.deployment.topic.clone(), *partition, failures),
+            Input::Replay {
+                topic,
+                partition,
+                attempts,
+                ..
+            } => (topic.clone(), *partition, attempts + failures),
+        };
+        let mut headers = record.headers.clone();
+        let text = |s: String| Bytes::from(s);
+        headers.extend([
+            Header {
+                key: DLQ_ERROR.into(),
+                value: text(error.to_string()),
+            },
+            Header {
+                key: DLQ_VERSION.into(),
+                value: text(version.to_string()),
+            },
+            Header {
+                key: DLQ_ATTEMPTS.into(),
+                value: text(attempts.to_string()),
+            },
+            Header {
+                key: DLQ_TOPIC.into(),
+                value: text(topic.clone()),
+            },
+            Header {
+                key: DLQ_PARTITION.into(),
+                value: text(partition.to_string()),
+            },
+            Header {
+                key: DLQ_OFFSET.into(),
+                value: text(offset.to_string()),
+            },
+        ]);
+        let letter = Record {
+            timestamp: record.timestamp,
+            key: record.key.clone(),
+            value: record.value.clone(),
+            headers,
+        };
+        let dlq = dlq_topic(&self.context.group);
+        let dlq_topic = self
+            .context
+            .log
+            .topic(&dlq)
+            .map_err(|e| Interrupt::Engine(format!("dead-letter topic: {e}")))?;
+        self.context
+            .handle
+            .block_on(dlq_topic.produce(Some(0), vec![letter]))
+            .map_err(|e| Interrupt::Engine(format!("dead-letter topic `{dlq}`: {e}")))?;
+        let message = format!(
+            "record {topic}/{partition}@{offset} sent to `{dlq}` after {attempts} failed calls: {error}"
+        );
+        tracing::warn!(version, "{message}");
+        self.note("warn", &message);
+        self.context.shared.update(|s| s.dead_letters += 1);
+        self.commit(input, offset + 1, &Default::default())
+    }
+
+    /// Puts the next dead letter of a requested replay through the plugin.
+    fn replay_step(&mut self) -> Result<bool, Interrupt> {
+        if self.replay.is_none() {
+            self.replay = self
+                .context
+                .store
+                .dlq_replay(&self.context.group)
+                .map_err(|e| Interrupt::Engine(e.to_string()))?;
+        }
+        let Some((cursor, end)) = self.replay else {
+            return Ok(false);
+        };
+        if cursor >= end {
+            return Ok(false);
+        }
+        let dlq = dlq_topic(&self.context.group);
+        let partition = self
+            .context
+            .log
+            .topic(&dlq)
+            .and_then(|t| t.partition(0))
+            .map_err(|e| Interrupt::Engine(format!("dead-letter topic: {e}")))?;
+        let cursor = cursor.max(partition.log_start_offset());
+        let fetched = partition
+            .read(cursor, READ_BYTES)
+            .map_err(|e| Interrupt::Engine(e.to_string()))?;
+        let letters = batch::decode_all(&Bytes::from(fetched.data), cursor)
+            .map_err(|e| Interrupt::Engine(format!("dead-letter topic: {e}")))?;
+        let Some((dlq_offset, letter)) = letters.into_iter().next() else {
+            return Ok(false);
+        };
+        let header = |name: &str| {
+            letter
+                .headers
+                .iter()
+                .rev()
+                .find(|h| h.key == name)
+                .and_then(|h| std::str::from_utf8(&h.value).ok())
+                .map(str::to_string)
+        };
+        let input = Input::Replay {
+            topic: header(DLQ_TOPIC).unwrap_or_else(|| self.deployment.topic.clone()),
+            partition: header(DLQ_PARTITION)
+                .and_then(|p| p.parse().ok())
+                .unwrap_or(0),
+            dlq_offset,
+            end,
+            attempts: header(DLQ_ATTEMPTS)
+                .and_then(|a| a.parse().ok())
+                .unwrap_or(0),
+        };
+        let source_offset = header(DLQ_OFFSET)
+            .and_then(|o| o.parse().ok())
+            .unwrap_or(dlq_offset);
+        let original = Record {
+            headers: letter
+                .headers
+                .iter()
+                .filter(|h| !h.key.starts_with("sluice.dlq."))
+                .cloned()
+                .collect(),
+            ..letter
+        };
+        let attempts = self.deployment.limits.max_attempts;
+        self.process(&input, &[(source_offset, original)], attempts, 0)?;
+        Ok(true)
+    }
+
+    /// Waits for records in any partition, or a change of the deployment.
+    fn wait_for_input(&mut self) {
+        let partitions = self
+            .context
+            .log
+            .topic(&self.deployment.topic)
+            .map(|t| t.partitions())
+            .unwrap_or_default();
+        let waits: Vec<(Arc<Partition>, u64)> = partitions
+            .into_iter()
+            .map(|p| {
+                let position = self.positions.get(&p.id).copied().unwrap_or(0);
+                (p, position)
+            })
+            .collect();
+        let control = &mut self.control;
+        self.context.handle.block_on(async {
+            let mut waiting = tokio::task::JoinSet::new();
+            for (partition, position) in waits {
+                waiting.spawn(async move { partition.wait_for_records(position, IDLE_WAIT).await });
+            }
+            if waiting.is_empty() {
+                waiting.spawn(tokio::time::sleep(IDLE_WAIT));
+            }
+            tokio::select! {
+                _ = waiting.join_next() => {}
+                _ = control.changed() => {}
+            }
+        });
+    }
+
+    /// Sleeps, unless the deployment changes first.
+    fn sleep(&mut self, duration: Duration) -> Result<(), Interrupt> {
+        let control = &mut self.control;
+        let changed = self
+            .context
+            .handle
+            .block_on(async {
+                if duration < MAX_SLEEP {
+                    tokio::time::timeout(duration, control.changed()).await
+                } else {
+                    Ok(control.changed().await)
+                }
+            });
+        match changed {
+            Err(_elapsed) => Ok(()),
+            Ok(Err(_closed)) => Err(Interrupt::Stop),
+            Ok(Ok(())) if control.borrow().stop => Err(Interrupt::Stop),
+            Ok(Ok(())) => Err(Interrupt::Changed),
+        }
+    }
+}

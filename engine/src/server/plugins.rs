@@ -1,0 +1,133 @@
+//! The plugin admin API (`/v1/plugins`): deploy, upgrade, pause, resume, roll back and
+//! undeploy plugin consumer groups, read their logs and replay their dead letters. Every
+//! endpoint requires the admin token.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
+
+use super::api::{DeployRequest, PluginList, PluginLogs, RollbackRequest};
+use super::auth::Admin;
+use super::{ApiError, AppState};
+use crate::runtime::{DeployError, PluginDescription, PluginHost};
+
+/// Runs a blocking change of the deployments off the async workers.
+async fn on_host<T: Send + 'static>(
+    state: &AppState,
+    work: impl FnOnce(&PluginHost) -> Result<T, DeployError> + Send + 'static,
+) -> Result<T, ApiError> {
+    let host = state.plugins.clone();
+    tokio::task::spawn_blocking(move || work(&host))
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))?
+        .map_err(ApiError::from)
+}
+
+#[tracing::instrument(skip_all, fields(group = %group))]
+pub async fn deploy(
+    _: Admin,
+    State(state): State<Arc<AppState>>,
+    Path(group): Path<String>,
+    body: Result<Json<DeployRequest>, JsonRejection>,
+) -> Result<(StatusCode, Json<PluginDescription>), ApiError> {
+    let Json(request) = body?;
+    let wasm = BASE64.decode(request.wasm_base64.as_bytes()).map_err(|e| {
+        ApiError::bad_request(
+            "malformed_body",
+            format!("wasm_base64 is not standard base64: {e}"),
+        )
+    })?;
+    let spec = request.spec;
+    let description = on_host(&state, move |host| host.deploy(&group, spec, &wasm)).await?;
+    Ok((StatusCode::CREATED, Json(description)))
+}
+
+pub async fn list(_: Admin, State(state): State<Arc<AppState>>) -> Result<Json<PluginList>, ApiError> {
+    let plugins = on_host(&state, |host| Ok(host.list())).await?;
+    Ok(Json(PluginList { plugins }))
+}
+
+pub async fn describe(
+    _: Admin,
+    State(state): State<Arc<AppState>>,
+    Path(group): Path<String>,
+) -> Result<Json<PluginDescription>, ApiError> {
+    Ok(Json(on_host(&state, move |host| host.describe(&group)).await?))
+}
+
+pub async fn pause(
+    _: Admin,
+    State(state): State<Arc<AppState>>,
+    Path(group): Path<String>,
+) -> Result<Json<PluginDescription>, ApiError> {
+    Ok(Json(on_host(&state, move |host| host.pause(&group)).await?))
+}
+
+pub async fn resume(
+    _: Admin,
+    State(state): State<Arc<AppState>>,
+    Path(group): Path<String>,
+) -> Result<Json<PluginDescription>, ApiError> {
+    Ok(Json(on_host(&state, move |host| host.resume(&group)).await?))
+}
+
+pub async fn rollback(
+    _: Admin,
+    State(state): State<Arc<AppState>>,
+    Path(group): Path<String>,
+    body: Option<Json<RollbackRequest>>,
+) -> Result<Json<PluginDescription>, ApiError> {
+    let version = body.and_then(|Json(r)| r.version);
+    Ok(Json(
+        on_host(&state, move |host| host.rollback(&group, version)).await?,
+    ))
+}
+
+pub async fn replay_dead_letters(
+    _: Admin,
+    State(state): State<Arc<AppState>>,
+    Path(group): Path<String>,
+) -> Result<Json<PluginDescription>, ApiError> {
+    Ok(Json(
+        on_host(&state, move |host| host.replay_dead_letters(&group)).await?,
+    ))
+}
+
+#[derive(serde::Deserialize)]
+pub struct UndeployParams {
+    #[serde(default)]
+    keep_state: bool,
+}
+
+pub async fn undeploy(
+    _: Admin,
+    State(state): State<Arc<AppState>>,
+    Path(group): Path<String>,
+    query: Result<Query<UndeployParams>, QueryRejection>,
+) -> Result<StatusCode, ApiError> {
+    let Query(params) = query?;
+    on_host(&state, move |host| host.undeploy(&group, params.keep_state)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(serde::Deserialize)]
+pub struct LogParams {
+    limit: Option<usize>,
+}
+
+pub async fn logs(
+    _: Admin,
+    State(state): State<Arc<AppState>>,
+    Path(group): Path<String>,
+    query: Result<Query<LogParams>, QueryRejection>,
+) -> Result<Json<PluginLogs>, ApiError> {
+    let Query(params) = query?;
+    let limit = params.limit.unwrap_or(100);
+    let lines = on_host(&state, move |host| host.logs(&group, limit)).await?;
+    Ok(Json(PluginLogs { lines }))
+}

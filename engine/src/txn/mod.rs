@@ -1,0 +1,293 @@
+//! The store of plugin consumer groups (`plugins.redb`): each group's keyed state, its
+//! committed input offsets and its dead-letter replay cursor. A batch's state writes and the
+//! group's new offset are applied in one redb transaction, so after a crash the state always
+//! matches the offset it was committed with.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use redb::{Database, TableDefinition, WriteTransaction};
+
+use crate::runtime::{StateStore, StateWrites, scan_start};
+
+/// (group, topic, partition) -> next offset to process.
+const OFFSETS: TableDefinition<(&str, &str, u32), u64> = TableDefinition::new("plugin_offsets");
+/// (group, key) -> value.
+const STATE: TableDefinition<(&str, &[u8]), &[u8]> = TableDefinition::new("plugin_state");
+/// group -> (next dead-letter offset to replay, replay end).
+const DLQ_REPLAY: TableDefinition<&str, (u64, u64)> = TableDefinition::new("plugin_dlq_replay");
+
+#[derive(Debug, thiserror::Error)]
+#[error("plugin store ({path}): {message}")]
+pub struct StoreError {
+    path: String,
+    message: String,
+}
+
+/// A position to commit: the next offset to process in one input partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Position<'a> {
+    pub topic: &'a str,
+    pub partition: u32,
+    pub next_offset: u64,
+}
+
+pub struct TxnStore {
+    db: Database,
+    path: String,
+}
+
+impl TxnStore {
+    pub fn open(path: &Path) -> Result<Arc<TxnStore>, StoreError> {
+        let display = path.display().to_string();
+        let fail = |e: &dyn std::fmt::Display| StoreError {
+            path: display.clone(),
+            message: e.to_string(),
+        };
+        let db = Database::create(path).map_err(|e| fail(&e))?;
+        let txn = db.begin_write().map_err(|e| fail(&e))?;
+        txn.open_table(OFFSETS).map_err(|e| fail(&e))?;
+        txn.open_table(STATE).map_err(|e| fail(&e))?;
+        txn.open_table(DLQ_REPLAY).map_err(|e| fail(&e))?;
+        txn.commit().map_err(|e| fail(&e))?;
+        Ok(Arc::new(TxnStore { db, path: display }))
+    }
+
+    fn error(&self, error: impl std::fmt::Display) -> StoreError {
+        StoreError {
+            path: self.path.clone(),
+            message: error.to_string(),
+        }
+    }
+
+    /// The committed next offset of every input partition of `group`.
+    pub fn offsets(&self, group: &str) -> Result<Vec<(String, u32, u64)>, StoreError> {
+        let txn = self.db.begin_read().map_err(|e| self.error(e))?;
+        let table = txn.open_table(OFFSETS).map_err(|e| self.error(e))?;
+        let range = table
+            .range((group, "", 0u32)..=(group, "\u{10FFFF}", u32::MAX))
+            .map_err(|e| self.error(e))?;
+        let mut out = Vec::new();
+        for entry in range {
+            let (key, value) = entry.map_err(|e| self.error(e))?;
+            let (_, topic, partition) = key.value();
+            out.push((topic.to_string(), partition, value.value()));
+        }
+        Ok(out)
+    }
+
+    /// Applies a batch's state writes and moves the group's positions, atomically and durably.
+    pub fn commit(
+        &self,
+        group: &str,
+        positions: &[Position<'_>],
+        writes: &StateWrites,
+    ) -> Result<(), StoreError> {
+        let txn = self.db.begin_write().map_err(|e| self.error(e))?;
+        {
+            let mut offsets = txn.open_table(OFFSETS).map_err(|e| self.error(e))?;
+            for p in positions {
+                offsets
+                    .insert((group, p.topic, p.partition), p.next_offset)
+                    .map_err(|e| self.error(e))?;
+            }
+            self.apply_writes(&txn, group, writes)?;
+        }
+        txn.commit().map_err(|e| self.error(e))
+    }
+
+    fn apply_writes(
+        &self,
+        txn: &WriteTransaction,
+        group: &str,
+        writes: &StateWrites,
+    ) -> Result<(), StoreError> {
+        let mut state = txn.open_table(STATE).map_err(|e| self.error(e))?;
+        for (key, value) in writes {
+            match value {
+                Some(value) => state.insert((group, key.as_slice()), value.as_slice()),
+                None => state.remove((group, key.as_slice())),
+            }
+            .map_err(|e| self.error(e))?;
+        }
+        Ok(())
+    }
+
+    /// The dead-letter replay cursor and end of `group`, if a replay was ever asked for.
+    pub fn dlq_replay(&self, group: &str) -> Result<Option<(u64, u64)>, StoreError> {
+        let txn = self.db.begin_read().map_err(|e| self.error(e))?;
+        let table = txn.open_table(DLQ_REPLAY).map_err(|e| self.error(e))?;
+        Ok(table
+            .get(group)
+            .map_err(|e| self.error(e))?
+            .map(|v| v.value()))
+    }
+
+    /// Records where a dead-letter replay stands, with the state writes of the replayed record.
+    pub fn commit_dlq_replay(
+        &self,
+        group: &str,
+        cursor: u64,
+        end: u64,
+        writes: &StateWrites,
+    ) -> Result<(), StoreError> {
+        let txn = self.db.begin_write().map_err(|e| self.error(e))?;
+        {
+            let mut replay = txn.open_table(DLQ_REPLAY).map_err(|e| self.error(e))?;
+            replay
+                .insert(group, (cursor, end))
+                .map_err(|e| self.error(e))?;
+            self.apply_writes(&txn, group, writes)?;
+        }
+        txn.commit().map_err(|e| self.error(e))
+    }
+
+    /// Removes the group's offsets and replay cursor, and its state unless `keep_state`.
+    pub fn forget(&self, group: &str, keep_state: bool) -> Result<(), StoreError> {
+        let txn = self.db.begin_write().map_err(|e| self.error(e))?;
+        {
+            let mut offsets = txn.open_table(OFFSETS).map_err(|e| self.error(e))?;
+            offsets
+                .retain_in((group, "", 0u32)..=(group, "\u{10FFFF}", u32::MAX), |_, _| {
+                    false
+                })
+                .map_err(|e| self.error(e))?;
+            let mut replay = txn.open_table(DLQ_REPLAY).map_err(|e| self.error(e))?;
+            replay.remove(group).map_err(|e| self.error(e))?;
+            if !keep_state {
+                let mut state = txn.open_table(STATE).map_err(|e| self.error(e))?;
+                let start: &[u8] = &[];
+                state
+                    .retain_in((group, start).., |(g, _), _| g != group)
+                    .map_err(|e| self.error(e))?;
+            }
+        }
+        txn.commit().map_err(|e| self.error(e))
+    }
+
+    /// Number of state entries and their bytes (keys and values) of `group`.
+    pub fn state_size(&self, group: &str) -> Result<(u64, u64), StoreError> {
+        let txn = self.db.begin_read().map_err(|e| self.error(e))?;
+        let table = txn.open_table(STATE).map_err(|e| self.error(e))?;
+        let start: &[u8] = &[];
+        let (mut count, mut bytes) = (0, 0);
+        for entry in table.range((group, start)..).map_err(|e| self.error(e))? {
+            let (key, value) = entry.map_err(|e| self.error(e))?;
+            let (g, k) = key.value();
+            if g != group {
+                break;
+            }
+            count += 1;
+            bytes += (k.len() + value.value().len()) as u64;
+        }
+        Ok((count, bytes))
+    }
+
+    /// The group's state as a plugin reads it.
+    pub fn state_of(self: &Arc<Self>, group: &str) -> GroupState {
+        GroupState {
+            store: self.clone(),
+            group: group.to_string(),
+        }
+    }
+}
+
+/// One group's committed state.
+pub struct GroupState {
+    store: Arc<TxnStore>,
+    group: String,
+}
+
+impl StateStore for GroupState {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, String> {
+        let store = &self.store;
+        let txn = store.db.begin_read().map_err(|e| e.to_string())?;
+        let table = txn.open_table(STATE).map_err(|e| e.to_string())?;
+        Ok(table
+            .get((self.group.as_str(), key))
+            .map_err(|e| e.to_string())?
+            .map(|v| v.value().to_vec()))
+    }
+
+    fn scan(
+        &self,
+        prefix: &[u8],
+        start_after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, String> {
+        use std::ops::Bound;
+        let txn = self.store.db.begin_read().map_err(|e| e.to_string())?;
+        let table = txn.open_table(STATE).map_err(|e| e.to_string())?;
+        let group = self.group.as_str();
+        let start = match scan_start(prefix, start_after).0 {
+            Bound::Excluded(k) => Bound::Excluded((group, k)),
+            Bound::Included(k) => Bound::Included((group, k)),
+            Bound::Unbounded => Bound::Unbounded,
+        };
+        let mut out = Vec::new();
+        for entry in table
+            .range::<(&str, &[u8])>((start, Bound::Unbounded))
+            .map_err(|e| e.to_string())?
+        {
+            let (key, value) = entry.map_err(|e| e.to_string())?;
+            let (g, k) = key.value();
+            if g != group || !k.starts_with(prefix) || out.len() == limit {
+                break;
+            }
+            out.push((k.to_vec(), value.value().to_vec()));
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn writes(pairs: &[(&str, Option<&str>)]) -> StateWrites {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.as_bytes().to_vec(), v.map(|v| v.as_bytes().to_vec())))
+            .collect()
+    }
+
+    #[test]
+    fn state_and_offsets_commit_together_and_groups_are_separate() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = TxnStore::open(&dir.path().join("plugins.redb")).unwrap();
+        let position = Position {
+            topic: "in",
+            partition: 1,
+            next_offset: 10,
+        };
+        store
+            .commit(
+                "a",
+                &[position],
+                &writes(&[("k1", Some("1")), ("k2", Some("2")), ("x", Some("3"))]),
+            )
+            .unwrap();
+        store
+            .commit("b", &[], &writes(&[("k1", Some("other"))]))
+            .unwrap();
+        store
+            .commit("a", &[], &writes(&[("k2", None)]))
+            .unwrap();
+        let a = store.state_of("a");
+        assert_eq!(a.get(b"k1").unwrap(), Some(b"1".to_vec()));
+        assert_eq!(a.get(b"k2").unwrap(), None);
+        let scanned = a.scan(b"k", None, 10).unwrap();
+        assert_eq!(scanned, vec![(b"k1".to_vec(), b"1".to_vec())]);
+        assert_eq!(
+            store.state_of("b").scan(b"", None, 10).unwrap(),
+            vec![(b"k1".to_vec(), b"other".to_vec())]
+        );
+        assert_eq!(store.offsets("a").unwrap(), vec![("in".to_string(), 1, 10)]);
+        assert_eq!(store.state_size("a").unwrap(), (2, 4));
+        drop(a);
+        store.forget("a", false).unwrap();
+        assert!(store.offsets("a").unwrap().is_empty());
+        assert_eq!(store.state_size("a").unwrap(), (0, 0));
+        assert_eq!(store.state_size("b").unwrap(), (1, 7));
+    }
+}
