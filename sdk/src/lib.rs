@@ -196,8 +196,29 @@ pub mod log {
     }
 }
 
+/// Message prefix of the log line a panic writes; the engine puts it in the trap's error.
+const PANIC_PREFIX: &str = "panicked at ";
+
 #[doc(hidden)]
 pub fn __init<C: Consumer>(config: Vec<(String, String)>) -> Result<(), String> {
+    // A panic ends in a trap whose message says only `unreachable`; stderr goes nowhere.
+    // Logging it first lets the engine name the cause in the error and the dead letter.
+    std::panic::set_hook(Box::new(|info| {
+        let location = info
+            .location()
+            .map_or(String::new(), |l| format!("{}:{}", l.file(), l.line()));
+        let payload = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        log::write(
+            log::Level::Error,
+            &format!("{PANIC_PREFIX}{location}: {payload}"),
+            &[],
+        );
+    }));
     C::init(Config(config))
 }
 

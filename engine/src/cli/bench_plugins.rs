@@ -194,5 +194,12 @@ fn start_sandbox(
         log_sink: None,
     };
     let state = std::sync::Arc::new(MemoryState::default());
-    Sandbox::start(runtime, plugin, SandboxLimits::default(), identity, state, config)
+    Sandbox::start(
+        runtime,
+        plugin,
+        SandboxLimits::default(),
+        identity,
+        state,
+        config,
+    )
 }

@@ -83,7 +83,8 @@ impl Client {
         &self,
         group: &str,
     ) -> anyhow::Result<crate::runtime::PluginDescription> {
-        self.json(self.admin(Method::GET, &format!("/{group}"))).await
+        self.json(self.admin(Method::GET, &format!("/{group}")))
+            .await
     }
 
     /// `action` is pause, resume, rollback or dlq/replay.

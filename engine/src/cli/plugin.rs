@@ -164,8 +164,11 @@ pub async fn run(client: &Client, command: PluginCommand) -> anyhow::Result<()> 
                     std::time::UNIX_EPOCH
                         + std::time::Duration::from_millis(line.time_ms.max(0) as u64),
                 );
-                let fields: Vec<String> =
-                    line.fields.iter().map(|(k, v)| format!(" {k}={v}")).collect();
+                let fields: Vec<String> = line
+                    .fields
+                    .iter()
+                    .map(|(k, v)| format!(" {k}={v}"))
+                    .collect();
                 println!(
                     "{time} {:>5} {:<6} v{:<3} {}{}",
                     line.level.to_uppercase(),
@@ -273,10 +276,7 @@ fn print_description(d: &PluginDescription) {
         if d.paused { " (paused)" } else { "" }
     );
     let running = d.running_version.map_or("-".to_string(), |v| v.to_string());
-    println!(
-        "  active version {} (running {running})",
-        d.active_version
-    );
+    println!("  active version {} (running {running})", d.active_version);
     if let Some(error) = &d.last_error {
         println!("  last error: {error}");
     }
@@ -304,10 +304,21 @@ fn print_description(d: &PluginDescription) {
         l.max_emitted_records,
         l.max_emitted_bytes
     );
-    println!("  {:>7} {:<14} {:>10}  OUTPUTS / CONFIG", "VERSION", "SHA256", "BYTES");
+    println!(
+        "  {:>7} {:<14} {:>10}  OUTPUTS / CONFIG",
+        "VERSION", "SHA256", "BYTES"
+    );
     for v in &d.versions {
-        let config: Vec<String> = v.config.iter().map(|(k, val)| format!("{k}={val}")).collect();
-        let marker = if v.version == d.active_version { "*" } else { " " };
+        let config: Vec<String> = v
+            .config
+            .iter()
+            .map(|(k, val)| format!("{k}={val}"))
+            .collect();
+        let marker = if v.version == d.active_version {
+            "*"
+        } else {
+            " "
+        };
         println!(
             "  {marker}{:>6} {:<14} {:>10}  {:?} {}",
             v.version,

@@ -516,9 +516,7 @@ impl PluginHost {
     }
 
     fn save(&self, deployment: &Deployment) -> Result<(), DeployError> {
-        let path = self
-            .group_dir(&deployment.group)
-            .join("deployment.json");
+        let path = self.group_dir(&deployment.group).join("deployment.json");
         let json = serde_json::to_vec_pretty(deployment).expect("a deployment serializes");
         write_atomically(&path, &json)?;
         Ok(())
@@ -632,10 +630,9 @@ impl PluginHost {
         };
         self.store
             .commit_dlq_replay(group, cursor, end, &Default::default())?;
-        running.shared.engine_line(
-            "info",
-            &format!("replaying dead letters {cursor}..{end}"),
-        );
+        running
+            .shared
+            .engine_line("info", &format!("replaying dead letters {cursor}..{end}"));
         running.control.send_modify(|d| d.replay_requested += 1);
         drop(groups);
         self.describe(group)
@@ -752,10 +749,7 @@ impl PluginHost {
 
 /// Settings in the form `init` takes them.
 pub(super) fn settings(config: &BTreeMap<String, String>) -> Vec<(String, String)> {
-    config
-        .iter()
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect()
+    config.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
 }
 
 fn read_deployment(path: &Path) -> Result<Deployment, String> {

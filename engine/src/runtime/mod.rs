@@ -21,12 +21,12 @@ pub use deploy::{
     PluginHost, PluginLimits, StartFrom, VersionInfo, dlq_topic,
 };
 pub use logs::{LogBuffer, LogLine};
-pub use worker::{
-    DLQ_ATTEMPTS, DLQ_ERROR, DLQ_OFFSET, DLQ_PARTITION, DLQ_TOPIC, DLQ_VERSION, PRODUCED_BY,
-};
 pub use sandbox::{
     Emitted, MemoryState, Processed, Sandbox, SandboxError, SandboxIdentity, SandboxLimits,
     StateStore, StateWrites, scan_start,
+};
+pub use worker::{
+    DLQ_ATTEMPTS, DLQ_ERROR, DLQ_OFFSET, DLQ_PARTITION, DLQ_TOPIC, DLQ_VERSION, PRODUCED_BY,
 };
 
 pub(crate) mod bindings {

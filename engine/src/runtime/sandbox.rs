@@ -189,6 +189,8 @@ struct Host {
     group: Arc<str>,
     version: Arc<str>,
     log_sink: Option<Arc<LogBuffer>>,
+    /// The panic message the plugin logged during the current call (Rust SDK convention).
+    panic_message: Option<String>,
 }
 
 /// Whom a sandbox runs for: its log lines carry the group and plugin version, and reach
@@ -333,6 +335,9 @@ impl log::Host for Host {
                 "error"
             }
         };
+        if matches!(level, log::Level::Error) && message.starts_with("panicked at ") {
+            self.panic_message = Some(message.clone());
+        }
         if let Some(sink) = &self.log_sink {
             sink.push(LogLine {
                 time_ms: crate::log::now_ms(),
@@ -389,6 +394,7 @@ impl Sandbox {
             group: Arc::from(identity.group),
             version: Arc::from(identity.version),
             log_sink: identity.log_sink,
+            panic_message: None,
         };
         let mut store = Store::new(runtime.engine(), host);
         store.limiter(|host| &mut host.limits);
@@ -419,6 +425,7 @@ impl Sandbox {
         host.quota_exceeded = None;
         host.writes.clear();
         host.state_error = None;
+        host.panic_message = None;
         self.store
             .set_epoch_deadline(deadline_ticks(self.limits.deadline));
         let result = self.consumer.call_process(&mut self.store, batch);
@@ -439,7 +446,17 @@ impl Sandbox {
                 offset: p.offset,
                 reason: p.reason,
             }),
-            Err(error) => Err(classify(error, &self.limits, SandboxError::Trap)),
+            Err(error) => Err(
+                match (
+                    classify(error, &self.limits, SandboxError::Trap),
+                    host.panic_message.take(),
+                ) {
+                    (SandboxError::Trap(trap), Some(panic)) => {
+                        SandboxError::Trap(format!("{panic} ({trap})"))
+                    }
+                    (other, _) => other,
+                },
+            ),
         }
     }
 }

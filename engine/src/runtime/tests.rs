@@ -59,7 +59,14 @@ fn start(
         version: "1",
         log_sink: None,
     };
-    Sandbox::start(runtime, plugin, limits, identity, Arc::new(MemoryState::default()), config)
+    Sandbox::start(
+        runtime,
+        plugin,
+        limits,
+        identity,
+        Arc::new(MemoryState::default()),
+        config,
+    )
 }
 
 fn settings(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
@@ -78,8 +85,7 @@ fn filter_forwards_matching_records_with_their_keys_and_headers() {
         ("op", "gt"),
         ("value", "10"),
     ]);
-    let mut sandbox = start(runtime(), &plugin, SandboxLimits::default(), "g", &config)
-    .unwrap();
+    let mut sandbox = start(runtime(), &plugin, SandboxLimits::default(), "g", &config).unwrap();
     let emitted = sandbox
         .process(&json_batch(&[
             r#"{"total": 5}"#,
@@ -111,8 +117,7 @@ fn filter_forwards_matching_records_with_their_keys_and_headers() {
 #[test]
 fn init_errors_reach_the_host_with_the_plugins_message() {
     let plugin = runtime().compile(&plugin_wasm("filter")).unwrap();
-    let Err(error) = start(runtime(), &plugin, SandboxLimits::default(), "g", &[])
-    else {
+    let Err(error) = start(runtime(), &plugin, SandboxLimits::default(), "g", &[]) else {
         panic!("init without settings succeeded");
     };
     assert!(
@@ -153,14 +158,24 @@ fn compiled_code_is_cached_by_content() {
     assert!(cached[0].to_string_lossy().contains(&*first.digest));
     let second = runtime.compile(&wasm).unwrap();
     assert_eq!(first.digest, second.digest);
-    let mut sandbox =
-        start(&runtime, &second, SandboxLimits::default(), "g", &[]).unwrap();
-    assert!(sandbox.process(&json_batch(&["{}"])).unwrap().emitted.is_empty());
+    let mut sandbox = start(&runtime, &second, SandboxLimits::default(), "g", &[]).unwrap();
+    assert!(
+        sandbox
+            .process(&json_batch(&["{}"]))
+            .unwrap()
+            .emitted
+            .is_empty()
+    );
 }
 
 fn misbehaving(mode: &str, limits: SandboxLimits) -> Sandbox {
     let plugin = runtime().compile(&plugin_wasm("misbehave")).unwrap();
-    start(runtime(), &plugin, limits, "bad", &settings(&[("mode", mode)]),
+    start(
+        runtime(),
+        &plugin,
+        limits,
+        "bad",
+        &settings(&[("mode", mode)]),
     )
     .unwrap()
 }
@@ -180,7 +195,13 @@ fn each_misbehaviour_fails_the_batch_naming_the_limit_and_other_sandboxes_keep_w
         ("op", "gt"),
         ("value", "10"),
     ]);
-    let mut healthy = start(runtime(), &filter, SandboxLimits::default(), "good", &config)
+    let mut healthy = start(
+        runtime(),
+        &filter,
+        SandboxLimits::default(),
+        "good",
+        &config,
+    )
     .unwrap();
     type Check = (&'static str, fn(&SandboxError) -> bool, &'static str);
     let checks: [Check; 5] = [
@@ -197,7 +218,8 @@ fn each_misbehaviour_fails_the_batch_naming_the_limit_and_other_sandboxes_keep_w
         ),
         (
             "trap",
-            |e| matches!(e, SandboxError::Trap(t) if t.contains("unreachable")),
+            // The SDK's panic hook logs the message; the host puts it in the error.
+            |e| matches!(e, SandboxError::Trap(t) if t.contains("unreachable") && t.contains("is bad")),
             "trapped",
         ),
         ("flood", |e| matches!(e, SandboxError::Quota(_)), "quota"),
@@ -205,7 +227,11 @@ fn each_misbehaviour_fails_the_batch_naming_the_limit_and_other_sandboxes_keep_w
     for (mode, expected, mention) in checks {
         let mut sandbox = misbehaving(mode, limits);
         assert_eq!(
-            sandbox.process(&json_batch(&["fine"])).unwrap().emitted.len(),
+            sandbox
+                .process(&json_batch(&["fine"]))
+                .unwrap()
+                .emitted
+                .len(),
             1,
             "{mode}: a good batch passes"
         );
@@ -216,7 +242,11 @@ fn each_misbehaviour_fails_the_batch_naming_the_limit_and_other_sandboxes_keep_w
             "{mode}: `{error}` should mention {mention}"
         );
         let kept = healthy.process(&json_batch(&[r#"{"total": 50}"#])).unwrap();
-        assert_eq!(kept.emitted.len(), 1, "after {mode}, another sandbox still works");
+        assert_eq!(
+            kept.emitted.len(),
+            1,
+            "after {mode}, another sandbox still works"
+        );
     }
 }
 
@@ -229,4 +259,89 @@ fn a_component_that_imports_the_file_system_is_refused_naming_the_import() {
         matches!(&error, RuntimeError::ForbiddenImport(name) if name.starts_with("wasi:filesystem/")),
         "{error}"
     );
+}
+
+#[test]
+fn map_projects_fields_and_poisons_values_that_are_not_objects() {
+    let plugin = runtime().compile(&plugin_wasm("map")).unwrap();
+    let config = settings(&[("output", "slim"), ("fields", "id,total:amount")]);
+    let mut sandbox = start(runtime(), &plugin, SandboxLimits::default(), "m", &config).unwrap();
+    let out = sandbox
+        .process(&json_batch(&[r#"{"id": 1, "total": 5, "x": 0}"#]))
+        .unwrap()
+        .emitted;
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].topic, "slim");
+    assert_eq!(out[0].value, br#"{"amount":5,"id":1}"#);
+    let error = sandbox
+        .process(&json_batch(&[r#"{"id": 2}"#, "[1, 2]"]))
+        .unwrap_err();
+    assert!(
+        matches!(&error, SandboxError::Poison { offset: 101, reason } if reason.contains("not a JSON object")),
+        "{error}"
+    );
+}
+
+#[test]
+fn router_sends_each_record_to_the_topic_of_its_field_value() {
+    let plugin = runtime().compile(&plugin_wasm("router")).unwrap();
+    let config = settings(&[
+        ("field", "kind"),
+        ("routes", "sale=sales,refund=refunds"),
+        ("default", "other"),
+    ]);
+    let mut sandbox = start(runtime(), &plugin, SandboxLimits::default(), "r", &config).unwrap();
+    let out = sandbox
+        .process(&json_batch(&[
+            r#"{"kind": "refund"}"#,
+            r#"{"kind": "sale"}"#,
+            r#"{"kind": "gift"}"#,
+        ]))
+        .unwrap()
+        .emitted;
+    let topics: Vec<&str> = out.iter().map(|e| e.topic.as_str()).collect();
+    assert_eq!(topics, ["refunds", "sales", "other"]);
+    assert_eq!(out[1].value, br#"{"kind": "sale"}"#);
+}
+
+#[test]
+fn counter_keeps_counts_in_state_across_batches() {
+    let plugin = runtime().compile(&plugin_wasm("counter")).unwrap();
+    let state = Arc::new(MemoryState::default());
+    let identity = SandboxIdentity {
+        group: "c",
+        version: "1",
+        log_sink: None,
+    };
+    let config = settings(&[("output", "counts"), ("field", "customer")]);
+    let mut sandbox = Sandbox::start(
+        runtime(),
+        &plugin,
+        SandboxLimits::default(),
+        identity,
+        state.clone(),
+        &config,
+    )
+    .unwrap();
+    let first = sandbox
+        .process(&json_batch(&[
+            r#"{"customer": "ada"}"#,
+            r#"{"customer": "bob"}"#,
+            r#"{"customer": "ada"}"#,
+        ]))
+        .unwrap();
+    assert_eq!(first.emitted[2].value, br#"{"count":2,"key":"ada"}"#);
+    state.apply(first.state_writes);
+    // A failed batch leaves the committed state alone.
+    assert!(sandbox.process(&json_batch(&[r#"{"other": 1}"#])).is_err());
+    let second = sandbox
+        .process(&json_batch(&[r#"{"customer": "ada"}"#]))
+        .unwrap();
+    assert_eq!(second.emitted[0].key.as_deref(), Some(&b"ada"[..]));
+    assert_eq!(second.emitted[0].value, br#"{"count":3,"key":"ada"}"#);
+    state.apply(second.state_writes);
+    let entries = state.entries();
+    assert_eq!(entries[&b"count/ada"[..]], b"3");
+    assert_eq!(entries[&b"count/bob"[..]], b"1");
+    assert_eq!(entries[&b"total"[..]], b"4");
 }

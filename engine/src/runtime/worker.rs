@@ -246,7 +246,7 @@ impl Worker {
         if self.sandbox.as_ref().is_some_and(|(v, _)| *v == active) {
             return Ok(());
         }
-        let previous = self.sandbox.take().map(|(v, _)| v);
+        let previous = self.context.shared.snapshot().running_version;
         let version = self.deployment.active().clone();
         let plugin = self
             .context
@@ -270,7 +270,14 @@ impl Worker {
         )
         .map_err(|e| Interrupt::Engine(format!("version {active} does not start: {e}")))?;
         self.sandbox = Some((active, sandbox));
+        self.context.shared.update(|s| {
+            s.running_version = Some(active);
+            s.status = "running".to_string();
+        });
         let message = match previous {
+            Some(from) if from == active => {
+                format!("restarted version {active} (the previous instance trapped)")
+            }
             Some(from) => format!(
                 "switched from version {from} to version {active} at offsets {:?}",
                 self.positions
@@ -279,10 +286,6 @@ impl Worker {
         };
         tracing::info!(version = active, "{message}");
         self.note("info", &message);
-        self.context.shared.update(|s| {
-            s.running_version = Some(active);
-            s.status = "running".to_string();
-        });
         Ok(())
     }
 
@@ -394,9 +397,8 @@ impl Worker {
             if error.needs_restart() {
                 self.sandbox = None;
             }
-            let message = format!(
-                "batch {first}..={last} failed (call {failures} of {attempts}): {error}"
-            );
+            let message =
+                format!("batch {first}..={last} failed (call {failures} of {attempts}): {error}");
             tracing::warn!(version, "{message}");
             self.note("warn", &message);
             self.context.shared.update(|s| {
@@ -485,9 +487,7 @@ impl Worker {
                 .block_on(topic.produce(None, records))
                 .map_err(|e| Interrupt::Engine(format!("output topic `{name}`: {e}")))?;
         }
-        self.context
-            .shared
-            .update(|s| s.emitted_records += count);
+        self.context.shared.update(|s| s.emitted_records += count);
         Ok(())
     }
 
@@ -533,7 +533,10 @@ impl Worker {
         error: &SandboxError,
         failures: u32,
     ) -> Result<(), Interrupt> {
-        let version = self.sandbox.as_ref().map_or(self.deployment.active_version, |(v, _)| *v);
+        let version = self
+            .sandbox
+            .as_ref()
+            .map_or(self.deployment.active_version, |(v, _)| *v);
         let (topic, partition, attempts) = match input {
             Input::Log { partition } => (self.deployment.topic.clone(), *partition, failures),
             Input::Replay {
@@ -698,16 +701,13 @@ impl Worker {
     /// Sleeps, unless the deployment changes first.
     fn sleep(&mut self, duration: Duration) -> Result<(), Interrupt> {
         let control = &mut self.control;
-        let changed = self
-            .context
-            .handle
-            .block_on(async {
-                if duration < MAX_SLEEP {
-                    tokio::time::timeout(duration, control.changed()).await
-                } else {
-                    Ok(control.changed().await)
-                }
-            });
+        let changed = self.context.handle.block_on(async {
+            if duration < MAX_SLEEP {
+                tokio::time::timeout(duration, control.changed()).await
+            } else {
+                Ok(control.changed().await)
+            }
+        });
         match changed {
             Err(_elapsed) => Ok(()),
             Ok(Err(_closed)) => Err(Interrupt::Stop),

@@ -11,7 +11,7 @@ use axum::http::{StatusCode, header};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use super::{AppState, ApiError};
+use super::{ApiError, AppState};
 use crate::log::LogError;
 
 /// Name of the token file in the data directory.

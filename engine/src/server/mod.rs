@@ -109,7 +109,13 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         let (dir, log, settings) = (config.data_dir.clone(), log.clone(), config.plugins.clone());
         let handle = tokio::runtime::Handle::current();
         tokio::task::spawn_blocking(move || {
-            PluginHost::open(&dir, log, settings.defaults, settings.max_upload_bytes, handle)
+            PluginHost::open(
+                &dir,
+                log,
+                settings.defaults,
+                settings.max_upload_bytes,
+                handle,
+            )
         })
         .await
         .expect("plugin host task")?

@@ -47,7 +47,10 @@ pub async fn deploy(
     Ok((StatusCode::CREATED, Json(description)))
 }
 
-pub async fn list(_: Admin, State(state): State<Arc<AppState>>) -> Result<Json<PluginList>, ApiError> {
+pub async fn list(
+    _: Admin,
+    State(state): State<Arc<AppState>>,
+) -> Result<Json<PluginList>, ApiError> {
     let plugins = on_host(&state, |host| Ok(host.list())).await?;
     Ok(Json(PluginList { plugins }))
 }
@@ -57,7 +60,9 @@ pub async fn describe(
     State(state): State<Arc<AppState>>,
     Path(group): Path<String>,
 ) -> Result<Json<PluginDescription>, ApiError> {
-    Ok(Json(on_host(&state, move |host| host.describe(&group)).await?))
+    Ok(Json(
+        on_host(&state, move |host| host.describe(&group)).await?,
+    ))
 }
 
 pub async fn pause(
@@ -73,7 +78,9 @@ pub async fn resume(
     State(state): State<Arc<AppState>>,
     Path(group): Path<String>,
 ) -> Result<Json<PluginDescription>, ApiError> {
-    Ok(Json(on_host(&state, move |host| host.resume(&group)).await?))
+    Ok(Json(
+        on_host(&state, move |host| host.resume(&group)).await?,
+    ))
 }
 
 pub async fn rollback(

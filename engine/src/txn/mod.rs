@@ -148,9 +148,10 @@ impl TxnStore {
         {
             let mut offsets = txn.open_table(OFFSETS).map_err(|e| self.error(e))?;
             offsets
-                .retain_in((group, "", 0u32)..=(group, "\u{10FFFF}", u32::MAX), |_, _| {
-                    false
-                })
+                .retain_in(
+                    (group, "", 0u32)..=(group, "\u{10FFFF}", u32::MAX),
+                    |_, _| false,
+                )
                 .map_err(|e| self.error(e))?;
             let mut replay = txn.open_table(DLQ_REPLAY).map_err(|e| self.error(e))?;
             replay.remove(group).map_err(|e| self.error(e))?;
@@ -270,9 +271,7 @@ mod tests {
         store
             .commit("b", &[], &writes(&[("k1", Some("other"))]))
             .unwrap();
-        store
-            .commit("a", &[], &writes(&[("k2", None)]))
-            .unwrap();
+        store.commit("a", &[], &writes(&[("k2", None)])).unwrap();
         let a = store.state_of("a");
         assert_eq!(a.get(b"k1").unwrap(), Some(b"1".to_vec()));
         assert_eq!(a.get(b"k2").unwrap(), None);

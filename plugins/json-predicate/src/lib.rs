@@ -17,10 +17,48 @@ pub enum Op {
     Exists,
 }
 
-#[derive(Debug, Clone)]
-pub struct Predicate {
+/// A field of a JSON document: a JSON pointer (`/order/total`) or a top-level name (`total`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Field {
     /// The JSON pointer's reference tokens, unescaped (`~1` is `/`, `~0` is `~`).
     path: Vec<String>,
+}
+
+impl Field {
+    pub fn new(field: &str) -> Field {
+        let pointer = if field.starts_with('/') {
+            field.to_string()
+        } else {
+            format!("/{field}")
+        };
+        let path = pointer
+            .split('/')
+            .skip(1)
+            .map(|token| token.replace("~1", "/").replace("~0", "~"))
+            .collect();
+        Field { path }
+    }
+
+    /// The raw JSON of the field in `json`, if `json` is JSON and has it.
+    pub fn raw<'a>(&self, json: &'a [u8]) -> Option<&'a RawValue> {
+        std::str::from_utf8(json)
+            .ok()
+            .and_then(|text| lookup(text, &self.path))
+    }
+
+    /// The field's value as text: a string without its quotes, anything else as JSON.
+    pub fn text(&self, json: &[u8]) -> Option<String> {
+        let raw = self.raw(json)?;
+        Some(match serde_json::from_str::<String>(raw.get()) {
+            Ok(text) => text,
+            Err(_) => raw.get().trim().to_string(),
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Predicate {
+    field: Field,
     op: Op,
     value: serde_json::Value,
 }
@@ -41,27 +79,18 @@ impl Predicate {
                 ));
             }
         };
-        let pointer = if field.starts_with('/') {
-            field.to_string()
-        } else {
-            format!("/{field}")
-        };
         let value = serde_json::from_str(value)
             .unwrap_or_else(|_| serde_json::Value::String(value.to_string()));
-        let path = pointer
-            .split('/')
-            .skip(1)
-            .map(|token| token.replace("~1", "/").replace("~0", "~"))
-            .collect();
-        Ok(Predicate { path, op, value })
+        Ok(Predicate {
+            field: Field::new(field),
+            op,
+            value,
+        })
     }
 
     /// Whether a record value (JSON bytes) matches.
     pub fn matches(&self, json: &[u8]) -> bool {
-        let Some(raw) = std::str::from_utf8(json)
-            .ok()
-            .and_then(|text| lookup(text, &self.path))
-        else {
+        let Some(raw) = self.field.raw(json) else {
             return false;
         };
         let Ok(found) = serde_json::from_str::<serde_json::Value>(raw.get()) else {
