@@ -22,10 +22,20 @@ impl Server {
     }
 
     pub fn start_with(dir: &Path, extra: &[&str]) -> Server {
+        Server::launch(dir, extra, &[])
+    }
+
+    /// Starts `sluice serve` with extra environment variables (configuration).
+    pub fn start_with_env(dir: &Path, env: &[(&str, &str)]) -> Server {
+        Server::launch(dir, &[], env)
+    }
+
+    fn launch(dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Server {
         let mut child = Command::new(BIN)
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(dir)
             .args(extra)
+            .envs(env.iter().copied())
             .env("SLUICE_LOG", "info")
             .env("SLUICE_STORAGE__MIN_FREE_BYTES", "0")
             .stdout(Stdio::null())

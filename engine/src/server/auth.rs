@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
@@ -70,21 +70,25 @@ impl FromRequestParts<Arc<AppState>> for Admin {
         parts: &mut Parts,
         state: &Arc<AppState>,
     ) -> Result<Admin, ApiError> {
-        let given = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim);
-        match given {
-            Some(token) if same_token(token, &state.admin_token) => Ok(Admin),
-            Some(_) => Err(unauthorized(
-                "wrong admin token; use the one in <data_dir>/admin.token or [server] admin_token",
-            )),
-            None => Err(unauthorized(
-                "this endpoint needs the admin token: send `Authorization: Bearer <token>` (the token is in <data_dir>/admin.token, or set [server] admin_token; the sluice client takes --token or SLUICE_TOKEN)",
-            )),
-        }
+        check(&parts.headers, state)
+    }
+}
+
+/// Admits a request only with `Authorization: Bearer <admin token>`.
+pub fn check(headers: &HeaderMap, state: &AppState) -> Result<Admin, ApiError> {
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    match given {
+        Some(token) if same_token(token, &state.admin_token) => Ok(Admin),
+        Some(_) => Err(unauthorized(
+            "wrong admin token; use the one in <data_dir>/admin.token or [server] admin_token",
+        )),
+        None => Err(unauthorized(
+            "this endpoint needs the admin token: send `Authorization: Bearer <token>` (the token is in <data_dir>/admin.token, or set [server] admin_token; the sluice client takes --token or SLUICE_TOKEN)",
+        )),
     }
 }
 

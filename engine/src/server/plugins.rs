@@ -5,14 +5,15 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
+use bytes::Bytes;
 
 use super::api::{DeployRequest, PluginList, PluginLogs, RollbackRequest};
-use super::auth::Admin;
+use super::auth::{self, Admin};
 use super::{ApiError, AppState};
 use crate::runtime::{DeployError, PluginDescription, PluginHost};
 
@@ -28,14 +29,36 @@ async fn on_host<T: Send + 'static>(
         .map_err(ApiError::from)
 }
 
+/// The token is checked after the upload is read: answering before would leave the client
+/// writing into a closed connection, and it would see a reset instead of the 401.
 #[tracing::instrument(skip_all, fields(group = %group))]
 pub async fn deploy(
-    _: Admin,
     State(state): State<Arc<AppState>>,
     Path(group): Path<String>,
-    body: Result<Json<DeployRequest>, JsonRejection>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<PluginDescription>), ApiError> {
-    let Json(request) = body?;
+    let body = body.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "plugin_too_large",
+                format!(
+                    "the upload is over the limit of {} bytes; raise [plugins] max_upload_bytes or make the component smaller (build with --release, strip debug info)",
+                    state.config.plugins.max_upload_bytes
+                ),
+            )
+        } else {
+            ApiError::new(rejection.status(), "malformed_body", rejection.body_text())
+        }
+    })?;
+    auth::check(&headers, &state)?;
+    let request: DeployRequest = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::bad_request(
+            "malformed_body",
+            format!("body is not a deploy request: {e}; see docs/http-api.md"),
+        )
+    })?;
     let wasm = BASE64.decode(request.wasm_base64.as_bytes()).map_err(|e| {
         ApiError::bad_request(
             "malformed_body",

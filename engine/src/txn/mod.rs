@@ -282,7 +282,7 @@ mod tests {
             vec![(b"k1".to_vec(), b"other".to_vec())]
         );
         assert_eq!(store.offsets("a").unwrap(), vec![("in".to_string(), 1, 10)]);
-        assert_eq!(store.state_size("a").unwrap(), (2, 4));
+        assert_eq!(store.state_size("a").unwrap(), (2, 5));
         drop(a);
         store.forget("a", false).unwrap();
         assert!(store.offsets("a").unwrap().is_empty());

@@ -1,0 +1,625 @@
+//! Plugin consumer groups against the real server: deploy while producing, upgrade and roll
+//! back, misbehaving plugins kept apart, dead letters and their replay, the admin token, bad
+//! uploads, and deployments surviving a restart. The plugins are the first-party ones in
+//! plugins/, built for wasm32-wasip2 by ./scripts/test.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use bytes::Bytes;
+use common::Server;
+use sluice::cli::client::{Client, Position, ServerError};
+use sluice::log::{Header, Record};
+use sluice::runtime::{DeploySpec, LimitOverrides, PluginDescription, StartFrom};
+use sluice::server::api::{CreateTopic, DeployRequest};
+
+fn wasm(name: &str) -> Vec<u8> {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../plugins/target/wasm32-wasip2/release")
+        .join(format!("{name}.wasm"));
+    std::fs::read(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e}; build the plugins first (./scripts/test does)",
+            path.display()
+        )
+    })
+}
+
+fn token(server: &Server) -> String {
+    std::fs::read_to_string(server.dir.join("admin.token")).expect("the engine wrote its token")
+}
+
+fn admin(server: &Server) -> Client {
+    Client::new(&server.url).with_token(Some(token(server)))
+}
+
+async fn create_topic(client: &Client, name: &str, partitions: u32) {
+    client
+        .create_topic(&CreateTopic {
+            name: name.into(),
+            partitions,
+            config: BTreeMap::new(),
+        })
+        .await
+        .unwrap();
+}
+
+fn request(plugin: &str, topic: &str, outputs: &[&str], config: &[(&str, &str)]) -> DeployRequest {
+    DeployRequest {
+        spec: DeploySpec {
+            topic: topic.into(),
+            output_topics: outputs.iter().map(|s| s.to_string()).collect(),
+            config: config
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            from: Some(StartFrom::Earliest),
+            limits: LimitOverrides::default(),
+        },
+        wasm_base64: BASE64.encode(wasm(plugin)),
+    }
+}
+
+fn status_of(error: &anyhow::Error) -> u16 {
+    error
+        .downcast_ref::<ServerError>()
+        .unwrap_or_else(|| panic!("not a server error: {error:#}"))
+        .status
+        .as_u16()
+}
+
+/// Polls the group's description until `done` holds (a minute at most).
+async fn wait_for(
+    client: &Client,
+    group: &str,
+    what: &str,
+    done: impl Fn(&PluginDescription) -> bool,
+) -> PluginDescription {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let description = client.describe_plugin(group).await.unwrap();
+        if done(&description) {
+            return description;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "group {group}: gave up waiting for {what}; last seen {description:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The records of each partition of a topic, in offset order.
+async fn read_partitions(client: &Client, topic: &str) -> Vec<Vec<Record>> {
+    let partitions = client.describe_topic(topic).await.unwrap().partitions;
+    let mut out = Vec::new();
+    for p in partitions {
+        let mut records = Vec::new();
+        let mut offset = p.log_start_offset;
+        while offset < p.high_watermark {
+            let fetch = client
+                .fetch(topic, p.partition, Position::Offset(offset), 1 << 20, 0)
+                .await
+                .unwrap();
+            offset = fetch.next_offset;
+            records.extend(fetch.records.into_iter().map(|(_, r)| r));
+        }
+        out.push(records);
+    }
+    out
+}
+
+/// Every record of a topic, partition after partition.
+async fn read_all(client: &Client, topic: &str) -> Vec<Record> {
+    read_partitions(client, topic).await.concat()
+}
+
+fn header<'a>(record: &'a Record, name: &str) -> Option<&'a str> {
+    record
+        .headers
+        .iter()
+        .rev()
+        .find(|h| h.key == name)
+        .and_then(|h| std::str::from_utf8(&h.value).ok())
+}
+
+fn record(key: &str, value: &str) -> Record {
+    Record {
+        timestamp: 0,
+        key: Some(Bytes::from(key.to_string())),
+        value: Bytes::from(value.to_string()),
+        headers: vec![Header {
+            key: "origin".into(),
+            value: Bytes::from_static(b"test"),
+        }],
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_api_refuses_a_wrong_or_missing_token_and_deploys_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let client = admin(&server);
+    create_topic(&client, "in", 1).await;
+    let deploy = request("identity", "in", &[], &[]);
+    for anonymous in [
+        Client::new(&server.url),
+        Client::new(&server.url).with_token(Some("not-the-token".into())),
+    ] {
+        let error = anonymous.deploy("g", &deploy).await.unwrap_err();
+        assert_eq!(status_of(&error), 401, "{error:#}");
+        assert!(error.to_string().contains("token"), "{error:#}");
+        let error = anonymous.list_plugins().await.unwrap_err();
+        assert_eq!(status_of(&error), 401);
+    }
+    assert!(client.list_plugins().await.unwrap().plugins.is_empty());
+    client.deploy("g", &deploy).await.unwrap();
+    assert_eq!(client.list_plugins().await.unwrap().plugins.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_uploads_get_a_clear_error_and_change_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_with(dir.path(), &[]);
+    let client = admin(&server);
+    create_topic(&client, "in", 1).await;
+    create_topic(&client, "out", 1).await;
+    let mut not_wasm = request("identity", "in", &[], &[]);
+    not_wasm.wasm_base64 = BASE64.encode(b"#!/bin/sh\necho hello\n");
+    let mut core_module = request("identity", "in", &[], &[]);
+    core_module.wasm_base64 = BASE64.encode(b"\0asm\x01\0\0\0");
+    let mut truncated = request("identity", "in", &[], &[]);
+    let bytes = wasm("identity");
+    truncated.wasm_base64 = BASE64.encode(&bytes[..bytes.len() / 2]);
+    let cases: Vec<(&str, DeployRequest, u16, &str)> = vec![
+        ("not wasm", not_wasm, 400, "not WebAssembly"),
+        ("core module", core_module, 400, "not a component"),
+        ("truncated", truncated, 400, "does not compile"),
+        (
+            "file system",
+            request("uses_files", "in", &[], &[]),
+            400,
+            "wasi:filesystem",
+        ),
+        (
+            "bad config",
+            request("filter", "in", &["out"], &[("output", "out")]),
+            400,
+            "missing setting `field`",
+        ),
+        (
+            "missing output",
+            request("identity", "in", &["nowhere"], &[]),
+            404,
+            "output topic `nowhere` does not exist",
+        ),
+        (
+            "missing input",
+            request("identity", "nothing", &[], &[]),
+            404,
+            "nothing",
+        ),
+    ];
+    for (name, deploy, status, mention) in cases {
+        let error = client.deploy("g", &deploy).await.unwrap_err();
+        assert_eq!(status_of(&error), status, "{name}: {error:#}");
+        assert!(error.to_string().contains(mention), "{name}: {error:#}");
+    }
+    assert!(client.list_plugins().await.unwrap().plugins.is_empty());
+    assert!(!dir.path().join("plugins/g").exists());
+    drop(server);
+
+    let dir = tempfile::tempdir().unwrap();
+    let small = Server::start_with_env(dir.path(), &[("SLUICE_PLUGINS__MAX_UPLOAD_BYTES", "1000")]);
+    let client = admin(&small);
+    create_topic(&client, "in", 1).await;
+    let error = client
+        .deploy("g", &request("identity", "in", &[], &[]))
+        .await
+        .unwrap_err();
+    assert_eq!(status_of(&error), 413, "{error:#}");
+    assert!(error.to_string().contains("max_upload_bytes"), "{error:#}");
+    assert!(client.list_plugins().await.unwrap().plugins.is_empty());
+}
+
+/// Deploys `map` while a producer runs, upgrades it twice and rolls back once: every input
+/// record comes out exactly once, from exactly one version, and the versions take over in
+/// the order deployed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deploy_while_producing_upgrade_twice_and_roll_back_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let client = admin(&server);
+    create_topic(&client, "orders", 3).await;
+    create_topic(&client, "slim", 2).await;
+
+    let produced = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let producer = {
+        let (client, produced, stop) = (client.clone(), produced.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut next = 0u64;
+            while !stop.load(Ordering::SeqCst) || next < 3_000 {
+                let records: Vec<Record> = (next..next + 50)
+                    .map(|id| {
+                        record(
+                            &format!("k{}", id % 17),
+                            &format!(r#"{{"id": {id}, "pad": "x"}}"#),
+                        )
+                    })
+                    .collect();
+                client.produce("orders", None, &records).await.unwrap();
+                next += 50;
+                produced.store(next, Ordering::SeqCst);
+            }
+            next
+        })
+    };
+    while produced.load(Ordering::SeqCst) < 500 {
+        tokio::task::yield_now().await;
+    }
+    fn config(fields: &str) -> [(&str, &str); 2] {
+        [("output", "slim"), ("fields", fields)]
+    }
+    let mut v1 = request("map", "orders", &["slim"], &config("id"));
+    v1.spec.limits.batch_records = Some(40);
+    client.deploy("g", &v1).await.unwrap();
+    let seen = wait_for(&client, "g", "v1 at work", |d| {
+        d.running_version == Some(1) && d.processed_records > 0
+    })
+    .await;
+    client
+        .deploy(
+            "g",
+            &request("map", "orders", &["slim"], &config("id:ident")),
+        )
+        .await
+        .unwrap();
+    let seen = wait_for(&client, "g", "v2 at work", |d| {
+        d.running_version == Some(2) && d.processed_records > seen.processed_records
+    })
+    .await;
+    client
+        .deploy("g", &request("map", "orders", &["slim"], &config("id:key")))
+        .await
+        .unwrap();
+    let seen = wait_for(&client, "g", "v3 at work", |d| {
+        d.running_version == Some(3) && d.processed_records > seen.processed_records
+    })
+    .await;
+    let rolled = client
+        .plugin_action("g", "rollback", &Default::default())
+        .await
+        .unwrap();
+    assert_eq!(rolled.active_version, 2);
+    wait_for(&client, "g", "v2 again at work", |d| {
+        d.running_version == Some(2) && d.processed_records > seen.processed_records
+    })
+    .await;
+    stop.store(true, Ordering::SeqCst);
+    let total = producer.await.unwrap();
+    let done = wait_for(&client, "g", "everything processed", |d| {
+        d.total_lag == 0 && d.processed_records >= total
+    })
+    .await;
+    assert_eq!(done.processed_records, total);
+    assert_eq!(done.dead_letters, 0);
+
+    // The versions in the order they ran: the rollback brought version 2 back after 3.
+    const PHASES: [u32; 4] = [1, 2, 3, 2];
+    let mut ids = BTreeSet::new();
+    let mut phases_seen = BTreeSet::new();
+    for partition in read_partitions(&client, "slim").await {
+        let mut phase = 0;
+        for out in &partition {
+            let version: u32 = header(out, "sluice.plugin")
+                .and_then(|h| h.strip_prefix("g/"))
+                .and_then(|v| v.parse().ok())
+                .expect("every output names its version");
+            // Within an output partition, outputs are in processing order.
+            phase = (phase..PHASES.len())
+                .find(|&p| PHASES[p] == version)
+                .unwrap_or_else(|| panic!("version {version} ran out of order"));
+            phases_seen.insert(phase);
+            let value: serde_json::Value = serde_json::from_slice(&out.value).unwrap();
+            let field = ["id", "ident", "key"][version as usize - 1];
+            let id = value[field]
+                .as_u64()
+                .unwrap_or_else(|| panic!("version {version} wrote {value}"));
+            assert!(ids.insert(id), "record {id} came out twice");
+            assert_eq!(header(out, "origin"), Some("test"), "headers are kept");
+        }
+    }
+    assert_eq!(
+        ids,
+        (0..total).collect::<BTreeSet<_>>(),
+        "every record came out once"
+    );
+    assert_eq!(
+        phases_seen.len(),
+        PHASES.len(),
+        "every version did some of the work"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn misbehaving_plugins_fail_alone_and_their_bad_record_goes_to_the_dead_letter_topic() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let client = admin(&server);
+    create_topic(&client, "in", 2).await;
+    create_topic(&client, "out", 1).await;
+    create_topic(&client, "copy", 1).await;
+    let mut good = request(
+        "router",
+        "in",
+        &["copy"],
+        &[("field", "x"), ("default", "copy")],
+    );
+    good.spec.limits.batch_records = Some(5);
+    client.deploy("good", &good).await.unwrap();
+    let modes = [
+        ("loop", "deadline"),
+        ("memory", "memory"),
+        ("recursion", "recursion"),
+        ("trap", "is bad"),
+        ("flood", "quota"),
+    ];
+    for (mode, _) in modes {
+        let mut bad = request("misbehave", "in", &["out"], &[("mode", mode)]);
+        bad.spec.limits = LimitOverrides {
+            memory_mb: Some(64),
+            deadline_ms: Some(300),
+            max_emitted_records: Some(1_000),
+            max_attempts: Some(2),
+            retry_backoff_ms: Some(10),
+            batch_records: Some(8),
+            ..Default::default()
+        };
+        client.deploy(&format!("bad-{mode}"), &bad).await.unwrap();
+    }
+    let records: Vec<Record> = (0..30)
+        .map(|i| {
+            let value = if i == 17 {
+                "bad".to_string()
+            } else {
+                format!("fine-{i}")
+            };
+            record(&format!("k{i}"), &value)
+        })
+        .collect();
+    client.produce("in", Some(0), &records).await.unwrap();
+    client.produce("in", Some(1), &records[..10]).await.unwrap();
+
+    // Counters follow the commit: wait for both.
+    wait_for(&client, "good", "all copied", |d| {
+        d.total_lag == 0 && d.processed_records == 40
+    })
+    .await;
+    assert_eq!(read_all(&client, "copy").await.len(), 40);
+    for (mode, mention) in modes {
+        let group = format!("bad-{mode}");
+        wait_for(&client, &group, "the bad record isolated", |d| {
+            d.total_lag == 0 && d.dead_letters == 1 && d.processed_records == 39
+        })
+        .await;
+        let letters = read_all(&client, &format!("{group}.dlq")).await;
+        assert_eq!(letters.len(), 1, "{mode}");
+        let letter = &letters[0];
+        assert_eq!(&letter.value[..], b"bad");
+        assert_eq!(letter.key.as_deref(), Some(&b"k17"[..]));
+        assert_eq!(header(letter, "origin"), Some("test"));
+        let error = header(letter, "sluice.dlq.error").unwrap();
+        assert!(error.contains(mention), "{mode}: {error}");
+        assert_eq!(header(letter, "sluice.dlq.topic"), Some("in"));
+        assert_eq!(header(letter, "sluice.dlq.partition"), Some("0"));
+        assert_eq!(header(letter, "sluice.dlq.offset"), Some("17"));
+        assert_eq!(header(letter, "sluice.dlq.plugin-version"), Some("1"));
+        let attempts: u32 = header(letter, "sluice.dlq.attempts")
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(attempts >= 2, "{mode}: {attempts} attempts");
+    }
+    // Each bad group forwarded every good record once: a failed call's emits are dropped.
+    let forwarded = read_all(&client, "out").await;
+    assert_eq!(forwarded.len(), 39 * modes.len());
+    let health = reqwest::get(format!("{}/v1/health", server.url))
+        .await
+        .unwrap();
+    assert!(health.status().is_success());
+}
+
+/// A record the plugin rejects goes to the dead-letter topic; after a fixed version is
+/// deployed, `dlq replay` puts it through again and it takes effect once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_replay_through_a_fixed_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let client = admin(&server);
+    create_topic(&client, "visits", 1).await;
+    create_topic(&client, "counts", 1).await;
+    let by_field = request(
+        "counter",
+        "visits",
+        &["counts"],
+        &[("output", "counts"), ("field", "user")],
+    );
+    client.deploy("c", &by_field).await.unwrap();
+    let records = vec![
+        record("ada", r#"{"user": "ada"}"#),
+        record("bob", r#"{"name": "bob"}"#),
+        record("ada", r#"{"user": "ada"}"#),
+    ];
+    client.produce("visits", None, &records).await.unwrap();
+    let seen = wait_for(&client, "c", "the poison isolated", |d| {
+        d.total_lag == 0 && d.dead_letters == 1
+    })
+    .await;
+    assert_eq!(seen.state_entries, 2, "count/ada and total");
+    let by_key = request("counter", "visits", &["counts"], &[("output", "counts")]);
+    client.deploy("c", &by_key).await.unwrap();
+    let replay = client
+        .plugin_action("c", "dlq/replay", &Default::default())
+        .await
+        .unwrap();
+    assert_eq!(replay.dlq_replay, Some((0, 1)));
+    let done = wait_for(&client, "c", "the replay", |d| d.dlq_replay == Some((1, 1))).await;
+    assert_eq!(done.state_entries, 3, "count/ada, count/bob and total");
+    let counts = read_all(&client, "counts").await;
+    let values: Vec<String> = counts
+        .iter()
+        .map(|r| String::from_utf8_lossy(&r.value).into_owned())
+        .collect();
+    assert_eq!(
+        values,
+        [
+            r#"{"count":1,"key":"ada"}"#,
+            r#"{"count":2,"key":"ada"}"#,
+            r#"{"count":1,"key":"bob"}"#
+        ]
+    );
+    assert_eq!(header(&counts[2], "sluice.plugin"), Some("c/2"));
+    assert_eq!(
+        read_all(&client, "c.dlq").await.len(),
+        1,
+        "nothing failed again"
+    );
+}
+
+/// Through the CLI: deploy, pause, resume, restart the engine; the deployment, its version,
+/// its position and its state are all still there.
+#[test]
+fn deployments_survive_a_restart_and_the_cli_manages_them() {
+    use common::{cli, stdout};
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let url = server.url.clone();
+    // The token stays the same across restarts: it is kept in the data directory.
+    let admin_token = token(&server);
+    let with_token = |args: &[&str]| -> Vec<String> {
+        let mut all: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        all.push("--token".into());
+        all.push(admin_token.clone());
+        all
+    };
+    let run = |url: &str, args: Vec<String>, input: &str| {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        cli(url, &args, input)
+    };
+    stdout(&cli(&url, &["topic", "create", "visits"], ""));
+    stdout(&cli(&url, &["topic", "create", "counts"], ""));
+    let counter = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../plugins/target/wasm32-wasip2/release/counter.wasm");
+    let deployed = stdout(&run(
+        &url,
+        with_token(&[
+            "plugin",
+            "deploy",
+            "--group",
+            "visits-per-user",
+            "--topic",
+            "visits",
+            "--output-topic",
+            "counts",
+            "--wasm",
+            counter.to_str().unwrap(),
+            "--config",
+            "output=counts",
+            "--from",
+            "earliest",
+        ]),
+        "",
+    ));
+    assert!(
+        deployed.contains("deployed version 1 of group visits-per-user"),
+        "{deployed}"
+    );
+    let unauthorized = cli(&url, &["plugin", "list", "--token", "wrong"], "");
+    assert!(!unauthorized.status.success());
+    assert!(String::from_utf8_lossy(&unauthorized.stderr).contains("401"));
+    stdout(&cli(
+        &url,
+        &["produce", "visits", "--key-separator", ":"],
+        "ada:1\nbob:2\nada:3\n",
+    ));
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let client = admin(&server);
+    runtime.block_on(wait_for(&client, "visits-per-user", "3 counted", |d| {
+        d.total_lag == 0
+    }));
+    stdout(&run(
+        &url,
+        with_token(&["plugin", "pause", "visits-per-user"]),
+        "",
+    ));
+    runtime.block_on(wait_for(&client, "visits-per-user", "paused", |d| {
+        d.status == "paused"
+    }));
+    stdout(&cli(
+        &url,
+        &["produce", "visits", "--key-separator", ":"],
+        "ada:4\n",
+    ));
+    let described = stdout(&run(
+        &url,
+        with_token(&["plugin", "describe", "visits-per-user"]),
+        "",
+    ));
+    assert!(described.contains("paused"), "{described}");
+    assert!(described.contains("state: 3 entries"), "{described}");
+    assert!(server.terminate(), "clean exit on SIGTERM");
+
+    let server = Server::start(dir.path());
+    let url = server.url.clone();
+    let client = admin(&server);
+    let listed = stdout(&run(&url, with_token(&["plugin", "list"]), ""));
+    assert!(listed.contains("visits-per-user"), "{listed}");
+    let paused = runtime
+        .block_on(client.describe_plugin("visits-per-user"))
+        .unwrap();
+    assert!(paused.paused && paused.total_lag == 1, "{paused:#?}");
+    stdout(&run(
+        &url,
+        with_token(&["plugin", "resume", "visits-per-user"]),
+        "",
+    ));
+    runtime.block_on(wait_for(&client, "visits-per-user", "resumed", |d| {
+        d.total_lag == 0
+    }));
+    let counts = stdout(&cli(
+        &url,
+        &["consume", "counts", "--from-beginning", "-n", "4"],
+        "",
+    ));
+    assert_eq!(
+        counts.lines().collect::<Vec<_>>(),
+        [
+            r#"{"count":1,"key":"ada"}"#,
+            r#"{"count":1,"key":"bob"}"#,
+            r#"{"count":2,"key":"ada"}"#,
+            r#"{"count":3,"key":"ada"}"#
+        ],
+        "counting continued after the restart"
+    );
+    let logs = stdout(&run(
+        &url,
+        with_token(&["plugin", "logs", "visits-per-user"]),
+        "",
+    ));
+    assert!(logs.contains("version 1 running"), "{logs}");
+    stdout(&run(
+        &url,
+        with_token(&["plugin", "undeploy", "visits-per-user"]),
+        "",
+    ));
+    let listed = stdout(&run(&url, with_token(&["plugin", "list"]), ""));
+    assert!(!listed.contains("visits-per-user"), "{listed}");
+}
