@@ -15,6 +15,7 @@ use crate::runtime::{
 const IDENTITY_RECORDS: usize = 1_000_000;
 const FILTER_RECORDS: usize = 200_000;
 const FILTER_BATCH: usize = 1_000;
+const FILTER_ROUNDS: usize = 7;
 
 pub fn run(dir: &Path, required: bool) -> anyhow::Result<()> {
     let read = |name: &str| std::fs::read(dir.join(format!("{name}.wasm")));
@@ -79,26 +80,31 @@ pub fn run(dir: &Path, required: bool) -> anyhow::Result<()> {
         )
     });
     let batches: Vec<Batch> = values.chunks(FILTER_BATCH).map(make_batch).collect();
-    let started = Instant::now();
-    let mut wasm_kept = 0;
-    for batch in &batches {
-        wasm_kept += filter_sandbox.process(batch)?.emitted.len();
-    }
-    let wasm = started.elapsed();
     let predicate =
         json_predicate::Predicate::new("total", "gt", "49").map_err(anyhow::Error::msg)?;
-    let started = Instant::now();
-    let mut native_kept = 0;
-    for batch in &batches {
-        native_kept += native_filter(&predicate, batch)?.len();
+    // Alternating rounds, median of each side: the two share whatever else the machine does.
+    let (mut wasm_rounds, mut native_rounds) = (Vec::new(), Vec::new());
+    for _ in 0..FILTER_ROUNDS {
+        let started = Instant::now();
+        let mut wasm_kept = 0;
+        for batch in &batches {
+            wasm_kept += filter_sandbox.process(batch)?.emitted.len();
+        }
+        wasm_rounds.push(started.elapsed());
+        let started = Instant::now();
+        let mut native_kept = 0;
+        for batch in &batches {
+            native_kept += native_filter(&predicate, batch)?.len();
+        }
+        native_rounds.push(started.elapsed());
+        anyhow::ensure!(
+            wasm_kept == native_kept,
+            "WASM kept {wasm_kept} records, native {native_kept}"
+        );
     }
-    let native = started.elapsed();
-    anyhow::ensure!(
-        wasm_kept == native_kept,
-        "WASM kept {wasm_kept} records, native {native_kept}"
-    );
-    print_rate("filter, WASM", FILTER_RECORDS, wasm);
-    print_rate("filter, native", FILTER_RECORDS, native);
+    let (wasm, native) = (median(&mut wasm_rounds), median(&mut native_rounds));
+    print_rate("filter, WASM (median of 7)", FILTER_RECORDS, wasm);
+    print_rate("filter, native (median of 7)", FILTER_RECORDS, native);
     println!(
         "{:<34} {:>14.2}",
         "filter WASM/native throughput",
@@ -177,6 +183,11 @@ fn make_batch(records: &[Record]) -> Batch {
 fn print_rate(name: &str, records: usize, elapsed: Duration) {
     let rate = records as f64 / elapsed.as_secs_f64();
     println!("{name:<34} {rate:>14.0} {:>10.1}", 1e9 / rate);
+}
+
+fn median(rounds: &mut [Duration]) -> Duration {
+    rounds.sort();
+    rounds[rounds.len() / 2]
 }
 
 fn ms(duration: Duration) -> f64 {

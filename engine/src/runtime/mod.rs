@@ -120,6 +120,10 @@ impl Runtime {
     pub fn new(cache_dir: Option<&Path>) -> Result<Runtime, RuntimeError> {
         let mut config = Config::new();
         config.epoch_interruption(true);
+        // For profiling plugins with `perf`: JIT code symbols go to /tmp/perf-<pid>.map.
+        if std::env::var_os("SLUICE_WASM_PERFMAP").is_some() {
+            config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         let engine = Engine::new(&config).map_err(|e| RuntimeError::Engine(e.to_string()))?;
         let clock = engine.weak();
         std::thread::Builder::new()

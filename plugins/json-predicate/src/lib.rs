@@ -122,17 +122,25 @@ impl Predicate {
 /// The raw JSON at `path` in `json`, found without building the document: only the members
 /// and elements on the path are looked at, the rest is skipped unparsed.
 fn lookup<'a>(json: &'a str, path: &[String]) -> Option<&'a RawValue> {
-    let mut current: &'a RawValue = serde_json::from_str(json).ok()?;
+    if path.is_empty() {
+        return serde_json::from_str(json).ok();
+    }
+    let mut text = json;
+    let mut current = None;
     for token in path {
-        let mut reader = serde_json::Deserializer::from_str(current.get());
-        current = if current.get().starts_with('[') {
+        let mut reader = serde_json::Deserializer::from_str(text);
+        let found: &'a RawValue = if text.trim_start().starts_with('[') {
             let index: usize = token.parse().ok()?;
             reader.deserialize_seq(Element(index)).ok()??
         } else {
             reader.deserialize_map(Member(token)).ok()??
         };
+        // Nothing but whitespace may follow the document.
+        reader.end().ok()?;
+        text = found.get();
+        current = Some(found);
     }
-    Some(current)
+    current
 }
 
 /// Visits an object, keeping the raw value of one member.
