@@ -155,23 +155,71 @@ pub mod state {
 
 /// Records sent to output topics.
 pub mod emit {
-    use crate::bindings::sluice::plugin::types::Header;
+    use std::cell::RefCell;
 
-    /// Sends a record to `topic`; fails past the group's output quota.
+    /// Bytes buffered for one topic before they are handed to the engine.
+    const FLUSH_BYTES: usize = 256 * 1024;
+
+    struct Pending {
+        topic: String,
+        count: u32,
+        frame: Vec<u8>,
+    }
+
+    thread_local! {
+        static PENDING: RefCell<Vec<Pending>> = const { RefCell::new(Vec::new()) };
+    }
+
+    /// Sends a record to `topic`. Records are buffered and handed to the engine in one call
+    /// per topic when `process` returns (or every 256 KiB), so emitting costs no call into the
+    /// engine per record. An error (the group's output quota is exceeded) can therefore come
+    /// from a later `send`, or fail the batch after `process` returned; either way the batch
+    /// fails with a quota error and none of its records are kept.
     pub fn send(
         topic: &str,
         key: Option<&[u8]>,
         value: &[u8],
         headers: &[(&str, &[u8])],
     ) -> Result<(), String> {
-        let headers: Vec<Header> = headers
-            .iter()
-            .map(|(k, v)| Header {
-                key: (*k).to_string(),
-                value: v.to_vec(),
-            })
-            .collect();
-        crate::bindings::sluice::plugin::emit::send(topic, key, value, &headers)
+        let full = PENDING.with_borrow_mut(|pending| {
+            let index = match pending.iter().position(|p| p.topic == topic) {
+                Some(index) => index,
+                None => {
+                    pending.push(Pending {
+                        topic: topic.to_string(),
+                        count: 0,
+                        frame: Vec::new(),
+                    });
+                    pending.len() - 1
+                }
+            };
+            let buffer = &mut pending[index];
+            crate::frame::encode(&mut buffer.frame, key, value, headers);
+            buffer.count += 1;
+            buffer.frame.len() >= FLUSH_BYTES
+        });
+        if full { flush() } else { Ok(()) }
+    }
+
+    /// Hands every buffered record to the engine.
+    pub(crate) fn flush() -> Result<(), String> {
+        let pending = PENDING.with_borrow_mut(std::mem::take);
+        let mut result = Ok(());
+        for buffer in pending {
+            if result.is_ok() {
+                result = crate::bindings::sluice::plugin::emit::send_frame(
+                    &buffer.topic,
+                    buffer.count,
+                    &buffer.frame,
+                );
+            }
+        }
+        result
+    }
+
+    /// Drops buffered records (the batch failed).
+    pub(crate) fn discard() {
+        PENDING.with_borrow_mut(Vec::clear);
     }
 }
 
@@ -226,7 +274,14 @@ pub fn __init<C: Consumer>(config: Vec<(String, String)>) -> Result<(), String> 
 pub fn __process<C: Consumer>(
     batch: bindings::sluice::plugin::types::Batch,
 ) -> Result<(), ProcessError> {
-    C::process(&Batch { inner: batch })
+    emit::discard();
+    match C::process(&Batch { inner: batch }) {
+        Ok(()) => emit::flush().map_err(ProcessError::Failed),
+        Err(error) => {
+            emit::discard();
+            Err(error)
+        }
+    }
 }
 
 /// Exports a [`Consumer`] as the component's `consumer` world.

@@ -17,6 +17,8 @@ use super::bindings::Consumer;
 use super::bindings::sluice::plugin::{emit, log, state, types};
 use super::logs::{LogBuffer, LogLine};
 use super::{Batch, EPOCH_TICK, Plugin, ProcessError, Runtime};
+use crate::log::{Header, Record, batch};
+use bytes::Bytes;
 
 /// Most entries one `state.scan` returns.
 const MAX_SCAN: u32 = 1000;
@@ -123,13 +125,11 @@ pub struct Processed {
     pub state_writes: StateWrites,
 }
 
-/// A record a plugin emitted.
+/// A record a plugin emitted, with the topic it goes to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Emitted {
-    pub topic: String,
-    pub key: Option<Vec<u8>>,
-    pub value: Vec<u8>,
-    pub headers: Vec<(String, Vec<u8>)>,
+    pub topic: Arc<str>,
+    pub record: Record,
 }
 
 /// Why a call into a plugin did not succeed. After `Failed`, `Poison` and `Quota` the instance
@@ -271,6 +271,44 @@ impl state::Host for Host {
     }
 }
 
+impl Host {
+    /// Counts records against the quota; false (and the batch fails) past it.
+    fn within_quota(&mut self, records: usize, bytes: usize) -> bool {
+        let (max_records, max_bytes) = self.quota;
+        if self.emitted.len() + records > max_records || self.emitted_bytes + bytes > max_bytes {
+            self.quota_exceeded = Some(format!("{max_records} records or {max_bytes} bytes"));
+            return false;
+        }
+        self.emitted_bytes += bytes;
+        true
+    }
+
+    fn quota_error(&self) -> String {
+        format!(
+            "output quota exceeded: {} per batch",
+            self.quota_exceeded.as_deref().unwrap_or_default()
+        )
+    }
+
+    /// The topic as an `Arc`, shared by the records emitted to it.
+    fn topic(&self, topic: String) -> Arc<str> {
+        match self.emitted.last() {
+            Some(last) if *last.topic == *topic => last.topic.clone(),
+            _ => Arc::from(topic),
+        }
+    }
+}
+
+fn record_size(record: &Record) -> usize {
+    record.key.as_ref().map_or(0, |k| k.len())
+        + record.value.len()
+        + record
+            .headers
+            .iter()
+            .map(|h| h.key.len() + h.value.len())
+            .sum::<usize>()
+}
+
 impl emit::Host for Host {
     fn send(
         &mut self,
@@ -279,26 +317,52 @@ impl emit::Host for Host {
         value: Vec<u8>,
         headers: Vec<types::Header>,
     ) -> wasmtime::Result<Result<(), String>> {
-        let size = topic.len()
-            + key.as_ref().map_or(0, Vec::len)
-            + value.len()
-            + headers
-                .iter()
-                .map(|h| h.key.len() + h.value.len())
-                .sum::<usize>();
-        let (max_records, max_bytes) = self.quota;
-        if self.emitted.len() >= max_records || self.emitted_bytes + size > max_bytes {
-            let reason = format!("{max_records} records or {max_bytes} bytes");
-            self.quota_exceeded = Some(reason.clone());
-            return Ok(Err(format!("output quota exceeded: {reason} per batch")));
+        let record = Record {
+            timestamp: 0,
+            key: key.map(Bytes::from),
+            value: Bytes::from(value),
+            headers: headers
+                .into_iter()
+                .map(|h| Header {
+                    key: h.key,
+                    value: Bytes::from(h.value),
+                })
+                .collect(),
+        };
+        if !self.within_quota(1, topic.len() + record_size(&record)) {
+            return Ok(Err(self.quota_error()));
         }
-        self.emitted_bytes += size;
-        self.emitted.push(Emitted {
-            topic,
-            key,
-            value,
-            headers: headers.into_iter().map(|h| (h.key, h.value)).collect(),
-        });
+        let topic = self.topic(topic);
+        self.emitted.push(Emitted { topic, record });
+        Ok(Ok(()))
+    }
+
+    fn send_frame(
+        &mut self,
+        topic: String,
+        count: u32,
+        records: Vec<u8>,
+    ) -> wasmtime::Result<Result<(), String>> {
+        let records = match batch::decode_records_frame(&Bytes::from(records)) {
+            Ok(records) if records.len() == count as usize => records,
+            Ok(records) => {
+                return Ok(Err(format!(
+                    "send-frame: the frame holds {} records, not {count}",
+                    records.len()
+                )));
+            }
+            Err(error) => return Ok(Err(format!("send-frame: {error}"))),
+        };
+        let bytes: usize = records.iter().map(|r| topic.len() + record_size(r)).sum();
+        if !self.within_quota(records.len(), bytes) {
+            return Ok(Err(self.quota_error()));
+        }
+        let topic = self.topic(topic);
+        self.emitted
+            .extend(records.into_iter().map(|record| Emitted {
+                topic: topic.clone(),
+                record,
+            }));
         Ok(Ok(()))
     }
 }

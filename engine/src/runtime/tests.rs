@@ -96,14 +96,17 @@ fn filter_forwards_matching_records_with_their_keys_and_headers() {
         .unwrap()
         .emitted;
     assert_eq!(emitted.len(), 2);
-    assert_eq!(emitted[0].topic, "big");
-    assert_eq!(emitted[0].key.as_deref(), Some(&b"k1"[..]));
-    assert_eq!(emitted[0].value, br#"{"total": 50}"#);
+    assert_eq!(&*emitted[0].topic, "big");
+    assert_eq!(emitted[0].record.key.as_deref(), Some(&b"k1"[..]));
+    assert_eq!(&emitted[0].record.value[..], br#"{"total": 50}"#);
     assert_eq!(
-        emitted[0].headers,
-        vec![("trace".to_string(), b"t1".to_vec())]
+        emitted[0].record.headers,
+        vec![crate::log::Header {
+            key: "trace".to_string(),
+            value: Bytes::from_static(b"t1")
+        }]
     );
-    assert_eq!(emitted[1].value, br#"{"total": 11}"#);
+    assert_eq!(&emitted[1].record.value[..], br#"{"total": 11}"#);
     // The instance keeps working batch after batch.
     assert!(
         sandbox
@@ -271,8 +274,8 @@ fn map_projects_fields_and_poisons_values_that_are_not_objects() {
         .unwrap()
         .emitted;
     assert_eq!(out.len(), 1);
-    assert_eq!(out[0].topic, "slim");
-    assert_eq!(out[0].value, br#"{"amount":5,"id":1}"#);
+    assert_eq!(&*out[0].topic, "slim");
+    assert_eq!(&out[0].record.value[..], br#"{"amount":5,"id":1}"#);
     let error = sandbox
         .process(&json_batch(&[r#"{"id": 2}"#, "[1, 2]"]))
         .unwrap_err();
@@ -299,9 +302,9 @@ fn router_sends_each_record_to_the_topic_of_its_field_value() {
         ]))
         .unwrap()
         .emitted;
-    let topics: Vec<&str> = out.iter().map(|e| e.topic.as_str()).collect();
+    let topics: Vec<&str> = out.iter().map(|e| &*e.topic).collect();
     assert_eq!(topics, ["refunds", "sales", "other"]);
-    assert_eq!(out[1].value, br#"{"kind": "sale"}"#);
+    assert_eq!(&out[1].record.value[..], br#"{"kind": "sale"}"#);
 }
 
 #[test]
@@ -330,15 +333,21 @@ fn counter_keeps_counts_in_state_across_batches() {
             r#"{"customer": "ada"}"#,
         ]))
         .unwrap();
-    assert_eq!(first.emitted[2].value, br#"{"count":2,"key":"ada"}"#);
+    assert_eq!(
+        &first.emitted[2].record.value[..],
+        br#"{"count":2,"key":"ada"}"#
+    );
     state.apply(first.state_writes);
     // A failed batch leaves the committed state alone.
     assert!(sandbox.process(&json_batch(&[r#"{"other": 1}"#])).is_err());
     let second = sandbox
         .process(&json_batch(&[r#"{"customer": "ada"}"#]))
         .unwrap();
-    assert_eq!(second.emitted[0].key.as_deref(), Some(&b"ada"[..]));
-    assert_eq!(second.emitted[0].value, br#"{"count":3,"key":"ada"}"#);
+    assert_eq!(second.emitted[0].record.key.as_deref(), Some(&b"ada"[..]));
+    assert_eq!(
+        &second.emitted[0].record.value[..],
+        br#"{"count":3,"key":"ada"}"#
+    );
     state.apply(second.state_writes);
     let entries = state.entries();
     assert_eq!(entries[&b"count/ada"[..]], b"3");

@@ -448,33 +448,20 @@ impl Worker {
         let outputs = &self.deployment.active().output_topics;
         let produced_by = Bytes::from(format!("{}/{version}", self.context.group));
         let now = now_ms();
-        let mut by_topic: BTreeMap<String, Vec<Record>> = BTreeMap::new();
+        let mut by_topic: BTreeMap<Arc<str>, Vec<Record>> = BTreeMap::new();
         let count = emitted.len() as u64;
-        for record in emitted {
-            if !outputs.contains(&record.topic) {
+        for Emitted { topic, mut record } in emitted {
+            if !outputs.iter().any(|o| **o == *topic) {
                 return Err(Interrupt::Engine(format!(
-                    "version {version} emitted to topic `{}`, which is not an output topic of the group (it has {outputs:?}); deploy again with --output-topic {}",
-                    record.topic, record.topic
+                    "version {version} emitted to topic `{topic}`, which is not an output topic of the group (it has {outputs:?}); deploy again with --output-topic {topic}"
                 )));
             }
-            let mut headers: Vec<Header> = record
-                .headers
-                .into_iter()
-                .map(|(key, value)| Header {
-                    key,
-                    value: Bytes::from(value),
-                })
-                .collect();
-            headers.push(Header {
+            record.timestamp = now;
+            record.headers.push(Header {
                 key: PRODUCED_BY.to_string(),
                 value: produced_by.clone(),
             });
-            by_topic.entry(record.topic).or_default().push(Record {
-                timestamp: now,
-                key: record.key.map(Bytes::from),
-                value: Bytes::from(record.value),
-                headers,
-            });
+            by_topic.entry(topic).or_default().push(record);
         }
         for (name, records) in by_topic {
             let topic = self
