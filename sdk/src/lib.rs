@@ -68,6 +68,39 @@ impl Config {
     }
 }
 
+/// What a plugin reads from its settings in `init` and uses in every `process`:
+///
+/// ```ignore
+/// static SETTINGS: Settings<String> = Settings::new();
+/// // in init:    SETTINGS.set(config.require("output")?.to_string())?;
+/// // in process: let output = SETTINGS.get()?;
+/// ```
+pub struct Settings<T>(std::sync::OnceLock<T>);
+
+impl<T> Settings<T> {
+    pub const fn new() -> Self {
+        Settings(std::sync::OnceLock::new())
+    }
+
+    pub fn set(&self, value: T) -> Result<(), String> {
+        self.0
+            .set(value)
+            .map_err(|_| "init was called twice".to_string())
+    }
+
+    pub fn get(&self) -> Result<&T, ProcessError> {
+        self.0
+            .get()
+            .ok_or_else(|| ProcessError::Failed("process was called before init".into()))
+    }
+}
+
+impl<T> Default for Settings<T> {
+    fn default() -> Self {
+        Settings::new()
+    }
+}
+
 /// Consecutive records of one partition.
 pub struct Batch {
     inner: bindings::sluice::plugin::types::Batch,

@@ -8,14 +8,14 @@
 //! as decimal text.
 
 use json_predicate::Field;
-use sluice_sdk::{Batch, Config, Consumer, ProcessError, emit, poison, state};
+use sluice_sdk::{Batch, Config, Consumer, ProcessError, Settings, emit, poison, state};
 
-struct Settings {
+struct Options {
     output: String,
     field: Option<Field>,
 }
 
-static SETTINGS: std::sync::OnceLock<Settings> = std::sync::OnceLock::new();
+static SETTINGS: Settings<Options> = Settings::new();
 
 /// State key of a key's count.
 pub fn count_key(key: &str) -> Vec<u8> {
@@ -49,19 +49,15 @@ struct Counter;
 
 impl Consumer for Counter {
     fn init(config: Config) -> Result<(), String> {
-        let settings = Settings {
+        let settings = Options {
             output: config.require("output")?.to_string(),
             field: config.get("field").map(Field::new),
         };
-        SETTINGS
-            .set(settings)
-            .map_err(|_| "init called twice".to_string())
+        SETTINGS.set(settings)
     }
 
     fn process(batch: &Batch) -> Result<(), ProcessError> {
-        let settings = SETTINGS
-            .get()
-            .ok_or_else(|| ProcessError::Failed("process before init".into()))?;
+        let settings = SETTINGS.get()?;
         for record in batch.records() {
             let record = record?;
             let key = match &settings.field {

@@ -7,14 +7,14 @@
 //! which the engine's benchmark uses as the baseline.
 
 use json_predicate::Predicate;
-use sluice_sdk::{Batch, Config, Consumer, ProcessError, emit};
+use sluice_sdk::{Batch, Config, Consumer, ProcessError, Settings, emit};
 
-struct Settings {
+struct Options {
     output: String,
     predicate: Predicate,
 }
 
-static SETTINGS: std::sync::OnceLock<Settings> = std::sync::OnceLock::new();
+static SETTINGS: Settings<Options> = Settings::new();
 
 struct Filter;
 
@@ -25,19 +25,15 @@ impl Consumer for Filter {
             config.get("op").unwrap_or("eq"),
             config.get("value").unwrap_or("null"),
         )?;
-        let settings = Settings {
+        let settings = Options {
             output: config.require("output")?.to_string(),
             predicate,
         };
-        SETTINGS
-            .set(settings)
-            .map_err(|_| "init called twice".to_string())
+        SETTINGS.set(settings)
     }
 
     fn process(batch: &Batch) -> Result<(), ProcessError> {
-        let settings = SETTINGS
-            .get()
-            .ok_or_else(|| ProcessError::Failed("process before init".into()))?;
+        let settings = SETTINGS.get()?;
         for record in batch.records() {
             let record = record?;
             if settings.predicate.matches(record.value) {

@@ -9,7 +9,7 @@
 //! dead-letter topic.
 
 use serde_json::{Map, Value};
-use sluice_sdk::{Batch, Config, Consumer, ProcessError, emit, poison};
+use sluice_sdk::{Batch, Config, Consumer, ProcessError, Settings, emit, poison};
 
 /// One `source[:target]` of the `fields` setting.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,30 +68,26 @@ pub fn project(projections: &[Projection], value: &[u8]) -> Result<Vec<u8>, Stri
     serde_json::to_vec(&Value::Object(out)).map_err(|e| e.to_string())
 }
 
-struct Settings {
+struct Options {
     output: String,
     projections: Vec<Projection>,
 }
 
-static SETTINGS: std::sync::OnceLock<Settings> = std::sync::OnceLock::new();
+static SETTINGS: Settings<Options> = Settings::new();
 
 struct MapPlugin;
 
 impl Consumer for MapPlugin {
     fn init(config: Config) -> Result<(), String> {
-        let settings = Settings {
+        let settings = Options {
             output: config.require("output")?.to_string(),
             projections: parse_fields(config.require("fields")?)?,
         };
-        SETTINGS
-            .set(settings)
-            .map_err(|_| "init called twice".to_string())
+        SETTINGS.set(settings)
     }
 
     fn process(batch: &Batch) -> Result<(), ProcessError> {
-        let settings = SETTINGS
-            .get()
-            .ok_or_else(|| ProcessError::Failed("process before init".into()))?;
+        let settings = SETTINGS.get()?;
         for record in batch.records() {
             let record = record?;
             let projected = project(&settings.projections, record.value)

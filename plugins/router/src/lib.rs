@@ -6,7 +6,7 @@
 //! text (`routes=true=flagged,1=ones`).
 
 use json_predicate::Field;
-use sluice_sdk::{Batch, Config, Consumer, ProcessError, emit};
+use sluice_sdk::{Batch, Config, Consumer, ProcessError, Settings, emit};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Routes {
@@ -53,7 +53,7 @@ impl Routes {
     }
 }
 
-static ROUTES: std::sync::OnceLock<Routes> = std::sync::OnceLock::new();
+static ROUTES: Settings<Routes> = Settings::new();
 
 struct Router;
 
@@ -64,15 +64,11 @@ impl Consumer for Router {
             config.get("routes").unwrap_or_default(),
             config.get("default"),
         )?;
-        ROUTES
-            .set(routes)
-            .map_err(|_| "init called twice".to_string())
+        ROUTES.set(routes)
     }
 
     fn process(batch: &Batch) -> Result<(), ProcessError> {
-        let routes = ROUTES
-            .get()
-            .ok_or_else(|| ProcessError::Failed("process before init".into()))?;
+        let routes = ROUTES.get()?;
         for record in batch.records() {
             let record = record?;
             if let Some(topic) = routes.topic_for(record.value) {
