@@ -23,7 +23,9 @@ Measure throughput on this machine, for 100-byte and 1 KiB records:
   consume         binary fetches over HTTP on 127.0.0.1, batches decoded and CRC-checked
   plugins         the identity plugin at batch sizes 1 to 10,000 (engine and ABI overhead),
                   the filter plugin in WASM against the same Rust compiled natively, and cold
-                  compile against a cached start (needs the plugins built, see plugins/README.md)
+                  compile against a cached start (needs the plugins built, see plugins/README.md);
+                  then a plugin consumer group through the whole engine path (log, plugin,
+                  commit of state and offset), alone and beside a group whose plugin loops
 
 Data goes to a temporary directory under --dir (default: the current directory), removed
 afterwards. The last line gives the peak resident memory of the process.")]
@@ -107,6 +109,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     if matches!(args.only, Part::All | Part::Plugins) {
         super::bench_plugins::run(&args.plugins_dir, args.only == Part::Plugins)?;
+        super::bench_groups::run(&args.dir, &args.plugins_dir, args.records).await?;
     }
     println!("peak resident memory: {} MiB", peak_rss_kib() / 1024);
     Ok(())

@@ -2,6 +2,7 @@
 //! engine over its HTTP API (`--url`, default http://127.0.0.1:7171).
 
 mod bench;
+mod bench_groups;
 mod bench_plugins;
 pub mod client;
 mod consume;

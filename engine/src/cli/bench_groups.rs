@@ -1,0 +1,130 @@
+//! The plugin-group part of `sluice bench`: a consumer group running the identity plugin
+//! through the whole engine path (read from the log, run the plugin, commit state and offset),
+//! alone and then beside a group whose plugin loops on some records, on the same topic: how
+//! much a misbehaving group costs the others.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use crate::log::{Log, LogOptions, Record, TopicConfig};
+use crate::runtime::{DeploySpec, LimitOverrides, PluginHost, PluginLimits, StartFrom};
+
+const PARTITIONS: u32 = 4;
+/// Every this many records, one the looping plugin chokes on.
+const BAD_EVERY: u64 = 1_000;
+
+pub async fn run(base: &Path, plugins: &Path, records: u64) -> anyhow::Result<()> {
+    let read = |name: &str| std::fs::read(plugins.join(format!("{name}.wasm")));
+    let (Ok(identity), Ok(misbehave)) = (read("identity"), read("misbehave")) else {
+        println!("(skipping the plugin-group measurements: plugins not built)");
+        return Ok(());
+    };
+    let dir = tempfile::tempdir_in(base)?;
+    let options = LogOptions {
+        topic_defaults: TopicConfig {
+            retention_ms: None,
+            ..TopicConfig::default()
+        },
+        max_disk_bytes: None,
+        min_free_bytes: 0,
+    };
+    let log = Arc::new(Log::open(dir.path(), options)?);
+    let topic = log.create_topic("in", PARTITIONS, &[])?;
+    log.create_topic("out", 1, &[])?;
+    let mut next = 0u64;
+    while next < records {
+        let chunk: Vec<Record> = (next..(next + 1_000).min(records))
+            .map(|i| Record {
+                timestamp: 1_700_000_000_000,
+                key: Some(Bytes::from(format!("key-{}", i % 1_000))),
+                value: Bytes::from(if i % BAD_EVERY == BAD_EVERY / 2 {
+                    "bad".to_string()
+                } else {
+                    format!("{i:0>100}")
+                }),
+                headers: Vec::new(),
+            })
+            .collect();
+        next += chunk.len() as u64;
+        topic.produce(None, chunk).await?;
+    }
+    let host = {
+        let (path, log) = (dir.path().to_path_buf(), log.clone());
+        let handle = tokio::runtime::Handle::current();
+        tokio::task::spawn_blocking(move || {
+            PluginHost::open(&path, log, PluginLimits::default(), u64::MAX, handle)
+        })
+        .await??
+    };
+    let alone = time_group(&host, "alone", &identity, records).await?;
+    let spec = DeploySpec {
+        topic: "in".into(),
+        output_topics: vec!["out".into()],
+        config: [("mode".to_string(), "loop".to_string())].into(),
+        from: Some(StartFrom::Earliest),
+        limits: LimitOverrides {
+            deadline_ms: Some(100),
+            max_attempts: Some(2),
+            retry_backoff_ms: Some(10),
+            batch_records: Some(100),
+            ..LimitOverrides::default()
+        },
+    };
+    let deploy_host = host.clone();
+    tokio::task::spawn_blocking(move || deploy_host.deploy("looping", spec, &misbehave)).await??;
+    let beside = time_group(&host, "beside", &identity, records).await?;
+    let looping = host.describe("looping")?;
+    let stop = host.clone();
+    tokio::task::spawn_blocking(move || stop.stop()).await?;
+    log.close()?;
+
+    println!();
+    println!(
+        "{:<44} {:>14} {:>10}",
+        "PLUGIN GROUP (identity, 100-byte records)", "RECORDS/S", "NS/RECORD"
+    );
+    for (name, elapsed) in [
+        ("alone, log -> plugin -> commit", alone),
+        ("beside a group looping on 1 record in 1000", beside),
+    ] {
+        let rate = records as f64 / elapsed.as_secs_f64();
+        println!("{name:<44} {rate:>14.0} {:>10.1}", 1e9 / rate);
+    }
+    println!(
+        "{:<44} {:>14.2}",
+        "throughput beside / alone",
+        alone.as_secs_f64() / beside.as_secs_f64()
+    );
+    println!(
+        "{:<44} {:>14}",
+        "  (the looping group meanwhile: dead letters)", looping.dead_letters
+    );
+    Ok(())
+}
+
+/// Deploys the identity plugin as `group` from the earliest offset and times it to the end.
+async fn time_group(
+    host: &Arc<PluginHost>,
+    group: &str,
+    wasm: &[u8],
+    records: u64,
+) -> anyhow::Result<Duration> {
+    let spec = DeploySpec {
+        topic: "in".into(),
+        from: Some(StartFrom::Earliest),
+        ..DeploySpec::default()
+    };
+    let (deploy_host, name, bytes) = (host.clone(), group.to_string(), wasm.to_vec());
+    let started = Instant::now();
+    tokio::task::spawn_blocking(move || deploy_host.deploy(&name, spec, &bytes)).await??;
+    loop {
+        let progress = host.describe(group)?;
+        if progress.total_lag == 0 && progress.processed_records >= records {
+            return Ok(started.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
