@@ -24,7 +24,8 @@ const ABOUT: &str = "Sluice: a durable partitioned log with WebAssembly consumer
 
 const LONG_ABOUT: &str = "\
 Sluice is a durable partitioned log with WebAssembly consumer plugins: one binary that stores
-topics split into partitions of CRC-checked, fsynced segments, and serves them over HTTP.
+topics split into partitions of CRC-checked, fsynced segments, serves them over HTTP, and runs
+consumer groups written as WebAssembly components in sandboxes.
 
 Start the engine in one shell (it keeps its data in ./sluice-data by default):
 
@@ -38,7 +39,16 @@ Then, in another:
     sluice consume orders --group billing        # remembers where it stopped
     sluice group describe billing                # members, offsets and lag
 
-Every command but `serve` talks to the engine at --url (or SLUICE_URL). Logs go to stderr;
+Run a WebAssembly plugin as a consumer group, on the running engine:
+
+    sluice topic create big
+    sluice plugin deploy --group big-orders --topic orders --output-topic big \\
+        --wasm filter.wasm --config output=big --config field=total --config op=gt --config value=10
+    sluice plugin describe big-orders            # version, status, lag, dead letters
+    sluice plugin rollback big-orders            # after deploying a new version
+
+Every command but `serve` talks to the engine at --url (or SLUICE_URL); `plugin` and `dlq`
+need the admin token (--token, SLUICE_TOKEN, or ./sluice-data/admin.token). Logs go to stderr;
 set SLUICE_LOG=debug (or any tracing filter) for more.";
 
 #[derive(Parser)]
