@@ -386,23 +386,28 @@ impl PluginHost {
             }
         }
         let plugin = self.runtime.compile(wasm)?;
-        let mut groups = self.groups.lock().expect("groups lock");
-        let existing = groups
-            .get(group)
-            .map(|g| g.control.borrow().deployment.clone());
-        if let Some(current) = &existing
-            && current.topic != spec.topic
-        {
-            return Err(DeployError::TopicMismatch {
-                group: group.to_string(),
-                current: current.topic.clone(),
-                requested: spec.topic,
-            });
-        }
-        let base = existing.as_ref().map_or(self.defaults, |d| d.limits);
+        let check_topic = |current: &Deployment| {
+            if current.topic == spec.topic {
+                Ok(())
+            } else {
+                Err(DeployError::TopicMismatch {
+                    group: group.to_string(),
+                    current: current.topic.clone(),
+                    requested: spec.topic.clone(),
+                })
+            }
+        };
+        let base = match self.deployment(group) {
+            Some(current) => {
+                check_topic(&current)?;
+                current.limits
+            }
+            None => self.defaults,
+        };
         let limits = spec.limits.apply(base);
         limits.validate()?;
-        // Started once with a scratch state, so that a bad configuration is refused here.
+        // Started once with a scratch state, so that a bad configuration is refused here;
+        // outside the lock, as `init` may take up to the deadline.
         let trial = SandboxIdentity {
             group,
             version: "trial",
@@ -418,6 +423,13 @@ impl PluginHost {
         )
         .map_err(DeployError::Start)?;
 
+        let mut groups = self.groups.lock().expect("groups lock");
+        let existing = groups
+            .get(group)
+            .map(|g| g.control.borrow().deployment.clone());
+        if let Some(current) = &existing {
+            check_topic(current)?;
+        }
         let dir = self.group_dir(group);
         std::fs::create_dir_all(&dir).map_err(|e| LogError::io(&dir, e))?;
         let wasm_path = dir.join(format!("{}.wasm", plugin.digest));
@@ -480,6 +492,14 @@ impl PluginHost {
         }
         drop(groups);
         self.describe(group)
+    }
+
+    /// The current deployment of a group.
+    fn deployment(&self, group: &str) -> Option<Deployment> {
+        let groups = self.groups.lock().expect("groups lock");
+        groups
+            .get(group)
+            .map(|g| g.control.borrow().deployment.clone())
     }
 
     /// Positions where a new group starts, committed before its worker runs so that a restart
