@@ -70,10 +70,20 @@ impl Config {
 
 /// What a plugin reads from its settings in `init` and uses in every `process`:
 ///
-/// ```ignore
-/// static SETTINGS: Settings<String> = Settings::new();
-/// // in init:    SETTINGS.set(config.require("output")?.to_string())?;
-/// // in process: let output = SETTINGS.get()?;
+/// ```no_run
+/// use sluice_sdk::{Config, ProcessError, Settings};
+///
+/// static OUTPUT: Settings<String> = Settings::new();
+///
+/// fn init(config: Config) -> Result<(), String> {
+///     OUTPUT.set(config.require("output")?.to_string())
+/// }
+///
+/// fn process() -> Result<(), ProcessError> {
+///     let output: &String = OUTPUT.get()?;
+///     # let _ = output;
+///     Ok(())
+/// }
 /// ```
 pub struct Settings<T>(std::sync::OnceLock<T>);
 
