@@ -189,6 +189,12 @@ async fn bad_uploads_get_a_clear_error_and_change_nothing() {
             "wasi:filesystem",
         ),
         (
+            "another world version",
+            request("future_world", "in", &[], &[]),
+            400,
+            "sluice:plugin@0.1.x",
+        ),
+        (
             "bad config",
             request("filter", "in", &["out"], &[("output", "out")]),
             400,
@@ -622,4 +628,59 @@ fn deployments_survive_a_restart_and_the_cli_manages_them() {
     ));
     let listed = stdout(&run(&url, with_token(&["plugin", "list"]), ""));
     assert!(!listed.contains("visits-per-user"), "{listed}");
+}
+
+/// `sluice plugin test` runs a plugin on a file of records with no server: emitted records,
+/// poison and the state changes come out as JSON lines.
+#[test]
+fn plugin_test_runs_a_plugin_locally_and_prints_outputs_poison_and_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("visits.jsonl");
+    std::fs::write(
+        &input,
+        concat!(
+            r#"{"key": "a", "value": {"user": "ada"}}"#,
+            "\n",
+            r#"{"key": "b", "value": {"name": "nobody"}}"#,
+            "\n",
+            r#"{"key": "c", "value": "{\"user\": \"ada\"}"}"#,
+            "\n",
+        ),
+    )
+    .unwrap();
+    let seed = dir.path().join("seed.json");
+    std::fs::write(&seed, r#"{"count/ada": "40", "unrelated": "x"}"#).unwrap();
+    let counter = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../plugins/target/wasm32-wasip2/release/counter.wasm");
+    let output = common::cli(
+        "http://127.0.0.1:1",
+        &[
+            "plugin",
+            "test",
+            "--wasm",
+            counter.to_str().unwrap(),
+            "--input",
+            input.to_str().unwrap(),
+            "--state",
+            seed.to_str().unwrap(),
+            "--config",
+            "output=counts",
+            "--config",
+            "field=user",
+        ],
+        "",
+    );
+    let lines: Vec<serde_json::Value> = common::stdout(&output)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 4, "{lines:#?}");
+    assert_eq!(lines[0]["emit"]["topic"], "counts");
+    assert_eq!(lines[0]["emit"]["value"], r#"{"count":41,"key":"ada"}"#);
+    assert_eq!(lines[1]["poison"]["offset"], 1);
+    assert_eq!(lines[2]["emit"]["value"], r#"{"count":42,"key":"ada"}"#);
+    assert_eq!(
+        lines[3]["state"],
+        serde_json::json!({"count/ada": "42", "total": "2"})
+    );
 }

@@ -7,6 +7,7 @@ mod bench_plugins;
 pub mod client;
 mod consume;
 mod plugin;
+mod plugin_test;
 mod produce;
 
 use std::path::PathBuf;

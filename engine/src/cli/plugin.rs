@@ -57,6 +57,8 @@ Example:
         #[arg(long)]
         to_version: Option<u32>,
     },
+    /// Run a plugin on records from a file, in the engine's sandbox, without a server.
+    Test(super::plugin_test::TestArgs),
     /// Stop the group and remove it: its versions, offsets and (unless --keep-state) state.
     /// Its dead-letter topic stays.
     Undeploy {
@@ -140,6 +142,10 @@ fn parse_start(text: &str) -> Result<StartFrom, String> {
 pub async fn run(client: &Client, command: PluginCommand) -> anyhow::Result<()> {
     match command {
         PluginCommand::Deploy(args) => deploy(client, args).await,
+        // Plugins make blocking calls (WASI), which must not run on an async worker.
+        PluginCommand::Test(args) => {
+            tokio::task::spawn_blocking(move || super::plugin_test::run(args)).await?
+        }
         PluginCommand::List => {
             let list = client.list_plugins().await?;
             println!(

@@ -354,3 +354,15 @@ fn counter_keeps_counts_in_state_across_batches() {
     assert_eq!(entries[&b"count/bob"[..]], b"1");
     assert_eq!(entries[&b"total"[..]], b"4");
 }
+
+#[test]
+fn a_component_of_another_world_version_is_refused_naming_it() {
+    let Err(error) = runtime().compile(&plugin_wasm("future_world")) else {
+        panic!("a component built for sluice:plugin@0.2.0 was accepted");
+    };
+    assert!(
+        matches!(&error, RuntimeError::IncompatibleWorld { found } if found.contains("@0.2.0")),
+        "{error}"
+    );
+    assert!(error.to_string().contains("0.1.x"), "{error}");
+}

@@ -25,7 +25,8 @@ use crate::txn::{Position, TxnStore};
 const IDLE_WAIT: Duration = Duration::from_secs(1);
 /// Longest wait between retries.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
-/// Wait after an engine-side failure (a full disk, a deleted output topic) before trying again.
+/// First wait after an engine-side failure (a full disk, a deleted output topic) before trying
+/// again; it doubles while the failure lasts, up to `MAX_BACKOFF`.
 const ENGINE_RETRY: Duration = Duration::from_secs(1);
 /// Sleeps at least this long only end with a change of the deployment.
 const MAX_SLEEP: Duration = Duration::from_secs(24 * 3600);
@@ -164,6 +165,7 @@ impl Worker {
         let _entered = span.enter();
         self.context.shared.set_status("starting");
         let mut loaded = false;
+        let mut engine_failures = 0u32;
         loop {
             let stop = self.refresh();
             if stop {
@@ -181,6 +183,9 @@ impl Worker {
             } else {
                 self.ensure_sandbox().and_then(|()| self.step())
             };
+            if outcome.is_ok() {
+                engine_failures = 0;
+            }
             match outcome {
                 Ok(true) => {}
                 Ok(false) => self.wait_for_input(),
@@ -193,7 +198,11 @@ impl Worker {
                     self.note("error", &message);
                     tracing::error!(error = %message, "group cannot make progress; retrying");
                     loaded = false;
-                    if let Err(Interrupt::Stop) = self.sleep(ENGINE_RETRY) {
+                    let wait = ENGINE_RETRY
+                        .saturating_mul(1 << engine_failures.min(5))
+                        .min(MAX_BACKOFF);
+                    engine_failures += 1;
+                    if let Err(Interrupt::Stop) = self.sleep(wait) {
                         break;
                     }
                 }

@@ -1,0 +1,240 @@
+//! `sluice plugin test`: runs a plugin on records from a file in the engine's sandbox, with no
+//! server, and prints what it emitted, what it rejected and how it changed its state.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Args;
+use serde_json::{Value, json};
+
+use super::parse_key_value;
+use crate::log::{Record, batch, now_ms};
+use crate::runtime::{
+    Batch, MemoryState, PluginLimits, Runtime, Sandbox, SandboxError, SandboxIdentity, StateWrites,
+};
+use crate::server::api::JsonRecord;
+
+#[derive(Args)]
+#[command(long_about = "\
+Run a plugin on records from a file, in the same sandbox and with the same limits as the
+engine, without a server. Prints one JSON line per event:
+
+  {\"emit\": {\"topic\", \"key\", \"value\", \"headers\"}}   a record the plugin emitted
+  {\"poison\": {\"offset\", \"reason\"}}                   a record the plugin rejected
+  {\"error\": {\"offset\", \"message\"}}                   a record on which the plugin failed
+                                                       (found by running it alone)
+  {\"state\": {\"key\": \"value\" or null}}               the state at the end, where it changed
+
+The input has one JSON record per line: {\"key\": \"ada\", \"value\": {\"total\": 3},
+\"headers\": {\"h\": \"v\"}, \"timestamp\": 1700000000000}; a value that is not a string is
+passed as its JSON text. Offsets count from 0 in file order.
+
+Example:
+  sluice plugin test --wasm counter.wasm --config output=counts --input visits.jsonl")]
+pub struct TestArgs {
+    /// The component to run.
+    #[arg(long)]
+    wasm: PathBuf,
+    /// JSON lines of records.
+    #[arg(long)]
+    input: PathBuf,
+    /// A setting for the plugin's init, as key=value; repeat for more.
+    #[arg(long = "config", short = 'c', value_parser = parse_key_value)]
+    config: Vec<(String, String)>,
+    /// A JSON object of state to start from: {"key": "value"}.
+    #[arg(long)]
+    state: Option<PathBuf>,
+    /// Records per `process` call.
+    #[arg(long, default_value_t = 100)]
+    batch_records: usize,
+    /// Memory limit of the plugin, in MiB.
+    #[arg(long)]
+    memory_mb: Option<u64>,
+    /// Time one `process` call may take.
+    #[arg(long)]
+    deadline_ms: Option<u64>,
+    /// Topic name the batches say they come from.
+    #[arg(long, default_value = "input")]
+    topic: String,
+}
+
+pub fn run(args: TestArgs) -> anyhow::Result<()> {
+    let wasm = std::fs::read(&args.wasm)
+        .with_context(|| format!("cannot read {}", args.wasm.display()))?;
+    let records = read_input(&args.input)?;
+    let state = Arc::new(MemoryState::default());
+    let mut seed = StateWrites::new();
+    if let Some(path) = &args.state {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        let object: BTreeMap<String, String> = serde_json::from_str(&text)
+            .with_context(|| format!("{} is not a JSON object of string values", path.display()))?;
+        for (key, value) in object {
+            seed.insert(key.into_bytes(), Some(value.into_bytes()));
+        }
+        state.apply(seed.clone());
+    }
+    let before = state.entries();
+    let defaults = PluginLimits::default();
+    let limits = PluginLimits {
+        memory_mb: args.memory_mb.unwrap_or(defaults.memory_mb),
+        deadline_ms: args.deadline_ms.unwrap_or(defaults.deadline_ms),
+        ..defaults
+    };
+    let runtime = Runtime::new(None)?;
+    let plugin = runtime.compile(&wasm)?;
+    let mut tester = Tester {
+        runtime,
+        plugin,
+        limits,
+        state,
+        config: args.config,
+        topic: args.topic,
+        sandbox: None,
+    };
+    let indexed: Vec<(u64, Record)> = records
+        .into_iter()
+        .enumerate()
+        .map(|(i, r)| (i as u64, r))
+        .collect();
+    for chunk in indexed.chunks(args.batch_records.max(1)) {
+        tester.process(chunk)?;
+    }
+    let after = tester.state.entries();
+    let mut changes = serde_json::Map::new();
+    for (key, value) in &after {
+        if before.get(key) != Some(value) {
+            changes.insert(text(key), Value::String(text(value)));
+        }
+    }
+    for key in before.keys().filter(|k| !after.contains_key(*k)) {
+        changes.insert(text(key), Value::Null);
+    }
+    println!("{}", json!({ "state": changes }));
+    Ok(())
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn read_input(path: &PathBuf) -> anyhow::Result<Vec<Record>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let now = now_ms();
+    let mut records = Vec::new();
+    for (number, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let mut value: Value = serde_json::from_str(line)
+            .with_context(|| format!("{}:{}: not JSON", path.display(), number + 1))?;
+        if let Some(field) = value.get_mut("value")
+            && !field.is_string()
+        {
+            *field = Value::String(field.to_string());
+        }
+        let record: JsonRecord = serde_json::from_value(value)
+            .with_context(|| format!("{}:{}: not a record", path.display(), number + 1))?;
+        records.push(
+            record
+                .to_record(now)
+                .map_err(|e| anyhow::anyhow!("{}:{}: {e}", path.display(), number + 1))?,
+        );
+    }
+    Ok(records)
+}
+
+struct Tester {
+    runtime: Runtime,
+    plugin: crate::runtime::Plugin,
+    limits: PluginLimits,
+    state: Arc<MemoryState>,
+    config: Vec<(String, String)>,
+    topic: String,
+    sandbox: Option<Sandbox>,
+}
+
+impl Tester {
+    fn sandbox(&mut self) -> anyhow::Result<&mut Sandbox> {
+        if self.sandbox.is_none() {
+            let identity = SandboxIdentity {
+                group: "test",
+                version: "local",
+                log_sink: None,
+            };
+            let sandbox = Sandbox::start(
+                &self.runtime,
+                &self.plugin,
+                self.limits.sandbox(),
+                identity,
+                self.state.clone(),
+                &self.config,
+            )
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+            self.sandbox = Some(sandbox);
+        }
+        Ok(self.sandbox.as_mut().expect("started above"))
+    }
+
+    /// Runs one batch; on failure, finds the records it fails on by running them alone.
+    fn process(&mut self, records: &[(u64, Record)]) -> anyhow::Result<()> {
+        let plain: Vec<Record> = records.iter().map(|(_, r)| r.clone()).collect();
+        let batch = Batch {
+            topic: self.topic.clone(),
+            partition: 0,
+            base_offset: records[0].0,
+            count: records.len() as u32,
+            records: batch::encode_records_frame(&plain),
+        };
+        match self.sandbox()?.process(&batch) {
+            Ok(processed) => {
+                for emitted in processed.emitted {
+                    let mut out = JsonRecord::from_record(&emitted.record, 0, 0);
+                    out.offset = None;
+                    out.partition = None;
+                    out.timestamp = None;
+                    let mut line = serde_json::to_value(out)?;
+                    line["topic"] = Value::String(emitted.topic.to_string());
+                    println!("{}", json!({ "emit": line }));
+                }
+                self.state.apply(processed.state_writes);
+            }
+            Err(SandboxError::Poison { offset, reason }) => {
+                let at = records.iter().position(|(o, _)| *o == offset);
+                let Some(at) = at else {
+                    anyhow::bail!("the plugin rejected offset {offset}, which is not in the batch");
+                };
+                if at > 0 {
+                    self.process(&records[..at])?;
+                }
+                println!(
+                    "{}",
+                    json!({ "poison": { "offset": offset, "reason": reason } })
+                );
+                if at + 1 < records.len() {
+                    self.process(&records[at + 1..])?;
+                }
+            }
+            Err(error) => {
+                if error.needs_restart() {
+                    self.sandbox = None;
+                }
+                if records.len() == 1 {
+                    let message = error.to_string();
+                    println!(
+                        "{}",
+                        json!({ "error": { "offset": records[0].0, "message": message } })
+                    );
+                } else {
+                    for record in records {
+                        self.process(std::slice::from_ref(record))?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
