@@ -104,6 +104,9 @@ pub struct DeployArgs {
     /// Most records per `process` call.
     #[arg(long)]
     batch_records: Option<u32>,
+    /// Longest time processed batches wait to be committed together.
+    #[arg(long)]
+    commit_interval_ms: Option<u64>,
     /// Records one `process` call may emit.
     #[arg(long)]
     max_emitted_records: Option<u64>,
@@ -252,6 +255,7 @@ async fn deploy(client: &Client, args: DeployArgs) -> anyhow::Result<()> {
                 max_attempts: args.max_attempts,
                 retry_backoff_ms: args.retry_backoff_ms,
                 batch_records: args.batch_records,
+                commit_interval_ms: args.commit_interval_ms,
             },
         },
         wasm_base64: BASE64.encode(&wasm),

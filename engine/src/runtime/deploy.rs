@@ -51,6 +51,9 @@ pub struct PluginLimits {
     pub retry_backoff_ms: u64,
     /// Most records in one `process` call.
     pub batch_records: u32,
+    /// Longest time processed batches wait to be committed together (one durable commit for
+    /// all of them); an idle group commits at once.
+    pub commit_interval_ms: u64,
 }
 
 impl Default for PluginLimits {
@@ -64,6 +67,7 @@ impl Default for PluginLimits {
             max_attempts: 3,
             retry_backoff_ms: 200,
             batch_records: 1_000,
+            commit_interval_ms: 100,
         }
     }
 }
@@ -106,6 +110,7 @@ pub struct LimitOverrides {
     pub max_attempts: Option<u32>,
     pub retry_backoff_ms: Option<u64>,
     pub batch_records: Option<u32>,
+    pub commit_interval_ms: Option<u64>,
 }
 
 impl LimitOverrides {
@@ -118,6 +123,7 @@ impl LimitOverrides {
             max_attempts: self.max_attempts.unwrap_or(base.max_attempts),
             retry_backoff_ms: self.retry_backoff_ms.unwrap_or(base.retry_backoff_ms),
             batch_records: self.batch_records.unwrap_or(base.batch_records),
+            commit_interval_ms: self.commit_interval_ms.unwrap_or(base.commit_interval_ms),
         }
     }
 }
@@ -531,7 +537,8 @@ impl PluginHost {
                 next_offset,
             })
             .collect();
-        self.store.commit(group, &positions, &Default::default())?;
+        self.store
+            .commit(group, &positions, None, &Default::default())?;
         Ok(())
     }
 
@@ -549,6 +556,7 @@ impl PluginHost {
             deployment,
             stop: false,
             replay_requested: 0,
+            replay_end: 0,
         });
         let context = worker::Context {
             group: group.clone(),
@@ -648,14 +656,18 @@ impl PluginHost {
             Some((cursor, _)) => cursor.max(dlq.log_start_offset()),
             None => dlq.log_start_offset(),
         };
-        self.store
-            .commit_dlq_replay(group, cursor, end, &Default::default())?;
         running
             .shared
-            .engine_line("info", &format!("replaying dead letters {cursor}..{end}"));
-        running.control.send_modify(|d| d.replay_requested += 1);
+            .engine_line("info", &format!("replaying dead letters up to {end}"));
+        // The worker owns the cursor (it commits it with its progress): it takes the request.
+        running.control.send_modify(|d| {
+            d.replay_requested += 1;
+            d.replay_end = end;
+        });
         drop(groups);
-        self.describe(group)
+        let mut description = self.describe(group)?;
+        description.dlq_replay = Some((cursor, end));
+        Ok(description)
     }
 
     /// Stops the group's worker and removes the deployment, its offsets and (unless

@@ -23,7 +23,7 @@ pub use deploy::{
 pub use logs::{LogBuffer, LogLine};
 pub use sandbox::{
     Emitted, MemoryState, Processed, Sandbox, SandboxError, SandboxIdentity, SandboxLimits,
-    StateStore, StateWrites, scan_start,
+    StateStore, StateWrites, merged_scan, scan_start,
 };
 pub use worker::{
     DLQ_ATTEMPTS, DLQ_ERROR, DLQ_OFFSET, DLQ_PARTITION, DLQ_TOPIC, DLQ_VERSION, PRODUCED_BY,

@@ -245,30 +245,37 @@ impl state::Host for Host {
         limit: u32,
     ) -> wasmtime::Result<Vec<(Vec<u8>, Vec<u8>)>> {
         let limit = limit.min(MAX_SCAN) as usize;
-        let range = scan_start(&prefix, start_after.as_deref());
-        let pending: Vec<(&Vec<u8>, &Option<Vec<u8>>)> = self
-            .writes
-            .range::<[u8], _>(range)
-            .take_while(|(k, _)| k.starts_with(&prefix))
-            .collect();
-        // Each pending delete can hide one committed entry: read that many more.
-        let deletes = pending.iter().filter(|(_, v)| v.is_none()).count();
-        let committed = match self
-            .state
-            .scan(&prefix, start_after.as_deref(), limit + deletes)
-        {
-            Ok(entries) => entries,
-            Err(error) => return Err(self.state_failed(error)),
-        };
-        let mut merged: BTreeMap<Vec<u8>, Vec<u8>> = committed.into_iter().collect();
-        for (key, value) in pending {
-            match value {
-                Some(value) => merged.insert(key.clone(), value.clone()),
-                None => merged.remove(key),
-            };
-        }
-        Ok(merged.into_iter().take(limit).collect())
+        let state = self.state.clone();
+        let scanned = merged_scan(&self.writes, &prefix, start_after.as_deref(), limit, |n| {
+            state.scan(&prefix, start_after.as_deref(), n)
+        });
+        scanned.map_err(|error| self.state_failed(error))
     }
+}
+
+/// A prefix scan of committed state (`committed(n)` reads n entries) seen through pending
+/// writes.
+pub fn merged_scan(
+    pending: &StateWrites,
+    prefix: &[u8],
+    start_after: Option<&[u8]>,
+    limit: usize,
+    committed: impl FnOnce(usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>, String>,
+) -> Result<Vec<(Vec<u8>, Vec<u8>)>, String> {
+    let pending: Vec<(&Vec<u8>, &Option<Vec<u8>>)> = pending
+        .range::<[u8], _>(scan_start(prefix, start_after))
+        .take_while(|(k, _)| k.starts_with(prefix))
+        .collect();
+    // Each pending delete can hide one committed entry: read that many more.
+    let deletes = pending.iter().filter(|(_, v)| v.is_none()).count();
+    let mut merged: BTreeMap<Vec<u8>, Vec<u8>> = committed(limit + deletes)?.into_iter().collect();
+    for (key, value) in pending {
+        match value {
+            Some(value) => merged.insert(key.clone(), value.clone()),
+            None => merged.remove(key),
+        };
+    }
+    Ok(merged.into_iter().take(limit).collect())
 }
 
 impl Host {

@@ -10,16 +10,19 @@
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tokio::sync::watch;
 
 use super::deploy::{Deployment, PluginCache, dlq_topic};
-use super::{Batch, LogBuffer, Runtime, Sandbox, SandboxError, SandboxIdentity};
+use super::{
+    Batch, LogBuffer, Runtime, Sandbox, SandboxError, SandboxIdentity, StateStore, StateWrites,
+    merged_scan,
+};
 use crate::log::{Header, Log, Partition, Record, batch, now_ms};
 use crate::runtime::Emitted;
-use crate::txn::{Position, TxnStore};
+use crate::txn::{GroupState, Position, TxnStore};
 
 /// How long an idle worker waits for records before looking at its partitions again.
 const IDLE_WAIT: Duration = Duration::from_secs(1);
@@ -30,8 +33,8 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 const ENGINE_RETRY: Duration = Duration::from_secs(1);
 /// Sleeps at least this long only end with a change of the deployment.
 const MAX_SLEEP: Duration = Duration::from_secs(24 * 3600);
-/// Bytes read from a partition per batch, at most.
-const READ_BYTES: usize = 4 << 20;
+/// Bytes read from a partition at a time (more if one stored batch is larger).
+const READ_BYTES: usize = 256 << 10;
 
 /// Headers the engine adds to a dead letter.
 pub const DLQ_ERROR: &str = "sluice.dlq.error";
@@ -50,6 +53,8 @@ pub(super) struct Desired {
     pub stop: bool,
     /// Incremented for each `dlq replay` request.
     pub replay_requested: u64,
+    /// Where the latest requested replay ends (the dead-letter topic's end at the request).
+    pub replay_end: u64,
 }
 
 /// What the worker reports, read by `plugin describe`.
@@ -105,6 +110,10 @@ pub(super) fn spawn(
 ) -> std::thread::JoinHandle<()> {
     let deployment = control.borrow().deployment.clone();
     let name = format!("sluice-group-{}", context.group);
+    let state = Arc::new(Uncommitted {
+        committed: context.store.state_of(&context.group),
+        writes: Mutex::new(StateWrites::new()),
+    });
     let worker = Worker {
         context,
         control,
@@ -113,6 +122,10 @@ pub(super) fn spawn(
         sandbox: None,
         positions: BTreeMap::new(),
         replay: None,
+        replay_request: None,
+        state,
+        dirty: false,
+        last_commit: Instant::now(),
     };
     std::thread::Builder::new()
         .name(name)
@@ -146,6 +159,34 @@ enum Input {
     },
 }
 
+/// The group's committed state seen through the writes of batches processed since the last
+/// commit: what the plugin reads.
+struct Uncommitted {
+    committed: GroupState,
+    writes: Mutex<StateWrites>,
+}
+
+impl StateStore for Uncommitted {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, String> {
+        if let Some(written) = self.writes.lock().expect("writes lock").get(key) {
+            return Ok(written.clone());
+        }
+        self.committed.get(key)
+    }
+
+    fn scan(
+        &self,
+        prefix: &[u8],
+        start_after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, String> {
+        let writes = self.writes.lock().expect("writes lock");
+        merged_scan(&writes, prefix, start_after, limit, |n| {
+            self.committed.scan(prefix, start_after, n)
+        })
+    }
+}
+
 struct Worker {
     context: Context,
     control: watch::Receiver<Desired>,
@@ -153,10 +194,17 @@ struct Worker {
     replay_seen: u64,
     /// The running version and its instance.
     sandbox: Option<(u32, Sandbox)>,
-    /// Next offset to process, per partition of the input topic, as committed.
+    /// Next offset to process, per partition of the input topic (committed or not).
     positions: BTreeMap<u32, u64>,
-    /// Dead-letter replay cursor and end.
+    /// Dead-letter replay cursor and end (committed or not).
     replay: Option<(u64, u64)>,
+    /// A `dlq replay` request not yet taken: where it ends.
+    replay_request: Option<u64>,
+    /// State the plugin reads, with the writes not yet committed.
+    state: Arc<Uncommitted>,
+    /// Progress made since the last commit.
+    dirty: bool,
+    last_commit: Instant,
 }
 
 impl Worker {
@@ -179,9 +227,15 @@ impl Worker {
             } else if self.deployment.paused {
                 self.context.shared.set_status("paused");
                 // Only a change of the deployment (resume, undeploy) ends a pause.
-                self.sleep(Duration::MAX).map(|()| true)
+                self.flush()
+                    .and_then(|()| self.sleep(Duration::MAX).map(|()| true))
             } else {
                 self.ensure_sandbox().and_then(|()| self.step())
+            };
+            // An idle group commits what it did before waiting.
+            let outcome = match outcome {
+                Ok(false) => self.flush().map(|()| false),
+                other => other,
             };
             if outcome.is_ok() {
                 engine_failures = 0;
@@ -189,7 +243,12 @@ impl Worker {
             match outcome {
                 Ok(true) => {}
                 Ok(false) => self.wait_for_input(),
-                Err(Interrupt::Stop) => break,
+                Err(Interrupt::Stop) => {
+                    if let Err(Interrupt::Engine(message)) = self.flush() {
+                        tracing::error!(error = %message, "cannot commit at stop; the last batches will be processed again");
+                    }
+                    break;
+                }
                 Err(Interrupt::Changed) => {}
                 Err(Interrupt::Engine(message)) => {
                     self.context
@@ -208,6 +267,9 @@ impl Worker {
                 }
             }
         }
+        if let Err(Interrupt::Engine(message)) = self.flush() {
+            tracing::error!(error = %message, "cannot commit at stop; the last batches will be processed again");
+        }
         self.context.shared.set_status("stopped");
     }
 
@@ -220,13 +282,15 @@ impl Worker {
         drop(desired);
         if replay != self.replay_seen {
             self.replay_seen = replay;
-            self.replay = None;
+            self.replay_request = Some(self.control.borrow().replay_end);
         }
         stop
     }
 
-    /// Reads the committed positions and replay cursor.
+    /// Reads the committed positions and replay cursor, dropping uncommitted progress.
     fn load(&mut self) -> Result<(), Interrupt> {
+        self.state.writes.lock().expect("writes lock").clear();
+        self.dirty = false;
         let offsets = self
             .context
             .store
@@ -255,6 +319,8 @@ impl Worker {
         if self.sandbox.as_ref().is_some_and(|(v, _)| *v == active) {
             return Ok(());
         }
+        // The previous version's batches commit before the next version runs.
+        self.flush()?;
         let previous = self.context.shared.snapshot().running_version;
         let version = self.deployment.active().clone();
         let plugin = self
@@ -268,7 +334,7 @@ impl Worker {
             version: &version_text,
             log_sink: Some(self.context.shared.logs.clone()),
         };
-        let state = Arc::new(self.context.store.state_of(&self.context.group));
+        let state: Arc<dyn StateStore> = self.state.clone();
         let sandbox = Sandbox::start(
             &self.context.runtime,
             &plugin,
@@ -322,6 +388,10 @@ impl Worker {
             let attempts = self.deployment.limits.max_attempts;
             self.process(&input, &records, attempts, 0)?;
             self.context.shared.set_status("running");
+            let interval = Duration::from_millis(self.deployment.limits.commit_interval_ms);
+            if self.last_commit.elapsed() >= interval {
+                self.flush()?;
+            }
         }
         Ok(worked)
     }
@@ -347,12 +417,22 @@ impl Worker {
         if position >= partition.high_watermark() {
             return Ok(Vec::new());
         }
+        let limit = self.deployment.limits.batch_records as usize;
+        // A read returns at least one stored batch, however large.
         let fetched = partition
             .read(position, READ_BYTES)
             .map_err(|e| Interrupt::Engine(e.to_string()))?;
-        let mut records = batch::decode_all(&Bytes::from(fetched.data), position)
-            .map_err(|e| Interrupt::Engine(format!("partition {}: {e}", partition.id)))?;
-        records.truncate(self.deployment.limits.batch_records as usize);
+        let mut records = Vec::new();
+        for decoded in batch::Batches::new(Bytes::from(fetched.data)) {
+            let (header, batch) = decoded
+                .map_err(|e| Interrupt::Engine(format!("partition {}: {e}", partition.id)))?;
+            let offsets = header.base_offset..header.next_offset();
+            records.extend(offsets.zip(batch).filter(|(offset, _)| *offset >= position));
+            if records.len() >= limit {
+                break;
+            }
+        }
+        records.truncate(limit);
         Ok(records)
     }
 
@@ -377,7 +457,7 @@ impl Worker {
             let error = match sandbox.process(&batch) {
                 Ok(processed) => {
                     self.deliver(version, processed.emitted)?;
-                    self.commit(input, last + 1, &processed.state_writes)?;
+                    self.commit(input, last + 1, processed.state_writes)?;
                     self.context
                         .shared
                         .update(|s| s.processed_records += records.len() as u64);
@@ -487,29 +567,19 @@ impl Worker {
         Ok(())
     }
 
-    /// Makes the progress durable: the offset (or replay cursor) with the state writes.
+    /// Records progress: the next offset (or replay cursor) with the batch's state writes,
+    /// committed by the next [`Worker::flush`].
     fn commit(
         &mut self,
         input: &Input,
         next_offset: u64,
-        writes: &super::StateWrites,
+        writes: StateWrites,
     ) -> Result<(), Interrupt> {
-        let store = &self.context.store;
-        let group = &self.context.group;
-        let result = match input {
-            Input::Log { partition } => {
-                let position = Position {
-                    topic: &self.deployment.topic,
-                    partition: *partition,
-                    next_offset,
-                };
-                store.commit(group, &[position], writes)
-            }
-            Input::Replay {
-                dlq_offset, end, ..
-            } => store.commit_dlq_replay(group, dlq_offset + 1, *end, writes),
-        };
-        result.map_err(|e| Interrupt::Engine(e.to_string()))?;
+        self.state
+            .writes
+            .lock()
+            .expect("writes lock")
+            .extend(writes);
         match input {
             Input::Log { partition } => {
                 self.positions.insert(*partition, next_offset);
@@ -518,6 +588,35 @@ impl Worker {
                 dlq_offset, end, ..
             } => self.replay = Some((dlq_offset + 1, *end)),
         }
+        self.dirty = true;
+        Ok(())
+    }
+
+    /// Commits the progress since the last commit in one durable transaction: positions,
+    /// replay cursor and state writes.
+    fn flush(&mut self) -> Result<(), Interrupt> {
+        if !self.dirty {
+            return Ok(());
+        }
+        let writes = std::mem::take(&mut *self.state.writes.lock().expect("writes lock"));
+        let positions: Vec<Position> = self
+            .positions
+            .iter()
+            .map(|(&partition, &next_offset)| Position {
+                topic: &self.deployment.topic,
+                partition,
+                next_offset,
+            })
+            .collect();
+        let result =
+            self.context
+                .store
+                .commit(&self.context.group, &positions, self.replay, &writes);
+        // On failure the writes are gone from the overlay: the caller reloads and the
+        // uncommitted batches run again.
+        result.map_err(|e| Interrupt::Engine(e.to_string()))?;
+        self.dirty = false;
+        self.last_commit = Instant::now();
         Ok(())
     }
 
@@ -592,17 +691,16 @@ impl Worker {
         tracing::warn!(version, "{message}");
         self.note("warn", &message);
         self.context.shared.update(|s| s.dead_letters += 1);
-        self.commit(input, offset + 1, &Default::default())
+        self.commit(input, offset + 1, StateWrites::new())
     }
 
     /// Puts the next dead letter of a requested replay through the plugin.
     fn replay_step(&mut self) -> Result<bool, Interrupt> {
-        if self.replay.is_none() {
-            self.replay = self
-                .context
-                .store
-                .dlq_replay(&self.context.group)
-                .map_err(|e| Interrupt::Engine(e.to_string()))?;
+        if let Some(end) = self.replay_request.take() {
+            let cursor = self.replay.map_or(0, |(cursor, _)| cursor);
+            self.replay = Some((cursor, end));
+            self.dirty = true;
+            self.flush()?;
         }
         let Some((cursor, end)) = self.replay else {
             return Ok(false);

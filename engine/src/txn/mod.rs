@@ -76,11 +76,13 @@ impl TxnStore {
         Ok(out)
     }
 
-    /// Applies a batch's state writes and moves the group's positions, atomically and durably.
+    /// Applies state writes, moves the group's positions and (when given) its dead-letter
+    /// replay cursor and end, atomically and durably.
     pub fn commit(
         &self,
         group: &str,
         positions: &[Position<'_>],
+        replay: Option<(u64, u64)>,
         writes: &StateWrites,
     ) -> Result<(), StoreError> {
         let txn = self.db.begin_write().map_err(|e| self.error(e))?;
@@ -90,6 +92,10 @@ impl TxnStore {
                 offsets
                     .insert((group, p.topic, p.partition), p.next_offset)
                     .map_err(|e| self.error(e))?;
+            }
+            if let Some(replay) = replay {
+                let mut table = txn.open_table(DLQ_REPLAY).map_err(|e| self.error(e))?;
+                table.insert(group, replay).map_err(|e| self.error(e))?;
             }
             self.apply_writes(&txn, group, writes)?;
         }
@@ -121,25 +127,6 @@ impl TxnStore {
             .get(group)
             .map_err(|e| self.error(e))?
             .map(|v| v.value()))
-    }
-
-    /// Records where a dead-letter replay stands, with the state writes of the replayed record.
-    pub fn commit_dlq_replay(
-        &self,
-        group: &str,
-        cursor: u64,
-        end: u64,
-        writes: &StateWrites,
-    ) -> Result<(), StoreError> {
-        let txn = self.db.begin_write().map_err(|e| self.error(e))?;
-        {
-            let mut replay = txn.open_table(DLQ_REPLAY).map_err(|e| self.error(e))?;
-            replay
-                .insert(group, (cursor, end))
-                .map_err(|e| self.error(e))?;
-            self.apply_writes(&txn, group, writes)?;
-        }
-        txn.commit().map_err(|e| self.error(e))
     }
 
     /// Removes the group's offsets and replay cursor, and its state unless `keep_state`.
@@ -265,13 +252,16 @@ mod tests {
             .commit(
                 "a",
                 &[position],
+                Some((3, 5)),
                 &writes(&[("k1", Some("1")), ("k2", Some("2")), ("x", Some("3"))]),
             )
             .unwrap();
         store
-            .commit("b", &[], &writes(&[("k1", Some("other"))]))
+            .commit("b", &[], None, &writes(&[("k1", Some("other"))]))
             .unwrap();
-        store.commit("a", &[], &writes(&[("k2", None)])).unwrap();
+        store
+            .commit("a", &[], None, &writes(&[("k2", None)]))
+            .unwrap();
         let a = store.state_of("a");
         assert_eq!(a.get(b"k1").unwrap(), Some(b"1".to_vec()));
         assert_eq!(a.get(b"k2").unwrap(), None);
@@ -282,10 +272,13 @@ mod tests {
             vec![(b"k1".to_vec(), b"other".to_vec())]
         );
         assert_eq!(store.offsets("a").unwrap(), vec![("in".to_string(), 1, 10)]);
+        assert_eq!(store.dlq_replay("a").unwrap(), Some((3, 5)));
+        assert_eq!(store.dlq_replay("b").unwrap(), None);
         assert_eq!(store.state_size("a").unwrap(), (2, 5));
         drop(a);
         store.forget("a", false).unwrap();
         assert!(store.offsets("a").unwrap().is_empty());
+        assert_eq!(store.dlq_replay("a").unwrap(), None);
         assert_eq!(store.state_size("a").unwrap(), (0, 0));
         assert_eq!(store.state_size("b").unwrap(), (1, 7));
     }
