@@ -756,3 +756,44 @@ async fn state_matches_the_committed_offsets_after_kill_9() {
         }
     }
 }
+
+/// `--from` picks where a new group starts: the end at deploy time, an offset, or a time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_group_starts_where_from_says() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let client = admin(&server);
+    create_topic(&client, "in", 1).await;
+    let mut old: Vec<Record> = (0..10).map(|i| record("k", &format!("old-{i}"))).collect();
+    for (i, r) in old.iter_mut().enumerate() {
+        r.timestamp = 1_000_000 + i as i64 * 1_000;
+    }
+    client.produce("in", Some(0), &old).await.unwrap();
+    let cases = [
+        ("latest", StartFrom::Latest, 10),
+        ("offset", StartFrom::Offset(7), 7),
+        ("past-the-end", StartFrom::Offset(99), 10),
+        ("timestamp", StartFrom::Timestamp(1_004_500), 5),
+        ("earliest", StartFrom::Earliest, 0),
+    ];
+    for (group, from, start) in cases {
+        let mut deploy = request("identity", "in", &[], &[]);
+        deploy.spec.from = Some(from);
+        client.deploy(group, &deploy).await.unwrap();
+        let d = wait_for(&client, group, "caught up", |d| {
+            d.total_lag == 0 && d.processed_records == 10 - start
+        })
+        .await;
+        assert_eq!(d.partitions[0].committed, Some(10), "{group}");
+    }
+    client
+        .produce("in", Some(0), &[record("k", "new")])
+        .await
+        .unwrap();
+    for (group, _, start) in cases {
+        wait_for(&client, group, "the new record", |d| {
+            d.total_lag == 0 && d.processed_records == 11 - start
+        })
+        .await;
+    }
+}

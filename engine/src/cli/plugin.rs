@@ -350,3 +350,25 @@ fn print_description(d: &PluginDescription) {
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn from_takes_names_offsets_and_times() {
+        assert_eq!(parse_start("earliest"), Ok(StartFrom::Earliest));
+        assert_eq!(parse_start("latest"), Ok(StartFrom::Latest));
+        assert_eq!(parse_start("42"), Ok(StartFrom::Offset(42)));
+        assert_eq!(parse_start("offset:42"), Ok(StartFrom::Offset(42)));
+        assert_eq!(
+            parse_start("timestamp:1700000000000"),
+            Ok(StartFrom::Timestamp(1_700_000_000_000))
+        );
+        assert_eq!(
+            parse_start("2023-11-14T22:13:20Z"),
+            Ok(StartFrom::Timestamp(1_700_000_000_000))
+        );
+        assert!(parse_start("yesterday").unwrap_err().contains("earliest"));
+    }
+}
