@@ -537,8 +537,12 @@ impl PluginHost {
                 next_offset,
             })
             .collect();
-        self.store
-            .commit(group, &positions, None, &Default::default())?;
+        self.store.commit(
+            group,
+            &positions,
+            &Default::default(),
+            crate::txn::CommitExtras::default(),
+        )?;
         Ok(())
     }
 

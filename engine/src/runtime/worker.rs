@@ -20,9 +20,11 @@ use super::{
     Batch, LogBuffer, Runtime, Sandbox, SandboxError, SandboxIdentity, StateStore, StateWrites,
     merged_scan,
 };
+use crate::log::partitioner::partition_for_key;
 use crate::log::{Header, Log, Partition, Record, batch, now_ms};
 use crate::runtime::Emitted;
-use crate::txn::{GroupState, Position, TxnStore};
+use crate::txn::outbox::{self, Part};
+use crate::txn::{CommitExtras, GroupState, Position, TxnStore};
 
 /// How long an idle worker waits for records before looking at its partitions again.
 const IDLE_WAIT: Duration = Duration::from_secs(1);
@@ -45,6 +47,9 @@ pub const DLQ_PARTITION: &str = "sluice.dlq.partition";
 pub const DLQ_OFFSET: &str = "sluice.dlq.offset";
 /// Header on every record a plugin emits: `<group>/<version>` that produced it.
 pub const PRODUCED_BY: &str = "sluice.plugin";
+/// Header on the first record a commit appended to a partition: `<group>/<outbox sequence>`.
+/// Recovery looks for it to append each committed entry once.
+pub const OUTBOX_MARKER: &str = "sluice.outbox";
 
 /// What the worker should be doing, set by the [`super::PluginHost`].
 #[derive(Debug, Clone)]
@@ -124,6 +129,9 @@ pub(super) fn spawn(
         replay: None,
         replay_request: None,
         state,
+        outbox: BTreeMap::new(),
+        delivered: Vec::new(),
+        rotation: 0,
         dirty: false,
         last_commit: Instant::now(),
     };
@@ -202,6 +210,12 @@ struct Worker {
     replay_request: Option<u64>,
     /// State the plugin reads, with the writes not yet committed.
     state: Arc<Uncommitted>,
+    /// Records emitted since the last commit, by topic and partition.
+    outbox: BTreeMap<(Arc<str>, u32), Vec<Record>>,
+    /// Outbox entries appended to the log since the last commit (deleted by the next one).
+    delivered: Vec<u64>,
+    /// Picks the partition of records without a key; moves on at each commit.
+    rotation: u32,
     /// Progress made since the last commit.
     dirty: bool,
     last_commit: Instant,
@@ -290,6 +304,8 @@ impl Worker {
     /// Reads the committed positions and replay cursor, dropping uncommitted progress.
     fn load(&mut self) -> Result<(), Interrupt> {
         self.state.writes.lock().expect("writes lock").clear();
+        self.outbox.clear();
+        self.delivered.clear();
         self.dirty = false;
         let offsets = self
             .context
@@ -306,7 +322,8 @@ impl Worker {
             .store
             .dlq_replay(&self.context.group)
             .map_err(|e| Interrupt::Engine(e.to_string()))?;
-        Ok(())
+        self.recover_outbox()?;
+        self.flush()
     }
 
     fn note(&self, level: &str, message: &str) {
@@ -456,7 +473,7 @@ impl Worker {
             let version = *version;
             let error = match sandbox.process(&batch) {
                 Ok(processed) => {
-                    self.deliver(version, processed.emitted)?;
+                    self.stage_emitted(version, processed.emitted)?;
                     self.commit(input, last + 1, processed.state_writes)?;
                     self.context
                         .shared
@@ -529,15 +546,15 @@ impl Worker {
         }
     }
 
-    /// Appends what the plugin emitted to the output topics, durably.
-    fn deliver(&self, version: u32, emitted: Vec<Emitted>) -> Result<(), Interrupt> {
+    /// Stages what the plugin emitted for the next commit, routed to partitions (by key, as
+    /// producers route; records without a key go to one partition per commit, in turn).
+    fn stage_emitted(&mut self, version: u32, emitted: Vec<Emitted>) -> Result<(), Interrupt> {
         if emitted.is_empty() {
             return Ok(());
         }
         let outputs = &self.deployment.active().output_topics;
         let produced_by = Bytes::from(format!("{}/{version}", self.context.group));
         let now = now_ms();
-        let mut by_topic: BTreeMap<Arc<str>, Vec<Record>> = BTreeMap::new();
         let count = emitted.len() as u64;
         for Emitted { topic, mut record } in emitted {
             if !outputs.iter().any(|o| **o == *topic) {
@@ -545,25 +562,74 @@ impl Worker {
                     "version {version} emitted to topic `{topic}`, which is not an output topic of the group (it has {outputs:?}); deploy again with --output-topic {topic}"
                 )));
             }
+            let partitions = self
+                .context
+                .log
+                .topic(&topic)
+                .map_err(|e| Interrupt::Engine(format!("output topic: {e}")))?
+                .partition_count();
+            let partition = match &record.key {
+                Some(key) => partition_for_key(key, partitions),
+                None => self.rotation % partitions,
+            };
             record.timestamp = now;
             record.headers.push(Header {
                 key: PRODUCED_BY.to_string(),
                 value: produced_by.clone(),
             });
-            by_topic.entry(topic).or_default().push(record);
-        }
-        for (name, records) in by_topic {
-            let topic = self
-                .context
-                .log
-                .topic(&name)
-                .map_err(|e| Interrupt::Engine(e.to_string()))?;
-            self.context
-                .handle
-                .block_on(topic.produce(None, records))
-                .map_err(|e| Interrupt::Engine(format!("output topic `{name}`: {e}")))?;
+            self.outbox
+                .entry((topic, partition))
+                .or_default()
+                .push(record);
         }
         self.context.shared.update(|s| s.emitted_records += count);
+        Ok(())
+    }
+
+    /// Appends a committed outbox entry to the log, durably. With `check`, parts already in
+    /// the log (a crash came between their append and the entry's deletion) are skipped.
+    fn deliver(&mut self, sequence: u64, parts: Vec<Part>, check: bool) -> Result<(), Interrupt> {
+        let marker = Bytes::from(format!("{}/{sequence}", self.context.group));
+        for mut part in parts {
+            if part.records.is_empty() {
+                continue;
+            }
+            let partition = self
+                .context
+                .log
+                .topic(&part.topic)
+                .and_then(|t| t.partition(part.partition))
+                .map_err(|e| Interrupt::Engine(format!("output topic: {e}")))?;
+            if check && in_log(&partition, part.start_hint, &marker)? {
+                continue;
+            }
+            part.records[0].headers.push(Header {
+                key: OUTBOX_MARKER.to_string(),
+                value: marker.clone(),
+            });
+            self.context
+                .handle
+                .block_on(partition.append_durable(&part.records))
+                .map_err(|e| Interrupt::Engine(format!("output topic `{}`: {e}", part.topic)))?;
+        }
+        self.delivered.push(sequence);
+        self.dirty = true;
+        Ok(())
+    }
+
+    /// Delivers the outbox entries a crash left committed but maybe not in the log.
+    fn recover_outbox(&mut self) -> Result<(), Interrupt> {
+        let entries = self
+            .context
+            .store
+            .outbox(&self.context.group)
+            .map_err(|e| Interrupt::Engine(e.to_string()))?;
+        for (sequence, bytes) in entries {
+            let parts = outbox::decode(&bytes).map_err(|e| {
+                Interrupt::Engine(format!("outbox entry {sequence} is unreadable: {e}"))
+            })?;
+            self.deliver(sequence, parts, true)?;
+        }
         Ok(())
     }
 
@@ -592,13 +658,31 @@ impl Worker {
         Ok(())
     }
 
-    /// Commits the progress since the last commit in one durable transaction: positions,
-    /// replay cursor and state writes.
+    /// Commits the progress since the last commit in one durable transaction (positions,
+    /// replay cursor, state writes and the emitted records as an outbox entry), then appends
+    /// the emitted records to the log: they become visible only once committed.
     fn flush(&mut self) -> Result<(), Interrupt> {
         if !self.dirty {
             return Ok(());
         }
         let writes = std::mem::take(&mut *self.state.writes.lock().expect("writes lock"));
+        let mut parts = Vec::new();
+        for ((topic, partition), records) in std::mem::take(&mut self.outbox) {
+            let start_hint = self
+                .context
+                .log
+                .topic(&topic)
+                .and_then(|t| t.partition(partition))
+                .map_err(|e| Interrupt::Engine(format!("output topic: {e}")))?
+                .high_watermark();
+            parts.push(Part {
+                topic: topic.to_string(),
+                partition,
+                start_hint,
+                records,
+            });
+        }
+        let entry = (!parts.is_empty()).then(|| outbox::encode(&parts));
         let positions: Vec<Position> = self
             .positions
             .iter()
@@ -608,15 +692,25 @@ impl Worker {
                 next_offset,
             })
             .collect();
-        let result =
-            self.context
-                .store
-                .commit(&self.context.group, &positions, self.replay, &writes);
-        // On failure the writes are gone from the overlay: the caller reloads and the
-        // uncommitted batches run again.
-        result.map_err(|e| Interrupt::Engine(e.to_string()))?;
+        let extras = CommitExtras {
+            replay: self.replay,
+            outbox: entry.as_deref(),
+            delivered: &self.delivered,
+        };
+        // On failure the staged work is gone: the caller reloads and the uncommitted batches
+        // run again.
+        let sequence = self
+            .context
+            .store
+            .commit(&self.context.group, &positions, &writes, extras)
+            .map_err(|e| Interrupt::Engine(e.to_string()))?;
+        self.delivered.clear();
         self.dirty = false;
         self.last_commit = Instant::now();
+        self.rotation = self.rotation.wrapping_add(1);
+        if let Some(sequence) = sequence {
+            self.deliver(sequence, parts, false)?;
+        }
         Ok(())
     }
 
@@ -676,15 +770,10 @@ impl Worker {
             headers,
         };
         let dlq = dlq_topic(&self.context.group);
-        let dlq_topic = self
-            .context
-            .log
-            .topic(&dlq)
-            .map_err(|e| Interrupt::Engine(format!("dead-letter topic: {e}")))?;
-        self.context
-            .handle
-            .block_on(dlq_topic.produce(Some(0), vec![letter]))
-            .map_err(|e| Interrupt::Engine(format!("dead-letter topic `{dlq}`: {e}")))?;
+        self.outbox
+            .entry((Arc::from(dlq.as_str()), 0))
+            .or_default()
+            .push(letter);
         let message = format!(
             "record {topic}/{partition}@{offset} sent to `{dlq}` after {attempts} failed calls: {error}"
         );
@@ -809,4 +898,27 @@ impl Worker {
             Ok(Ok(())) => Err(Interrupt::Changed),
         }
     }
+}
+
+/// Whether a record with this outbox marker is in `partition` at or after `from`.
+fn in_log(partition: &Partition, from: u64, marker: &[u8]) -> Result<bool, Interrupt> {
+    let mut offset = from.max(partition.log_start_offset());
+    while offset < partition.high_watermark() {
+        let fetched = partition
+            .read(offset, READ_BYTES)
+            .map_err(|e| Interrupt::Engine(e.to_string()))?;
+        for decoded in batch::Batches::new(Bytes::from(fetched.data)) {
+            let (_, records) = decoded.map_err(|e| Interrupt::Engine(e.to_string()))?;
+            let marked = records.iter().any(|r| {
+                r.headers
+                    .iter()
+                    .any(|h| h.key == OUTBOX_MARKER && h.value == marker)
+            });
+            if marked {
+                return Ok(true);
+            }
+        }
+        offset = fetched.next_offset;
+    }
+    Ok(false)
 }

@@ -1,12 +1,15 @@
 //! The store of plugin consumer groups (`plugins.redb`): each group's keyed state, its
-//! committed input offsets and its dead-letter replay cursor. A batch's state writes and the
-//! group's new offset are applied in one redb transaction, so after a crash the state always
-//! matches the offset it was committed with.
+//! committed input offsets, its dead-letter replay cursor and its outbox of emitted records.
+//! A commit applies state writes, new offsets and the emitted records (as an outbox entry) in
+//! one redb transaction, so after a crash state, offsets and output always agree; the outbox
+//! entry is appended to the log after the commit and deleted once it is there.
+
+pub mod outbox;
 
 use std::path::Path;
 use std::sync::Arc;
 
-use redb::{Database, TableDefinition, WriteTransaction};
+use redb::{Database, ReadableTable, TableDefinition, WriteTransaction};
 
 use crate::runtime::{StateStore, StateWrites, scan_start};
 
@@ -16,6 +19,21 @@ const OFFSETS: TableDefinition<(&str, &str, u32), u64> = TableDefinition::new("p
 const STATE: TableDefinition<(&str, &[u8]), &[u8]> = TableDefinition::new("plugin_state");
 /// group -> (next dead-letter offset to replay, replay end).
 const DLQ_REPLAY: TableDefinition<&str, (u64, u64)> = TableDefinition::new("plugin_dlq_replay");
+/// (group, sequence) -> outbox entry (see `outbox`), committed but maybe not yet in the log.
+const OUTBOX: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("plugin_outbox");
+/// group -> the next outbox sequence number.
+const OUTBOX_SEQ: TableDefinition<&str, u64> = TableDefinition::new("plugin_outbox_seq");
+
+/// What one commit changes besides state and offsets.
+#[derive(Debug, Default)]
+pub struct CommitExtras<'a> {
+    /// The dead-letter replay cursor and end.
+    pub replay: Option<(u64, u64)>,
+    /// A new outbox entry (encoded by `outbox::encode`); it gets the next sequence number.
+    pub outbox: Option<&'a [u8]>,
+    /// Outbox entries now in the log.
+    pub delivered: &'a [u64],
+}
 
 #[derive(Debug, thiserror::Error)]
 #[error("plugin store ({path}): {message}")]
@@ -49,6 +67,8 @@ impl TxnStore {
         txn.open_table(OFFSETS).map_err(|e| fail(&e))?;
         txn.open_table(STATE).map_err(|e| fail(&e))?;
         txn.open_table(DLQ_REPLAY).map_err(|e| fail(&e))?;
+        txn.open_table(OUTBOX).map_err(|e| fail(&e))?;
+        txn.open_table(OUTBOX_SEQ).map_err(|e| fail(&e))?;
         txn.commit().map_err(|e| fail(&e))?;
         Ok(Arc::new(TxnStore { db, path: display }))
     }
@@ -76,16 +96,17 @@ impl TxnStore {
         Ok(out)
     }
 
-    /// Applies state writes, moves the group's positions and (when given) its dead-letter
-    /// replay cursor and end, atomically and durably.
+    /// Applies state writes, moves the group's positions, and applies `extras`, atomically and
+    /// durably. Returns the sequence number given to the new outbox entry.
     pub fn commit(
         &self,
         group: &str,
         positions: &[Position<'_>],
-        replay: Option<(u64, u64)>,
         writes: &StateWrites,
-    ) -> Result<(), StoreError> {
+        extras: CommitExtras<'_>,
+    ) -> Result<Option<u64>, StoreError> {
         let txn = self.db.begin_write().map_err(|e| self.error(e))?;
+        let mut sequence = None;
         {
             let mut offsets = txn.open_table(OFFSETS).map_err(|e| self.error(e))?;
             for p in positions {
@@ -93,13 +114,47 @@ impl TxnStore {
                     .insert((group, p.topic, p.partition), p.next_offset)
                     .map_err(|e| self.error(e))?;
             }
-            if let Some(replay) = replay {
+            if let Some(replay) = extras.replay {
                 let mut table = txn.open_table(DLQ_REPLAY).map_err(|e| self.error(e))?;
                 table.insert(group, replay).map_err(|e| self.error(e))?;
             }
+            let mut outbox = txn.open_table(OUTBOX).map_err(|e| self.error(e))?;
+            for seq in extras.delivered {
+                outbox.remove((group, *seq)).map_err(|e| self.error(e))?;
+            }
+            if let Some(entry) = extras.outbox {
+                let mut sequences = txn.open_table(OUTBOX_SEQ).map_err(|e| self.error(e))?;
+                let next = sequences
+                    .get(group)
+                    .map_err(|e| self.error(e))?
+                    .map_or(0, |v| v.value());
+                sequences
+                    .insert(group, next + 1)
+                    .map_err(|e| self.error(e))?;
+                outbox
+                    .insert((group, next), entry)
+                    .map_err(|e| self.error(e))?;
+                sequence = Some(next);
+            }
             self.apply_writes(&txn, group, writes)?;
         }
-        txn.commit().map_err(|e| self.error(e))
+        txn.commit().map_err(|e| self.error(e))?;
+        Ok(sequence)
+    }
+
+    /// Outbox entries of `group` committed but not yet known to be in the log, oldest first.
+    pub fn outbox(&self, group: &str) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+        let txn = self.db.begin_read().map_err(|e| self.error(e))?;
+        let table = txn.open_table(OUTBOX).map_err(|e| self.error(e))?;
+        let range = table
+            .range((group, 0u64)..=(group, u64::MAX))
+            .map_err(|e| self.error(e))?;
+        let mut out = Vec::new();
+        for entry in range {
+            let (key, value) = entry.map_err(|e| self.error(e))?;
+            out.push((key.value().1, value.value().to_vec()));
+        }
+        Ok(out)
     }
 
     fn apply_writes(
@@ -142,6 +197,10 @@ impl TxnStore {
                 .map_err(|e| self.error(e))?;
             let mut replay = txn.open_table(DLQ_REPLAY).map_err(|e| self.error(e))?;
             replay.remove(group).map_err(|e| self.error(e))?;
+            let mut outbox = txn.open_table(OUTBOX).map_err(|e| self.error(e))?;
+            outbox
+                .retain_in((group, 0u64)..=(group, u64::MAX), |_, _| false)
+                .map_err(|e| self.error(e))?;
             if !keep_state {
                 let mut state = txn.open_table(STATE).map_err(|e| self.error(e))?;
                 let start: &[u8] = &[];
@@ -252,16 +311,34 @@ mod tests {
             .commit(
                 "a",
                 &[position],
-                Some((3, 5)),
                 &writes(&[("k1", Some("1")), ("k2", Some("2")), ("x", Some("3"))]),
+                CommitExtras {
+                    replay: Some((3, 5)),
+                    outbox: Some(b"first"),
+                    delivered: &[],
+                },
             )
             .unwrap();
         store
-            .commit("b", &[], None, &writes(&[("k1", Some("other"))]))
+            .commit(
+                "b",
+                &[],
+                &writes(&[("k1", Some("other"))]),
+                CommitExtras::default(),
+            )
             .unwrap();
-        store
-            .commit("a", &[], None, &writes(&[("k2", None)]))
-            .unwrap();
+        let extras = CommitExtras {
+            outbox: Some(b"second"),
+            delivered: &[0],
+            ..CommitExtras::default()
+        };
+        assert_eq!(
+            store
+                .commit("a", &[], &writes(&[("k2", None)]), extras)
+                .unwrap(),
+            Some(1)
+        );
+        assert_eq!(store.outbox("a").unwrap(), vec![(1, b"second".to_vec())]);
         let a = store.state_of("a");
         assert_eq!(a.get(b"k1").unwrap(), Some(b"1".to_vec()));
         assert_eq!(a.get(b"k2").unwrap(), None);
@@ -279,6 +356,7 @@ mod tests {
         store.forget("a", false).unwrap();
         assert!(store.offsets("a").unwrap().is_empty());
         assert_eq!(store.dlq_replay("a").unwrap(), None);
+        assert!(store.outbox("a").unwrap().is_empty());
         assert_eq!(store.state_size("a").unwrap(), (0, 0));
         assert_eq!(store.state_size("b").unwrap(), (1, 7));
     }
