@@ -1,12 +1,9 @@
 //! The worker of one plugin consumer group: a thread that reads batches from every partition of
-//! the group's input topic, runs the plugin on them, delivers what it emitted, and commits the
-//! state writes with the new offset. It owns retries with backoff, poison-record isolation
-//! (splitting a failing batch), the dead-letter topic and dead-letter replay, and switching
-//! versions at a batch boundary.
-//!
-//! Delivery in this version is at-least-once for emitted records: they are appended to their
-//! topics before the commit, so a crash between the two repeats them. State and offset are
-//! exact (one transaction).
+//! the group's input topic, runs the plugin on them, and commits the state writes, the new
+//! offsets and the emitted records (an outbox entry) in one transaction, then appends the
+//! outbox to the log (docs/exactly-once.md). It owns retries with backoff, poison-record
+//! isolation (splitting a failing batch), the dead-letter topic and dead-letter replay, and
+//! switching versions at a batch boundary.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
