@@ -615,6 +615,25 @@ fn deployments_survive_a_restart_and_the_cli_manages_them() {
         ],
         "counting continued after the restart"
     );
+    let state = stdout(&run(
+        &url,
+        with_token(&["state", "get", "--group", "visits-per-user", "count/ada"]),
+        "",
+    ));
+    assert_eq!(state.trim(), "3");
+    let scanned = stdout(&run(
+        &url,
+        with_token(&[
+            "state",
+            "scan",
+            "--group",
+            "visits-per-user",
+            "--prefix",
+            "count/",
+        ]),
+        "",
+    ));
+    assert_eq!(scanned, "count/ada\t3\ncount/bob\t1\n");
     let logs = stdout(&run(
         &url,
         with_token(&["plugin", "logs", "visits-per-user"]),

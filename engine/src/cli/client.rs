@@ -110,6 +110,23 @@ impl Client {
         Ok(())
     }
 
+    pub async fn plugin_state(
+        &self,
+        group: &str,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: usize,
+    ) -> anyhow::Result<StateScan> {
+        let mut request = self
+            .admin(Method::GET, &format!("/{group}/state"))
+            .query(&[("prefix", prefix)])
+            .query(&[("limit", limit)]);
+        if let Some(after) = start_after {
+            request = request.query(&[("start_after", after)]);
+        }
+        self.json(request).await
+    }
+
     pub async fn plugin_logs(&self, group: &str, limit: usize) -> anyhow::Result<PluginLogs> {
         self.json(
             self.admin(Method::GET, &format!("/{group}/logs"))

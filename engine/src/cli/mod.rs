@@ -102,6 +102,9 @@ sluice.toml in the repository for every option.")]
     /// Dead-letter topics of plugin groups.
     #[command(subcommand)]
     Dlq(plugin::DlqCommand),
+    /// Read a plugin group's committed state.
+    #[command(subcommand)]
+    State(plugin::StateCommand),
     /// Measure append, read, produce and consume throughput on this machine.
     Bench(bench::BenchArgs),
 }
@@ -196,6 +199,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Group(command) => group(&client, command).await,
         Command::Plugin(command) => plugin::run(&client, command).await,
         Command::Dlq(command) => plugin::run_dlq(&client, command).await,
+        Command::State(command) => plugin::run_state(&client, command).await,
         Command::Bench(args) => bench::run(args).await,
     }
 }

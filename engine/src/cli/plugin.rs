@@ -116,6 +116,27 @@ pub struct DeployArgs {
 }
 
 #[derive(Subcommand)]
+pub enum StateCommand {
+    /// Print the value of one key of a plugin group's committed state.
+    Get {
+        #[arg(long)]
+        group: String,
+        key: String,
+    },
+    /// Print a plugin group's committed state whose keys start with --prefix, in key order,
+    /// one `key<TAB>value` line per entry.
+    Scan {
+        #[arg(long)]
+        group: String,
+        #[arg(long, default_value = "")]
+        prefix: String,
+        /// At most this many entries.
+        #[arg(long, short = 'n', default_value_t = 100)]
+        limit: usize,
+    },
+}
+
+#[derive(Subcommand)]
 pub enum DlqCommand {
     /// Put a group's dead letters (those there now) through its plugin again; records that
     /// fail again return to the dead-letter topic. Read dead letters with
@@ -198,6 +219,53 @@ pub async fn run(client: &Client, command: PluginCommand) -> anyhow::Result<()> 
             client.undeploy(&group, keep_state).await?;
             let kept = if keep_state { " (state kept)" } else { "" };
             println!("undeployed group {group}{kept}");
+            Ok(())
+        }
+    }
+}
+
+pub async fn run_state(client: &Client, command: StateCommand) -> anyhow::Result<()> {
+    let show = |text: &Option<String>, base64: &Option<String>| {
+        text.clone()
+            .or_else(|| base64.as_ref().map(|b| format!("base64:{b}")))
+            .unwrap_or_default()
+    };
+    match command {
+        StateCommand::Get { group, key } => {
+            let scan = client.plugin_state(&group, &key, None, 1).await?;
+            match scan.entries.first() {
+                Some(entry) if entry.key.as_deref() == Some(key.as_str()) => {
+                    println!("{}", show(&entry.value, &entry.value_base64));
+                    Ok(())
+                }
+                _ => anyhow::bail!("group {group} has no state key `{key}`"),
+            }
+        }
+        StateCommand::Scan {
+            group,
+            prefix,
+            limit,
+        } => {
+            let mut after: Option<String> = None;
+            let mut printed = 0;
+            while printed < limit {
+                let page = (limit - printed).min(1_000);
+                let scan = client
+                    .plugin_state(&group, &prefix, after.as_deref(), page)
+                    .await?;
+                for entry in &scan.entries {
+                    println!(
+                        "{}\t{}",
+                        show(&entry.key, &entry.key_base64),
+                        show(&entry.value, &entry.value_base64)
+                    );
+                }
+                printed += scan.entries.len();
+                match scan.entries.last().and_then(|e| e.key.clone()) {
+                    Some(last) if scan.entries.len() == page => after = Some(last),
+                    _ => break,
+                }
+            }
             Ok(())
         }
     }

@@ -760,6 +760,22 @@ impl PluginHost {
         })
     }
 
+    /// Up to `limit` entries of a group's committed state whose key starts with `prefix`, after
+    /// `start_after`. Works for undeployed groups whose state was kept.
+    pub fn state(
+        &self,
+        group: &str,
+        prefix: &[u8],
+        start_after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, DeployError> {
+        use super::StateStore;
+        self.store
+            .state_of(group)
+            .scan(prefix, start_after, limit)
+            .map_err(|message| DeployError::BadSetting(format!("state store: {message}")))
+    }
+
     /// The last `limit` log lines of a group.
     pub fn logs(&self, group: &str, limit: usize) -> Result<Vec<LogLine>, DeployError> {
         let groups = self.groups.lock().expect("groups lock");

@@ -274,3 +274,35 @@ pub struct PluginList {
 pub struct PluginLogs {
     pub lines: Vec<crate::runtime::LogLine>,
 }
+
+/// One entry of a plugin group's state: text fields for UTF-8, `*_base64` for anything else.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StateEntry {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_base64: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value_base64: Option<String>,
+}
+
+impl StateEntry {
+    pub fn new(key: &[u8], value: &[u8]) -> StateEntry {
+        let (key, key_base64) = text_or_base64(key);
+        let (value, value_base64) = text_or_base64(value);
+        StateEntry {
+            key,
+            key_base64,
+            value,
+            value_base64,
+        }
+    }
+}
+
+/// `GET /v1/plugins/{group}/state`: committed state, in key order.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct StateScan {
+    pub entries: Vec<StateEntry>,
+}

@@ -207,6 +207,7 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/v1/plugins/{group}/resume", post(plugins::resume))
         .route("/v1/plugins/{group}/rollback", post(plugins::rollback))
         .route("/v1/plugins/{group}/logs", get(plugins::logs))
+        .route("/v1/plugins/{group}/state", get(plugins::state))
         .route(
             "/v1/plugins/{group}/dlq/replay",
             post(plugins::replay_dead_letters),

@@ -12,7 +12,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::Bytes;
 
-use super::api::{DeployRequest, PluginList, PluginLogs, RollbackRequest};
+use super::api::{DeployRequest, PluginList, PluginLogs, RollbackRequest, StateEntry, StateScan};
 use super::auth::{self, Admin};
 use super::{ApiError, AppState};
 use crate::runtime::{DeployError, PluginDescription, PluginHost};
@@ -160,4 +160,37 @@ pub async fn logs(
     let limit = params.limit.unwrap_or(100);
     let lines = on_host(&state, move |host| host.logs(&group, limit)).await?;
     Ok(Json(PluginLogs { lines }))
+}
+
+#[derive(serde::Deserialize)]
+pub struct StateParams {
+    #[serde(default)]
+    prefix: String,
+    start_after: Option<String>,
+    limit: Option<usize>,
+}
+
+/// Most entries one state request returns.
+const MAX_STATE_ENTRIES: usize = 10_000;
+
+pub async fn state(
+    _: Admin,
+    State(state): State<Arc<AppState>>,
+    Path(group): Path<String>,
+    query: Result<Query<StateParams>, QueryRejection>,
+) -> Result<Json<StateScan>, ApiError> {
+    let Query(params) = query?;
+    let limit = params.limit.unwrap_or(100).clamp(1, MAX_STATE_ENTRIES);
+    let entries = on_host(&state, move |host| {
+        host.state(
+            &group,
+            params.prefix.as_bytes(),
+            params.start_after.as_deref().map(str::as_bytes),
+            limit,
+        )
+    })
+    .await?;
+    Ok(Json(StateScan {
+        entries: entries.iter().map(|(k, v)| StateEntry::new(k, v)).collect(),
+    }))
 }
