@@ -312,7 +312,7 @@ async fn deploy_while_producing_upgrade_twice_and_roll_back_once() {
     stop.store(true, Ordering::SeqCst);
     let total = producer.await.unwrap();
     let done = wait_for(&client, "g", "everything processed", |d| {
-        d.total_lag == 0 && d.processed_records >= total
+        d.total_lag == 0 && d.outbox_pending == 0 && d.processed_records >= total
     })
     .await;
     assert_eq!(done.processed_records, total);
@@ -406,14 +406,17 @@ async fn misbehaving_plugins_fail_alone_and_their_bad_record_goes_to_the_dead_le
 
     // Counters follow the commit: wait for both.
     wait_for(&client, "good", "all copied", |d| {
-        d.total_lag == 0 && d.processed_records == 40
+        d.total_lag == 0 && d.outbox_pending == 0 && d.processed_records == 40
     })
     .await;
     assert_eq!(read_all(&client, "copy").await.len(), 40);
     for (mode, mention) in modes {
         let group = format!("bad-{mode}");
         wait_for(&client, &group, "the bad record isolated", |d| {
-            d.total_lag == 0 && d.dead_letters == 1 && d.processed_records == 39
+            d.total_lag == 0
+                && d.outbox_pending == 0
+                && d.dead_letters == 1
+                && d.processed_records == 39
         })
         .await;
         let letters = read_all(&client, &format!("{group}.dlq")).await;
@@ -466,7 +469,7 @@ async fn dead_letters_replay_through_a_fixed_version() {
     ];
     client.produce("visits", None, &records).await.unwrap();
     let seen = wait_for(&client, "c", "the poison isolated", |d| {
-        d.total_lag == 0 && d.dead_letters == 1
+        d.total_lag == 0 && d.outbox_pending == 0 && d.dead_letters == 1
     })
     .await;
     assert_eq!(seen.state_entries, 2, "count/ada and total");
@@ -477,7 +480,10 @@ async fn dead_letters_replay_through_a_fixed_version() {
         .await
         .unwrap();
     assert_eq!(replay.dlq_replay, Some((0, 1)));
-    let done = wait_for(&client, "c", "the replay", |d| d.dlq_replay == Some((1, 1))).await;
+    let done = wait_for(&client, "c", "the replay", |d| {
+        d.dlq_replay == Some((1, 1)) && d.outbox_pending == 0
+    })
+    .await;
     assert_eq!(done.state_entries, 3, "count/ada, count/bob and total");
     let counts = read_all(&client, "counts").await;
     let values: Vec<String> = counts
@@ -559,7 +565,7 @@ fn deployments_survive_a_restart_and_the_cli_manages_them() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let client = admin(&server);
     runtime.block_on(wait_for(&client, "visits-per-user", "3 counted", |d| {
-        d.total_lag == 0
+        d.total_lag == 0 && d.outbox_pending == 0
     }));
     stdout(&run(
         &url,
@@ -598,7 +604,7 @@ fn deployments_survive_a_restart_and_the_cli_manages_them() {
         "",
     ));
     runtime.block_on(wait_for(&client, "visits-per-user", "resumed", |d| {
-        d.total_lag == 0
+        d.total_lag == 0 && d.outbox_pending == 0
     }));
     let counts = stdout(&cli(
         &url,
@@ -748,7 +754,10 @@ async fn state_and_output_are_exactly_once_across_kill_9() {
         kills_while_working >= 3,
         "only {kills_while_working} kills hit the work"
     );
-    wait_for(&client, "c", "everything counted", |d| d.total_lag == 0).await;
+    wait_for(&client, "c", "everything counted", |d| {
+        d.total_lag == 0 && d.outbox_pending == 0
+    })
+    .await;
     let mut seen_counts: BTreeSet<(String, u64)> = BTreeSet::new();
     let outputs = read_all(&client, "counts").await;
     for out in &outputs {
@@ -801,7 +810,7 @@ async fn a_new_group_starts_where_from_says() {
         deploy.spec.from = Some(from);
         client.deploy(group, &deploy).await.unwrap();
         let d = wait_for(&client, group, "caught up", |d| {
-            d.total_lag == 0 && d.processed_records == 10 - start
+            d.total_lag == 0 && d.outbox_pending == 0 && d.processed_records == 10 - start
         })
         .await;
         assert_eq!(d.partitions[0].committed, Some(10), "{group}");
@@ -812,8 +821,48 @@ async fn a_new_group_starts_where_from_says() {
         .unwrap();
     for (group, _, start) in cases {
         wait_for(&client, group, "the new record", |d| {
-            d.total_lag == 0 && d.processed_records == 11 - start
+            d.total_lag == 0 && d.outbox_pending == 0 && d.processed_records == 11 - start
         })
         .await;
+    }
+}
+
+/// Every delivery mode processes and emits everything when nothing crashes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_delivery_mode_processes_every_record() {
+    use sluice::runtime::Delivery;
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let client = admin(&server);
+    create_topic(&client, "visits", 2).await;
+    let modes = [
+        ("exactly", Delivery::ExactlyOnce),
+        ("at-least", Delivery::AtLeastOnce),
+        ("at-most", Delivery::AtMostOnce),
+    ];
+    for (name, delivery) in modes {
+        let output = format!("counts-{name}");
+        create_topic(&client, &output, 1).await;
+        let mut deploy = request("counter", "visits", &[&output], &[("output", &output)]);
+        deploy.spec.limits.delivery = Some(delivery);
+        deploy.spec.limits.batch_records = Some(7);
+        client.deploy(name, &deploy).await.unwrap();
+    }
+    let records: Vec<Record> = (0..100)
+        .map(|i| record(&format!("k{}", i % 3), "v"))
+        .collect();
+    client.produce("visits", None, &records).await.unwrap();
+    for (name, delivery) in modes {
+        let d = wait_for(&client, name, "all counted", |d| {
+            d.total_lag == 0 && d.outbox_pending == 0 && d.processed_records == 100
+        })
+        .await;
+        assert_eq!(d.limits.delivery, delivery);
+        assert_eq!(d.state_entries, 4, "{name}: three keys and the total");
+        assert_eq!(
+            read_all(&client, &format!("counts-{name}")).await.len(),
+            100,
+            "{name}"
+        );
     }
 }

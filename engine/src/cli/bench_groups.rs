@@ -1,7 +1,8 @@
 //! The plugin-group part of `sluice bench`: a consumer group running the identity plugin
 //! through the whole engine path (read from the log, run the plugin, commit state and offset),
 //! alone and then beside a group whose plugin loops on some records, on the same topic: how
-//! much a misbehaving group costs the others.
+//! much a misbehaving group costs the others. Then the stateful counter plugin (a state write
+//! and an output record per input) in exactly-once and in at-least-once delivery.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -10,7 +11,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use crate::log::{Log, LogOptions, Record, TopicConfig};
-use crate::runtime::{DeploySpec, LimitOverrides, PluginHost, PluginLimits, StartFrom};
+use crate::runtime::{Delivery, DeploySpec, LimitOverrides, PluginHost, PluginLimits, StartFrom};
 
 const PARTITIONS: u32 = 4;
 /// Every this many records, one the looping plugin chokes on.
@@ -20,7 +21,9 @@ pub async fn run(base: &Path, plugins: &Path, records: u64) -> anyhow::Result<()
     // Long enough for the looping group to spend many deadlines meanwhile.
     let records = records * 2;
     let read = |name: &str| std::fs::read(plugins.join(format!("{name}.wasm")));
-    let (Ok(identity), Ok(misbehave)) = (read("identity"), read("misbehave")) else {
+    let (Ok(identity), Ok(misbehave), Ok(counter)) =
+        (read("identity"), read("misbehave"), read("counter"))
+    else {
         println!("(skipping the plugin-group measurements: plugins not built)");
         return Ok(());
     };
@@ -36,6 +39,7 @@ pub async fn run(base: &Path, plugins: &Path, records: u64) -> anyhow::Result<()
     let log = Arc::new(Log::open(dir.path(), options)?);
     let topic = log.create_topic("in", PARTITIONS, &[])?;
     log.create_topic("out", 1, &[])?;
+    log.create_topic("counts", PARTITIONS, &[])?;
     let mut next = 0u64;
     while next < records {
         let chunk: Vec<Record> = (next..(next + 1_000).min(records))
@@ -61,7 +65,14 @@ pub async fn run(base: &Path, plugins: &Path, records: u64) -> anyhow::Result<()
         })
         .await??
     };
-    let alone = time_group(&host, "alone", &identity, records).await?;
+    let alone = time_group(
+        &host,
+        "alone",
+        &identity,
+        records,
+        LimitOverrides::default(),
+    )
+    .await?;
     let spec = DeploySpec {
         topic: "in".into(),
         output_topics: vec!["out".into()],
@@ -77,8 +88,28 @@ pub async fn run(base: &Path, plugins: &Path, records: u64) -> anyhow::Result<()
     };
     let deploy_host = host.clone();
     tokio::task::spawn_blocking(move || deploy_host.deploy("looping", spec, &misbehave)).await??;
-    let beside = time_group(&host, "beside", &identity, records).await?;
+    let beside = time_group(
+        &host,
+        "beside",
+        &identity,
+        records,
+        LimitOverrides::default(),
+    )
+    .await?;
     let looping = host.describe("looping")?;
+    let undeploy = host.clone();
+    tokio::task::spawn_blocking(move || undeploy.undeploy("looping", false)).await??;
+    let mut counts = Vec::new();
+    for (group, delivery) in [
+        ("counter-exactly-once", Delivery::ExactlyOnce),
+        ("counter-at-least-once", Delivery::AtLeastOnce),
+    ] {
+        let limits = LimitOverrides {
+            delivery: Some(delivery),
+            ..LimitOverrides::default()
+        };
+        counts.push(time_group(&host, group, &counter, records, limits).await?);
+    }
     let stop = host.clone();
     tokio::task::spawn_blocking(move || stop.stop()).await?;
     log.close()?;
@@ -104,6 +135,19 @@ pub async fn run(base: &Path, plugins: &Path, records: u64) -> anyhow::Result<()
         "{:<44} {:>14}",
         "  (looping group: calls stopped at deadline)", looping.failed_calls
     );
+    let (exactly, at_least) = (counts[0], counts[1]);
+    for (name, elapsed) in [
+        ("counter (state + 1 output each), exactly-once", exactly),
+        ("counter, at-least-once", at_least),
+    ] {
+        let rate = records as f64 / elapsed.as_secs_f64();
+        println!("{name:<44} {rate:>14.0} {:>10.1}", 1e9 / rate);
+    }
+    println!(
+        "{:<44} {:>14.2}",
+        "exactly-once / at-least-once",
+        at_least.as_secs_f64() / exactly.as_secs_f64()
+    );
     Ok(())
 }
 
@@ -113,11 +157,14 @@ async fn time_group(
     group: &str,
     wasm: &[u8],
     records: u64,
+    limits: LimitOverrides,
 ) -> anyhow::Result<Duration> {
     let spec = DeploySpec {
         topic: "in".into(),
+        output_topics: vec!["counts".into()],
+        config: [("output".to_string(), "counts".to_string())].into(),
         from: Some(StartFrom::Earliest),
-        ..DeploySpec::default()
+        limits,
     };
     let (deploy_host, name, bytes) = (host.clone(), group.to_string(), wasm.to_vec());
     let started = Instant::now();

@@ -107,6 +107,10 @@ pub struct DeployArgs {
     /// Longest time processed batches wait to be committed together.
     #[arg(long)]
     commit_interval_ms: Option<u64>,
+    /// exactly-once (default), at-least-once or at-most-once: what a crash may do to the
+    /// group's effects (see docs/exactly-once.md).
+    #[arg(long)]
+    delivery: Option<crate::runtime::Delivery>,
     /// Records one `process` call may emit.
     #[arg(long)]
     max_emitted_records: Option<u64>,
@@ -324,6 +328,7 @@ async fn deploy(client: &Client, args: DeployArgs) -> anyhow::Result<()> {
                 retry_backoff_ms: args.retry_backoff_ms,
                 batch_records: args.batch_records,
                 commit_interval_ms: args.commit_interval_ms,
+                delivery: args.delivery,
             },
         },
         wasm_base64: BASE64.encode(&wasm),

@@ -33,7 +33,37 @@ pub enum StartFrom {
     Timestamp(i64),
 }
 
-/// Limits and retry policy of a group; every field can be given at deploy.
+/// What a crash may do to a plugin group's effects (state writes, emitted records, offsets).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Delivery {
+    /// Every input record takes effect once: emitted records go through the outbox, committed
+    /// with state and offsets (docs/exactly-once.md).
+    #[default]
+    ExactlyOnce,
+    /// Emitted records are appended right after each batch, before the commit: a crash can
+    /// repeat the records of the batches since the last commit. State stays exact.
+    AtLeastOnce,
+    /// Each batch's offset is committed before it is processed: a crash can lose the effects
+    /// of the batches being processed, never repeat them.
+    AtMostOnce,
+}
+
+impl std::str::FromStr for Delivery {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Delivery, String> {
+        match text {
+            "exactly-once" => Ok(Delivery::ExactlyOnce),
+            "at-least-once" => Ok(Delivery::AtLeastOnce),
+            "at-most-once" => Ok(Delivery::AtMostOnce),
+            other => Err(format!(
+                "unknown delivery `{other}`: use exactly-once, at-least-once or at-most-once"
+            )),
+        }
+    }
+}
+
+/// Limits, retry and delivery policy of a group; every field can be given at deploy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PluginLimits {
@@ -54,6 +84,7 @@ pub struct PluginLimits {
     /// Longest time processed batches wait to be committed together (one durable commit for
     /// all of them); an idle group commits at once.
     pub commit_interval_ms: u64,
+    pub delivery: Delivery,
 }
 
 impl Default for PluginLimits {
@@ -68,6 +99,7 @@ impl Default for PluginLimits {
             retry_backoff_ms: 200,
             batch_records: 1_000,
             commit_interval_ms: 100,
+            delivery: Delivery::ExactlyOnce,
         }
     }
 }
@@ -111,6 +143,7 @@ pub struct LimitOverrides {
     pub retry_backoff_ms: Option<u64>,
     pub batch_records: Option<u32>,
     pub commit_interval_ms: Option<u64>,
+    pub delivery: Option<Delivery>,
 }
 
 impl LimitOverrides {
@@ -124,6 +157,7 @@ impl LimitOverrides {
             retry_backoff_ms: self.retry_backoff_ms.unwrap_or(base.retry_backoff_ms),
             batch_records: self.batch_records.unwrap_or(base.batch_records),
             commit_interval_ms: self.commit_interval_ms.unwrap_or(base.commit_interval_ms),
+            delivery: self.delivery.unwrap_or(base.delivery),
         }
     }
 }
@@ -252,6 +286,9 @@ pub struct PluginDescription {
     pub state_bytes: u64,
     /// Dead-letter replay: next dead-letter offset and where the replay ends.
     pub dlq_replay: Option<(u64, u64)>,
+    /// Commits whose emitted records are not yet known to be in their topics; with
+    /// `total_lag`, 0 means every effect of the input so far is visible.
+    pub outbox_pending: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -757,6 +794,7 @@ impl PluginHost {
             state_entries,
             state_bytes,
             dlq_replay: self.store.dlq_replay(group)?,
+            outbox_pending: self.store.outbox_len(group)?,
         })
     }
 

@@ -17,8 +17,8 @@ use wasmtime::component::Component;
 use wasmtime::{Config, Engine};
 
 pub use deploy::{
-    DeployError, DeploySpec, Deployment, LimitOverrides, PartitionProgress, PluginDescription,
-    PluginHost, PluginLimits, StartFrom, VersionInfo, dlq_topic,
+    Delivery, DeployError, DeploySpec, Deployment, LimitOverrides, PartitionProgress,
+    PluginDescription, PluginHost, PluginLimits, StartFrom, VersionInfo, dlq_topic,
 };
 pub use logs::{LogBuffer, LogLine};
 pub use sandbox::{

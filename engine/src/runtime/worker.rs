@@ -5,14 +5,14 @@
 //! isolation (splitting a failing batch), the dead-letter topic and dead-letter replay, and
 //! switching versions at a batch boundary.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tokio::sync::watch;
 
-use super::deploy::{Deployment, PluginCache, dlq_topic};
+use super::deploy::{Delivery, Deployment, PluginCache, dlq_topic};
 use super::{
     Batch, LogBuffer, Runtime, Sandbox, SandboxError, SandboxIdentity, StateStore, StateWrites,
     merged_scan,
@@ -115,6 +115,7 @@ pub(super) fn spawn(
     let state = Arc::new(Uncommitted {
         committed: context.store.state_of(&context.group),
         writes: Mutex::new(StateWrites::new()),
+        cache: Mutex::new(HashMap::new()),
     });
     let worker = Worker {
         context,
@@ -165,10 +166,32 @@ enum Input {
 }
 
 /// The group's committed state seen through the writes of batches processed since the last
-/// commit: what the plugin reads.
+/// commit: what the plugin reads. Committed values read or written are cached (the worker is
+/// the group's only writer), so hot keys do not cost a store read each time.
 struct Uncommitted {
     committed: GroupState,
     writes: Mutex<StateWrites>,
+    cache: Mutex<HashMap<Vec<u8>, Option<Vec<u8>>>>,
+}
+
+/// Committed values kept in memory per group, at most.
+const CACHE_ENTRIES: usize = 100_000;
+
+impl Uncommitted {
+    /// The writes just committed become the cached committed values.
+    fn committed(&self, writes: StateWrites) {
+        let mut cache = self.cache.lock().expect("cache lock");
+        if cache.len() + writes.len() > CACHE_ENTRIES {
+            cache.clear();
+        }
+        cache.extend(writes);
+    }
+
+    /// Forgets everything not read from the store (after a failed commit).
+    fn reset(&self) {
+        self.writes.lock().expect("writes lock").clear();
+        self.cache.lock().expect("cache lock").clear();
+    }
 }
 
 impl StateStore for Uncommitted {
@@ -176,7 +199,16 @@ impl StateStore for Uncommitted {
         if let Some(written) = self.writes.lock().expect("writes lock").get(key) {
             return Ok(written.clone());
         }
-        self.committed.get(key)
+        if let Some(cached) = self.cache.lock().expect("cache lock").get(key) {
+            return Ok(cached.clone());
+        }
+        let value = self.committed.get(key)?;
+        let mut cache = self.cache.lock().expect("cache lock");
+        if cache.len() >= CACHE_ENTRIES {
+            cache.clear();
+        }
+        cache.insert(key.to_vec(), value.clone());
+        Ok(value)
     }
 
     fn scan(
@@ -300,7 +332,7 @@ impl Worker {
 
     /// Reads the committed positions and replay cursor, dropping uncommitted progress.
     fn load(&mut self) -> Result<(), Interrupt> {
-        self.state.writes.lock().expect("writes lock").clear();
+        self.state.reset();
         self.outbox.clear();
         self.delivered.clear();
         self.dirty = false;
@@ -396,6 +428,12 @@ impl Worker {
                 continue;
             }
             worked = true;
+            if self.deployment.limits.delivery == Delivery::AtMostOnce {
+                let next = records[records.len() - 1].0 + 1;
+                self.positions.insert(partition.id, next);
+                self.dirty = true;
+                self.flush()?;
+            }
             let input = Input::Log {
                 partition: partition.id,
             };
@@ -471,6 +509,9 @@ impl Worker {
             let error = match sandbox.process(&batch) {
                 Ok(processed) => {
                     self.stage_emitted(version, processed.emitted)?;
+                    if self.deployment.limits.delivery != Delivery::ExactlyOnce {
+                        self.deliver_staged()?;
+                    }
                     self.commit(input, last + 1, processed.state_writes)?;
                     self.context
                         .shared
@@ -588,30 +629,54 @@ impl Worker {
     fn deliver(&mut self, sequence: u64, parts: Vec<Part>, check: bool) -> Result<(), Interrupt> {
         let marker = Bytes::from(format!("{}/{sequence}", self.context.group));
         for mut part in parts {
-            if part.records.is_empty() {
+            let Some(first) = part.records.first_mut() else {
                 continue;
-            }
-            let partition = self
-                .context
-                .log
-                .topic(&part.topic)
-                .and_then(|t| t.partition(part.partition))
-                .map_err(|e| Interrupt::Engine(format!("output topic: {e}")))?;
+            };
+            let partition = self.output_partition(&part.topic, part.partition)?;
             if check && in_log(&partition, part.start_hint, &marker)? {
                 continue;
             }
-            part.records[0].headers.push(Header {
+            first.headers.push(Header {
                 key: OUTBOX_MARKER.to_string(),
                 value: marker.clone(),
             });
-            self.context
-                .handle
-                .block_on(partition.append_durable(&part.records))
-                .map_err(|e| Interrupt::Engine(format!("output topic `{}`: {e}", part.topic)))?;
+            self.append(&partition, &part.topic, &part.records)?;
         }
         self.delivered.push(sequence);
         self.dirty = true;
         Ok(())
+    }
+
+    /// Appends the staged records at once, without the outbox (at-least-once and
+    /// at-most-once delivery).
+    fn deliver_staged(&mut self) -> Result<(), Interrupt> {
+        for ((topic, partition), records) in std::mem::take(&mut self.outbox) {
+            let target = self.output_partition(&topic, partition)?;
+            self.append(&target, &topic, &records)?;
+        }
+        Ok(())
+    }
+
+    fn output_partition(&self, topic: &str, partition: u32) -> Result<Arc<Partition>, Interrupt> {
+        self.context
+            .log
+            .topic(topic)
+            .and_then(|t| t.partition(partition))
+            .map_err(|e| Interrupt::Engine(format!("output topic: {e}")))
+    }
+
+    /// Appends records to a partition as one batch and waits until they are durable.
+    fn append(
+        &self,
+        partition: &Arc<Partition>,
+        topic: &str,
+        records: &[Record],
+    ) -> Result<(), Interrupt> {
+        self.context
+            .handle
+            .block_on(partition.append_durable(records))
+            .map(drop)
+            .map_err(|e| Interrupt::Engine(format!("output topic `{topic}`: {e}")))
     }
 
     /// Delivers the outbox entries a crash left committed but maybe not in the log.
@@ -701,6 +766,7 @@ impl Worker {
             .store
             .commit(&self.context.group, &positions, &writes, extras)
             .map_err(|e| Interrupt::Engine(e.to_string()))?;
+        self.state.committed(writes);
         self.delivered.clear();
         self.dirty = false;
         self.last_commit = Instant::now();
@@ -771,6 +837,9 @@ impl Worker {
             .entry((Arc::from(dlq.as_str()), 0))
             .or_default()
             .push(letter);
+        if self.deployment.limits.delivery != Delivery::ExactlyOnce {
+            self.deliver_staged()?;
+        }
         let message = format!(
             "record {topic}/{partition}@{offset} sent to `{dlq}` after {attempts} failed calls: {error}"
         );

@@ -142,6 +142,16 @@ impl TxnStore {
         Ok(sequence)
     }
 
+    /// How many outbox entries of `group` are committed but not yet known to be in the log.
+    pub fn outbox_len(&self, group: &str) -> Result<u64, StoreError> {
+        let txn = self.db.begin_read().map_err(|e| self.error(e))?;
+        let table = txn.open_table(OUTBOX).map_err(|e| self.error(e))?;
+        let range = table
+            .range((group, 0u64)..=(group, u64::MAX))
+            .map_err(|e| self.error(e))?;
+        Ok(range.count() as u64)
+    }
+
     /// Outbox entries of `group` committed but not yet known to be in the log, oldest first.
     pub fn outbox(&self, group: &str) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
         let txn = self.db.begin_read().map_err(|e| self.error(e))?;
