@@ -119,13 +119,13 @@ pub async fn run(base: &Path, plugins: &Path, records: u64) -> anyhow::Result<()
         "{:<44} {:>14} {:>10}",
         "PLUGIN GROUP (identity, 100-byte records)", "RECORDS/S", "NS/RECORD"
     );
-    for (name, elapsed) in [
-        ("alone, log -> plugin -> commit", alone),
-        ("beside a group looping on 1 record in 1000", beside),
-    ] {
-        let rate = records as f64 / elapsed.as_secs_f64();
-        println!("{name:<44} {rate:>14.0} {:>10.1}", 1e9 / rate);
-    }
+    print_rates(
+        records,
+        &[
+            ("alone, log -> plugin -> commit", alone),
+            ("beside a group looping on 1 record in 1000", beside),
+        ],
+    );
     println!(
         "{:<44} {:>14.2}",
         "throughput beside / alone",
@@ -136,13 +136,13 @@ pub async fn run(base: &Path, plugins: &Path, records: u64) -> anyhow::Result<()
         "  (looping group: calls stopped at deadline)", looping.failed_calls
     );
     let (exactly, at_least) = (counts[0], counts[1]);
-    for (name, elapsed) in [
-        ("counter (state + 1 output each), exactly-once", exactly),
-        ("counter, at-least-once", at_least),
-    ] {
-        let rate = records as f64 / elapsed.as_secs_f64();
-        println!("{name:<44} {rate:>14.0} {:>10.1}", 1e9 / rate);
-    }
+    print_rates(
+        records,
+        &[
+            ("counter (state + 1 output each), exactly-once", exactly),
+            ("counter, at-least-once", at_least),
+        ],
+    );
     println!(
         "{:<44} {:>14.2}",
         "exactly-once / at-least-once",
@@ -151,7 +151,14 @@ pub async fn run(base: &Path, plugins: &Path, records: u64) -> anyhow::Result<()
     Ok(())
 }
 
-/// Deploys the identity plugin as `group` from the earliest offset and times it to the end.
+fn print_rates(records: u64, rows: &[(&str, Duration)]) {
+    for (name, elapsed) in rows {
+        let rate = records as f64 / elapsed.as_secs_f64();
+        println!("{name:<44} {rate:>14.0} {:>10.1}", 1e9 / rate);
+    }
+}
+
+/// Deploys `wasm` as `group` from the earliest offset and times it to the end of the input.
 async fn time_group(
     host: &Arc<PluginHost>,
     group: &str,

@@ -626,9 +626,7 @@ impl PluginHost {
         edit: impl FnOnce(&mut Deployment) -> Result<String, DeployError>,
     ) -> Result<PluginDescription, DeployError> {
         let groups = self.groups.lock().expect("groups lock");
-        let running = groups
-            .get(group)
-            .ok_or_else(|| DeployError::UnknownGroup(group.to_string()))?;
+        let running = running(&groups, group)?;
         let mut deployment = running.control.borrow().deployment.clone();
         let message = edit(&mut deployment)?;
         self.save(&deployment)?;
@@ -688,9 +686,7 @@ impl PluginHost {
     /// again; records that fail again go back to the dead-letter topic.
     pub fn replay_dead_letters(&self, group: &str) -> Result<PluginDescription, DeployError> {
         let groups = self.groups.lock().expect("groups lock");
-        let running = groups
-            .get(group)
-            .ok_or_else(|| DeployError::UnknownGroup(group.to_string()))?;
+        let running = running(&groups, group)?;
         let dlq = self.log.topic(&dlq_topic(group))?.partition(0)?;
         let end = dlq.high_watermark();
         let cursor = match self.store.dlq_replay(group)? {
@@ -746,9 +742,7 @@ impl PluginHost {
     pub fn describe(&self, group: &str) -> Result<PluginDescription, DeployError> {
         let (deployment, shared) = {
             let groups = self.groups.lock().expect("groups lock");
-            let running = groups
-                .get(group)
-                .ok_or_else(|| DeployError::UnknownGroup(group.to_string()))?;
+            let running = running(&groups, group)?;
             (
                 running.control.borrow().deployment.clone(),
                 running.shared.clone(),
@@ -817,9 +811,7 @@ impl PluginHost {
     /// The last `limit` log lines of a group.
     pub fn logs(&self, group: &str, limit: usize) -> Result<Vec<LogLine>, DeployError> {
         let groups = self.groups.lock().expect("groups lock");
-        let running = groups
-            .get(group)
-            .ok_or_else(|| DeployError::UnknownGroup(group.to_string()))?;
+        let running = running(&groups, group)?;
         Ok(running.shared.logs.tail(limit))
     }
 
@@ -840,6 +832,13 @@ impl PluginHost {
 /// Settings in the form `init` takes them.
 pub(super) fn settings(config: &BTreeMap<String, String>) -> Vec<(String, String)> {
     config.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+}
+
+/// A deployed group, or the error naming it.
+fn running<'a>(groups: &'a BTreeMap<String, Group>, group: &str) -> Result<&'a Group, DeployError> {
+    groups
+        .get(group)
+        .ok_or_else(|| DeployError::UnknownGroup(group.to_string()))
 }
 
 fn read_deployment(path: &Path) -> Result<Deployment, String> {

@@ -594,18 +594,27 @@ impl Worker {
         let produced_by = Bytes::from(format!("{}/{version}", self.context.group));
         let now = now_ms();
         let count = emitted.len() as u64;
+        // Records come in runs to the same topic: check and look it up once per run.
+        let mut current: Option<(Arc<str>, u32)> = None;
         for Emitted { topic, mut record } in emitted {
-            if !outputs.iter().any(|o| **o == *topic) {
-                return Err(Interrupt::Engine(format!(
-                    "version {version} emitted to topic `{topic}`, which is not an output topic of the group (it has {outputs:?}); deploy again with --output-topic {topic}"
-                )));
-            }
-            let partitions = self
-                .context
-                .log
-                .topic(&topic)
-                .map_err(|e| Interrupt::Engine(format!("output topic: {e}")))?
-                .partition_count();
+            let partitions = match &current {
+                Some((name, partitions)) if **name == *topic => *partitions,
+                _ => {
+                    if !outputs.iter().any(|o| **o == *topic) {
+                        return Err(Interrupt::Engine(format!(
+                            "version {version} emitted to topic `{topic}`, which is not an output topic of the group (it has {outputs:?}); deploy again with --output-topic {topic}"
+                        )));
+                    }
+                    let partitions = self
+                        .context
+                        .log
+                        .topic(&topic)
+                        .map_err(|e| Interrupt::Engine(format!("output topic: {e}")))?
+                        .partition_count();
+                    current = Some((topic.clone(), partitions));
+                    partitions
+                }
+            };
             let partition = match &record.key {
                 Some(key) => partition_for_key(key, partitions),
                 None => self.rotation % partitions,
