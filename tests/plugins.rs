@@ -5,142 +5,19 @@
 
 mod common;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use bytes::Bytes;
 use common::Server;
-use sluice::cli::client::{Client, Position, ServerError};
-use sluice::log::{Header, Record};
-use sluice::runtime::{DeploySpec, LimitOverrides, PluginDescription, StartFrom};
-use sluice::server::api::{CreateTopic, DeployRequest};
-
-fn wasm(name: &str) -> Vec<u8> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../plugins/target/wasm32-wasip2/release")
-        .join(format!("{name}.wasm"));
-    std::fs::read(&path).unwrap_or_else(|e| {
-        panic!(
-            "{}: {e}; build the plugins first (./scripts/test does)",
-            path.display()
-        )
-    })
-}
-
-fn token(server: &Server) -> String {
-    std::fs::read_to_string(server.dir.join("admin.token")).expect("the engine wrote its token")
-}
-
-fn admin(server: &Server) -> Client {
-    Client::new(&server.url).with_token(Some(token(server)))
-}
-
-async fn create_topic(client: &Client, name: &str, partitions: u32) {
-    client
-        .create_topic(&CreateTopic {
-            name: name.into(),
-            partitions,
-            config: BTreeMap::new(),
-        })
-        .await
-        .unwrap();
-}
-
-fn request(plugin: &str, topic: &str, outputs: &[&str], config: &[(&str, &str)]) -> DeployRequest {
-    DeployRequest {
-        spec: DeploySpec {
-            topic: topic.into(),
-            output_topics: outputs.iter().map(|s| s.to_string()).collect(),
-            config: config
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-            from: Some(StartFrom::Earliest),
-            limits: LimitOverrides::default(),
-        },
-        wasm_base64: BASE64.encode(wasm(plugin)),
-    }
-}
-
-fn status_of(error: &anyhow::Error) -> u16 {
-    error
-        .downcast_ref::<ServerError>()
-        .unwrap_or_else(|| panic!("not a server error: {error:#}"))
-        .status
-        .as_u16()
-}
-
-/// Polls the group's description until `done` holds (a minute at most).
-async fn wait_for(
-    client: &Client,
-    group: &str,
-    what: &str,
-    done: impl Fn(&PluginDescription) -> bool,
-) -> PluginDescription {
-    let deadline = Instant::now() + Duration::from_secs(90);
-    loop {
-        let description = client.describe_plugin(group).await.unwrap();
-        if done(&description) {
-            return description;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "group {group}: gave up waiting for {what}; last seen {description:#?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// The records of each partition of a topic, in offset order.
-async fn read_partitions(client: &Client, topic: &str) -> Vec<Vec<Record>> {
-    let partitions = client.describe_topic(topic).await.unwrap().partitions;
-    let mut out = Vec::new();
-    for p in partitions {
-        let mut records = Vec::new();
-        let mut offset = p.log_start_offset;
-        while offset < p.high_watermark {
-            let fetch = client
-                .fetch(topic, p.partition, Position::Offset(offset), 1 << 20, 0)
-                .await
-                .unwrap();
-            offset = fetch.next_offset;
-            records.extend(fetch.records.into_iter().map(|(_, r)| r));
-        }
-        out.push(records);
-    }
-    out
-}
-
-/// Every record of a topic, partition after partition.
-async fn read_all(client: &Client, topic: &str) -> Vec<Record> {
-    read_partitions(client, topic).await.concat()
-}
-
-fn header<'a>(record: &'a Record, name: &str) -> Option<&'a str> {
-    record
-        .headers
-        .iter()
-        .rev()
-        .find(|h| h.key == name)
-        .and_then(|h| std::str::from_utf8(&h.value).ok())
-}
-
-fn record(key: &str, value: &str) -> Record {
-    Record {
-        timestamp: 0,
-        key: Some(Bytes::from(key.to_string())),
-        value: Bytes::from(value.to_string()),
-        headers: vec![Header {
-            key: "origin".into(),
-            value: Bytes::from_static(b"test"),
-        }],
-    }
-}
+use common::plugins::*;
+use sluice::cli::client::Client;
+use sluice::log::Record;
+use sluice::runtime::{LimitOverrides, StartFrom};
+use sluice::server::api::DeployRequest;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_admin_api_refuses_a_wrong_or_missing_token_and_deploys_nothing() {
@@ -708,82 +585,6 @@ fn plugin_test_runs_a_plugin_locally_and_prints_outputs_poison_and_state() {
         lines[3]["state"],
         serde_json::json!({"count/ada": "42", "total": "2"})
     );
-}
-
-/// kill -9 the engine while the stateful `counter` plugin works: state, offsets and emitted
-/// records (an outbox entry) commit in one transaction and the outbox is appended once, so
-/// after the restarts every key's count equals its number of input records and every output
-/// record exists exactly once.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn state_and_output_are_exactly_once_across_kill_9() {
-    const RECORDS: u64 = 30_000;
-    const KEYS: u64 = 37;
-    let dir = tempfile::tempdir().unwrap();
-    let mut server = Server::start(dir.path());
-    let mut client = admin(&server);
-    create_topic(&client, "visits", 2).await;
-    create_topic(&client, "counts", 1).await;
-    let mut counter = request("counter", "visits", &["counts"], &[("output", "counts")]);
-    counter.spec.limits.batch_records = Some(20);
-    counter.spec.limits.commit_interval_ms = Some(5);
-    client.deploy("c", &counter).await.unwrap();
-    for chunk in (0..RECORDS).collect::<Vec<_>>().chunks(500) {
-        let records: Vec<Record> = chunk
-            .iter()
-            .map(|i| record(&format!("key-{}", i % KEYS), "visit"))
-            .collect();
-        client.produce("visits", None, &records).await.unwrap();
-    }
-    let mut last_lag = RECORDS;
-    let mut kills_while_working = 0;
-    for _ in 0..6 {
-        // Kill as soon as the group has committed some progress since the last restart.
-        let seen = wait_for(&client, "c", "progress", |d| d.total_lag < last_lag).await;
-        server.kill();
-        last_lag = seen.total_lag;
-        if last_lag > 0 {
-            kills_while_working += 1;
-        }
-        server = Server::start(dir.path());
-        client = admin(&server);
-        if last_lag == 0 {
-            break;
-        }
-    }
-    assert!(
-        kills_while_working >= 3,
-        "only {kills_while_working} kills hit the work"
-    );
-    wait_for(&client, "c", "everything counted", |d| {
-        d.total_lag == 0 && d.outbox_pending == 0
-    })
-    .await;
-    let mut seen_counts: BTreeSet<(String, u64)> = BTreeSet::new();
-    let outputs = read_all(&client, "counts").await;
-    for out in &outputs {
-        let value: serde_json::Value = serde_json::from_slice(&out.value).unwrap();
-        let key = value["key"].as_str().unwrap().to_string();
-        let count = value["count"].as_u64().unwrap();
-        assert!(
-            seen_counts.insert((key.clone(), count)),
-            "{key} count {count} was emitted twice"
-        );
-    }
-    assert_eq!(outputs.len() as u64, RECORDS, "one output per input");
-    for k in 0..KEYS {
-        let key = format!("key-{k}");
-        let expected = (0..RECORDS).filter(|i| i % KEYS == k).count() as u64;
-        for n in 1..=expected {
-            assert!(
-                seen_counts.contains(&(key.clone(), n)),
-                "{key} output {n} missing"
-            );
-        }
-        assert!(
-            !seen_counts.contains(&(key.clone(), expected + 1)),
-            "{key} over-counted"
-        );
-    }
 }
 
 /// `--from` picks where a new group starts: the end at deploy time, an offset, or a time.

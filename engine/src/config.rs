@@ -124,8 +124,18 @@ impl Default for GroupSettings {
     }
 }
 
-/// Environment variables that belong to the command-line client, not to the engine config.
-const CLIENT_VARIABLES: [&str; 4] = ["url", "log", "config", "token"];
+/// `SLUICE_*` variables that are not engine configuration: the command-line client's, the
+/// log filter, profiling and crash-point switches, and the sizes of the crash tests.
+const OTHER_VARIABLES: [&str; 8] = [
+    "url",
+    "log",
+    "config",
+    "token",
+    "wasm_perfmap",
+    "crash_at",
+    "crash_rounds",
+    "eo_records",
+];
 
 impl Config {
     /// Loads defaults, then the TOML file (if given, or `sluice.toml` if present), then
@@ -144,7 +154,7 @@ impl Config {
             .merge(
                 Env::prefixed("SLUICE_")
                     .split("__")
-                    .ignore(&CLIENT_VARIABLES),
+                    .ignore(&OTHER_VARIABLES),
             )
             .merge(overrides)
             .extract()

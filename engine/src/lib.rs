@@ -5,6 +5,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod crash_point;
 pub mod groups;
 pub mod log;
 pub mod runtime;

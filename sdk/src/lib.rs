@@ -175,24 +175,121 @@ pub fn poison(offset: u64, reason: impl Into<String>) -> ProcessError {
 }
 
 /// The group's keyed state.
+///
+/// Values read and written are kept in the plugin between batches, and writes are handed to
+/// the engine in one call when `process` returns: a key read and written for every record
+/// costs no call into the engine once it is known. The engine says (`state.generation`) when
+/// the kept values are stale, for instance after it dropped uncommitted writes to retry from
+/// its last commit; a failed batch drops them too.
 pub mod state {
+    use std::cell::RefCell;
+
+    use rustc_hash::FxHashMap as HashMap;
+
     use crate::bindings::sluice::plugin::state as raw;
 
+    /// Entries kept between batches, at most; past it they are dropped at the next batch.
+    const MAX_KEPT: usize = 65_536;
+
+    struct Kept {
+        value: Option<Vec<u8>>,
+        written: bool,
+    }
+
+    #[derive(Default)]
+    struct Cache {
+        /// The engine's generation the entries belong to.
+        generation: Option<u64>,
+        entries: HashMap<Vec<u8>, Kept>,
+    }
+
+    thread_local! {
+        static CACHE: RefCell<Cache> = RefCell::new(Cache::default());
+    }
+
     pub fn get(key: &[u8]) -> Option<Vec<u8>> {
-        raw::get(key)
+        if let Some(kept) = CACHE.with_borrow(|c| c.entries.get(key).map(|k| k.value.clone())) {
+            return kept;
+        }
+        let value = raw::get(key);
+        let kept = Kept {
+            value: value.clone(),
+            written: false,
+        };
+        CACHE.with_borrow_mut(|c| c.entries.insert(key.to_vec(), kept));
+        value
     }
 
     pub fn set(key: &[u8], value: &[u8]) {
-        raw::set(key, value)
+        write(key, Some(value.to_vec()))
     }
 
     pub fn delete(key: &[u8]) {
-        raw::delete(key)
+        write(key, None)
+    }
+
+    fn write(key: &[u8], value: Option<Vec<u8>>) {
+        CACHE.with_borrow_mut(|c| match c.entries.get_mut(key) {
+            Some(kept) => {
+                kept.value = value;
+                kept.written = true;
+            }
+            None => {
+                let kept = Kept {
+                    value,
+                    written: true,
+                };
+                c.entries.insert(key.to_vec(), kept);
+            }
+        })
     }
 
     /// Entries whose key starts with `prefix`, after `start_after`, at most `limit`.
     pub fn scan(prefix: &[u8], start_after: Option<&[u8]>, limit: u32) -> Vec<(Vec<u8>, Vec<u8>)> {
+        // The engine merges its committed state with the writes it has been handed.
+        flush();
         raw::scan(prefix, start_after, limit)
+    }
+
+    /// Drops the kept values if the engine's state changed under them (or there are too many).
+    pub(crate) fn begin() {
+        let generation = raw::generation();
+        CACHE.with_borrow_mut(|c| {
+            if c.generation != Some(generation) || c.entries.len() > MAX_KEPT {
+                c.entries.clear();
+                c.generation = Some(generation);
+            }
+        })
+    }
+
+    /// Hands the buffered writes to the engine, packed as `state.write-many` wants them.
+    pub(crate) fn flush() {
+        let mut frame = Vec::new();
+        CACHE.with_borrow_mut(|c| {
+            for (key, kept) in c.entries.iter_mut().filter(|(_, k)| k.written) {
+                crate::frame::varint(&mut frame, key.len() as u64);
+                frame.extend_from_slice(key);
+                match &kept.value {
+                    Some(value) => {
+                        crate::frame::varint(&mut frame, value.len() as u64 + 1);
+                        frame.extend_from_slice(value);
+                    }
+                    None => crate::frame::varint(&mut frame, 0),
+                }
+                kept.written = false;
+            }
+        });
+        if !frame.is_empty() {
+            raw::write_many(&frame);
+        }
+    }
+
+    /// Forgets every kept value: the batch failed, so the engine dropped its writes.
+    pub(crate) fn forget() {
+        CACHE.with_borrow_mut(|c| {
+            c.entries.clear();
+            c.generation = None;
+        });
     }
 }
 
@@ -310,7 +407,11 @@ pub fn __init<C: Consumer>(config: Vec<(String, String)>) -> Result<(), String> 
             &[],
         );
     }));
-    C::init(Config(config))
+    state::begin();
+    let result = C::init(Config(config));
+    // Writes in `init` are not kept by the engine: only a batch's writes commit.
+    state::forget();
+    result
 }
 
 #[doc(hidden)]
@@ -318,13 +419,16 @@ pub fn __process<C: Consumer>(
     batch: bindings::sluice::plugin::types::Batch,
 ) -> Result<(), ProcessError> {
     emit::discard();
-    match C::process(&Batch { inner: batch }) {
-        Ok(()) => emit::flush().map_err(ProcessError::Failed),
-        Err(error) => {
-            emit::discard();
-            Err(error)
-        }
+    state::begin();
+    let result = C::process(&Batch { inner: batch }).and_then(|()| {
+        state::flush();
+        emit::flush().map_err(ProcessError::Failed)
+    });
+    if result.is_err() {
+        emit::discard();
+        state::forget();
     }
+    result
 }
 
 /// Exports a [`Consumer`] as the component's `consumer` world.

@@ -2,6 +2,8 @@
 
 #![allow(dead_code)]
 
+pub mod plugins;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -13,6 +15,7 @@ pub struct Server {
     pub url: String,
     pub dir: PathBuf,
     pub stderr: std::sync::Arc<std::sync::Mutex<String>>,
+    stderr_reader: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Server {
@@ -57,7 +60,7 @@ impl Server {
             }
         };
         let sink = log.clone();
-        std::thread::spawn(move || {
+        let stderr_reader = std::thread::spawn(move || {
             for line in lines.map_while(Result::ok) {
                 let mut log = sink.lock().unwrap();
                 log.push_str(&line);
@@ -69,7 +72,17 @@ impl Server {
             url,
             dir: dir.to_path_buf(),
             stderr: log,
+            stderr_reader: Some(stderr_reader),
         }
+    }
+
+    /// Waits until the engine exits by itself; returns its status and everything it logged.
+    pub fn wait_exit(mut self) -> (std::process::ExitStatus, String) {
+        let status = self.child.wait().expect("reap");
+        if let Some(reader) = self.stderr_reader.take() {
+            reader.join().expect("stderr reader");
+        }
+        (status, self.log())
     }
 
     /// SIGKILL: no chance to flush anything.

@@ -26,6 +26,9 @@ Measure throughput on this machine, for 100-byte and 1 KiB records:
                   compile against a cached start (needs the plugins built, see plugins/README.md);
                   then a plugin consumer group through the whole engine path (log, plugin,
                   commit of state and offset), alone and beside a group whose plugin loops
+  exactly-once    the stateful counter plugin (state, an output record per input, offsets)
+                  in exactly-once and in at-least-once delivery over the same --records
+                  (the README's figure: --records 10000000)
 
 Data goes to a temporary directory under --dir (default: the current directory), removed
 afterwards. The last line gives the peak resident memory of the process.")]
@@ -64,6 +67,7 @@ enum Part {
     Log,
     Server,
     Plugins,
+    ExactlyOnce,
 }
 
 struct Row {
@@ -110,6 +114,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     if matches!(args.only, Part::All | Part::Plugins) {
         super::bench_plugins::run(&args.plugins_dir, args.only == Part::Plugins)?;
         super::bench_groups::run(&args.dir, &args.plugins_dir, args.records).await?;
+    }
+    if matches!(args.only, Part::All | Part::ExactlyOnce) {
+        super::bench_groups::run_exactly_once(&args.dir, &args.plugins_dir, args.records).await?;
     }
     println!("peak resident memory: {} MiB", peak_rss_kib() / 1024);
     Ok(())

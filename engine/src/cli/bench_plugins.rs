@@ -2,6 +2,7 @@
 //! against native for the same logic, and compile against cached start.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -45,7 +46,7 @@ pub fn run(dir: &Path, required: bool) -> anyhow::Result<()> {
     let started = Instant::now();
     let filter_plugin = warm.compile(&filter)?;
     let config = filter_settings();
-    let mut filter_sandbox = start_sandbox(&warm, &filter_plugin, &config)?;
+    let (mut filter_sandbox, _) = start_sandbox(&warm, &filter_plugin, &config)?;
     let warm_filter = started.elapsed();
 
     println!();
@@ -53,7 +54,7 @@ pub fn run(dir: &Path, required: bool) -> anyhow::Result<()> {
         "{:<34} {:>14} {:>10}",
         "PLUGIN (100-byte records)", "RECORDS/S", "NS/RECORD"
     );
-    let mut identity_sandbox = start_sandbox(&cold, &identity_plugin, &[])?;
+    let (mut identity_sandbox, _) = start_sandbox(&cold, &identity_plugin, &[])?;
     for size in [1usize, 100, 1_000, 10_000] {
         let total = if size == 1 {
             IDENTITY_RECORDS / 10
@@ -159,7 +160,7 @@ fn native_filter(
         .collect())
 }
 
-fn sample(count: usize, value: impl Fn(usize) -> String) -> Vec<Record> {
+pub(super) fn sample(count: usize, value: impl Fn(usize) -> String) -> Vec<Record> {
     (0..count)
         .map(|i| Record {
             timestamp: 1_700_000_000_000 + i as i64,
@@ -170,7 +171,7 @@ fn sample(count: usize, value: impl Fn(usize) -> String) -> Vec<Record> {
         .collect()
 }
 
-fn make_batch(records: &[Record]) -> Batch {
+pub(super) fn make_batch(records: &[Record]) -> Batch {
     Batch {
         topic: "bench".into(),
         partition: 0,
@@ -194,23 +195,24 @@ fn ms(duration: Duration) -> f64 {
     duration.as_secs_f64() * 1e3
 }
 
-fn start_sandbox(
+pub(super) fn start_sandbox(
     runtime: &Runtime,
     plugin: &Plugin,
     config: &[(String, String)],
-) -> Result<Sandbox, SandboxError> {
+) -> Result<(Sandbox, Arc<MemoryState>), SandboxError> {
     let identity = SandboxIdentity {
         group: "bench",
         version: "1",
         log_sink: None,
     };
-    let state = std::sync::Arc::new(MemoryState::default());
-    Sandbox::start(
+    let state = Arc::new(MemoryState::default());
+    let sandbox = Sandbox::start(
         runtime,
         plugin,
         SandboxLimits::default(),
         identity,
-        state,
+        state.clone(),
         config,
-    )
+    )?;
+    Ok((sandbox, state))
 }

@@ -101,6 +101,26 @@ impl Client {
         .await
     }
 
+    pub async fn take_snapshot(
+        &self,
+        group: &str,
+        name: &str,
+    ) -> anyhow::Result<crate::txn::SnapshotInfo> {
+        let body = SnapshotRequest {
+            name: name.to_string(),
+        };
+        self.json(
+            self.admin(Method::POST, &format!("/{group}/snapshots"))
+                .json(&body),
+        )
+        .await
+    }
+
+    pub async fn snapshots(&self, group: &str) -> anyhow::Result<SnapshotList> {
+        self.json(self.admin(Method::GET, &format!("/{group}/snapshots")))
+            .await
+    }
+
     pub async fn undeploy(&self, group: &str, keep_state: bool) -> anyhow::Result<()> {
         self.send(
             self.admin(Method::DELETE, &format!("/{group}"))

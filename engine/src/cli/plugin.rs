@@ -52,11 +52,27 @@ Example:
     /// Continue processing where the group stopped.
     Resume { group: String },
     /// Switch back to an earlier version (by default the one before the active version).
+    ///
+    /// With --to-snapshot, also put back the state and offsets of a snapshot: the group
+    /// runs the version active when the snapshot was taken (or --to-version) from the
+    /// snapshot's offsets, so the records after them are processed again and their outputs
+    /// emitted again.
     Rollback {
         group: String,
         #[arg(long)]
         to_version: Option<u32>,
+        #[arg(long)]
+        to_snapshot: Option<String>,
     },
+    /// Take a snapshot of the group's committed state and offsets, to roll back to later.
+    /// One is also taken before every upgrade, named before-v<N>.
+    Snapshot {
+        group: String,
+        #[arg(long)]
+        name: String,
+    },
+    /// List the group's snapshots: name, version, offsets, state size.
+    Snapshots { group: String },
     /// Run a plugin on records from a file, in the engine's sandbox, without a server.
     Test(super::plugin_test::TestArgs),
     /// Stop the group and remove it: its versions, offsets and (unless --keep-state) state.
@@ -194,10 +210,7 @@ pub async fn run(client: &Client, command: PluginCommand) -> anyhow::Result<()> 
         }
         PluginCommand::Logs { group, lines } => {
             for line in client.plugin_logs(&group, lines).await?.lines {
-                let time = humantime::format_rfc3339_millis(
-                    std::time::UNIX_EPOCH
-                        + std::time::Duration::from_millis(line.time_ms.max(0) as u64),
-                );
+                let time = time_text(line.time_ms);
                 let fields: Vec<String> = line
                     .fields
                     .iter()
@@ -214,10 +227,52 @@ pub async fn run(client: &Client, command: PluginCommand) -> anyhow::Result<()> 
             }
             Ok(())
         }
-        PluginCommand::Pause { group } => action(client, &group, "pause", None).await,
-        PluginCommand::Resume { group } => action(client, &group, "resume", None).await,
-        PluginCommand::Rollback { group, to_version } => {
-            action(client, &group, "rollback", to_version).await
+        PluginCommand::Pause { group } => {
+            action(client, &group, "pause", &RollbackRequest::default()).await
+        }
+        PluginCommand::Resume { group } => {
+            action(client, &group, "resume", &RollbackRequest::default()).await
+        }
+        PluginCommand::Rollback {
+            group,
+            to_version,
+            to_snapshot,
+        } => {
+            let request = RollbackRequest {
+                version: to_version,
+                snapshot: to_snapshot,
+            };
+            action(client, &group, "rollback", &request).await
+        }
+        PluginCommand::Snapshot { group, name } => {
+            let snapshot = client.take_snapshot(&group, &name).await?;
+            println!(
+                "snapshot {} of group {group}: version {}, {} state entries, offsets {}",
+                snapshot.name,
+                snapshot.version,
+                snapshot.state_entries,
+                offsets_text(&snapshot.offsets)
+            );
+            Ok(())
+        }
+        PluginCommand::Snapshots { group } => {
+            let list = client.snapshots(&group).await?;
+            println!(
+                "{:<24} {:>7} {:>24} {:>10} {:>12}  OFFSETS",
+                "SNAPSHOT", "VERSION", "TAKEN", "ENTRIES", "BYTES"
+            );
+            for s in list.snapshots {
+                println!(
+                    "{:<24} {:>7} {:>24} {:>10} {:>12}  {}",
+                    s.name,
+                    s.version,
+                    time_text(s.created_ms).to_string(),
+                    s.state_entries,
+                    s.state_bytes,
+                    offsets_text(&s.offsets)
+                );
+            }
+            Ok(())
         }
         PluginCommand::Undeploy { group, keep_state } => {
             client.undeploy(&group, keep_state).await?;
@@ -292,15 +347,28 @@ pub async fn run_dlq(client: &Client, command: DlqCommand) -> anyhow::Result<()>
     }
 }
 
+fn time_text(ms: i64) -> humantime::Rfc3339Timestamp {
+    humantime::format_rfc3339_millis(
+        std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64),
+    )
+}
+
+/// `topic/partition@offset` for each input partition.
+fn offsets_text(offsets: &[crate::txn::SnapshotOffset]) -> String {
+    let parts: Vec<String> = offsets
+        .iter()
+        .map(|o| format!("{}/{}@{}", o.topic, o.partition, o.next_offset))
+        .collect();
+    parts.join(" ")
+}
+
 async fn action(
     client: &Client,
     group: &str,
     action: &str,
-    version: Option<u32>,
+    request: &RollbackRequest,
 ) -> anyhow::Result<()> {
-    let d = client
-        .plugin_action(group, action, &RollbackRequest { version })
-        .await?;
+    let d = client.plugin_action(group, action, request).await?;
     println!(
         "group {}: active version {}{}",
         d.group,

@@ -16,7 +16,7 @@ use super::worker::{self, Desired, GroupShared};
 use super::{LogLine, MemoryState, Plugin, Runtime, RuntimeError};
 use super::{Sandbox, SandboxError, SandboxIdentity, SandboxLimits};
 use crate::log::{Log, LogError, now_ms, write_atomically};
-use crate::txn::{Position, StoreError, TxnStore};
+use crate::txn::{Position, SnapshotError, SnapshotInfo, StoreError, TxnStore};
 
 /// Where a new group starts reading its input topic.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -259,6 +259,8 @@ pub enum DeployError {
     Log(#[from] LogError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Snapshot(#[from] SnapshotError),
 }
 
 /// A group as `plugin list` and `plugin describe` show it.
@@ -502,6 +504,14 @@ impl PluginHost {
         };
         let deployment = match existing {
             Some(mut deployment) => {
+                // The state as the previous version left it (as of its last commit), to roll
+                // back to if the new version gets it wrong.
+                self.store.take_snapshot(
+                    group,
+                    &format!("before-v{number}"),
+                    deployment.active_version,
+                    now_ms(),
+                )?;
                 deployment.versions.push(version);
                 deployment.active_version = number;
                 deployment.limits = limits;
@@ -680,6 +690,84 @@ impl PluginHost {
                 "rolled back from version {from} to version {target}; switching after the current batch"
             ))
         })
+    }
+
+    /// Takes a snapshot of the group's committed state and offsets, named `name`.
+    pub fn snapshot(&self, group: &str, name: &str) -> Result<SnapshotInfo, DeployError> {
+        crate::log::validate_name(name).map_err(|_| {
+            DeployError::BadSetting(format!(
+                "snapshot name `{name}`: use 1-200 letters, digits, `.`, `_` or `-`"
+            ))
+        })?;
+        let groups = self.groups.lock().expect("groups lock");
+        let running = running(&groups, group)?;
+        let version = running.control.borrow().deployment.active_version;
+        let info = self.store.take_snapshot(group, name, version, now_ms())?;
+        running.shared.engine_line(
+            "info",
+            &format!("snapshot `{name}` taken at the last commit"),
+        );
+        Ok(info)
+    }
+
+    pub fn snapshots(&self, group: &str) -> Result<Vec<SnapshotInfo>, DeployError> {
+        running(&self.groups.lock().expect("groups lock"), group)?;
+        Ok(self.store.snapshots(group)?)
+    }
+
+    /// Stops the group's worker (it commits first), puts back the state, offsets and replay
+    /// cursor of snapshot `name`, activates `version` (default: the one active when the
+    /// snapshot was taken) and starts the worker again: the records after the snapshot's
+    /// offsets are processed again, by that version.
+    pub fn rollback_to_snapshot(
+        &self,
+        group: &str,
+        name: &str,
+        version: Option<u32>,
+    ) -> Result<PluginDescription, DeployError> {
+        let mut groups = self.groups.lock().expect("groups lock");
+        let running = running(&groups, group)?;
+        let snapshot = self
+            .store
+            .snapshots(group)?
+            .into_iter()
+            .find(|s| s.name == name)
+            .ok_or_else(|| SnapshotError::Unknown {
+                group: group.to_string(),
+                name: name.to_string(),
+            })?;
+        let mut deployment = running.control.borrow().deployment.clone();
+        let target = version.unwrap_or(snapshot.version);
+        if deployment.version(target).is_none() {
+            return Err(DeployError::UnknownVersion {
+                group: group.to_string(),
+                version: target,
+                available: deployment.versions.iter().map(|v| v.version).collect(),
+            });
+        }
+        let mut stopped = groups.remove(group).expect("checked above");
+        stopped.control.send_modify(|d| d.stop = true);
+        if let Some(thread) = stopped.thread.take() {
+            let _ = thread.join();
+        }
+        let restored = self.store.restore_snapshot(group, name);
+        if restored.is_ok() {
+            deployment.active_version = target;
+        }
+        let saved = self.save(&deployment);
+        // Whatever happened, the group runs again (on its old state if the restore failed).
+        self.start_worker(&mut groups, deployment);
+        restored?;
+        saved?;
+        let message = format!(
+            "rolled back to snapshot `{name}` with version {target}: records after its offsets are processed again"
+        );
+        tracing::info!(group, "{message}");
+        if let Some(running) = groups.get(group) {
+            running.shared.engine_line("info", &message);
+        }
+        drop(groups);
+        self.describe(group)
     }
 
     /// Asks the worker to put the group's dead letters (those there now) through the plugin

@@ -59,6 +59,11 @@ pub trait StateStore: Send + Sync {
         start_after: Option<&[u8]>,
         limit: usize,
     ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, String>;
+    /// Changes whenever values change other than by the writes of the sandbox reading them
+    /// (see `state.generation` in the WIT).
+    fn generation(&self) -> u64 {
+        0
+    }
 }
 
 /// State writes of one call: `None` deletes the key.
@@ -251,6 +256,39 @@ impl state::Host for Host {
         });
         scanned.map_err(|error| self.state_failed(error))
     }
+
+    fn write_many(&mut self, writes: Vec<u8>) -> wasmtime::Result<()> {
+        let mut cursor = Bytes::from(writes);
+        while !cursor.is_empty() {
+            let (key, value) = decode_write(&mut cursor)
+                .map_err(|e| wasmtime::Error::msg(format!("state.write-many: {e}")))?;
+            self.writes.insert(key, value);
+        }
+        Ok(())
+    }
+
+    fn generation(&mut self) -> wasmtime::Result<u64> {
+        Ok(self.state.generation())
+    }
+}
+
+/// One write of a `state.write-many` frame.
+fn decode_write(cursor: &mut Bytes) -> Result<(Vec<u8>, Option<Vec<u8>>), batch::BatchError> {
+    fn field(cursor: &mut Bytes, len: u64) -> Result<Vec<u8>, batch::BatchError> {
+        if len > cursor.len() as u64 {
+            return Err(batch::BatchError::Malformed(
+                "a write runs past the end of the frame",
+            ));
+        }
+        Ok(cursor.split_to(len as usize).to_vec())
+    }
+    let key_len = batch::get_varint(cursor)?;
+    let key = field(cursor, key_len)?;
+    let value = match batch::get_varint(cursor)? {
+        0 => None,
+        len => Some(field(cursor, len - 1)?),
+    };
+    Ok((key, value))
 }
 
 /// A prefix scan of committed state (`committed(n)` reads n entries) seen through pending

@@ -6,6 +6,7 @@
 //! switching versions at a batch boundary.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -116,6 +117,7 @@ pub(super) fn spawn(
         committed: context.store.state_of(&context.group),
         writes: Mutex::new(StateWrites::new()),
         cache: Mutex::new(HashMap::new()),
+        generation: AtomicU64::new(0),
     });
     let worker = Worker {
         context,
@@ -172,6 +174,8 @@ struct Uncommitted {
     committed: GroupState,
     writes: Mutex<StateWrites>,
     cache: Mutex<HashMap<Vec<u8>, Option<Vec<u8>>>>,
+    /// Bumped when uncommitted writes are dropped: the plugin's own copies are stale then.
+    generation: AtomicU64,
 }
 
 /// Committed values kept in memory per group, at most.
@@ -191,6 +195,7 @@ impl Uncommitted {
     fn reset(&self) {
         self.writes.lock().expect("writes lock").clear();
         self.cache.lock().expect("cache lock").clear();
+        self.generation.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -221,6 +226,10 @@ impl StateStore for Uncommitted {
         merged_scan(&writes, prefix, start_after, limit, |n| {
             self.committed.scan(prefix, start_after, n)
         })
+    }
+
+    fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Relaxed)
     }
 }
 
@@ -643,6 +652,12 @@ impl Worker {
             };
             let partition = self.output_partition(&part.topic, part.partition)?;
             if check && in_log(&partition, part.start_hint, &marker)? {
+                tracing::info!(
+                    sequence,
+                    topic = %part.topic,
+                    partition = part.partition,
+                    "outbox entry: this part is already in the log; not appending it again"
+                );
                 continue;
             }
             first.headers.push(Header {
@@ -650,6 +665,7 @@ impl Worker {
                 value: marker.clone(),
             });
             self.append(&partition, &part.topic, &part.records)?;
+            crate::crash_point::reached(crate::crash_point::OUTBOX_PART_APPENDED);
         }
         self.delivered.push(sequence);
         self.dirty = true;
@@ -781,6 +797,7 @@ impl Worker {
         self.last_commit = Instant::now();
         self.rotation = self.rotation.wrapping_add(1);
         if let Some(sequence) = sequence {
+            crate::crash_point::reached(crate::crash_point::OUTBOX_COMMITTED);
             self.deliver(sequence, parts, false)?;
         }
         Ok(())

@@ -261,8 +261,22 @@ pub struct DeployRequest {
 
 #[derive(Debug, Default, Serialize, Deserialize)]
 pub struct RollbackRequest {
-    /// The version to return to; by default the one before the active version.
+    /// The version to return to; by default the one before the active version (or, with
+    /// `snapshot`, the one active when the snapshot was taken).
     pub version: Option<u32>,
+    /// Also put back the state and offsets of this snapshot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct SnapshotRequest {
+    pub name: String,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct SnapshotList {
+    pub snapshots: Vec<crate::txn::SnapshotInfo>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]

@@ -10,6 +10,7 @@ use super::api::ErrorBody;
 use crate::groups::GroupError;
 use crate::log::LogError;
 use crate::runtime::DeployError;
+use crate::txn::SnapshotError;
 
 #[derive(Debug)]
 pub struct ApiError {
@@ -113,6 +114,15 @@ impl From<DeployError> for ApiError {
             DeployError::NoPreviousVersion(_) => (StatusCode::CONFLICT, "no_previous_version"),
             DeployError::BadSetting(_) => (StatusCode::BAD_REQUEST, "bad_setting"),
             DeployError::Store(_) => (StatusCode::INTERNAL_SERVER_ERROR, "plugin_store"),
+            DeployError::Snapshot(SnapshotError::Unknown { .. }) => {
+                (StatusCode::NOT_FOUND, "unknown_snapshot")
+            }
+            DeployError::Snapshot(SnapshotError::Exists { .. }) => {
+                (StatusCode::CONFLICT, "snapshot_exists")
+            }
+            DeployError::Snapshot(SnapshotError::Store(_)) => {
+                (StatusCode::INTERNAL_SERVER_ERROR, "plugin_store")
+            }
         };
         ApiError::new(status, code, error.to_string())
     }

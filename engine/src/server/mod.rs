@@ -206,6 +206,10 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/v1/plugins/{group}/pause", post(plugins::pause))
         .route("/v1/plugins/{group}/resume", post(plugins::resume))
         .route("/v1/plugins/{group}/rollback", post(plugins::rollback))
+        .route(
+            "/v1/plugins/{group}/snapshots",
+            get(plugins::snapshots).post(plugins::take_snapshot),
+        )
         .route("/v1/plugins/{group}/logs", get(plugins::logs))
         .route("/v1/plugins/{group}/state", get(plugins::state))
         .route(

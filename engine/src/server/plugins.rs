@@ -12,7 +12,10 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::Bytes;
 
-use super::api::{DeployRequest, PluginList, PluginLogs, RollbackRequest, StateEntry, StateScan};
+use super::api::{
+    DeployRequest, PluginList, PluginLogs, RollbackRequest, SnapshotList, SnapshotRequest,
+    StateEntry, StateScan,
+};
 use super::auth::{self, Admin};
 use super::{ApiError, AppState};
 use crate::runtime::{DeployError, PluginDescription, PluginHost};
@@ -112,10 +115,34 @@ pub async fn rollback(
     Path(group): Path<String>,
     body: Option<Json<RollbackRequest>>,
 ) -> Result<Json<PluginDescription>, ApiError> {
-    let version = body.and_then(|Json(r)| r.version);
+    let request = body.map(|Json(r)| r).unwrap_or_default();
     Ok(Json(
-        on_host(&state, move |host| host.rollback(&group, version)).await?,
+        on_host(&state, move |host| match &request.snapshot {
+            Some(snapshot) => host.rollback_to_snapshot(&group, snapshot, request.version),
+            None => host.rollback(&group, request.version),
+        })
+        .await?,
     ))
+}
+
+pub async fn take_snapshot(
+    _: Admin,
+    State(state): State<Arc<AppState>>,
+    Path(group): Path<String>,
+    Json(request): Json<SnapshotRequest>,
+) -> Result<Json<crate::txn::SnapshotInfo>, ApiError> {
+    Ok(Json(
+        on_host(&state, move |host| host.snapshot(&group, &request.name)).await?,
+    ))
+}
+
+pub async fn snapshots(
+    _: Admin,
+    State(state): State<Arc<AppState>>,
+    Path(group): Path<String>,
+) -> Result<Json<SnapshotList>, ApiError> {
+    let snapshots = on_host(&state, move |host| host.snapshots(&group)).await?;
+    Ok(Json(SnapshotList { snapshots }))
 }
 
 pub async fn replay_dead_letters(

@@ -5,6 +5,9 @@
 //! entry is appended to the log after the commit and deleted once it is there.
 
 pub mod outbox;
+#[cfg(test)]
+mod power_loss;
+mod snapshot;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -12,6 +15,8 @@ use std::sync::Arc;
 use redb::{Database, ReadableTable, TableDefinition, WriteTransaction};
 
 use crate::runtime::{StateStore, StateWrites, scan_start};
+
+pub use snapshot::{SnapshotError, SnapshotInfo, SnapshotOffset};
 
 /// (group, topic, partition) -> next offset to process.
 const OFFSETS: TableDefinition<(&str, &str, u32), u64> = TableDefinition::new("plugin_offsets");
@@ -58,19 +63,58 @@ pub struct TxnStore {
 impl TxnStore {
     pub fn open(path: &Path) -> Result<Arc<TxnStore>, StoreError> {
         let display = path.display().to_string();
-        let fail = |e: &dyn std::fmt::Display| StoreError {
-            path: display.clone(),
+        if !path.exists() {
+            // A file torn while redb wrote its first header could not be opened again: build
+            // the new store under another name and rename it into place once it is durable.
+            let fresh = path.with_extension("redb.new");
+            let io = |e: std::io::Error| StoreError {
+                path: fresh.display().to_string(),
+                message: e.to_string(),
+            };
+            match std::fs::remove_file(&fresh) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io(e)),
+                _ => {}
+            }
+            drop(TxnStore::with_database(
+                Database::create(&fresh),
+                fresh.display().to_string(),
+            )?);
+            std::fs::rename(&fresh, path).map_err(io)?;
+            let dir = path.parent().unwrap_or(Path::new("."));
+            std::fs::File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(io)?;
+        }
+        TxnStore::with_database(Database::create(path), display)
+    }
+
+    /// A store on any storage (the power-loss tests use one that can lose unsynced writes).
+    pub fn open_on(
+        backend: impl redb::StorageBackend,
+        name: &str,
+    ) -> Result<Arc<TxnStore>, StoreError> {
+        let db = Database::builder().create_with_backend(backend);
+        TxnStore::with_database(db, name.to_string())
+    }
+
+    fn with_database(
+        db: Result<Database, redb::DatabaseError>,
+        path: String,
+    ) -> Result<Arc<TxnStore>, StoreError> {
+        let db = db.map_err(|e| StoreError {
+            path: path.clone(),
             message: e.to_string(),
-        };
-        let db = Database::create(path).map_err(|e| fail(&e))?;
-        let txn = db.begin_write().map_err(|e| fail(&e))?;
-        txn.open_table(OFFSETS).map_err(|e| fail(&e))?;
-        txn.open_table(STATE).map_err(|e| fail(&e))?;
-        txn.open_table(DLQ_REPLAY).map_err(|e| fail(&e))?;
-        txn.open_table(OUTBOX).map_err(|e| fail(&e))?;
-        txn.open_table(OUTBOX_SEQ).map_err(|e| fail(&e))?;
-        txn.commit().map_err(|e| fail(&e))?;
-        Ok(Arc::new(TxnStore { db, path: display }))
+        })?;
+        let store = TxnStore { db, path };
+        let txn = store.db.begin_write().map_err(|e| store.error(e))?;
+        txn.open_table(OFFSETS).map_err(|e| store.error(e))?;
+        txn.open_table(STATE).map_err(|e| store.error(e))?;
+        txn.open_table(DLQ_REPLAY).map_err(|e| store.error(e))?;
+        txn.open_table(OUTBOX).map_err(|e| store.error(e))?;
+        txn.open_table(OUTBOX_SEQ).map_err(|e| store.error(e))?;
+        store.create_snapshot_tables(&txn)?;
+        txn.commit().map_err(|e| store.error(e))?;
+        Ok(Arc::new(store))
     }
 
     fn error(&self, error: impl std::fmt::Display) -> StoreError {
@@ -138,6 +182,7 @@ impl TxnStore {
             }
             self.apply_writes(&txn, group, writes)?;
         }
+        crate::crash_point::reached(crate::crash_point::BEFORE_GROUP_COMMIT);
         txn.commit().map_err(|e| self.error(e))?;
         Ok(sequence)
     }
@@ -194,7 +239,8 @@ impl TxnStore {
             .map(|v| v.value()))
     }
 
-    /// Removes the group's offsets and replay cursor, and its state unless `keep_state`.
+    /// Removes the group's offsets and replay cursor, and its state and snapshots unless
+    /// `keep_state`.
     pub fn forget(&self, group: &str, keep_state: bool) -> Result<(), StoreError> {
         let txn = self.db.begin_write().map_err(|e| self.error(e))?;
         {
@@ -217,6 +263,7 @@ impl TxnStore {
                 state
                     .retain_in((group, start).., |(g, _), _| g != group)
                     .map_err(|e| self.error(e))?;
+                self.drop_snapshots(&txn, group)?;
             }
         }
         txn.commit().map_err(|e| self.error(e))
@@ -226,6 +273,17 @@ impl TxnStore {
     pub fn state_size(&self, group: &str) -> Result<(u64, u64), StoreError> {
         let txn = self.db.begin_read().map_err(|e| self.error(e))?;
         let table = txn.open_table(STATE).map_err(|e| self.error(e))?;
+        self.visit_state(&table, group, |_, _| Ok(()))
+    }
+
+    /// Visits the group's state entries in key order; returns their number and their bytes
+    /// (keys and values).
+    fn visit_state(
+        &self,
+        table: &impl ReadableTable<(&'static str, &'static [u8]), &'static [u8]>,
+        group: &str,
+        mut visit: impl FnMut(&[u8], &[u8]) -> Result<(), StoreError>,
+    ) -> Result<(u64, u64), StoreError> {
         let start: &[u8] = &[];
         let (mut count, mut bytes) = (0, 0);
         for entry in table.range((group, start)..).map_err(|e| self.error(e))? {
@@ -236,6 +294,7 @@ impl TxnStore {
             }
             count += 1;
             bytes += (k.len() + value.value().len()) as u64;
+            visit(k, value.value())?;
         }
         Ok((count, bytes))
     }

@@ -1,0 +1,49 @@
+//! Crash points: places where a test can make the engine die on purpose, because a crash
+//! there is too narrow a window to hit by killing the process from outside.
+//!
+//! `SLUICE_CRASH_AT=<point>[:<n>]` aborts the process the n-th time (default: the first) it
+//! passes `<point>`, like `kill -9` would: no buffer is flushed, no destructor runs. Unset,
+//! a crash point costs one atomic load.
+
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// After the transaction holding an outbox entry committed, before any of it is appended.
+pub const OUTBOX_COMMITTED: &str = "outbox-committed";
+/// After one part of an outbox entry was appended (and is durable), before the next.
+pub const OUTBOX_PART_APPENDED: &str = "outbox-part-appended";
+/// Inside a group commit, before the transaction commits.
+pub const BEFORE_GROUP_COMMIT: &str = "before-group-commit";
+
+struct Armed {
+    point: String,
+    at_pass: u64,
+    passes: AtomicU64,
+}
+
+fn armed() -> Option<&'static Armed> {
+    static ARMED: OnceLock<Option<Armed>> = OnceLock::new();
+    ARMED
+        .get_or_init(|| {
+            let spec = std::env::var("SLUICE_CRASH_AT").ok()?;
+            let (point, at_pass) = match spec.split_once(':') {
+                Some((point, n)) => (point.to_string(), n.parse().ok()?),
+                None => (spec, 1),
+            };
+            Some(Armed {
+                point,
+                at_pass,
+                passes: AtomicU64::new(0),
+            })
+        })
+        .as_ref()
+}
+
+/// Aborts the process here if `SLUICE_CRASH_AT` names this point and pass.
+pub fn reached(point: &str) {
+    let Some(armed) = armed() else { return };
+    if armed.point == point && armed.passes.fetch_add(1, Ordering::Relaxed) + 1 == armed.at_pass {
+        eprintln!("crash point {point} reached (SLUICE_CRASH_AT): aborting");
+        std::process::abort();
+    }
+}

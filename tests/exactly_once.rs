@@ -1,0 +1,382 @@
+//! Exactly-once effects of a plugin group, proven by crashing the real binary.
+//!
+//! The stateful `counter` plugin keeps a count per key and a total, and emits one output per
+//! input carrying the input's id. The engine is killed with SIGKILL at random moments (also
+//! while a new version is being deployed, and with commits every few milliseconds so kills
+//! land in group commits), and aborted at crash points too narrow to hit from outside. After
+//! the last restart: every input's output exists exactly once, the counts and the total are
+//! exact, committed offsets never moved backwards, and nothing a reader saw in the output
+//! topic during the run disappeared or changed.
+//!
+//! SLUICE_EO_RECORDS (default 200,000) and SLUICE_CRASH_ROUNDS (default 30) make it larger.
+
+mod common;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::Server;
+use common::plugins::*;
+use rand::{Rng, SeedableRng};
+use sluice::cli::client::{Client, Position};
+use sluice::log::Record;
+
+const KEYS: u64 = 97;
+const INPUT_PARTITIONS: u32 = 4;
+const OUTPUT_PARTITIONS: u32 = 3;
+
+fn from_env(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Produces `records` inputs: value `{"id": i}` with key `key-<i % KEYS>`.
+async fn produce_inputs(client: &Client, records: u64) {
+    let ids: Vec<u64> = (0..records).collect();
+    for chunk in ids.chunks(5_000) {
+        let batch: Vec<Record> = chunk
+            .iter()
+            .map(|i| record(&format!("key-{}", i % KEYS), &format!(r#"{{"id":{i}}}"#)))
+            .collect();
+        client.produce("in", None, &batch).await.unwrap();
+    }
+}
+
+fn counter_request(stamp: bool, generation: u32) -> sluice::server::api::DeployRequest {
+    let stamp = stamp.to_string();
+    let generation = generation.to_string();
+    let mut request = request(
+        "counter",
+        "in",
+        &["out"],
+        &[
+            ("output", "out"),
+            ("carry", "id"),
+            ("stamp", &stamp),
+            ("generation", &generation),
+        ],
+    );
+    // Small batches and frequent commits: many commits for the kills to land in.
+    request.spec.limits.batch_records = Some(100);
+    request.spec.limits.commit_interval_ms = Some(5);
+    request
+}
+
+/// Serializes observations of the committed offsets: each is requested and recorded before
+/// the next is requested, so the order they are recorded in is the order the engine read them.
+static OBSERVING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Reads the group's description and records its committed offsets in `watched`.
+async fn observe(
+    client: &Client,
+    watched: &Mutex<Watch>,
+    when: &str,
+) -> Option<sluice::runtime::PluginDescription> {
+    let _turn = OBSERVING.lock().await;
+    let description = client.describe_plugin("c").await.ok()?;
+    let committed = description
+        .partitions
+        .iter()
+        .filter_map(|p| Some((p.partition, p.committed?)))
+        .collect();
+    watched.lock().unwrap().committed_now(&committed, when);
+    Some(description)
+}
+
+/// What the concurrent reader saw, and what went wrong while it watched.
+#[derive(Default)]
+struct Watch {
+    /// (output partition, offset) -> value, for every output record read during the run.
+    seen: HashMap<(u32, u64), Bytes>,
+    /// Highest committed offset seen per input partition.
+    committed: BTreeMap<u32, u64>,
+    violations: Vec<String>,
+}
+
+impl Watch {
+    fn committed_now(&mut self, now: &BTreeMap<u32, u64>, when: &str) {
+        for (&partition, &offset) in now {
+            let highest = self.committed.entry(partition).or_insert(offset);
+            if offset < *highest {
+                self.violations.push(format!(
+                    "{when}: committed offset of partition {partition} went back from {highest} to {offset}"
+                ));
+            }
+            *highest = (*highest).max(offset);
+        }
+    }
+}
+
+/// Reads the output topic and the committed offsets over and over until `stop`, across
+/// restarts (the engine's address is in `url`; while it is down, requests fail and the reader
+/// tries again).
+async fn watch(
+    url: Arc<Mutex<String>>,
+    token: String,
+    stop: Arc<AtomicBool>,
+    out: Arc<Mutex<Watch>>,
+) {
+    let mut next = [0u64; OUTPUT_PARTITIONS as usize];
+    while !stop.load(Ordering::Relaxed) {
+        let client = Client::new(&url.lock().unwrap().clone()).with_token(Some(token.clone()));
+        observe(&client, &out, "during the run").await;
+        for partition in 0..OUTPUT_PARTITIONS {
+            let position = Position::Offset(next[partition as usize]);
+            let Ok(fetch) = client.fetch("out", partition, position, 1 << 20, 20).await else {
+                continue;
+            };
+            let mut watch = out.lock().unwrap();
+            for (offset, record) in fetch.records {
+                watch.seen.insert((partition, offset), record.value);
+            }
+            next[partition as usize] = fetch.next_offset;
+        }
+    }
+}
+
+/// The output value's fields.
+fn parse_output(value: &[u8]) -> (u64, String, u64) {
+    let json: serde_json::Value = serde_json::from_slice(value).unwrap();
+    let id = json["id"].as_str().unwrap().parse().unwrap();
+    (
+        id,
+        json["key"].as_str().unwrap().to_string(),
+        json["count"].as_u64().unwrap(),
+    )
+}
+
+async fn kill_at_random_while_it_works(stamp: bool) {
+    let records = from_env("SLUICE_EO_RECORDS", 200_000);
+    let kills = from_env("SLUICE_CRASH_ROUNDS", 30) as usize;
+    let seed = rand::rng().random::<u64>();
+    println!("seed {seed} (stamp: {stamp})");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start(dir.path());
+    let token = token(&server);
+    let mut client = admin(&server);
+    create_topic(&client, "in", INPUT_PARTITIONS).await;
+    create_topic(&client, "out", OUTPUT_PARTITIONS).await;
+    produce_inputs(&client, records).await;
+    let mut generation = 1;
+    client
+        .deploy("c", &counter_request(stamp, generation))
+        .await
+        .unwrap();
+
+    let url = Arc::new(Mutex::new(server.url.clone()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let watched = Arc::new(Mutex::new(Watch::default()));
+    let reader = tokio::spawn(watch(
+        url.clone(),
+        token.clone(),
+        stop.clone(),
+        watched.clone(),
+    ));
+
+    let (mut kills_while_working, mut kills_during_deploy) = (0, 0);
+    for round in 0..kills {
+        let before: u64 = client
+            .describe_plugin("c")
+            .await
+            .unwrap()
+            .partitions
+            .iter()
+            .filter_map(|p| p.committed)
+            .sum();
+        let deploying = round % 5 == 4;
+        let deploy = if deploying {
+            // A new version while the group works; the kill lands while the request is in
+            // flight or just after the switch.
+            generation += 1;
+            let (client, request) = (client.clone(), counter_request(stamp, generation));
+            Some(tokio::spawn(
+                async move { client.deploy("c", &request).await },
+            ))
+        } else {
+            // Let the group commit something since the restart, then kill a little later.
+            wait_for(&client, "c", "progress since the restart", |d| {
+                let now: u64 = d.partitions.iter().filter_map(|p| p.committed).sum();
+                now > before || d.total_lag == 0
+            })
+            .await;
+            None
+        };
+        tokio::time::sleep(Duration::from_millis(rng.random_range(0..30))).await;
+        let lag = observe(&client, &watched, "just before a kill")
+            .await
+            .expect("the engine answers")
+            .total_lag;
+        server.kill();
+        if let Some(deploy) = deploy {
+            // Refused or cut off by the kill, or deployed: each is fine.
+            let _ = deploy.await;
+            kills_during_deploy += 1;
+        }
+        if lag > 0 {
+            kills_while_working += 1;
+        }
+        server = Server::start(dir.path());
+        *url.lock().unwrap() = server.url.clone();
+        client = admin(&server);
+        observe(&client, &watched, &format!("after restart {round}")).await;
+    }
+    assert!(
+        kills_while_working >= kills * 9 / 10,
+        "only {kills_while_working} of {kills} kills hit the work; produce more records"
+    );
+    assert!(kills_during_deploy > 0);
+
+    let done = wait_for(&client, "c", "every input counted", |d| {
+        d.total_lag == 0 && d.outbox_pending == 0
+    })
+    .await;
+    stop.store(true, Ordering::Relaxed);
+    reader.await.unwrap();
+    println!(
+        "{kills} kills ({kills_while_working} while working, {kills_during_deploy} during a deploy); active version {}",
+        done.active_version
+    );
+
+    observe(&client, &watched, "at the end").await;
+    let watch = std::mem::take(&mut *watched.lock().unwrap());
+    assert!(watch.violations.is_empty(), "{:#?}", watch.violations);
+
+    println!(
+        "the reader saw {} output records during the run",
+        watch.seen.len()
+    );
+    assert!(
+        !watch.seen.is_empty(),
+        "the reader saw nothing during the run"
+    );
+    let outputs = read_partitions(&client, "out").await;
+    for (&(partition, offset), value) in &watch.seen {
+        let now = outputs[partition as usize]
+            .get(offset as usize)
+            .map(|r| &r.value);
+        assert_eq!(
+            now,
+            Some(value),
+            "the reader saw {value:?} at out/{partition}@{offset}, which is now {now:?}"
+        );
+    }
+    let mut by_id: HashMap<u64, usize> = HashMap::new();
+    let mut counts: HashMap<String, Vec<u64>> = HashMap::new();
+    for output in outputs.iter().flatten() {
+        let (id, key, count) = parse_output(&output.value);
+        *by_id.entry(id).or_default() += 1;
+        counts.entry(key).or_default().push(count);
+    }
+    let duplicated: Vec<_> = by_id.iter().filter(|(_, n)| **n > 1).take(10).collect();
+    assert!(
+        duplicated.is_empty(),
+        "inputs with more than one output: {duplicated:?}"
+    );
+    let lost: Vec<u64> = (0..records)
+        .filter(|i| !by_id.contains_key(i))
+        .take(10)
+        .collect();
+    assert!(lost.is_empty(), "inputs without an output: {lost:?}");
+    assert_eq!(by_id.len() as u64, records);
+    for k in 0..KEYS {
+        let key = format!("key-{k}");
+        let mut seen = counts.remove(&key).unwrap_or_default();
+        seen.sort_unstable();
+        let expected: Vec<u64> =
+            (1..=(0..records).filter(|i| i % KEYS == k).count() as u64).collect();
+        assert_eq!(
+            seen, expected,
+            "{key}: the counts emitted are not 1..=its inputs"
+        );
+    }
+
+    let state = client.plugin_state("c", "", None, 1_000).await.unwrap();
+    let value = |name: &str| {
+        state
+            .entries
+            .iter()
+            .find(|e| e.key.as_deref() == Some(name))
+            .and_then(|e| e.value.clone())
+            .unwrap_or_default()
+    };
+    assert_eq!(value("total"), records.to_string(), "the state's total");
+    let counted: u64 = (0..KEYS)
+        .map(|k| value(&format!("count/key-{k}")).parse::<u64>().unwrap())
+        .sum();
+    assert_eq!(counted, records, "the state's counts add up to the inputs");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_at_random_moments_every_input_takes_effect_once() {
+    kill_at_random_while_it_works(false).await;
+}
+
+/// The plugin stamps the wall clock and a random number into each output: a batch run twice
+/// would emit different records, so only one run's output may survive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_non_deterministic_plugin_keeps_only_one_runs_effects() {
+    kill_at_random_while_it_works(true).await;
+}
+
+/// The engine aborts itself at a crash point (SLUICE_CRASH_AT): between the commit of an
+/// outbox entry and its append, between two of its parts (recovery must find the first part
+/// by its marker and append only the rest), and inside a group commit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_points_in_the_outbox_and_the_commit_recover_exactly_once() {
+    use sluice::crash_point::{BEFORE_GROUP_COMMIT, OUTBOX_COMMITTED, OUTBOX_PART_APPENDED};
+    const RECORDS: u64 = 3_000;
+    for (point, pass) in [
+        (OUTBOX_COMMITTED, 3),
+        (OUTBOX_PART_APPENDED, 2),
+        (BEFORE_GROUP_COMMIT, 3),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let crash_at = format!("{point}:{pass}");
+        let server = Server::start_with_env(dir.path(), &[("SLUICE_CRASH_AT", &crash_at)]);
+        let client = admin(&server);
+        create_topic(&client, "in", INPUT_PARTITIONS).await;
+        create_topic(&client, "out", OUTPUT_PARTITIONS).await;
+        produce_inputs(&client, RECORDS).await;
+        // The abort can come before the answer; the deployment is on disk by then.
+        let _ = client.deploy("c", &counter_request(false, 1)).await;
+        let (status, log) = server.wait_exit();
+        assert!(!status.success(), "{point}: the engine should have aborted");
+        assert!(
+            log.contains(&format!("crash point {point} reached")),
+            "{point}: {log}"
+        );
+
+        let server = Server::start(dir.path());
+        let client = admin(&server);
+        wait_for(&client, "c", "every input counted", |d| {
+            d.total_lag == 0 && d.outbox_pending == 0
+        })
+        .await;
+        let mut ids: Vec<u64> = read_partitions(&client, "out")
+            .await
+            .iter()
+            .flatten()
+            .map(|r| parse_output(&r.value).0)
+            .collect();
+        ids.sort_unstable();
+        assert_eq!(
+            ids,
+            (0..RECORDS).collect::<Vec<_>>(),
+            "{point}: each input's output once"
+        );
+        if point == OUTBOX_PART_APPENDED {
+            assert!(
+                server.log().contains("already in the log"),
+                "recovery did not find the part appended before the crash:\n{}",
+                server.log()
+            );
+        }
+    }
+}
