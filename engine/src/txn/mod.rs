@@ -4,6 +4,7 @@
 //! one redb transaction, so after a crash state, offsets and output always agree; the outbox
 //! entry is appended to the log after the commit and deleted once it is there.
 
+mod group_commit;
 pub mod outbox;
 #[cfg(test)]
 mod power_loss;
@@ -16,6 +17,7 @@ use redb::{Database, ReadableTable, TableDefinition, WriteTransaction};
 
 use crate::runtime::{StateStore, StateWrites, scan_start};
 
+use group_commit::{Commit, GroupCommit};
 pub use snapshot::{SnapshotError, SnapshotInfo, SnapshotOffset};
 
 /// (group, topic, partition) -> next offset to process.
@@ -40,7 +42,7 @@ pub struct CommitExtras<'a> {
     pub delivered: &'a [u64],
 }
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[error("plugin store ({path}): {message}")]
 pub struct StoreError {
     path: String,
@@ -58,6 +60,7 @@ pub struct Position<'a> {
 pub struct TxnStore {
     db: Database,
     path: String,
+    group_commit: GroupCommit,
 }
 
 impl TxnStore {
@@ -105,7 +108,11 @@ impl TxnStore {
             path: path.clone(),
             message: e.to_string(),
         })?;
-        let store = TxnStore { db, path };
+        let store = TxnStore {
+            db,
+            path,
+            group_commit: GroupCommit::default(),
+        };
         let txn = store.db.begin_write().map_err(|e| store.error(e))?;
         txn.open_table(OFFSETS).map_err(|e| store.error(e))?;
         txn.open_table(STATE).map_err(|e| store.error(e))?;
@@ -141,7 +148,8 @@ impl TxnStore {
     }
 
     /// Applies state writes, moves the group's positions, and applies `extras`, atomically and
-    /// durably. Returns the sequence number given to the new outbox entry.
+    /// durably. Returns the sequence number given to the new outbox entry. Commits of other
+    /// groups made meanwhile share the transaction (see `group_commit`).
     pub fn commit(
         &self,
         group: &str,
@@ -149,41 +157,72 @@ impl TxnStore {
         writes: &StateWrites,
         extras: CommitExtras<'_>,
     ) -> Result<Option<u64>, StoreError> {
+        let commit = Commit {
+            group: group.to_string(),
+            positions: positions
+                .iter()
+                .map(|p| (p.topic.to_string(), p.partition, p.next_offset))
+                .collect(),
+            writes: writes.clone(),
+            replay: extras.replay,
+            outbox: extras.outbox.map(<[u8]>::to_vec),
+            delivered: extras.delivered.to_vec(),
+        };
+        self.group_commit
+            .commit(commit, |batch| self.commit_together(batch))
+    }
+
+    /// (commits asked for, transactions made) since the store opened: how much group commit
+    /// shares.
+    pub fn commit_counts(&self) -> (u64, u64) {
+        self.group_commit.counts()
+    }
+
+    /// One transaction for all of `batch`; the outbox sequence numbers given, in order.
+    fn commit_together(&self, batch: &[(u64, Commit)]) -> Result<Vec<Option<u64>>, StoreError> {
         let txn = self.db.begin_write().map_err(|e| self.error(e))?;
-        let mut sequence = None;
-        {
-            let mut offsets = txn.open_table(OFFSETS).map_err(|e| self.error(e))?;
-            for p in positions {
-                offsets
-                    .insert((group, p.topic, p.partition), p.next_offset)
-                    .map_err(|e| self.error(e))?;
-            }
-            if let Some(replay) = extras.replay {
-                let mut table = txn.open_table(DLQ_REPLAY).map_err(|e| self.error(e))?;
-                table.insert(group, replay).map_err(|e| self.error(e))?;
-            }
-            let mut outbox = txn.open_table(OUTBOX).map_err(|e| self.error(e))?;
-            for seq in extras.delivered {
-                outbox.remove((group, *seq)).map_err(|e| self.error(e))?;
-            }
-            if let Some(entry) = extras.outbox {
-                let mut sequences = txn.open_table(OUTBOX_SEQ).map_err(|e| self.error(e))?;
-                let next = sequences
-                    .get(group)
-                    .map_err(|e| self.error(e))?
-                    .map_or(0, |v| v.value());
-                sequences
-                    .insert(group, next + 1)
-                    .map_err(|e| self.error(e))?;
-                outbox
-                    .insert((group, next), entry)
-                    .map_err(|e| self.error(e))?;
-                sequence = Some(next);
-            }
-            self.apply_writes(&txn, group, writes)?;
+        let mut sequences = Vec::with_capacity(batch.len());
+        for (_, commit) in batch {
+            sequences.push(self.apply(&txn, commit)?);
         }
         crate::crash_point::reached(crate::crash_point::BEFORE_GROUP_COMMIT);
         txn.commit().map_err(|e| self.error(e))?;
+        Ok(sequences)
+    }
+
+    fn apply(&self, txn: &WriteTransaction, commit: &Commit) -> Result<Option<u64>, StoreError> {
+        let group = commit.group.as_str();
+        let mut offsets = txn.open_table(OFFSETS).map_err(|e| self.error(e))?;
+        for (topic, partition, next_offset) in &commit.positions {
+            offsets
+                .insert((group, topic.as_str(), *partition), *next_offset)
+                .map_err(|e| self.error(e))?;
+        }
+        if let Some(replay) = commit.replay {
+            let mut table = txn.open_table(DLQ_REPLAY).map_err(|e| self.error(e))?;
+            table.insert(group, replay).map_err(|e| self.error(e))?;
+        }
+        let mut outbox = txn.open_table(OUTBOX).map_err(|e| self.error(e))?;
+        for seq in &commit.delivered {
+            outbox.remove((group, *seq)).map_err(|e| self.error(e))?;
+        }
+        let mut sequence = None;
+        if let Some(entry) = &commit.outbox {
+            let mut sequences = txn.open_table(OUTBOX_SEQ).map_err(|e| self.error(e))?;
+            let next = sequences
+                .get(group)
+                .map_err(|e| self.error(e))?
+                .map_or(0, |v| v.value());
+            sequences
+                .insert(group, next + 1)
+                .map_err(|e| self.error(e))?;
+            outbox
+                .insert((group, next), entry.as_slice())
+                .map_err(|e| self.error(e))?;
+            sequence = Some(next);
+        }
+        drop((offsets, outbox));
+        self.apply_writes(txn, group, &commit.writes)?;
         Ok(sequence)
     }
 
@@ -428,5 +467,60 @@ mod tests {
         assert!(store.outbox("a").unwrap().is_empty());
         assert_eq!(store.state_size("a").unwrap(), (0, 0));
         assert_eq!(store.state_size("b").unwrap(), (1, 7));
+    }
+
+    /// Groups committing at the same time share transactions, and each still gets its own
+    /// outbox sequence and its own state.
+    #[test]
+    fn concurrent_commits_of_several_groups_share_transactions() {
+        const GROUPS: u64 = 8;
+        const COMMITS: u64 = 25;
+        let dir = tempfile::tempdir().unwrap();
+        let store = TxnStore::open(&dir.path().join("plugins.redb")).unwrap();
+        std::thread::scope(|scope| {
+            for g in 0..GROUPS {
+                let store = &store;
+                scope.spawn(move || {
+                    let group = format!("group-{g}");
+                    for n in 0..COMMITS {
+                        let position = Position {
+                            topic: "in",
+                            partition: 0,
+                            next_offset: n + 1,
+                        };
+                        let extras = CommitExtras {
+                            outbox: Some(b"entry"),
+                            ..CommitExtras::default()
+                        };
+                        let total = (n + 1).to_string();
+                        let sequence = store
+                            .commit(
+                                &group,
+                                &[position],
+                                &writes(&[("total", Some(&total))]),
+                                extras,
+                            )
+                            .unwrap();
+                        assert_eq!(sequence, Some(n), "{group}: outbox sequences count up");
+                    }
+                });
+            }
+        });
+        for g in 0..GROUPS {
+            let group = format!("group-{g}");
+            assert_eq!(
+                store.offsets(&group).unwrap(),
+                vec![("in".to_string(), 0, COMMITS)]
+            );
+            let total = store.state_of(&group).get(b"total").unwrap();
+            assert_eq!(total, Some(COMMITS.to_string().into_bytes()));
+            assert_eq!(store.outbox_len(&group).unwrap(), COMMITS);
+        }
+        let (commits, transactions) = store.commit_counts();
+        assert_eq!(commits, GROUPS * COMMITS);
+        assert!(
+            transactions < commits,
+            "{commits} commits took {transactions} transactions: none shared"
+        );
     }
 }
