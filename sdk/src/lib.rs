@@ -208,35 +208,51 @@ pub mod state {
     }
 
     pub fn get(key: &[u8]) -> Option<Vec<u8>> {
-        if let Some(kept) = CACHE.with_borrow(|c| c.entries.get(key).map(|k| k.value.clone())) {
-            return kept;
-        }
-        let value = raw::get(key);
-        let kept = Kept {
-            value: value.clone(),
-            written: false,
-        };
-        CACHE.with_borrow_mut(|c| c.entries.insert(key.to_vec(), kept));
-        value
+        read(key, |value| value.map(<[u8]>::to_vec))
+    }
+
+    /// Reads a value without copying it out: `f` sees it in place.
+    pub fn read<T>(key: &[u8], f: impl FnOnce(Option<&[u8]>) -> T) -> T {
+        CACHE.with_borrow_mut(|c| {
+            if !c.entries.contains_key(key) {
+                let kept = Kept {
+                    value: raw::get(key),
+                    written: false,
+                };
+                c.entries.insert(key.to_vec(), kept);
+            }
+            f(c.entries.get(key).and_then(|k| k.value.as_deref()))
+        })
     }
 
     pub fn set(key: &[u8], value: &[u8]) {
-        write(key, Some(value.to_vec()))
-    }
-
-    pub fn delete(key: &[u8]) {
-        write(key, None)
-    }
-
-    fn write(key: &[u8], value: Option<Vec<u8>>) {
         CACHE.with_borrow_mut(|c| match c.entries.get_mut(key) {
             Some(kept) => {
-                kept.value = value;
+                // Reuse the buffer of the value kept: a key written per record allocates once.
+                let buffer = kept.value.get_or_insert_with(Vec::new);
+                buffer.clear();
+                buffer.extend_from_slice(value);
                 kept.written = true;
             }
             None => {
                 let kept = Kept {
-                    value,
+                    value: Some(value.to_vec()),
+                    written: true,
+                };
+                c.entries.insert(key.to_vec(), kept);
+            }
+        })
+    }
+
+    pub fn delete(key: &[u8]) {
+        CACHE.with_borrow_mut(|c| match c.entries.get_mut(key) {
+            Some(kept) => {
+                kept.value = None;
+                kept.written = true;
+            }
+            None => {
+                let kept = Kept {
+                    value: None,
                     written: true,
                 };
                 c.entries.insert(key.to_vec(), kept);

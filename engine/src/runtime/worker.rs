@@ -781,7 +781,7 @@ impl Worker {
             .collect();
         let extras = CommitExtras {
             replay: self.replay,
-            outbox: entry.as_deref(),
+            outbox: entry,
             delivered: &self.delivered,
         };
         // On failure the staged work is gone: the caller reloads and the uncommitted batches

@@ -37,7 +37,7 @@ pub struct CommitExtras<'a> {
     /// The dead-letter replay cursor and end.
     pub replay: Option<(u64, u64)>,
     /// A new outbox entry (encoded by `outbox::encode`); it gets the next sequence number.
-    pub outbox: Option<&'a [u8]>,
+    pub outbox: Option<Vec<u8>>,
     /// Outbox entries now in the log.
     pub delivered: &'a [u64],
 }
@@ -165,7 +165,7 @@ impl TxnStore {
                 .collect(),
             writes: writes.clone(),
             replay: extras.replay,
-            outbox: extras.outbox.map(<[u8]>::to_vec),
+            outbox: extras.outbox,
             delivered: extras.delivered.to_vec(),
         };
         self.group_commit
@@ -422,7 +422,7 @@ mod tests {
                 &writes(&[("k1", Some("1")), ("k2", Some("2")), ("x", Some("3"))]),
                 CommitExtras {
                     replay: Some((3, 5)),
-                    outbox: Some(b"first"),
+                    outbox: Some(b"first".to_vec()),
                     delivered: &[],
                 },
             )
@@ -436,7 +436,7 @@ mod tests {
             )
             .unwrap();
         let extras = CommitExtras {
-            outbox: Some(b"second"),
+            outbox: Some(b"second".to_vec()),
             delivered: &[0],
             ..CommitExtras::default()
         };
@@ -489,7 +489,7 @@ mod tests {
                             next_offset: n + 1,
                         };
                         let extras = CommitExtras {
-                            outbox: Some(b"entry"),
+                            outbox: Some(b"entry".to_vec()),
                             ..CommitExtras::default()
                         };
                         let total = (n + 1).to_string();

@@ -216,7 +216,7 @@ fn commit(store: &TxnStore, n: u64) -> Result<(), super::StoreError> {
             &writes,
             CommitExtras {
                 replay: (n % 4 == 0).then_some((n, n + 1)),
-                outbox: Some(&entry),
+                outbox: Some(entry),
                 delivered: &delivered,
             },
         )

@@ -40,9 +40,9 @@ pub fn count_key(out: &mut Vec<u8>, key: &str) {
 pub const TOTAL: &[u8] = b"total";
 
 /// A count as stored (decimal text); an absent or unreadable entry counts as 0.
-pub fn parse_count(stored: Option<Vec<u8>>) -> u64 {
+pub fn parse_count(stored: Option<&[u8]>) -> u64 {
     stored
-        .and_then(|bytes| String::from_utf8(bytes).ok())
+        .and_then(|bytes| std::str::from_utf8(bytes).ok())
         .and_then(|text| text.parse().ok())
         .unwrap_or(0)
 }
@@ -94,7 +94,7 @@ fn stamp() -> (u128, u64) {
 }
 
 fn increment(key: &[u8]) -> u64 {
-    let count = parse_count(state::get(key)) + 1;
+    let count = state::read(key, parse_count) + 1;
     state::set(key, itoa::Buffer::new().format(count).as_bytes());
     count
 }
@@ -120,7 +120,7 @@ impl Consumer for Counter {
     fn process(batch: &Batch) -> Result<(), ProcessError> {
         let settings = SETTINGS.get()?;
         // The total changes with every record: read it once per batch, write it once.
-        let mut total = parse_count(state::get(TOTAL));
+        let mut total = state::read(TOTAL, parse_count);
         let (mut state_key, mut value) = (Vec::new(), Vec::new());
         for record in batch.records() {
             let record = record?;
@@ -169,8 +169,8 @@ mod tests {
     #[test]
     fn counts_are_decimal_text_and_default_to_zero() {
         assert_eq!(parse_count(None), 0);
-        assert_eq!(parse_count(Some(b"41".to_vec())), 41);
-        assert_eq!(parse_count(Some(b"garbage".to_vec())), 0);
+        assert_eq!(parse_count(Some(b"41")), 41);
+        assert_eq!(parse_count(Some(b"garbage")), 0);
         let mut key = b"stale".to_vec();
         count_key(&mut key, "ada");
         assert_eq!(key, b"count/ada");
