@@ -20,6 +20,9 @@ use super::segment::Segment;
 use super::topic::{FlushPolicy, TopicConfig};
 use super::{DiskUsage, LogError};
 
+/// Most bytes a read reserves before it knows how much it will find.
+const MAX_READ_RESERVE: usize = 4 << 20;
+
 /// What readers may see of a partition.
 #[derive(Debug, Clone)]
 pub struct Visibility {
@@ -376,7 +379,8 @@ impl Partition {
             });
         }
         let first = segments.partition_point(|s| s.base_offset <= offset) - 1;
-        let mut data = Vec::new();
+        // Sized up front: growing by doubling copied the data read so far each time.
+        let mut data = Vec::with_capacity(max_bytes.min(MAX_READ_RESERVE));
         let mut next = offset;
         for segment in &segments[first..] {
             if next >= high_watermark || data.len() >= max_bytes {
