@@ -68,7 +68,7 @@ pub async fn run(client: &Client, args: ProduceArgs) -> anyhow::Result<()> {
         .headers
         .iter()
         .map(|(k, v)| Header {
-            key: k.clone(),
+            key: k.clone().into(),
             value: Bytes::from(v.clone()),
         })
         .collect();

@@ -369,7 +369,7 @@ impl emit::Host for Host {
             headers: headers
                 .into_iter()
                 .map(|h| Header {
-                    key: h.key,
+                    key: h.key.into(),
                     value: Bytes::from(h.value),
                 })
                 .collect(),

@@ -102,7 +102,7 @@ fn filter_forwards_matching_records_with_their_keys_and_headers() {
     assert_eq!(
         emitted[0].record.headers,
         vec![crate::log::Header {
-            key: "trace".to_string(),
+            key: "trace".into(),
             value: Bytes::from_static(b"t1")
         }]
     );

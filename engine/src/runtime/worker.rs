@@ -630,7 +630,7 @@ impl Worker {
             };
             record.timestamp = now;
             record.headers.push(Header {
-                key: PRODUCED_BY.to_string(),
+                key: PRODUCED_BY.into(),
                 value: produced_by.clone(),
             });
             self.outbox
@@ -661,7 +661,7 @@ impl Worker {
                 continue;
             }
             first.headers.push(Header {
-                key: OUTBOX_MARKER.to_string(),
+                key: OUTBOX_MARKER.into(),
                 value: marker.clone(),
             });
             self.append(&partition, &part.topic, &part.records)?;

@@ -130,7 +130,7 @@ impl JsonRecord {
                 .iter()
                 .map(|h| {
                     (
-                        h.key.clone(),
+                        h.key.to_string(),
                         String::from_utf8_lossy(&h.value).into_owned(),
                     )
                 })
@@ -151,7 +151,7 @@ impl JsonRecord {
                 .headers
                 .iter()
                 .map(|(k, v)| Header {
-                    key: k.clone(),
+                    key: k.clone().into(),
                     value: Bytes::from(v.clone()),
                 })
                 .collect(),
