@@ -449,6 +449,11 @@ async fn rollback_to_a_snapshot_restores_state_and_offsets_together() {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         common::cli(&server.url, &args, "")
     };
+    let described = common::cli(&server.url, &["group", "describe", "c"], "");
+    assert!(
+        String::from_utf8_lossy(&described.stderr).contains("sluice plugin describe c"),
+        "{described:?}"
+    );
     let listed = common::stdout(&run(with_token(&["plugin", "snapshots", "c"])));
     assert!(
         listed.contains("at-100") && listed.contains("before-v2"),

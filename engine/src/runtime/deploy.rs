@@ -813,6 +813,10 @@ impl PluginHost {
         Ok(())
     }
 
+    pub fn is_deployed(&self, group: &str) -> bool {
+        self.groups.lock().expect("groups lock").contains_key(group)
+    }
+
     pub fn list(&self) -> Vec<PluginDescription> {
         let names: Vec<String> = self
             .groups

@@ -590,7 +590,18 @@ async fn describe_group(
     State(state): State<Arc<AppState>>,
     Path(group): Path<String>,
 ) -> Result<Json<crate::groups::GroupDescription>, ApiError> {
-    Ok(Json(state.groups.describe(&group)?))
+    match state.groups.describe(&group) {
+        Err(crate::groups::GroupError::UnknownGroup(_)) if state.plugins.is_deployed(&group) => {
+            Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "unknown_group",
+                format!(
+                    "`{group}` is a plugin group, not a consumer group of clients: `sluice plugin describe {group}` shows its progress and state size"
+                ),
+            ))
+        }
+        described => Ok(Json(described?)),
+    }
 }
 
 #[tracing::instrument(skip_all, fields(group = %group))]
