@@ -214,49 +214,47 @@ pub mod state {
     /// Reads a value without copying it out: `f` sees it in place.
     pub fn read<T>(key: &[u8], f: impl FnOnce(Option<&[u8]>) -> T) -> T {
         CACHE.with_borrow_mut(|c| {
-            if !c.entries.contains_key(key) {
-                let kept = Kept {
-                    value: raw::get(key),
-                    written: false,
-                };
-                c.entries.insert(key.to_vec(), kept);
+            if let Some(kept) = c.entries.get(key) {
+                return f(kept.value.as_deref());
             }
-            f(c.entries.get(key).and_then(|k| k.value.as_deref()))
+            let value = raw::get(key);
+            let result = f(value.as_deref());
+            let kept = Kept {
+                value,
+                written: false,
+            };
+            c.entries.insert(key.to_vec(), kept);
+            result
         })
     }
 
     pub fn set(key: &[u8], value: &[u8]) {
-        CACHE.with_borrow_mut(|c| match c.entries.get_mut(key) {
-            Some(kept) => {
-                // Reuse the buffer of the value kept: a key written per record allocates once.
-                let buffer = kept.value.get_or_insert_with(Vec::new);
-                buffer.clear();
-                buffer.extend_from_slice(value);
-                kept.written = true;
-            }
-            None => {
-                let kept = Kept {
-                    value: Some(value.to_vec()),
-                    written: true,
-                };
-                c.entries.insert(key.to_vec(), kept);
-            }
+        // Reuses the buffer of the value kept: a key written per record allocates once.
+        write(key, |kept| {
+            let buffer = kept.get_or_insert_with(Vec::new);
+            buffer.clear();
+            buffer.extend_from_slice(value);
         })
     }
 
     pub fn delete(key: &[u8]) {
-        CACHE.with_borrow_mut(|c| match c.entries.get_mut(key) {
-            Some(kept) => {
-                kept.value = None;
+        write(key, |kept| *kept = None)
+    }
+
+    fn write(key: &[u8], update: impl FnOnce(&mut Option<Vec<u8>>)) {
+        CACHE.with_borrow_mut(|c| {
+            if let Some(kept) = c.entries.get_mut(key) {
+                update(&mut kept.value);
                 kept.written = true;
+                return;
             }
-            None => {
-                let kept = Kept {
-                    value: None,
-                    written: true,
-                };
-                c.entries.insert(key.to_vec(), kept);
-            }
+            let mut value = None;
+            update(&mut value);
+            let kept = Kept {
+                value,
+                written: true,
+            };
+            c.entries.insert(key.to_vec(), kept);
         })
     }
 

@@ -727,15 +727,7 @@ impl PluginHost {
     ) -> Result<PluginDescription, DeployError> {
         let mut groups = self.groups.lock().expect("groups lock");
         let running = running(&groups, group)?;
-        let snapshot = self
-            .store
-            .snapshots(group)?
-            .into_iter()
-            .find(|s| s.name == name)
-            .ok_or_else(|| SnapshotError::Unknown {
-                group: group.to_string(),
-                name: name.to_string(),
-            })?;
+        let snapshot = self.store.snapshot(group, name)?;
         let mut deployment = running.control.borrow().deployment.clone();
         let target = version.unwrap_or(snapshot.version);
         if deployment.version(target).is_none() {

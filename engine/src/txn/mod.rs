@@ -31,6 +31,11 @@ const OUTBOX: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("plugin
 /// group -> the next outbox sequence number.
 const OUTBOX_SEQ: TableDefinition<&str, u64> = TableDefinition::new("plugin_outbox_seq");
 
+/// The keys of `group`'s offsets in `OFFSETS`.
+fn offsets_of(group: &str) -> std::ops::RangeInclusive<(&str, &str, u32)> {
+    (group, "", 0u32)..=(group, "\u{10FFFF}", u32::MAX)
+}
+
 /// What one commit changes besides state and offsets.
 #[derive(Debug, Default)]
 pub struct CommitExtras<'a> {
@@ -135,16 +140,42 @@ impl TxnStore {
     pub fn offsets(&self, group: &str) -> Result<Vec<(String, u32, u64)>, StoreError> {
         let txn = self.db.begin_read().map_err(|e| self.error(e))?;
         let table = txn.open_table(OFFSETS).map_err(|e| self.error(e))?;
-        let range = table
-            .range((group, "", 0u32)..=(group, "\u{10FFFF}", u32::MAX))
-            .map_err(|e| self.error(e))?;
+        self.read_offsets(&table, group)
+    }
+
+    fn read_offsets(
+        &self,
+        table: &impl ReadableTable<(&'static str, &'static str, u32), u64>,
+        group: &str,
+    ) -> Result<Vec<(String, u32, u64)>, StoreError> {
         let mut out = Vec::new();
-        for entry in range {
+        for entry in table.range(offsets_of(group)).map_err(|e| self.error(e))? {
             let (key, value) = entry.map_err(|e| self.error(e))?;
             let (_, topic, partition) = key.value();
             out.push((topic.to_string(), partition, value.value()));
         }
         Ok(out)
+    }
+
+    /// Removes every offset and state entry of `group` (within `txn`).
+    fn clear_offsets_and_state(
+        &self,
+        txn: &WriteTransaction,
+        group: &str,
+        state_too: bool,
+    ) -> Result<(), StoreError> {
+        let mut offsets = txn.open_table(OFFSETS).map_err(|e| self.error(e))?;
+        offsets
+            .retain_in(offsets_of(group), |_, _| false)
+            .map_err(|e| self.error(e))?;
+        if state_too {
+            let mut state = txn.open_table(STATE).map_err(|e| self.error(e))?;
+            let start: &[u8] = &[];
+            state
+                .retain_in((group, start).., |(g, _), _| g != group)
+                .map_err(|e| self.error(e))?;
+        }
+        Ok(())
     }
 
     /// Applies state writes, moves the group's positions, and applies `extras`, atomically and
@@ -283,13 +314,7 @@ impl TxnStore {
     pub fn forget(&self, group: &str, keep_state: bool) -> Result<(), StoreError> {
         let txn = self.db.begin_write().map_err(|e| self.error(e))?;
         {
-            let mut offsets = txn.open_table(OFFSETS).map_err(|e| self.error(e))?;
-            offsets
-                .retain_in(
-                    (group, "", 0u32)..=(group, "\u{10FFFF}", u32::MAX),
-                    |_, _| false,
-                )
-                .map_err(|e| self.error(e))?;
+            self.clear_offsets_and_state(&txn, group, !keep_state)?;
             let mut replay = txn.open_table(DLQ_REPLAY).map_err(|e| self.error(e))?;
             replay.remove(group).map_err(|e| self.error(e))?;
             let mut outbox = txn.open_table(OUTBOX).map_err(|e| self.error(e))?;
@@ -297,11 +322,6 @@ impl TxnStore {
                 .retain_in((group, 0u64)..=(group, u64::MAX), |_, _| false)
                 .map_err(|e| self.error(e))?;
             if !keep_state {
-                let mut state = txn.open_table(STATE).map_err(|e| self.error(e))?;
-                let start: &[u8] = &[];
-                state
-                    .retain_in((group, start).., |(g, _), _| g != group)
-                    .map_err(|e| self.error(e))?;
                 self.drop_snapshots(&txn, group)?;
             }
         }

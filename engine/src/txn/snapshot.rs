@@ -115,25 +115,26 @@ impl TxnStore {
         Ok(out)
     }
 
+    /// Snapshot `name` of the group.
+    pub fn snapshot(&self, group: &str, name: &str) -> Result<SnapshotInfo, SnapshotError> {
+        self.snapshots(group)?
+            .into_iter()
+            .find(|s| s.name == name)
+            .ok_or_else(|| SnapshotError::Unknown {
+                group: group.to_string(),
+                name: name.to_string(),
+            })
+    }
+
     /// Replaces the group's state, offsets and replay cursor by those of snapshot `name`.
     /// Outbox entries stay: they are effects that already committed.
     pub fn restore_snapshot(&self, group: &str, name: &str) -> Result<SnapshotInfo, SnapshotError> {
-        let unknown = || SnapshotError::Unknown {
-            group: group.to_string(),
-            name: name.to_string(),
-        };
-        let info = self
-            .snapshots(group)?
-            .into_iter()
-            .find(|s| s.name == name)
-            .ok_or_else(unknown)?;
+        let info = self.snapshot(group, name)?;
         let txn = self.db.begin_write().map_err(|e| self.error(e))?;
         {
+            self.clear_offsets_and_state(&txn, group, true)?;
             let mut state = txn.open_table(STATE).map_err(|e| self.error(e))?;
             let start: &[u8] = &[];
-            state
-                .retain_in((group, start).., |(g, _), _| g != group)
-                .map_err(|e| self.error(e))?;
             let copy = txn.open_table(SNAPSHOT_STATE).map_err(|e| self.error(e))?;
             for entry in copy
                 .range((group, name, start)..)
@@ -149,12 +150,6 @@ impl TxnStore {
                     .map_err(|e| self.error(e))?;
             }
             let mut offsets = txn.open_table(OFFSETS).map_err(|e| self.error(e))?;
-            offsets
-                .retain_in(
-                    (group, "", 0u32)..=(group, "\u{10FFFF}", u32::MAX),
-                    |_, _| false,
-                )
-                .map_err(|e| self.error(e))?;
             for o in &info.offsets {
                 offsets
                     .insert((group, o.topic.as_str(), o.partition), o.next_offset)
@@ -210,19 +205,14 @@ impl TxnStore {
         group: &str,
     ) -> Result<Vec<SnapshotOffset>, StoreError> {
         let table = txn.open_table(OFFSETS).map_err(|e| self.error(e))?;
-        let mut out = Vec::new();
-        for entry in table
-            .range((group, "", 0u32)..=(group, "\u{10FFFF}", u32::MAX))
-            .map_err(|e| self.error(e))?
-        {
-            let (key, value) = entry.map_err(|e| self.error(e))?;
-            let (_, topic, partition) = key.value();
-            out.push(SnapshotOffset {
-                topic: topic.to_string(),
+        let offsets = self.read_offsets(&table, group)?;
+        Ok(offsets
+            .into_iter()
+            .map(|(topic, partition, next_offset)| SnapshotOffset {
+                topic,
                 partition,
-                next_offset: value.value(),
-            });
-        }
-        Ok(out)
+                next_offset,
+            })
+            .collect())
     }
 }
