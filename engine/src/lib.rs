@@ -3,6 +3,7 @@
 //! Dependencies point one way: `cli` and `server` use `groups`, which uses `log`; `log` knows
 //! nothing of HTTP or consumer groups.
 
+pub mod archive;
 pub mod cli;
 pub mod config;
 pub mod crash_point;

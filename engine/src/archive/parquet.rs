@@ -1,0 +1,392 @@
+//! Records to and from Parquet: the archive file format (docs/archive-format.md).
+//!
+//! One file holds a contiguous offset range of one partition. Columns: `partition` int32,
+//! `offset` int64, `timestamp` timestamp(ms, UTC), `key` binary (nullable), `value` binary,
+//! `headers` list<struct<key utf8, value binary>>. zstd, row groups of 128 Ki rows, page
+//! statistics on `offset` and `timestamp` (so readers skip pages by range), and file metadata
+//! naming the topic, partition, offset range, format version and, for plugin output, the
+//! plugin versions that produced it.
+
+use std::borrow::Cow;
+use std::fs::File;
+use std::path::Path;
+use std::sync::Arc;
+
+use arrow_array::builder::{
+    ArrayBuilder, BinaryBuilder, Int32Builder, Int64Builder, ListBuilder, StringBuilder,
+    StructBuilder, TimestampMillisecondBuilder,
+};
+use arrow_array::cast::AsArray;
+use arrow_array::types::{Int32Type, Int64Type, TimestampMillisecondType};
+use arrow_array::{Array, RecordBatch};
+use arrow_schema::{DataType, Field, Fields, Schema, SchemaRef, TimeUnit};
+use bytes::Bytes;
+use parquet::arrow::ArrowWriter;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::metadata::KeyValue;
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::schema::types::ColumnPath;
+
+use crate::log::{Header, Record};
+
+/// Version of the file layout, in the file metadata (`sluice.format`).
+pub const FORMAT_VERSION: u32 = 1;
+/// Rows per row group: large enough for scans, small enough to skip by statistics.
+const ROW_GROUP_ROWS: usize = 128 * 1024;
+/// Rows per Arrow batch handed to the writer.
+const WRITE_BATCH_ROWS: usize = 16 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ParquetFileError {
+    #[error("{path}: {message}")]
+    Io { path: String, message: String },
+    #[error("{path}: not a readable Sluice archive file: {message}")]
+    Unreadable { path: String, message: String },
+    #[error("{path}: {message}")]
+    Mismatch { path: String, message: String },
+}
+
+/// What was written, as the manifest records it and verification checks it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Summary {
+    pub rows: u64,
+    pub first_offset: u64,
+    pub last_offset: u64,
+    pub min_timestamp: i64,
+    pub max_timestamp: i64,
+    /// CRC-32C over each row's offset (little endian) and value, in order.
+    pub checksum: u32,
+}
+
+impl Summary {
+    fn new() -> Summary {
+        Summary {
+            rows: 0,
+            first_offset: 0,
+            last_offset: 0,
+            min_timestamp: i64::MAX,
+            max_timestamp: i64::MIN,
+            checksum: 0,
+        }
+    }
+
+    fn add(&mut self, offset: u64, timestamp: i64, value: &[u8]) {
+        if self.rows == 0 {
+            self.first_offset = offset;
+        }
+        self.rows += 1;
+        self.last_offset = offset;
+        self.min_timestamp = self.min_timestamp.min(timestamp);
+        self.max_timestamp = self.max_timestamp.max(timestamp);
+        self.checksum = crc32c::crc32c_append(self.checksum, &offset.to_le_bytes());
+        self.checksum = crc32c::crc32c_append(self.checksum, value);
+    }
+}
+
+/// Where the records come from, for the file metadata.
+pub struct Origin<'a> {
+    pub topic: &'a str,
+    pub partition: u32,
+    /// For plugin output topics: the `sluice.plugin` header values seen (group/version).
+    pub produced_by: Vec<String>,
+}
+
+fn header_fields() -> Fields {
+    Fields::from(vec![
+        Field::new("key", DataType::Utf8, false),
+        Field::new("value", DataType::Binary, false),
+    ])
+}
+
+fn header_item() -> Arc<Field> {
+    Arc::new(Field::new(
+        "element",
+        DataType::Struct(header_fields()),
+        false,
+    ))
+}
+
+pub fn schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("partition", DataType::Int32, false),
+        Field::new("offset", DataType::Int64, false),
+        Field::new(
+            "timestamp",
+            DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
+            false,
+        ),
+        Field::new("key", DataType::Binary, true),
+        Field::new("value", DataType::Binary, false),
+        Field::new("headers", DataType::List(header_item()), false),
+    ]))
+}
+
+fn properties(origin: &Origin<'_>, summary: &Summary) -> WriterProperties {
+    let mut metadata = vec![
+        KeyValue::new("sluice.format".into(), FORMAT_VERSION.to_string()),
+        KeyValue::new("sluice.topic".into(), origin.topic.to_string()),
+        KeyValue::new("sluice.partition".into(), origin.partition.to_string()),
+        KeyValue::new(
+            "sluice.first_offset".into(),
+            summary.first_offset.to_string(),
+        ),
+        KeyValue::new("sluice.last_offset".into(), summary.last_offset.to_string()),
+        KeyValue::new("sluice.rows".into(), summary.rows.to_string()),
+        KeyValue::new("sluice.checksum".into(), summary.checksum.to_string()),
+    ];
+    if !origin.produced_by.is_empty() {
+        metadata.push(KeyValue::new(
+            "sluice.produced_by".into(),
+            origin.produced_by.join(","),
+        ));
+    }
+    WriterProperties::builder()
+        .set_compression(Compression::ZSTD(
+            ZstdLevel::try_new(3).expect("3 is a valid zstd level"),
+        ))
+        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+        .set_statistics_enabled(EnabledStatistics::Chunk)
+        .set_column_statistics_enabled(ColumnPath::from("offset"), EnabledStatistics::Page)
+        .set_column_statistics_enabled(ColumnPath::from("timestamp"), EnabledStatistics::Page)
+        .set_column_statistics_enabled(ColumnPath::from("value"), EnabledStatistics::None)
+        .set_column_dictionary_enabled(ColumnPath::from("value"), false)
+        .set_column_dictionary_enabled(ColumnPath::from("offset"), false)
+        .set_key_value_metadata(Some(metadata))
+        .build()
+}
+
+fn to_batch(partition: i32, rows: &[(u64, Record)]) -> Result<RecordBatch, String> {
+    let n = rows.len();
+    let mut partitions = Int32Builder::with_capacity(n);
+    let mut offsets = Int64Builder::with_capacity(n);
+    let mut timestamps = TimestampMillisecondBuilder::with_capacity(n).with_timezone("UTC");
+    let mut keys = BinaryBuilder::new();
+    let mut values = BinaryBuilder::new();
+    let mut headers = ListBuilder::new(StructBuilder::new(
+        header_fields(),
+        vec![
+            Box::new(StringBuilder::new()) as Box<dyn ArrayBuilder>,
+            Box::new(BinaryBuilder::new()),
+        ],
+    ))
+    .with_field(header_item());
+    for (offset, record) in rows {
+        partitions.append_value(partition);
+        offsets.append_value(i64::try_from(*offset).map_err(|_| "offset beyond i64")?);
+        timestamps.append_value(record.timestamp);
+        keys.append_option(record.key.as_deref());
+        values.append_value(&record.value);
+        let entries = headers.values();
+        for header in &record.headers {
+            entries
+                .field_builder::<StringBuilder>(0)
+                .ok_or("header key builder")?
+                .append_value(&header.key);
+            entries
+                .field_builder::<BinaryBuilder>(1)
+                .ok_or("header value builder")?
+                .append_value(&header.value);
+            entries.append(true);
+        }
+        headers.append(true);
+    }
+    RecordBatch::try_new(
+        schema(),
+        vec![
+            Arc::new(partitions.finish()),
+            Arc::new(offsets.finish()),
+            Arc::new(timestamps.finish()),
+            Arc::new(keys.finish()),
+            Arc::new(values.finish()),
+            Arc::new(headers.finish()),
+        ],
+    )
+    .map_err(|e| e.to_string())
+}
+
+/// Writes `rows` (offset order, one partition) to a new file at `path` and makes it durable.
+pub fn write(
+    path: &Path,
+    origin: &Origin<'_>,
+    rows: &[(u64, Record)],
+) -> Result<Summary, ParquetFileError> {
+    let fail = |message: String| ParquetFileError::Io {
+        path: path.display().to_string(),
+        message,
+    };
+    let mut summary = Summary::new();
+    for (offset, record) in rows {
+        summary.add(*offset, record.timestamp, &record.value);
+    }
+    let partition = i32::try_from(origin.partition).map_err(|e| fail(e.to_string()))?;
+    let file = File::create(path).map_err(|e| fail(e.to_string()))?;
+    let mut writer = ArrowWriter::try_new(file, schema(), Some(properties(origin, &summary)))
+        .map_err(|e| fail(e.to_string()))?;
+    for chunk in rows.chunks(WRITE_BATCH_ROWS) {
+        let batch = to_batch(partition, chunk).map_err(fail)?;
+        writer.write(&batch).map_err(|e| fail(e.to_string()))?;
+    }
+    writer.finish().map_err(|e| fail(e.to_string()))?;
+    writer
+        .inner()
+        .sync_all()
+        .map_err(|e| fail(format!("fsync: {e}")))?;
+    Ok(summary)
+}
+
+/// Reads a file back: its rows in order, checked to be one partition's contiguous range.
+pub fn read(path: &Path) -> Result<(Vec<(u64, Record)>, Summary), ParquetFileError> {
+    let unreadable = |message: String| ParquetFileError::Unreadable {
+        path: path.display().to_string(),
+        message,
+    };
+    let file = File::open(path).map_err(|e| ParquetFileError::Io {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    })?;
+    let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+        .map_err(|e| unreadable(e.to_string()))?
+        .build()
+        .map_err(|e| unreadable(e.to_string()))?;
+    let mut rows = Vec::new();
+    let mut summary = Summary::new();
+    for batch in reader {
+        let batch = batch.map_err(|e| unreadable(e.to_string()))?;
+        if batch.schema().fields() != schema().fields() {
+            return Err(unreadable(format!(
+                "unexpected columns {:?}",
+                batch.schema().fields()
+            )));
+        }
+        let offsets = batch.column(1).as_primitive::<Int64Type>();
+        let timestamps = batch.column(2).as_primitive::<TimestampMillisecondType>();
+        let keys = batch.column(3).as_binary::<i32>();
+        let values = batch.column(4).as_binary::<i32>();
+        let headers = batch.column(5).as_list::<i32>();
+        let _partitions = batch.column(0).as_primitive::<Int32Type>();
+        for row in 0..batch.num_rows() {
+            let offset = u64::try_from(offsets.value(row))
+                .map_err(|_| unreadable("negative offset".into()))?;
+            let key = (!keys.is_null(row)).then(|| Bytes::copy_from_slice(keys.value(row)));
+            let value = Bytes::copy_from_slice(values.value(row));
+            let entries = headers.value(row);
+            let entries = entries.as_struct();
+            let names = entries.column(0).as_string::<i32>();
+            let contents = entries.column(1).as_binary::<i32>();
+            let headers = (0..entries.len())
+                .map(|i| Header {
+                    key: Cow::Owned(names.value(i).to_string()),
+                    value: Bytes::copy_from_slice(contents.value(i)),
+                })
+                .collect();
+            let timestamp = timestamps.value(row);
+            summary.add(offset, timestamp, &value);
+            rows.push((
+                offset,
+                Record {
+                    timestamp,
+                    key,
+                    value,
+                    headers,
+                },
+            ));
+        }
+    }
+    Ok((rows, summary))
+}
+
+/// Re-reads a file and checks it against what was written (or what the manifest says).
+pub fn verify(path: &Path, expected: &Summary) -> Result<(), ParquetFileError> {
+    let (_, found) = read(path)?;
+    if &found != expected {
+        return Err(ParquetFileError::Mismatch {
+            path: path.display().to_string(),
+            message: format!(
+                "holds {} rows, offsets {}..={}, checksum {:08x}; expected {} rows, offsets {}..={}, checksum {:08x}",
+                found.rows,
+                found.first_offset,
+                found.last_offset,
+                found.checksum,
+                expected.rows,
+                expected.first_offset,
+                expected.last_offset,
+                expected.checksum
+            ),
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn records(count: u64) -> Vec<(u64, Record)> {
+        (0..count)
+            .map(|i| {
+                let record = Record {
+                    timestamp: 1_700_000_000_000 + i as i64,
+                    key: (i % 3 != 0).then(|| Bytes::from(format!("key-{i}"))),
+                    value: Bytes::from(vec![i as u8; (i % 50) as usize]),
+                    headers: (0..i % 3)
+                        .map(|h| Header {
+                            key: Cow::Owned(format!("h{h}")),
+                            value: Bytes::from(vec![h as u8; 3]),
+                        })
+                        .collect(),
+                };
+                (1_000 + i, record)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn records_round_trip_and_verify_against_their_summary() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.parquet");
+        let rows = records(40_000);
+        let origin = Origin {
+            topic: "t",
+            partition: 2,
+            produced_by: vec!["g/1".into()],
+        };
+        let summary = write(&path, &origin, &rows).unwrap();
+        assert_eq!(
+            (summary.rows, summary.first_offset, summary.last_offset),
+            (40_000, 1_000, 40_999)
+        );
+        let (back, found) = read(&path).unwrap();
+        assert_eq!(back, rows);
+        assert_eq!(found, summary);
+        verify(&path, &summary).unwrap();
+        let wrong = Summary {
+            checksum: summary.checksum ^ 1,
+            ..summary
+        };
+        let error = verify(&path, &wrong).unwrap_err().to_string();
+        assert!(
+            error.contains("a.parquet") && error.contains("checksum"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn a_truncated_file_is_reported_with_its_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cut.parquet");
+        let origin = Origin {
+            topic: "t",
+            partition: 0,
+            produced_by: Vec::new(),
+        };
+        let summary = write(&path, &origin, &records(1_000)).unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
+        let error = verify(&path, &summary).unwrap_err().to_string();
+        assert!(
+            error.contains("cut.parquet") && error.contains("not a readable"),
+            "{error}"
+        );
+    }
+}
