@@ -70,6 +70,9 @@ pub struct StorageSettings {
     pub min_free_bytes: u64,
     /// How often retention and free space are checked.
     pub retention_check_interval_ms: u64,
+    /// Where topics with `archive = true` keep their Parquet files: `<archive_dir>/<topic>/
+    /// <partition>/`. Default: `<data_dir>/archive`.
+    pub archive_dir: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -111,6 +114,7 @@ impl Default for StorageSettings {
             max_disk_bytes: None,
             min_free_bytes: 256 * 1024 * 1024,
             retention_check_interval_ms: 30_000,
+            archive_dir: None,
         }
     }
 }

@@ -15,12 +15,18 @@
 
 pub mod parquet;
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use crate::log::{Record, now_ms, write_atomically};
-use parquet::{Origin, ParquetFileError, Summary};
+use crate::log::batch::{decode_all, encode_batch};
+use crate::log::{
+    ColdTier, ColdTierOpener, Compression, LogError, Partition, Record, now_ms, write_atomically,
+};
+use parquet::{FileContents, FileWriter, Origin, ParquetFileError, Summary};
 
 /// Version of the manifest layout.
 const MANIFEST_VERSION: u32 = 1;
@@ -75,11 +81,19 @@ fn file_name(first: u64, last: u64) -> String {
 }
 
 impl Archive {
-    /// Opens (or creates) the archive in `dir`, finishing what a crash interrupted: temporary
-    /// files are removed; a complete file the manifest does not name yet is verified and
-    /// added.
+    /// Opens the archive in `dir` (empty if there is none yet), finishing what a crash
+    /// interrupted: temporary files are removed; a complete file the manifest does not name
+    /// yet is verified and added.
     pub fn open(dir: &Path) -> Result<Archive, ArchiveError> {
-        std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
+        if !dir.exists() {
+            return Ok(Archive {
+                dir: dir.to_path_buf(),
+                manifest: Manifest {
+                    version: MANIFEST_VERSION,
+                    files: Vec::new(),
+                },
+            });
+        }
         let path = dir.join(MANIFEST);
         let mut manifest = match std::fs::read(&path) {
             Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| ArchiveError::Manifest {
@@ -135,8 +149,24 @@ impl Archive {
         self.dir.join(&file.file)
     }
 
-    /// Archives `rows` (one partition, offset order, contiguous) as one file: written,
-    /// verified, renamed into place, then recorded in the manifest.
+    /// One past the newest archived offset; 0 when empty.
+    pub fn end(&self) -> u64 {
+        self.manifest
+            .files
+            .last()
+            .map_or(0, |f| f.summary.last_offset + 1)
+    }
+
+    /// The file holding `offset`.
+    pub fn file_holding(&self, offset: u64) -> Option<&ArchivedFile> {
+        let files = &self.manifest.files;
+        let index = files.partition_point(|f| f.summary.last_offset < offset);
+        files
+            .get(index)
+            .filter(|f| f.summary.first_offset <= offset)
+    }
+
+    /// Archives `rows` (one partition, offset order, contiguous) as one file.
     pub fn add(
         &mut self,
         origin: &Origin<'_>,
@@ -148,7 +178,18 @@ impl Archive {
                 message: "nothing to archive".into(),
             });
         };
-        let (first, last) = (*first, *last);
+        self.add_with(origin, *first, *last, |writer| writer.append(rows))
+    }
+
+    /// Archives offsets `first..=last` as one file that `fill` writes: written, verified,
+    /// renamed into place, then recorded in the manifest.
+    pub fn add_with(
+        &mut self,
+        origin: &Origin<'_>,
+        first: u64,
+        last: u64,
+        fill: impl FnOnce(&mut FileWriter) -> Result<(), ParquetFileError>,
+    ) -> Result<ArchivedFile, ArchiveError> {
         if let Some(existing) = self
             .manifest
             .files
@@ -161,9 +202,24 @@ impl Archive {
                 file: existing.file.clone(),
             });
         }
+        std::fs::create_dir_all(&self.dir).map_err(|e| io(&self.dir, e))?;
         let name = file_name(first, last);
         let tmp = self.dir.join(format!("{name}.tmp"));
-        let summary = parquet::write(&tmp, origin, rows)?;
+        let mut writer = FileWriter::create(&tmp, origin)?;
+        fill(&mut writer)?;
+        let summary = writer.finish()?;
+        if (summary.first_offset, summary.last_offset, summary.rows)
+            != (first, last, last - first + 1)
+        {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(ArchiveError::Io {
+                path: tmp.display().to_string(),
+                message: format!(
+                    "expected offsets {first}..={last}, got {} rows at {}..={}",
+                    summary.rows, summary.first_offset, summary.last_offset
+                ),
+            });
+        }
         parquet::verify(&tmp, &summary)?;
         let path = self.dir.join(&name);
         std::fs::rename(&tmp, &path).map_err(|e| io(&path, e))?;
@@ -194,6 +250,199 @@ impl Archive {
     }
 }
 
+/// Records per batch when archived records are served to readers in the log's format.
+const REPLAY_BATCH_RECORDS: usize = 1_000;
+/// Bytes read from the log at a time while archiving a segment.
+const ARCHIVE_READ_BYTES: usize = 8 << 20;
+
+impl From<ArchiveError> for LogError {
+    fn from(error: ArchiveError) -> LogError {
+        LogError::Archive(error.to_string())
+    }
+}
+
+/// The archive of one partition, as the log's cold tier.
+pub struct PartitionArchive {
+    topic: String,
+    partition: u32,
+    dir: PathBuf,
+    /// Opened on first use: most partitions of most topics never archive.
+    archive: Mutex<Option<Archive>>,
+    /// The file replay read last, checked against the manifest: a sequential replay reads
+    /// and checks each file once.
+    replaying: Mutex<Option<(String, Arc<FileContents>)>>,
+}
+
+impl PartitionArchive {
+    fn with_archive<T>(
+        &self,
+        f: impl FnOnce(&mut Archive) -> Result<T, ArchiveError>,
+    ) -> Result<T, ArchiveError> {
+        let mut slot = self.archive.lock().expect("archive lock");
+        let archive = match &mut *slot {
+            Some(archive) => archive,
+            None => slot.insert(Archive::open(&self.dir)?),
+        };
+        f(archive)
+    }
+
+    pub fn files(&self) -> Result<Vec<ArchivedFile>, ArchiveError> {
+        self.with_archive(|a| Ok(a.files().to_vec()))
+    }
+
+    /// Re-reads every file against the manifest; returns the problems found.
+    pub fn verify(&self) -> Vec<ArchiveError> {
+        match self.files() {
+            Ok(files) => files
+                .iter()
+                .filter_map(|f| parquet::verify(&self.dir.join(&f.file), &f.summary).err())
+                .map(ArchiveError::from)
+                .collect(),
+            Err(error) => vec![error],
+        }
+    }
+
+    fn contents(&self, file: &ArchivedFile) -> Result<Arc<FileContents>, ArchiveError> {
+        let mut replaying = self.replaying.lock().expect("replay lock");
+        if let Some((name, contents)) = &*replaying
+            && *name == file.file
+        {
+            return Ok(contents.clone());
+        }
+        let path = self.dir.join(&file.file);
+        let contents = Arc::new(FileContents::read(&path)?);
+        contents.check(&path, &file.summary)?;
+        *replaying = Some((file.file.clone(), contents.clone()));
+        Ok(contents)
+    }
+}
+
+impl ColdTier for PartitionArchive {
+    fn range(&self) -> Result<Option<(u64, u64)>, LogError> {
+        Ok(self.with_archive(|a| {
+            Ok(a.files()
+                .first()
+                .map(|first| (first.summary.first_offset, a.end())))
+        })?)
+    }
+
+    fn store(&self, partition: &Partition, from: u64, to: u64) -> Result<(), LogError> {
+        let origin = Origin {
+            topic: &self.topic,
+            partition: self.partition,
+        };
+        self.with_archive(|archive| {
+            let from = from.max(archive.end());
+            if from >= to {
+                return Ok(());
+            }
+            archive.add_with(&origin, from, to - 1, |writer| {
+                let mut offset = from;
+                while offset < to {
+                    let fetched = partition
+                        .read(offset, ARCHIVE_READ_BYTES)
+                        .map_err(|e| writer_error(&e))?;
+                    let mut rows = decode_all(&Bytes::from(fetched.data), offset)
+                        .map_err(|e| writer_error(&e))?;
+                    rows.retain(|(o, _)| *o < to);
+                    let Some((last, _)) = rows.last() else {
+                        return Err(writer_error(&format!(
+                            "reading offset {offset} of the log returned nothing"
+                        )));
+                    };
+                    offset = last + 1;
+                    writer.append(&rows)?;
+                }
+                Ok(())
+            })?;
+            Ok(())
+        })?;
+        Ok(())
+    }
+
+    fn read(&self, offset: u64, max_bytes: usize) -> Result<Option<(Vec<u8>, u64)>, LogError> {
+        let Some(file) = self.with_archive(|a| Ok(a.file_holding(offset).cloned()))? else {
+            return Ok(None);
+        };
+        let contents = self.contents(&file)?;
+        let mut data = Vec::new();
+        let mut next = offset;
+        while next <= file.summary.last_offset && data.len() < max_bytes {
+            let rows = contents.rows_from(next, REPLAY_BATCH_RECORDS);
+            let Some((last, _)) = rows.last() else { break };
+            let last = *last;
+            let records: Vec<Record> = rows.into_iter().map(|(_, r)| r).collect();
+            data.extend(encode_batch(next, &records, Compression::None));
+            next = last + 1;
+        }
+        if next > file.summary.last_offset {
+            *self.replaying.lock().expect("replay lock") = None;
+        }
+        Ok(Some((data, next)))
+    }
+
+    fn delete(&self) -> Result<(), LogError> {
+        let mut slot = self.archive.lock().expect("archive lock");
+        *slot = None;
+        *self.replaying.lock().expect("replay lock") = None;
+        match std::fs::remove_dir_all(&self.dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(LogError::io(&self.dir, e)),
+            _ => Ok(()),
+        }
+    }
+}
+
+fn writer_error(error: &dyn std::fmt::Display) -> ParquetFileError {
+    ParquetFileError::Io {
+        path: "log".into(),
+        message: error.to_string(),
+    }
+}
+
+/// Every partition's archive, under one root: `<root>/<topic>/<partition>/`.
+pub struct Archives {
+    root: PathBuf,
+    partitions: Mutex<HashMap<(String, u32), Arc<PartitionArchive>>>,
+}
+
+impl Archives {
+    pub fn new(root: PathBuf) -> Arc<Archives> {
+        Arc::new(Archives {
+            root,
+            partitions: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The opener the log calls as each partition opens.
+    pub fn opener(self: &Arc<Self>) -> ColdTierOpener {
+        let archives = self.clone();
+        Arc::new(move |topic: &str, partition: u32| {
+            archives.partition(topic, partition) as Arc<dyn ColdTier>
+        })
+    }
+
+    /// The archive of a partition (the same one the log uses).
+    pub fn partition(&self, topic: &str, partition: u32) -> Arc<PartitionArchive> {
+        let mut partitions = self.partitions.lock().expect("archives lock");
+        partitions
+            .entry((topic.to_string(), partition))
+            .or_insert_with(|| {
+                Arc::new(PartitionArchive {
+                    topic: topic.to_string(),
+                    partition,
+                    dir: self.root.join(topic).join(partition.to_string()),
+                    archive: Mutex::new(None),
+                    replaying: Mutex::new(None),
+                })
+            })
+            .clone()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -216,7 +465,6 @@ mod tests {
     const ORIGIN: Origin<'static> = Origin {
         topic: "t",
         partition: 0,
-        produced_by: Vec::new(),
     };
 
     #[test]

@@ -8,6 +8,7 @@
 //! plugin versions that produced it.
 
 use std::borrow::Cow;
+use std::collections::BTreeSet;
 use std::fs::File;
 use std::path::Path;
 use std::sync::Arc;
@@ -17,7 +18,7 @@ use arrow_array::builder::{
     StructBuilder, TimestampMillisecondBuilder,
 };
 use arrow_array::cast::AsArray;
-use arrow_array::types::{Int32Type, Int64Type, TimestampMillisecondType};
+use arrow_array::types::{Int64Type, TimestampMillisecondType};
 use arrow_array::{Array, RecordBatch};
 use arrow_schema::{DataType, Field, Fields, Schema, SchemaRef, TimeUnit};
 use bytes::Bytes;
@@ -88,9 +89,14 @@ impl Summary {
 pub struct Origin<'a> {
     pub topic: &'a str,
     pub partition: u32,
-    /// For plugin output topics: the `sluice.plugin` header values seen (group/version).
-    pub produced_by: Vec<String>,
 }
+
+/// The header the plugin host puts on every record a plugin emits (`group/version`); the
+/// values seen are recorded in the file metadata as `sluice.produced_by`.
+const PRODUCED_BY_HEADER: &str = "sluice.plugin";
+/// A row group is closed at this many bytes of buffered data, or at [`ROW_GROUP_ROWS`]:
+/// readers then hold at most this much of a file in memory to decode a group.
+const ROW_GROUP_BYTES: usize = 64 << 20;
 
 fn header_fields() -> Fields {
     Fields::from(vec![
@@ -122,25 +128,12 @@ pub fn schema() -> SchemaRef {
     ]))
 }
 
-fn properties(origin: &Origin<'_>, summary: &Summary) -> WriterProperties {
-    let mut metadata = vec![
+fn properties(origin: &Origin<'_>) -> WriterProperties {
+    let metadata = vec![
         KeyValue::new("sluice.format".into(), FORMAT_VERSION.to_string()),
         KeyValue::new("sluice.topic".into(), origin.topic.to_string()),
         KeyValue::new("sluice.partition".into(), origin.partition.to_string()),
-        KeyValue::new(
-            "sluice.first_offset".into(),
-            summary.first_offset.to_string(),
-        ),
-        KeyValue::new("sluice.last_offset".into(), summary.last_offset.to_string()),
-        KeyValue::new("sluice.rows".into(), summary.rows.to_string()),
-        KeyValue::new("sluice.checksum".into(), summary.checksum.to_string()),
     ];
-    if !origin.produced_by.is_empty() {
-        metadata.push(KeyValue::new(
-            "sluice.produced_by".into(),
-            origin.produced_by.join(","),
-        ));
-    }
     WriterProperties::builder()
         .set_compression(Compression::ZSTD(
             ZstdLevel::try_new(3).expect("3 is a valid zstd level"),
@@ -205,102 +198,209 @@ fn to_batch(partition: i32, rows: &[(u64, Record)]) -> Result<RecordBatch, Strin
     .map_err(|e| e.to_string())
 }
 
+/// Writes one file, rows appended in offset order, and makes it durable on [`finish`].
+///
+/// [`finish`]: FileWriter::finish
+pub struct FileWriter {
+    path: String,
+    partition: i32,
+    writer: ArrowWriter<File>,
+    summary: Summary,
+    produced_by: BTreeSet<String>,
+}
+
+impl FileWriter {
+    pub fn create(path: &Path, origin: &Origin<'_>) -> Result<FileWriter, ParquetFileError> {
+        let display = path.display().to_string();
+        let fail = |message: String| ParquetFileError::Io {
+            path: display.clone(),
+            message,
+        };
+        let partition = i32::try_from(origin.partition).map_err(|e| fail(e.to_string()))?;
+        let file = File::create(path).map_err(|e| fail(e.to_string()))?;
+        let writer = ArrowWriter::try_new(file, schema(), Some(properties(origin)))
+            .map_err(|e| fail(e.to_string()))?;
+        Ok(FileWriter {
+            path: display,
+            partition,
+            writer,
+            summary: Summary::new(),
+            produced_by: BTreeSet::new(),
+        })
+    }
+
+    fn fail(&self, message: impl std::fmt::Display) -> ParquetFileError {
+        ParquetFileError::Io {
+            path: self.path.clone(),
+            message: message.to_string(),
+        }
+    }
+
+    /// Rows written so far.
+    pub fn rows(&self) -> u64 {
+        self.summary.rows
+    }
+
+    pub fn append(&mut self, rows: &[(u64, Record)]) -> Result<(), ParquetFileError> {
+        for (offset, record) in rows {
+            self.summary.add(*offset, record.timestamp, &record.value);
+            for header in &record.headers {
+                if header.key == PRODUCED_BY_HEADER
+                    && let Ok(value) = std::str::from_utf8(&header.value)
+                    && !self.produced_by.contains(value)
+                {
+                    self.produced_by.insert(value.to_string());
+                }
+            }
+        }
+        for chunk in rows.chunks(WRITE_BATCH_ROWS) {
+            let batch = to_batch(self.partition, chunk).map_err(|e| self.fail(e))?;
+            self.writer.write(&batch).map_err(|e| self.fail(e))?;
+            if self.writer.in_progress_size() >= ROW_GROUP_BYTES {
+                self.writer.flush().map_err(|e| self.fail(e))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Completes the file (footer with the offset range, row count and checksum) and fsyncs it.
+    pub fn finish(mut self) -> Result<Summary, ParquetFileError> {
+        let summary = self.summary.clone();
+        let mut metadata = vec![
+            ("sluice.first_offset", summary.first_offset.to_string()),
+            ("sluice.last_offset", summary.last_offset.to_string()),
+            ("sluice.rows", summary.rows.to_string()),
+            ("sluice.checksum", summary.checksum.to_string()),
+        ];
+        if !self.produced_by.is_empty() {
+            let producers: Vec<&str> = self.produced_by.iter().map(String::as_str).collect();
+            metadata.push(("sluice.produced_by", producers.join(",")));
+        }
+        for (key, value) in metadata {
+            self.writer
+                .append_key_value_metadata(KeyValue::new(key.into(), value));
+        }
+        self.writer.finish().map_err(|e| self.fail(e))?;
+        self.writer
+            .inner()
+            .sync_all()
+            .map_err(|e| self.fail(format!("fsync: {e}")))?;
+        Ok(summary)
+    }
+}
+
 /// Writes `rows` (offset order, one partition) to a new file at `path` and makes it durable.
 pub fn write(
     path: &Path,
     origin: &Origin<'_>,
     rows: &[(u64, Record)],
 ) -> Result<Summary, ParquetFileError> {
-    let fail = |message: String| ParquetFileError::Io {
-        path: path.display().to_string(),
-        message,
-    };
-    let mut summary = Summary::new();
-    for (offset, record) in rows {
-        summary.add(*offset, record.timestamp, &record.value);
-    }
-    let partition = i32::try_from(origin.partition).map_err(|e| fail(e.to_string()))?;
-    let file = File::create(path).map_err(|e| fail(e.to_string()))?;
-    let mut writer = ArrowWriter::try_new(file, schema(), Some(properties(origin, &summary)))
-        .map_err(|e| fail(e.to_string()))?;
-    for chunk in rows.chunks(WRITE_BATCH_ROWS) {
-        let batch = to_batch(partition, chunk).map_err(fail)?;
-        writer.write(&batch).map_err(|e| fail(e.to_string()))?;
-    }
-    writer.finish().map_err(|e| fail(e.to_string()))?;
-    writer
-        .inner()
-        .sync_all()
-        .map_err(|e| fail(format!("fsync: {e}")))?;
-    Ok(summary)
+    let mut writer = FileWriter::create(path, origin)?;
+    writer.append(rows)?;
+    writer.finish()
 }
 
-/// Reads a file back: its rows in order, checked to be one partition's contiguous range.
-pub fn read(path: &Path) -> Result<(Vec<(u64, Record)>, Summary), ParquetFileError> {
-    let unreadable = |message: String| ParquetFileError::Unreadable {
-        path: path.display().to_string(),
-        message,
-    };
-    let file = File::open(path).map_err(|e| ParquetFileError::Io {
-        path: path.display().to_string(),
-        message: e.to_string(),
-    })?;
-    let reader = ParquetRecordBatchReaderBuilder::try_new(file)
-        .map_err(|e| unreadable(e.to_string()))?
-        .build()
-        .map_err(|e| unreadable(e.to_string()))?;
-    let mut rows = Vec::new();
-    let mut summary = Summary::new();
-    for batch in reader {
-        let batch = batch.map_err(|e| unreadable(e.to_string()))?;
-        if batch.schema().fields() != schema().fields() {
-            return Err(unreadable(format!(
-                "unexpected columns {:?}",
-                batch.schema().fields()
-            )));
-        }
-        let offsets = batch.column(1).as_primitive::<Int64Type>();
-        let timestamps = batch.column(2).as_primitive::<TimestampMillisecondType>();
-        let keys = batch.column(3).as_binary::<i32>();
-        let values = batch.column(4).as_binary::<i32>();
-        let headers = batch.column(5).as_list::<i32>();
-        let _partitions = batch.column(0).as_primitive::<Int32Type>();
-        for row in 0..batch.num_rows() {
-            let offset = u64::try_from(offsets.value(row))
-                .map_err(|_| unreadable("negative offset".into()))?;
-            let key = (!keys.is_null(row)).then(|| Bytes::copy_from_slice(keys.value(row)));
-            let value = Bytes::copy_from_slice(values.value(row));
-            let entries = headers.value(row);
-            let entries = entries.as_struct();
-            let names = entries.column(0).as_string::<i32>();
-            let contents = entries.column(1).as_binary::<i32>();
-            let headers = (0..entries.len())
-                .map(|i| Header {
-                    key: Cow::Owned(names.value(i).to_string()),
-                    value: Bytes::copy_from_slice(contents.value(i)),
-                })
-                .collect();
-            let timestamp = timestamps.value(row);
-            summary.add(offset, timestamp, &value);
-            rows.push((
-                offset,
-                Record {
-                    timestamp,
-                    key,
-                    value,
-                    headers,
-                },
-            ));
-        }
-    }
-    Ok((rows, summary))
+/// A file's rows as Arrow batches, checked to be a contiguous offset range, with the summary
+/// of what they hold.
+pub struct FileContents {
+    pub batches: Vec<RecordBatch>,
+    pub summary: Summary,
 }
 
-/// Re-reads a file and checks it against what was written (or what the manifest says).
-pub fn verify(path: &Path, expected: &Summary) -> Result<(), ParquetFileError> {
-    let (_, found) = read(path)?;
-    if &found != expected {
-        return Err(ParquetFileError::Mismatch {
+impl FileContents {
+    /// Reads and checks a whole file.
+    pub fn read(path: &Path) -> Result<FileContents, ParquetFileError> {
+        let unreadable = |message: String| ParquetFileError::Unreadable {
+            path: path.display().to_string(),
+            message,
+        };
+        let file = File::open(path).map_err(|e| ParquetFileError::Io {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })?;
+        let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+            .map_err(|e| unreadable(e.to_string()))?
+            .build()
+            .map_err(|e| unreadable(e.to_string()))?;
+        let mut batches = Vec::new();
+        let mut summary = Summary::new();
+        for batch in reader {
+            let batch = batch.map_err(|e| unreadable(e.to_string()))?;
+            if batch.schema().fields() != schema().fields() {
+                return Err(unreadable(format!(
+                    "unexpected columns {:?}",
+                    batch.schema().fields()
+                )));
+            }
+            let offsets = batch.column(1).as_primitive::<Int64Type>();
+            let timestamps = batch.column(2).as_primitive::<TimestampMillisecondType>();
+            let values = batch.column(4).as_binary::<i32>();
+            for row in 0..batch.num_rows() {
+                let offset = u64::try_from(offsets.value(row))
+                    .map_err(|_| unreadable("negative offset".into()))?;
+                if summary.rows > 0 && offset != summary.last_offset + 1 {
+                    return Err(unreadable(format!(
+                        "offset {offset} follows {}: a file holds consecutive offsets",
+                        summary.last_offset
+                    )));
+                }
+                summary.add(offset, timestamps.value(row), values.value(row));
+            }
+            batches.push(batch);
+        }
+        Ok(FileContents { batches, summary })
+    }
+
+    /// The records at `offset` and after, up to `max_rows`, in order.
+    pub fn rows_from(&self, offset: u64, max_rows: usize) -> Vec<(u64, Record)> {
+        let mut out = Vec::new();
+        if self.summary.rows == 0 || offset < self.summary.first_offset {
+            return out;
+        }
+        let mut skip = (offset - self.summary.first_offset) as usize;
+        for batch in &self.batches {
+            if skip >= batch.num_rows() {
+                skip -= batch.num_rows();
+                continue;
+            }
+            let offsets = batch.column(1).as_primitive::<Int64Type>();
+            let timestamps = batch.column(2).as_primitive::<TimestampMillisecondType>();
+            let keys = batch.column(3).as_binary::<i32>();
+            let values = batch.column(4).as_binary::<i32>();
+            let headers = batch.column(5).as_list::<i32>();
+            for row in skip..batch.num_rows() {
+                if out.len() >= max_rows {
+                    return out;
+                }
+                let entries = headers.value(row);
+                let entries = entries.as_struct();
+                let names = entries.column(0).as_string::<i32>();
+                let contents = entries.column(1).as_binary::<i32>();
+                let record = Record {
+                    timestamp: timestamps.value(row),
+                    key: (!keys.is_null(row)).then(|| Bytes::copy_from_slice(keys.value(row))),
+                    value: Bytes::copy_from_slice(values.value(row)),
+                    headers: (0..entries.len())
+                        .map(|i| Header {
+                            key: Cow::Owned(names.value(i).to_string()),
+                            value: Bytes::copy_from_slice(contents.value(i)),
+                        })
+                        .collect(),
+                };
+                out.push((offsets.value(row) as u64, record));
+            }
+            skip = 0;
+        }
+        out
+    }
+
+    /// Checks the contents against what was written (or what the manifest says).
+    pub fn check(&self, path: &Path, expected: &Summary) -> Result<(), ParquetFileError> {
+        let found = &self.summary;
+        if found == expected {
+            return Ok(());
+        }
+        Err(ParquetFileError::Mismatch {
             path: path.display().to_string(),
             message: format!(
                 "holds {} rows, offsets {}..={}, checksum {:08x}; expected {} rows, offsets {}..={}, checksum {:08x}",
@@ -313,9 +413,20 @@ pub fn verify(path: &Path, expected: &Summary) -> Result<(), ParquetFileError> {
                 expected.last_offset,
                 expected.checksum
             ),
-        });
+        })
     }
-    Ok(())
+}
+
+/// Reads a file back: its rows in order, checked to be one partition's contiguous range.
+pub fn read(path: &Path) -> Result<(Vec<(u64, Record)>, Summary), ParquetFileError> {
+    let contents = FileContents::read(path)?;
+    let rows = contents.rows_from(contents.summary.first_offset, usize::MAX);
+    Ok((rows, contents.summary))
+}
+
+/// Re-reads a file and checks it against what was written (or what the manifest says).
+pub fn verify(path: &Path, expected: &Summary) -> Result<(), ParquetFileError> {
+    FileContents::read(path)?.check(path, expected)
 }
 
 #[cfg(test)]
@@ -349,7 +460,6 @@ mod tests {
         let origin = Origin {
             topic: "t",
             partition: 2,
-            produced_by: vec!["g/1".into()],
         };
         let summary = write(&path, &origin, &rows).unwrap();
         assert_eq!(
@@ -378,7 +488,6 @@ mod tests {
         let origin = Origin {
             topic: "t",
             partition: 0,
-            produced_by: Vec::new(),
         };
         let summary = write(&path, &origin, &records(1_000)).unwrap();
         let bytes = std::fs::read(&path).unwrap();

@@ -158,6 +158,7 @@ async fn bench_log(args: &BenchArgs, size: usize, records: u64) -> anyhow::Resul
         topic_defaults: TopicConfig::default(),
         max_disk_bytes: None,
         min_free_bytes: 0,
+        cold: None,
     };
     let log = Arc::new(Log::open(dir.path(), options)?);
     let batch = sample_records(size, args.batch);

@@ -36,6 +36,7 @@ impl Setup {
             },
             max_disk_bytes: None,
             min_free_bytes: 0,
+            cold: None,
         };
         let log = Arc::new(Log::open(dir.path(), options)?);
         let topic = log.create_topic("in", PARTITIONS, &[])?;

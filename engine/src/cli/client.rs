@@ -209,6 +209,32 @@ impl Client {
         self.post_json("topics", request).await
     }
 
+    /// Starts archiving a topic; the response streams [`ArchiveProgress`] lines.
+    pub async fn archive_run(
+        &self,
+        topic: &str,
+        request: &ArchiveRunRequest,
+    ) -> anyhow::Result<reqwest::Response> {
+        self.send(
+            self.request(Method::POST, &format!("topics/{topic}/archive"))
+                .json(request),
+        )
+        .await
+    }
+
+    pub async fn archive_list(&self, topic: &str) -> anyhow::Result<ArchiveListing> {
+        self.json(self.request(Method::GET, &format!("topics/{topic}/archive")))
+            .await
+    }
+
+    pub async fn archive_verify(
+        &self,
+        params: &VerifyParams,
+    ) -> anyhow::Result<ArchiveVerification> {
+        self.json(self.request(Method::POST, "archive/verify").query(params))
+            .await
+    }
+
     pub async fn list_topics(&self) -> anyhow::Result<TopicList> {
         self.json(self.request(Method::GET, "topics")).await
     }

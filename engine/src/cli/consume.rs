@@ -19,9 +19,11 @@ use crate::server::api::{CommitRequest, JoinRequest, JsonRecord};
 #[command(long_about = "\
 Print records of a topic, one per line, then exit once caught up (or keep waiting with --follow).
 
-Without --group, reading starts at --from-beginning (the default), --from-end, --offset N (in
-every chosen partition) or --timestamp T (the first record at or after T, in milliseconds since
-the epoch or RFC 3339 like 2026-11-23T10:00:00Z).
+Without --group, reading starts at --from-beginning (the default: the oldest record in the
+log), --from-archive (the oldest record in the topic's Parquet archive, then on into the log),
+--from-end, --offset N (in every chosen partition; an offset older than the log is read from
+the archive) or --timestamp T (the first record at or after T, in milliseconds since the epoch
+or RFC 3339 like 2026-11-23T10:00:00Z).
 
 With --group G, the command joins consumer group G: the engine assigns it a share of the
 partitions (shared with other members of G), reading starts where the group last committed
@@ -39,9 +41,13 @@ pub struct ConsumeArgs {
     /// Only this partition (default: all).
     #[arg(long, short)]
     partition: Option<u32>,
-    /// Start at the first record still stored (the default).
-    #[arg(long, conflicts_with_all = ["from_end", "offset", "timestamp"])]
+    /// Start at the first record still in the log (the default).
+    #[arg(long, conflicts_with_all = ["from_end", "offset", "timestamp", "from_archive"])]
     from_beginning: bool,
+    /// Start at the first record of the topic's archive (records retention deleted from the
+    /// log but archived to Parquet), then continue into the log.
+    #[arg(long, conflicts_with_all = ["from_end", "offset", "timestamp"])]
+    from_archive: bool,
     /// Start after the last record: print only new ones (useful with --follow).
     #[arg(long, conflicts_with_all = ["offset", "timestamp"])]
     from_end: bool,
@@ -121,6 +127,7 @@ pub async fn run(client: &Client, args: ConsumeArgs) -> anyhow::Result<()> {
 
 enum Start {
     Beginning,
+    Archive,
     End,
     At(Position),
 }
@@ -134,6 +141,8 @@ fn start_position(args: &ConsumeArgs) -> anyhow::Result<Start> {
     }
     Ok(if args.from_end {
         Start::End
+    } else if args.from_archive {
+        Start::Archive
     } else {
         Start::Beginning
     })
@@ -174,6 +183,11 @@ async fn resolve(
         })?;
     Ok(match start {
         Start::Beginning => info.log_start_offset,
+        Start::Archive => info
+            .archive_start_offset
+            .map_or(info.log_start_offset, |first| {
+                first.min(info.log_start_offset)
+            }),
         Start::End => info.high_watermark,
         Start::At(Position::Offset(offset)) => *offset,
         Start::At(Position::Timestamp(ts)) => {

@@ -1,6 +1,7 @@
 //! The `sluice` command line: `serve` runs the engine; the other commands talk to a running
 //! engine over its HTTP API (`--url`, default http://127.0.0.1:7171).
 
+mod archive;
 mod bench;
 mod bench_groups;
 mod bench_plugins;
@@ -105,6 +106,9 @@ sluice.toml in the repository for every option.")]
     /// Read a plugin group's committed state.
     #[command(subcommand)]
     State(plugin::StateCommand),
+    /// Archive topics to Parquet now, list archived files, verify them.
+    #[command(subcommand)]
+    Archive(archive::ArchiveCommand),
     /// Measure append, read, produce and consume throughput on this machine.
     Bench(bench::BenchArgs),
 }
@@ -137,6 +141,8 @@ Create a topic. Settings not given take the engine's [topic_defaults]:
   flush_interval_ms     with flush=interval, the longest a write stays unsynced
   max_record_bytes      largest record accepted
   index_interval_bytes  bytes between sparse index entries
+  archive               true: write sealed segments to Parquet before retention deletes them;
+                        older offsets are then read from the archive (see `sluice archive`)
 
 Example: sluice topic create clicks --partitions 6 --config retention_ms=86400000 --config compression=zstd")]
     Create {
@@ -200,6 +206,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Plugin(command) => plugin::run(&client, command).await,
         Command::Dlq(command) => plugin::run_dlq(&client, command).await,
         Command::State(command) => plugin::run_state(&client, command).await,
+        Command::Archive(command) => archive::run(&client, command).await,
         Command::Bench(args) => bench::run(args).await,
     }
 }
@@ -300,13 +307,16 @@ fn print_topic(topic: &crate::server::api::TopicDescription) {
         }
     }
     println!(
-        "{:>10} {:>14} {:>14} {:>14} {:>9}",
-        "PARTITION", "START", "END", "BYTES", "SEGMENTS"
+        "{:>10} {:>14} {:>14} {:>14} {:>9} {:>14}",
+        "PARTITION", "START", "END", "BYTES", "SEGMENTS", "ARCHIVE START"
     );
     for p in &topic.partitions {
+        let archived = p
+            .archive_start_offset
+            .map_or("-".to_string(), |o| o.to_string());
         println!(
-            "{:>10} {:>14} {:>14} {:>14} {:>9}",
-            p.partition, p.log_start_offset, p.high_watermark, p.size_bytes, p.segments
+            "{:>10} {:>14} {:>14} {:>14} {:>9} {:>14}",
+            p.partition, p.log_start_offset, p.high_watermark, p.size_bytes, p.segments, archived
         );
     }
 }

@@ -5,6 +5,7 @@
 //! with a lock file. Nothing here knows about HTTP, consumer groups or plugins.
 
 pub mod batch;
+pub mod cold;
 mod flusher;
 pub mod index;
 pub mod partition;
@@ -20,6 +21,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 pub use batch::{BatchError, Compression, Header, Record};
+pub use cold::{ColdTier, ColdTierOpener};
 pub use flusher::Flusher;
 pub use partition::{Fetched, Partition};
 pub use topic::{FlushPolicy, Produced, Topic, TopicConfig};
@@ -94,6 +96,8 @@ pub enum LogError {
     },
     #[error("{0}")]
     DiskFull(String),
+    #[error("archive: {0}")]
+    Archive(String),
     #[error("invalid configuration: {0}")]
     InvalidConfig(String),
     #[error(
@@ -209,11 +213,13 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), LogError> {
 }
 
 /// Settings of the log as a whole.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct LogOptions {
     pub topic_defaults: TopicConfig,
     pub max_disk_bytes: Option<u64>,
     pub min_free_bytes: u64,
+    /// Makes each partition's cold tier (the archive); None: topics cannot archive.
+    pub cold: Option<ColdTierOpener>,
 }
 
 pub struct Log {
@@ -222,6 +228,7 @@ pub struct Log {
     defaults: TopicConfig,
     flusher: Arc<Flusher>,
     disk: Arc<DiskUsage>,
+    cold: Option<ColdTierOpener>,
     _lock: File,
 }
 
@@ -264,7 +271,7 @@ impl Log {
                 tracing::warn!(dir = %path.display(), "ignoring a directory without topic.json");
                 continue;
             }
-            let topic = Topic::open(path, flusher.clone(), disk.clone())?;
+            let topic = Topic::open(path, flusher.clone(), disk.clone(), options.cold.clone())?;
             topics.insert(topic.name.to_string(), Arc::new(topic));
         }
         tracing::info!(dir = %dir.display(), topics = topics.len(), bytes = disk.used(), "log opened");
@@ -274,6 +281,7 @@ impl Log {
             defaults: options.topic_defaults,
             flusher,
             disk,
+            cold: options.cold,
             _lock: lock,
         })
     }
@@ -315,6 +323,7 @@ impl Log {
             config,
             self.flusher.clone(),
             self.disk.clone(),
+            self.cold.clone(),
         )?);
         topics.insert(name.to_string(), topic.clone());
         tracing::info!(topic = name, partitions, "topic created");
@@ -371,11 +380,15 @@ impl Log {
         self.disk
             .sub(topic.partitions().iter().map(|p| p.size_bytes()).sum());
         std::fs::remove_dir_all(&trash).map_err(|e| LogError::io(&trash, e))?;
+        for partition in topic.partitions() {
+            partition.delete_archive()?;
+        }
         tracing::info!(topic = name, "topic deleted");
         Ok(())
     }
 
-    /// Applies retention to every partition; returns the bytes freed.
+    /// Applies retention to every partition (archiving first what its topic archives);
+    /// returns the bytes freed.
     pub fn enforce_retention(&self, now_ms: i64) -> u64 {
         let mut freed = 0;
         for topic in self.topics() {

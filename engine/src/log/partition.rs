@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 use super::batch::{PendingBatch, Record};
+use super::cold::ColdTier;
 use super::flusher::Flusher;
 use super::segment::Segment;
 use super::topic::{FlushPolicy, TopicConfig};
@@ -65,6 +66,15 @@ pub struct Partition {
     fsyncs: AtomicU64,
     flusher: Arc<Flusher>,
     disk: Arc<DiskUsage>,
+    cold: Option<Arc<dyn ColdTier>>,
+}
+
+/// A sealed segment that is due for the archive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SegmentRange {
+    pub base_offset: u64,
+    pub next_offset: u64,
+    pub bytes: u64,
 }
 
 const FLUSH_IDLE: u8 = 0;
@@ -87,6 +97,7 @@ impl Partition {
         config: Arc<RwLock<TopicConfig>>,
         flusher: Arc<Flusher>,
         disk: Arc<DiskUsage>,
+        cold: Option<Arc<dyn ColdTier>>,
     ) -> Result<Arc<Partition>, LogError> {
         let _span = tracing::info_span!("partition", topic = %topic, partition = id).entered();
         std::fs::create_dir_all(&dir).map_err(|e| LogError::io(&dir, e))?;
@@ -132,6 +143,7 @@ impl Partition {
             fsyncs: AtomicU64::new(0),
             flusher,
             disk,
+            cold,
         }))
     }
 
@@ -349,6 +361,26 @@ impl Partition {
         self.segments.read().expect("segments lock")[0].base_offset
     }
 
+    /// Offsets held by the archive as `(first, end)`, if it holds any. An unreadable archive
+    /// counts as empty here (and is logged); reading from it reports the cause.
+    pub fn archive_range(&self) -> Option<(u64, u64)> {
+        match self.cold.as_ref()?.range() {
+            Ok(range) => range,
+            Err(error) => {
+                tracing::warn!(topic = %self.topic, partition = self.id, %error, "archive unreadable");
+                None
+            }
+        }
+    }
+
+    /// The oldest offset a read can start at: in the archive if it holds older records than
+    /// the log.
+    pub fn earliest_offset(&self) -> u64 {
+        let start = self.log_start_offset();
+        self.archive_range()
+            .map_or(start, |(first, _)| first.min(start))
+    }
+
     /// Bytes of all segments.
     pub fn size_bytes(&self) -> u64 {
         self.segments
@@ -369,12 +401,23 @@ impl Partition {
         let high_watermark = self.high_watermark();
         let segments = self.segments.read().expect("segments lock").clone();
         let log_start_offset = segments[0].base_offset;
+        if offset < log_start_offset
+            && let Some(cold) = &self.cold
+            && let Some((data, next_offset)) = cold.read(offset, max_bytes)?
+        {
+            return Ok(Fetched {
+                data,
+                next_offset,
+                high_watermark,
+                log_start_offset,
+            });
+        }
         if offset < log_start_offset || offset > high_watermark {
             return Err(LogError::OffsetOutOfRange {
                 topic: self.topic.to_string(),
                 partition: self.id,
                 requested: offset,
-                start: log_start_offset,
+                start: self.earliest_offset(),
                 end: high_watermark,
             });
         }
@@ -420,27 +463,93 @@ impl Partition {
         Ok(high_watermark)
     }
 
-    /// Deletes sealed segments past the topic's retention, oldest first; returns how many
-    /// bytes were freed.
+    /// How many of the oldest sealed segments are past the topic's retention.
+    fn expired_count(segments: &[Arc<Segment>], config: &TopicConfig, now_ms: i64) -> usize {
+        let mut total: u64 = segments.iter().map(|s| s.size()).sum();
+        let mut count = 0;
+        for segment in &segments[..segments.len() - 1] {
+            let expired = config
+                .retention_ms
+                .is_some_and(|ms| segment.max_timestamp() < now_ms.saturating_sub(ms as i64));
+            let oversized = config
+                .retention_bytes
+                .is_some_and(|limit| total - segment.size() >= limit);
+            if !expired && !oversized {
+                break;
+            }
+            total -= segment.size();
+            count += 1;
+        }
+        count
+    }
+
+    /// Sealed segments not archived yet, oldest first: those past retention, or every sealed
+    /// one with `everything`.
+    pub fn segments_to_archive(&self, now_ms: i64, everything: bool) -> Vec<SegmentRange> {
+        let config = self.config.read().expect("config lock").clone();
+        let archived_end = self.archive_range().map_or(0, |(_, end)| end);
+        let segments = self.segments.read().expect("segments lock");
+        let count = if everything {
+            segments.len() - 1
+        } else {
+            Self::expired_count(&segments, &config, now_ms)
+        };
+        segments[..count]
+            .iter()
+            .filter(|s| s.next_offset() > archived_end && s.next_offset() > s.base_offset)
+            .map(|s| SegmentRange {
+                base_offset: s.base_offset,
+                next_offset: s.next_offset(),
+                bytes: s.size(),
+            })
+            .collect()
+    }
+
+    /// Writes a sealed segment's records to the archive, durably.
+    pub fn archive(&self, segment: SegmentRange) -> Result<(), LogError> {
+        let cold = self.cold.as_ref().ok_or_else(|| {
+            LogError::Archive(format!(
+                "{}/{}: this engine has no archive configured",
+                self.topic, self.id
+            ))
+        })?;
+        let _span =
+            tracing::info_span!("archive", topic = %self.topic, partition = self.id).entered();
+        cold.store(self, segment.base_offset, segment.next_offset)?;
+        tracing::info!(
+            from = segment.base_offset,
+            to = segment.next_offset,
+            bytes = segment.bytes,
+            "archived segment"
+        );
+        Ok(())
+    }
+
+    /// Deletes sealed segments past the topic's retention, oldest first, archiving them first
+    /// if the topic archives (a segment the archive does not hold yet is kept); returns how
+    /// many bytes were freed.
     pub fn enforce_retention(&self, now_ms: i64) -> Result<u64, LogError> {
         let config = self.config.read().expect("config lock").clone();
+        let deletable_below = if config.archive {
+            if self.cold.is_none() {
+                tracing::warn!(topic = %self.topic, partition = self.id,
+                    "the topic archives but this engine has no archive: keeping its segments");
+                return Ok(0);
+            }
+            for segment in self.segments_to_archive(now_ms, false) {
+                self.archive(segment)?;
+            }
+            self.archive_range().map_or(0, |(_, end)| end)
+        } else {
+            u64::MAX
+        };
         let removed: Vec<Arc<Segment>> = {
             let mut segments = self.segments.write().expect("segments lock");
-            let mut total: u64 = segments.iter().map(|s| s.size()).sum();
-            let mut count = 0;
-            for segment in &segments[..segments.len() - 1] {
-                let expired = config
-                    .retention_ms
-                    .is_some_and(|ms| segment.max_timestamp() < now_ms.saturating_sub(ms as i64));
-                let oversized = config
-                    .retention_bytes
-                    .is_some_and(|limit| total - segment.size() >= limit);
-                if !expired && !oversized {
-                    break;
-                }
-                total -= segment.size();
-                count += 1;
-            }
+            let expired = Self::expired_count(&segments, &config, now_ms);
+            let count = segments[..expired]
+                .iter()
+                .take_while(|s| s.next_offset() <= deletable_below)
+                .count();
             segments.drain(..count).collect()
         };
         let mut freed = 0;
@@ -454,6 +563,11 @@ impl Partition {
         }
         self.disk.sub(freed);
         Ok(freed)
+    }
+
+    /// Deletes the partition's archive (its topic is being deleted).
+    pub(super) fn delete_archive(&self) -> Result<(), LogError> {
+        self.cold.as_ref().map_or(Ok(()), |cold| cold.delete())
     }
 
     /// Fsyncs outstanding data and writes the active segment's index, so the next start need

@@ -11,6 +11,7 @@ fn options() -> LogOptions {
         topic_defaults: TopicConfig::default(),
         max_disk_bytes: None,
         min_free_bytes: 0,
+        cold: None,
     }
 }
 

@@ -11,7 +11,7 @@ use super::batch::{Compression, Record};
 use super::flusher::Flusher;
 use super::partition::{Appended, Partition};
 use super::partitioner::partition_for_key;
-use super::{DiskUsage, LogError, write_atomically};
+use super::{ColdTierOpener, DiskUsage, LogError, write_atomically};
 
 /// When an append counts as durable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -47,6 +47,9 @@ pub struct TopicConfig {
     pub flush_interval_ms: u64,
     /// Largest record (key + value + headers) a producer may send.
     pub max_record_bytes: u64,
+    /// Write sealed segments to the Parquet archive before retention deletes them; reads of
+    /// older offsets are then served from the archive.
+    pub archive: bool,
 }
 
 impl Default for TopicConfig {
@@ -61,6 +64,7 @@ impl Default for TopicConfig {
             flush: FlushPolicy::Fsync,
             flush_interval_ms: 1000,
             max_record_bytes: 1024 * 1024,
+            archive: false,
         }
     }
 }
@@ -81,6 +85,8 @@ impl TopicConfig {
             }
             let parsed = match value.as_str() {
                 "none" | "null" => serde_json::Value::Null,
+                "true" => serde_json::Value::Bool(true),
+                "false" => serde_json::Value::Bool(false),
                 v => v
                     .parse::<u64>()
                     .map_or_else(|_| serde_json::Value::String(v.to_string()), Into::into),
@@ -131,6 +137,7 @@ pub struct Topic {
     next_unkeyed: AtomicU32,
     flusher: Arc<Flusher>,
     disk: Arc<DiskUsage>,
+    cold: Option<ColdTierOpener>,
 }
 
 /// What one produce call appended to one partition.
@@ -149,9 +156,10 @@ impl Topic {
         config: TopicConfig,
         flusher: Arc<Flusher>,
         disk: Arc<DiskUsage>,
+        cold: Option<ColdTierOpener>,
     ) -> Result<Topic, LogError> {
         std::fs::create_dir_all(&dir).map_err(|e| LogError::io(&dir, e))?;
-        let topic = Topic::assemble(dir, name, config, flusher, disk);
+        let topic = Topic::assemble(dir, name, config, flusher, disk, cold);
         topic.add_partitions(partitions)?;
         topic.save()?;
         Ok(topic)
@@ -161,6 +169,7 @@ impl Topic {
         dir: PathBuf,
         flusher: Arc<Flusher>,
         disk: Arc<DiskUsage>,
+        cold: Option<ColdTierOpener>,
     ) -> Result<Topic, LogError> {
         let path = dir.join(METADATA_FILE);
         let bytes = std::fs::read(&path).map_err(|e| LogError::io(&path, e))?;
@@ -171,7 +180,7 @@ impl Topic {
             ))
         })?;
         let _span = tracing::info_span!("topic", topic = %metadata.name).entered();
-        let topic = Topic::assemble(dir, &metadata.name, metadata.config, flusher, disk);
+        let topic = Topic::assemble(dir, &metadata.name, metadata.config, flusher, disk, cold);
         topic.add_partitions(metadata.partitions)?;
         Ok(topic)
     }
@@ -182,6 +191,7 @@ impl Topic {
         config: TopicConfig,
         flusher: Arc<Flusher>,
         disk: Arc<DiskUsage>,
+        cold: Option<ColdTierOpener>,
     ) -> Topic {
         Topic {
             name: Arc::from(name),
@@ -191,6 +201,7 @@ impl Topic {
             next_unkeyed: AtomicU32::new(0),
             flusher,
             disk,
+            cold,
         }
     }
 
@@ -205,6 +216,7 @@ impl Topic {
                 self.config.clone(),
                 self.flusher.clone(),
                 self.disk.clone(),
+                self.cold.as_ref().map(|open| open(&self.name, id)),
             )?);
         }
         Ok(())

@@ -27,7 +27,7 @@ pub enum StartFrom {
     Earliest,
     /// Only records produced after the deploy.
     Latest,
-    /// This offset in every partition (clamped to what the log holds).
+    /// This offset in every partition (clamped to what the log and its archive hold).
     Offset(u64),
     /// The first record at or after this time (ms since the Unix epoch) in every partition.
     Timestamp(i64),
@@ -571,7 +571,8 @@ impl PluginHost {
             let offset = match start {
                 StartFrom::Earliest => low,
                 StartFrom::Latest => high,
-                StartFrom::Offset(offset) => offset.clamp(low, high),
+                // An offset older than the log is replayed from the archive, if it holds it.
+                StartFrom::Offset(offset) => offset.clamp(partition.earliest_offset(), high),
                 StartFrom::Timestamp(ms) => partition.offset_for_timestamp(ms)?,
             };
             offsets.push((partition.id, offset));

@@ -459,12 +459,17 @@ impl Worker {
 
     /// The next records of a partition, up to the group's batch size.
     fn read(&mut self, partition: &Arc<Partition>) -> Result<Vec<(u64, Record)>, Interrupt> {
-        let log_start = partition.log_start_offset();
         let position = self.positions.get(&partition.id).copied().unwrap_or(0);
+        // Older records than the log holds are read from the archive, if it holds them.
+        let log_start = if position < partition.log_start_offset() {
+            partition.earliest_offset()
+        } else {
+            position
+        };
         let position = if position < log_start {
             if position > 0 {
                 let message = format!(
-                    "records {position}..{log_start} of partition {} left the log (retention) before the group processed them; continuing at {log_start}",
+                    "records {position}..{log_start} of partition {} left the log (retention) and are not archived: the group skips them and continues at {log_start}",
                     partition.id
                 );
                 tracing::warn!(partition = partition.id, "{message}");

@@ -87,6 +87,63 @@ pub struct PartitionDescription {
     pub high_watermark: u64,
     pub size_bytes: u64,
     pub segments: usize,
+    /// The oldest offset the archive holds, when it holds records.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archive_start_offset: Option<u64>,
+}
+
+/// `POST /v1/topics/{topic}/archive`.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct ArchiveRunRequest {
+    /// Also archive sealed segments still in retention (they stay in the log until it expires
+    /// them, and are not archived again).
+    #[serde(default)]
+    pub everything: bool,
+}
+
+/// One line of the `POST /v1/topics/{topic}/archive` response (newline-delimited JSON).
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum ArchiveProgress {
+    /// First line: what will be archived.
+    Plan { segments: usize, bytes: u64 },
+    /// One segment archived.
+    Segment {
+        partition: u32,
+        from: u64,
+        to: u64,
+        bytes: u64,
+    },
+    /// Last line on success.
+    Done { segments: usize, bytes: u64 },
+    /// Last line on failure: what is archived so far stays archived.
+    Failed { message: String },
+}
+
+/// `GET /v1/topics/{topic}/archive`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ArchiveListing {
+    pub topic: String,
+    pub dir: String,
+    pub partitions: Vec<PartitionArchiveListing>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct PartitionArchiveListing {
+    pub partition: u32,
+    pub files: Vec<crate::archive::ArchivedFile>,
+}
+
+/// `POST /v1/archive/verify`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ArchiveVerification {
+    pub files_checked: usize,
+    pub problems: Vec<String>,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct VerifyParams {
+    pub topic: Option<String>,
 }
 
 /// A record in JSON: text fields for UTF-8 data, `*_base64` for anything else.

@@ -75,6 +75,7 @@ fn classify(error: &LogError) -> (StatusCode, &'static str) {
         LogError::PartitionFailed { .. } => (StatusCode::SERVICE_UNAVAILABLE, "partition_failed"),
         LogError::Corrupt { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "corrupt_data"),
         LogError::Missing { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "missing_data"),
+        LogError::Archive(_) => (StatusCode::INTERNAL_SERVER_ERROR, "archive_error"),
         LogError::Io { .. } | LogError::Locked(_) => {
             (StatusCode::INTERNAL_SERVER_ERROR, "io_error")
         }

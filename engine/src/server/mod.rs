@@ -1,8 +1,9 @@
 //! The HTTP API (axum): produce, fetch, topic administration and consumer groups, plus the
-//! engine's background chores (retention, free-space checks, group session expiry) and
+//! engine's background chores (retention and archival, free-space checks, group session expiry) and
 //! graceful shutdown. Endpoints are listed in `docs/http-api.md`.
 
 pub mod api;
+mod archive;
 mod auth;
 mod error;
 mod metrics;
@@ -23,6 +24,7 @@ use axum::routing::{get, post};
 use bytes::Bytes;
 use tokio::sync::{Semaphore, watch};
 
+use crate::archive::Archives;
 use crate::config::Config;
 use crate::groups::{Coordinator, GroupError, SessionLimits};
 use crate::log::{Log, LogError, LogOptions, batch, now_ms};
@@ -50,6 +52,7 @@ pub enum StartError {
 
 struct AppState {
     log: Arc<Log>,
+    archives: Arc<Archives>,
     groups: Arc<Coordinator>,
     plugins: Arc<PluginHost>,
     admin_token: String,
@@ -85,10 +88,18 @@ impl Running {
 pub async fn start(config: Config) -> Result<Running, StartError> {
     std::fs::create_dir_all(&config.data_dir).map_err(|e| LogError::io(&config.data_dir, e))?;
     let dir = config.data_dir.clone();
+    let archives = Archives::new(
+        config
+            .storage
+            .archive_dir
+            .clone()
+            .unwrap_or_else(|| config.data_dir.join("archive")),
+    );
     let options = LogOptions {
         topic_defaults: config.topic_defaults.clone(),
         max_disk_bytes: config.storage.max_disk_bytes,
         min_free_bytes: config.storage.min_free_bytes,
+        cold: Some(archives.opener()),
     };
     let log = Arc::new(
         tokio::task::spawn_blocking(move || Log::open(&dir, options))
@@ -134,6 +145,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let permits = (config.server.max_inflight_bytes / 1024).clamp(1, u32::MAX as u64 >> 4) as usize;
     let state = Arc::new(AppState {
         log: log.clone(),
+        archives,
         groups,
         plugins: plugins.clone(),
         admin_token,
@@ -182,6 +194,11 @@ fn router(state: Arc<AppState>) -> Router {
             get(describe_topic).patch(alter_topic).delete(delete_topic),
         )
         .route("/v1/topics/{topic}/records", post(produce))
+        .route(
+            "/v1/topics/{topic}/archive",
+            get(archive::list).post(archive::run),
+        )
+        .route("/v1/archive/verify", post(archive::verify))
         .route(
             "/v1/topics/{topic}/partitions/{partition}/records",
             get(fetch),
@@ -244,12 +261,15 @@ fn spawn_chores(state: Arc<AppState>) {
                 _ = ticks.tick() => {}
                 _ = shutdown.changed() => return,
             }
+            // Retention archives first what its topic archives: that runs at low priority.
             let log = retention.log.clone();
-            let _ = tokio::task::spawn_blocking(move || {
+            let (done, finished) = tokio::sync::oneshot::channel();
+            archive::spawn_low_priority("sluice-retention", move || {
                 log.disk().refresh_free_space();
                 log.enforce_retention(now_ms());
-            })
-            .await;
+                let _ = done.send(());
+            });
+            let _ = finished.await;
         }
     });
     tokio::spawn(async move {
@@ -324,6 +344,7 @@ fn describe(topic: &crate::log::Topic) -> TopicDescription {
                 high_watermark: p.high_watermark(),
                 size_bytes: p.size_bytes(),
                 segments: p.segment_count(),
+                archive_start_offset: p.archive_range().map(|(first, _)| first),
             })
             .collect(),
     }

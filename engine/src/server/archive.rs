@@ -1,0 +1,189 @@
+//! The archive API: archive a topic now (with progress), list its Parquet files, and verify
+//! every file against its manifest. Background archival before retention runs in
+//! [`super::spawn_chores`]; both go through the same per-partition archives.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderValue, header};
+use axum::response::Response;
+use tokio::sync::mpsc;
+
+use super::api::{
+    ArchiveListing, ArchiveProgress, ArchiveRunRequest, ArchiveVerification,
+    PartitionArchiveListing, VerifyParams,
+};
+use super::{ApiError, AppState};
+use crate::log::{LogError, now_ms};
+
+/// Lines of progress as a response body, sent as the archival goes.
+struct ProgressStream(mpsc::UnboundedReceiver<ArchiveProgress>);
+
+impl futures_core::Stream for ProgressStream {
+    type Item = Result<Vec<u8>, std::convert::Infallible>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.0.poll_recv(cx).map(|event| {
+            event.map(|event| {
+                let mut line = serde_json::to_vec(&event).expect("progress serialises");
+                line.push(b'\n');
+                Ok(line)
+            })
+        })
+    }
+}
+
+/// Runs `work` on a thread of its own at low CPU and I/O priority, so that archiving does
+/// not take throughput from producers and plugins.
+pub fn spawn_low_priority(name: &str, work: impl FnOnce() + Send + 'static) {
+    let spawned = std::thread::Builder::new()
+        .name(name.to_string())
+        .spawn(move || {
+            lower_this_threads_priority();
+            work();
+        });
+    if let Err(error) = spawned {
+        tracing::error!(%error, "cannot start the archival thread");
+    }
+}
+
+/// nice 10 and the lowest best-effort I/O priority, for the calling thread only.
+pub fn lower_this_threads_priority() {
+    const IOPRIO_WHO_PROCESS: libc::c_long = 1;
+    const IOPRIO_BEST_EFFORT_LOWEST: libc::c_long = (2 << 13) | 7;
+    // SAFETY: plain syscalls on the calling thread's id; failure only leaves the priority.
+    unsafe {
+        let tid = libc::gettid();
+        libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, 10);
+        libc::syscall(
+            libc::SYS_ioprio_set,
+            IOPRIO_WHO_PROCESS,
+            tid as libc::c_long,
+            IOPRIO_BEST_EFFORT_LOWEST,
+        );
+    }
+}
+
+/// Archives the topic's due segments (or every sealed one) and streams progress as
+/// newline-delimited JSON: a plan, one line per segment, then done or failed.
+#[tracing::instrument(skip_all, fields(topic = %topic))]
+pub async fn run(
+    State(state): State<Arc<AppState>>,
+    Path(topic): Path<String>,
+    body: Result<Json<ArchiveRunRequest>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let Json(request) = body?;
+    let topic = state.log.topic(&topic)?;
+    let now = now_ms();
+    let plan: Vec<_> = topic
+        .partitions()
+        .into_iter()
+        .flat_map(|p| {
+            p.segments_to_archive(now, request.everything)
+                .into_iter()
+                .map(move |segment| (p.clone(), segment))
+        })
+        .collect();
+    let (sender, receiver) = mpsc::unbounded_channel();
+    let _ = sender.send(ArchiveProgress::Plan {
+        segments: plan.len(),
+        bytes: plan.iter().map(|(_, s)| s.bytes).sum(),
+    });
+    spawn_low_priority("sluice-archive-run", move || {
+        let mut bytes = 0;
+        for (partition, segment) in &plan {
+            if let Err(error) = partition.archive(*segment) {
+                let _ = sender.send(ArchiveProgress::Failed {
+                    message: error.to_string(),
+                });
+                return;
+            }
+            bytes += segment.bytes;
+            let _ = sender.send(ArchiveProgress::Segment {
+                partition: partition.id,
+                from: segment.base_offset,
+                to: segment.next_offset,
+                bytes: segment.bytes,
+            });
+        }
+        let _ = sender.send(ArchiveProgress::Done {
+            segments: plan.len(),
+            bytes,
+        });
+    });
+    let mut response = Response::new(Body::from_stream(ProgressStream(receiver)));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/x-ndjson"),
+    );
+    Ok(response)
+}
+
+pub async fn list(
+    State(state): State<Arc<AppState>>,
+    Path(topic): Path<String>,
+) -> Result<Json<ArchiveListing>, ApiError> {
+    let handle = state.log.topic(&topic)?;
+    let archives = state.archives.clone();
+    let listing = tokio::task::spawn_blocking(move || {
+        let mut partitions = Vec::new();
+        for partition in handle.partitions() {
+            let files = archives
+                .partition(&handle.name, partition.id)
+                .files()
+                .map_err(LogError::from)?;
+            partitions.push(PartitionArchiveListing {
+                partition: partition.id,
+                files,
+            });
+        }
+        Ok::<_, LogError>(ArchiveListing {
+            dir: archives.root().join(&*handle.name).display().to_string(),
+            topic: handle.name.to_string(),
+            partitions,
+        })
+    })
+    .await
+    .map_err(|e| ApiError::internal(e.to_string()))??;
+    Ok(Json(listing))
+}
+
+/// Re-reads every archived file (of one topic, or of all) and compares it with its manifest.
+pub async fn verify(
+    State(state): State<Arc<AppState>>,
+    params: Result<Query<VerifyParams>, QueryRejection>,
+) -> Result<Json<ArchiveVerification>, ApiError> {
+    let Query(params) = params?;
+    let topics = match &params.topic {
+        Some(name) => vec![state.log.topic(name)?],
+        None => state.log.topics(),
+    };
+    let archives = state.archives.clone();
+    let result = tokio::task::spawn_blocking(move || {
+        let mut verification = ArchiveVerification {
+            files_checked: 0,
+            problems: Vec::new(),
+        };
+        for topic in topics {
+            for partition in topic.partitions() {
+                let archive = archives.partition(&topic.name, partition.id);
+                verification.files_checked += archive.files().map_or(0, |f| f.len());
+                verification.problems.extend(
+                    archive
+                        .verify()
+                        .into_iter()
+                        .map(|p| format!("{}/{}: {p}", topic.name, partition.id)),
+                );
+            }
+        }
+        verification
+    })
+    .await
+    .map_err(|e| ApiError::internal(e.to_string()))?;
+    Ok(Json(result))
+}
