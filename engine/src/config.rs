@@ -130,7 +130,7 @@ impl Default for GroupSettings {
 
 /// `SLUICE_*` variables that are not engine configuration: the command-line client's, the
 /// log filter, profiling and crash-point switches, and the sizes of the crash tests.
-const OTHER_VARIABLES: [&str; 8] = [
+const OTHER_VARIABLES: [&str; 10] = [
     "url",
     "log",
     "config",
@@ -139,6 +139,8 @@ const OTHER_VARIABLES: [&str; 8] = [
     "crash_at",
     "crash_rounds",
     "eo_records",
+    "archive_kills",
+    "python",
 ];
 
 impl Config {

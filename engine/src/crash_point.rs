@@ -14,6 +14,12 @@ pub const OUTBOX_COMMITTED: &str = "outbox-committed";
 pub const OUTBOX_PART_APPENDED: &str = "outbox-part-appended";
 /// Inside a group commit, before the transaction commits.
 pub const BEFORE_GROUP_COMMIT: &str = "before-group-commit";
+/// After an archive file was written and fsynced under its temporary name.
+pub const ARCHIVE_FILE_WRITTEN: &str = "archive-file-written";
+/// After an archive file was renamed into place, before the manifest names it.
+pub const ARCHIVE_FILE_RENAMED: &str = "archive-file-renamed";
+/// After the manifest names a segment's file, before retention deletes the segment.
+pub const ARCHIVE_BEFORE_DELETE: &str = "archive-before-delete";
 
 struct Armed {
     point: String,

@@ -113,7 +113,20 @@ impl Archive {
             if name.ends_with(".parquet.tmp") {
                 std::fs::remove_file(entry.path()).map_err(|e| io(&entry.path(), e))?;
             } else if name.ends_with(".parquet") && !manifest.files.iter().any(|f| f.file == name) {
-                let (_, summary) = parquet::read(&entry.path())?;
+                let summary = FileContents::read(&entry.path())?.summary;
+                if let Some(listed) = manifest.files.iter().find(|f| {
+                    f.summary.first_offset <= summary.last_offset
+                        && summary.first_offset <= f.summary.last_offset
+                }) {
+                    return Err(ArchiveError::Overlap {
+                        first: summary.first_offset,
+                        last: summary.last_offset,
+                        file: format!(
+                            "{} (found {name} beside it, not in the manifest: move one of them away)",
+                            listed.file
+                        ),
+                    });
+                }
                 let bytes = entry.metadata().map_err(|e| io(&entry.path(), e))?.len();
                 manifest.files.push(ArchivedFile {
                     file: name,
@@ -208,6 +221,7 @@ impl Archive {
         let mut writer = FileWriter::create(&tmp, origin)?;
         fill(&mut writer)?;
         let summary = writer.finish()?;
+        crate::crash_point::reached(crate::crash_point::ARCHIVE_FILE_WRITTEN);
         if (summary.first_offset, summary.last_offset, summary.rows)
             != (first, last, last - first + 1)
         {
@@ -226,6 +240,7 @@ impl Archive {
         std::fs::File::open(&self.dir)
             .and_then(|d| d.sync_all())
             .map_err(|e| io(&self.dir, e))?;
+        crate::crash_point::reached(crate::crash_point::ARCHIVE_FILE_RENAMED);
         let bytes = std::fs::metadata(&path).map_err(|e| io(&path, e))?.len();
         let archived = ArchivedFile {
             file: name,

@@ -536,8 +536,12 @@ impl Partition {
                     "the topic archives but this engine has no archive: keeping its segments");
                 return Ok(0);
             }
-            for segment in self.segments_to_archive(now_ms, false) {
-                self.archive(segment)?;
+            let due = self.segments_to_archive(now_ms, false);
+            for segment in &due {
+                self.archive(*segment)?;
+            }
+            if !due.is_empty() {
+                crate::crash_point::reached(crate::crash_point::ARCHIVE_BEFORE_DELETE);
             }
             self.archive_range().map_or(0, |(_, end)| end)
         } else {
