@@ -352,23 +352,31 @@ impl ColdTier for PartitionArchive {
                 return Ok(());
             }
             archive.add_with(&origin, from, to - 1, |writer| {
-                let mut offset = from;
-                while offset < to {
-                    let fetched = partition
-                        .read(offset, ARCHIVE_READ_BYTES)
-                        .map_err(|e| writer_error(&e))?;
-                    let mut rows = decode_all(&Bytes::from(fetched.data), offset)
-                        .map_err(|e| writer_error(&e))?;
-                    rows.retain(|(o, _)| *o < to);
-                    let Some((last, _)) = rows.last() else {
-                        return Err(writer_error(&format!(
-                            "reading offset {offset} of the log returned nothing"
-                        )));
-                    };
-                    offset = last + 1;
-                    writer.append(&rows)?;
-                }
-                Ok(())
+                // The log is read and decoded on a second thread while this one encodes and
+                // compresses: archival takes about the time of the slower of the two.
+                std::thread::scope(|scope| {
+                    let (chunks, received) = std::sync::mpsc::sync_channel(2);
+                    scope.spawn(move || {
+                        let mut offset = from;
+                        while offset < to {
+                            let rows = read_rows(partition, offset, to);
+                            let next = rows
+                                .as_ref()
+                                .ok()
+                                .and_then(|r| r.last())
+                                .map(|(o, _)| o + 1);
+                            let failed = rows.is_err();
+                            if chunks.send(rows).is_err() || failed {
+                                return;
+                            }
+                            offset = next.unwrap_or(to);
+                        }
+                    });
+                    for rows in received {
+                        writer.append(&rows?)?;
+                    }
+                    Ok(())
+                })
             })?;
             Ok(())
         })?;
@@ -405,6 +413,25 @@ impl ColdTier for PartitionArchive {
             _ => Ok(()),
         }
     }
+}
+
+/// Records `offset..` of the log, about [`ARCHIVE_READ_BYTES`] of them, none at `to` or after.
+fn read_rows(
+    partition: &Partition,
+    offset: u64,
+    to: u64,
+) -> Result<Vec<(u64, Record)>, ParquetFileError> {
+    let fetched = partition
+        .read(offset, ARCHIVE_READ_BYTES)
+        .map_err(|e| writer_error(&e))?;
+    let mut rows = decode_all(&Bytes::from(fetched.data), offset).map_err(|e| writer_error(&e))?;
+    rows.retain(|(o, _)| *o < to);
+    if rows.is_empty() {
+        return Err(writer_error(&format!(
+            "reading offset {offset} of the log returned nothing"
+        )));
+    }
+    Ok(rows)
 }
 
 fn writer_error(error: &dyn std::fmt::Display) -> ParquetFileError {

@@ -29,6 +29,9 @@ Measure throughput on this machine, for 100-byte and 1 KiB records:
   exactly-once    the stateful counter plugin (state, an output record per input, offsets)
                   in exactly-once and in at-least-once delivery over the same --records
                   (the README's figure: --records 10000000)
+  archive         Parquet archival of sealed segments (read, written, fsynced, verified)
+                  against pyarrow.parquet.write_table with zstd writing the same rows in the
+                  same run (needs python with pyarrow: ./scripts/test installs it in .venv)
 
 Data goes to a temporary directory under --dir (default: the current directory), removed
 afterwards. The last line gives the peak resident memory of the process.")]
@@ -68,6 +71,7 @@ enum Part {
     Server,
     Plugins,
     ExactlyOnce,
+    Archive,
 }
 
 struct Row {
@@ -117,6 +121,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     if matches!(args.only, Part::All | Part::ExactlyOnce) {
         super::bench_groups::run_exactly_once(&args.dir, &args.plugins_dir, args.records).await?;
+    }
+    if matches!(args.only, Part::All | Part::Archive) {
+        super::bench_archive::run(&args.dir, args.records, &args.record_size)?;
     }
     println!("peak resident memory: {} MiB", peak_rss_kib() / 1024);
     Ok(())

@@ -3,6 +3,7 @@
 
 mod archive;
 mod bench;
+mod bench_archive;
 mod bench_groups;
 mod bench_plugins;
 pub mod client;
