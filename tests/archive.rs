@@ -455,3 +455,166 @@ async fn replay_reads_the_archive_then_the_log_and_damage_is_reported_by_name() 
         assert!(error.contains(&files[i].file), "{error}");
     }
 }
+
+/// The typed columns of each topic's archive (partition 0), read by pyarrow.
+fn typed_rows(dirs: &[&str]) -> serde_json::Value {
+    const SCRIPT: &str = r#"
+import glob, json, sys
+import pyarrow as pa, pyarrow.parquet as pq
+out = {}
+for d in sys.argv[1:]:
+    table = pa.concat_tables([pq.read_table(f) for f in sorted(glob.glob(d + "/0/*.parquet"))])
+    fixed = ("partition", "timestamp", "key", "value", "headers")
+    out[d] = {
+        "columns": table.column_names,
+        "rows": table.select([c for c in table.column_names if c not in fixed]).to_pylist(),
+    }
+print(json.dumps(out))
+"#;
+    let output = Command::new(python())
+        .args(["-c", SCRIPT])
+        .args(dirs)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schema_aware_topics_get_typed_columns_and_keep_values_that_do_not_fit() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let client = Client::new(&server.url);
+    let fixed = r#"{"customer": "utf8", "amount": "float64", "items": "int64"}"#;
+    create(
+        &client,
+        "fixed",
+        1,
+        &[("segment_bytes", "1024"), ("archive_schema", fixed)],
+    )
+    .await;
+    create(
+        &client,
+        "guessed",
+        1,
+        &[("segment_bytes", "1024"), ("archive_schema", "infer")],
+    )
+    .await;
+    let bad = [7, 8, 9];
+    let value = |i: u64| match i % 10 {
+        7 => "not json".to_string(),
+        8 => r#"{"customer": "c", "amount": "lots", "items": 1}"#.to_string(),
+        9 => "[1, 2]".to_string(),
+        _ => format!(
+            r#"{{"customer": "c-{}", "amount": {i}.5, "items": {}, "nested": {{"a": 1}}}}"#,
+            i % 4,
+            i % 3
+        ),
+    };
+    for topic in ["fixed", "guessed"] {
+        for start in (0..300).step_by(30) {
+            let records: Vec<Record> = (start..start + 30)
+                .map(|i| Record {
+                    timestamp: 0,
+                    key: None,
+                    value: Bytes::from(value(i)),
+                    headers: Vec::new(),
+                })
+                .collect();
+            client.produce(topic, None, &records).await.unwrap();
+        }
+        stdout(&cli(
+            &server.url,
+            &["archive", "run", "--topic", topic, "--everything"],
+            "",
+        ));
+    }
+    let root = dir.path().join("archive");
+    let (fixed_dir, guessed_dir) = (root.join("fixed"), root.join("guessed"));
+    let read = typed_rows(&[fixed_dir.to_str().unwrap(), guessed_dir.to_str().unwrap()]);
+
+    let fixed = &read[fixed_dir.to_str().unwrap()];
+    let columns: Vec<&str> = fixed["columns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        columns,
+        [
+            "partition",
+            "offset",
+            "timestamp",
+            "key",
+            "value",
+            "headers",
+            "amount",
+            "customer",
+            "items",
+            "_malformed"
+        ]
+    );
+    let rows = fixed["rows"].as_array().unwrap();
+    assert!(rows.len() >= 200, "{}", rows.len());
+    for row in rows {
+        let i = row["offset"].as_u64().unwrap();
+        if bad.contains(&(i % 10)) {
+            assert!(row["_malformed"].is_string(), "{row}");
+            assert!(
+                row["customer"].is_null() && row["amount"].is_null(),
+                "{row}"
+            );
+        } else {
+            let expected = serde_json::json!({
+                "offset": i,
+                "customer": format!("c-{}", i % 4),
+                "amount": i as f64 + 0.5,
+                "items": i % 3,
+                "_malformed": null,
+            });
+            assert_eq!(row, &expected);
+        }
+    }
+
+    // Inferred from the first values: the scalar fields become columns; the nested one and the
+    // one with mixed types (numbers and a string) stay in `value`; the schema is kept for the
+    // partition's later files.
+    let guessed = &read[guessed_dir.to_str().unwrap()];
+    let columns: Vec<&str> = guessed["columns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap())
+        .collect();
+    for column in ["customer", "items", "_malformed"] {
+        assert!(columns.contains(&column), "{columns:?}");
+    }
+    assert!(
+        !columns.contains(&"nested") && !columns.contains(&"amount"),
+        "{columns:?}"
+    );
+    assert!(guessed_dir.join("0/schema.json").exists());
+    for row in guessed["rows"].as_array().unwrap() {
+        let i = row["offset"].as_u64().unwrap();
+        let expected_malformed = i % 10 == 7 || i % 10 == 9;
+        assert_eq!(row["_malformed"].is_string(), expected_malformed, "{row}");
+    }
+
+    // A schema that names an unknown type is refused when set.
+    let refused = cli(
+        &server.url,
+        &["topic", "alter", "fixed", "--config", "archive_schema=[1]"],
+        "",
+    );
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("archive_schema"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+}

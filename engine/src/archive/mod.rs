@@ -14,6 +14,7 @@
 //! A range is never in two files: a range overlapping the manifest is refused.
 
 pub mod parquet;
+pub mod typed;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -31,6 +32,8 @@ use parquet::{FileContents, FileWriter, Origin, ParquetFileError, Summary};
 /// Version of the manifest layout.
 const MANIFEST_VERSION: u32 = 1;
 const MANIFEST: &str = "manifest.json";
+/// The schema `archive_schema = infer` found, kept beside the files.
+const INFERRED_SCHEMA: &str = "schema.json";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ArchiveError {
@@ -40,6 +43,10 @@ pub enum ArchiveError {
     Io { path: String, message: String },
     #[error("offsets {first}..={last} overlap {file}, already archived; archive each range once")]
     Overlap { first: u64, last: u64, file: String },
+    #[error(
+        "topic `{topic}`: {message}; change it with `sluice topic alter {topic} --config archive_schema=...`"
+    )]
+    Schema { topic: String, message: String },
     #[error(
         "{path}: the manifest is unreadable ({message}); move it away to rebuild it from the files"
     )]
@@ -317,6 +324,43 @@ impl PartitionArchive {
         }
     }
 
+    /// The typed columns a schema-aware topic's files get: from its `archive_schema`, or
+    /// inferred from the first file's values and kept (`schema.json`) so every later file of
+    /// the partition has the same columns.
+    fn value_schema(
+        &self,
+        partition: &Partition,
+        from: u64,
+        to: u64,
+    ) -> Result<Option<arrow_schema::SchemaRef>, ArchiveError> {
+        let Some(setting) = partition.config().archive_schema else {
+            return Ok(None);
+        };
+        let schema_error = |message: String| ArchiveError::Schema {
+            topic: self.topic.clone(),
+            message,
+        };
+        match typed::parse_setting(&setting).map_err(schema_error)? {
+            typed::SchemaSetting::Fixed(schema) => Ok(Some(schema)),
+            typed::SchemaSetting::Infer => {
+                let kept = self.dir.join(INFERRED_SCHEMA);
+                if let Ok(text) = std::fs::read_to_string(&kept) {
+                    return match typed::parse_setting(&text) {
+                        Ok(typed::SchemaSetting::Fixed(schema)) => Ok(Some(schema)),
+                        _ => Err(io(&kept, "not a schema: move it away to infer again")),
+                    };
+                }
+                let rows = read_rows(partition, from, to)?;
+                let schema =
+                    typed::infer(rows.iter().map(|(_, r)| &r.value[..])).map_err(schema_error)?;
+                std::fs::create_dir_all(&self.dir).map_err(|e| io(&self.dir, e))?;
+                write_atomically(&kept, typed::describe(&schema).as_bytes())
+                    .map_err(|e| io(&kept, e))?;
+                Ok(Some(schema))
+            }
+        }
+    }
+
     fn contents(&self, file: &ArchivedFile) -> Result<Arc<FileContents>, ArchiveError> {
         let mut replaying = self.replaying.lock().expect("replay lock");
         if let Some((name, contents)) = &*replaying
@@ -345,6 +389,7 @@ impl ColdTier for PartitionArchive {
         let origin = Origin {
             topic: &self.topic,
             partition: self.partition,
+            value_schema: self.value_schema(partition, from, to)?,
         };
         self.with_archive(|archive| {
             let from = from.max(archive.end());
@@ -507,6 +552,7 @@ mod tests {
     const ORIGIN: Origin<'static> = Origin {
         topic: "t",
         partition: 0,
+        value_schema: None,
     };
 
     #[test]

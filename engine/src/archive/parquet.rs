@@ -88,10 +88,12 @@ impl Summary {
     }
 }
 
-/// Where the records come from, for the file metadata.
+/// Where the records come from (for the file metadata), and the topic's value schema if it
+/// has one (for typed columns, see [`super::typed`]).
 pub struct Origin<'a> {
     pub topic: &'a str,
     pub partition: u32,
+    pub value_schema: Option<SchemaRef>,
 }
 
 /// The header the plugin host puts on every record a plugin emits (`group/version`); the
@@ -116,6 +118,7 @@ fn header_item() -> Arc<Field> {
     ))
 }
 
+/// The fixed columns of every file.
 pub fn schema() -> SchemaRef {
     Arc::new(Schema::new(vec![
         Field::new("partition", DataType::Int32, false),
@@ -177,7 +180,27 @@ fn properties(origin: &Origin<'_>) -> WriterProperties {
         .build()
 }
 
-fn to_batch(partition: i32, rows: &[(u64, Record)]) -> Result<RecordBatch, String> {
+/// The columns of a file: the fixed ones, then those of the value schema if any.
+fn file_schema(value_schema: Option<&SchemaRef>) -> SchemaRef {
+    match value_schema {
+        None => schema(),
+        Some(typed) => {
+            let mut fields: Vec<Field> = schema()
+                .fields()
+                .iter()
+                .map(|f| f.as_ref().clone())
+                .collect();
+            fields.extend(super::typed::extra_fields(typed));
+            Arc::new(Schema::new(fields))
+        }
+    }
+}
+
+fn to_batch(
+    partition: i32,
+    rows: &[(u64, Record)],
+    value_schema: Option<&SchemaRef>,
+) -> Result<RecordBatch, String> {
     let n = rows.len();
     let mut partitions = Int32Builder::with_capacity(n);
     let mut offsets = Int64Builder::with_capacity(n);
@@ -217,18 +240,21 @@ fn to_batch(partition: i32, rows: &[(u64, Record)]) -> Result<RecordBatch, Strin
         }
         headers.append(true);
     }
-    RecordBatch::try_new(
-        schema(),
-        vec![
-            Arc::new(partitions.finish()),
-            Arc::new(offsets.finish()),
-            Arc::new(timestamps.finish()),
-            Arc::new(keys.finish()),
-            Arc::new(values.finish()),
-            Arc::new(headers.finish()),
-        ],
-    )
-    .map_err(|e| e.to_string())
+    let mut columns: Vec<arrow_array::ArrayRef> = vec![
+        Arc::new(partitions.finish()),
+        Arc::new(offsets.finish()),
+        Arc::new(timestamps.finish()),
+        Arc::new(keys.finish()),
+        Arc::new(values.finish()),
+        Arc::new(headers.finish()),
+    ];
+    if let Some(typed) = value_schema {
+        columns.extend(super::typed::columns(
+            typed,
+            rows.iter().map(|(_, r)| &r.value[..]),
+        )?);
+    }
+    RecordBatch::try_new(file_schema(value_schema), columns).map_err(|e| e.to_string())
 }
 
 /// Writes one file, rows appended in offset order, and makes it durable on [`finish`].
@@ -240,6 +266,7 @@ pub struct FileWriter {
     writer: ArrowWriter<File>,
     summary: Summary,
     produced_by: BTreeSet<String>,
+    value_schema: Option<SchemaRef>,
 }
 
 impl FileWriter {
@@ -251,7 +278,8 @@ impl FileWriter {
         };
         let partition = i32::try_from(origin.partition).map_err(|e| fail(e.to_string()))?;
         let file = File::create(path).map_err(|e| fail(e.to_string()))?;
-        let writer = ArrowWriter::try_new(file, schema(), Some(properties(origin)))
+        let schema = file_schema(origin.value_schema.as_ref());
+        let writer = ArrowWriter::try_new(file, schema, Some(properties(origin)))
             .map_err(|e| fail(e.to_string()))?;
         Ok(FileWriter {
             path: display,
@@ -259,6 +287,7 @@ impl FileWriter {
             writer,
             summary: Summary::new(),
             produced_by: BTreeSet::new(),
+            value_schema: origin.value_schema.clone(),
         })
     }
 
@@ -300,7 +329,8 @@ impl FileWriter {
                 .max(1);
             let (chunk, after) = rest.split_at(count);
             rest = after;
-            let batch = to_batch(self.partition, chunk).map_err(|e| self.fail(e))?;
+            let batch = to_batch(self.partition, chunk, self.value_schema.as_ref())
+                .map_err(|e| self.fail(e))?;
             self.writer.write(&batch).map_err(|e| self.fail(e))?;
             if self.writer.in_progress_size() >= ROW_GROUP_BYTES {
                 self.writer.flush().map_err(|e| self.fail(e))?;
@@ -372,13 +402,20 @@ impl FileContents {
         })?;
         let mut builder = ParquetRecordBatchReaderBuilder::try_new(file)
             .map_err(|e| unreadable(e.to_string()))?;
-        let mut expected = schema();
-        if only_checked {
-            const CHECKED: [usize; 2] = [1, 4];
-            let mask = ProjectionMask::roots(builder.parquet_schema(), CHECKED);
-            builder = builder.with_projection(mask);
-            expected = Arc::new(expected.project(&CHECKED).expect("columns exist"));
+        // Only the fixed columns (a schema-aware topic's typed ones are derived from `value`).
+        const FIXED: [usize; 6] = [0, 1, 2, 3, 4, 5];
+        const CHECKED: [usize; 2] = [1, 4];
+        let columns: &[usize] = if only_checked { &CHECKED } else { &FIXED };
+        if builder.schema().fields().len() < FIXED.len() {
+            return Err(unreadable(format!(
+                "it has {} columns, fewer than the {} of every archive file",
+                builder.schema().fields().len(),
+                FIXED.len()
+            )));
         }
+        let mask = ProjectionMask::roots(builder.parquet_schema(), columns.iter().copied());
+        builder = builder.with_projection(mask);
+        let expected = Arc::new(schema().project(columns).expect("columns exist"));
         let reader = builder.build().map_err(|e| unreadable(e.to_string()))?;
         let mut batches = Vec::new();
         let mut summary = Summary::new();
@@ -524,6 +561,7 @@ mod tests {
         let origin = Origin {
             topic: "t",
             partition: 2,
+            value_schema: None,
         };
         let summary = write(&path, &origin, &rows).unwrap();
         assert_eq!(
@@ -552,6 +590,7 @@ mod tests {
         let origin = Origin {
             topic: "t",
             partition: 0,
+            value_schema: None,
         };
         let summary = write(&path, &origin, &records(1_000)).unwrap();
         let bytes = std::fs::read(&path).unwrap();

@@ -144,6 +144,8 @@ Create a topic. Settings not given take the engine's [topic_defaults]:
   index_interval_bytes  bytes between sparse index entries
   archive               true: write sealed segments to Parquet before retention deletes them;
                         older offsets are then read from the archive (see `sluice archive`)
+  archive_schema        for JSON values: `infer` or '{\"customer\": \"utf8\", \"amount\": \"float64\"}';
+                        archive files then also hold typed columns (and `_malformed`)
 
 Example: sluice topic create clicks --partitions 6 --config retention_ms=86400000 --config compression=zstd")]
     Create {

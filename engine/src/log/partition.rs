@@ -151,6 +151,11 @@ impl Partition {
         &self.dir
     }
 
+    /// The topic's settings now.
+    pub fn config(&self) -> TopicConfig {
+        self.config.read().expect("config lock").clone()
+    }
+
     /// Appends records as one batch. The records are on disk, and visible to readers, once
     /// [`Partition::wait_visible`] for the returned `next_offset` returns.
     pub fn append(self: &Arc<Self>, records: &[Record]) -> Result<Appended, LogError> {

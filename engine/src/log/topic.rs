@@ -50,6 +50,10 @@ pub struct TopicConfig {
     /// Write sealed segments to the Parquet archive before retention deletes them; reads of
     /// older offsets are then served from the archive.
     pub archive: bool,
+    /// For topics of JSON values: `infer`, or a JSON object of field names to types (utf8,
+    /// int32, int64, float32, float64, bool, timestamp_ms); archive files then also hold the
+    /// values decoded into typed columns, and a `_malformed` column for those that do not fit.
+    pub archive_schema: Option<String>,
 }
 
 impl Default for TopicConfig {
@@ -65,6 +69,7 @@ impl Default for TopicConfig {
             flush_interval_ms: 1000,
             max_record_bytes: 1024 * 1024,
             archive: false,
+            archive_schema: None,
         }
     }
 }
@@ -114,6 +119,14 @@ impl TopicConfig {
         }
         if self.max_record_bytes == 0 || self.max_record_bytes > 64 * 1024 * 1024 {
             return invalid("max_record_bytes must be between 1 and 67108864");
+        }
+        if let Some(schema) = &self.archive_schema
+            && schema.trim() != "infer"
+            && serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(schema).is_err()
+        {
+            return invalid(
+                "archive_schema must be `infer` or a JSON object of field names to types, like                  {\"customer\": \"utf8\", \"amount\": \"float64\"}",
+            );
         }
         Ok(())
     }

@@ -1,0 +1,211 @@
+//! Schema-aware topics: JSON values also decoded into typed columns beside the raw ones.
+//!
+//! A topic's `archive_schema` is `infer` or a JSON object naming each field's Arrow type, like
+//! `{"customer": "utf8", "amount": "float64", "items": "int64"}`. Each file then has one
+//! nullable column per field after the six fixed ones, and a `_malformed` column: null for a
+//! value that decoded, else why it did not (its typed columns are null; `value` still holds
+//! it). A value that does not fit never fails the archive.
+
+use std::sync::Arc;
+
+use arrow_array::builder::StringBuilder;
+use arrow_array::{ArrayRef, RecordBatch, new_null_array};
+use arrow_json::ReaderBuilder;
+use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
+
+/// The column saying why a value did not fit the schema.
+pub const MALFORMED: &str = "_malformed";
+/// Values sampled to infer a schema: the first this many JSON objects of the first file.
+const INFER_SAMPLE: usize = 1_000;
+
+/// What a topic's `archive_schema` asks for.
+pub enum SchemaSetting {
+    Infer,
+    Fixed(SchemaRef),
+}
+
+const TYPES: [(&str, fn() -> DataType); 9] = [
+    ("utf8", || DataType::Utf8),
+    ("string", || DataType::Utf8),
+    ("int32", || DataType::Int32),
+    ("int64", || DataType::Int64),
+    ("float32", || DataType::Float32),
+    ("float64", || DataType::Float64),
+    ("bool", || DataType::Boolean),
+    ("boolean", || DataType::Boolean),
+    ("timestamp_ms", || {
+        DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into()))
+    }),
+];
+
+fn type_name(data_type: &DataType) -> Option<&'static str> {
+    TYPES
+        .iter()
+        .find(|(_, make)| make() == *data_type)
+        .map(|(name, _)| *name)
+}
+
+fn reserved(name: &str) -> bool {
+    name == MALFORMED || super::parquet::schema().field_with_name(name).is_ok()
+}
+
+/// Parses `archive_schema`.
+pub fn parse_setting(text: &str) -> Result<SchemaSetting, String> {
+    if text.trim() == "infer" {
+        return Ok(SchemaSetting::Infer);
+    }
+    let usage = "archive_schema is `infer` or a JSON object of field names to types, like \
+                 {\"customer\": \"utf8\", \"amount\": \"float64\"}";
+    let map: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(text).map_err(|e| format!("{usage}: {e}"))?;
+    let mut fields = Vec::with_capacity(map.len());
+    for (name, kind) in &map {
+        if reserved(name) {
+            return Err(format!(
+                "field `{name}` of archive_schema clashes with a column every archive file has"
+            ));
+        }
+        let kind = kind.as_str().unwrap_or_default();
+        let Some((_, make)) = TYPES.iter().find(|(n, _)| *n == kind) else {
+            let known: Vec<&str> = TYPES.iter().map(|(n, _)| *n).collect();
+            return Err(format!(
+                "field `{name}` of archive_schema: unknown type `{kind}`; known: {}",
+                known.join(", ")
+            ));
+        };
+        fields.push(Field::new(name, make(), true));
+    }
+    Ok(SchemaSetting::Fixed(Arc::new(Schema::new(fields))))
+}
+
+/// The schema as `archive_schema` text (how an inferred schema is kept).
+pub fn describe(schema: &Schema) -> String {
+    let map: serde_json::Map<String, serde_json::Value> = schema
+        .fields()
+        .iter()
+        .filter_map(|f| Some((f.name().clone(), type_name(f.data_type())?.into())))
+        .collect();
+    serde_json::Value::Object(map).to_string()
+}
+
+/// Infers a schema from the first JSON objects among `values`: a field whose sampled values
+/// are all booleans, all integers, numbers, or all strings gets a column (bool, int64,
+/// float64, utf8). Fields with mixed types, nested objects or lists, only nulls, or a name
+/// that clashes get none: they stay in `value` (a column for them would reject most values).
+pub fn infer<'a>(values: impl Iterator<Item = &'a [u8]>) -> Result<SchemaRef, String> {
+    #[derive(Clone, Copy, PartialEq)]
+    enum Kind {
+        Bool,
+        Int,
+        Float,
+        Text,
+        Mixed,
+    }
+    let mut kinds: std::collections::BTreeMap<String, Kind> = Default::default();
+    let mut sampled = 0;
+    for value in values {
+        let Ok(serde_json::Value::Object(object)) = serde_json::from_slice(value) else {
+            continue;
+        };
+        for (name, field) in object {
+            let kind = match field {
+                serde_json::Value::Null => continue,
+                serde_json::Value::Bool(_) => Kind::Bool,
+                serde_json::Value::Number(n) if n.is_i64() => Kind::Int,
+                serde_json::Value::Number(_) => Kind::Float,
+                serde_json::Value::String(_) => Kind::Text,
+                _ => Kind::Mixed,
+            };
+            let merged = match kinds.get(&name) {
+                None => kind,
+                Some(&seen) if seen == kind => kind,
+                Some(Kind::Int | Kind::Float) if matches!(kind, Kind::Int | Kind::Float) => {
+                    Kind::Float
+                }
+                Some(_) => Kind::Mixed,
+            };
+            kinds.insert(name, merged);
+        }
+        sampled += 1;
+        if sampled == INFER_SAMPLE {
+            break;
+        }
+    }
+    if sampled == 0 {
+        return Err("archive_schema = infer: no JSON object among the first records".into());
+    }
+    let fields: Vec<Field> = kinds
+        .into_iter()
+        .filter(|(name, _)| !reserved(name))
+        .filter_map(|(name, kind)| {
+            let data_type = match kind {
+                Kind::Bool => DataType::Boolean,
+                Kind::Int => DataType::Int64,
+                Kind::Float => DataType::Float64,
+                Kind::Text => DataType::Utf8,
+                Kind::Mixed => return None,
+            };
+            Some(Field::new(name, data_type, true))
+        })
+        .collect();
+    Ok(Arc::new(Schema::new(fields)))
+}
+
+/// The typed columns of `values` under `schema`, then the `_malformed` column.
+pub fn columns<'a>(
+    schema: &SchemaRef,
+    values: impl ExactSizeIterator<Item = &'a [u8]>,
+) -> Result<Vec<ArrayRef>, String> {
+    let null_row = RecordBatch::try_new(
+        schema.clone(),
+        schema
+            .fields()
+            .iter()
+            .map(|f| new_null_array(f.data_type(), 1))
+            .collect(),
+    )
+    .map_err(|e| e.to_string())?;
+    let mut rows = Vec::with_capacity(values.len());
+    let mut malformed = StringBuilder::new();
+    for value in values {
+        // One value at a time: a value that does not fit must not take its neighbours along.
+        match decode_one(schema, value) {
+            Ok(row) => {
+                rows.push(row);
+                malformed.append_null();
+            }
+            Err(reason) => {
+                rows.push(null_row.clone());
+                malformed.append_value(reason);
+            }
+        }
+    }
+    let typed = arrow_select::concat::concat_batches(schema, &rows).map_err(|e| e.to_string())?;
+    let mut columns = typed.columns().to_vec();
+    columns.push(Arc::new(malformed.finish()));
+    Ok(columns)
+}
+
+fn decode_one(schema: &SchemaRef, value: &[u8]) -> Result<RecordBatch, String> {
+    if !value.trim_ascii_start().starts_with(b"{") {
+        return Err("not a JSON object".into());
+    }
+    let mut decoder = ReaderBuilder::new(schema.clone())
+        .build_decoder()
+        .map_err(|e| e.to_string())?;
+    let consumed = decoder.decode(value).map_err(|e| e.to_string())?;
+    if consumed < value.len() && !value[consumed..].trim_ascii().is_empty() {
+        return Err("more than one JSON value".into());
+    }
+    match decoder.flush().map_err(|e| e.to_string())? {
+        Some(batch) if batch.num_rows() == 1 => Ok(batch),
+        _ => Err("not one JSON object".into()),
+    }
+}
+
+/// The fields every file of a schema-aware topic has after the fixed ones.
+pub fn extra_fields(schema: &SchemaRef) -> Vec<Field> {
+    let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+    fields.push(Field::new(MALFORMED, DataType::Utf8, true));
+    fields
+}
