@@ -484,6 +484,15 @@ print(json.dumps(out))
     serde_json::from_slice(&output.stdout).unwrap()
 }
 
+fn column_names(read: &serde_json::Value) -> Vec<&str> {
+    read["columns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap())
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn schema_aware_topics_get_typed_columns_and_keep_values_that_do_not_fit() {
     let dir = tempfile::tempdir().unwrap();
@@ -538,12 +547,7 @@ async fn schema_aware_topics_get_typed_columns_and_keep_values_that_do_not_fit()
     let read = typed_rows(&[fixed_dir.to_str().unwrap(), guessed_dir.to_str().unwrap()]);
 
     let fixed = &read[fixed_dir.to_str().unwrap()];
-    let columns: Vec<&str> = fixed["columns"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c.as_str().unwrap())
-        .collect();
+    let columns = column_names(fixed);
     assert_eq!(
         columns,
         [
@@ -585,12 +589,7 @@ async fn schema_aware_topics_get_typed_columns_and_keep_values_that_do_not_fit()
     // one with mixed types (numbers and a string) stay in `value`; the schema is kept for the
     // partition's later files.
     let guessed = &read[guessed_dir.to_str().unwrap()];
-    let columns: Vec<&str> = guessed["columns"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c.as_str().unwrap())
-        .collect();
+    let columns = column_names(guessed);
     for column in ["customer", "items", "_malformed"] {
         assert!(columns.contains(&column), "{columns:?}");
     }
