@@ -65,6 +65,17 @@ fn python() -> PathBuf {
     venv
 }
 
+/// Runs the Python of [`python`] with `args`; returns what it printed, as JSON.
+fn run_python(args: &[&std::ffi::OsStr]) -> serde_json::Value {
+    let output = Command::new(python()).args(args).output().unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
 fn row(partition: u32, offset: u64, record: &Record) -> serde_json::Value {
     let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
     serde_json::json!([
@@ -138,17 +149,8 @@ async fn pyarrow_and_duckdb_read_back_exactly_what_the_log_holds() {
         files.iter().map(|(_, f)| f.summary.rows).sum::<u64>()
     );
 
-    let output = Command::new(python())
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/support/read_archive.py"))
-        .arg(&listing.dir)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let read: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/support/read_archive.py");
+    let read = run_python(&[script.as_os_str(), listing.dir.as_ref()]);
     let expected = serde_json::Value::Array(expected);
     assert_eq!(read["pyarrow"], expected, "pyarrow differs");
     assert_eq!(read["duckdb"], expected, "DuckDB differs");
@@ -471,17 +473,12 @@ for d in sys.argv[1:]:
     }
 print(json.dumps(out))
 "#;
-    let output = Command::new(python())
-        .args(["-c", SCRIPT])
-        .args(dirs)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_json::from_slice(&output.stdout).unwrap()
+    let args: Vec<&std::ffi::OsStr> = ["-c", SCRIPT]
+        .iter()
+        .chain(dirs)
+        .map(|a| a.as_ref())
+        .collect();
+    run_python(&args)
 }
 
 fn column_names(read: &serde_json::Value) -> Vec<&str> {

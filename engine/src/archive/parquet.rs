@@ -519,6 +519,7 @@ impl FileContents {
 }
 
 /// Reads a file back: its rows in order, checked to be one partition's contiguous range.
+#[cfg(test)]
 pub fn read(path: &Path) -> Result<(Vec<(u64, Record)>, Summary), ParquetFileError> {
     let contents = FileContents::read(path)?;
     let rows = contents.rows_from(contents.summary.first_offset, usize::MAX);
