@@ -315,7 +315,7 @@ async fn kill_9_during_archival_leaves_every_offset_in_the_log_or_in_exactly_one
     assert!(server.terminate());
     for partition in 0..2 {
         let dir = Path::new(&listing.dir).join(partition.to_string());
-        let archive = sluice::archive::Archive::open(&dir).unwrap();
+        let archive = sluice::archive::Archive::open(&dir, None).unwrap();
         let listed: BTreeSet<String> = archive.files().iter().map(|f| f.file.clone()).collect();
         let on_disk: BTreeSet<String> = std::fs::read_dir(&dir)
             .unwrap()
@@ -342,6 +342,31 @@ async fn wait_topic(
         assert!(Instant::now() < deadline, "gave up waiting for {what}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// Waits until retention archived and deleted more than the first 500 offsets of partition 0
+/// of a topic of 1,000, then stops retention there: the topic is half in the archive.
+async fn archive_first_half(client: &Client, topic: &str) {
+    wait_topic(
+        client,
+        topic,
+        "the sealed segments archived and deleted",
+        |t| {
+            t.partitions[0].log_start_offset > 500
+                && t.partitions[0].archive_start_offset == Some(0)
+        },
+    )
+    .await;
+    client
+        .alter_topic(
+            topic,
+            &sluice::server::api::AlterTopic {
+                config: BTreeMap::from([("retention_ms".into(), "none".into())]),
+                partitions: None,
+            },
+        )
+        .await
+        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -382,26 +407,7 @@ async fn replay_reads_the_archive_then_the_log_and_damage_is_reported_by_name() 
         }
     };
     produce(0..1_000).await;
-    wait_topic(
-        &client,
-        "h",
-        "the sealed segments archived and deleted",
-        |t| {
-            t.partitions[0].log_start_offset > 500
-                && t.partitions[0].archive_start_offset == Some(0)
-        },
-    )
-    .await;
-    client
-        .alter_topic(
-            "h",
-            &sluice::server::api::AlterTopic {
-                config: BTreeMap::from([("retention_ms".into(), "none".into())]),
-                partitions: None,
-            },
-        )
-        .await
-        .unwrap();
+    archive_first_half(&client, "h").await;
     produce(1_000..2_000).await;
     let log_start = client.describe_topic("h").await.unwrap().partitions[0].log_start_offset;
     assert!(log_start > 0 && log_start < 1_000, "{log_start}");
@@ -612,5 +618,187 @@ async fn schema_aware_topics_get_typed_columns_and_keep_values_that_do_not_fit()
         String::from_utf8_lossy(&refused.stderr).contains("archive_schema"),
         "{}",
         String::from_utf8_lossy(&refused.stderr)
+    );
+}
+
+/// An S3-compatible server (moto, from PyPI, installed by ./scripts/test) on a free local
+/// port; stopped when dropped.
+struct S3Server {
+    child: std::process::Child,
+    endpoint: String,
+}
+
+impl S3Server {
+    fn start() -> S3Server {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new(python())
+            .args([
+                "-m",
+                "moto.server",
+                "-H",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let server = S3Server {
+            child,
+            endpoint: format!("http://127.0.0.1:{port}"),
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "moto did not start on {port}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        server
+    }
+
+    /// Runs tests/support/s3.py against this server; returns what it printed.
+    fn run(&self, args: &[&str]) -> serde_json::Value {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/support/s3.py");
+        let mut all = vec![script.into_os_string(), self.endpoint.clone().into()];
+        all.extend(args.iter().map(|a| a.into()));
+        run_python(&all.iter().map(|a| a.as_os_str()).collect::<Vec<_>>())
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_s3_store_holds_the_files_and_replay_reads_them_from_it() {
+    let s3 = S3Server::start();
+    s3.run(&["make-bucket", "archive"]);
+    let dir = tempfile::tempdir().unwrap();
+    let env = [
+        ("SLUICE_STORAGE__RETENTION_CHECK_INTERVAL_MS", "10"),
+        ("SLUICE_STORAGE__ARCHIVE_URL", "s3://archive/sluice"),
+        ("AWS_ENDPOINT", &s3.endpoint),
+        ("AWS_ALLOW_HTTP", "true"),
+        ("AWS_ACCESS_KEY_ID", "test"),
+        ("AWS_SECRET_ACCESS_KEY", "test"),
+        ("AWS_REGION", "us-east-1"),
+    ];
+    let server = Server::start_with_env(dir.path(), &env);
+    let client = admin(&server);
+    create(
+        &client,
+        "s",
+        1,
+        &[
+            ("segment_bytes", "4096"),
+            ("retention_ms", "1"),
+            ("archive", "true"),
+        ],
+    )
+    .await;
+    let values: Vec<String> = (0..1_000).map(|n| format!("r-{n}")).collect();
+    for chunk in values.chunks(50) {
+        let records: Vec<Record> = chunk
+            .iter()
+            .map(|v| Record {
+                timestamp: 1_700_000_000_000,
+                key: None,
+                value: Bytes::from(v.clone()),
+                headers: Vec::new(),
+            })
+            .collect();
+        client.produce("s", None, &records).await.unwrap();
+    }
+    archive_first_half(&client, "s").await;
+
+    // Every file is in the store, none left in the local directory; the store holds the
+    // manifest's files and a copy of the manifest.
+    let listing = client.archive_list("s").await.unwrap();
+    assert_eq!(listing.dir, "s3://archive/sluice/s");
+    let files = &listing.partitions[0].files;
+    assert!(
+        files.len() >= 2 && files.iter().all(|f| f.remote),
+        "{listing:#?}"
+    );
+    let mut expected_keys: Vec<String> = files
+        .iter()
+        .map(|f| format!("sluice/s/0/{}", f.file))
+        .chain(["sluice/s/0/manifest.json".to_string()])
+        .collect();
+    expected_keys.sort();
+    assert_eq!(
+        s3.run(&["list", "archive", "sluice/s/"]),
+        serde_json::json!(expected_keys)
+    );
+    let local = dir.path().join("archive/s/0");
+    let local_files: Vec<String> = std::fs::read_dir(&local)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(local_files, ["manifest.json"]);
+
+    // pyarrow and DuckDB read the uploaded files: the records the engine serves.
+    let downloaded = tempfile::tempdir().unwrap();
+    let copy = downloaded.path().display().to_string();
+    s3.run(&["download", "archive", "sluice/s/", &copy]);
+    let read = run_python(&[
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../tests/support/read_archive.py")
+            .as_os_str(),
+        copy.as_ref(),
+    ]);
+    let archived_rows = files.iter().map(|f| f.summary.rows).sum::<u64>();
+    let expected_rows: Vec<serde_json::Value> = read_from(&client, "s", 0, 0)
+        .await
+        .iter()
+        .take(archived_rows as usize)
+        .map(|(offset, record)| row(0, *offset, record))
+        .collect();
+    assert_eq!(read["pyarrow"], serde_json::json!(expected_rows));
+    assert_eq!(read["duckdb"], serde_json::json!(expected_rows));
+
+    // Replay from offset 0 reads the store, then the log; the archive verifies.
+    let printed = stdout(&cli(&server.url, &["consume", "s", "--offset", "0"], ""));
+    assert_eq!(printed.lines().collect::<Vec<_>>(), values);
+    let verified = stdout(&cli(&server.url, &["archive", "verify"], ""));
+    assert!(
+        verified.contains(&format!("{} archived files verified", files.len())),
+        "{verified}"
+    );
+
+    // A lost local archive directory: the manifest's copy in the store is found again.
+    assert!(server.terminate());
+    std::fs::remove_dir_all(dir.path().join("archive")).unwrap();
+    let server = Server::start_with_env(dir.path(), &env);
+    let client = admin(&server);
+    let printed = stdout(&cli(&server.url, &["consume", "s", "--from-archive"], ""));
+    assert_eq!(printed.lines().collect::<Vec<_>>(), values);
+
+    // An object missing from the store is named by verify and by replay.
+    let lost = &files[0].file;
+    s3.run(&["delete", "archive", &format!("sluice/s/0/{lost}")]);
+    let verify = cli(&server.url, &["archive", "verify", "--topic", "s"], "");
+    assert!(!verify.status.success());
+    let report = String::from_utf8_lossy(&verify.stdout);
+    assert!(
+        report.contains(lost) && report.contains("missing from the object store"),
+        "{report}"
+    );
+    let replay = cli(&server.url, &["consume", "s", "--offset", "0"], "");
+    assert!(!replay.status.success());
+    assert!(String::from_utf8_lossy(&replay.stderr).contains(lost));
+
+    // Deleting the topic deletes its objects.
+    client.delete_topic("s").await.unwrap();
+    assert_eq!(
+        s3.run(&["list", "archive", "sluice/s/"]),
+        serde_json::json!([])
     );
 }

@@ -73,6 +73,11 @@ pub struct StorageSettings {
     /// Where topics with `archive = true` keep their Parquet files: `<archive_dir>/<topic>/
     /// <partition>/`. Default: `<data_dir>/archive`.
     pub archive_dir: Option<std::path::PathBuf>,
+    /// An object store archived files move to once written and verified locally:
+    /// `s3://bucket/prefix` (credentials, region and endpoint from the AWS_* variables; an
+    /// S3-compatible server via AWS_ENDPOINT) or `file:///absolute/path`. None: files stay in
+    /// `archive_dir`.
+    pub archive_url: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -115,6 +120,7 @@ impl Default for StorageSettings {
             min_free_bytes: 256 * 1024 * 1024,
             retention_check_interval_ms: 30_000,
             archive_dir: None,
+            archive_url: None,
         }
     }
 }

@@ -18,6 +18,8 @@ pub const BEFORE_GROUP_COMMIT: &str = "before-group-commit";
 pub const ARCHIVE_FILE_WRITTEN: &str = "archive-file-written";
 /// After an archive file was renamed into place, before the manifest names it.
 pub const ARCHIVE_FILE_RENAMED: &str = "archive-file-renamed";
+/// After an archive file was uploaded to the object store, before the manifest says so.
+pub const ARCHIVE_FILE_UPLOADED: &str = "archive-file-uploaded";
 /// After the manifest names a segment's file, before retention deletes the segment.
 pub const ARCHIVE_BEFORE_DELETE: &str = "archive-before-delete";
 

@@ -12,11 +12,20 @@
 //!    holding it may be deleted.
 //!
 //! A range is never in two files: a range overlapping the manifest is refused.
+//!
+//! With an object store configured (`[storage] archive_url`), a fifth step follows: the file
+//! is uploaded and its stored size checked, the manifest marks it remote (and a copy of the
+//! manifest goes to the store), then the local copy is deleted. A crash before the manifest
+//! says remote uploads the file again (an upload replaces the object whole); a crash after it
+//! leaves a local copy that `open` deletes. Until a file is uploaded it stays local and
+//! readable, so a store that is down delays the upload, never the archive.
 
 pub mod parquet;
+pub mod remote;
 pub mod typed;
 
 use std::collections::HashMap;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -27,7 +36,8 @@ use crate::log::batch::{decode_all, encode_batch};
 use crate::log::{
     ColdTier, ColdTierOpener, Compression, LogError, Partition, Record, now_ms, write_atomically,
 };
-use parquet::{FileContents, FileWriter, Origin, ParquetFileError, Summary};
+use parquet::{FileContents, FileWriter, Origin, ParquetFileError, Source, Summary};
+pub use remote::RemoteStore;
 
 /// Version of the manifest layout.
 const MANIFEST_VERSION: u32 = 1;
@@ -66,6 +76,9 @@ pub struct ArchivedFile {
     pub file: String,
     pub bytes: u64,
     pub created_ms: i64,
+    /// In the object store (`[storage] archive_url`) rather than the local directory.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub remote: bool,
     #[serde(flatten)]
     pub summary: Summary,
 }
@@ -77,9 +90,25 @@ struct Manifest {
     files: Vec<ArchivedFile>,
 }
 
-/// The archive of one partition: a directory of Parquet files and their manifest.
+/// Where a partition's files go once archived, when an object store is configured.
+#[derive(Clone)]
+pub struct Remote {
+    store: Arc<RemoteStore>,
+    /// `<topic>/<partition>`: the partition's objects are `<prefix>/<file>`.
+    prefix: String,
+}
+
+impl Remote {
+    fn key(&self, file: &str) -> String {
+        format!("{}/{file}", self.prefix)
+    }
+}
+
+/// The archive of one partition: a directory of Parquet files and their manifest, and the
+/// object store files move to once archived, if there is one.
 pub struct Archive {
     dir: PathBuf,
+    remote: Option<Remote>,
     manifest: Manifest,
 }
 
@@ -90,37 +119,53 @@ fn file_name(first: u64, last: u64) -> String {
 impl Archive {
     /// Opens the archive in `dir` (empty if there is none yet), finishing what a crash
     /// interrupted: temporary files are removed; a complete file the manifest does not name
-    /// yet is verified and added.
-    pub fn open(dir: &Path) -> Result<Archive, ArchiveError> {
-        if !dir.exists() {
-            return Ok(Archive {
-                dir: dir.to_path_buf(),
-                manifest: Manifest {
+    /// yet is verified and added; the local copy of a file already uploaded is deleted. With
+    /// no local manifest, the copy in the object store (if any) is taken: the archive of a
+    /// lost data directory is found again.
+    pub fn open(dir: &Path, remote: Option<Remote>) -> Result<Archive, ArchiveError> {
+        let path = dir.join(MANIFEST);
+        let unreadable = |path: String, e: serde_json::Error| ArchiveError::Manifest {
+            path,
+            message: e.to_string(),
+        };
+        let mut manifest = match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map_err(|e| unreadable(path.display().to_string(), e))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let stored = match &remote {
+                    Some(remote) => remote
+                        .store
+                        .get(&remote.key(MANIFEST))?
+                        .map(|bytes| {
+                            serde_json::from_slice(&bytes).map_err(|e| {
+                                unreadable(remote.store.describe(&remote.key(MANIFEST)), e)
+                            })
+                        })
+                        .transpose()?,
+                    None => None,
+                };
+                stored.unwrap_or(Manifest {
                     version: MANIFEST_VERSION,
                     files: Vec::new(),
-                },
-            });
-        }
-        let path = dir.join(MANIFEST);
-        let mut manifest = match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| ArchiveError::Manifest {
-                path: path.display().to_string(),
-                message: e.to_string(),
-            })?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Manifest {
-                version: MANIFEST_VERSION,
-                files: Vec::new(),
-            },
+                })
+            }
             Err(e) => return Err(io(&path, e)),
         };
+        let entries = match std::fs::read_dir(dir) {
+            Ok(entries) => entries
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| io(dir, e))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(io(dir, e)),
+        };
         let mut changed = false;
-        for entry in std::fs::read_dir(dir).map_err(|e| io(dir, e))? {
-            let entry = entry.map_err(|e| io(dir, e))?;
+        for entry in entries {
             let name = entry.file_name().to_string_lossy().into_owned();
-            if name.ends_with(".parquet.tmp") {
+            let listed = manifest.files.iter().find(|f| f.file == name);
+            if name.ends_with(".parquet.tmp") || listed.is_some_and(|f| f.remote) {
                 std::fs::remove_file(entry.path()).map_err(|e| io(&entry.path(), e))?;
-            } else if name.ends_with(".parquet") && !manifest.files.iter().any(|f| f.file == name) {
-                let summary = FileContents::read(&entry.path())?.summary;
+            } else if name.ends_with(".parquet") && listed.is_none() {
+                let summary = FileContents::read(Source::File(entry.path()))?.summary;
                 if let Some(listed) = manifest.files.iter().find(|f| {
                     f.summary.first_offset <= summary.last_offset
                         && summary.first_offset <= f.summary.last_offset
@@ -139,6 +184,7 @@ impl Archive {
                     file: name,
                     bytes,
                     created_ms: now_ms(),
+                    remote: false,
                     summary,
                 });
                 changed = true;
@@ -147,6 +193,7 @@ impl Archive {
         manifest.files.sort_by_key(|f| f.summary.first_offset);
         let archive = Archive {
             dir: dir.to_path_buf(),
+            remote,
             manifest,
         };
         if changed {
@@ -155,10 +202,37 @@ impl Archive {
         Ok(archive)
     }
 
+    /// Writes the manifest (atomically), and its copy to the object store if there is one.
     fn save(&self) -> Result<(), ArchiveError> {
+        std::fs::create_dir_all(&self.dir).map_err(|e| io(&self.dir, e))?;
         let path = self.dir.join(MANIFEST);
         let json = serde_json::to_vec_pretty(&self.manifest).expect("a manifest serializes");
-        write_atomically(&path, &json).map_err(|e| io(&path, e))
+        write_atomically(&path, &json).map_err(|e| io(&path, e))?;
+        if let Some(remote) = &self.remote {
+            remote.store.put(&remote.key(MANIFEST), json)?;
+        }
+        Ok(())
+    }
+
+    /// Moves every local file to the object store (if one is configured): uploaded, size
+    /// checked, marked remote in the manifest, then deleted here.
+    pub fn offload(&mut self) -> Result<(), ArchiveError> {
+        let Some(remote) = self.remote.clone() else {
+            return Ok(());
+        };
+        for index in 0..self.manifest.files.len() {
+            let file = &self.manifest.files[index];
+            if file.remote {
+                continue;
+            }
+            let path = self.dir.join(&file.file);
+            remote.store.upload(&remote.key(&file.file), &path)?;
+            crate::crash_point::reached(crate::crash_point::ARCHIVE_FILE_UPLOADED);
+            self.manifest.files[index].remote = true;
+            self.save()?;
+            std::fs::remove_file(&path).map_err(|e| io(&path, e))?;
+        }
+        Ok(())
     }
 
     pub fn files(&self) -> &[ArchivedFile] {
@@ -200,50 +274,37 @@ impl Archive {
                 message: "nothing to archive".into(),
             });
         };
-        self.add_with(origin, *first, *last, |writer| writer.append(rows))
+        self.check_free(*first, *last)?;
+        let written = write_file(&self.dir, origin, *first, *last, |writer| {
+            writer.append(rows)
+        })?;
+        self.commit(written)
     }
 
-    /// Archives offsets `first..=last` as one file that `fill` writes: written, verified,
-    /// renamed into place, then recorded in the manifest.
-    pub fn add_with(
-        &mut self,
-        origin: &Origin<'_>,
-        first: u64,
-        last: u64,
-        fill: impl FnOnce(&mut FileWriter) -> Result<(), ParquetFileError>,
-    ) -> Result<ArchivedFile, ArchiveError> {
-        if let Some(existing) = self
+    /// Refuses a range overlapping one already archived.
+    fn check_free(&self, first: u64, last: u64) -> Result<(), ArchiveError> {
+        match self
             .manifest
             .files
             .iter()
             .find(|f| f.summary.first_offset <= last && first <= f.summary.last_offset)
         {
-            return Err(ArchiveError::Overlap {
+            Some(existing) => Err(ArchiveError::Overlap {
                 first,
                 last,
                 file: existing.file.clone(),
-            });
+            }),
+            None => Ok(()),
         }
-        std::fs::create_dir_all(&self.dir).map_err(|e| io(&self.dir, e))?;
-        let name = file_name(first, last);
-        let tmp = self.dir.join(format!("{name}.tmp"));
-        let mut writer = FileWriter::create(&tmp, origin)?;
-        fill(&mut writer)?;
-        let summary = writer.finish()?;
-        crate::crash_point::reached(crate::crash_point::ARCHIVE_FILE_WRITTEN);
-        if (summary.first_offset, summary.last_offset, summary.rows)
-            != (first, last, last - first + 1)
-        {
+    }
+
+    /// Steps 2 to 4 for a file [`write_file`] wrote: verified, renamed into place, recorded.
+    fn commit(&mut self, written: Written) -> Result<ArchivedFile, ArchiveError> {
+        let Written { name, tmp, summary } = written;
+        if let Err(error) = parquet::verify(Source::File(tmp.clone()), &summary) {
             let _ = std::fs::remove_file(&tmp);
-            return Err(ArchiveError::Io {
-                path: tmp.display().to_string(),
-                message: format!(
-                    "expected offsets {first}..={last}, got {} rows at {}..={}",
-                    summary.rows, summary.first_offset, summary.last_offset
-                ),
-            });
+            return Err(error.into());
         }
-        parquet::verify(&tmp, &summary)?;
         let path = self.dir.join(&name);
         std::fs::rename(&tmp, &path).map_err(|e| io(&path, e))?;
         std::fs::File::open(&self.dir)
@@ -255,6 +316,7 @@ impl Archive {
             file: name,
             bytes,
             created_ms: now_ms(),
+            remote: false,
             summary,
         };
         self.manifest.files.push(archived.clone());
@@ -266,17 +328,93 @@ impl Archive {
     /// Re-reads every file and compares it with the manifest; returns the problems found.
     #[cfg(test)]
     pub fn verify(&self) -> Vec<ArchiveError> {
-        verify_files(&self.dir, &self.manifest.files)
+        verify_files(&self.dir, self.remote.as_ref(), &self.manifest.files)
     }
 }
 
-/// Re-reads `files` in `dir` against their manifest entries; returns the problems found.
-fn verify_files(dir: &Path, files: &[ArchivedFile]) -> Vec<ArchiveError> {
+/// A file written and fsynced under its temporary name, not verified yet.
+struct Written {
+    name: String,
+    tmp: PathBuf,
+    summary: Summary,
+}
+
+/// Step 1: writes offsets `first..=last` (what `fill` appends) to `<name>.tmp` in `dir` and
+/// fsyncs it; checks that exactly that range was written.
+fn write_file(
+    dir: &Path,
+    origin: &Origin<'_>,
+    first: u64,
+    last: u64,
+    fill: impl FnOnce(&mut FileWriter) -> Result<(), ParquetFileError>,
+) -> Result<Written, ArchiveError> {
+    std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
+    let name = file_name(first, last);
+    let tmp = dir.join(format!("{name}.tmp"));
+    let mut writer = FileWriter::create(&tmp, origin)?;
+    let filled = fill(&mut writer);
+    let summary = match filled.and_then(|()| writer.finish()) {
+        Ok(summary) => summary,
+        Err(error) => {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(error.into());
+        }
+    };
+    crate::crash_point::reached(crate::crash_point::ARCHIVE_FILE_WRITTEN);
+    if (summary.first_offset, summary.last_offset, summary.rows) != (first, last, last - first + 1)
+    {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(ArchiveError::Io {
+            path: tmp.display().to_string(),
+            message: format!(
+                "expected offsets {first}..={last}, got {} rows at {}..={}",
+                summary.rows, summary.first_offset, summary.last_offset
+            ),
+        });
+    }
+    Ok(Written { name, tmp, summary })
+}
+
+/// Re-reads `files` (in `dir` or the object store) against their manifest entries; returns
+/// the problems found.
+fn verify_files(dir: &Path, remote: Option<&Remote>, files: &[ArchivedFile]) -> Vec<ArchiveError> {
     files
         .iter()
-        .filter_map(|f| parquet::verify(&dir.join(&f.file), &f.summary).err())
-        .map(ArchiveError::from)
+        .filter_map(|f| {
+            let checked = source_of(dir, remote, f)
+                .and_then(|source| Ok(parquet::verify(source, &f.summary)?));
+            checked.err()
+        })
         .collect()
+}
+
+/// Where an archived file's bytes are: the local file, or the bytes fetched from the
+/// object store.
+fn source_of(
+    dir: &Path,
+    remote: Option<&Remote>,
+    file: &ArchivedFile,
+) -> Result<Source, ArchiveError> {
+    if !file.remote {
+        return Ok(Source::File(dir.join(&file.file)));
+    }
+    let Some(remote) = remote else {
+        return Err(ArchiveError::Io {
+            path: file.file.clone(),
+            message: "the manifest says this file is in the object store, and no \
+                      [storage] archive_url is set: set it to the store the files went to"
+                .into(),
+        });
+    };
+    let key = remote.key(&file.file);
+    let name = remote.store.describe(&key);
+    match remote.store.get(&key)? {
+        Some(bytes) => Ok(Source::Fetched { name, bytes }),
+        None => Err(ArchiveError::Io {
+            path: name,
+            message: "missing from the object store, though the manifest lists it".into(),
+        }),
+    }
 }
 
 /// Records per batch when archived records are served to readers in the log's format.
@@ -295,6 +433,7 @@ pub struct PartitionArchive {
     topic: String,
     partition: u32,
     dir: PathBuf,
+    remote: Option<Remote>,
     /// Opened on first use: most partitions of most topics never archive.
     archive: Mutex<Option<Archive>>,
     /// The file replay read last, checked against the manifest: a sequential replay reads
@@ -310,7 +449,7 @@ impl PartitionArchive {
         let mut slot = self.archive.lock().expect("archive lock");
         let archive = match &mut *slot {
             Some(archive) => archive,
-            None => slot.insert(Archive::open(&self.dir)?),
+            None => slot.insert(Archive::open(&self.dir, self.remote.clone())?),
         };
         f(archive)
     }
@@ -323,7 +462,7 @@ impl PartitionArchive {
     /// stays free meanwhile: only the list of files is taken under its lock.
     pub fn verify(&self) -> Vec<ArchiveError> {
         match self.files() {
-            Ok(files) => verify_files(&self.dir, &files),
+            Ok(files) => verify_files(&self.dir, self.remote.as_ref(), &files),
             Err(error) => vec![error],
         }
     }
@@ -372,9 +511,10 @@ impl PartitionArchive {
         {
             return Ok(contents.clone());
         }
-        let path = self.dir.join(&file.file);
-        let contents = Arc::new(FileContents::read(&path)?);
-        contents.check(&path, &file.summary)?;
+        let source = source_of(&self.dir, self.remote.as_ref(), file)?;
+        let name = source.name();
+        let contents = Arc::new(FileContents::read(source)?);
+        contents.check(&name, &file.summary)?;
         *replaying = Some((file.file.clone(), contents.clone()));
         Ok(contents)
     }
@@ -389,45 +529,69 @@ impl ColdTier for PartitionArchive {
         })?)
     }
 
-    fn store(&self, partition: &Partition, from: u64, to: u64) -> Result<(), LogError> {
+    fn store(
+        &self,
+        partition: &Partition,
+        ranges: &[Range<u64>],
+        stored: &(dyn Fn(Range<u64>) + Sync),
+    ) -> Result<(), LogError> {
+        let Some(first) = ranges.first() else {
+            return Ok(());
+        };
         let origin = Origin {
             topic: &self.topic,
             partition: self.partition,
-            value_schema: self.value_schema(partition, from, to)?,
+            value_schema: self.value_schema(partition, first.start, first.end)?,
         };
         self.with_archive(|archive| {
-            let from = from.max(archive.end());
-            if from >= to {
-                return Ok(());
+            // Files a failed upload left local go first, in offset order.
+            archive.offload()?;
+            let end = archive.end();
+            let todo: Vec<Range<u64>> = ranges
+                .iter()
+                .map(|r| r.start.max(end)..r.end)
+                .filter(|r| !r.is_empty())
+                .collect();
+            for range in &todo {
+                archive.check_free(range.start, range.end - 1)?;
             }
-            archive.add_with(&origin, from, to - 1, |writer| {
-                // The log is read and decoded on a second thread while this one encodes and
-                // compresses: archival takes about the time of the slower of the two.
-                std::thread::scope(|scope| {
-                    let (chunks, received) = std::sync::mpsc::sync_channel(2);
-                    scope.spawn(move || {
-                        let mut offset = from;
-                        while offset < to {
-                            let rows = read_rows(partition, offset, to);
-                            let next = rows
-                                .as_ref()
-                                .ok()
-                                .and_then(|r| r.last())
-                                .map(|(o, _)| o + 1);
-                            let failed = rows.is_err();
-                            if chunks.send(rows).is_err() || failed {
-                                return;
-                            }
-                            offset = next.unwrap_or(to);
-                        }
-                    });
-                    for rows in received {
-                        writer.append(&rows?)?;
+            let dir = archive.dir.clone();
+            // Files are pipelined: while this thread encodes one (and a second reads the log
+            // for it), a third verifies, renames, records and uploads the one before.
+            std::thread::scope(|scope| {
+                let (written, to_commit) =
+                    std::sync::mpsc::sync_channel::<(Range<u64>, Written)>(1);
+                let committer = scope.spawn(move || {
+                    for (range, file) in to_commit {
+                        archive.commit(file)?;
+                        archive.offload()?;
+                        stored(range);
                     }
-                    Ok(())
-                })
-            })?;
-            Ok(())
+                    Ok::<(), ArchiveError>(())
+                });
+                let mut writing = Ok(());
+                for range in todo {
+                    let (from, to) = (range.start, range.end);
+                    match write_file(&dir, &origin, from, to - 1, |writer| {
+                        fill_from_log(writer, partition, from, to)
+                    }) {
+                        Ok(file) => {
+                            if let Err(refused) = written.send((range, file)) {
+                                // The committer stopped on an error, returned below.
+                                let _ = std::fs::remove_file(&(refused.0).1.tmp);
+                                break;
+                            }
+                        }
+                        Err(error) => {
+                            writing = Err(error);
+                            break;
+                        }
+                    }
+                }
+                drop(written);
+                let committed = committer.join().expect("archive committer thread");
+                committed.and(writing)
+            })
         })?;
         Ok(())
     }
@@ -457,11 +621,47 @@ impl ColdTier for PartitionArchive {
         let mut slot = self.archive.lock().expect("archive lock");
         *slot = None;
         *self.replaying.lock().expect("replay lock") = None;
+        if let Some(remote) = &self.remote {
+            remote.store.delete_all(&remote.prefix)?;
+        }
         match std::fs::remove_dir_all(&self.dir) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(LogError::io(&self.dir, e)),
             _ => Ok(()),
         }
     }
+}
+
+/// Appends records `from..to` of the log to `writer`. The log is read and decoded on a second
+/// thread while this one encodes and compresses: a file takes about the time of the slower.
+fn fill_from_log(
+    writer: &mut FileWriter,
+    partition: &Partition,
+    from: u64,
+    to: u64,
+) -> Result<(), ParquetFileError> {
+    std::thread::scope(|scope| {
+        let (chunks, received) = std::sync::mpsc::sync_channel(2);
+        scope.spawn(move || {
+            let mut offset = from;
+            while offset < to {
+                let rows = read_rows(partition, offset, to);
+                let next = rows
+                    .as_ref()
+                    .ok()
+                    .and_then(|r| r.last())
+                    .map(|(o, _)| o + 1);
+                let failed = rows.is_err();
+                if chunks.send(rows).is_err() || failed {
+                    return;
+                }
+                offset = next.unwrap_or(to);
+            }
+        });
+        for rows in received {
+            writer.append(&rows?)?;
+        }
+        Ok(())
+    })
 }
 
 /// Records `offset..` of the log, about [`ARCHIVE_READ_BYTES`] of them, none at `to` or after.
@@ -493,19 +693,26 @@ fn writer_error(error: &dyn std::fmt::Display) -> ParquetFileError {
 /// Every partition's archive, under one root: `<root>/<topic>/<partition>/`.
 pub struct Archives {
     root: PathBuf,
+    remote: Option<Arc<RemoteStore>>,
     partitions: Mutex<HashMap<(String, u32), Arc<PartitionArchive>>>,
 }
 
 impl Archives {
-    pub fn new(root: PathBuf) -> Arc<Archives> {
+    /// Archives under `root`, moving files to `remote` once archived if given.
+    pub fn new(root: PathBuf, remote: Option<RemoteStore>) -> Arc<Archives> {
         Arc::new(Archives {
             root,
+            remote: remote.map(Arc::new),
             partitions: Mutex::new(HashMap::new()),
         })
     }
 
-    pub fn root(&self) -> &Path {
-        &self.root
+    /// Where a topic's files are, for people: the object store's URL or the local directory.
+    pub fn location(&self, topic: &str) -> String {
+        match &self.remote {
+            Some(remote) => remote.describe(topic),
+            None => self.root.join(topic).display().to_string(),
+        }
     }
 
     /// The opener the log calls as each partition opens.
@@ -526,6 +733,10 @@ impl Archives {
                     topic: topic.to_string(),
                     partition,
                     dir: self.root.join(topic).join(partition.to_string()),
+                    remote: self.remote.as_ref().map(|store| Remote {
+                        store: store.clone(),
+                        prefix: format!("{topic}/{partition}"),
+                    }),
                     archive: Mutex::new(None),
                     replaying: Mutex::new(None),
                 })
@@ -562,7 +773,7 @@ mod tests {
     #[test]
     fn ranges_are_archived_once_and_survive_reopening() {
         let dir = tempfile::tempdir().unwrap();
-        let mut archive = Archive::open(dir.path()).unwrap();
+        let mut archive = Archive::open(dir.path(), None).unwrap();
         archive.add(&ORIGIN, &rows(0..100)).unwrap();
         archive.add(&ORIGIN, &rows(100..250)).unwrap();
         let overlap = archive.add(&ORIGIN, &rows(200..300)).unwrap_err();
@@ -570,7 +781,7 @@ mod tests {
             matches!(overlap, ArchiveError::Overlap { first: 200, .. }),
             "{overlap}"
         );
-        let reopened = Archive::open(dir.path()).unwrap();
+        let reopened = Archive::open(dir.path(), None).unwrap();
         assert_eq!(reopened.files(), archive.files());
         assert!(reopened.verify().is_empty());
     }
@@ -578,14 +789,14 @@ mod tests {
     #[test]
     fn after_a_crash_temporary_files_go_and_renamed_files_join_the_manifest() {
         let dir = tempfile::tempdir().unwrap();
-        let mut archive = Archive::open(dir.path()).unwrap();
+        let mut archive = Archive::open(dir.path(), None).unwrap();
         archive.add(&ORIGIN, &rows(0..10)).unwrap();
         // A crash after the rename, before the manifest: the file is complete and verified.
         let renamed = dir.path().join(file_name(10, 19));
         parquet::write(&renamed, &ORIGIN, &rows(10..20)).unwrap();
         // A crash while writing: a temporary file.
         std::fs::write(dir.path().join("x.parquet.tmp"), b"half").unwrap();
-        let reopened = Archive::open(dir.path()).unwrap();
+        let reopened = Archive::open(dir.path(), None).unwrap();
         let ranges: Vec<(u64, u64)> = reopened
             .files()
             .iter()
@@ -598,7 +809,7 @@ mod tests {
     #[test]
     fn verify_names_a_damaged_file() {
         let dir = tempfile::tempdir().unwrap();
-        let mut archive = Archive::open(dir.path()).unwrap();
+        let mut archive = Archive::open(dir.path(), None).unwrap();
         let file = archive.add(&ORIGIN, &rows(0..500)).unwrap();
         let path = archive.path_of(&file);
         let mut bytes = std::fs::read(&path).unwrap();
@@ -610,6 +821,44 @@ mod tests {
             problems[0].to_string().contains(&file.file),
             "{}",
             problems[0]
+        );
+    }
+
+    #[test]
+    fn with_an_object_store_files_move_there_once_verified_and_recovery_finds_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = tempfile::tempdir().unwrap();
+        let url = format!("file://{}", store.path().display());
+        let remote = Remote {
+            store: Arc::new(RemoteStore::open(&url).unwrap()),
+            prefix: "t/0".into(),
+        };
+        let local = dir.path().join("t/0");
+        let stored = store.path().join("t/0");
+        let mut archive = Archive::open(&local, Some(remote.clone())).unwrap();
+        let file = archive.add(&ORIGIN, &rows(0..100)).unwrap();
+        assert!(local.join(&file.file).exists());
+        archive.offload().unwrap();
+        assert!(archive.files()[0].remote);
+        assert!(!local.join(&file.file).exists());
+        assert!(stored.join(&file.file).exists() && stored.join(MANIFEST).exists());
+        assert!(archive.verify().is_empty());
+
+        // A crash after the manifest said remote, before the local copy was deleted; and the
+        // local manifest lost: open takes the store's copy and deletes the leftover.
+        std::fs::copy(stored.join(&file.file), local.join(&file.file)).unwrap();
+        std::fs::remove_file(local.join(MANIFEST)).unwrap();
+        let reopened = Archive::open(&local, Some(remote.clone())).unwrap();
+        assert_eq!(reopened.files(), archive.files());
+        assert!(!local.join(&file.file).exists());
+
+        std::fs::remove_file(stored.join(&file.file)).unwrap();
+        let problems = reopened.verify();
+        assert_eq!(problems.len(), 1);
+        let problem = problems[0].to_string();
+        assert!(
+            problem.contains(&file.file) && problem.contains("missing"),
+            "{problem}"
         );
     }
 }

@@ -10,7 +10,7 @@
 use std::borrow::Cow;
 use std::collections::BTreeSet;
 use std::fs::File;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arrow_array::builder::{
@@ -27,6 +27,7 @@ use parquet::arrow::{ArrowWriter, ProjectionMask};
 use parquet::basic::{Compression, Encoding, ZstdLevel};
 use parquet::file::metadata::KeyValue;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::file::reader::ChunkReader;
 use parquet::schema::types::ColumnPath;
 
 use crate::log::{Header, Record};
@@ -383,24 +384,57 @@ pub struct FileContents {
     pub summary: Summary,
 }
 
+/// Where an archive file's bytes are read from.
+pub enum Source {
+    File(PathBuf),
+    /// Fetched whole (from the object store); `name` says from where, for messages.
+    Fetched {
+        name: String,
+        bytes: Bytes,
+    },
+}
+
+impl Source {
+    pub fn name(&self) -> String {
+        match self {
+            Source::File(path) => path.display().to_string(),
+            Source::Fetched { name, .. } => name.clone(),
+        }
+    }
+}
+
 impl FileContents {
     /// Reads and checks a whole file.
-    pub fn read(path: &Path) -> Result<FileContents, ParquetFileError> {
-        FileContents::read_columns(path, false)
+    pub fn read(source: Source) -> Result<FileContents, ParquetFileError> {
+        FileContents::read_columns(source, false)
     }
 
     /// Reads a file, all columns or only those verification needs (`offset` and `value`),
     /// and checks that its offsets are consecutive.
-    fn read_columns(path: &Path, only_checked: bool) -> Result<FileContents, ParquetFileError> {
+    fn read_columns(source: Source, only_checked: bool) -> Result<FileContents, ParquetFileError> {
+        let name = source.name();
+        match source {
+            Source::File(path) => {
+                let file = File::open(&path).map_err(|e| ParquetFileError::Io {
+                    path: name.clone(),
+                    message: e.to_string(),
+                })?;
+                FileContents::read_from(&name, file, only_checked)
+            }
+            Source::Fetched { bytes, .. } => FileContents::read_from(&name, bytes, only_checked),
+        }
+    }
+
+    fn read_from(
+        name: &str,
+        reader: impl ChunkReader + 'static,
+        only_checked: bool,
+    ) -> Result<FileContents, ParquetFileError> {
         let unreadable = |message: String| ParquetFileError::Unreadable {
-            path: path.display().to_string(),
+            path: name.to_string(),
             message,
         };
-        let file = File::open(path).map_err(|e| ParquetFileError::Io {
-            path: path.display().to_string(),
-            message: e.to_string(),
-        })?;
-        let mut builder = ParquetRecordBatchReaderBuilder::try_new(file)
+        let mut builder = ParquetRecordBatchReaderBuilder::try_new(reader)
             .map_err(|e| unreadable(e.to_string()))?;
         // Only the fixed columns (a schema-aware topic's typed ones are derived from `value`).
         const FIXED: [usize; 6] = [0, 1, 2, 3, 4, 5];
@@ -495,14 +529,14 @@ impl FileContents {
 
     /// Checks the contents against what was written (or what the manifest says): row count,
     /// offset range and the checksum of offsets and values.
-    pub fn check(&self, path: &Path, expected: &Summary) -> Result<(), ParquetFileError> {
+    pub fn check(&self, name: &str, expected: &Summary) -> Result<(), ParquetFileError> {
         let found = &self.summary;
         let checked = |s: &Summary| (s.rows, s.first_offset, s.last_offset, s.checksum);
         if checked(found) == checked(expected) {
             return Ok(());
         }
         Err(ParquetFileError::Mismatch {
-            path: path.display().to_string(),
+            path: name.to_string(),
             message: format!(
                 "holds {} rows, offsets {}..={}, checksum {:08x}; expected {} rows, offsets {}..={}, checksum {:08x}",
                 found.rows,
@@ -521,14 +555,15 @@ impl FileContents {
 /// Reads a file back: its rows in order, checked to be one partition's contiguous range.
 #[cfg(test)]
 pub fn read(path: &Path) -> Result<(Vec<(u64, Record)>, Summary), ParquetFileError> {
-    let contents = FileContents::read(path)?;
+    let contents = FileContents::read(Source::File(path.to_path_buf()))?;
     let rows = contents.rows_from(contents.summary.first_offset, usize::MAX);
     Ok((rows, contents.summary))
 }
 
 /// Re-reads a file and checks it against what was written (or what the manifest says).
-pub fn verify(path: &Path, expected: &Summary) -> Result<(), ParquetFileError> {
-    FileContents::read_columns(path, true)?.check(path, expected)
+pub fn verify(source: Source, expected: &Summary) -> Result<(), ParquetFileError> {
+    let name = source.name();
+    FileContents::read_columns(source, true)?.check(&name, expected)
 }
 
 #[cfg(test)]
@@ -572,12 +607,14 @@ mod tests {
         let (back, found) = read(&path).unwrap();
         assert_eq!(back, rows);
         assert_eq!(found, summary);
-        verify(&path, &summary).unwrap();
+        verify(Source::File(path.clone()), &summary).unwrap();
         let wrong = Summary {
             checksum: summary.checksum ^ 1,
             ..summary
         };
-        let error = verify(&path, &wrong).unwrap_err().to_string();
+        let error = verify(Source::File(path.clone()), &wrong)
+            .unwrap_err()
+            .to_string();
         assert!(
             error.contains("a.parquet") && error.contains("checksum"),
             "{error}"
@@ -596,7 +633,9 @@ mod tests {
         let summary = write(&path, &origin, &records(1_000)).unwrap();
         let bytes = std::fs::read(&path).unwrap();
         std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
-        let error = verify(&path, &summary).unwrap_err().to_string();
+        let error = verify(Source::File(path.clone()), &summary)
+            .unwrap_err()
+            .to_string();
         assert!(
             error.contains("cut.parquet") && error.contains("not a readable"),
             "{error}"

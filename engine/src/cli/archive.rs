@@ -55,8 +55,8 @@ pub async fn run(client: &Client, command: ArchiveCommand) -> anyhow::Result<()>
             let listing = client.archive_list(&topic).await?;
             println!("archive of {} in {}", listing.topic, listing.dir);
             println!(
-                "{:>9} {:>14} {:>14} {:>12} {:>14}  {:<24} FILE",
-                "PARTITION", "FIRST", "LAST", "ROWS", "BYTES", "RECORD TIMES (UTC)"
+                "{:>9} {:>14} {:>14} {:>12} {:>14}  {:<24} {:<6} FILE",
+                "PARTITION", "FIRST", "LAST", "ROWS", "BYTES", "RECORD TIMES (UTC)", "STORE"
             );
             for partition in &listing.partitions {
                 for f in &partition.files {
@@ -66,13 +66,14 @@ pub async fn run(client: &Client, command: ArchiveCommand) -> anyhow::Result<()>
                         time(f.summary.max_timestamp)
                     );
                     println!(
-                        "{:>9} {:>14} {:>14} {:>12} {:>14}  {:<24} {}",
+                        "{:>9} {:>14} {:>14} {:>12} {:>14}  {:<24} {:<6} {}",
                         partition.partition,
                         f.summary.first_offset,
                         f.summary.last_offset,
                         f.summary.rows,
                         f.bytes,
                         times,
+                        if f.remote { "remote" } else { "local" },
                         f.file
                     );
                 }

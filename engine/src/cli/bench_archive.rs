@@ -115,7 +115,7 @@ pub fn run(dir: &Path, records_of_100_bytes: u64, sizes: &[usize]) -> anyhow::Re
         let temp = tempfile::Builder::new()
             .prefix("sluice-bench-archive-")
             .tempdir_in(dir)?;
-        let archives = Archives::new(temp.path().join("archive"));
+        let archives = Archives::new(temp.path().join("archive"), None);
         let options = LogOptions {
             topic_defaults: TopicConfig::default(),
             max_disk_bytes: None,
@@ -152,9 +152,7 @@ pub fn run(dir: &Path, records_of_100_bytes: u64, sizes: &[usize]) -> anyhow::Re
         let bytes_in: u64 = segments.iter().map(|s| s.bytes).sum();
         let rows: u64 = segments.iter().map(|s| s.next_offset - s.base_offset).sum();
         let started = Instant::now();
-        for segment in &segments {
-            partition.archive(*segment)?;
-        }
+        partition.archive(&segments, &|_| {})?;
         let ours = Measured {
             seconds: started.elapsed().as_secs_f64(),
             bytes: archives

@@ -5,6 +5,7 @@
 //! Keeping the log unaware of Parquet keeps its recovery and its tests independent of it, and
 //! lets another store (an object store) stand behind the same calls.
 
+use std::ops::Range;
 use std::sync::Arc;
 
 use super::{LogError, Partition};
@@ -14,9 +15,16 @@ pub trait ColdTier: Send + Sync {
     /// Offsets between two archived ranges may be missing (archival was off meanwhile).
     fn range(&self) -> Result<Option<(u64, u64)>, LogError>;
 
-    /// Stores records `from..to` of `partition` (read from it), durably, before the caller may
-    /// delete them from the log. Offsets already held are not stored again.
-    fn store(&self, partition: &Partition, from: u64, to: u64) -> Result<(), LogError>;
+    /// Stores the records of `partition` in `ranges` (read from it; in offset order, each the
+    /// records of one sealed segment), each durably, before the caller may delete them from
+    /// the log; calls `stored` with each range once it is. Offsets already held are not
+    /// stored again. On an error, the ranges reported before it are stored.
+    fn store(
+        &self,
+        partition: &Partition,
+        ranges: &[Range<u64>],
+        stored: &(dyn Fn(Range<u64>) + Sync),
+    ) -> Result<(), LogError>;
 
     /// Encoded batches (the log's storage format) holding `offset` and about `max_bytes` after
     /// it, with the offset to read next; None when `offset` is not held.

@@ -510,8 +510,13 @@ impl Partition {
             .collect()
     }
 
-    /// Writes a sealed segment's records to the archive, durably.
-    pub fn archive(&self, segment: SegmentRange) -> Result<(), LogError> {
+    /// Writes sealed segments' records to the archive, durably (oldest first, one file each);
+    /// calls `archived` with each segment once its file is.
+    pub fn archive(
+        &self,
+        segments: &[SegmentRange],
+        archived: &(dyn Fn(&SegmentRange) + Sync),
+    ) -> Result<(), LogError> {
         let cold = self.cold.as_ref().ok_or_else(|| {
             LogError::Archive(format!(
                 "{}/{}: this engine has no archive configured",
@@ -520,14 +525,21 @@ impl Partition {
         })?;
         let _span =
             tracing::info_span!("archive", topic = %self.topic, partition = self.id).entered();
-        cold.store(self, segment.base_offset, segment.next_offset)?;
-        tracing::info!(
-            from = segment.base_offset,
-            to = segment.next_offset,
-            bytes = segment.bytes,
-            "archived segment"
-        );
-        Ok(())
+        let ranges: Vec<_> = segments
+            .iter()
+            .map(|s| s.base_offset..s.next_offset)
+            .collect();
+        cold.store(self, &ranges, &|range| {
+            if let Some(segment) = segments.iter().find(|s| s.base_offset == range.start) {
+                tracing::info!(
+                    from = segment.base_offset,
+                    to = segment.next_offset,
+                    bytes = segment.bytes,
+                    "archived segment"
+                );
+                archived(segment);
+            }
+        })
     }
 
     /// Deletes sealed segments past the topic's retention, oldest first, archiving them first
@@ -542,9 +554,7 @@ impl Partition {
                 return Ok(0);
             }
             let due = self.segments_to_archive(now_ms, false);
-            for segment in &due {
-                self.archive(*segment)?;
-            }
+            self.archive(&due, &|_| {})?;
             if !due.is_empty() {
                 crate::crash_point::reached(crate::crash_point::ARCHIVE_BEFORE_DELETE);
             }

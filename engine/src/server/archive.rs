@@ -83,38 +83,33 @@ pub async fn run(
     let plan: Vec<_> = topic
         .partitions()
         .into_iter()
-        .flat_map(|p| {
-            p.segments_to_archive(now, request.everything)
-                .into_iter()
-                .map(move |segment| (p.clone(), segment))
+        .map(|p| {
+            let segments = p.segments_to_archive(now, request.everything);
+            (p, segments)
         })
         .collect();
     let (sender, receiver) = mpsc::unbounded_channel();
-    let _ = sender.send(ArchiveProgress::Plan {
-        segments: plan.len(),
-        bytes: plan.iter().map(|(_, s)| s.bytes).sum(),
-    });
+    let segments = plan.iter().map(|(_, s)| s.len()).sum();
+    let bytes = plan.iter().flat_map(|(_, s)| s).map(|s| s.bytes).sum();
+    let _ = sender.send(ArchiveProgress::Plan { segments, bytes });
     spawn_low_priority("sluice-archive-run", move || {
-        let mut bytes = 0;
-        for (partition, segment) in &plan {
-            if let Err(error) = partition.archive(*segment) {
+        for (partition, due) in &plan {
+            let archived = partition.archive(due, &|segment| {
+                let _ = sender.send(ArchiveProgress::Segment {
+                    partition: partition.id,
+                    from: segment.base_offset,
+                    to: segment.next_offset,
+                    bytes: segment.bytes,
+                });
+            });
+            if let Err(error) = archived {
                 let _ = sender.send(ArchiveProgress::Failed {
                     message: error.to_string(),
                 });
                 return;
             }
-            bytes += segment.bytes;
-            let _ = sender.send(ArchiveProgress::Segment {
-                partition: partition.id,
-                from: segment.base_offset,
-                to: segment.next_offset,
-                bytes: segment.bytes,
-            });
         }
-        let _ = sender.send(ArchiveProgress::Done {
-            segments: plan.len(),
-            bytes,
-        });
+        let _ = sender.send(ArchiveProgress::Done { segments, bytes });
     });
     let mut response = Response::new(Body::from_stream(ProgressStream(receiver)));
     response.headers_mut().insert(
@@ -143,7 +138,7 @@ pub async fn list(
             });
         }
         Ok::<_, LogError>(ArchiveListing {
-            dir: archives.root().join(&*handle.name).display().to_string(),
+            dir: archives.location(&handle.name),
             topic: handle.name.to_string(),
             partitions,
         })

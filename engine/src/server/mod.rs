@@ -41,6 +41,8 @@ pub enum StartError {
     Groups(#[from] GroupError),
     #[error(transparent)]
     Plugins(#[from] DeployError),
+    #[error("archive object store: {0}")]
+    Archive(#[from] crate::archive::ArchiveError),
     #[error(
         "cannot listen on {addr}: {source}; is another server running there? Choose another address with --listen"
     )]
@@ -88,12 +90,17 @@ impl Running {
 pub async fn start(config: Config) -> Result<Running, StartError> {
     std::fs::create_dir_all(&config.data_dir).map_err(|e| LogError::io(&config.data_dir, e))?;
     let dir = config.data_dir.clone();
+    let remote = match &config.storage.archive_url {
+        Some(url) => Some(crate::archive::RemoteStore::open(url)?),
+        None => None,
+    };
     let archives = Archives::new(
         config
             .storage
             .archive_dir
             .clone()
             .unwrap_or_else(|| config.data_dir.join("archive")),
+        remote,
     );
     let options = LogOptions {
         topic_defaults: config.topic_defaults.clone(),

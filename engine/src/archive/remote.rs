@@ -1,0 +1,219 @@
+//! The object store archived files move to when `[storage] archive_url` is set: S3 or any
+//! S3-compatible server (`s3://bucket/prefix`), or the local backend of the same crate
+//! (`file:///path`), through the `object_store` crate.
+//!
+//! Files are still written, fsynced and verified in the local archive directory first; only a
+//! verified file is uploaded, its size checked against the store's, and only then does the
+//! manifest say it is remote and the local copy go (see `Archive::offload`).
+//!
+//! The archive runs on plain threads (retention, `archive run`, replay reads inside the
+//! server's handlers), while `object_store` is async: each call runs on this store's own
+//! small runtime and the calling thread waits for it. Waiting on a channel rather than with
+//! `block_on` works from any thread, including one the server's runtime owns.
+
+use std::future::Future;
+use std::path::Path as FsPath;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::TryStreamExt;
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt};
+
+use super::ArchiveError;
+
+/// Bytes of a file read and uploaded at a time (S3 multipart parts beyond the first).
+const UPLOAD_CHUNK_BYTES: usize = 8 << 20;
+
+pub struct RemoteStore {
+    url: String,
+    store: Arc<dyn ObjectStore>,
+    prefix: Path,
+    /// Taken on drop: a runtime must not be dropped (blocking) inside another one.
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl Drop for RemoteStore {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+impl std::fmt::Debug for RemoteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.url)
+    }
+}
+
+impl RemoteStore {
+    /// Connects to the store at `url`. For `s3://` the credentials, region and endpoint come
+    /// from the usual variables (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION,
+    /// AWS_ENDPOINT for an S3-compatible server, AWS_ALLOW_HTTP=true for one without TLS).
+    pub fn open(url: &str) -> Result<RemoteStore, ArchiveError> {
+        let invalid = |message: String| ArchiveError::Io {
+            path: url.to_string(),
+            message: format!(
+                "{message}; set [storage] archive_url to s3://bucket/prefix or file:///absolute/path"
+            ),
+        };
+        let parsed = url::Url::parse(url).map_err(|e| invalid(e.to_string()))?;
+        let (store, prefix): (Arc<dyn ObjectStore>, Path) = match parsed.scheme() {
+            "s3" | "s3a" => {
+                let store = object_store::aws::AmazonS3Builder::from_env()
+                    .with_url(url)
+                    .build()
+                    .map_err(|e| invalid(e.to_string()))?;
+                let prefix = Path::parse(parsed.path()).map_err(|e| invalid(e.to_string()))?;
+                (Arc::new(store), prefix)
+            }
+            "file" => {
+                let (store, prefix) =
+                    object_store::parse_url(&parsed).map_err(|e| invalid(e.to_string()))?;
+                (Arc::from(store), prefix)
+            }
+            other => return Err(invalid(format!("unsupported scheme `{other}`"))),
+        };
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("sluice-archive-store")
+            .enable_all()
+            .build()
+            .map_err(|e| invalid(e.to_string()))?;
+        Ok(RemoteStore {
+            url: url.trim_end_matches('/').to_string(),
+            store,
+            prefix,
+            runtime: Some(runtime),
+        })
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Where `key` (`<topic>/<partition>/<file>`) lives, for messages.
+    pub fn describe(&self, key: &str) -> String {
+        format!("{}/{key}", self.url)
+    }
+
+    fn location(&self, key: &str) -> Path {
+        self.prefix.parts().chain(Path::from(key).parts()).collect()
+    }
+
+    /// Runs `work` on the store's runtime and waits for it.
+    fn run<T: Send + 'static>(
+        &self,
+        key: &str,
+        work: impl Future<Output = object_store::Result<T>> + Send + 'static,
+    ) -> Result<T, ArchiveError> {
+        let (done, result) = std::sync::mpsc::sync_channel(1);
+        self.runtime
+            .as_ref()
+            .expect("runtime present until drop")
+            .spawn(async move {
+                let _ = done.send(work.await);
+            });
+        let failed = |message: String| ArchiveError::Io {
+            path: self.describe(key),
+            message,
+        };
+        result
+            .recv()
+            .map_err(|_| failed("the object store runtime stopped".into()))?
+            .map_err(|e| failed(e.to_string()))
+    }
+
+    /// Uploads the file at `path` as `key` (in parts, so a file of any size streams) and
+    /// checks the stored size; returns it.
+    pub fn upload(&self, key: &str, path: &FsPath) -> Result<u64, ArchiveError> {
+        let size = std::fs::metadata(path)
+            .map_err(|e| super::io(path, e))?
+            .len();
+        let store = self.store.clone();
+        let location = self.location(key);
+        let path = path.to_path_buf();
+        let stored = self.run(key, async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let local = |e: std::io::Error| object_store::Error::Generic {
+                store: "local file",
+                source: format!("{}: {e}", path.display()).into(),
+            };
+            let mut file = tokio::fs::File::open(&path).await.map_err(local)?;
+            let mut writer = object_store::buffered::BufWriter::with_capacity(
+                store.clone(),
+                location.clone(),
+                UPLOAD_CHUNK_BYTES,
+            );
+            loop {
+                let mut chunk = bytes::BytesMut::with_capacity(UPLOAD_CHUNK_BYTES);
+                while chunk.len() < UPLOAD_CHUNK_BYTES {
+                    if file.read_buf(&mut chunk).await.map_err(local)? == 0 {
+                        break;
+                    }
+                }
+                if chunk.is_empty() {
+                    break;
+                }
+                writer.put(chunk.freeze()).await?;
+            }
+            writer
+                .shutdown()
+                .await
+                .map_err(|e| object_store::Error::Generic {
+                    store: "archive",
+                    source: Box::new(e),
+                })?;
+            store.head(&location).await
+        })?;
+        if stored.size != size {
+            return Err(ArchiveError::Io {
+                path: self.describe(key),
+                message: format!(
+                    "the store holds {} bytes after uploading {size}",
+                    stored.size
+                ),
+            });
+        }
+        Ok(size)
+    }
+
+    /// Uploads `bytes` as `key` (one request).
+    pub fn put(&self, key: &str, bytes: Vec<u8>) -> Result<(), ArchiveError> {
+        let store = self.store.clone();
+        let location = self.location(key);
+        self.run(key, async move {
+            store.put(&location, bytes.into()).await.map(|_| ())
+        })
+    }
+
+    /// The object `key`; None if there is none.
+    pub fn get(&self, key: &str) -> Result<Option<Bytes>, ArchiveError> {
+        let store = self.store.clone();
+        let location = self.location(key);
+        self.run(key, async move {
+            match store.get(&location).await {
+                Ok(object) => object.bytes().await.map(Some),
+                Err(object_store::Error::NotFound { .. }) => Ok(None),
+                Err(e) => Err(e),
+            }
+        })
+    }
+
+    /// Deletes every object under `key_prefix` (`<topic>/<partition>`).
+    pub fn delete_all(&self, key_prefix: &str) -> Result<(), ArchiveError> {
+        let store = self.store.clone();
+        let location = self.location(key_prefix);
+        self.run(key_prefix, async move {
+            let objects: Vec<_> = store.list(Some(&location)).try_collect().await?;
+            for object in objects {
+                match store.delete(&object.location).await {
+                    Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            Ok(())
+        })
+    }
+}
