@@ -136,7 +136,7 @@ impl Default for GroupSettings {
 
 /// `SLUICE_*` variables that are not engine configuration: the command-line client's, the
 /// log filter, profiling and crash-point switches, and the sizes of the crash tests.
-const OTHER_VARIABLES: [&str; 10] = [
+const OTHER_VARIABLES: [&str; 11] = [
     "url",
     "log",
     "config",
@@ -147,6 +147,7 @@ const OTHER_VARIABLES: [&str; 10] = [
     "eo_records",
     "archive_kills",
     "python",
+    "examples",
 ];
 
 impl Config {

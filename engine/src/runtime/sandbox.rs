@@ -489,7 +489,9 @@ impl Sandbox {
             limits: StoreLimitsBuilder::new()
                 .memory_size(limits.memory_bytes)
                 .trap_on_grow_failure(true)
-                .instances(16)
+                // Core instances are cheap; a Python component built by componentize-py
+                // with stubbed WASI has 38 (one per stubbed interface).
+                .instances(64)
                 .tables(16)
                 .memories(4)
                 .build(),
