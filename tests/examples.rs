@@ -19,10 +19,11 @@ use sluice::runtime::{DeploySpec, LimitOverrides, StartFrom};
 use sluice::server::api::DeployRequest;
 
 /// Each example's directory, and a phrase of its language's own JSON error for `not json`.
-const EXAMPLES: [(&str, &str); 3] = [
+const EXAMPLES: [(&str, &str); 4] = [
     ("rust", "rust: invalid order: expected"),
     ("python", "python: invalid order: Expecting value"),
     ("js", "javascript: invalid order: JSON.parse"),
+    ("c", "c: invalid order: not JSON at byte 0"),
 ];
 
 const ORDERS: [&str; 8] = [
