@@ -79,6 +79,13 @@ fn selected() -> Vec<(&'static str, &'static str)> {
         .collect()
 }
 
+fn owned(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
 /// Runs the example's build script; returns the component it wrote.
 fn build(example: &str) -> Vec<u8> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -149,11 +156,7 @@ async fn every_language_builds_and_computes_the_same_totals() {
                 (text(r.key.as_deref().unwrap_or_default()), text(&r.value))
             })
             .collect();
-        let expected: Vec<(String, String)> = EMITTED
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        assert_eq!(emitted, expected, "{name}");
+        assert_eq!(emitted, owned(&EMITTED), "{name}");
 
         let state: Vec<(String, String)> = client
             .plugin_state(&group, "", None, 100)
@@ -163,11 +166,7 @@ async fn every_language_builds_and_computes_the_same_totals() {
             .into_iter()
             .map(|e| (e.key.unwrap_or_default(), e.value.unwrap_or_default()))
             .collect();
-        let expected: Vec<(String, String)> = STATE
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        assert_eq!(state, expected, "{name}");
+        assert_eq!(state, owned(&STATE), "{name}");
 
         let letters = read_all(&client, &format!("{group}.dlq")).await;
         assert_eq!(letters.len(), POISON.len(), "{name}");

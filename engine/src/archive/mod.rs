@@ -202,20 +202,18 @@ impl Archive {
         Ok(archive)
     }
 
-    /// Writes the manifest (atomically), and its copy to the object store if there is one.
-    fn save(&self) -> Result<(), ArchiveError> {
+    /// Writes the manifest (atomically); returns what it wrote.
+    fn save(&self) -> Result<Vec<u8>, ArchiveError> {
         std::fs::create_dir_all(&self.dir).map_err(|e| io(&self.dir, e))?;
         let path = self.dir.join(MANIFEST);
         let json = serde_json::to_vec_pretty(&self.manifest).expect("a manifest serializes");
         write_atomically(&path, &json).map_err(|e| io(&path, e))?;
-        if let Some(remote) = &self.remote {
-            remote.store.put(&remote.key(MANIFEST), json)?;
-        }
-        Ok(())
+        Ok(json)
     }
 
     /// Moves every local file to the object store (if one is configured): uploaded, size
-    /// checked, marked remote in the manifest, then deleted here.
+    /// checked, marked remote in the manifest (whose copy in the store then lists it: the
+    /// copy only ever names files the store holds), then deleted here.
     pub fn offload(&mut self) -> Result<(), ArchiveError> {
         let Some(remote) = self.remote.clone() else {
             return Ok(());
@@ -229,7 +227,8 @@ impl Archive {
             remote.store.upload(&remote.key(&file.file), &path)?;
             crate::crash_point::reached(crate::crash_point::ARCHIVE_FILE_UPLOADED);
             self.manifest.files[index].remote = true;
-            self.save()?;
+            let manifest = self.save()?;
+            remote.store.put(&remote.key(MANIFEST), manifest)?;
             std::fs::remove_file(&path).map_err(|e| io(&path, e))?;
         }
         Ok(())
