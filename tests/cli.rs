@@ -251,3 +251,52 @@ fn help_reads_like_a_manual() {
         assert!(text.contains(word), "--help lacks {word}:\n{text}");
     }
 }
+
+#[test]
+fn plugin_new_and_build_refuse_what_they_cannot_do_and_say_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        std::process::Command::new(BIN)
+            .args(args)
+            .current_dir(dir.path())
+            .output()
+            .unwrap()
+    };
+    let stderr = |output: &std::process::Output| {
+        assert!(!output.status.success());
+        String::from_utf8_lossy(&output.stderr).into_owned()
+    };
+
+    let bad_name = stderr(&run(&["plugin", "new", "--lang", "c", "My Counter"]));
+    assert!(
+        bad_name.contains("lowercase letters, digits and dashes"),
+        "{bad_name}"
+    );
+
+    let created = run(&["plugin", "new", "--lang", "python", "visits"]);
+    assert!(created.status.success());
+    for file in [
+        "app.py",
+        "wit/plugin.wit",
+        "test/input.jsonl",
+        "test/expected.jsonl",
+    ] {
+        assert!(dir.path().join("visits").join(file).is_file(), "{file}");
+    }
+    let again = stderr(&run(&["plugin", "new", "--lang", "js", "visits"]));
+    assert!(again.contains("exists already"), "{again}");
+    // Nothing of the refused JavaScript template was written over the Python one.
+    assert!(!dir.path().join("visits/app.js").exists());
+
+    std::fs::create_dir(dir.path().join("empty")).unwrap();
+    let unknown = stderr(&run(&["plugin", "build", "empty"]));
+    for marker in [
+        "Cargo.toml (Rust)",
+        "app.py (Python)",
+        "package.json (JavaScript)",
+        "app.c (C)",
+    ] {
+        assert!(unknown.contains(marker), "{unknown}");
+    }
+    assert!(unknown.contains("sluice plugin new"), "{unknown}");
+}

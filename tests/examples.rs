@@ -1,7 +1,10 @@
-//! The example consumers (examples/<language>/), each built from source by its own build
-//! script (which installs its toolchain), deployed to the real binary and checked end to end:
-//! the same orders give the same output records and state in every language, and a poison
-//! record reaches the dead-letter topic with that language's own error message.
+//! Consumers in every language, built from source with `sluice plugin build` (which installs
+//! the language's toolchain):
+//! - the examples (examples/<language>/), deployed to the real binary and checked end to end:
+//!   the same orders give the same output records and state in every language, and a poison
+//!   record reaches the dead-letter topic with that language's own error message;
+//! - the templates of `sluice plugin new`, which must build and pass their own test as
+//!   generated.
 //!
 //! `SLUICE_EXAMPLES=rust,python` limits the languages (default: all).
 
@@ -86,22 +89,84 @@ fn owned(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         .collect()
 }
 
-/// Runs the example's build script; returns the component it wrote.
-fn build(example: &str) -> Vec<u8> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../examples")
-        .join(example);
-    let output = Command::new("bash")
-        .arg(dir.join("build.sh"))
+/// Runs `sluice` with `args`, asserting that it succeeds; returns its output.
+fn sluice(args: &[&str], envs: &[(&str, &Path)]) -> std::process::Output {
+    let output = Command::new(common::BIN)
+        .args(args)
+        .envs(envs.iter().copied())
         .output()
         .unwrap();
     assert!(
         output.status.success(),
-        "examples/{example}/build.sh failed:\n{}\n{}",
+        "sluice {} failed:\n{}\n{}",
+        args.join(" "),
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
-    std::fs::read(dir.join("target/order-totals.wasm")).unwrap()
+    output
+}
+
+/// Builds the example with `sluice plugin build`; returns the component it wrote.
+fn build(example: &str) -> Vec<u8> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../examples")
+        .join(example);
+    sluice(&["plugin", "build", dir.to_str().unwrap()], &[]);
+    std::fs::read(dir.join(format!("target/{example}.wasm"))).unwrap()
+}
+
+#[test]
+fn every_template_builds_and_passes_its_own_test() {
+    let parent = tempfile::tempdir().unwrap();
+    // The Rust template's dependencies, built once across runs rather than per temporary
+    // directory.
+    let cargo_target = Path::new(env!("CARGO_TARGET_TMPDIR")).join("plugin-templates");
+    for (language, _) in selected() {
+        let name = format!("counter-{language}");
+        let dir = parent.path().join(&name);
+        let parent_arg = parent.path().to_str().unwrap();
+        sluice(
+            &[
+                "plugin", "new", "--lang", language, "--parent", parent_arg, &name,
+            ],
+            &[],
+        );
+        sluice(
+            &["plugin", "build", dir.to_str().unwrap()],
+            &[("CARGO_TARGET_DIR", &cargo_target)],
+        );
+        let wasm = dir.join(format!("target/{name}.wasm"));
+        let test = |expected: &Path| {
+            Command::new(common::BIN)
+                .args(["plugin", "test", "--wasm", wasm.to_str().unwrap()])
+                .args(["--input", dir.join("test/input.jsonl").to_str().unwrap()])
+                .args(["--expect", expected.to_str().unwrap()])
+                .output()
+                .unwrap()
+        };
+        let passed = test(&dir.join("test/expected.jsonl"));
+        assert!(
+            passed.status.success(),
+            "{language}: {}",
+            String::from_utf8_lossy(&passed.stderr)
+        );
+
+        // The test can fail: a count one off is named as a difference.
+        let wrong = parent.path().join(format!("{language}-wrong.jsonl"));
+        let expected = std::fs::read_to_string(dir.join("test/expected.jsonl")).unwrap();
+        std::fs::write(
+            &wrong,
+            expected.replacen(r#""value":"2""#, r#""value":"3""#, 1),
+        )
+        .unwrap();
+        let failed = test(&wrong);
+        assert!(!failed.status.success(), "{language}");
+        let error = String::from_utf8_lossy(&failed.stderr);
+        assert!(
+            error.contains("line 3 of the output differs"),
+            "{language}: {error}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

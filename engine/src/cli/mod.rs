@@ -9,6 +9,8 @@ mod bench_plugins;
 pub mod client;
 mod consume;
 mod plugin;
+mod plugin_build;
+mod plugin_new;
 mod plugin_test;
 mod produce;
 

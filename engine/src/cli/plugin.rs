@@ -75,6 +75,10 @@ Example:
     Snapshots { group: String },
     /// Run a plugin on records from a file, in the engine's sandbox, without a server.
     Test(super::plugin_test::TestArgs),
+    /// Build a consumer's source directory (Rust, Python, JavaScript or C) into a component.
+    Build(super::plugin_build::BuildArgs),
+    /// Create a new consumer from a template, in Rust, Python, JavaScript or C.
+    New(super::plugin_new::NewArgs),
     /// Stop the group and remove it: its versions, offsets and (unless --keep-state) state.
     /// Its dead-letter topic stays.
     Undeploy {
@@ -190,6 +194,10 @@ pub async fn run(client: &Client, command: PluginCommand) -> anyhow::Result<()> 
         PluginCommand::Test(args) => {
             tokio::task::spawn_blocking(move || super::plugin_test::run(args)).await?
         }
+        PluginCommand::Build(args) => {
+            tokio::task::spawn_blocking(move || super::plugin_build::run(args)).await?
+        }
+        PluginCommand::New(args) => super::plugin_new::run(args),
         PluginCommand::List => {
             let list = client.list_plugins().await?;
             println!(

@@ -31,6 +31,9 @@ The input has one JSON record per line: {\"key\": \"ada\", \"value\": {\"total\"
 \"headers\": {\"h\": \"v\"}, \"timestamp\": 1700000000000}; a value that is not a string is
 passed as its JSON text. Offsets count from 0 in file order.
 
+With --expect FILE, the printed lines are compared (as JSON) with FILE's, and the command
+fails at the first difference: a test for the plugin, runnable in any CI.
+
 Example:
   sluice plugin test --wasm counter.wasm --config output=counts --input visits.jsonl")]
 pub struct TestArgs {
@@ -58,6 +61,10 @@ pub struct TestArgs {
     /// Topic name the batches say they come from.
     #[arg(long, default_value = "input")]
     topic: String,
+    /// A file of the JSON lines the run must print (compared as JSON, in order): the command
+    /// fails, naming the first difference, when the plugin does anything else.
+    #[arg(long)]
+    expect: Option<PathBuf>,
 }
 
 pub fn run(args: TestArgs) -> anyhow::Result<()> {
@@ -93,6 +100,7 @@ pub fn run(args: TestArgs) -> anyhow::Result<()> {
         config: args.config,
         topic: args.topic,
         sandbox: None,
+        printed: Vec::new(),
     };
     let indexed: Vec<(u64, Record)> = records
         .into_iter()
@@ -112,7 +120,48 @@ pub fn run(args: TestArgs) -> anyhow::Result<()> {
     for key in before.keys().filter(|k| !after.contains_key(*k)) {
         changes.insert(text(key), Value::Null);
     }
-    println!("{}", json!({ "state": changes }));
+    tester.print(json!({ "state": changes }));
+    match &args.expect {
+        Some(path) => compare(path, &tester.printed),
+        None => Ok(()),
+    }
+}
+
+/// Checks the printed lines against the expected ones in `path`.
+fn compare(path: &PathBuf, printed: &[Value]) -> anyhow::Result<()> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut expected = Vec::new();
+    for (number, line) in text.lines().enumerate() {
+        if !line.trim().is_empty() {
+            let value: Value = serde_json::from_str(line)
+                .with_context(|| format!("{}:{}: not JSON", path.display(), number + 1))?;
+            expected.push((number + 1, value));
+        }
+    }
+    for (at, (number, want)) in expected.iter().enumerate() {
+        match printed.get(at) {
+            Some(got) if got == want => {}
+            Some(got) => anyhow::bail!(
+                "line {} of the output differs from {}:{number}:\n  expected {want}\n  printed  {got}",
+                at + 1,
+                path.display()
+            ),
+            None => anyhow::bail!(
+                "the output ended after {} lines; {}:{number} expects {want}",
+                printed.len(),
+                path.display()
+            ),
+        }
+    }
+    if let Some(extra) = printed.get(expected.len()) {
+        anyhow::bail!(
+            "line {} of the output is not in {}: {extra}",
+            expected.len() + 1,
+            path.display()
+        );
+    }
+    eprintln!("ok: the output matches {}", path.display());
     Ok(())
 }
 
@@ -155,9 +204,16 @@ struct Tester {
     config: Vec<(String, String)>,
     topic: String,
     sandbox: Option<Sandbox>,
+    /// Every line printed, for --expect.
+    printed: Vec<Value>,
 }
 
 impl Tester {
+    fn print(&mut self, line: Value) {
+        println!("{line}");
+        self.printed.push(line);
+    }
+
     fn sandbox(&mut self) -> anyhow::Result<&mut Sandbox> {
         if self.sandbox.is_none() {
             let identity = SandboxIdentity {
@@ -198,7 +254,7 @@ impl Tester {
                     out.timestamp = None;
                     let mut line = serde_json::to_value(out)?;
                     line["topic"] = Value::String(emitted.topic.to_string());
-                    println!("{}", json!({ "emit": line }));
+                    self.print(json!({ "emit": line }));
                 }
                 self.state.apply(processed.state_writes);
             }
@@ -210,10 +266,7 @@ impl Tester {
                 if at > 0 {
                     self.process(&records[..at])?;
                 }
-                println!(
-                    "{}",
-                    json!({ "poison": { "offset": offset, "reason": reason } })
-                );
+                self.print(json!({ "poison": { "offset": offset, "reason": reason } }));
                 if at + 1 < records.len() {
                     self.process(&records[at + 1..])?;
                 }
@@ -224,10 +277,7 @@ impl Tester {
                 }
                 if records.len() == 1 {
                     let message = error.to_string();
-                    println!(
-                        "{}",
-                        json!({ "error": { "offset": records[0].0, "message": message } })
-                    );
+                    self.print(json!({ "error": { "offset": records[0].0, "message": message } }));
                 } else {
                     for record in records {
                         self.process(std::slice::from_ref(record))?;

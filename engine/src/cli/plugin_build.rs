@@ -1,0 +1,182 @@
+//! `sluice plugin build`: turns a consumer's source directory into a component, whatever its
+//! language. The language is told by the files present; each language's build is a shell
+//! script embedded here (`plugin_build/*.sh`) that installs its toolchain when missing.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use clap::{Args, ValueEnum};
+
+/// The contract every consumer is built against: the engine's own copy.
+pub const WIT: &str = include_str!("../../../wit/plugin.wit");
+
+const COMMON_SCRIPT: &str = include_str!("plugin_build/common.sh");
+
+/// A language consumers can be written in, with what `build` and `new` need of it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Language {
+    Rust,
+    Python,
+    #[value(name = "js", alias = "javascript")]
+    JavaScript,
+    C,
+}
+
+impl Language {
+    pub const ALL: [Language; 4] = [
+        Language::Rust,
+        Language::Python,
+        Language::JavaScript,
+        Language::C,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Language::Rust => "Rust",
+            Language::Python => "Python",
+            Language::JavaScript => "JavaScript",
+            Language::C => "C",
+        }
+    }
+
+    /// The file whose presence says a directory holds this language's consumer.
+    pub fn marker(self) -> &'static str {
+        match self {
+            Language::Rust => "Cargo.toml",
+            Language::Python => "app.py",
+            Language::JavaScript => "package.json",
+            Language::C => "app.c",
+        }
+    }
+
+    fn script(self) -> &'static str {
+        match self {
+            Language::Rust => include_str!("plugin_build/rust.sh"),
+            Language::Python => include_str!("plugin_build/python.sh"),
+            Language::JavaScript => include_str!("plugin_build/js.sh"),
+            Language::C => include_str!("plugin_build/c.sh"),
+        }
+    }
+
+    /// The language of the consumer in `dir`, by the first marker file found.
+    pub fn detect(dir: &Path) -> anyhow::Result<Language> {
+        if let Some(language) = Self::ALL
+            .into_iter()
+            .find(|l| dir.join(l.marker()).is_file())
+        {
+            return Ok(language);
+        }
+        let markers: Vec<String> = Self::ALL
+            .iter()
+            .map(|l| format!("{} ({})", l.marker(), l.name()))
+            .collect();
+        bail!(
+            "cannot tell the language of {}: it has none of {}. Start a consumer with \
+             `sluice plugin new --lang <language> <name>`, or name the language with --lang",
+            dir.display(),
+            markers.join(", ")
+        )
+    }
+}
+
+#[derive(Args)]
+#[command(long_about = "\
+Build the consumer whose source is in DIR into a WebAssembly component, installing the
+language's toolchain first when it is missing (into ~/.cache/sluice, or $SLUICE_CACHE; Debian
+packages with apt). The language is told by the files in DIR:
+
+  Cargo.toml     Rust, with sluice-sdk, for wasm32-wasip2 (rustup must be installed)
+  app.py         Python, with componentize-py (PyPI)
+  package.json   JavaScript, app.js with ComponentizeJS (npm)
+  app.c          C, every .c file, with wit-bindgen, clang-19 and wasi-libc
+
+The contract is DIR/wit/plugin.wit when there is one (`sluice plugin new` puts it there),
+otherwise this engine's own. The component goes to DIR/target/<DIR's name>.wasm unless --out
+says otherwise.
+
+Example:
+  sluice plugin new --lang python visits && sluice plugin build visits")]
+pub struct BuildArgs {
+    /// The consumer's source directory.
+    #[arg(default_value = ".")]
+    dir: PathBuf,
+    /// The language, when the files do not tell (or tell wrong).
+    #[arg(long)]
+    lang: Option<Language>,
+    /// Where to write the component.
+    #[arg(long, short = 'o')]
+    out: Option<PathBuf>,
+}
+
+pub fn run(args: BuildArgs) -> anyhow::Result<()> {
+    let dir = args
+        .dir
+        .canonicalize()
+        .with_context(|| format!("no directory {}", args.dir.display()))?;
+    if !dir.is_dir() {
+        bail!("{} is not a directory", dir.display());
+    }
+    let language = match args.lang {
+        Some(language) => language,
+        None => Language::detect(&dir)?,
+    };
+    let name = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "plugin".into());
+    let out = match args.out {
+        Some(out) => std::path::absolute(&out)
+            .with_context(|| format!("cannot resolve {}", out.display()))?,
+        None => dir.join("target").join(format!("{name}.wasm")),
+    };
+    let wit = wit_dir(&dir)?;
+
+    eprintln!("building {} ({})", dir.display(), language.name());
+    let started = Instant::now();
+    let status = Command::new("bash")
+        .arg("-c")
+        .arg(format!("{COMMON_SCRIPT}\n{}", language.script()))
+        .arg(format!("sluice-build-{}", language.name().to_lowercase()))
+        .current_dir(&dir)
+        .env("SLUICE_WIT", &wit)
+        .env("SLUICE_OUT", &out)
+        .status()
+        .context("cannot run bash, which the builds are written in")?;
+    if !status.success() {
+        bail!(
+            "the {} build of {} failed ({status}): its output above says why",
+            language.name(),
+            dir.display()
+        );
+    }
+    let size = std::fs::metadata(&out)
+        .with_context(|| format!("the build finished but wrote no {}", out.display()))?
+        .len();
+    println!(
+        "built {} ({} KiB) in {:.1} s\n\
+         try it:  sluice plugin test --wasm {} --input records.jsonl\n\
+         run it:  sluice plugin deploy --group <group> --topic <topic> --wasm {}",
+        out.display(),
+        size.div_ceil(1024),
+        started.elapsed().as_secs_f64(),
+        out.display(),
+        out.display()
+    );
+    Ok(())
+}
+
+/// The WIT directory the build uses, relative to `dir`: the project's own, or the engine's
+/// copy written under target/.
+fn wit_dir(dir: &Path) -> anyhow::Result<PathBuf> {
+    if dir.join("wit/plugin.wit").is_file() {
+        return Ok(PathBuf::from("wit"));
+    }
+    let relative = PathBuf::from("target/sluice-wit");
+    let wit = dir.join(&relative);
+    std::fs::create_dir_all(&wit).with_context(|| format!("cannot create {}", wit.display()))?;
+    std::fs::write(wit.join("plugin.wit"), WIT)
+        .with_context(|| format!("cannot write {}", wit.display()))?;
+    Ok(relative)
+}
