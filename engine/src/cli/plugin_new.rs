@@ -1,12 +1,12 @@
 //! `sluice plugin new`: scaffolds a consumer from a template (engine/templates/), one per
 //! language, that builds with `sluice plugin build` and passes its own test as generated.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use clap::Args;
 
-use super::plugin_build::{Language, WIT};
+use super::plugin_build::{Language, WIT, write};
 
 #[derive(Args)]
 #[command(long_about = "\
@@ -21,7 +21,8 @@ Example:
   sluice plugin build .
   sluice plugin test --wasm target/visits.wasm --input test/input.jsonl --expect test/expected.jsonl")]
 pub struct NewArgs {
-    /// The language: rust, python, js (javascript) or c.
+    /// The language: rust, python, js (javascript) or c (Go has an example, examples/go, but
+    /// no template yet).
     #[arg(long)]
     lang: Language,
     /// The consumer's name: lowercase letters, digits and dashes, starting with a letter. Also
@@ -88,11 +89,18 @@ fn files(language: Language) -> &'static [(&'static str, &'static str)] {
             ),
         ],
         Language::C => &[("app.c", include_str!("../../templates/c/app.c"))],
+        Language::Go => &[],
     }
 }
 
 pub fn run(args: NewArgs) -> anyhow::Result<()> {
     check_name(&args.name)?;
+    if args.lang == Language::Go {
+        bail!(
+            "there is no Go template yet: start from examples/go in the Sluice repository (its \
+             hand-written bindings are in app.go), and build it with `sluice plugin build`"
+        );
+    }
     let dir = args.parent.join(&args.name);
     if dir.exists() {
         bail!(
@@ -137,12 +145,4 @@ fn check_name(name: &str) -> anyhow::Result<()> {
         );
     }
     Ok(())
-}
-
-fn write(path: &Path, text: &str) -> anyhow::Result<()> {
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent)
-            .with_context(|| format!("cannot create {}", parent.display()))?;
-    }
-    std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))
 }

@@ -1,0 +1,3 @@
+module sluice.example/order-totals
+
+go 1.24
