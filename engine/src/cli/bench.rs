@@ -29,6 +29,10 @@ Measure throughput on this machine, for 100-byte and 1 KiB records:
   exactly-once    the stateful counter plugin (state, an output record per input, offsets)
                   in exactly-once and in at-least-once delivery over the same --records
                   (the README's figure: --records 10000000)
+  languages       the order-totals example consumer of every language (examples/), built
+                  from source, over the same --records orders: records/s against the job in
+                  native Rust, memory per instance, cold compile and cached start (the README's
+                  figure: --records 1000000)
   archive         Parquet archival of sealed segments (read, written, fsynced, verified)
                   against pyarrow.parquet.write_table with zstd writing the same rows in the
                   same run (needs python with pyarrow: ./scripts/test installs it in .venv)
@@ -59,6 +63,9 @@ pub struct BenchArgs {
     /// Where the first-party plugins were built (for the plugin measurements).
     #[arg(long, default_value = "plugins/target/wasm32-wasip2/release")]
     plugins_dir: PathBuf,
+    /// Where the example consumers are (one directory per language).
+    #[arg(long, default_value = "examples")]
+    examples_dir: PathBuf,
     /// Which measurements to run.
     #[arg(long, value_enum, default_value_t = Part::All)]
     only: Part,
@@ -71,6 +78,7 @@ enum Part {
     Server,
     Plugins,
     ExactlyOnce,
+    Languages,
     Archive,
 }
 
@@ -121,6 +129,12 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     if matches!(args.only, Part::All | Part::ExactlyOnce) {
         super::bench_groups::run_exactly_once(&args.dir, &args.plugins_dir, args.records).await?;
+    }
+    if matches!(args.only, Part::All | Part::Languages) {
+        let (examples, records) = (args.examples_dir.clone(), args.records);
+        // Plugins make blocking calls (WASI), which must not run on an async worker.
+        tokio::task::spawn_blocking(move || super::bench_languages::run(&examples, records))
+            .await??;
     }
     if matches!(args.only, Part::All | Part::Archive) {
         super::bench_archive::run(&args.dir, args.records, &args.record_size)?;

@@ -5,6 +5,7 @@ mod archive;
 mod bench;
 mod bench_archive;
 mod bench_groups;
+mod bench_languages;
 mod bench_plugins;
 pub mod client;
 mod consume;

@@ -120,14 +120,30 @@ pub struct BuildArgs {
 }
 
 pub fn run(args: BuildArgs) -> anyhow::Result<()> {
-    let dir = args
-        .dir
+    let out = build(&args.dir, args.lang, args.out)?;
+    println!(
+        "{out}\n\
+         try it:  sluice plugin test --wasm {out} --input records.jsonl\n\
+         run it:  sluice plugin deploy --group <group> --topic <topic> --wasm {out}",
+        out = out.display()
+    );
+    Ok(())
+}
+
+/// Builds the consumer in `dir` (of `language`, or the one its files tell); returns where
+/// the component went (`out`, or DIR/target/<DIR's name>.wasm).
+pub fn build(
+    dir: &Path,
+    language: Option<Language>,
+    out: Option<PathBuf>,
+) -> anyhow::Result<PathBuf> {
+    let dir = dir
         .canonicalize()
-        .with_context(|| format!("no directory {}", args.dir.display()))?;
+        .with_context(|| format!("no directory {}", dir.display()))?;
     if !dir.is_dir() {
         bail!("{} is not a directory", dir.display());
     }
-    let language = match args.lang {
+    let language = match language {
         Some(language) => language,
         None => Language::detect(&dir)?,
     };
@@ -135,7 +151,7 @@ pub fn run(args: BuildArgs) -> anyhow::Result<()> {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "plugin".into());
-    let out = match args.out {
+    let out = match out {
         Some(out) => std::path::absolute(&out)
             .with_context(|| format!("cannot resolve {}", out.display()))?,
         None => dir.join("target").join(format!("{name}.wasm")),
@@ -166,17 +182,13 @@ pub fn run(args: BuildArgs) -> anyhow::Result<()> {
     let size = std::fs::metadata(&out)
         .with_context(|| format!("the build finished but wrote no {}", out.display()))?
         .len();
-    println!(
-        "built {} ({} KiB) in {:.1} s\n\
-         try it:  sluice plugin test --wasm {} --input records.jsonl\n\
-         run it:  sluice plugin deploy --group <group> --topic <topic> --wasm {}",
+    eprintln!(
+        "built {} ({} KiB) in {:.1} s",
         out.display(),
         size.div_ceil(1024),
-        started.elapsed().as_secs_f64(),
-        out.display(),
-        out.display()
+        started.elapsed().as_secs_f64()
     );
-    Ok(())
+    Ok(out)
 }
 
 /// The WIT directory the build uses, relative to `dir`: the project's own, or the engine's

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use wasmtime::component::{HasSelf, Linker, ResourceTable};
-use wasmtime::{Store, StoreLimits, StoreLimitsBuilder, Trap};
+use wasmtime::{ResourceLimiter, Store, StoreLimits, StoreLimitsBuilder, Trap};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use super::bindings::Consumer;
@@ -180,10 +180,61 @@ impl SandboxError {
     }
 }
 
+/// The store's limits, which also count the linear memory its instances hold (all memories
+/// together): what [`Sandbox::memory_bytes`] reports.
+struct Limiter {
+    limits: StoreLimits,
+    memory_bytes: usize,
+}
+
+impl ResourceLimiter for Limiter {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let allowed = self.limits.memory_growing(current, desired, maximum)?;
+        if allowed {
+            self.memory_bytes += desired.saturating_sub(current);
+        }
+        Ok(allowed)
+    }
+
+    fn memory_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.limits.memory_grow_failed(error)
+    }
+
+    fn table_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        self.limits.table_growing(current, desired, maximum)
+    }
+
+    fn table_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.limits.table_grow_failed(error)
+    }
+
+    fn instances(&self) -> usize {
+        self.limits.instances()
+    }
+
+    fn tables(&self) -> usize {
+        self.limits.tables()
+    }
+
+    fn memories(&self) -> usize {
+        self.limits.memories()
+    }
+}
+
 struct Host {
     wasi: WasiCtx,
     table: ResourceTable,
-    limits: StoreLimits,
+    limits: Limiter,
     state: Arc<dyn StateStore>,
     writes: StateWrites,
     state_error: Option<String>,
@@ -486,15 +537,18 @@ impl Sandbox {
         let host = Host {
             wasi: WasiCtxBuilder::new().build(),
             table: ResourceTable::new(),
-            limits: StoreLimitsBuilder::new()
-                .memory_size(limits.memory_bytes)
-                .trap_on_grow_failure(true)
-                // Core instances are cheap; a Python component built by componentize-py
-                // with stubbed WASI has 38 (one per stubbed interface).
-                .instances(64)
-                .tables(16)
-                .memories(4)
-                .build(),
+            limits: Limiter {
+                limits: StoreLimitsBuilder::new()
+                    .memory_size(limits.memory_bytes)
+                    .trap_on_grow_failure(true)
+                    // Core instances are cheap; a Python component built by componentize-py
+                    // with stubbed WASI has 38 (one per stubbed interface).
+                    .instances(64)
+                    .tables(16)
+                    .memories(4)
+                    .build(),
+                memory_bytes: 0,
+            },
             state,
             writes: StateWrites::new(),
             state_error: None,
@@ -525,6 +579,11 @@ impl Sandbox {
             Ok(Err(message)) => Err(SandboxError::Init(message)),
             Err(error) => Err(classify(error, &limits, SandboxError::Init)),
         }
+    }
+
+    /// Bytes of linear memory the instance holds (memory only grows: its peak).
+    pub fn memory_bytes(&self) -> usize {
+        self.store.data().limits.memory_bytes
     }
 
     /// Runs `process` on a batch; returns the records it emitted and the state it wrote, for

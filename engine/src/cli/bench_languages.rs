@@ -1,0 +1,220 @@
+//! The languages part of `sluice bench`: every example consumer (examples/<language>/, the
+//! same order-totals job), built from source, over the same records: records/s, memory per
+//! instance, cold compile and cached start, against the job in native Rust in the same run.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use bytes::Bytes;
+use serde_json::Value;
+
+use super::bench_plugins::make_batch;
+use super::plugin_build::{Language, build};
+use crate::log::Record;
+use crate::runtime::{Batch, MemoryState, Runtime, Sandbox, SandboxIdentity, SandboxLimits};
+
+/// Records per `process` call: the engine's default batch size.
+const BATCH: usize = 1_000;
+/// Distinct customers, so distinct state keys.
+const CUSTOMERS: usize = 1_000;
+
+/// One language's figures.
+struct Measured {
+    size: u64,
+    cold_compile: Duration,
+    cached_start: Duration,
+    elapsed: Duration,
+    memory_bytes: usize,
+}
+
+pub fn run(examples: &Path, records: u64) -> anyhow::Result<()> {
+    let records = records as usize;
+    let orders: Vec<Record> = (0..records).map(order).collect();
+    let batches: Vec<Batch> = orders
+        .chunks(BATCH)
+        .enumerate()
+        .map(|(n, chunk)| Batch {
+            base_offset: (n * BATCH) as u64,
+            ..make_batch(chunk)
+        })
+        .collect();
+
+    let started = Instant::now();
+    let expected = native_totals(&orders)?;
+    let native = started.elapsed();
+
+    // Build everything first: the builds' output comes before the table.
+    let built: Vec<(Language, anyhow::Result<Vec<u8>>)> = Language::ALL
+        .into_iter()
+        .map(|language| {
+            let dir = examples.join(example_dir(language));
+            let wasm = build(&dir, Some(language), None)
+                .and_then(|path| std::fs::read(&path).context("cannot read the component"));
+            (language, wasm)
+        })
+        .collect();
+
+    println!();
+    println!(
+        "{:<22} {:>9} {:>13} {:>13} {:>12} {:>9} {:>10}",
+        format!("LANGUAGE ({records} orders)"),
+        "SIZE",
+        "COLD COMPILE",
+        "CACHED START",
+        "RECORDS/S",
+        "/NATIVE",
+        "MEMORY"
+    );
+    let native_rate = records as f64 / native.as_secs_f64();
+    println!(
+        "{:<22} {:>9} {:>13} {:>13} {:>12.0} {:>9.2} {:>10}",
+        "native Rust (baseline)", "-", "-", "-", native_rate, 1.0, "-"
+    );
+    for (language, wasm) in built {
+        let measured = wasm.and_then(|wasm| measure(&wasm, &batches, &expected));
+        match measured {
+            Ok(m) => {
+                let rate = records as f64 / m.elapsed.as_secs_f64();
+                println!(
+                    "{:<22} {:>6} KiB {:>10.0} ms {:>10.0} ms {:>12.0} {:>9.3} {:>6.1} MiB",
+                    language.name(),
+                    m.size.div_ceil(1024),
+                    m.cold_compile.as_secs_f64() * 1e3,
+                    m.cached_start.as_secs_f64() * 1e3,
+                    rate,
+                    rate / native_rate,
+                    m.memory_bytes as f64 / (1024.0 * 1024.0)
+                );
+            }
+            Err(error) => println!("{:<22} skipped: {error:#}", language.name()),
+        }
+    }
+    Ok(())
+}
+
+fn example_dir(language: Language) -> &'static str {
+    match language {
+        Language::Rust => "rust",
+        Language::Python => "python",
+        Language::JavaScript => "js",
+        Language::C => "c",
+        Language::Go => "go",
+    }
+}
+
+/// The n-th order of the benchmark: valid, spread over [`CUSTOMERS`] customers.
+fn order(n: usize) -> Record {
+    let value = format!(
+        r#"{{"id":{n},"customer":"customer-{}","cents":{}}}"#,
+        n % CUSTOMERS,
+        n % 5_000
+    );
+    Record {
+        timestamp: 1_700_000_000_000 + n as i64,
+        key: None,
+        value: Bytes::from(value),
+        headers: Vec::new(),
+    }
+}
+
+/// Compiles `wasm` (cold, then from the cache), runs it over `batches` applying its state
+/// writes as the engine does, and checks that it ends with the `expected` totals.
+fn measure(
+    wasm: &[u8],
+    batches: &[Batch],
+    expected: &HashMap<String, u64>,
+) -> anyhow::Result<Measured> {
+    let cache = tempfile::tempdir()?;
+    let started = Instant::now();
+    Runtime::new(Some(cache.path()))?.compile(wasm)?;
+    let cold_compile = started.elapsed();
+
+    let runtime = Runtime::new(Some(cache.path()))?;
+    let started = Instant::now();
+    let plugin = runtime.compile(wasm)?;
+    let state = Arc::new(MemoryState::default());
+    let identity = SandboxIdentity {
+        group: "bench",
+        version: "1",
+        log_sink: None,
+    };
+    let config = [("output".to_string(), "enriched".to_string())];
+    let mut sandbox = Sandbox::start(
+        &runtime,
+        &plugin,
+        SandboxLimits::default(),
+        identity,
+        state.clone(),
+        &config,
+    )?;
+    let cached_start = started.elapsed();
+
+    let started = Instant::now();
+    let mut emitted = 0;
+    for batch in batches {
+        let processed = sandbox.process(batch)?;
+        emitted += processed.emitted.len();
+        state.apply(processed.state_writes);
+    }
+    let elapsed = started.elapsed();
+
+    let records: usize = batches.iter().map(|b| b.count as usize).sum();
+    anyhow::ensure!(
+        emitted == records,
+        "emitted {emitted} records for {records} orders"
+    );
+    let totals: HashMap<String, u64> = state
+        .entries()
+        .into_iter()
+        .map(|(key, value)| {
+            let total = std::str::from_utf8(&value)
+                .ok()
+                .and_then(|t| t.parse().ok())
+                .unwrap_or(u64::MAX);
+            (String::from_utf8_lossy(&key).into_owned(), total)
+        })
+        .collect();
+    anyhow::ensure!(&totals == expected, "its totals differ from native Rust's");
+    Ok(Measured {
+        size: wasm.len() as u64,
+        cold_compile,
+        cached_start,
+        elapsed,
+        memory_bytes: sandbox.memory_bytes(),
+    })
+}
+
+/// The job in native Rust, as the Rust example does it (serde_json, the same checks, the
+/// same output text): the baseline. Returns the totals per customer.
+fn native_totals(orders: &[Record]) -> anyhow::Result<HashMap<String, u64>> {
+    let mut totals: HashMap<String, u64> = HashMap::new();
+    let mut emitted = Vec::with_capacity(orders.len());
+    let integer = |value: Option<&Value>| {
+        let number = value?.as_f64()?;
+        (number.fract() == 0.0 && number.abs() <= 9_007_199_254_740_991.0).then_some(number as i64)
+    };
+    for record in orders {
+        let order: Value = serde_json::from_slice(&record.value)?;
+        let Value::Object(fields) = order else {
+            anyhow::bail!("not a JSON object");
+        };
+        let id = integer(fields.get("id")).context("field `id` must be an integer")?;
+        let Some(Value::String(customer)) = fields.get("customer") else {
+            anyhow::bail!("field `customer` must be a non-empty string");
+        };
+        let cents = integer(fields.get("cents"))
+            .filter(|c| *c >= 0)
+            .context("field `cents` must be a non-negative integer")?;
+        let total = totals.entry(customer.clone()).or_default();
+        *total += cents as u64;
+        let customer = Value::String(customer.clone()).to_string();
+        emitted.push(format!(
+            r#"{{"id":{id},"customer":{customer},"cents":{cents},"total_cents":{total}}}"#
+        ));
+    }
+    anyhow::ensure!(emitted.len() == orders.len());
+    Ok(totals)
+}
