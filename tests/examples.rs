@@ -17,6 +17,7 @@ use base64::Engine;
 use bytes::Bytes;
 use common::Server;
 use common::plugins::{admin, create_topic, header, read_all, wait_for};
+use sluice::cli::client::Client;
 use sluice::log::Record;
 use sluice::runtime::{DeploySpec, LimitOverrides, StartFrom};
 use sluice::server::api::DeployRequest;
@@ -176,6 +177,136 @@ fn every_template_builds_and_passes_its_own_test() {
     }
 }
 
+fn orders(values: &[&str]) -> Vec<Record> {
+    values
+        .iter()
+        .map(|order| Record {
+            timestamp: 0,
+            key: None,
+            value: Bytes::copy_from_slice(order.as_bytes()),
+            headers: Vec::new(),
+        })
+        .collect()
+}
+
+/// Deploys an example as the group `totals-<name>` of `orders`, emitting to
+/// `enriched-<name>` (which it creates).
+async fn deploy(client: &Client, name: &str, wasm: &[u8]) {
+    let output = format!("enriched-{name}");
+    create_topic(client, &output, 1).await;
+    let request = DeployRequest {
+        spec: DeploySpec {
+            topic: "orders".into(),
+            output_topics: vec![output.clone()],
+            config: [("output".to_string(), output.clone())].into(),
+            from: Some(StartFrom::Earliest),
+            limits: LimitOverrides::default(),
+        },
+        wasm_base64: base64::engine::general_purpose::STANDARD.encode(wasm),
+    };
+    client
+        .deploy(&format!("totals-{name}"), &request)
+        .await
+        .unwrap();
+}
+
+/// Waits until the example's group has processed every order of `orders`.
+async fn caught_up(client: &Client, name: &str) {
+    wait_for(
+        client,
+        &format!("totals-{name}"),
+        "every order processed",
+        |d| d.total_lag == 0 && d.outbox_pending == 0,
+    )
+    .await;
+}
+
+/// The compiled-code cache: each file with its modification time.
+fn compiled_cache(data_dir: &Path) -> Vec<(std::ffi::OsString, std::time::SystemTime)> {
+    let mut files: Vec<_> = std::fs::read_dir(data_dir.join("plugins/.compiled"))
+        .unwrap()
+        .map(|entry| {
+            let entry = entry.unwrap();
+            (
+                entry.file_name(),
+                entry.metadata().unwrap().modified().unwrap(),
+            )
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+/// Python and JavaScript components embed an interpreter: compiling one takes seconds. The
+/// engine compiles on a blocking thread, so other groups go on processing and requests go on
+/// being answered meanwhile; and the compiled code is cached, so a restart does not compile
+/// again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_big_component_compiles_off_the_hot_path_and_restarts_from_the_cache() {
+    let selected = selected();
+    let big = selected.iter().find(|(n, _)| ["python", "js"].contains(n));
+    let small = selected.iter().find(|(n, _)| ["c", "rust"].contains(n));
+    let (Some((big, _)), Some((small, _))) = (big, small) else {
+        eprintln!("skipped: needs python or js, and c or rust, in SLUICE_EXAMPLES");
+        return;
+    };
+    let (big_wasm, small_wasm) = (build(big), build(small));
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let client = admin(&server);
+    create_topic(&client, "orders", 1).await;
+    client
+        .produce("orders", Some(0), &orders(&ORDERS))
+        .await
+        .unwrap();
+    deploy(&client, small, &small_wasm).await;
+    caught_up(&client, small).await;
+
+    let deploying = tokio::spawn({
+        let (client, big) = (client.clone(), big.to_string());
+        async move { deploy(&client, &big, &big_wasm).await }
+    });
+    // While the big component compiles: orders produced are processed by the small group
+    // and every request is answered. Counted are the rounds that finished before the deploy.
+    let mut rounds_during_deploy = 0;
+    while !deploying.is_finished() {
+        client
+            .produce("orders", Some(0), &orders(&[ORDERS[0]]))
+            .await
+            .unwrap();
+        caught_up(&client, small).await;
+        if !deploying.is_finished() {
+            rounds_during_deploy += 1;
+        }
+    }
+    deploying.await.unwrap();
+    eprintln!("{rounds_during_deploy} orders processed while {big} compiled");
+    assert!(
+        rounds_during_deploy >= 2,
+        "only {rounds_during_deploy} orders were processed while {big} compiled"
+    );
+    caught_up(&client, big).await;
+    let processed = read_all(&client, &format!("enriched-{big}")).await.len();
+
+    let cache = compiled_cache(dir.path());
+    assert_eq!(cache.len(), 2, "one compiled file per component: {cache:?}");
+    assert!(server.terminate());
+    let server = Server::start(dir.path());
+    let client = admin(&server);
+    client
+        .produce("orders", Some(0), &orders(&[ORDERS[0]]))
+        .await
+        .unwrap();
+    caught_up(&client, big).await;
+    let after = read_all(&client, &format!("enriched-{big}")).await.len();
+    assert_eq!(after, processed + 1, "{big} after the restart");
+    assert_eq!(
+        compiled_cache(dir.path()),
+        cache,
+        "the restart loaded the compiled code, it did not compile again"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_language_builds_and_computes_the_same_totals() {
     let examples = selected();
@@ -184,34 +315,13 @@ async fn every_language_builds_and_computes_the_same_totals() {
     let server = Server::start(dir.path());
     let client = admin(&server);
     create_topic(&client, "orders", 1).await;
-    let records: Vec<Record> = ORDERS
-        .iter()
-        .map(|order| Record {
-            timestamp: 0,
-            key: None,
-            value: Bytes::from(*order),
-            headers: Vec::new(),
-        })
-        .collect();
-    client.produce("orders", Some(0), &records).await.unwrap();
+    client
+        .produce("orders", Some(0), &orders(&ORDERS))
+        .await
+        .unwrap();
 
     for ((name, _), wasm) in examples.iter().zip(&components) {
-        let output = format!("enriched-{name}");
-        create_topic(&client, &output, 1).await;
-        let request = DeployRequest {
-            spec: DeploySpec {
-                topic: "orders".into(),
-                output_topics: vec![output.clone()],
-                config: [("output".to_string(), output.clone())].into(),
-                from: Some(StartFrom::Earliest),
-                limits: LimitOverrides::default(),
-            },
-            wasm_base64: base64::engine::general_purpose::STANDARD.encode(wasm),
-        };
-        client
-            .deploy(&format!("totals-{name}"), &request)
-            .await
-            .unwrap();
+        deploy(&client, name, wasm).await;
     }
 
     for (name, mention) in &examples {
