@@ -121,6 +121,13 @@ pub fn run(args: TestArgs) -> anyhow::Result<()> {
         changes.insert(text(key), Value::Null);
     }
     tester.print(json!({ "state": changes }));
+    if let Some(sandbox) = &tester.sandbox {
+        eprintln!(
+            "the plugin's linear memory: {:.1} MiB (limit {} MiB)",
+            sandbox.memory_bytes() as f64 / (1024.0 * 1024.0),
+            limits.memory_mb
+        );
+    }
     match &args.expect {
         Some(path) => compare(path, &tester.printed),
         None => Ok(()),
