@@ -189,6 +189,18 @@ fn orders(values: &[&str]) -> Vec<Record> {
         .collect()
 }
 
+/// Starts the engine on `dir` with the topic `orders` holding [`ORDERS`].
+async fn start_with_orders(dir: &Path) -> (Server, Client) {
+    let server = Server::start(dir);
+    let client = admin(&server);
+    create_topic(&client, "orders", 1).await;
+    client
+        .produce("orders", Some(0), &orders(&ORDERS))
+        .await
+        .unwrap();
+    (server, client)
+}
+
 /// Deploys an example as the group `totals-<name>` of `orders`, emitting to
 /// `enriched-<name>` (which it creates).
 async fn deploy(client: &Client, name: &str, wasm: &[u8]) {
@@ -252,13 +264,7 @@ async fn a_big_component_compiles_off_the_hot_path_and_restarts_from_the_cache()
     };
     let (big_wasm, small_wasm) = (build(big), build(small));
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path());
-    let client = admin(&server);
-    create_topic(&client, "orders", 1).await;
-    client
-        .produce("orders", Some(0), &orders(&ORDERS))
-        .await
-        .unwrap();
+    let (server, client) = start_with_orders(dir.path()).await;
     deploy(&client, small, &small_wasm).await;
     caught_up(&client, small).await;
 
@@ -312,13 +318,7 @@ async fn every_language_builds_and_computes_the_same_totals() {
     let examples = selected();
     let components: Vec<Vec<u8>> = examples.iter().map(|(name, _)| build(name)).collect();
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path());
-    let client = admin(&server);
-    create_topic(&client, "orders", 1).await;
-    client
-        .produce("orders", Some(0), &orders(&ORDERS))
-        .await
-        .unwrap();
+    let (_server, client) = start_with_orders(dir.path()).await;
 
     for ((name, _), wasm) in examples.iter().zip(&components) {
         deploy(&client, name, wasm).await;

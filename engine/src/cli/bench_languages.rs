@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use bytes::Bytes;
+use clap::ValueEnum;
 use serde_json::Value;
 
 use super::bench_plugins::make_batch;
@@ -102,14 +103,12 @@ pub fn run(examples: &Path, records: u64) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn example_dir(language: Language) -> &'static str {
-    match language {
-        Language::Rust => "rust",
-        Language::Python => "python",
-        Language::JavaScript => "js",
-        Language::C => "c",
-        Language::Go => "go",
-    }
+/// examples/<the name `--lang` takes>: rust, python, js, c, go.
+fn example_dir(language: Language) -> String {
+    language
+        .to_possible_value()
+        .map(|value| value.get_name().to_string())
+        .unwrap_or_default()
 }
 
 /// The n-th order of the benchmark: valid, spread over [`CUSTOMERS`] customers.

@@ -48,7 +48,7 @@ impl Language {
     }
 
     /// The file whose presence says a directory holds this language's consumer.
-    pub fn marker(self) -> &'static str {
+    fn marker(self) -> &'static str {
         match self {
             Language::Rust => "Cargo.toml",
             Language::Python => "app.py",
