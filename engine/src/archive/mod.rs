@@ -32,11 +32,11 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use crate::log::batch::{decode_all, encode_batch};
+use crate::log::batch::{self, decode_all, encode_batch};
 use crate::log::{
     ColdTier, ColdTierOpener, Compression, LogError, Partition, Record, now_ms, write_atomically,
 };
-use parquet::{FileContents, FileWriter, Origin, ParquetFileError, Source, Summary};
+use parquet::{FileContents, Origin, ParquetFileError, Rows, RowsError, Source, Summary};
 pub use remote::RemoteStore;
 
 /// Version of the manifest layout.
@@ -274,8 +274,8 @@ impl Archive {
             });
         };
         self.check_free(*first, *last)?;
-        let written = write_file(&self.dir, origin, *first, *last, |writer| {
-            writer.append(rows)
+        let written = write_file(&self.dir, origin, *first, *last, |sink| {
+            sink.push_records(rows)
         })?;
         self.commit(written)
     }
@@ -345,14 +345,12 @@ fn write_file(
     origin: &Origin<'_>,
     first: u64,
     last: u64,
-    fill: impl FnOnce(&mut FileWriter) -> Result<(), ParquetFileError>,
+    fill: impl FnOnce(&mut Rows) -> Result<(), RowsError>,
 ) -> Result<Written, ArchiveError> {
     std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
     let name = file_name(first, last);
     let tmp = dir.join(format!("{name}.tmp"));
-    let mut writer = FileWriter::create(&tmp, origin)?;
-    let filled = fill(&mut writer);
-    let summary = match filled.and_then(|()| writer.finish()) {
+    let summary = match parquet::write_file(&tmp, origin, fill) {
         Ok(summary) => summary,
         Err(error) => {
             let _ = std::fs::remove_file(&tmp);
@@ -571,8 +569,8 @@ impl ColdTier for PartitionArchive {
                 let mut writing = Ok(());
                 for range in todo {
                     let (from, to) = (range.start, range.end);
-                    match write_file(&dir, &origin, from, to - 1, |writer| {
-                        fill_from_log(writer, partition, from, to)
+                    match write_file(&dir, &origin, from, to - 1, |rows| {
+                        fill_from_log(rows, partition, from, to)
                     }) {
                         Ok(file) => {
                             if let Err(refused) = written.send((range, file)) {
@@ -630,37 +628,26 @@ impl ColdTier for PartitionArchive {
     }
 }
 
-/// Appends records `from..to` of the log to `writer`. The log is read and decoded on a second
-/// thread while this one encodes and compresses: a file takes about the time of the slower.
-fn fill_from_log(
-    writer: &mut FileWriter,
-    partition: &Partition,
-    from: u64,
-    to: u64,
-) -> Result<(), ParquetFileError> {
-    std::thread::scope(|scope| {
-        let (chunks, received) = std::sync::mpsc::sync_channel(2);
-        scope.spawn(move || {
-            let mut offset = from;
-            while offset < to {
-                let rows = read_rows(partition, offset, to);
-                let next = rows
-                    .as_ref()
-                    .ok()
-                    .and_then(|r| r.last())
-                    .map(|(o, _)| o + 1);
-                let failed = rows.is_err();
-                if chunks.send(rows).is_err() || failed {
-                    return;
-                }
-                offset = next.unwrap_or(to);
-            }
-        });
-        for rows in received {
-            writer.append(&rows?)?;
+/// Pushes records `from..to` of the log into `rows`, decoded straight from the log's batches
+/// into the row group's columns, a read buffer reused for every read.
+fn fill_from_log(rows: &mut Rows, partition: &Partition, from: u64, to: u64) -> Result<(), RowsError> {
+    let mut buffer = Vec::new();
+    let mut offset = from;
+    while offset < to {
+        let next = partition
+            .read_into(offset, ARCHIVE_READ_BYTES, &mut buffer)
+            .map_err(|e| RowsError::Source(e.to_string()))?;
+        if next <= offset {
+            return Err(RowsError::Source(format!(
+                "reading offset {offset} of the log returned nothing"
+            )));
         }
-        Ok(())
-    })
+        batch::visit_all(&buffer, offset, |at, record| {
+            if at < to { rows.push(at, record) } else { Ok(()) }
+        })?;
+        offset = next;
+    }
+    Ok(())
 }
 
 /// Records `offset..` of the log, about [`ARCHIVE_READ_BYTES`] of them, none at `to` or after.

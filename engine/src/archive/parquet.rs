@@ -2,45 +2,52 @@
 //!
 //! One file holds a contiguous offset range of one partition. Columns: `partition` int32,
 //! `offset` int64, `timestamp` timestamp(ms, UTC), `key` binary (nullable), `value` binary,
-//! `headers` list<struct<key utf8, value binary>>. zstd, row groups of 128 Ki rows, page
-//! statistics on `offset` and `timestamp` (so readers skip pages by range), and file metadata
-//! naming the topic, partition, offset range, format version and, for plugin output, the
-//! plugin versions that produced it.
+//! `headers` list<struct<key utf8, value binary>>. zstd, row groups of at most 128 Ki rows or
+//! 16 MiB of data (encoded on several threads at once), page statistics on `offset` and
+//! `timestamp` (so readers skip pages by range), and file metadata naming the topic,
+//! partition, offset range, format version and, for plugin output, the plugin versions that
+//! produced it.
 
 use std::borrow::Cow;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
-use arrow_array::builder::{
-    ArrayBuilder, BinaryBuilder, Int32Builder, Int64Builder, ListBuilder, StringBuilder,
-    StructBuilder, TimestampMillisecondBuilder,
-};
+use arrow_array::builder::{ArrayBuilder, BinaryBuilder, StringBuilder};
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Int64Type, TimestampMillisecondType};
-use arrow_array::{Array, RecordBatch};
+use arrow_array::{
+    Array, ArrayRef, Int32Array, Int64Array, ListArray, RecordBatch, StructArray,
+    TimestampMillisecondArray,
+};
+use arrow_buffer::{OffsetBuffer, ScalarBuffer};
 use arrow_schema::{DataType, Field, Fields, Schema, SchemaRef, TimeUnit};
 use bytes::Bytes;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::arrow_writer::{ArrowColumnChunk, ArrowRowGroupWriterFactory, compute_leaves};
 use parquet::arrow::{ArrowWriter, ProjectionMask};
 use parquet::basic::{Compression, Encoding, ZstdLevel};
 use parquet::file::metadata::KeyValue;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::file::reader::ChunkReader;
+use parquet::file::writer::SerializedFileWriter;
 use parquet::schema::types::ColumnPath;
 
+use crate::log::batch::{BatchError, RecordView};
 use crate::log::{Header, Record};
 
 /// Version of the file layout, in the file metadata (`sluice.format`).
 pub const FORMAT_VERSION: u32 = 1;
-/// Rows per row group: large enough for scans, small enough to skip by statistics.
+/// Rows per row group at most: large enough for scans, small enough to skip by statistics.
 const ROW_GROUP_ROWS: usize = 128 * 1024;
-/// Most rows per Arrow batch handed to the writer.
-const WRITE_BATCH_ROWS: usize = 16 * 1024;
-/// Most value bytes per Arrow batch: the builders' buffers then stay small enough for the
-/// allocator to reuse them, instead of mapping (and zeroing) fresh pages for every batch.
-const WRITE_BATCH_BYTES: usize = 1 << 20;
+/// A row group also ends at this many bytes of keys, values and headers: a reader decoding a
+/// group holds about this much, and a 64 MiB segment gives the encoding threads several
+/// groups to compress at once.
+const ROW_GROUP_BYTES: usize = 16 << 20;
+
+/// Rows per Arrow batch when a file is read.
+const READ_BATCH_ROWS: usize = 8 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ParquetFileError {
@@ -100,10 +107,6 @@ pub struct Origin<'a> {
 /// The header the plugin host puts on every record a plugin emits (`group/version`); the
 /// values seen are recorded in the file metadata as `sluice.produced_by`.
 const PRODUCED_BY_HEADER: &str = "sluice.plugin";
-/// A row group is closed at this many bytes of buffered data, or at [`ROW_GROUP_ROWS`]:
-/// readers then hold at most this much of a file in memory to decode a group.
-const ROW_GROUP_BYTES: usize = 64 << 20;
-
 fn header_fields() -> Fields {
     Fields::from(vec![
         Field::new("key", DataType::Utf8, false),
@@ -146,7 +149,6 @@ fn properties(origin: &Origin<'_>) -> WriterProperties {
             // Level 1, as pyarrow's default: level 3 made files ~3% smaller and archival ~30% slower.
             ZstdLevel::try_new(1).expect("1 is a valid zstd level"),
         ))
-        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
         .set_statistics_enabled(EnabledStatistics::Chunk)
         .set_column_statistics_enabled(ColumnPath::from("offset"), EnabledStatistics::Page)
         .set_column_statistics_enabled(ColumnPath::from("timestamp"), EnabledStatistics::Page)
@@ -197,184 +199,342 @@ fn file_schema(value_schema: Option<&SchemaRef>) -> SchemaRef {
     }
 }
 
-fn to_batch(
-    partition: i32,
-    rows: &[(u64, Record)],
-    value_schema: Option<&SchemaRef>,
-) -> Result<RecordBatch, String> {
-    let n = rows.len();
-    let mut partitions = Int32Builder::with_capacity(n);
-    let mut offsets = Int64Builder::with_capacity(n);
-    let mut timestamps = TimestampMillisecondBuilder::with_capacity(n).with_timezone("UTC");
-    let mut keys = BinaryBuilder::with_capacity(
-        n,
-        rows.iter()
-            .map(|(_, r)| r.key.as_ref().map_or(0, |k| k.len()))
-            .sum(),
-    );
-    let mut values = BinaryBuilder::with_capacity(n, rows.iter().map(|(_, r)| r.value.len()).sum());
-    let mut headers = ListBuilder::new(StructBuilder::new(
-        header_fields(),
-        vec![
-            Box::new(StringBuilder::new()) as Box<dyn ArrayBuilder>,
-            Box::new(BinaryBuilder::new()),
-        ],
-    ))
-    .with_field(header_item());
-    for (offset, record) in rows {
-        partitions.append_value(partition);
-        offsets.append_value(i64::try_from(*offset).map_err(|_| "offset beyond i64")?);
-        timestamps.append_value(record.timestamp);
-        keys.append_option(record.key.as_deref());
-        values.append_value(&record.value);
-        let entries = headers.values();
-        for header in &record.headers {
-            entries
-                .field_builder::<StringBuilder>(0)
-                .ok_or("header key builder")?
-                .append_value(&header.key);
-            entries
-                .field_builder::<BinaryBuilder>(1)
-                .ok_or("header value builder")?
-                .append_value(&header.value);
-            entries.append(true);
-        }
-        headers.append(true);
-    }
-    let mut columns: Vec<arrow_array::ArrayRef> = vec![
-        Arc::new(partitions.finish()),
-        Arc::new(offsets.finish()),
-        Arc::new(timestamps.finish()),
-        Arc::new(keys.finish()),
-        Arc::new(values.finish()),
-        Arc::new(headers.finish()),
-    ];
-    if let Some(typed) = value_schema {
-        columns.extend(super::typed::columns(
-            typed,
-            rows.iter().map(|(_, r)| &r.value[..]),
-        )?);
-    }
-    RecordBatch::try_new(file_schema(value_schema), columns).map_err(|e| e.to_string())
+/// The rows of one row group, column by column, as they are read from the log.
+struct RowGroup {
+    offsets: Vec<i64>,
+    timestamps: Vec<i64>,
+    keys: BinaryBuilder,
+    values: BinaryBuilder,
+    header_names: StringBuilder,
+    header_values: BinaryBuilder,
+    /// Where each row's headers end in `header_names` and `header_values` (the list offsets).
+    header_ends: Vec<i32>,
+    /// Bytes of keys, values and headers so far.
+    bytes: usize,
 }
 
-/// Writes one file, rows appended in offset order, and makes it durable on [`finish`].
-///
-/// [`finish`]: FileWriter::finish
-pub struct FileWriter {
-    path: String,
-    partition: i32,
-    writer: ArrowWriter<File>,
+impl RowGroup {
+    fn new() -> RowGroup {
+        RowGroup {
+            offsets: Vec::new(),
+            timestamps: Vec::new(),
+            keys: BinaryBuilder::new(),
+            // Sized for a full group up front: growing by doubling copies the values again.
+            values: BinaryBuilder::with_capacity(1024, ROW_GROUP_BYTES),
+            header_names: StringBuilder::new(),
+            header_values: BinaryBuilder::new(),
+            header_ends: vec![0],
+            bytes: 0,
+        }
+    }
+
+    fn rows(&self) -> usize {
+        self.offsets.len()
+    }
+
+    fn is_full(&self) -> bool {
+        self.rows() >= ROW_GROUP_ROWS || self.bytes >= ROW_GROUP_BYTES
+    }
+
+    fn push(&mut self, offset: u64, record: &RecordView<'_>) -> Result<(), String> {
+        self.offsets
+            .push(i64::try_from(offset).map_err(|_| format!("offset {offset} is beyond i64"))?);
+        self.timestamps.push(record.timestamp);
+        self.keys.append_option(record.key);
+        self.values.append_value(record.value);
+        self.bytes += record.key.map_or(0, <[u8]>::len) + record.value.len();
+        for (name, value) in record.headers {
+            self.header_names.append_value(name);
+            self.header_values.append_value(value);
+            self.bytes += name.len() + value.len();
+        }
+        let headers_end = i32::try_from(self.header_values.len())
+            .map_err(|_| "more than 2^31 headers in a row group".to_string())?;
+        self.header_ends.push(headers_end);
+        Ok(())
+    }
+
+    /// The rows as an Arrow batch of the file's columns (typed columns decoded here, on the
+    /// encoding thread).
+    fn into_batch(
+        mut self,
+        partition: i32,
+        schema: &SchemaRef,
+        value_schema: Option<&SchemaRef>,
+    ) -> Result<RecordBatch, String> {
+        let rows = self.rows();
+        let values = self.values.finish();
+        let entries = StructArray::try_new(
+            header_fields(),
+            vec![
+                Arc::new(self.header_names.finish()) as ArrayRef,
+                Arc::new(self.header_values.finish()),
+            ],
+            None,
+        )
+        .map_err(|e| e.to_string())?;
+        let headers = ListArray::try_new(
+            header_item(),
+            OffsetBuffer::new(ScalarBuffer::from(self.header_ends)),
+            Arc::new(entries),
+            None,
+        )
+        .map_err(|e| e.to_string())?;
+        let mut columns: Vec<ArrayRef> = vec![
+            Arc::new(Int32Array::from(vec![partition; rows])),
+            Arc::new(Int64Array::from(self.offsets)),
+            Arc::new(TimestampMillisecondArray::from(self.timestamps).with_timezone("UTC")),
+            Arc::new(self.keys.finish()),
+            Arc::new(values.clone()),
+            Arc::new(headers),
+        ];
+        if let Some(typed) = value_schema {
+            columns.extend(super::typed::columns(typed, (0..values.len()).map(|row| values.value(row)))?);
+        }
+        RecordBatch::try_new(schema.clone(), columns).map_err(|e| e.to_string())
+    }
+}
+
+/// Threads that encode and compress row groups, each a whole group at a time: compression
+/// is nearly all of archival's work, and one group does not wait for another.
+fn encoder_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get().min(4))
+}
+
+/// Encodes one row group into column chunks, ready to append to the file in order.
+fn encode_row_group(
+    factory: &ArrowRowGroupWriterFactory,
+    index: usize,
+    batch: &RecordBatch,
+) -> Result<Vec<ArrowColumnChunk>, String> {
+    let mut writers = factory
+        .create_column_writers(index)
+        .map_err(|e| e.to_string())?;
+    let mut leaf_writers = writers.iter_mut();
+    for (field, column) in batch.schema().fields().iter().zip(batch.columns()) {
+        for leaf in compute_leaves(field, column).map_err(|e| e.to_string())? {
+            leaf_writers
+                .next()
+                .ok_or("the file has fewer column writers than columns")?
+                .write(&leaf)
+                .map_err(|e| e.to_string())?;
+        }
+    }
+    writers
+        .into_iter()
+        .map(|writer| writer.close().map_err(|e| e.to_string()))
+        .collect()
+}
+
+/// What [`write_file`]'s `fill` pushes rows into, in offset order. A full row group goes to
+/// the encoding threads while the next is being filled.
+pub struct Rows {
+    group: RowGroup,
+    groups: usize,
     summary: Summary,
     produced_by: BTreeSet<String>,
-    value_schema: Option<SchemaRef>,
+    to_encode: std::sync::mpsc::SyncSender<(usize, RowGroup)>,
 }
 
-impl FileWriter {
-    pub fn create(path: &Path, origin: &Origin<'_>) -> Result<FileWriter, ParquetFileError> {
-        let display = path.display().to_string();
-        let fail = |message: String| ParquetFileError::Io {
-            path: display.clone(),
-            message,
-        };
-        let partition = i32::try_from(origin.partition).map_err(|e| fail(e.to_string()))?;
-        let file = File::create(path).map_err(|e| fail(e.to_string()))?;
-        let schema = file_schema(origin.value_schema.as_ref());
-        let writer = ArrowWriter::try_new(file, schema, Some(properties(origin)))
-            .map_err(|e| fail(e.to_string()))?;
-        Ok(FileWriter {
-            path: display,
-            partition,
-            writer,
-            summary: Summary::new(),
-            produced_by: BTreeSet::new(),
-            value_schema: origin.value_schema.clone(),
-        })
-    }
-
-    fn fail(&self, message: impl std::fmt::Display) -> ParquetFileError {
-        ParquetFileError::Io {
-            path: self.path.clone(),
-            message: message.to_string(),
-        }
-    }
-
-    /// Rows written so far.
+impl Rows {
+    /// Rows pushed so far.
     pub fn rows(&self) -> u64 {
         self.summary.rows
     }
 
-    pub fn append(&mut self, rows: &[(u64, Record)]) -> Result<(), ParquetFileError> {
-        for (offset, record) in rows {
-            self.summary.add(*offset, record.timestamp, &record.value);
-            for header in &record.headers {
-                if header.key == PRODUCED_BY_HEADER
-                    && let Ok(value) = std::str::from_utf8(&header.value)
-                    && !self.produced_by.contains(value)
-                {
-                    self.produced_by.insert(value.to_string());
-                }
+    pub fn push(&mut self, offset: u64, record: &RecordView<'_>) -> Result<(), RowsError> {
+        self.summary.add(offset, record.timestamp, record.value);
+        for (name, value) in record.headers {
+            if *name == PRODUCED_BY_HEADER
+                && let Ok(value) = std::str::from_utf8(value)
+                && !self.produced_by.contains(value)
+            {
+                self.produced_by.insert(value.to_string());
             }
         }
-        let mut rest = rows;
-        while !rest.is_empty() {
-            let mut bytes = 0;
-            let count = rest
-                .iter()
-                .take(WRITE_BATCH_ROWS)
-                .take_while(|(_, r)| {
-                    bytes += r.value.len();
-                    bytes <= WRITE_BATCH_BYTES
-                })
-                .count()
-                .max(1);
-            let (chunk, after) = rest.split_at(count);
-            rest = after;
-            let batch = to_batch(self.partition, chunk, self.value_schema.as_ref())
-                .map_err(|e| self.fail(e))?;
-            self.writer.write(&batch).map_err(|e| self.fail(e))?;
-            if self.writer.in_progress_size() >= ROW_GROUP_BYTES {
-                self.writer.flush().map_err(|e| self.fail(e))?;
-            }
+        self.group.push(offset, record).map_err(RowsError::Row)?;
+        if self.group.is_full() {
+            self.send()?;
         }
         Ok(())
     }
 
-    /// Completes the file (footer with the offset range, row count and checksum) and fsyncs it.
-    pub fn finish(mut self) -> Result<Summary, ParquetFileError> {
-        let summary = self.summary.clone();
-        let mut metadata = vec![
-            ("sluice.first_offset", summary.first_offset.to_string()),
-            ("sluice.last_offset", summary.last_offset.to_string()),
-            ("sluice.rows", summary.rows.to_string()),
-            ("sluice.checksum", summary.checksum.to_string()),
-        ];
-        if !self.produced_by.is_empty() {
-            let producers: Vec<&str> = self.produced_by.iter().map(String::as_str).collect();
-            metadata.push(("sluice.produced_by", producers.join(",")));
+    /// Pushes owned records (tests, and archives written from memory).
+    #[cfg(test)]
+    pub fn push_records(&mut self, rows: &[(u64, Record)]) -> Result<(), RowsError> {
+        for (offset, record) in rows {
+            let headers: Vec<(&str, &[u8])> = record
+                .headers
+                .iter()
+                .map(|h| (&h.key[..], &h.value[..]))
+                .collect();
+            let view = RecordView {
+                timestamp: record.timestamp,
+                key: record.key.as_deref(),
+                value: &record.value,
+                headers: &headers,
+            };
+            self.push(*offset, &view)?;
         }
-        for (key, value) in metadata {
-            self.writer
-                .append_key_value_metadata(KeyValue::new(key.into(), value));
-        }
-        self.writer.finish().map_err(|e| self.fail(e))?;
-        self.writer
-            .inner()
-            .sync_all()
-            .map_err(|e| self.fail(format!("fsync: {e}")))?;
-        Ok(summary)
+        Ok(())
+    }
+
+    fn send(&mut self) -> Result<(), RowsError> {
+        let group = std::mem::replace(&mut self.group, RowGroup::new());
+        self.to_encode
+            .send((self.groups, group))
+            .map_err(|_| RowsError::Stopped)?;
+        self.groups += 1;
+        Ok(())
     }
 }
 
+/// Why a row could not be pushed.
+#[derive(Debug)]
+pub enum RowsError {
+    /// The row itself (an offset beyond what Parquet's int64 holds, too many headers).
+    Row(String),
+    /// The encoding or writing threads stopped; their error is the one reported.
+    Stopped,
+    /// Reading the rows failed (the log).
+    Source(String),
+}
+
+impl From<BatchError> for RowsError {
+    fn from(error: BatchError) -> RowsError {
+        RowsError::Source(error.to_string())
+    }
+}
+
+/// Writes the rows `fill` pushes (offset order, one partition) to a new file at `path`, with
+/// the offset range, row count and checksum in its footer, and fsyncs it. Row groups are
+/// encoded on [`encoder_threads`] threads as they fill up and written in order by another.
+pub fn write_file(
+    path: &Path,
+    origin: &Origin<'_>,
+    fill: impl FnOnce(&mut Rows) -> Result<(), RowsError>,
+) -> Result<Summary, ParquetFileError> {
+    let display = path.display().to_string();
+    let fail = |message: String| ParquetFileError::Io {
+        path: display.clone(),
+        message,
+    };
+    let partition = i32::try_from(origin.partition).map_err(|e| fail(e.to_string()))?;
+    let file = File::create(path).map_err(|e| fail(e.to_string()))?;
+    let schema = file_schema(origin.value_schema.as_ref());
+    let (mut file_writer, factory) =
+        ArrowWriter::try_new(file, schema.clone(), Some(properties(origin)))
+            .and_then(ArrowWriter::into_serialized_writer)
+            .map_err(|e| fail(e.to_string()))?;
+    let encoders = encoder_threads();
+    let value_schema = origin.value_schema.as_ref();
+    let (filled, rows, written) = std::thread::scope(|scope| {
+        let (to_encode, queue) = std::sync::mpsc::sync_channel::<(usize, RowGroup)>(1);
+        // Shared by the encoders; gone with the last of them, so a send to stopped
+        // encoders fails instead of waiting.
+        let queue = Arc::new(Mutex::new(queue));
+        let (encoded, to_write) =
+            std::sync::mpsc::sync_channel::<(usize, Result<Vec<ArrowColumnChunk>, String>)>(
+                encoders,
+            );
+        for _ in 0..encoders {
+            let (queue, encoded, factory, schema) =
+                (queue.clone(), encoded.clone(), &factory, &schema);
+            scope.spawn(move || {
+                loop {
+                    let next = queue.lock().map_err(|_| ()).and_then(|q| q.recv().map_err(|_| ()));
+                    let Ok((index, group)) = next else { return };
+                    let chunks = group
+                        .into_batch(partition, schema, value_schema)
+                        .and_then(|batch| encode_row_group(factory, index, &batch));
+                    if encoded.send((index, chunks)).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+        drop((queue, encoded));
+        let writer = scope.spawn(move || -> Result<SerializedFileWriter<File>, String> {
+            let mut waiting = BTreeMap::new();
+            let mut next = 0;
+            for (index, chunks) in to_write {
+                waiting.insert(index, chunks?);
+                while let Some(chunks) = waiting.remove(&next) {
+                    let mut group = file_writer.next_row_group().map_err(|e| e.to_string())?;
+                    for chunk in chunks {
+                        chunk
+                            .append_to_row_group(&mut group)
+                            .map_err(|e| e.to_string())?;
+                    }
+                    group.close().map_err(|e| e.to_string())?;
+                    next += 1;
+                }
+            }
+            Ok(file_writer)
+        });
+        let mut rows = Rows {
+            group: RowGroup::new(),
+            groups: 0,
+            summary: Summary::new(),
+            produced_by: BTreeSet::new(),
+            to_encode,
+        };
+        let mut filled = fill(&mut rows);
+        if filled.is_ok() && rows.group.rows() > 0 {
+            filled = rows.send();
+        }
+        let Rows {
+            summary,
+            produced_by,
+            to_encode,
+            ..
+        } = rows;
+        // The encoders stop when the queue closes, and the writer when they have.
+        drop(to_encode);
+        let written = writer
+            .join()
+            .unwrap_or_else(|_| Err("the file writing thread panicked".into()));
+        (filled, (summary, produced_by), written)
+    });
+    // The writer's own error explains a stop better than the one it caused.
+    let mut file_writer = match (filled, written) {
+        (Err(RowsError::Row(message) | RowsError::Source(message)), _) => return Err(fail(message)),
+        (_, Err(message)) => return Err(fail(message)),
+        (Err(RowsError::Stopped), Ok(_)) => {
+            return Err(fail("the encoding threads stopped".into()));
+        }
+        (Ok(()), Ok(file_writer)) => file_writer,
+    };
+    let (summary, produced_by) = rows;
+    let mut metadata = vec![
+        ("sluice.first_offset", summary.first_offset.to_string()),
+        ("sluice.last_offset", summary.last_offset.to_string()),
+        ("sluice.rows", summary.rows.to_string()),
+        ("sluice.checksum", summary.checksum.to_string()),
+    ];
+    if !produced_by.is_empty() {
+        let producers: Vec<&str> = produced_by.iter().map(String::as_str).collect();
+        metadata.push(("sluice.produced_by", producers.join(",")));
+    }
+    for (key, value) in metadata {
+        file_writer.append_key_value_metadata(KeyValue::new(key.into(), value));
+    }
+    file_writer.finish().map_err(|e| fail(e.to_string()))?;
+    file_writer
+        .inner()
+        .sync_all()
+        .map_err(|e| fail(format!("fsync: {e}")))?;
+    Ok(summary)
+}
+
 /// Writes `rows` (offset order, one partition) to a new file at `path` and makes it durable.
+#[cfg(test)]
 pub fn write(
     path: &Path,
     origin: &Origin<'_>,
     rows: &[(u64, Record)],
 ) -> Result<Summary, ParquetFileError> {
-    let mut writer = FileWriter::create(path, origin)?;
-    writer.append(rows)?;
-    writer.finish()
+    write_file(path, origin, |sink| sink.push_records(rows))
 }
 
 /// A file's rows as Arrow batches, checked to be a contiguous offset range, with the summary
@@ -448,7 +608,8 @@ impl FileContents {
             )));
         }
         let mask = ProjectionMask::roots(builder.parquet_schema(), columns.iter().copied());
-        builder = builder.with_projection(mask);
+        // Batches larger than the default 1,024 rows: a file is read through in one go.
+        builder = builder.with_projection(mask).with_batch_size(READ_BATCH_ROWS);
         let expected = Arc::new(schema().project(columns).expect("columns exist"));
         let reader = builder.build().map_err(|e| unreadable(e.to_string()))?;
         let mut batches = Vec::new();
@@ -479,7 +640,10 @@ impl FileContents {
                 let timestamp = timestamps.map_or(summary.min_timestamp, |t| t.value(row));
                 summary.add(offset, timestamp, values.value(row));
             }
-            batches.push(batch);
+            // Verification needs only the summary.
+            if !only_checked {
+                batches.push(batch);
+            }
         }
         Ok(FileContents { batches, summary })
     }

@@ -6,6 +6,8 @@
 //! [`PendingBatch::build`] encodes and [`PendingBatch::seal`] stamps the base offset and
 //! finishes the CRC with twelve more bytes.
 
+use std::borrow::Cow;
+
 use bytes::{Buf, Bytes};
 
 /// Bytes before the records section: base offset, length, CRC, version, compression, record
@@ -219,11 +221,11 @@ pub fn encode_records_frame(records: &[Record]) -> Vec<u8> {
 
 /// Decodes a records frame; keys and values are zero-copy slices of `frame`.
 pub fn decode_records_frame(frame: &Bytes) -> Result<Vec<Record>, BatchError> {
-    let mut cursor = frame.clone();
     let mut records = Vec::new();
-    while cursor.has_remaining() {
-        records.push(decode_record(frame, &mut cursor, 0)?);
-    }
+    parse_records(frame, 0, None, |record| -> Result<(), BatchError> {
+        records.push(record.to_record(frame));
+        Ok(())
+    })?;
     Ok(records)
 }
 
@@ -321,23 +323,43 @@ pub fn verify(bytes: &[u8]) -> Result<BatchHeader, BatchError> {
     })
 }
 
-/// Verifies and decodes the batch at the start of `bytes` into its records.
+/// Verifies and decodes the batch at the start of `bytes` into its records; keys, values and
+/// header values are zero-copy slices of `bytes` (or of the decompressed records section).
 pub fn decode(bytes: &Bytes) -> Result<(BatchHeader, Vec<Record>), BatchError> {
     let header = verify(bytes)?;
+    let raw = match records_section(bytes, &header)? {
+        Cow::Borrowed(section) => bytes.slice_ref(section),
+        Cow::Owned(section) => Bytes::from(section),
+    };
+    let mut records = Vec::with_capacity(header.record_count as usize);
+    parse_records(
+        &raw,
+        header.first_timestamp,
+        Some(header.record_count),
+        |record| -> Result<(), BatchError> {
+            records.push(record.to_record(&raw));
+            Ok(())
+        },
+    )?;
+    Ok((header, records))
+}
+
+/// The records section of a verified batch, decompressed if it is compressed.
+fn records_section<'a>(bytes: &'a [u8], header: &BatchHeader) -> Result<Cow<'a, [u8]>, BatchError> {
     let raw_len =
         u32::from_le_bytes(bytes[OFF_RAW_LEN..OFF_RAW_LEN + 4].try_into().expect("4")) as usize;
     if raw_len > MAX_BATCH_LEN {
         return Err(BatchError::Malformed("uncompressed length out of range"));
     }
-    let body = bytes.slice(HEADER_LEN..header.total_len);
+    let body = &bytes[HEADER_LEN..header.total_len];
     let raw = match header.compression {
-        Compression::None => body,
-        Compression::Zstd => Bytes::from(
-            zstd::bulk::decompress(&body, raw_len)
+        Compression::None => Cow::Borrowed(body),
+        Compression::Zstd => Cow::Owned(
+            zstd::bulk::decompress(body, raw_len)
                 .map_err(|e| BatchError::Decompress(e.to_string()))?,
         ),
-        Compression::Lz4 => Bytes::from(
-            lz4_flex::block::decompress(&body, raw_len)
+        Compression::Lz4 => Cow::Owned(
+            lz4_flex::block::decompress(body, raw_len)
                 .map_err(|e| BatchError::Decompress(e.to_string()))?,
         ),
     };
@@ -346,15 +368,85 @@ pub fn decode(bytes: &Bytes) -> Result<(BatchHeader, Vec<Record>), BatchError> {
             "records section length differs from the header",
         ));
     }
-    let mut cursor = raw.clone();
-    let mut records = Vec::with_capacity(header.record_count as usize);
-    for _ in 0..header.record_count {
-        records.push(decode_record(&raw, &mut cursor, header.first_timestamp)?);
+    Ok(raw)
+}
+
+/// A record borrowed from a batch, as [`visit_all`] hands it over: a reader that copies
+/// records elsewhere (the Parquet archive) allocates nothing per record.
+#[derive(Debug, Clone, Copy)]
+pub struct RecordView<'a> {
+    pub timestamp: i64,
+    pub key: Option<&'a [u8]>,
+    pub value: &'a [u8],
+    /// Name (checked to be UTF-8) and value of each header, in order.
+    pub headers: &'a [(&'a str, &'a [u8])],
+}
+
+impl RecordView<'_> {
+    /// The record as an owned [`Record`] whose fields are zero-copy slices of `whole`, the
+    /// buffer this view borrows from.
+    fn to_record(&self, whole: &Bytes) -> Record {
+        Record {
+            timestamp: self.timestamp,
+            key: self.key.map(|key| whole.slice_ref(key)),
+            value: whole.slice_ref(self.value),
+            headers: self
+                .headers
+                .iter()
+                .map(|(name, value)| Header {
+                    key: Cow::Owned((*name).to_string()),
+                    value: whole.slice_ref(value),
+                })
+                .collect(),
+        }
     }
-    if cursor.has_remaining() {
-        return Err(BatchError::Malformed("bytes left after the last record"));
+}
+
+/// Parses records from `raw` (a records section, or a records frame when `count` is None:
+/// records up to its end), handing each to `visit`; `raw` must end with the last record.
+fn parse_records<E: From<BatchError>>(
+    raw: &[u8],
+    first_ts: i64,
+    count: Option<u32>,
+    mut visit: impl FnMut(&RecordView<'_>) -> Result<(), E>,
+) -> Result<(), E> {
+    let mut cursor = raw;
+    // One list reused for every record's headers.
+    let mut headers: Vec<(&str, &[u8])> = Vec::new();
+    let mut parsed = 0;
+    while count.map_or(!cursor.is_empty(), |count| parsed < count) {
+        parsed += 1;
+        let timestamp = first_ts.wrapping_add(unzigzag(get_varint(&mut cursor)?));
+        let key = match unzigzag(get_varint(&mut cursor)?) {
+            -1 => None,
+            len if len >= 0 => Some(take(&mut cursor, len as u64)?),
+            _ => return Err(BatchError::Malformed("negative key length").into()),
+        };
+        let value_len = get_varint(&mut cursor)?;
+        let value = take(&mut cursor, value_len)?;
+        let header_count = get_varint(&mut cursor)?;
+        if header_count > cursor.len() as u64 {
+            return Err(BatchError::Malformed("header count exceeds the batch").into());
+        }
+        headers.clear();
+        for _ in 0..header_count {
+            let name_len = get_varint(&mut cursor)?;
+            let name = std::str::from_utf8(take(&mut cursor, name_len)?)
+                .map_err(|_| BatchError::Malformed("header name is not UTF-8"))?;
+            let value_len = get_varint(&mut cursor)?;
+            headers.push((name, take(&mut cursor, value_len)?));
+        }
+        visit(&RecordView {
+            timestamp,
+            key,
+            value,
+            headers: &headers,
+        })?;
     }
-    Ok((header, records))
+    if !cursor.is_empty() {
+        return Err(BatchError::Malformed("bytes left after the last record").into());
+    }
+    Ok(())
 }
 
 /// Iterates over consecutive batches (as a fetch returns them), decoding each.
@@ -395,50 +487,39 @@ pub fn decode_all(data: &Bytes, from: u64) -> Result<Vec<(u64, Record)>, BatchEr
     Ok(out)
 }
 
-fn decode_record(whole: &Bytes, cursor: &mut Bytes, first_ts: i64) -> Result<Record, BatchError> {
-    let timestamp = first_ts.wrapping_add(unzigzag(get_varint(cursor)?));
-    let key_len = unzigzag(get_varint(cursor)?);
-    let key = match key_len {
-        -1 => None,
-        len if len >= 0 => Some(take(whole, cursor, len as u64)?),
-        _ => return Err(BatchError::Malformed("negative key length")),
-    };
-    let value_len = get_varint(cursor)?;
-    let value = take(whole, cursor, value_len)?;
-    let header_count = get_varint(cursor)?;
-    if header_count > cursor.remaining() as u64 {
-        return Err(BatchError::Malformed("header count exceeds the batch"));
+/// Verifies consecutive batches and hands each record at `from` or after to `visit` with its
+/// offset, borrowed: nothing is allocated per record.
+pub fn visit_all<E: From<BatchError>>(
+    data: &[u8],
+    from: u64,
+    mut visit: impl FnMut(u64, &RecordView<'_>) -> Result<(), E>,
+) -> Result<(), E> {
+    let mut rest = data;
+    while !rest.is_empty() {
+        let header = verify(rest)?;
+        let raw = records_section(rest, &header)?;
+        let mut offset = header.base_offset;
+        parse_records(&raw, header.first_timestamp, Some(header.record_count), |record| {
+            offset += 1;
+            if offset > from {
+                visit(offset - 1, record)
+            } else {
+                Ok(())
+            }
+        })?;
+        rest = &rest[header.total_len..];
     }
-    let mut headers = Vec::with_capacity(header_count as usize);
-    for _ in 0..header_count {
-        let key_len = get_varint(cursor)?;
-        let key = take(whole, cursor, key_len)?;
-        let key = String::from_utf8(key.to_vec())
-            .map_err(|_| BatchError::Malformed("header name is not UTF-8"))?;
-        let value_len = get_varint(cursor)?;
-        let value = take(whole, cursor, value_len)?;
-        headers.push(Header {
-            key: key.into(),
-            value,
-        });
-    }
-    Ok(Record {
-        timestamp,
-        key,
-        value,
-        headers,
-    })
+    Ok(())
 }
 
-/// Splits `len` bytes off the cursor as a zero-copy slice of `whole`.
-fn take(whole: &Bytes, cursor: &mut Bytes, len: u64) -> Result<Bytes, BatchError> {
-    if len > cursor.remaining() as u64 {
+/// Splits `len` bytes off the front of `cursor`.
+fn take<'a>(cursor: &mut &'a [u8], len: u64) -> Result<&'a [u8], BatchError> {
+    if len > cursor.len() as u64 {
         return Err(BatchError::Malformed("field length exceeds the batch"));
     }
-    let start = whole.len() - cursor.remaining();
-    let slice = whole.slice(start..start + len as usize);
-    cursor.advance(len as usize);
-    Ok(slice)
+    let (field, rest) = cursor.split_at(len as usize);
+    *cursor = rest;
+    Ok(field)
 }
 
 pub(crate) fn put_varint(out: &mut Vec<u8>, mut value: u64) {
@@ -449,7 +530,7 @@ pub(crate) fn put_varint(out: &mut Vec<u8>, mut value: u64) {
     out.push(value as u8);
 }
 
-pub(crate) fn get_varint(cursor: &mut Bytes) -> Result<u64, BatchError> {
+pub(crate) fn get_varint(cursor: &mut impl Buf) -> Result<u64, BatchError> {
     let mut value = 0u64;
     for shift in (0..64).step_by(7) {
         if !cursor.has_remaining() {

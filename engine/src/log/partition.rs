@@ -403,19 +403,48 @@ impl Partition {
     /// Reads whole batches from `offset` on, about `max_bytes` of them (at least one batch if
     /// any is visible). `offset` equal to the high watermark reads nothing.
     pub fn read(&self, offset: u64, max_bytes: usize) -> Result<Fetched, LogError> {
+        // Sized up front: growing by doubling copied the data read so far each time.
+        let mut data = Vec::with_capacity(max_bytes.min(MAX_READ_RESERVE));
+        let (next_offset, high_watermark, log_start_offset) =
+            self.read_to(offset, max_bytes, &mut data)?;
+        Ok(Fetched {
+            data,
+            next_offset,
+            high_watermark,
+            log_start_offset,
+        })
+    }
+
+    /// [`Partition::read`] into a buffer of the caller's (its contents replaced, its memory
+    /// kept: a reader going through much of the log reuses one); returns the offset to read
+    /// next.
+    pub fn read_into(
+        &self,
+        offset: u64,
+        max_bytes: usize,
+        data: &mut Vec<u8>,
+    ) -> Result<u64, LogError> {
+        data.clear();
+        Ok(self.read_to(offset, max_bytes, data)?.0)
+    }
+
+    /// Reads the batches from `offset` on into `data` (empty); returns the next offset, the
+    /// high watermark and the log start offset as they were when the read began.
+    fn read_to(
+        &self,
+        offset: u64,
+        max_bytes: usize,
+        data: &mut Vec<u8>,
+    ) -> Result<(u64, u64, u64), LogError> {
         let high_watermark = self.high_watermark();
         let segments = self.segments.read().expect("segments lock").clone();
         let log_start_offset = segments[0].base_offset;
         if offset < log_start_offset
             && let Some(cold) = &self.cold
-            && let Some((data, next_offset)) = cold.read(offset, max_bytes)?
+            && let Some((archived, next_offset)) = cold.read(offset, max_bytes)?
         {
-            return Ok(Fetched {
-                data,
-                next_offset,
-                high_watermark,
-                log_start_offset,
-            });
+            *data = archived;
+            return Ok((next_offset, high_watermark, log_start_offset));
         }
         if offset < log_start_offset || offset > high_watermark {
             return Err(LogError::OffsetOutOfRange {
@@ -427,8 +456,6 @@ impl Partition {
             });
         }
         let first = segments.partition_point(|s| s.base_offset <= offset) - 1;
-        // Sized up front: growing by doubling copied the data read so far each time.
-        let mut data = Vec::with_capacity(max_bytes.min(MAX_READ_RESERVE));
         let mut next = offset;
         for segment in &segments[first..] {
             if next >= high_watermark || data.len() >= max_bytes {
@@ -442,17 +469,12 @@ impl Partition {
                     to: segment.base_offset,
                 });
             }
-            next = segment.read(next, high_watermark, max_bytes, &mut data)?;
+            next = segment.read(next, high_watermark, max_bytes, data)?;
             if next < segment.next_offset() {
                 break;
             }
         }
-        Ok(Fetched {
-            data,
-            next_offset: next,
-            high_watermark,
-            log_start_offset,
-        })
+        Ok((next, high_watermark, log_start_offset))
     }
 
     /// The first offset whose record timestamp is at or after `timestamp`, or the high
