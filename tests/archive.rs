@@ -369,6 +369,10 @@ async fn archive_first_half(client: &Client, topic: &str) {
         .unwrap();
 }
 
+/// Timestamp of record 0 in the replay test (record n has TIME_ZERO + n): old enough for a
+/// retention of 1 ms, distinct for each record.
+const TIME_ZERO: i64 = 1_000_000;
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replay_reads_the_archive_then_the_log_and_damage_is_reported_by_name() {
     let dir = tempfile::tempdir().unwrap();
@@ -396,7 +400,7 @@ async fn replay_reads_the_archive_then_the_log_and_damage_is_reported_by_name() 
                 let records: Vec<Record> = chunk
                     .iter()
                     .map(|n| Record {
-                        timestamp: 0,
+                        timestamp: TIME_ZERO + *n as i64,
                         key: Some(Bytes::from(format!("k{}", n % 3))),
                         value: Bytes::from(format!(r#"{{"n":{n}}}"#)),
                         headers: Vec::new(),
@@ -420,6 +424,18 @@ async fn replay_reads_the_archive_then_the_log_and_damage_is_reported_by_name() 
     }
     let from_log = stdout(&cli(&server.url, &["consume", "h"], ""));
     assert_eq!(from_log.lines().count() as u64, 2_000 - log_start);
+
+    // A start time finds its offset in the archive (the first record, one inside a file) or
+    // in the log, whichever holds it now.
+    for n in [0, 123, log_start - 1, log_start + 10] {
+        let time = (TIME_ZERO + n as i64).to_string();
+        let printed = stdout(&cli(&server.url, &["consume", "h", "--timestamp", &time], ""));
+        assert_eq!(
+            printed.lines().collect::<Vec<_>>(),
+            expected[n as usize..],
+            "from the time of record {n}"
+        );
+    }
 
     // A plugin deployed to start at offset 0 reads the archive, then the log.
     let mut deploy = request("map", "h", &["out"], &[("output", "out"), ("fields", "n")]);

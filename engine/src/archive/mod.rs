@@ -614,6 +614,20 @@ impl ColdTier for PartitionArchive {
         Ok(Some((data, next)))
     }
 
+    fn offset_for_timestamp(&self, timestamp: i64) -> Result<Option<u64>, LogError> {
+        let file = self.with_archive(|a| {
+            Ok(a.files()
+                .iter()
+                .find(|f| f.summary.rows > 0 && f.summary.max_timestamp >= timestamp)
+                .cloned())
+        })?;
+        let Some(file) = file else { return Ok(None) };
+        if file.summary.min_timestamp >= timestamp {
+            return Ok(Some(file.summary.first_offset));
+        }
+        Ok(self.contents(&file)?.offset_for_timestamp(timestamp))
+    }
+
     fn delete(&self) -> Result<(), LogError> {
         let mut slot = self.archive.lock().expect("archive lock");
         *slot = None;

@@ -648,6 +648,18 @@ impl FileContents {
         Ok(FileContents { batches, summary })
     }
 
+    /// The first offset whose timestamp is at or after `timestamp`, as the log's time index
+    /// answers; None when every row is older.
+    pub fn offset_for_timestamp(&self, timestamp: i64) -> Option<u64> {
+        self.batches.iter().find_map(|batch| {
+            let offsets = batch.column(1).as_primitive::<Int64Type>();
+            let timestamps = batch.column(2).as_primitive::<TimestampMillisecondType>();
+            (0..batch.num_rows())
+                .find(|&row| timestamps.value(row) >= timestamp)
+                .and_then(|row| u64::try_from(offsets.value(row)).ok())
+        })
+    }
+
     /// The records at `offset` and after, up to `max_rows`, in order.
     pub fn rows_from(&self, offset: u64, max_rows: usize) -> Vec<(u64, Record)> {
         let mut out = Vec::new();

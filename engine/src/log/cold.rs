@@ -30,6 +30,10 @@ pub trait ColdTier: Send + Sync {
     /// it, with the offset to read next; None when `offset` is not held.
     fn read(&self, offset: u64, max_bytes: usize) -> Result<Option<(Vec<u8>, u64)>, LogError>;
 
+    /// The first offset held whose record timestamp is at or after `timestamp`; None when
+    /// every record held is older (or nothing is held).
+    fn offset_for_timestamp(&self, timestamp: i64) -> Result<Option<u64>, LogError>;
+
     /// Deletes everything held (the topic is being deleted).
     fn delete(&self) -> Result<(), LogError>;
 }

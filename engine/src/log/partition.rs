@@ -478,10 +478,17 @@ impl Partition {
     }
 
     /// The first offset whose record timestamp is at or after `timestamp`, or the high
-    /// watermark if there is none yet.
+    /// watermark if there is none yet. Records that left the log for the archive are
+    /// searched first, so a time older than the log start finds its archived offset.
     pub fn offset_for_timestamp(&self, timestamp: i64) -> Result<u64, LogError> {
         let high_watermark = self.high_watermark();
         let segments = self.segments.read().expect("segments lock").clone();
+        if let Some(cold) = &self.cold
+            && let Some(offset) = cold.offset_for_timestamp(timestamp)?
+            && offset < segments[0].base_offset
+        {
+            return Ok(offset);
+        }
         for segment in segments {
             if let Some(offset) = segment.find_timestamp(timestamp)? {
                 return Ok(offset.min(high_watermark));
