@@ -385,7 +385,7 @@ pub struct RecordView<'a> {
 impl RecordView<'_> {
     /// The record as an owned [`Record`] whose fields are zero-copy slices of `whole`, the
     /// buffer this view borrows from.
-    fn to_record(&self, whole: &Bytes) -> Record {
+    fn to_record(self, whole: &Bytes) -> Record {
         Record {
             timestamp: self.timestamp,
             key: self.key.map(|key| whole.slice_ref(key)),
