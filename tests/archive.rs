@@ -429,7 +429,11 @@ async fn replay_reads_the_archive_then_the_log_and_damage_is_reported_by_name() 
     // in the log, whichever holds it now.
     for n in [0, 123, log_start - 1, log_start + 10] {
         let time = (TIME_ZERO + n as i64).to_string();
-        let printed = stdout(&cli(&server.url, &["consume", "h", "--timestamp", &time], ""));
+        let printed = stdout(&cli(
+            &server.url,
+            &["consume", "h", "--timestamp", &time],
+            "",
+        ));
         assert_eq!(
             printed.lines().collect::<Vec<_>>(),
             expected[n as usize..],

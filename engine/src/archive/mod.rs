@@ -644,7 +644,12 @@ impl ColdTier for PartitionArchive {
 
 /// Pushes records `from..to` of the log into `rows`, decoded straight from the log's batches
 /// into the row group's columns, a read buffer reused for every read.
-fn fill_from_log(rows: &mut Rows, partition: &Partition, from: u64, to: u64) -> Result<(), RowsError> {
+fn fill_from_log(
+    rows: &mut Rows,
+    partition: &Partition,
+    from: u64,
+    to: u64,
+) -> Result<(), RowsError> {
     let mut buffer = Vec::new();
     let mut offset = from;
     while offset < to {
@@ -657,7 +662,11 @@ fn fill_from_log(rows: &mut Rows, partition: &Partition, from: u64, to: u64) -> 
             )));
         }
         batch::visit_all(&buffer, offset, |at, record| {
-            if at < to { rows.push(at, record) } else { Ok(()) }
+            if at < to {
+                rows.push(at, record)
+            } else {
+                Ok(())
+            }
         })?;
         offset = next;
     }

@@ -27,12 +27,12 @@ use bytes::Bytes;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::arrow_writer::{ArrowColumnChunk, ArrowRowGroupWriterFactory, compute_leaves};
 use parquet::arrow::{ArrowWriter, ProjectionMask};
-use parquet::basic::{Compression, Encoding, ZstdLevel};
-use parquet::file::metadata::KeyValue;
-use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::basic::Type as PhysicalType;
+use parquet::basic::{Compression, Encoding, ZstdLevel};
 use parquet::column::reader::ColumnReader;
 use parquet::data_type::ByteArray;
+use parquet::file::metadata::KeyValue;
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::file::reader::{FileReader, SerializedFileReader};
 use parquet::file::writer::SerializedFileWriter;
 use parquet::schema::types::ColumnPath;
@@ -305,7 +305,10 @@ impl RowGroup {
             Arc::new(headers),
         ];
         if let Some(typed) = value_schema {
-            columns.extend(super::typed::columns(typed, (0..values.len()).map(|row| values.value(row)))?);
+            columns.extend(super::typed::columns(
+                typed,
+                (0..values.len()).map(|row| values.value(row)),
+            )?);
         }
         RecordBatch::try_new(schema.clone(), columns).map_err(|e| e.to_string())
     }
@@ -449,16 +452,19 @@ pub fn write_file(
         // Shared by the encoders; gone with the last of them, so a send to stopped
         // encoders fails instead of waiting.
         let queue = Arc::new(Mutex::new(queue));
-        let (encoded, to_write) =
-            std::sync::mpsc::sync_channel::<(usize, Result<Vec<ArrowColumnChunk>, String>)>(
-                encoders,
-            );
+        let (encoded, to_write) = std::sync::mpsc::sync_channel::<(
+            usize,
+            Result<Vec<ArrowColumnChunk>, String>,
+        )>(encoders);
         for _ in 0..encoders {
             let (queue, encoded, factory, schema) =
                 (queue.clone(), encoded.clone(), &factory, &schema);
             scope.spawn(move || {
                 loop {
-                    let next = queue.lock().map_err(|_| ()).and_then(|q| q.recv().map_err(|_| ()));
+                    let next = queue
+                        .lock()
+                        .map_err(|_| ())
+                        .and_then(|q| q.recv().map_err(|_| ()));
                     let Ok((index, group)) = next else { return };
                     let chunks = group
                         .into_batch(partition, schema, value_schema)
@@ -514,7 +520,9 @@ pub fn write_file(
     });
     // The writer's own error explains a stop better than the one it caused.
     let mut file_writer = match (filled, written) {
-        (Err(RowsError::Row(message) | RowsError::Source(message)), _) => return Err(fail(message)),
+        (Err(RowsError::Row(message) | RowsError::Source(message)), _) => {
+            return Err(fail(message));
+        }
         (_, Err(message)) => return Err(fail(message)),
         (Err(RowsError::Stopped), Ok(_)) => {
             return Err(fail("the encoding threads stopped".into()));
@@ -604,7 +612,9 @@ impl FileContents {
         }
         let mask = ProjectionMask::roots(builder.parquet_schema(), FIXED);
         // Batches larger than the default 1,024 rows: a file is read through in one go.
-        builder = builder.with_projection(mask).with_batch_size(READ_BATCH_ROWS);
+        builder = builder
+            .with_projection(mask)
+            .with_batch_size(READ_BATCH_ROWS);
         let expected = Arc::new(schema().project(&FIXED).expect("columns exist"));
         let reader = builder.build().map_err(|e| unreadable(e.to_string()))?;
         let mut batches = Vec::new();
@@ -722,12 +732,14 @@ pub fn read(path: &Path) -> Result<(Vec<(u64, Record)>, Summary), ParquetFileErr
 /// The source's bytes, whole: reading a file means reading nearly all of it anyway.
 fn bytes_of(source: Source) -> Result<Bytes, ParquetFileError> {
     match source {
-        Source::File(path) => std::fs::read(&path)
-            .map(Bytes::from)
-            .map_err(|e| ParquetFileError::Io {
-                path: path.display().to_string(),
-                message: e.to_string(),
-            }),
+        Source::File(path) => {
+            std::fs::read(&path)
+                .map(Bytes::from)
+                .map_err(|e| ParquetFileError::Io {
+                    path: path.display().to_string(),
+                    message: e.to_string(),
+                })
+        }
         Source::Fetched { bytes, .. } => Ok(bytes),
     }
 }
@@ -768,23 +780,37 @@ fn checked_summary(name: &str, bytes: Bytes) -> Result<Summary, ParquetFileError
     {
         return Err(unreadable(format!(
             "its columns are not an archive file's (offset int64 and value binary expected as leaves {OFFSET_LEAF} and {VALUE_LEAF}): {:?}",
-            schema.columns().iter().map(|c| c.path().string()).collect::<Vec<_>>()
+            schema
+                .columns()
+                .iter()
+                .map(|c| c.path().string())
+                .collect::<Vec<_>>()
         )));
     }
     let mut summary = Summary::new();
     let mut offsets: Vec<i64> = Vec::new();
     let mut values: Vec<ByteArray> = Vec::new();
     for index in 0..file.num_row_groups() {
-        let group = file.get_row_group(index).map_err(|e| unreadable(e.to_string()))?;
+        let group = file
+            .get_row_group(index)
+            .map_err(|e| unreadable(e.to_string()))?;
         let rows = usize::try_from(group.metadata().num_rows())
             .map_err(|_| unreadable(format!("row group {index} has a negative row count")))?;
         offsets.clear();
         values.clear();
-        let read = |leaf: usize| group.get_column_reader(leaf).map_err(|e| unreadable(e.to_string()));
-        let (ColumnReader::Int64ColumnReader(mut offset_reader), ColumnReader::ByteArrayColumnReader(mut value_reader)) =
-            (read(OFFSET_LEAF)?, read(VALUE_LEAF)?)
+        let read = |leaf: usize| {
+            group
+                .get_column_reader(leaf)
+                .map_err(|e| unreadable(e.to_string()))
+        };
+        let (
+            ColumnReader::Int64ColumnReader(mut offset_reader),
+            ColumnReader::ByteArrayColumnReader(mut value_reader),
+        ) = (read(OFFSET_LEAF)?, read(VALUE_LEAF)?)
         else {
-            return Err(unreadable("offset or value column of an unexpected type".into()));
+            return Err(unreadable(
+                "offset or value column of an unexpected type".into(),
+            ));
         };
         let (offsets_read, _, _) = offset_reader
             .read_records(rows, None, None, &mut offsets)
@@ -792,7 +818,11 @@ fn checked_summary(name: &str, bytes: Bytes) -> Result<Summary, ParquetFileError
         let (values_read, _, _) = value_reader
             .read_records(rows, None, None, &mut values)
             .map_err(|e| unreadable(e.to_string()))?;
-        if offsets_read != rows || values_read != rows || offsets.len() != rows || values.len() != rows {
+        if offsets_read != rows
+            || values_read != rows
+            || offsets.len() != rows
+            || values.len() != rows
+        {
             return Err(unreadable(format!(
                 "row group {index} says {rows} rows and holds {offsets_read} offsets and {values_read} values"
             )));

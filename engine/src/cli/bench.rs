@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use clap::{Args, ValueEnum};
 
+use super::bench_beside::Work;
 use super::client::{Client, Position};
 use crate::config::Config;
 use crate::log::{Log, LogOptions, Record, TopicConfig, batch};
@@ -35,7 +36,10 @@ Measure throughput on this machine, for 100-byte and 1 KiB records:
                   figure: --records 1000000)
   archive         Parquet archival of sealed segments (read, written, fsynced, verified)
                   against pyarrow.parquet.write_table with zstd writing the same rows in the
-                  same run (needs python with pyarrow: ./scripts/test installs it in .venv)
+                  same run (needs python with pyarrow: ./scripts/test installs it in .venv);
+                  then producers (append+fsync) and filter plugins (one per core) beside
+                  archival at low priority, as the engine runs it, and at normal priority,
+                  against the same work alone just before and after
 
 Data goes to a temporary directory under --dir (default: the current directory), removed
 afterwards. The last line gives the peak resident memory of the process.")]
@@ -138,6 +142,24 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     if matches!(args.only, Part::All | Part::Archive) {
         super::bench_archive::run(&args.dir, args.records, &args.record_size)?;
+        for &size in &args.record_size {
+            let producers = Work::Producers {
+                producers: args.producers,
+                batch: args.batch,
+            };
+            super::bench_beside::run(&args.dir, args.records, size, producers).await?;
+        }
+        match std::fs::read(args.plugins_dir.join("filter.wasm")) {
+            Ok(filter) => {
+                let size = args.record_size.first().copied().unwrap_or(100);
+                let plugins = Work::Plugins { filter };
+                super::bench_beside::run(&args.dir, args.records, size, plugins).await?;
+            }
+            Err(error) => println!(
+                "(skipping the plugins beside archival: {}/filter.wasm: {error}; see plugins/README.md)",
+                args.plugins_dir.display()
+            ),
+        }
     }
     println!("peak resident memory: {} MiB", peak_rss_kib() / 1024);
     Ok(())

@@ -10,14 +10,14 @@ use anyhow::Context;
 use bytes::Bytes;
 
 use crate::archive::Archives;
-use crate::log::{Log, LogOptions, Record, TopicConfig, now_ms};
+use crate::log::{Log, LogOptions, Partition, Record, TopicConfig, now_ms};
 
 const PYARROW_SCRIPT: &str = include_str!("bench_pyarrow.py");
 const SEGMENT_BYTES: u64 = 64 << 20;
 
 /// Realistic records: JSON orders of about `size` bytes with keys over 1,000 customers,
 /// repetitive the way event data is, not a constant pattern.
-fn order_records(size: usize, count: usize, seed: u64) -> Vec<Record> {
+pub(super) fn order_records(size: usize, count: usize, seed: u64) -> Vec<Record> {
     const WORDS: [&str; 12] = [
         "express",
         "standard",
@@ -103,6 +103,48 @@ fn pyarrow(python: &Path, source: &Path, target: &Path) -> anyhow::Result<Measur
     })
 }
 
+/// A log in `dir` whose topics archive into `dir/archive`.
+pub(super) fn open_log(dir: &Path) -> anyhow::Result<(Arc<Archives>, Arc<Log>)> {
+    let archives = Archives::new(dir.join("archive"), None);
+    let options = LogOptions {
+        topic_defaults: TopicConfig::default(),
+        max_disk_bytes: None,
+        min_free_bytes: 0,
+        cold: Some(archives.opener()),
+    };
+    let log = Arc::new(Log::open(&dir.join("data"), options)?);
+    Ok((archives, log))
+}
+
+/// A one-partition topic of 64 MiB segments holding at least `records` orders of `size`
+/// bytes, every one of them in a sealed segment (ready to archive).
+pub(super) fn history(
+    log: &Log,
+    name: &str,
+    size: usize,
+    records: u64,
+) -> anyhow::Result<Arc<Partition>> {
+    let settings = [
+        ("retention_ms".to_string(), "none".to_string()),
+        ("segment_bytes".to_string(), SEGMENT_BYTES.to_string()),
+        ("flush".to_string(), "interval".to_string()),
+    ];
+    let partition = log.create_topic(name, 1, &settings)?.partition(0)?;
+    let mut seed = 0;
+    while partition
+        .segments_to_archive(now_ms(), true)
+        .iter()
+        .map(|s| s.next_offset)
+        .max()
+        .unwrap_or(0)
+        < records
+    {
+        partition.append(&order_records(size, 1000, seed))?;
+        seed += 1;
+    }
+    Ok(partition)
+}
+
 pub fn run(dir: &Path, records_of_100_bytes: u64, sizes: &[usize]) -> anyhow::Result<()> {
     println!();
     println!(
@@ -115,39 +157,8 @@ pub fn run(dir: &Path, records_of_100_bytes: u64, sizes: &[usize]) -> anyhow::Re
         let temp = tempfile::Builder::new()
             .prefix("sluice-bench-archive-")
             .tempdir_in(dir)?;
-        let archives = Archives::new(temp.path().join("archive"), None);
-        let options = LogOptions {
-            topic_defaults: TopicConfig::default(),
-            max_disk_bytes: None,
-            min_free_bytes: 0,
-            cold: Some(archives.opener()),
-        };
-        let log = Arc::new(Log::open(&temp.path().join("data"), options)?);
-        let settings = [
-            ("retention_ms".to_string(), "none".to_string()),
-            ("segment_bytes".to_string(), SEGMENT_BYTES.to_string()),
-            ("flush".to_string(), "interval".to_string()),
-        ];
-        let partition = log.create_topic("orders", 1, &settings)?.partition(0)?;
-        let mut written = 0u64;
-        let mut seed = 0;
-        while written < records {
-            let batch = order_records(size, 1000, seed);
-            seed += 1;
-            partition.append(&batch)?;
-            written += batch.len() as u64;
-        }
-        // Fills the last segment up, so that every record asked for is in a sealed one.
-        while partition
-            .segments_to_archive(now_ms(), true)
-            .iter()
-            .map(|s| s.next_offset)
-            .max()
-            < Some(records)
-        {
-            partition.append(&order_records(size, 1000, seed))?;
-            seed += 1;
-        }
+        let (archives, log) = open_log(temp.path())?;
+        let partition = history(&log, "orders", size, records)?;
         let segments = partition.segments_to_archive(now_ms(), true);
         let bytes_in: u64 = segments.iter().map(|s| s.bytes).sum();
         let rows: u64 = segments.iter().map(|s| s.next_offset - s.base_offset).sum();

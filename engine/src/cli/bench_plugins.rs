@@ -73,14 +73,7 @@ pub fn run(dir: &Path, required: bool) -> anyhow::Result<()> {
         );
     }
 
-    let values = sample(FILTER_RECORDS, |i| {
-        format!(
-            r#"{{"order":{i},"customer":"c{:03}","total":{},"note":"xxxxxxxxxxxxxxxxxxxxxxxxxxx"}}"#,
-            i % 500,
-            i % 100
-        )
-    });
-    let batches: Vec<Batch> = values.chunks(FILTER_BATCH).map(make_batch).collect();
+    let batches = filter_input();
     let predicate =
         json_predicate::Predicate::new("total", "gt", "49").map_err(anyhow::Error::msg)?;
     // Alternating rounds, median of each side: the two share whatever else the machine does.
@@ -129,7 +122,19 @@ pub fn run(dir: &Path, required: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn filter_settings() -> Vec<(String, String)> {
+/// The filter plugin's input: JSON orders of about 100 bytes, half of them kept.
+pub(super) fn filter_input() -> Vec<Batch> {
+    let values = sample(FILTER_RECORDS, |i| {
+        format!(
+            r#"{{"order":{i},"customer":"c{:03}","total":{},"note":"xxxxxxxxxxxxxxxxxxxxxxxxxxx"}}"#,
+            i % 500,
+            i % 100
+        )
+    });
+    values.chunks(FILTER_BATCH).map(make_batch).collect()
+}
+
+pub(super) fn filter_settings() -> Vec<(String, String)> {
     [
         ("output", "big"),
         ("field", "total"),

@@ -4,6 +4,7 @@
 mod archive;
 mod bench;
 mod bench_archive;
+mod bench_beside;
 mod bench_groups;
 mod bench_languages;
 mod bench_plugins;

@@ -499,14 +499,19 @@ pub fn visit_all<E: From<BatchError>>(
         let header = verify(rest)?;
         let raw = records_section(rest, &header)?;
         let mut offset = header.base_offset;
-        parse_records(&raw, header.first_timestamp, Some(header.record_count), |record| {
-            offset += 1;
-            if offset > from {
-                visit(offset - 1, record)
-            } else {
-                Ok(())
-            }
-        })?;
+        parse_records(
+            &raw,
+            header.first_timestamp,
+            Some(header.record_count),
+            |record| {
+                offset += 1;
+                if offset > from {
+                    visit(offset - 1, record)
+                } else {
+                    Ok(())
+                }
+            },
+        )?;
         rest = &rest[header.total_len..];
     }
     Ok(())
