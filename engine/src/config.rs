@@ -78,6 +78,8 @@ pub struct StorageSettings {
     /// S3-compatible server via AWS_ENDPOINT) or `file:///absolute/path`. None: files stay in
     /// `archive_dir`.
     pub archive_url: Option<String>,
+    /// Segment bytes read for archiving per second, for the whole engine; 0: no limit.
+    pub archive_max_bytes_per_second: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -121,6 +123,7 @@ impl Default for StorageSettings {
             retention_check_interval_ms: 30_000,
             archive_dir: None,
             archive_url: None,
+            archive_max_bytes_per_second: 64 * 1024 * 1024,
         }
     }
 }

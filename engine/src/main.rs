@@ -5,7 +5,6 @@ use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
-    sluice::server::keep_large_buffers_mapped();
     let cli = sluice::cli::Cli::parse();
     let default_level = match cli.command {
         sluice::cli::Command::Serve(_) => "info",

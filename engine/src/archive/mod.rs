@@ -20,6 +20,7 @@
 //! leaves a local copy that `open` deletes. Until a file is uploaded it stays local and
 //! readable, so a store that is down delays the upload, never the archive.
 
+mod pace;
 pub mod parquet;
 pub mod remote;
 pub mod typed;
@@ -36,6 +37,7 @@ use crate::log::batch::{self, decode_all, encode_batch};
 use crate::log::{
     ColdTier, ColdTierOpener, Compression, LogError, Partition, Record, now_ms, write_atomically,
 };
+use pace::Pace;
 use parquet::{FileContents, Origin, ParquetFileError, Rows, RowsError, Source, Summary};
 pub use remote::RemoteStore;
 
@@ -436,6 +438,8 @@ pub struct PartitionArchive {
     /// The file replay read last, checked against the manifest: a sequential replay reads
     /// and checks each file once.
     replaying: Mutex<Option<(String, Arc<FileContents>)>>,
+    /// The engine-wide archival rate limit.
+    pace: Arc<Pace>,
 }
 
 impl PartitionArchive {
@@ -570,7 +574,7 @@ impl ColdTier for PartitionArchive {
                 for range in todo {
                     let (from, to) = (range.start, range.end);
                     match write_file(&dir, &origin, from, to - 1, |rows| {
-                        fill_from_log(rows, partition, from, to)
+                        fill_from_log(rows, partition, &self.pace, from, to)
                     }) {
                         Ok(file) => {
                             if let Err(refused) = written.send((range, file)) {
@@ -643,10 +647,11 @@ impl ColdTier for PartitionArchive {
 }
 
 /// Pushes records `from..to` of the log into `rows`, decoded straight from the log's batches
-/// into the row group's columns, a read buffer reused for every read.
+/// into the row group's columns, a read buffer reused for every read, at `pace`.
 fn fill_from_log(
     rows: &mut Rows,
     partition: &Partition,
+    pace: &Pace,
     from: u64,
     to: u64,
 ) -> Result<(), RowsError> {
@@ -661,6 +666,7 @@ fn fill_from_log(
                 "reading offset {offset} of the log returned nothing"
             )));
         }
+        pace.take(buffer.len());
         batch::visit_all(&buffer, offset, |at, record| {
             if at < to {
                 rows.push(at, record)
@@ -703,15 +709,22 @@ fn writer_error(error: &dyn std::fmt::Display) -> ParquetFileError {
 pub struct Archives {
     root: PathBuf,
     remote: Option<Arc<RemoteStore>>,
+    pace: Arc<Pace>,
     partitions: Mutex<HashMap<(String, u32), Arc<PartitionArchive>>>,
 }
 
 impl Archives {
-    /// Archives under `root`, moving files to `remote` once archived if given.
-    pub fn new(root: PathBuf, remote: Option<RemoteStore>) -> Arc<Archives> {
+    /// Archives under `root`, moving files to `remote` once archived if given, reading
+    /// segments for archiving at most `max_bytes_per_second` (None or 0: no limit).
+    pub fn new(
+        root: PathBuf,
+        remote: Option<RemoteStore>,
+        max_bytes_per_second: Option<u64>,
+    ) -> Arc<Archives> {
         Arc::new(Archives {
             root,
             remote: remote.map(Arc::new),
+            pace: Arc::new(Pace::new(max_bytes_per_second)),
             partitions: Mutex::new(HashMap::new()),
         })
     }
@@ -748,6 +761,7 @@ impl Archives {
                     }),
                     archive: Mutex::new(None),
                     replaying: Mutex::new(None),
+                    pace: self.pace.clone(),
                 })
             })
             .clone()

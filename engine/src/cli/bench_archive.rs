@@ -103,9 +103,13 @@ fn pyarrow(python: &Path, source: &Path, target: &Path) -> anyhow::Result<Measur
     })
 }
 
-/// A log in `dir` whose topics archive into `dir/archive`.
-pub(super) fn open_log(dir: &Path) -> anyhow::Result<(Arc<Archives>, Arc<Log>)> {
-    let archives = Archives::new(dir.join("archive"), None);
+/// A log in `dir` whose topics archive into `dir/archive`, reading segments for archiving at
+/// most `max_bytes_per_second` (None: no limit).
+pub(super) fn open_log(
+    dir: &Path,
+    max_bytes_per_second: Option<u64>,
+) -> anyhow::Result<(Arc<Archives>, Arc<Log>)> {
+    let archives = Archives::new(dir.join("archive"), None, max_bytes_per_second);
     let options = LogOptions {
         topic_defaults: TopicConfig::default(),
         max_disk_bytes: None,
@@ -157,7 +161,7 @@ pub fn run(dir: &Path, records_of_100_bytes: u64, sizes: &[usize]) -> anyhow::Re
         let temp = tempfile::Builder::new()
             .prefix("sluice-bench-archive-")
             .tempdir_in(dir)?;
-        let (archives, log) = open_log(temp.path())?;
+        let (archives, log) = open_log(temp.path(), None)?;
         let partition = history(&log, "orders", size, records)?;
         let segments = partition.segments_to_archive(now_ms(), true);
         let bytes_in: u64 = segments.iter().map(|s| s.bytes).sum();

@@ -1,7 +1,8 @@
 //! `sluice bench --only archive`, second part: what archival costs the work beside it.
 //! Producers (durable appends) and plugins (the filter plugin in its sandbox) run while a
-//! backlog of sealed segments is archived at low priority, as the engine does, then at normal
-//! priority, against the same work alone just before and after.
+//! backlog of sealed segments is archived as the engine does (low priority, the default rate
+//! limit), at low priority without the limit, and at normal priority, against the same work
+//! alone just before and after.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -12,6 +13,7 @@ use anyhow::Context;
 
 use super::bench_archive::{history, open_log, order_records};
 use super::bench_plugins::{filter_input, filter_settings, start_sandbox};
+use crate::config::StorageSettings;
 use crate::log::{Partition, Record, now_ms};
 use crate::runtime::{Batch, Plugin, Runtime};
 
@@ -26,6 +28,9 @@ const FIRST_ALONE_WINDOW: Duration = Duration::from_secs(2);
 /// takes every core, as it should be at low priority) finishes unmeasured.
 const LONGEST_WINDOW: Duration = Duration::from_secs(5);
 
+/// Bytes of each producers' partition kept between windows.
+const LIVE_RETENTION_BYTES: u64 = 256 << 20;
+
 /// The work whose throughput archival must leave alone.
 pub enum Work {
     /// `producers` tasks appending batches of `batch` records durably (as `append+fsync`).
@@ -38,11 +43,12 @@ pub enum Work {
 /// What runs beside the work in a window.
 enum Beside {
     Nothing,
-    /// This partition's segments archived as the engine does it: on a `SCHED_IDLE` thread at
-    /// the lowest I/O priority.
-    LowPriority(Arc<Partition>),
-    /// This partition's segments archived on an ordinary thread.
-    NormalPriority(Arc<Partition>),
+    /// This partition's segments archived, at low priority as the engine does it (a
+    /// `SCHED_IDLE` thread at the lowest I/O priority) or on an ordinary thread.
+    Archival {
+        partition: Arc<Partition>,
+        low_priority: bool,
+    },
 }
 
 /// The work, ready to run in windows.
@@ -120,7 +126,7 @@ impl Running {
 }
 
 /// Prints the table of `work`'s throughput beside the archival of `records_of_100_bytes`'
-/// worth of `size`-byte records (at least two 64 MiB segments), at low and at normal priority.
+/// worth of `size`-byte records (at least two 64 MiB segments), in each condition of the table.
 pub async fn run(
     dir: &Path,
     records_of_100_bytes: u64,
@@ -131,10 +137,19 @@ pub async fn run(
     let temp = tempfile::Builder::new()
         .prefix("sluice-bench-beside-")
         .tempdir_in(dir)?;
-    let (_archives, log) = open_log(temp.path())?;
+    let (_archives, log) = open_log(&temp.path().join("unpaced"), None)?;
+    // The engine's default rate limit applies to the archives of this second log only.
+    let paced_rate = StorageSettings::default().archive_max_bytes_per_second;
+    let (_paced_archives, paced_log) = open_log(&temp.path().join("paced"), Some(paced_rate))?;
     let (title, running) = match work {
         Work::Producers { producers, batch } => {
-            let live = log.create_topic("live", 4, &[("retention_ms".into(), "none".into())])?;
+            // Kept to a few segments (by retention after each window): the producers write
+            // tens of GB over the measurement.
+            let settings = [
+                ("retention_ms".into(), "none".into()),
+                ("retention_bytes".into(), LIVE_RETENTION_BYTES.to_string()),
+            ];
+            let live = log.create_topic("live", 4, &settings)?;
             let title = format!("PRODUCERS ({size} B) BESIDE ARCHIVAL ({size} B)");
             let running = Running::Producers {
                 partitions: live.partitions(),
@@ -161,33 +176,51 @@ pub async fn run(
         "{:<40} {:>12} {:>8} {:>12} {:>14}",
         title, "RECORDS/S", "RATIO", "RANGE", "ARCHIVAL MB/S"
     );
-    // Each round archives a fresh topic at low, then at normal priority, each window as long
-    // as archival takes (at most LONGEST_WINDOW), and runs the work alone before, between and
-    // after them, each time for as long as the last low-priority window: an archival window
-    // is compared with the mean of the two alone windows around it, so that the machine's
-    // drift (a shared disk fast one minute and slow the next) cancels out. The host's noise
-    // moves single windows a lot: the table gives each condition's median round, and its
-    // ratios' range.
-    let mut measured: [Vec<(f64, f64, Option<f64>)>; 3] = Default::default();
+    let conditions = [
+        (
+            format!("low priority, {} MiB/s limit (default)", paced_rate >> 20),
+            true,
+        ),
+        ("low priority, no limit".to_string(), true),
+        ("normal priority, no limit".to_string(), false),
+    ];
+    // Each round archives a fresh topic in each condition, each window as long as archival
+    // takes (at most LONGEST_WINDOW), and runs the work alone before, between and after
+    // them, each time for as long as the last first-condition window: an archival window is
+    // compared with the mean of the two alone windows around it, so that the machine's drift
+    // (a shared disk fast one minute and slow the next) cancels out. The host's noise moves
+    // single windows a lot: the table gives each condition's median round, and its ratios'
+    // range.
+    let mut measured: Vec<Vec<(f64, f64, Option<f64>)>> = vec![Vec::new(); conditions.len()];
+    let mut alone: Vec<f64> = Vec::new();
     let mut alone_window = FIRST_ALONE_WINDOW;
     for round in 0..ROUNDS {
-        let low = history(&log, &format!("history-low-{round}"), size, records)?;
-        let normal = history(&log, &format!("history-normal-{round}"), size, records)?;
+        let mut histories = Vec::new();
+        for (condition, _) in conditions.iter().enumerate() {
+            let log = if condition == 0 { &paced_log } else { &log };
+            histories.push(history(
+                log,
+                &format!("history-{condition}-{round}"),
+                size,
+                records,
+            )?);
+        }
         // Sealed segments have long been on disk when retention archives them; the kernel
         // writing these back during a window would slow the work, not archival.
         write_back_everything(temp.path())?;
+        let mut windows = vec![Beside::Nothing];
+        for (partition, (_, low_priority)) in histories.into_iter().zip(&conditions) {
+            windows.push(Beside::Archival {
+                partition,
+                low_priority: *low_priority,
+            });
+            windows.push(Beside::Nothing);
+        }
         let mut rates = Vec::new();
-        for beside in [
-            Beside::Nothing,
-            Beside::LowPriority(low),
-            Beside::Nothing,
-            Beside::NormalPriority(normal),
-            Beside::Nothing,
-        ] {
-            let low_priority = matches!(beside, Beside::LowPriority(_));
-            let window = match beside {
-                Beside::Nothing => alone_window,
-                _ => LONGEST_WINDOW,
+        for beside in windows {
+            let (window, first_condition) = match &beside {
+                Beside::Nothing => (alone_window, false),
+                Beside::Archival { .. } => (LONGEST_WINDOW, rates.len() == 1),
             };
             let stop = Arc::new(AtomicBool::new(false));
             {
@@ -200,7 +233,10 @@ pub async fn run(
             let archived_bytes = Arc::new(AtomicU64::new(0));
             let archival = match beside {
                 Beside::Nothing => None,
-                Beside::LowPriority(partition) | Beside::NormalPriority(partition) => {
+                Beside::Archival {
+                    partition,
+                    low_priority,
+                } => {
                     let (archived, archival) = tokio::sync::oneshot::channel();
                     let (stop, archived_bytes) = (stop.clone(), archived_bytes.clone());
                     let work = move || {
@@ -224,7 +260,7 @@ pub async fn run(
             let started = Instant::now();
             let done = running.until(stop).await?;
             let elapsed = started.elapsed();
-            if low_priority {
+            if first_condition {
                 alone_window = elapsed;
             }
             let archival_rate = match archival {
@@ -236,47 +272,46 @@ pub async fn run(
                 None => None,
             };
             rates.push((done as f64 / elapsed.as_secs_f64(), archival_rate));
+            log.enforce_retention(now_ms());
         }
-        let around = |window: usize| (rates[window - 1].0 + rates[window + 1].0) / 2.0;
-        let alone = (rates[0].0 + rates[2].0 + rates[4].0) / 3.0;
-        for (condition, (rate, archival_rate, baseline)) in [
-            (rates[1].0, rates[1].1, around(1)),
-            (rates[3].0, rates[3].1, around(3)),
-            (alone, None, alone),
-        ]
-        .into_iter()
-        .enumerate()
-        {
-            measured[condition].push((rate / baseline, rate, archival_rate));
+        for (condition, rounds) in measured.iter_mut().enumerate() {
+            let window = 2 * condition + 1;
+            let around = (rates[window - 1].0 + rates[window + 1].0) / 2.0;
+            let (rate, archival_rate) = rates[window];
+            rounds.push((rate / around, rate, archival_rate));
         }
+        let alone_windows: Vec<f64> = rates.iter().step_by(2).map(|(rate, _)| *rate).collect();
+        alone.push(alone_windows.iter().sum::<f64>() / alone_windows.len() as f64);
     }
-    let names = [
-        "archival at low priority",
-        "archival at normal priority",
-        "alone",
-    ];
-    for (name, mut rounds) in names.into_iter().zip(measured) {
+    for ((name, _), mut rounds) in conditions.into_iter().zip(measured) {
         rounds.sort_by(|a, b| a.0.total_cmp(&b.0));
         let (ratio, rate, archival_rate) = rounds[rounds.len() / 2];
-        let range = match (rounds.first(), rounds.last()) {
-            (Some(low), Some(high)) if name != "alone" => format!("{:.2}-{:.2}", low.0, high.0),
-            _ => "-".to_string(),
-        };
+        let (low, high) = (rounds[0].0, rounds[rounds.len() - 1].0);
         println!(
             "{:<40} {:>12.0} {:>8.2} {:>12} {:>14}",
             name,
             rate,
             ratio,
-            range,
+            format!("{low:.2}-{high:.2}"),
             archival_rate.map_or("-".to_string(), |r| format!("{r:.1}"))
         );
     }
+    alone.sort_by(f64::total_cmp);
+    println!(
+        "{:<40} {:>12.0} {:>8.2} {:>12} {:>14}",
+        "alone",
+        alone[alone.len() / 2],
+        1.0,
+        "-",
+        "-"
+    );
     println!(
         "RATIO = records/s beside archival / alone just before and after (median of {ROUNDS} rounds, and range);"
     );
     println!(
-        "ARCHIVAL MB/S = segment bytes archived per second meanwhile (0 when starved: at low priority archival waits for idle cores)."
+        "ARCHIVAL MB/S = bytes of the segments archived whole within the window, per second (0: starved, at low priority archival waits for idle cores)."
     );
+    paced_log.close()?;
     log.close()?;
     Ok(())
 }

@@ -56,11 +56,11 @@ pub fn spawn_low_priority(name: &str, work: impl FnOnce() + Send + 'static) {
 /// a core would otherwise be idle, at the lowest best-effort I/O priority.
 ///
 /// Why `SCHED_IDLE` rather than a nice value: measured on the producers-beside-archival
-/// benchmark, nice 10 still took 39% of durable producers' throughput on 2 cores, as the
-/// encoders' time slices delay the producers' wake-ups after each fsync. The I/O priority only
-/// counts under a scheduler that honours it (not `none`, common on virtual disks). Under full
-/// CPU saturation archival waits; retention keeps a segment until its file is written, so
-/// nothing is lost, the log only grows.
+/// benchmark (2 cores), durable producers kept 0.61 of their throughput beside archival at
+/// nice 10 and 0.7-0.95 at `SCHED_IDLE`; CPU-bound plugins keep 0.99 (archival then waits
+/// for them). The I/O priority only counts under a disk scheduler that honours it (not
+/// `none`, common on virtual disks). When the cores are saturated archival waits; retention
+/// keeps a segment until its file is written, so nothing is lost, the log only grows.
 fn lower_this_threads_priority() {
     const IOPRIO_WHO_PROCESS: libc::c_long = 1;
     const IOPRIO_BEST_EFFORT_LOWEST: libc::c_long = (2 << 13) | 7;
@@ -77,29 +77,6 @@ fn lower_this_threads_priority() {
             tid as libc::c_long,
             IOPRIO_BEST_EFFORT_LOWEST,
         );
-    }
-}
-
-/// Keeps the allocator from mapping and unmapping memory for every large buffer: call once,
-/// at start-up, before any thread.
-///
-/// Why: archival allocates and frees buffers of several MiB per row group. By default glibc
-/// serves those with `mmap` and returns them with `munmap` and heap trims, and each of those
-/// takes the process's memory-map lock and shoots down TLBs on every core, stalling the
-/// producers' threads. Measured on the producers-beside-archival benchmark: producers kept
-/// 0.76 of their throughput with the default settings, 0.98 with these (both with
-/// `SCHED_IDLE`). Memory freed stays with the process for reuse, up to the trim threshold.
-pub fn keep_large_buffers_mapped() {
-    #[cfg(target_env = "gnu")]
-    {
-        // 32 MiB is the largest threshold glibc accepts.
-        const MMAP_THRESHOLD: libc::c_int = 32 << 20;
-        const TRIM_THRESHOLD: libc::c_int = 512 << 20;
-        // SAFETY: mallopt only changes allocator thresholds; called before other threads start.
-        unsafe {
-            libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD);
-            libc::mallopt(libc::M_TRIM_THRESHOLD, TRIM_THRESHOLD);
-        }
     }
 }
 

@@ -30,7 +30,6 @@ use crate::groups::{Coordinator, GroupError, SessionLimits};
 use crate::log::{Log, LogError, LogOptions, batch, now_ms};
 use crate::runtime::{DeployError, PluginHost};
 use api::*;
-pub use archive::keep_large_buffers_mapped;
 pub(crate) use archive::spawn_low_priority;
 pub use auth::TOKEN_FILE;
 pub use error::ApiError;
@@ -103,6 +102,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             .clone()
             .unwrap_or_else(|| config.data_dir.join("archive")),
         remote,
+        Some(config.storage.archive_max_bytes_per_second),
     );
     let options = LogOptions {
         topic_defaults: config.topic_defaults.clone(),
