@@ -38,8 +38,9 @@ Measure throughput on this machine, for 100-byte and 1 KiB records:
                   against pyarrow.parquet.write_table with zstd writing the same rows in the
                   same run (needs python with pyarrow: ./scripts/test installs it in .venv);
                   then producers (append+fsync) and filter plugins (one per core) beside
-                  archival at low priority, as the engine runs it, and at normal priority,
-                  against the same work alone just before and after
+                  archival as the engine runs it (low priority, default rate limit), at low
+                  priority without the limit, and at normal priority, against the same work
+                  alone just before and after
 
 Data goes to a temporary directory under --dir (default: the current directory), removed
 afterwards. The last line gives the peak resident memory of the process.")]

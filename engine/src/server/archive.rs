@@ -57,7 +57,8 @@ pub fn spawn_low_priority(name: &str, work: impl FnOnce() + Send + 'static) {
 ///
 /// Why `SCHED_IDLE` rather than a nice value: measured on the producers-beside-archival
 /// benchmark (2 cores), durable producers kept 0.61 of their throughput beside archival at
-/// nice 10 and 0.7-0.95 at `SCHED_IDLE`; CPU-bound plugins keep 0.99 (archival then waits
+/// nice 10 and 0.65-1.05 at `SCHED_IDLE` (0.93-1.02 with the archival rate limit,
+/// `archive/pace.rs`); CPU-bound plugins keep 0.99 (archival then waits
 /// for them). The I/O priority only counts under a disk scheduler that honours it (not
 /// `none`, common on virtual disks). When the cores are saturated archival waits; retention
 /// keeps a segment until its file is written, so nothing is lost, the log only grows.
