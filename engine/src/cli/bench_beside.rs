@@ -59,8 +59,8 @@ enum Running {
         batch: Vec<Record>,
     },
     Plugins {
-        runtime: Arc<Runtime>,
-        plugin: Arc<Plugin>,
+        runtime: Runtime,
+        plugin: Plugin,
         batches: Arc<Vec<Batch>>,
     },
 }
@@ -160,11 +160,11 @@ pub async fn run(
         }
         Work::Plugins { filter } => {
             let runtime = Runtime::new(None)?;
-            let plugin = Arc::new(runtime.compile(&filter)?);
+            let plugin = runtime.compile(&filter)?;
             let batches = filter_input();
             let title = format!("FILTER PLUGINS BESIDE ARCHIVAL ({size} B)");
             let running = Running::Plugins {
-                runtime: Arc::new(runtime),
+                runtime,
                 plugin,
                 batches: Arc::new(batches),
             };
@@ -180,9 +180,10 @@ pub async fn run(
         (
             format!("low priority, {} MiB/s limit (default)", paced_rate >> 20),
             true,
+            &paced_log,
         ),
-        ("low priority, no limit".to_string(), true),
-        ("normal priority, no limit".to_string(), false),
+        ("low priority, no limit".to_string(), true, &log),
+        ("normal priority, no limit".to_string(), false, &log),
     ];
     // Each round archives a fresh topic in each condition, each window as long as archival
     // takes (at most LONGEST_WINDOW), and runs the work alone before, between and after
@@ -196,8 +197,7 @@ pub async fn run(
     let mut alone_window = FIRST_ALONE_WINDOW;
     for round in 0..ROUNDS {
         let mut histories = Vec::new();
-        for (condition, _) in conditions.iter().enumerate() {
-            let log = if condition == 0 { &paced_log } else { &log };
+        for (condition, (_, _, log)) in conditions.iter().enumerate() {
             histories.push(history(
                 log,
                 &format!("history-{condition}-{round}"),
@@ -209,7 +209,7 @@ pub async fn run(
         // writing these back during a window would slow the work, not archival.
         write_back_everything(temp.path())?;
         let mut windows = vec![Beside::Nothing];
-        for (partition, (_, low_priority)) in histories.into_iter().zip(&conditions) {
+        for (partition, (_, low_priority, _)) in histories.into_iter().zip(&conditions) {
             windows.push(Beside::Archival {
                 partition,
                 low_priority: *low_priority,
@@ -283,7 +283,7 @@ pub async fn run(
         let alone_windows: Vec<f64> = rates.iter().step_by(2).map(|(rate, _)| *rate).collect();
         alone.push(alone_windows.iter().sum::<f64>() / alone_windows.len() as f64);
     }
-    for ((name, _), mut rounds) in conditions.into_iter().zip(measured) {
+    for ((name, _, _), mut rounds) in conditions.into_iter().zip(measured) {
         rounds.sort_by(|a, b| a.0.total_cmp(&b.0));
         let (ratio, rate, archival_rate) = rounds[rounds.len() / 2];
         let (low, high) = (rounds[0].0, rounds[rounds.len() - 1].0);
