@@ -72,7 +72,7 @@ pub struct StorageSettings {
     pub retention_check_interval_ms: u64,
     /// Where topics with `archive = true` keep their Parquet files: `<archive_dir>/<topic>/
     /// <partition>/`. Default: `<data_dir>/archive`.
-    pub archive_dir: Option<std::path::PathBuf>,
+    pub archive_dir: Option<PathBuf>,
     /// An object store archived files move to once written and verified locally:
     /// `s3://bucket/prefix` (credentials, region and endpoint from the AWS_* variables; an
     /// S3-compatible server via AWS_ENDPOINT) or `file:///absolute/path`. None: files stay in

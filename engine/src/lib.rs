@@ -1,7 +1,29 @@
 //! Sluice: a durable partitioned log with WebAssembly consumer plugins.
 //!
-//! Dependencies point one way: `cli` and `server` use `groups`, which uses `log`; `log` knows
-//! nothing of HTTP or consumer groups.
+//! # Layout
+//!
+//! From the top floor down; each module imports only from the floors below it (the arrows
+//! point down), so a module can be read knowing only what is under it.
+//!
+//! | floor | module | owns |
+//! |---|---|---|
+//! | 6 | [`cli`] | the `sluice` command line: `serve`, and the commands that talk to a running engine over HTTP ([`cli::client`]); `plugin build/new/test` |
+//! | 5 | [`server`] | the HTTP API (axum): the composition root ([`server::start`]), topics, records, consumer groups, plugins, archive and metrics routes, the background chores, graceful shutdown |
+//! | 4 | [`config`] | the configuration file and its defaults |
+//! | 3 | [`runtime`] | the plugin host: WebAssembly sandboxes (wasmtime), the deployment data model, the control plane ([`runtime::PluginHost`]) and one worker thread per plugin group |
+//! | 2 | [`txn`] | the plugin store (`plugins.redb`): state, offsets and outbox committed in one transaction; the state-store contract a sandbox reads through |
+//! | 2 | [`groups`] | consumer groups of clients: membership, assignment, committed offsets (`groups.redb`) |
+//! | 2 | [`archive`] | Parquet archival of sealed segments (to a directory or an object store), and replay of archived offsets |
+//! | 1 | [`log`] | topics of partitions of segments of CRC-checked record batches: append with group-committed fsync, read, retention, recovery; the cold-tier interface the archive implements |
+//! | 0 | [`crash_point`] | named crash points for the kill -9 tests |
+//!
+//! The log knows nothing of HTTP, consumer groups, plugins or Parquet: the archive plugs in
+//! below it through [`log::ColdTier`] (a dependency inversion), so the log's recovery and tests
+//! stand alone. Within a module the same rule holds; the one import cycle left is the
+//! flusher <-> partition group-commit handshake in `log/` (a partition queues itself on the
+//! flusher, the flusher calls back to sync it).
+//!
+//! Benchmarks live in their own crate (`bench/`, the `sluice-bench` binary) over this library.
 
 pub mod archive;
 pub mod cli;

@@ -292,6 +292,9 @@ impl Printer {
     }
 }
 
+/// The session timeout the CLI asks for when it joins a group.
+const SESSION_TIMEOUT_MS: u64 = 10_000;
+
 async fn consume_in_group(
     client: &Client,
     args: &ConsumeArgs,
@@ -299,7 +302,6 @@ async fn consume_in_group(
     start: Start,
     printer: &mut Printer,
 ) -> anyhow::Result<()> {
-    let session_timeout_ms = 10_000;
     let mut membership = client
         .join(
             group,
@@ -307,69 +309,14 @@ async fn consume_in_group(
                 member_id: None,
                 client: Some("sluice-cli".into()),
                 topics: vec![args.topic.clone()],
-                session_timeout_ms: Some(session_timeout_ms),
+                session_timeout_ms: Some(SESSION_TIMEOUT_MS),
             },
         )
         .await?;
     let result = async {
         loop {
-            let committed = client.committed(group).await?;
-            let mut positions = BTreeMap::new();
-            for tp in membership
-                .assignment
-                .iter()
-                .filter(|tp| tp.topic == args.topic)
-            {
-                if args.partition.is_some_and(|p| p != tp.partition) {
-                    continue;
-                }
-                let stored = committed
-                    .iter()
-                    .find(|c| c.topic == tp.topic && c.partition == tp.partition);
-                let offset = match stored {
-                    Some(c) => c.offset,
-                    None => resolve(client, &args.topic, tp.partition, &start).await?,
-                };
-                positions.insert(tp.partition, offset);
-            }
-            let (mut readers, mut chunks) =
-                spawn_readers(client, &args.topic, &positions, args.follow);
-            let mut heartbeat =
-                tokio::time::interval(Duration::from_millis(session_timeout_ms / 3));
-            heartbeat.tick().await;
-            let mut progress: BTreeMap<u32, u64> = BTreeMap::new();
-            let mut open = positions.len();
-            let outcome = loop {
-                if open == 0 {
-                    break Outcome::Finished;
-                }
-                tokio::select! {
-                    chunk = chunks.recv() => {
-                        let Some(chunk) = chunk else { break Outcome::Finished };
-                        let printed = printer.print(&chunk)?;
-                        if let Ok(chunk) = &chunk {
-                            if let Some((offset, _)) = chunk.records[..printed].last() {
-                                progress.insert(chunk.partition, offset + 1);
-                            }
-                            if chunk.done {
-                                open -= 1;
-                            }
-                        }
-                        commit(client, group, &membership, &args.topic, &progress).await?;
-                        if printer.satisfied() {
-                            break Outcome::Finished;
-                        }
-                    }
-                    _ = heartbeat.tick() => {
-                        let current = client.heartbeat(group, &membership.member_id).await?;
-                        if current.generation != membership.generation {
-                            break Outcome::Rebalanced(current);
-                        }
-                    }
-                }
-            };
-            readers.abort_all();
-            match outcome {
+            let positions = assigned_positions(client, args, group, &membership, &start).await?;
+            match consume_assignment(client, args, group, &membership, positions, printer).await? {
                 Outcome::Finished => return Ok(()),
                 Outcome::Rebalanced(current) => {
                     tracing::info!(
@@ -384,6 +331,84 @@ async fn consume_in_group(
     .await;
     let left = client.leave(group, &membership.member_id).await;
     result.and(left)
+}
+
+/// Where to read each assigned partition: the group's committed offset, or `start`.
+async fn assigned_positions(
+    client: &Client,
+    args: &ConsumeArgs,
+    group: &str,
+    membership: &crate::groups::Membership,
+    start: &Start,
+) -> anyhow::Result<BTreeMap<u32, u64>> {
+    let committed = client.committed(group).await?;
+    let mut positions = BTreeMap::new();
+    for tp in membership
+        .assignment
+        .iter()
+        .filter(|tp| tp.topic == args.topic)
+    {
+        if args.partition.is_some_and(|p| p != tp.partition) {
+            continue;
+        }
+        let stored = committed
+            .iter()
+            .find(|c| c.topic == tp.topic && c.partition == tp.partition);
+        let offset = match stored {
+            Some(c) => c.offset,
+            None => resolve(client, &args.topic, tp.partition, start).await?,
+        };
+        positions.insert(tp.partition, offset);
+    }
+    Ok(positions)
+}
+
+/// Reads and prints the assigned partitions from `positions`, committing what was printed
+/// and heartbeating, until done or the group rebalances.
+async fn consume_assignment(
+    client: &Client,
+    args: &ConsumeArgs,
+    group: &str,
+    membership: &crate::groups::Membership,
+    positions: BTreeMap<u32, u64>,
+    printer: &mut Printer,
+) -> anyhow::Result<Outcome> {
+    let (mut readers, mut chunks) = spawn_readers(client, &args.topic, &positions, args.follow);
+    let mut heartbeat = tokio::time::interval(Duration::from_millis(SESSION_TIMEOUT_MS / 3));
+    heartbeat.tick().await;
+    let mut progress: BTreeMap<u32, u64> = BTreeMap::new();
+    let mut open = positions.len();
+    let outcome = loop {
+        if open == 0 {
+            break Outcome::Finished;
+        }
+        tokio::select! {
+            chunk = chunks.recv() => {
+                let Some(chunk) = chunk else { break Outcome::Finished };
+                let printed = printer.print(&chunk)?;
+                if let Ok(chunk) = &chunk {
+                    if let Some((offset, _)) = chunk.records[..printed].last() {
+                        progress.insert(chunk.partition, offset + 1);
+                    }
+                    if chunk.done {
+                        open -= 1;
+                    }
+                }
+                commit(client, group, membership, &args.topic, &progress).await?;
+                if printer.satisfied() {
+                    break Outcome::Finished;
+                }
+            }
+            _ = heartbeat.tick() => {
+                let current = client.heartbeat(group, &membership.member_id).await?;
+                if current.generation != membership.generation {
+                    break Outcome::Rebalanced(current);
+                }
+            }
+        }
+    };
+    readers.abort_all();
+    Ok(outcome)
 }
 
 enum Outcome {

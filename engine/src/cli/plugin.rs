@@ -198,43 +198,12 @@ pub async fn run(client: &Client, command: PluginCommand) -> anyhow::Result<()> 
             tokio::task::spawn_blocking(move || super::plugin_build::run(args)).await?
         }
         PluginCommand::New(args) => super::plugin_new::run(args),
-        PluginCommand::List => {
-            let list = client.list_plugins().await?;
-            println!(
-                "{:<24} {:<24} {:>7} {:>10}  STATUS",
-                "GROUP", "TOPIC", "VERSION", "LAG"
-            );
-            for p in list.plugins {
-                println!(
-                    "{:<24} {:<24} {:>7} {:>10}  {}",
-                    p.group, p.topic, p.active_version, p.total_lag, p.status
-                );
-            }
-            Ok(())
-        }
+        PluginCommand::List => list(client).await,
         PluginCommand::Describe { group } => {
             print_description(&client.describe_plugin(&group).await?);
             Ok(())
         }
-        PluginCommand::Logs { group, lines } => {
-            for line in client.plugin_logs(&group, lines).await?.lines {
-                let time = time_text(line.time_ms);
-                let fields: Vec<String> = line
-                    .fields
-                    .iter()
-                    .map(|(k, v)| format!(" {k}={v}"))
-                    .collect();
-                println!(
-                    "{time} {:>5} {:<6} v{:<3} {}{}",
-                    line.level.to_uppercase(),
-                    line.source,
-                    line.version,
-                    line.message,
-                    fields.concat()
-                );
-            }
-            Ok(())
-        }
+        PluginCommand::Logs { group, lines } => logs(client, &group, lines).await,
         PluginCommand::Pause { group } => {
             action(client, &group, "pause", &RollbackRequest::default()).await
         }
@@ -252,36 +221,8 @@ pub async fn run(client: &Client, command: PluginCommand) -> anyhow::Result<()> 
             };
             action(client, &group, "rollback", &request).await
         }
-        PluginCommand::Snapshot { group, name } => {
-            let snapshot = client.take_snapshot(&group, &name).await?;
-            println!(
-                "snapshot {} of group {group}: version {}, {} state entries, offsets {}",
-                snapshot.name,
-                snapshot.version,
-                snapshot.state_entries,
-                offsets_text(&snapshot.offsets)
-            );
-            Ok(())
-        }
-        PluginCommand::Snapshots { group } => {
-            let list = client.snapshots(&group).await?;
-            println!(
-                "{:<24} {:>7} {:>24} {:>10} {:>12}  OFFSETS",
-                "SNAPSHOT", "VERSION", "TAKEN", "ENTRIES", "BYTES"
-            );
-            for s in list.snapshots {
-                println!(
-                    "{:<24} {:>7} {:>24} {:>10} {:>12}  {}",
-                    s.name,
-                    s.version,
-                    time_text(s.created_ms).to_string(),
-                    s.state_entries,
-                    s.state_bytes,
-                    offsets_text(&s.offsets)
-                );
-            }
-            Ok(())
-        }
+        PluginCommand::Snapshot { group, name } => snapshot(client, &group, &name).await,
+        PluginCommand::Snapshots { group } => snapshots(client, &group).await,
         PluginCommand::Undeploy { group, keep_state } => {
             client.undeploy(&group, keep_state).await?;
             let kept = if keep_state { " (state kept)" } else { "" };
@@ -289,6 +230,73 @@ pub async fn run(client: &Client, command: PluginCommand) -> anyhow::Result<()> 
             Ok(())
         }
     }
+}
+
+async fn list(client: &Client) -> anyhow::Result<()> {
+    let list = client.list_plugins().await?;
+    println!(
+        "{:<24} {:<24} {:>7} {:>10}  STATUS",
+        "GROUP", "TOPIC", "VERSION", "LAG"
+    );
+    for p in list.plugins {
+        println!(
+            "{:<24} {:<24} {:>7} {:>10}  {}",
+            p.group, p.topic, p.active_version, p.total_lag, p.status
+        );
+    }
+    Ok(())
+}
+
+async fn logs(client: &Client, group: &str, lines: usize) -> anyhow::Result<()> {
+    for line in client.plugin_logs(group, lines).await?.lines {
+        let time = time_text(line.time_ms);
+        let fields: Vec<String> = line
+            .fields
+            .iter()
+            .map(|(k, v)| format!(" {k}={v}"))
+            .collect();
+        println!(
+            "{time} {:>5} {:<6} v{:<3} {}{}",
+            line.level.to_uppercase(),
+            line.source,
+            line.version,
+            line.message,
+            fields.concat()
+        );
+    }
+    Ok(())
+}
+
+async fn snapshot(client: &Client, group: &str, name: &str) -> anyhow::Result<()> {
+    let snapshot = client.take_snapshot(group, name).await?;
+    println!(
+        "snapshot {} of group {group}: version {}, {} state entries, offsets {}",
+        snapshot.name,
+        snapshot.version,
+        snapshot.state_entries,
+        offsets_text(&snapshot.offsets)
+    );
+    Ok(())
+}
+
+async fn snapshots(client: &Client, group: &str) -> anyhow::Result<()> {
+    let list = client.snapshots(group).await?;
+    println!(
+        "{:<24} {:>7} {:>24} {:>10} {:>12}  OFFSETS",
+        "SNAPSHOT", "VERSION", "TAKEN", "ENTRIES", "BYTES"
+    );
+    for s in list.snapshots {
+        println!(
+            "{:<24} {:>7} {:>24} {:>10} {:>12}  {}",
+            s.name,
+            s.version,
+            time_text(s.created_ms).to_string(),
+            s.state_entries,
+            s.state_bytes,
+            offsets_text(&s.offsets)
+        );
+    }
+    Ok(())
 }
 
 pub async fn run_state(client: &Client, command: StateCommand) -> anyhow::Result<()> {

@@ -6,9 +6,10 @@
 //! the current generation that owns the partition, so a member that lost a partition in a
 //! rebalance cannot move its offset: consumption is at-least-once.
 
+use parking_lot::Mutex;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use redb::{Database, ReadableTable, TableDefinition};
@@ -53,11 +54,11 @@ pub enum GroupError {
     #[error(transparent)]
     Log(#[from] LogError),
     #[error("offset store error: {0}")]
-    Store(String),
+    Store(#[source] redb::Error),
 }
 
-fn store_error(error: impl std::fmt::Display) -> GroupError {
-    GroupError::Store(error.to_string())
+fn store_error(error: impl Into<redb::Error>) -> GroupError {
+    GroupError::Store(error.into())
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -177,7 +178,7 @@ impl Coordinator {
         for topic in topics {
             self.log.topic(topic)?;
         }
-        let mut groups = self.groups.lock().expect("groups lock");
+        let mut groups = self.groups.lock();
         let group = groups.entry(group_id.to_string()).or_default();
         let member_id = match member_id {
             Some(id) if group.members.contains_key(id) => id.to_string(),
@@ -205,7 +206,7 @@ impl Coordinator {
 
     /// Keeps a member alive and tells it its current assignment.
     pub fn heartbeat(&self, group_id: &str, member_id: &str) -> Result<Membership, GroupError> {
-        let mut groups = self.groups.lock().expect("groups lock");
+        let mut groups = self.groups.lock();
         let group = groups
             .get_mut(group_id)
             .ok_or_else(|| unknown_member(group_id, member_id))?;
@@ -218,7 +219,7 @@ impl Coordinator {
     }
 
     pub fn leave(&self, group_id: &str, member_id: &str) -> Result<(), GroupError> {
-        let mut groups = self.groups.lock().expect("groups lock");
+        let mut groups = self.groups.lock();
         let group = groups
             .get_mut(group_id)
             .ok_or_else(|| unknown_member(group_id, member_id))?;
@@ -232,7 +233,7 @@ impl Coordinator {
 
     /// Removes members whose session timed out; called periodically by the server.
     pub fn expire_members(&self) {
-        let mut groups = self.groups.lock().expect("groups lock");
+        let mut groups = self.groups.lock();
         let now = Instant::now();
         for (group_id, group) in groups.iter_mut() {
             let before = group.members.len();
@@ -251,7 +252,7 @@ impl Coordinator {
 
     /// Recomputes the assignment after topics grew partitions; called periodically.
     pub fn refresh_assignments(&self) {
-        let mut groups = self.groups.lock().expect("groups lock");
+        let mut groups = self.groups.lock();
         for (group_id, group) in groups.iter_mut() {
             if assign(&self.log, &group.members) != group.assignment {
                 self.rebalance(group_id, group, "partition count changed");
@@ -280,7 +281,7 @@ impl Coordinator {
         offsets: &[CommittedOffset],
     ) -> Result<(), GroupError> {
         {
-            let groups = self.groups.lock().expect("groups lock");
+            let groups = self.groups.lock();
             let group = groups.get(group_id);
             match (member, group) {
                 (Some((member_id, generation)), Some(group)) => {
@@ -367,13 +368,7 @@ impl Coordinator {
 
     /// Every group with members or committed offsets.
     pub fn list(&self) -> Result<Vec<String>, GroupError> {
-        let mut names: BTreeSet<String> = self
-            .groups
-            .lock()
-            .expect("groups lock")
-            .keys()
-            .cloned()
-            .collect();
+        let mut names: BTreeSet<String> = self.groups.lock().keys().cloned().collect();
         let txn = self.offsets.begin_read().map_err(store_error)?;
         let table = txn.open_table(OFFSETS).map_err(store_error)?;
         for entry in table.iter().map_err(store_error)? {
@@ -386,7 +381,7 @@ impl Coordinator {
     /// Members, assignment, committed offsets and lag per partition.
     pub fn describe(&self, group_id: &str) -> Result<GroupDescription, GroupError> {
         let committed = self.committed(group_id)?;
-        let groups = self.groups.lock().expect("groups lock");
+        let groups = self.groups.lock();
         let group = groups.get(group_id);
         if group.is_none_or(|g| g.members.is_empty()) && committed.is_empty() {
             return Err(GroupError::UnknownGroup(group_id.to_string()));

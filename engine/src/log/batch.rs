@@ -76,7 +76,7 @@ impl std::str::FromStr for Compression {
 /// are static: adding one to every record a plugin emits allocates nothing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Header {
-    pub key: std::borrow::Cow<'static, str>,
+    pub key: Cow<'static, str>,
     pub value: Bytes,
 }
 

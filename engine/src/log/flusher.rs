@@ -6,8 +6,9 @@
 //! thread flushes one partition at a time, so a slow fsync of one partition never holds back
 //! the acknowledgements of another.
 
+use parking_lot::{Condvar, Mutex};
 use std::collections::VecDeque;
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -30,6 +31,9 @@ struct Shared {
     queue: Mutex<Queue>,
     wake: Condvar,
 }
+
+/// How long the flusher sleeps with nothing relaxed queued; an enqueue wakes it sooner.
+const IDLE_WAIT: Duration = Duration::from_secs(3600);
 
 pub struct Flusher {
     shared: Arc<Shared>,
@@ -56,7 +60,7 @@ impl Flusher {
 
     /// Queues a partition for flushing as soon as possible (`due == None`) or at a time.
     pub(super) fn enqueue(&self, partition: Arc<Partition>, due: Option<Instant>) {
-        let mut queue = self.shared.queue.lock().expect("flush queue lock");
+        let mut queue = self.shared.queue.lock();
         match due {
             None => queue.urgent.push_back(partition),
             Some(due) => queue.relaxed.push((due, partition)),
@@ -67,9 +71,9 @@ impl Flusher {
 
     /// Flushes everything queued and stops the threads.
     pub fn stop(&self) {
-        self.shared.queue.lock().expect("flush queue lock").stopping = true;
+        self.shared.queue.lock().stopping = true;
         self.shared.wake.notify_all();
-        for thread in self.threads.lock().expect("flusher threads lock").drain(..) {
+        for thread in self.threads.lock().drain(..) {
             let _ = thread.join();
         }
     }
@@ -83,7 +87,7 @@ fn run(shared: &Shared) {
 
 /// Waits for a partition to flush; `None` once stopping and nothing is left.
 fn next_partition(shared: &Shared) -> Option<Arc<Partition>> {
-    let mut queue = shared.queue.lock().expect("flush queue lock");
+    let mut queue = shared.queue.lock();
     loop {
         if let Some(partition) = queue.urgent.pop_front() {
             return Some(partition);
@@ -105,11 +109,7 @@ fn next_partition(shared: &Shared) -> Option<Arc<Partition>> {
             .iter()
             .map(|(due, _)| due.saturating_duration_since(now))
             .min()
-            .unwrap_or(Duration::from_secs(3600));
-        queue = shared
-            .wake
-            .wait_timeout(queue, timeout)
-            .expect("flush queue lock")
-            .0;
+            .unwrap_or(IDLE_WAIT);
+        shared.wake.wait_for(&mut queue, timeout);
     }
 }

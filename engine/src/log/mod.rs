@@ -6,198 +6,32 @@
 
 pub mod batch;
 pub mod cold;
+mod disk_usage;
+mod error;
 mod flusher;
+pub mod headers;
 pub mod index;
 pub mod partition;
 pub mod partitioner;
 pub mod segment;
 pub mod topic;
+pub mod topic_config;
 
+use parking_lot::RwLock;
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 pub use batch::{BatchError, Compression, Header, Record};
 pub use cold::{ColdTier, ColdTierOpener};
+pub use disk_usage::DiskUsage;
+pub use error::{DiskFull, LogError};
 pub use flusher::Flusher;
 pub use partition::{Fetched, Partition};
-pub use topic::{FlushPolicy, Produced, Topic, TopicConfig};
-
-#[derive(Debug, thiserror::Error)]
-pub enum LogError {
-    #[error("I/O error on {path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error(
-        "corrupt data in {path} at byte {position} (reading offset {offset}): {source}. The records \
-         stored there cannot be served; restore the file from a backup, or delete the segment to \
-         give them up"
-    )]
-    Corrupt {
-        path: PathBuf,
-        position: u64,
-        offset: u64,
-        source: BatchError,
-    },
-    #[error(
-        "records {from}..{to} of {topic}/{partition} are missing from disk (a segment file was lost or cut short)"
-    )]
-    Missing {
-        topic: String,
-        partition: u32,
-        from: u64,
-        to: u64,
-    },
-    #[error("topic `{0}` does not exist; create it with `sluice topic create {0}`")]
-    UnknownTopic(String),
-    #[error("topic `{0}` already exists")]
-    TopicExists(String),
-    #[error(
-        "invalid topic name `{0}`: use 1 to 200 characters from a-z, A-Z, 0-9, `.`, `_` and `-`, \
-         not starting with `.` or `_`"
-    )]
-    InvalidTopicName(String),
-    #[error("partition {partition} does not exist: topic `{topic}` has {count} partitions (0 to {})", count.saturating_sub(1))]
-    UnknownPartition {
-        topic: String,
-        partition: u32,
-        count: u32,
-    },
-    #[error(
-        "offset {requested} is out of range for {topic}/{partition}: it holds offsets {start} to {end} (exclusive)"
-    )]
-    OffsetOutOfRange {
-        topic: String,
-        partition: u32,
-        requested: u64,
-        start: u64,
-        end: u64,
-    },
-    #[error(
-        "a record of {size} bytes exceeds max_record_bytes = {limit} of topic `{topic}`; raise it with `sluice topic alter {topic} --config max_record_bytes=N`"
-    )]
-    RecordTooLarge {
-        topic: String,
-        size: usize,
-        limit: u64,
-    },
-    #[error(
-        "partition {topic}/{partition} stopped accepting writes after a failed write or fsync ({reason}); check the disk and restart the engine"
-    )]
-    PartitionFailed {
-        topic: String,
-        partition: u32,
-        reason: String,
-    },
-    #[error("{0}")]
-    DiskFull(String),
-    #[error("archive: {0}")]
-    Archive(String),
-    #[error("invalid configuration: {0}")]
-    InvalidConfig(String),
-    #[error(
-        "data directory {0} is in use by another sluice process (its LOCK file is held); stop that process or choose another --data-dir"
-    )]
-    Locked(PathBuf),
-}
-
-impl LogError {
-    pub fn io(path: &Path, source: std::io::Error) -> LogError {
-        LogError::Io {
-            path: path.to_path_buf(),
-            source,
-        }
-    }
-}
-
-/// Disk space accounting: refuses appends past the configured limits so that the disk never
-/// fills up under the log.
-pub struct DiskUsage {
-    dir: PathBuf,
-    used: AtomicU64,
-    max_bytes: Option<u64>,
-    min_free_bytes: u64,
-    low_on_space: AtomicBool,
-}
-
-impl DiskUsage {
-    pub fn new(dir: PathBuf, max_bytes: Option<u64>, min_free_bytes: u64) -> DiskUsage {
-        DiskUsage {
-            dir,
-            used: AtomicU64::new(0),
-            max_bytes,
-            min_free_bytes,
-            low_on_space: AtomicBool::new(false),
-        }
-    }
-
-    fn add(&self, bytes: u64) {
-        self.used.fetch_add(bytes, Ordering::Relaxed);
-    }
-
-    fn sub(&self, bytes: u64) {
-        self.used
-            .fetch_sub(bytes.min(self.used()), Ordering::Relaxed);
-    }
-
-    /// Bytes held by segment files.
-    pub fn used(&self) -> u64 {
-        self.used.load(Ordering::Relaxed)
-    }
-
-    /// Re-reads the free space of the file system holding the data directory.
-    pub fn refresh_free_space(&self) {
-        if let Some(free) = free_bytes(&self.dir) {
-            let low = free < self.min_free_bytes;
-            if low != self.low_on_space.swap(low, Ordering::Relaxed) {
-                if low {
-                    tracing::warn!(
-                        free,
-                        min_free_bytes = self.min_free_bytes,
-                        "free disk space is low: refusing produce"
-                    );
-                } else {
-                    tracing::info!(free, "free disk space recovered: accepting produce");
-                }
-            }
-        }
-    }
-
-    fn check(&self) -> Result<(), LogError> {
-        if let Some(max) = self.max_bytes
-            && self.used() >= max
-        {
-            return Err(LogError::DiskFull(format!(
-                "the log holds {} bytes, at its limit max_disk_bytes = {max}: produce is refused until \
-                 retention frees space; lower retention, delete topics or raise max_disk_bytes",
-                self.used()
-            )));
-        }
-        if self.low_on_space.load(Ordering::Relaxed) {
-            return Err(LogError::DiskFull(format!(
-                "free space on the disk of {} is below min_free_bytes = {}: produce is refused until \
-                 space is freed; lower retention, delete topics or free disk space",
-                self.dir.display(),
-                self.min_free_bytes
-            )));
-        }
-        Ok(())
-    }
-}
-
-fn free_bytes(dir: &Path) -> Option<u64> {
-    use std::os::unix::ffi::OsStrExt;
-    let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
-    let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
-    // SAFETY: `path` is NUL-terminated and `stat` is a valid out-pointer for the call.
-    let rc = unsafe { libc::statvfs(path.as_ptr(), &mut stat) };
-    (rc == 0).then(|| stat.f_bavail as u64 * stat.f_frsize as u64)
-}
+pub use topic::{Produced, Topic};
+pub use topic_config::{FlushPolicy, TopicConfig};
 
 /// Writes a small file so that a crash leaves either the old or the new content.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), LogError> {
@@ -311,7 +145,7 @@ impl Log {
             ));
         }
         let config = self.defaults.with_overrides(overrides)?;
-        let mut topics = self.topics.write().expect("topics lock");
+        let mut topics = self.topics.write();
         if topics.contains_key(name) {
             return Err(LogError::TopicExists(name.to_string()));
         }
@@ -333,19 +167,13 @@ impl Log {
     pub fn topic(&self, name: &str) -> Result<Arc<Topic>, LogError> {
         self.topics
             .read()
-            .expect("topics lock")
             .get(name)
             .cloned()
             .ok_or_else(|| LogError::UnknownTopic(name.to_string()))
     }
 
     pub fn topics(&self) -> Vec<Arc<Topic>> {
-        self.topics
-            .read()
-            .expect("topics lock")
-            .values()
-            .cloned()
-            .collect()
+        self.topics.read().values().cloned().collect()
     }
 
     pub fn alter_topic(
@@ -365,7 +193,6 @@ impl Log {
         let topic = self
             .topics
             .write()
-            .expect("topics lock")
             .remove(name)
             .ok_or_else(|| LogError::UnknownTopic(name.to_string()))?;
         let nanos = std::time::SystemTime::now()
@@ -416,9 +243,14 @@ impl Log {
     }
 }
 
+/// The longest name of a topic, group or snapshot, in bytes.
+pub const NAME_LEN_MAX: usize = 200;
+
+/// Checks a topic, group or snapshot name: 1 to [`NAME_LEN_MAX`] characters from a-z, A-Z,
+/// 0-9, `.`, `_` and `-`, not starting with `.` or `_` (they name files and directories).
 pub(crate) fn validate_name(name: &str) -> Result<(), LogError> {
     let valid = !name.is_empty()
-        && name.len() <= 200
+        && name.len() <= NAME_LEN_MAX
         && !name.starts_with('.')
         && !name.starts_with('_')
         && name

@@ -7,9 +7,10 @@
 //! one fsync. A failed fsync poisons the partition: it refuses further appends and never
 //! advances the high watermark past data that may not be on disk.
 
+use parking_lot::{Mutex, RwLock};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
@@ -18,8 +19,8 @@ use super::batch::{PendingBatch, Record};
 use super::cold::ColdTier;
 use super::flusher::Flusher;
 use super::segment::Segment;
-use super::topic::{FlushPolicy, TopicConfig};
-use super::{DiskUsage, LogError};
+use super::topic_config::{FlushPolicy, TopicConfig};
+use super::{DiskFull, DiskUsage, LogError};
 
 /// Most bytes a read reserves before it knows how much it will find.
 const MAX_READ_RESERVE: usize = 4 << 20;
@@ -101,7 +102,7 @@ impl Partition {
     ) -> Result<Arc<Partition>, LogError> {
         let _span = tracing::info_span!("partition", topic = %topic, partition = id).entered();
         std::fs::create_dir_all(&dir).map_err(|e| LogError::io(&dir, e))?;
-        let index_interval = config.read().expect("config lock").index_interval_bytes;
+        let index_interval = config.read().index_interval_bytes;
         let bases = segment_bases(&dir)?;
         let mut segments = Vec::with_capacity(bases.len().max(1));
         for (i, &base) in bases.iter().enumerate() {
@@ -153,19 +154,19 @@ impl Partition {
 
     /// The topic's settings now.
     pub fn config(&self) -> TopicConfig {
-        self.config.read().expect("config lock").clone()
+        self.config.read().clone()
     }
 
     /// Appends records as one batch. The records are on disk, and visible to readers, once
     /// [`Partition::wait_visible`] for the returned `next_offset` returns.
     pub fn append(self: &Arc<Self>, records: &[Record]) -> Result<Appended, LogError> {
-        let config = self.config.read().expect("config lock").clone();
+        let config = self.config.read().clone();
         if let Some(failed) = &self.visibility.borrow().failed {
             return Err(self.failed_error(failed));
         }
         self.disk.check()?;
         let mut pending = PendingBatch::build(records, config.compression);
-        let mut writer = self.writer.lock().expect("writer lock");
+        let mut writer = self.writer.lock();
         let age = writer.active_since.elapsed();
         let active_len = writer.active.size();
         if active_len > 0
@@ -185,7 +186,7 @@ impl Partition {
             let error = LogError::io(writer.active.path(), error);
             drop(writer);
             if out_of_space {
-                return Err(LogError::DiskFull(error.to_string()));
+                return Err(DiskFull::OutOfSpace(Box::new(error)).into());
             }
             self.fail(&error.to_string());
             return Err(error);
@@ -226,7 +227,7 @@ impl Partition {
 
     /// When the flusher should fsync: now for `fsync`, after the interval for `interval`.
     fn flush_due(&self) -> Option<Instant> {
-        let config = self.config.read().expect("config lock");
+        let config = self.config.read();
         match config.flush {
             FlushPolicy::Fsync => None,
             FlushPolicy::Interval => {
@@ -291,7 +292,7 @@ impl Partition {
 
     fn sync_and_publish(&self) {
         let (active, written) = {
-            let writer = self.writer.lock().expect("writer lock");
+            let writer = self.writer.lock();
             (writer.active.clone(), writer.active.next_offset())
         };
         self.fsyncs.fetch_add(1, Ordering::Relaxed);
@@ -336,13 +337,10 @@ impl Partition {
         let segment = Arc::new(Segment::create(&self.dir, base)?);
         sync_dir(&self.dir)?;
         // Everything up to `base` is now fsynced by the seal.
-        if self.config.read().expect("config lock").flush == FlushPolicy::Fsync {
+        if self.config.read().flush == FlushPolicy::Fsync {
             self.publish(base);
         }
-        self.segments
-            .write()
-            .expect("segments lock")
-            .push(segment.clone());
+        self.segments.write().push(segment.clone());
         tracing::debug!(topic = %self.topic, partition = self.id, base_offset = base, "rolled segment");
         writer.active = segment;
         writer.active_since = Instant::now();
@@ -351,7 +349,7 @@ impl Partition {
 
     #[cfg(test)]
     pub(super) fn active_segment(&self) -> Arc<Segment> {
-        self.writer.lock().expect("writer lock").active.clone()
+        self.writer.lock().active.clone()
     }
 
     pub fn fsync_count(&self) -> u64 {
@@ -363,7 +361,7 @@ impl Partition {
     }
 
     pub fn log_start_offset(&self) -> u64 {
-        self.segments.read().expect("segments lock")[0].base_offset
+        self.segments.read()[0].base_offset
     }
 
     /// Offsets held by the archive as `(first, end)`, if it holds any. An unreadable archive
@@ -388,16 +386,11 @@ impl Partition {
 
     /// Bytes of all segments.
     pub fn size_bytes(&self) -> u64 {
-        self.segments
-            .read()
-            .expect("segments lock")
-            .iter()
-            .map(|s| s.size())
-            .sum()
+        self.segments.read().iter().map(|s| s.size()).sum()
     }
 
     pub fn segment_count(&self) -> usize {
-        self.segments.read().expect("segments lock").len()
+        self.segments.read().len()
     }
 
     /// Reads whole batches from `offset` on, about `max_bytes` of them (at least one batch if
@@ -437,7 +430,7 @@ impl Partition {
         data: &mut Vec<u8>,
     ) -> Result<(u64, u64, u64), LogError> {
         let high_watermark = self.high_watermark();
-        let segments = self.segments.read().expect("segments lock").clone();
+        let segments = self.segments.read().clone();
         let log_start_offset = segments[0].base_offset;
         if offset < log_start_offset
             && let Some(cold) = &self.cold
@@ -482,7 +475,7 @@ impl Partition {
     /// searched first, so a time older than the log start finds its archived offset.
     pub fn offset_for_timestamp(&self, timestamp: i64) -> Result<u64, LogError> {
         let high_watermark = self.high_watermark();
-        let segments = self.segments.read().expect("segments lock").clone();
+        let segments = self.segments.read().clone();
         if let Some(cold) = &self.cold
             && let Some(offset) = cold.offset_for_timestamp(timestamp)?
             && offset < segments[0].base_offset
@@ -520,9 +513,9 @@ impl Partition {
     /// Sealed segments not archived yet, oldest first: those past retention, or every sealed
     /// one with `everything`.
     pub fn segments_to_archive(&self, now_ms: i64, everything: bool) -> Vec<SegmentRange> {
-        let config = self.config.read().expect("config lock").clone();
+        let config = self.config.read().clone();
         let archived_end = self.archive_range().map_or(0, |(_, end)| end);
-        let segments = self.segments.read().expect("segments lock");
+        let segments = self.segments.read();
         let count = if everything {
             segments.len() - 1
         } else {
@@ -547,7 +540,7 @@ impl Partition {
         archived: &(dyn Fn(&SegmentRange) + Sync),
     ) -> Result<(), LogError> {
         let cold = self.cold.as_ref().ok_or_else(|| {
-            LogError::Archive(format!(
+            LogError::archive(format!(
                 "{}/{}: this engine has no archive configured",
                 self.topic, self.id
             ))
@@ -575,7 +568,7 @@ impl Partition {
     /// if the topic archives (a segment the archive does not hold yet is kept); returns how
     /// many bytes were freed.
     pub fn enforce_retention(&self, now_ms: i64) -> Result<u64, LogError> {
-        let config = self.config.read().expect("config lock").clone();
+        let config = self.config.read().clone();
         let deletable_below = if config.archive {
             if self.cold.is_none() {
                 tracing::warn!(topic = %self.topic, partition = self.id,
@@ -592,7 +585,7 @@ impl Partition {
             u64::MAX
         };
         let removed: Vec<Arc<Segment>> = {
-            let mut segments = self.segments.write().expect("segments lock");
+            let mut segments = self.segments.write();
             let expired = Self::expired_count(&segments, &config, now_ms);
             let count = segments[..expired]
                 .iter()
@@ -621,7 +614,7 @@ impl Partition {
     /// Fsyncs outstanding data and writes the active segment's index, so the next start need
     /// not scan it.
     pub fn close(&self) -> Result<(), LogError> {
-        let writer = self.writer.lock().expect("writer lock");
+        let writer = self.writer.lock();
         writer.active.sync()?;
         self.publish(writer.active.next_offset());
         writer.active.write_index()

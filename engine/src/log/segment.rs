@@ -4,10 +4,10 @@
 //! to rebuild its index or find a torn tail, and sealing (writing the index files). Appends
 //! are driven by the partition, which serialises writers.
 
+use parking_lot::RwLock;
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::RwLock;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use super::LogError;
@@ -152,7 +152,7 @@ impl Segment {
         segment
             .next_offset
             .store(outcome.next_offset, Ordering::Release);
-        *segment.index.get_mut().expect("fresh lock") = outcome.index;
+        *segment.index.get_mut() = outcome.index;
         Ok(segment)
     }
 
@@ -227,7 +227,7 @@ impl Segment {
     }
 
     pub fn max_timestamp(&self) -> i64 {
-        self.index.read().expect("index lock").max_timestamp
+        self.index.read().max_timestamp
     }
 
     pub fn is_sealed(&self) -> bool {
@@ -242,12 +242,7 @@ impl Segment {
             let _ = self.file.set_len(position);
             return Err(error);
         }
-        index_batch(
-            &mut self.index.write().expect("index lock"),
-            position,
-            header,
-            interval,
-        );
+        index_batch(&mut self.index.write(), position, header, interval);
         self.len
             .store(position + bytes.len() as u64, Ordering::Release);
         self.next_offset
@@ -271,7 +266,6 @@ impl Segment {
         let (offset_path, time_path) = index_paths(dir, self.base_offset);
         self.index
             .read()
-            .expect("index lock")
             .write_files(&offset_path, &time_path)
             .map_err(|e| LogError::io(&offset_path, e))
     }
@@ -299,7 +293,7 @@ impl Segment {
         max_bytes: usize,
         out: &mut Vec<u8>,
     ) -> Result<u64, LogError> {
-        let start = self.index.read().expect("index lock").position_for(offset);
+        let start = self.index.read().position_for(offset);
         let end = self.size();
         let mut reader = BatchReader::new(&self.file, start, end);
         let mut next = offset;
@@ -337,7 +331,7 @@ impl Segment {
     /// segment holds one.
     pub fn find_timestamp(&self, timestamp: i64) -> Result<Option<u64>, LogError> {
         let (start, end) = {
-            let index = self.index.read().expect("index lock");
+            let index = self.index.read();
             if index.max_timestamp < timestamp {
                 return Ok(None);
             }

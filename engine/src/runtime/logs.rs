@@ -1,8 +1,8 @@
 //! The last lines a consumer group logged, from its plugin and from the engine about it, kept
 //! in memory for `sluice plugin logs`. Every line also goes to the engine's own log.
 
+use parking_lot::Mutex;
 use std::collections::VecDeque;
-use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 
@@ -29,7 +29,7 @@ pub struct LogBuffer {
 
 impl LogBuffer {
     pub fn push(&self, line: LogLine) {
-        let mut lines = self.lines.lock().expect("log buffer lock");
+        let mut lines = self.lines.lock();
         if lines.len() == CAPACITY {
             lines.pop_front();
         }
@@ -38,7 +38,7 @@ impl LogBuffer {
 
     /// The last `limit` lines, oldest first.
     pub fn tail(&self, limit: usize) -> Vec<LogLine> {
-        let lines = self.lines.lock().expect("log buffer lock");
+        let lines = self.lines.lock();
         lines
             .iter()
             .skip(lines.len().saturating_sub(limit))

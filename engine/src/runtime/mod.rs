@@ -4,8 +4,10 @@
 //!
 //! The contract is `wit/plugin.wit`; the host side is typed from it with `bindgen!`.
 
-mod deploy;
+mod deployment;
+mod host;
 mod logs;
+mod plugin_cache;
 mod sandbox;
 mod worker;
 
@@ -16,18 +18,16 @@ use std::time::Duration;
 use wasmtime::component::Component;
 use wasmtime::{Config, Engine};
 
-pub use deploy::{
+pub use deployment::{
     Delivery, DeployError, DeploySpec, Deployment, LimitOverrides, PartitionProgress,
-    PluginDescription, PluginHost, PluginLimits, StartFrom, VersionInfo, dlq_topic,
+    PluginDescription, PluginLimits, StartFrom, VersionInfo, dlq_topic,
 };
+pub use host::PluginHost;
 pub use logs::{LogBuffer, LogLine};
-pub use sandbox::{
-    Emitted, MemoryState, Processed, Sandbox, SandboxError, SandboxIdentity, SandboxLimits,
-    StateStore, StateWrites, merged_scan, scan_start,
-};
-pub use worker::{
-    DLQ_ATTEMPTS, DLQ_ERROR, DLQ_OFFSET, DLQ_PARTITION, DLQ_TOPIC, DLQ_VERSION, PRODUCED_BY,
-};
+pub use sandbox::{Emitted, Processed, Sandbox, SandboxError, SandboxIdentity, SandboxLimits};
+// The state contract is the plugin store's (txn); re-exported for the plugin host's callers.
+pub use crate::txn::state::{MemoryState, StateStore, StateWrites};
+pub use worker::EngineError;
 
 pub(crate) mod bindings {
     wasmtime::component::bindgen!({
@@ -97,7 +97,12 @@ pub enum RuntimeError {
     #[error("the component does not implement the `consumer` world: {0}")]
     WrongWorld(String),
     #[error("cannot set up the WebAssembly engine: {0}")]
-    Engine(String),
+    Engine(#[source] Box<dyn std::error::Error + Send + Sync>),
+    #[error("cannot create the compiled-code cache {}: {source}", dir.display())]
+    CacheDir {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// The WebAssembly engine shared by every sandbox, with its compile cache.
@@ -124,7 +129,7 @@ impl Runtime {
         if std::env::var_os("SLUICE_WASM_PERFMAP").is_some() {
             config.profiler(wasmtime::ProfilingStrategy::PerfMap);
         }
-        let engine = Engine::new(&config).map_err(|e| RuntimeError::Engine(e.to_string()))?;
+        let engine = Engine::new(&config).map_err(|e| RuntimeError::Engine(e.into()))?;
         let clock = engine.weak();
         std::thread::Builder::new()
             .name("sluice-wasm-clock".into())
@@ -137,10 +142,12 @@ impl Runtime {
                     }
                 }
             })
-            .map_err(|e| RuntimeError::Engine(e.to_string()))?;
+            .map_err(|e| RuntimeError::Engine(e.into()))?;
         if let Some(dir) = cache_dir {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| RuntimeError::Engine(format!("{}: {e}", dir.display())))?;
+            std::fs::create_dir_all(dir).map_err(|source| RuntimeError::CacheDir {
+                dir: dir.to_path_buf(),
+                source,
+            })?;
         }
         Ok(Runtime {
             engine,

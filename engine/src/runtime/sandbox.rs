@@ -5,8 +5,7 @@
 //! current call; the writes are returned with the call's output and applied by the caller
 //! together with the offset commit, so a failed call leaves no trace.
 
-use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use wasmtime::component::{HasSelf, Linker, ResourceTable};
@@ -18,6 +17,7 @@ use super::bindings::sluice::plugin::{emit, log, state, types};
 use super::logs::{LogBuffer, LogLine};
 use super::{Batch, EPOCH_TICK, Plugin, ProcessError, Runtime};
 use crate::log::{Header, Record, batch};
+use crate::txn::state::{StateError, StateStore, StateWrites, merged_scan};
 use bytes::Bytes;
 
 /// Most entries one `state.scan` returns.
@@ -46,81 +46,6 @@ impl Default for SandboxLimits {
             max_emitted_bytes: 64 * 1024 * 1024,
         }
     }
-}
-
-/// The committed state of one group, as the sandbox reads it.
-pub trait StateStore: Send + Sync {
-    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, String>;
-    /// Up to `limit` entries whose key starts with `prefix` and is greater than `start_after`,
-    /// in key order.
-    fn scan(
-        &self,
-        prefix: &[u8],
-        start_after: Option<&[u8]>,
-        limit: usize,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, String>;
-    /// Changes whenever values change other than by the writes of the sandbox reading them
-    /// (see `state.generation` in the WIT).
-    fn generation(&self) -> u64 {
-        0
-    }
-}
-
-/// State writes of one call: `None` deletes the key.
-pub type StateWrites = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
-
-/// State held in memory, for benchmarks, tests and `sluice plugin test`.
-#[derive(Default)]
-pub struct MemoryState(Mutex<BTreeMap<Vec<u8>, Vec<u8>>>);
-
-impl MemoryState {
-    pub fn apply(&self, writes: StateWrites) {
-        let mut map = self.0.lock().expect("state lock");
-        for (key, value) in writes {
-            match value {
-                Some(value) => map.insert(key, value),
-                None => map.remove(&key),
-            };
-        }
-    }
-
-    pub fn entries(&self) -> BTreeMap<Vec<u8>, Vec<u8>> {
-        self.0.lock().expect("state lock").clone()
-    }
-}
-
-impl StateStore for MemoryState {
-    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, String> {
-        Ok(self.0.lock().expect("state lock").get(key).cloned())
-    }
-
-    fn scan(
-        &self,
-        prefix: &[u8],
-        start_after: Option<&[u8]>,
-        limit: usize,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, String> {
-        let map = self.0.lock().expect("state lock");
-        Ok(map
-            .range::<[u8], _>(scan_start(prefix, start_after))
-            .take_while(|(k, _)| k.starts_with(prefix))
-            .take(limit)
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect())
-    }
-}
-
-/// Where a prefix scan starts: after `start_after` if it lies within or past the prefix.
-pub fn scan_start<'a>(
-    prefix: &'a [u8],
-    start_after: Option<&'a [u8]>,
-) -> (std::ops::Bound<&'a [u8]>, std::ops::Bound<&'a [u8]>) {
-    use std::ops::Bound;
-    let start = match start_after {
-        Some(after) if after >= prefix => Bound::Excluded(after),
-        _ => Bound::Included(prefix),
-    };
-    (start, Bound::Unbounded)
 }
 
 /// What a successful `process` call produced.
@@ -163,7 +88,7 @@ pub enum SandboxError {
     #[error("the plugin's init failed: {0}")]
     Init(String),
     #[error("the group's state store failed: {0}")]
-    State(String),
+    State(#[source] StateError),
 }
 
 impl SandboxError {
@@ -237,7 +162,7 @@ struct Host {
     limits: Limiter,
     state: Arc<dyn StateStore>,
     writes: StateWrites,
-    state_error: Option<String>,
+    state_error: Option<StateError>,
     emitted: Vec<Emitted>,
     emitted_bytes: usize,
     quota: (usize, usize),
@@ -270,9 +195,10 @@ impl types::Host for Host {}
 
 impl Host {
     /// Records a state store failure; the call fails with it once the plugin returns.
-    fn state_failed(&mut self, error: String) -> wasmtime::Error {
-        self.state_error = Some(error.clone());
-        wasmtime::Error::msg(format!("state store: {error}"))
+    fn state_failed(&mut self, error: StateError) -> wasmtime::Error {
+        let message = format!("state store: {error}");
+        self.state_error = Some(error);
+        wasmtime::Error::msg(message)
     }
 }
 
@@ -340,31 +266,6 @@ fn decode_write(cursor: &mut Bytes) -> Result<(Vec<u8>, Option<Vec<u8>>), batch:
         len => Some(field(cursor, len - 1)?),
     };
     Ok((key, value))
-}
-
-/// A prefix scan of committed state (`committed(n)` reads n entries) seen through pending
-/// writes.
-pub fn merged_scan(
-    pending: &StateWrites,
-    prefix: &[u8],
-    start_after: Option<&[u8]>,
-    limit: usize,
-    committed: impl FnOnce(usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>, String>,
-) -> Result<Vec<(Vec<u8>, Vec<u8>)>, String> {
-    let pending: Vec<(&Vec<u8>, &Option<Vec<u8>>)> = pending
-        .range::<[u8], _>(scan_start(prefix, start_after))
-        .take_while(|(k, _)| k.starts_with(prefix))
-        .collect();
-    // Each pending delete can hide one committed entry: read that many more.
-    let deletes = pending.iter().filter(|(_, v)| v.is_none()).count();
-    let mut merged: BTreeMap<Vec<u8>, Vec<u8>> = committed(limit + deletes)?.into_iter().collect();
-    for (key, value) in pending {
-        match value {
-            Some(value) => merged.insert(key.clone(), value.clone()),
-            None => merged.remove(key),
-        };
-    }
-    Ok(merged.into_iter().take(limit).collect())
 }
 
 impl Host {

@@ -114,7 +114,9 @@ impl From<DeployError> for ApiError {
             DeployError::UnknownVersion { .. } => (StatusCode::NOT_FOUND, "unknown_version"),
             DeployError::NoPreviousVersion(_) => (StatusCode::CONFLICT, "no_previous_version"),
             DeployError::BadSetting(_) => (StatusCode::BAD_REQUEST, "bad_setting"),
-            DeployError::Store(_) => (StatusCode::INTERNAL_SERVER_ERROR, "plugin_store"),
+            DeployError::Store(_) | DeployError::State(_) => {
+                (StatusCode::INTERNAL_SERVER_ERROR, "plugin_store")
+            }
             DeployError::Snapshot(SnapshotError::Unknown { .. }) => {
                 (StatusCode::NOT_FOUND, "unknown_snapshot")
             }

@@ -5,7 +5,7 @@ use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::groups::Coordinator;
-use crate::log::Log;
+use crate::log::{Log, Partition};
 
 /// Request counters, bumped by the handlers.
 #[derive(Default)]
@@ -56,6 +56,19 @@ pub fn render(log: &Log, groups: &Coordinator, counters: &Counters) -> String {
     let mut out = Exposition {
         text: String::new(),
     };
+    render_requests(&mut out, counters);
+    out.family(
+        "sluice_disk_used_bytes",
+        "gauge",
+        "Bytes held by segment files.",
+    );
+    out.sample("sluice_disk_used_bytes", &[], log.disk().used());
+    render_partitions(&mut out, log);
+    render_group_lag(&mut out, groups);
+    out.text
+}
+
+fn render_requests(out: &mut Exposition, counters: &Counters) {
     let totals: [(&str, &str, &AtomicU64); 5] = [
         (
             "sluice_produce_requests_total",
@@ -87,53 +100,52 @@ pub fn render(log: &Log, groups: &Coordinator, counters: &Counters) -> String {
         out.family(name, "counter", help);
         out.sample(name, &[], counter.load(Ordering::Relaxed));
     }
-    out.family(
-        "sluice_disk_used_bytes",
-        "gauge",
-        "Bytes held by segment files.",
-    );
-    out.sample("sluice_disk_used_bytes", &[], log.disk().used());
+}
 
+/// A metric of every partition: name, type, help and how to read it.
+type PartitionMetric = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&Partition) -> u64,
+);
+
+const PER_PARTITION: [PartitionMetric; 5] = [
+    (
+        "sluice_partition_high_watermark",
+        "gauge",
+        "Offset after the last visible (durable) record.",
+        |p| p.high_watermark(),
+    ),
+    (
+        "sluice_partition_log_start_offset",
+        "gauge",
+        "First offset still stored.",
+        |p| p.log_start_offset(),
+    ),
+    (
+        "sluice_partition_size_bytes",
+        "gauge",
+        "Bytes of the partition's segments.",
+        |p| p.size_bytes(),
+    ),
+    (
+        "sluice_partition_segments",
+        "gauge",
+        "Segment files of the partition.",
+        |p| p.segment_count() as u64,
+    ),
+    (
+        "sluice_partition_fsyncs_total",
+        "counter",
+        "fsyncs issued for the partition.",
+        |p| p.fsync_count(),
+    ),
+];
+
+fn render_partitions(out: &mut Exposition, log: &Log) {
     let topics = log.topics();
-    type PartitionMetric = (
-        &'static str,
-        &'static str,
-        &'static str,
-        fn(&crate::log::Partition) -> u64,
-    );
-    let per_partition: [PartitionMetric; 5] = [
-        (
-            "sluice_partition_high_watermark",
-            "gauge",
-            "Offset after the last visible (durable) record.",
-            |p| p.high_watermark(),
-        ),
-        (
-            "sluice_partition_log_start_offset",
-            "gauge",
-            "First offset still stored.",
-            |p| p.log_start_offset(),
-        ),
-        (
-            "sluice_partition_size_bytes",
-            "gauge",
-            "Bytes of the partition's segments.",
-            |p| p.size_bytes(),
-        ),
-        (
-            "sluice_partition_segments",
-            "gauge",
-            "Segment files of the partition.",
-            |p| p.segment_count() as u64,
-        ),
-        (
-            "sluice_partition_fsyncs_total",
-            "counter",
-            "fsyncs issued for the partition.",
-            |p| p.fsync_count(),
-        ),
-    ];
-    for (name, kind, help, value) in per_partition {
+    for (name, kind, help, value) in PER_PARTITION {
         out.family(name, kind, help);
         for topic in &topics {
             for partition in topic.partitions() {
@@ -146,7 +158,9 @@ pub fn render(log: &Log, groups: &Coordinator, counters: &Counters) -> String {
             }
         }
     }
+}
 
+fn render_group_lag(out: &mut Exposition, groups: &Coordinator) {
     out.family(
         "sluice_group_lag",
         "gauge",
@@ -165,5 +179,4 @@ pub fn render(log: &Log, groups: &Coordinator, counters: &Counters) -> String {
             );
         }
     }
-    out.text
 }

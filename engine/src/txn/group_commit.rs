@@ -5,11 +5,11 @@
 //! No thread of its own: the first committer to find no transaction in progress leads it,
 //! taking every commit queued so far; the others wait for their result.
 
+use parking_lot::{Condvar, Mutex};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Condvar, Mutex};
 
-use crate::runtime::StateWrites;
+use super::state::StateWrites;
 
 use super::StoreError;
 
@@ -52,7 +52,7 @@ impl GroupCommit {
         apply_all: impl FnOnce(&[(u64, Commit)]) -> Result<Vec<Option<u64>>, StoreError>,
     ) -> Outcome {
         self.commits.fetch_add(1, Ordering::Relaxed);
-        let mut queue = self.queue.lock().expect("group commit lock");
+        let mut queue = self.queue.lock();
         let ticket = queue.next_ticket;
         queue.next_ticket += 1;
         queue.waiting.push((ticket, commit));
@@ -64,7 +64,7 @@ impl GroupCommit {
             // A follower never leads (it has handed its commit to the queue and may wait for
             // it), but a committer whose commit missed the running transaction does.
             if queue.in_progress {
-                queue = self.done.wait(queue).expect("group commit lock");
+                self.done.wait(&mut queue);
                 continue;
             }
             queue.in_progress = true;
@@ -76,7 +76,7 @@ impl GroupCommit {
                 Ok(sequences) => sequences.into_iter().map(Ok).collect(),
                 Err(error) => batch.iter().map(|_| Err(error.clone())).collect(),
             };
-            queue = self.queue.lock().expect("group commit lock");
+            queue = self.queue.lock();
             queue.in_progress = false;
             for ((ticket, _), outcome) in batch.iter().zip(outcomes) {
                 queue.finished.insert(*ticket, outcome);

@@ -9,13 +9,14 @@ pub mod outbox;
 #[cfg(test)]
 mod power_loss;
 mod snapshot;
+pub mod state;
 
 use std::path::Path;
 use std::sync::Arc;
 
 use redb::{Database, ReadableTable, TableDefinition, WriteTransaction};
 
-use crate::runtime::{StateStore, StateWrites, scan_start};
+use state::{Scanned, StateError, StateStore, StateWrites, scan_start};
 
 use group_commit::{Commit, GroupCommit};
 pub use snapshot::{SnapshotError, SnapshotInfo, SnapshotOffset};
@@ -47,11 +48,30 @@ pub struct CommitExtras<'a> {
     pub delivered: &'a [u64],
 }
 
+/// Why the plugin store failed. Cloned to every commit of a failed group commit, so the
+/// causes are shared.
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("plugin store ({path}): {message}")]
-pub struct StoreError {
-    path: String,
-    message: String,
+#[non_exhaustive]
+pub enum StoreError {
+    #[error("plugin store ({path}): {source}")]
+    Database {
+        path: String,
+        source: Arc<redb::Error>,
+    },
+    #[error("plugin store ({path}): a snapshot description is unreadable: {source}")]
+    SnapshotDescription {
+        path: String,
+        source: Arc<serde_json::Error>,
+    },
+}
+
+impl StoreError {
+    fn database(path: impl Into<String>, source: impl Into<redb::Error>) -> StoreError {
+        StoreError::Database {
+            path: path.into(),
+            source: Arc::new(source.into()),
+        }
+    }
 }
 
 /// A position to commit: the next offset to process in one input partition.
@@ -75,10 +95,7 @@ impl TxnStore {
             // A file torn while redb wrote its first header could not be opened again: build
             // the new store under another name and rename it into place once it is durable.
             let fresh = path.with_extension("redb.new");
-            let io = |e: std::io::Error| StoreError {
-                path: fresh.display().to_string(),
-                message: e.to_string(),
-            };
+            let io = |e: std::io::Error| StoreError::database(fresh.display().to_string(), e);
             match std::fs::remove_file(&fresh) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io(e)),
                 _ => {}
@@ -109,10 +126,7 @@ impl TxnStore {
         db: Result<Database, redb::DatabaseError>,
         path: String,
     ) -> Result<Arc<TxnStore>, StoreError> {
-        let db = db.map_err(|e| StoreError {
-            path: path.clone(),
-            message: e.to_string(),
-        })?;
+        let db = db.map_err(|e| StoreError::database(path.clone(), e))?;
         let store = TxnStore {
             db,
             path,
@@ -129,11 +143,8 @@ impl TxnStore {
         Ok(Arc::new(store))
     }
 
-    fn error(&self, error: impl std::fmt::Display) -> StoreError {
-        StoreError {
-            path: self.path.clone(),
-            message: error.to_string(),
-        }
+    fn error(&self, error: impl Into<redb::Error>) -> StoreError {
+        StoreError::database(self.path.clone(), error)
     }
 
     /// The committed next offset of every input partition of `group`.
@@ -373,14 +384,22 @@ pub struct GroupState {
     group: String,
 }
 
+impl GroupState {
+    fn error(&self, source: impl Into<redb::Error>) -> StateError {
+        StateError {
+            group: self.group.clone(),
+            source: source.into(),
+        }
+    }
+}
+
 impl StateStore for GroupState {
-    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, String> {
-        let store = &self.store;
-        let txn = store.db.begin_read().map_err(|e| e.to_string())?;
-        let table = txn.open_table(STATE).map_err(|e| e.to_string())?;
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
+        let txn = self.store.db.begin_read().map_err(|e| self.error(e))?;
+        let table = txn.open_table(STATE).map_err(|e| self.error(e))?;
         Ok(table
             .get((self.group.as_str(), key))
-            .map_err(|e| e.to_string())?
+            .map_err(|e| self.error(e))?
             .map(|v| v.value().to_vec()))
     }
 
@@ -389,10 +408,10 @@ impl StateStore for GroupState {
         prefix: &[u8],
         start_after: Option<&[u8]>,
         limit: usize,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, String> {
+    ) -> Result<Scanned, StateError> {
         use std::ops::Bound;
-        let txn = self.store.db.begin_read().map_err(|e| e.to_string())?;
-        let table = txn.open_table(STATE).map_err(|e| e.to_string())?;
+        let txn = self.store.db.begin_read().map_err(|e| self.error(e))?;
+        let table = txn.open_table(STATE).map_err(|e| self.error(e))?;
         let group = self.group.as_str();
         let start = match scan_start(prefix, start_after).0 {
             Bound::Excluded(k) => Bound::Excluded((group, k)),
@@ -400,11 +419,9 @@ impl StateStore for GroupState {
             Bound::Unbounded => Bound::Unbounded,
         };
         let mut out = Vec::new();
-        for entry in table
-            .range::<(&str, &[u8])>((start, Bound::Unbounded))
-            .map_err(|e| e.to_string())?
-        {
-            let (key, value) = entry.map_err(|e| e.to_string())?;
+        let range = table.range::<(&str, &[u8])>((start, Bound::Unbounded));
+        for entry in range.map_err(|e| self.error(e))? {
+            let (key, value) = entry.map_err(|e| self.error(e))?;
             let (g, k) = key.value();
             if g != group || !k.starts_with(prefix) || out.len() == limit {
                 break;

@@ -35,25 +35,40 @@ pub fn encode(parts: &[Part]) -> Vec<u8> {
     out
 }
 
-pub fn decode(bytes: &[u8]) -> Result<Vec<Part>, String> {
+/// Why an outbox entry cannot be decoded.
+#[derive(Debug, thiserror::Error)]
+pub enum OutboxError {
+    #[error("outbox entry is truncated")]
+    Truncated,
+    #[error("topic name is not UTF-8")]
+    TopicNotUtf8(#[source] std::string::FromUtf8Error),
+    #[error(transparent)]
+    Records(#[from] batch::BatchError),
+    #[error("part holds {held} records, not {announced}")]
+    CountMismatch { held: usize, announced: usize },
+    #[error("{0} bytes after the last part")]
+    TrailingBytes(usize),
+}
+
+pub fn decode(bytes: &[u8]) -> Result<Vec<Part>, OutboxError> {
     let mut cursor = Cursor { bytes };
     let count = cursor.u32()?;
     let mut parts = Vec::new();
     for _ in 0..count {
         let topic_len = cursor.u32()? as usize;
         let topic = String::from_utf8(cursor.take(topic_len)?.to_vec())
-            .map_err(|_| "topic name is not UTF-8".to_string())?;
+            .map_err(OutboxError::TopicNotUtf8)?;
         let partition = cursor.u32()?;
         let start_hint = cursor.u64()?;
         let record_count = cursor.u32()? as usize;
         let frame_len = cursor.u32()? as usize;
         let frame = Bytes::copy_from_slice(cursor.take(frame_len)?);
-        let records = batch::decode_records_frame(&frame).map_err(|e| e.to_string())?;
+        let records = batch::decode_records_frame(&frame)?;
         if records.len() != record_count {
-            return Err(format!(
-                "part holds {} records, not {record_count}",
-                records.len()
-            ));
+            return Err(OutboxError::CountMismatch {
+                held: records.len(),
+                announced: record_count,
+            });
         }
         parts.push(Part {
             topic,
@@ -63,7 +78,7 @@ pub fn decode(bytes: &[u8]) -> Result<Vec<Part>, String> {
         });
     }
     if !cursor.bytes.is_empty() {
-        return Err(format!("{} bytes after the last part", cursor.bytes.len()));
+        return Err(OutboxError::TrailingBytes(cursor.bytes.len()));
     }
     Ok(parts)
 }
@@ -73,23 +88,27 @@ struct Cursor<'a> {
 }
 
 impl<'a> Cursor<'a> {
-    fn take(&mut self, len: usize) -> Result<&'a [u8], String> {
+    fn take(&mut self, len: usize) -> Result<&'a [u8], OutboxError> {
         if self.bytes.len() < len {
-            return Err("outbox entry is truncated".to_string());
+            return Err(OutboxError::Truncated);
         }
         let (head, rest) = self.bytes.split_at(len);
         self.bytes = rest;
         Ok(head)
     }
 
-    fn u32(&mut self) -> Result<u32, String> {
-        let bytes = self.take(4)?;
-        Ok(u32::from_le_bytes(bytes.try_into().expect("4 bytes")))
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], OutboxError> {
+        let mut array = [0; N];
+        array.copy_from_slice(self.take(N)?);
+        Ok(array)
     }
 
-    fn u64(&mut self) -> Result<u64, String> {
-        let bytes = self.take(8)?;
-        Ok(u64::from_le_bytes(bytes.try_into().expect("8 bytes")))
+    fn u32(&mut self) -> Result<u32, OutboxError> {
+        self.array().map(u32::from_le_bytes)
+    }
+
+    fn u64(&mut self) -> Result<u64, OutboxError> {
+        self.array().map(u64::from_le_bytes)
     }
 }
 

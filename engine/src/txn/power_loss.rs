@@ -12,8 +12,8 @@ use std::sync::{Arc, Mutex};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
+use super::state::{StateStore, StateWrites};
 use super::{CommitExtras, Position, TxnStore};
-use crate::runtime::StateStore;
 
 /// Sector size: a torn write keeps a whole number of these.
 const SECTOR: usize = 512;
@@ -196,7 +196,7 @@ const TRANSACTIONS: u64 = 24;
 /// Commit `n` (from 1) of the workload: every one moves the offset, rewrites some keys,
 /// deletes one, adds an outbox entry (big enough to span pages) and retires older ones.
 fn commit(store: &TxnStore, n: u64) -> Result<(), super::StoreError> {
-    let mut writes = crate::runtime::StateWrites::new();
+    let mut writes = StateWrites::new();
     writes.insert(b"total".to_vec(), Some(n.to_string().into_bytes()));
     writes.insert(
         format!("key-{}", n % 7).into_bytes(),

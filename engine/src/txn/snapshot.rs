@@ -3,6 +3,8 @@
 //! is a copy inside plugins.redb, taken and restored in one transaction each, so it always
 //! pairs a state with the offsets it was committed with.
 
+use std::sync::Arc;
+
 use redb::{ReadableTable, TableDefinition, WriteTransaction};
 use serde::{Deserialize, Serialize};
 
@@ -106,11 +108,12 @@ impl TxnStore {
             .map_err(|e| self.error(e))?
         {
             let (_, value) = entry.map_err(|e| self.error(e))?;
-            out.push(
-                serde_json::from_slice(value.value()).map_err(|e| {
-                    self.error(format!("a snapshot description is unreadable: {e}"))
-                })?,
-            );
+            out.push(serde_json::from_slice(value.value()).map_err(|e| {
+                StoreError::SnapshotDescription {
+                    path: self.path.clone(),
+                    source: Arc::new(e),
+                }
+            })?);
         }
         Ok(out)
     }

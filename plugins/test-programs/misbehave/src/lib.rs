@@ -1,7 +1,7 @@
 //! A plugin that misbehaves on purpose, for the sandbox tests. The `mode` setting picks how,
 //! when a batch holds a record whose value is `bad`: `loop` (never returns), `memory`
 //! (allocates 4 GiB, 16 MiB at a time), `recursion` (unbounded recursion), `trap` (panics), `flood` (emits a
-//! million records, ignoring errors). Other records are forwarded to `out`.
+//! million records, ignoring errors), `poison` (rejects the record as poison). Other records are forwarded to `out`.
 
 use std::sync::OnceLock;
 
@@ -47,6 +47,7 @@ impl Consumer for Misbehave {
                     std::hint::black_box(recurse(0));
                 }
                 "trap" => panic!("record {} is bad", record.offset),
+                "poison" => return Err(sluice_sdk::poison(record.offset, "the record is bad")),
                 "flood" => {
                     for _ in 0..1_000_000 {
                         let _ = emit::send("out", None, &[0u8; 100], &[]);

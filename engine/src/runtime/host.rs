@@ -1,305 +1,29 @@
-//! Plugin deployments on a running engine: one consumer group per deployment, each with its
-//! worker thread, its versions (all kept, one active), pause, rollback and dead-letter replay.
+//! The plugin host: the control plane of plugin groups on a running engine. It deploys,
+//! upgrades, pauses, resumes, rolls back and undeploys groups, each with its worker thread,
+//! its versions (all kept, one active) and its dead-letter replay.
 //!
 //! A deployment is a directory `plugins/<group>/` in the data directory: `deployment.json`
 //! (written atomically) and the uploaded components, named by their SHA-256. Compiled code is
 //! cached in `plugins/.compiled/`. Deployments are started again when the engine restarts.
 
-use std::collections::{BTreeMap, HashMap};
+use parking_lot::Mutex;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
+use super::deployment::{
+    DeployError, DeploySpec, Deployment, PartitionProgress, PluginDescription, PluginLimits,
+    StartFrom, VersionInfo, dlq_topic, read_deployment, settings,
+};
+use super::plugin_cache::PluginCache;
 use super::worker::{self, Desired, GroupShared};
-use super::{LogLine, MemoryState, Plugin, Runtime, RuntimeError};
-use super::{Sandbox, SandboxError, SandboxIdentity, SandboxLimits};
+use super::{LogLine, Plugin, Runtime};
+use super::{Sandbox, SandboxIdentity};
 use crate::log::{Log, LogError, now_ms, write_atomically};
-use crate::txn::{Position, SnapshotError, SnapshotInfo, StoreError, TxnStore};
-
-/// Where a new group starts reading its input topic.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum StartFrom {
-    /// The oldest record still in the log.
-    #[default]
-    Earliest,
-    /// Only records produced after the deploy.
-    Latest,
-    /// This offset in every partition (clamped to what the log and its archive hold).
-    Offset(u64),
-    /// The first record at or after this time (ms since the Unix epoch) in every partition.
-    Timestamp(i64),
-}
-
-/// What a crash may do to a plugin group's effects (state writes, emitted records, offsets).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "kebab-case")]
-pub enum Delivery {
-    /// Every input record takes effect once: emitted records go through the outbox, committed
-    /// with state and offsets (docs/exactly-once.md).
-    #[default]
-    ExactlyOnce,
-    /// Emitted records are appended right after each batch, before the commit: a crash can
-    /// repeat the records of the batches since the last commit. State stays exact.
-    AtLeastOnce,
-    /// Each batch's offset is committed before it is processed: a crash can lose the effects
-    /// of the batches being processed, never repeat them.
-    AtMostOnce,
-}
-
-impl std::str::FromStr for Delivery {
-    type Err = String;
-    fn from_str(text: &str) -> Result<Delivery, String> {
-        match text {
-            "exactly-once" => Ok(Delivery::ExactlyOnce),
-            "at-least-once" => Ok(Delivery::AtLeastOnce),
-            "at-most-once" => Ok(Delivery::AtMostOnce),
-            other => Err(format!(
-                "unknown delivery `{other}`: use exactly-once, at-least-once or at-most-once"
-            )),
-        }
-    }
-}
-
-/// Limits, retry and delivery policy of a group; every field can be given at deploy.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct PluginLimits {
-    /// Linear memory of the plugin.
-    pub memory_mb: u64,
-    /// Wall-clock time one `process` call may take.
-    pub deadline_ms: u64,
-    /// Records one `process` call may emit.
-    pub max_emitted_records: u64,
-    /// Bytes one `process` call may emit.
-    pub max_emitted_bytes: u64,
-    /// Calls a failing batch gets before the engine isolates the poison record.
-    pub max_attempts: u32,
-    /// Wait before the first retry; doubles with each retry, up to 30 s.
-    pub retry_backoff_ms: u64,
-    /// Most records in one `process` call.
-    pub batch_records: u32,
-    /// Longest time processed batches wait to be committed together (one durable commit for
-    /// all of them); an idle group commits at once.
-    pub commit_interval_ms: u64,
-    pub delivery: Delivery,
-}
-
-impl Default for PluginLimits {
-    fn default() -> Self {
-        let sandbox = SandboxLimits::default();
-        PluginLimits {
-            memory_mb: (sandbox.memory_bytes >> 20) as u64,
-            deadline_ms: sandbox.deadline.as_millis() as u64,
-            max_emitted_records: sandbox.max_emitted_records as u64,
-            max_emitted_bytes: sandbox.max_emitted_bytes as u64,
-            max_attempts: 3,
-            retry_backoff_ms: 200,
-            batch_records: 1_000,
-            commit_interval_ms: 100,
-            delivery: Delivery::ExactlyOnce,
-        }
-    }
-}
-
-impl PluginLimits {
-    pub fn sandbox(&self) -> SandboxLimits {
-        SandboxLimits {
-            memory_bytes: (self.memory_mb << 20) as usize,
-            deadline: std::time::Duration::from_millis(self.deadline_ms),
-            max_emitted_records: self.max_emitted_records as usize,
-            max_emitted_bytes: self.max_emitted_bytes as usize,
-        }
-    }
-
-    fn validate(&self) -> Result<(), DeployError> {
-        let checks = [
-            (self.memory_mb >= 1, "memory_mb must be at least 1"),
-            (self.deadline_ms >= 10, "deadline_ms must be at least 10"),
-            (self.max_attempts >= 1, "max_attempts must be at least 1"),
-            (
-                (1..=100_000).contains(&self.batch_records),
-                "batch_records must be between 1 and 100000",
-            ),
-        ];
-        match checks.iter().find(|(ok, _)| !ok) {
-            Some((_, message)) => Err(DeployError::BadSetting(message.to_string())),
-            None => Ok(()),
-        }
-    }
-}
-
-/// Limits given at deploy; unset fields keep the group's (or the engine's default).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct LimitOverrides {
-    pub memory_mb: Option<u64>,
-    pub deadline_ms: Option<u64>,
-    pub max_emitted_records: Option<u64>,
-    pub max_emitted_bytes: Option<u64>,
-    pub max_attempts: Option<u32>,
-    pub retry_backoff_ms: Option<u64>,
-    pub batch_records: Option<u32>,
-    pub commit_interval_ms: Option<u64>,
-    pub delivery: Option<Delivery>,
-}
-
-impl LimitOverrides {
-    fn apply(&self, base: PluginLimits) -> PluginLimits {
-        PluginLimits {
-            memory_mb: self.memory_mb.unwrap_or(base.memory_mb),
-            deadline_ms: self.deadline_ms.unwrap_or(base.deadline_ms),
-            max_emitted_records: self.max_emitted_records.unwrap_or(base.max_emitted_records),
-            max_emitted_bytes: self.max_emitted_bytes.unwrap_or(base.max_emitted_bytes),
-            max_attempts: self.max_attempts.unwrap_or(base.max_attempts),
-            retry_backoff_ms: self.retry_backoff_ms.unwrap_or(base.retry_backoff_ms),
-            batch_records: self.batch_records.unwrap_or(base.batch_records),
-            commit_interval_ms: self.commit_interval_ms.unwrap_or(base.commit_interval_ms),
-            delivery: self.delivery.unwrap_or(base.delivery),
-        }
-    }
-}
-
-/// One uploaded version of a group's plugin.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct VersionInfo {
-    pub version: u32,
-    /// SHA-256 of the component.
-    pub digest: String,
-    pub size_bytes: u64,
-    /// The settings given to the plugin's `init`.
-    pub config: BTreeMap<String, String>,
-    /// Topics the plugin may emit to.
-    pub output_topics: Vec<String>,
-    pub deployed_ms: i64,
-}
-
-/// What `deployment.json` holds.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Deployment {
-    pub group: String,
-    pub topic: String,
-    pub start: StartFrom,
-    pub limits: PluginLimits,
-    pub versions: Vec<VersionInfo>,
-    pub active_version: u32,
-    pub paused: bool,
-}
-
-impl Deployment {
-    pub fn dlq_topic(&self) -> String {
-        dlq_topic(&self.group)
-    }
-
-    pub fn version(&self, version: u32) -> Option<&VersionInfo> {
-        self.versions.iter().find(|v| v.version == version)
-    }
-
-    pub fn active(&self) -> &VersionInfo {
-        self.version(self.active_version)
-            .expect("the active version is one of the versions")
-    }
-}
-
-/// The dead-letter topic of a group.
-pub fn dlq_topic(group: &str) -> String {
-    format!("{group}.dlq")
-}
-
-/// A deploy request, without the component's bytes.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(default)]
-pub struct DeploySpec {
-    pub topic: String,
-    pub output_topics: Vec<String>,
-    pub config: BTreeMap<String, String>,
-    pub from: Option<StartFrom>,
-    pub limits: LimitOverrides,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum DeployError {
-    #[error(
-        "invalid group name `{0}`: use 1-200 letters, digits, `.`, `_` or `-`, not starting with `.` or `_`"
-    )]
-    InvalidGroupName(String),
-    #[error("no plugin is deployed for group `{0}`; see `sluice plugin list`")]
-    UnknownGroup(String),
-    #[error(
-        "the upload is {size} bytes, over the limit of {limit} bytes; raise [plugins] max_upload_bytes or make the component smaller (build with --release, strip debug info)"
-    )]
-    TooLarge { size: u64, limit: u64 },
-    #[error(transparent)]
-    Invalid(#[from] RuntimeError),
-    #[error("the plugin does not start: {0}")]
-    Start(SandboxError),
-    #[error(
-        "group `{group}` consumes topic `{current}`, not `{requested}`; undeploy it first or use another group name"
-    )]
-    TopicMismatch {
-        group: String,
-        current: String,
-        requested: String,
-    },
-    #[error("output topic `{0}` does not exist; create it first with `sluice topic create {0}`")]
-    UnknownOutput(String),
-    #[error("group `{group}` has no version {version}; it has {available:?}")]
-    UnknownVersion {
-        group: String,
-        version: u32,
-        available: Vec<u32>,
-    },
-    #[error("group `{0}` has no version before the active one to roll back to")]
-    NoPreviousVersion(String),
-    #[error("bad setting: {0}")]
-    BadSetting(String),
-    #[error(transparent)]
-    Log(#[from] LogError),
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error(transparent)]
-    Snapshot(#[from] SnapshotError),
-}
-
-/// A group as `plugin list` and `plugin describe` show it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct PluginDescription {
-    pub group: String,
-    pub topic: String,
-    pub dlq_topic: String,
-    pub active_version: u32,
-    /// The version processing now (differs from the active one while a switch is pending).
-    pub running_version: Option<u32>,
-    pub paused: bool,
-    /// running, paused, starting, retrying or failing, with the reason.
-    pub status: String,
-    pub last_error: Option<String>,
-    pub limits: PluginLimits,
-    pub versions: Vec<VersionInfo>,
-    pub partitions: Vec<PartitionProgress>,
-    pub total_lag: u64,
-    pub processed_records: u64,
-    pub emitted_records: u64,
-    pub dead_letters: u64,
-    pub failed_calls: u64,
-    pub state_entries: u64,
-    pub state_bytes: u64,
-    /// Dead-letter replay: next dead-letter offset and where the replay ends.
-    pub dlq_replay: Option<(u64, u64)>,
-    /// Commits whose emitted records are not yet known to be in their topics; with
-    /// `total_lag`, 0 means every effect of the input so far is visible.
-    pub outbox_pending: u64,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct PartitionProgress {
-    pub partition: u32,
-    pub committed: Option<u64>,
-    pub high_watermark: u64,
-    pub lag: u64,
-}
+use crate::txn::state::{MemoryState, StateStore};
+use crate::txn::{Position, SnapshotInfo, TxnStore};
 
 struct Group {
     control: watch::Sender<Desired>,
@@ -321,35 +45,6 @@ pub struct PluginHost {
     plugins: Arc<PluginCache>,
 }
 
-/// Compiled plugins by digest, shared with the workers: a version is compiled once per engine
-/// run (and loaded from the compiled-code cache after a restart).
-pub(super) struct PluginCache {
-    dir: PathBuf,
-    runtime: Arc<Runtime>,
-    compiled: Mutex<HashMap<String, Plugin>>,
-}
-
-impl PluginCache {
-    fn insert(&self, plugin: &Plugin) {
-        self.compiled
-            .lock()
-            .expect("compiled lock")
-            .insert(plugin.digest.to_string(), plugin.clone());
-    }
-
-    /// The compiled plugin of one of `group`'s versions.
-    pub(super) fn get(&self, group: &str, digest: &str) -> Result<Plugin, String> {
-        if let Some(plugin) = self.compiled.lock().expect("compiled lock").get(digest) {
-            return Ok(plugin.clone());
-        }
-        let path = self.dir.join(group).join(format!("{digest}.wasm"));
-        let wasm = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let plugin = self.runtime.compile(&wasm).map_err(|e| e.to_string())?;
-        self.insert(&plugin);
-        Ok(plugin)
-    }
-}
-
 impl PluginHost {
     /// Opens `plugins/` and `plugins.redb` in the data directory and starts every deployment.
     pub fn open(
@@ -363,11 +58,7 @@ impl PluginHost {
         std::fs::create_dir_all(&dir).map_err(|e| LogError::io(&dir, e))?;
         let runtime = Arc::new(Runtime::new(Some(&dir.join(".compiled")))?);
         let store = TxnStore::open(&data_dir.join("plugins.redb"))?;
-        let plugins = Arc::new(PluginCache {
-            dir: dir.clone(),
-            runtime: runtime.clone(),
-            compiled: Mutex::new(HashMap::new()),
-        });
+        let plugins = Arc::new(PluginCache::new(dir.clone(), runtime.clone()));
         let host = Arc::new(PluginHost {
             dir,
             runtime,
@@ -388,7 +79,7 @@ impl PluginHost {
             match read_deployment(&path) {
                 Ok(deployment) => {
                     tracing::info!(group = %deployment.group, version = deployment.active_version, "starting deployed plugin");
-                    let mut groups = host.groups.lock().expect("groups lock");
+                    let mut groups = host.groups.lock();
                     host.start_worker(&mut groups, deployment);
                 }
                 Err(error) => {
@@ -416,107 +107,40 @@ impl PluginHost {
         spec: DeploySpec,
         wasm: &[u8],
     ) -> Result<PluginDescription, DeployError> {
-        crate::log::validate_name(group)
-            .map_err(|_| DeployError::InvalidGroupName(group.to_string()))?;
-        if wasm.len() as u64 > self.max_upload_bytes {
-            return Err(DeployError::TooLarge {
-                size: wasm.len() as u64,
-                limit: self.max_upload_bytes,
-            });
-        }
-        self.log.topic(&spec.topic)?;
-        for output in &spec.output_topics {
-            if self.log.topic(output).is_err() {
-                return Err(DeployError::UnknownOutput(output.clone()));
-            }
-        }
+        self.check_request(group, &spec, wasm)?;
         let plugin = self.runtime.compile(wasm)?;
-        let check_topic = |current: &Deployment| {
-            if current.topic == spec.topic {
-                Ok(())
-            } else {
-                Err(DeployError::TopicMismatch {
-                    group: group.to_string(),
-                    current: current.topic.clone(),
-                    requested: spec.topic.clone(),
-                })
-            }
-        };
         let base = match self.deployment(group) {
             Some(current) => {
-                check_topic(&current)?;
+                check_topic(group, &current, &spec)?;
                 current.limits
             }
             None => self.defaults,
         };
         let limits = spec.limits.apply(base);
         limits.validate()?;
-        // Started once with a scratch state, so that a bad configuration is refused here;
-        // outside the lock, as `init` may take up to the deadline.
-        let trial = SandboxIdentity {
-            group,
-            version: "trial",
-            log_sink: None,
-        };
-        Sandbox::start(
-            &self.runtime,
-            &plugin,
-            limits.sandbox(),
-            trial,
-            Arc::new(MemoryState::default()),
-            &settings(&spec.config),
-        )
-        .map_err(DeployError::Start)?;
+        // Outside the lock, as `init` may take up to the deadline.
+        self.trial_start(group, &plugin, &limits, &spec)?;
 
-        let mut groups = self.groups.lock().expect("groups lock");
+        let mut groups = self.groups.lock();
         let existing = groups
             .get(group)
             .map(|g| g.control.borrow().deployment.clone());
         if let Some(current) = &existing {
-            check_topic(current)?;
+            check_topic(group, current, &spec)?;
         }
-        let dir = self.group_dir(group);
-        std::fs::create_dir_all(&dir).map_err(|e| LogError::io(&dir, e))?;
-        let wasm_path = dir.join(format!("{}.wasm", plugin.digest));
-        if !wasm_path.exists() {
-            write_atomically(&wasm_path, wasm)?;
-        }
-        self.plugins.insert(&plugin);
-        let dlq = dlq_topic(group);
-        if self.log.topic(&dlq).is_err() {
-            match self.log.create_topic(&dlq, 1, &[]) {
-                Ok(_) | Err(LogError::TopicExists(_)) => {}
-                Err(error) => return Err(error.into()),
-            }
-        }
-        let number = existing
-            .as_ref()
-            .and_then(|d| d.versions.iter().map(|v| v.version).max())
-            .unwrap_or(0)
-            + 1;
+        self.store_component(group, &plugin, wasm)?;
+        self.ensure_dead_letter_topic(group)?;
         let version = VersionInfo {
-            version: number,
+            version: next_version_number(existing.as_ref()),
             digest: plugin.digest.to_string(),
             size_bytes: wasm.len() as u64,
             config: spec.config,
             output_topics: spec.output_topics,
             deployed_ms: now_ms(),
         };
+        let number = version.version;
         let deployment = match existing {
-            Some(mut deployment) => {
-                // The state as the previous version left it (as of its last commit), to roll
-                // back to if the new version gets it wrong.
-                self.store.take_snapshot(
-                    group,
-                    &format!("before-v{number}"),
-                    deployment.active_version,
-                    now_ms(),
-                )?;
-                deployment.versions.push(version);
-                deployment.active_version = number;
-                deployment.limits = limits;
-                deployment
-            }
+            Some(deployment) => self.new_version(deployment, version, limits)?,
             None => {
                 let start = spec.from.unwrap_or_default();
                 self.commit_start_positions(group, &spec.topic, start)?;
@@ -547,9 +171,109 @@ impl PluginHost {
         self.describe(group)
     }
 
+    /// Refuses a deploy whose name, size or topics are wrong, before compiling anything.
+    fn check_request(
+        &self,
+        group: &str,
+        spec: &DeploySpec,
+        wasm: &[u8],
+    ) -> Result<(), DeployError> {
+        crate::log::validate_name(group)
+            .map_err(|_| DeployError::InvalidGroupName(group.to_string()))?;
+        if wasm.len() as u64 > self.max_upload_bytes {
+            return Err(DeployError::TooLarge {
+                size: wasm.len() as u64,
+                limit: self.max_upload_bytes,
+            });
+        }
+        self.log.topic(&spec.topic)?;
+        for output in &spec.output_topics {
+            if self.log.topic(output).is_err() {
+                return Err(DeployError::UnknownOutput(output.clone()));
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts the plugin once with a scratch state, so that a bad configuration is refused
+    /// before anything changes.
+    fn trial_start(
+        &self,
+        group: &str,
+        plugin: &Plugin,
+        limits: &PluginLimits,
+        spec: &DeploySpec,
+    ) -> Result<(), DeployError> {
+        let trial = SandboxIdentity {
+            group,
+            version: "trial",
+            log_sink: None,
+        };
+        Sandbox::start(
+            &self.runtime,
+            plugin,
+            limits.sandbox(),
+            trial,
+            Arc::new(MemoryState::default()),
+            &settings(&spec.config),
+        )
+        .map(drop)
+        .map_err(DeployError::Start)
+    }
+
+    /// Keeps the component in the group's directory (named by its digest) and its compiled
+    /// code in the cache.
+    fn store_component(
+        &self,
+        group: &str,
+        plugin: &Plugin,
+        wasm: &[u8],
+    ) -> Result<(), DeployError> {
+        let dir = self.group_dir(group);
+        std::fs::create_dir_all(&dir).map_err(|e| LogError::io(&dir, e))?;
+        let wasm_path = dir.join(format!("{}.wasm", plugin.digest));
+        if !wasm_path.exists() {
+            write_atomically(&wasm_path, wasm)?;
+        }
+        self.plugins.insert(plugin);
+        Ok(())
+    }
+
+    fn ensure_dead_letter_topic(&self, group: &str) -> Result<(), DeployError> {
+        let dlq = dlq_topic(group);
+        if self.log.topic(&dlq).is_err() {
+            match self.log.create_topic(&dlq, 1, &[]) {
+                Ok(_) | Err(LogError::TopicExists(_)) => {}
+                Err(error) => return Err(error.into()),
+            }
+        }
+        Ok(())
+    }
+
+    /// `deployment` with `version` active, after a snapshot of the state as the previous
+    /// version left it (as of its last commit), to roll back to if the new one gets it wrong.
+    fn new_version(
+        &self,
+        mut deployment: Deployment,
+        version: VersionInfo,
+        limits: PluginLimits,
+    ) -> Result<Deployment, DeployError> {
+        let number = version.version;
+        self.store.take_snapshot(
+            &deployment.group,
+            &format!("before-v{number}"),
+            deployment.active_version,
+            now_ms(),
+        )?;
+        deployment.versions.push(version);
+        deployment.active_version = number;
+        deployment.limits = limits;
+        Ok(deployment)
+    }
+
     /// The current deployment of a group.
     fn deployment(&self, group: &str) -> Option<Deployment> {
-        let groups = self.groups.lock().expect("groups lock");
+        let groups = self.groups.lock();
         groups
             .get(group)
             .map(|g| g.control.borrow().deployment.clone())
@@ -636,7 +360,7 @@ impl PluginHost {
         group: &str,
         edit: impl FnOnce(&mut Deployment) -> Result<String, DeployError>,
     ) -> Result<PluginDescription, DeployError> {
-        let groups = self.groups.lock().expect("groups lock");
+        let groups = self.groups.lock();
         let running = running(&groups, group)?;
         let mut deployment = running.control.borrow().deployment.clone();
         let message = edit(&mut deployment)?;
@@ -697,10 +421,11 @@ impl PluginHost {
     pub fn snapshot(&self, group: &str, name: &str) -> Result<SnapshotInfo, DeployError> {
         crate::log::validate_name(name).map_err(|_| {
             DeployError::BadSetting(format!(
-                "snapshot name `{name}`: use 1-200 letters, digits, `.`, `_` or `-`"
+                "snapshot name `{name}`: use 1-{} letters, digits, `.`, `_` or `-`",
+                crate::log::NAME_LEN_MAX
             ))
         })?;
-        let groups = self.groups.lock().expect("groups lock");
+        let groups = self.groups.lock();
         let running = running(&groups, group)?;
         let version = running.control.borrow().deployment.active_version;
         let info = self.store.take_snapshot(group, name, version, now_ms())?;
@@ -712,7 +437,7 @@ impl PluginHost {
     }
 
     pub fn snapshots(&self, group: &str) -> Result<Vec<SnapshotInfo>, DeployError> {
-        running(&self.groups.lock().expect("groups lock"), group)?;
+        running(&self.groups.lock(), group)?;
         Ok(self.store.snapshots(group)?)
     }
 
@@ -726,7 +451,7 @@ impl PluginHost {
         name: &str,
         version: Option<u32>,
     ) -> Result<PluginDescription, DeployError> {
-        let mut groups = self.groups.lock().expect("groups lock");
+        let mut groups = self.groups.lock();
         let running = running(&groups, group)?;
         let snapshot = self.store.snapshot(group, name)?;
         let mut deployment = running.control.borrow().deployment.clone();
@@ -766,7 +491,7 @@ impl PluginHost {
     /// Asks the worker to put the group's dead letters (those there now) through the plugin
     /// again; records that fail again go back to the dead-letter topic.
     pub fn replay_dead_letters(&self, group: &str) -> Result<PluginDescription, DeployError> {
-        let groups = self.groups.lock().expect("groups lock");
+        let groups = self.groups.lock();
         let running = running(&groups, group)?;
         let dlq = self.log.topic(&dlq_topic(group))?.partition(0)?;
         let end = dlq.high_watermark();
@@ -791,7 +516,7 @@ impl PluginHost {
     /// Stops the group's worker and removes the deployment, its offsets and (unless
     /// `keep_state`) its state. The dead-letter topic stays.
     pub fn undeploy(&self, group: &str, keep_state: bool) -> Result<(), DeployError> {
-        let mut groups = self.groups.lock().expect("groups lock");
+        let mut groups = self.groups.lock();
         let mut running = groups
             .remove(group)
             .ok_or_else(|| DeployError::UnknownGroup(group.to_string()))?;
@@ -807,17 +532,11 @@ impl PluginHost {
     }
 
     pub fn is_deployed(&self, group: &str) -> bool {
-        self.groups.lock().expect("groups lock").contains_key(group)
+        self.groups.lock().contains_key(group)
     }
 
     pub fn list(&self) -> Vec<PluginDescription> {
-        let names: Vec<String> = self
-            .groups
-            .lock()
-            .expect("groups lock")
-            .keys()
-            .cloned()
-            .collect();
+        let names: Vec<String> = self.groups.lock().keys().cloned().collect();
         names
             .iter()
             .filter_map(|name| self.describe(name).ok())
@@ -826,7 +545,7 @@ impl PluginHost {
 
     pub fn describe(&self, group: &str) -> Result<PluginDescription, DeployError> {
         let (deployment, shared) = {
-            let groups = self.groups.lock().expect("groups lock");
+            let groups = self.groups.lock();
             let running = running(&groups, group)?;
             (
                 running.control.borrow().deployment.clone(),
@@ -886,23 +605,22 @@ impl PluginHost {
         start_after: Option<&[u8]>,
         limit: usize,
     ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, DeployError> {
-        use super::StateStore;
         self.store
             .state_of(group)
             .scan(prefix, start_after, limit)
-            .map_err(|message| DeployError::BadSetting(format!("state store: {message}")))
+            .map_err(DeployError::State)
     }
 
     /// The last `limit` log lines of a group.
     pub fn logs(&self, group: &str, limit: usize) -> Result<Vec<LogLine>, DeployError> {
-        let groups = self.groups.lock().expect("groups lock");
+        let groups = self.groups.lock();
         let running = running(&groups, group)?;
         Ok(running.shared.logs.tail(limit))
     }
 
     /// Stops every worker after its current batch; called at shutdown.
     pub fn stop(&self) {
-        let mut groups = self.groups.lock().expect("groups lock");
+        let mut groups = self.groups.lock();
         for group in groups.values() {
             group.control.send_modify(|d| d.stop = true);
         }
@@ -914,9 +632,24 @@ impl PluginHost {
     }
 }
 
-/// Settings in the form `init` takes them.
-pub(super) fn settings(config: &BTreeMap<String, String>) -> Vec<(String, String)> {
-    config.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+/// Refuses a new version that reads another topic than the group does.
+fn check_topic(group: &str, current: &Deployment, spec: &DeploySpec) -> Result<(), DeployError> {
+    if current.topic == spec.topic {
+        return Ok(());
+    }
+    Err(DeployError::TopicMismatch {
+        group: group.to_string(),
+        current: current.topic.clone(),
+        requested: spec.topic.clone(),
+    })
+}
+
+/// The number of the next version of a group: one past the highest so far.
+fn next_version_number(existing: Option<&Deployment>) -> u32 {
+    existing
+        .and_then(|d| d.versions.iter().map(|v| v.version).max())
+        .unwrap_or(0)
+        + 1
 }
 
 /// A deployed group, or the error naming it.
@@ -924,33 +657,4 @@ fn running<'a>(groups: &'a BTreeMap<String, Group>, group: &str) -> Result<&'a G
     groups
         .get(group)
         .ok_or_else(|| DeployError::UnknownGroup(group.to_string()))
-}
-
-fn read_deployment(path: &Path) -> Result<Deployment, String> {
-    let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
-    let deployment: Deployment = serde_json::from_slice(&bytes).map_err(|e| e.to_string())?;
-    if deployment.version(deployment.active_version).is_none() {
-        return Err(format!(
-            "active version {} is not among its versions",
-            deployment.active_version
-        ));
-    }
-    Ok(deployment)
-}
-
-impl GroupShared {
-    /// Records a line about the group from the engine, in the group's log and the engine's.
-    pub fn engine_line(&self, level: &str, message: &str) {
-        self.logs.push(LogLine {
-            time_ms: now_ms(),
-            level: level.to_string(),
-            source: "engine".to_string(),
-            version: self
-                .snapshot()
-                .running_version
-                .map_or(String::new(), |v| v.to_string()),
-            message: message.to_string(),
-            fields: Vec::new(),
-        });
-    }
 }

@@ -1,0 +1,326 @@
+//! The deployment data model: what `deployment.json` holds (versions, limits, delivery,
+//! where to start), what a deploy asks for, what `plugin describe` shows, and the errors of the
+//! control plane. Plain data with no threads: the plugin host and the workers both read it.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use super::RuntimeError;
+use super::sandbox::{SandboxError, SandboxLimits};
+use crate::log::LogError;
+use crate::txn::{SnapshotError, StoreError};
+
+/// Where a new group starts reading its input topic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum StartFrom {
+    /// The oldest record still in the log.
+    #[default]
+    Earliest,
+    /// Only records produced after the deploy.
+    Latest,
+    /// This offset in every partition (clamped to what the log and its archive hold).
+    Offset(u64),
+    /// The first record at or after this time (ms since the Unix epoch) in every partition.
+    Timestamp(i64),
+}
+
+/// What a crash may do to a plugin group's effects (state writes, emitted records, offsets).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Delivery {
+    /// Every input record takes effect once: emitted records go through the outbox, committed
+    /// with state and offsets (docs/exactly-once.md).
+    #[default]
+    ExactlyOnce,
+    /// Emitted records are appended right after each batch, before the commit: a crash can
+    /// repeat the records of the batches since the last commit. State stays exact.
+    AtLeastOnce,
+    /// Each batch's offset is committed before it is processed: a crash can lose the effects
+    /// of the batches being processed, never repeat them.
+    AtMostOnce,
+}
+
+impl std::str::FromStr for Delivery {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Delivery, String> {
+        match text {
+            "exactly-once" => Ok(Delivery::ExactlyOnce),
+            "at-least-once" => Ok(Delivery::AtLeastOnce),
+            "at-most-once" => Ok(Delivery::AtMostOnce),
+            other => Err(format!(
+                "unknown delivery `{other}`: use exactly-once, at-least-once or at-most-once"
+            )),
+        }
+    }
+}
+
+/// Limits, retry and delivery policy of a group; every field can be given at deploy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PluginLimits {
+    /// Linear memory of the plugin.
+    pub memory_mb: u64,
+    /// Wall-clock time one `process` call may take.
+    pub deadline_ms: u64,
+    /// Records one `process` call may emit.
+    pub max_emitted_records: u64,
+    /// Bytes one `process` call may emit.
+    pub max_emitted_bytes: u64,
+    /// Calls a failing batch gets before the engine isolates the poison record.
+    pub max_attempts: u32,
+    /// Wait before the first retry; doubles with each retry, up to 30 s.
+    pub retry_backoff_ms: u64,
+    /// Most records in one `process` call.
+    pub batch_records: u32,
+    /// Longest time processed batches wait to be committed together (one durable commit for
+    /// all of them); an idle group commits at once.
+    pub commit_interval_ms: u64,
+    pub delivery: Delivery,
+}
+
+impl Default for PluginLimits {
+    fn default() -> Self {
+        let sandbox = SandboxLimits::default();
+        PluginLimits {
+            memory_mb: (sandbox.memory_bytes >> 20) as u64,
+            deadline_ms: sandbox.deadline.as_millis() as u64,
+            max_emitted_records: sandbox.max_emitted_records as u64,
+            max_emitted_bytes: sandbox.max_emitted_bytes as u64,
+            max_attempts: 3,
+            retry_backoff_ms: 200,
+            batch_records: 1_000,
+            commit_interval_ms: 100,
+            delivery: Delivery::ExactlyOnce,
+        }
+    }
+}
+
+impl PluginLimits {
+    pub fn sandbox(&self) -> SandboxLimits {
+        SandboxLimits {
+            memory_bytes: (self.memory_mb << 20) as usize,
+            deadline: std::time::Duration::from_millis(self.deadline_ms),
+            max_emitted_records: self.max_emitted_records as usize,
+            max_emitted_bytes: self.max_emitted_bytes as usize,
+        }
+    }
+
+    pub(super) fn validate(&self) -> Result<(), DeployError> {
+        let checks = [
+            (self.memory_mb >= 1, "memory_mb must be at least 1"),
+            (self.deadline_ms >= 10, "deadline_ms must be at least 10"),
+            (self.max_attempts >= 1, "max_attempts must be at least 1"),
+            (
+                (1..=100_000).contains(&self.batch_records),
+                "batch_records must be between 1 and 100000",
+            ),
+        ];
+        match checks.iter().find(|(ok, _)| !ok) {
+            Some((_, message)) => Err(DeployError::BadSetting(message.to_string())),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Limits given at deploy; unset fields keep the group's (or the engine's default).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitOverrides {
+    pub memory_mb: Option<u64>,
+    pub deadline_ms: Option<u64>,
+    pub max_emitted_records: Option<u64>,
+    pub max_emitted_bytes: Option<u64>,
+    pub max_attempts: Option<u32>,
+    pub retry_backoff_ms: Option<u64>,
+    pub batch_records: Option<u32>,
+    pub commit_interval_ms: Option<u64>,
+    pub delivery: Option<Delivery>,
+}
+
+impl LimitOverrides {
+    pub(super) fn apply(&self, base: PluginLimits) -> PluginLimits {
+        PluginLimits {
+            memory_mb: self.memory_mb.unwrap_or(base.memory_mb),
+            deadline_ms: self.deadline_ms.unwrap_or(base.deadline_ms),
+            max_emitted_records: self.max_emitted_records.unwrap_or(base.max_emitted_records),
+            max_emitted_bytes: self.max_emitted_bytes.unwrap_or(base.max_emitted_bytes),
+            max_attempts: self.max_attempts.unwrap_or(base.max_attempts),
+            retry_backoff_ms: self.retry_backoff_ms.unwrap_or(base.retry_backoff_ms),
+            batch_records: self.batch_records.unwrap_or(base.batch_records),
+            commit_interval_ms: self.commit_interval_ms.unwrap_or(base.commit_interval_ms),
+            delivery: self.delivery.unwrap_or(base.delivery),
+        }
+    }
+}
+
+/// One uploaded version of a group's plugin.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VersionInfo {
+    pub version: u32,
+    /// SHA-256 of the component.
+    pub digest: String,
+    pub size_bytes: u64,
+    /// The settings given to the plugin's `init`.
+    pub config: BTreeMap<String, String>,
+    /// Topics the plugin may emit to.
+    pub output_topics: Vec<String>,
+    pub deployed_ms: i64,
+}
+
+/// What `deployment.json` holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Deployment {
+    pub group: String,
+    pub topic: String,
+    pub start: StartFrom,
+    pub limits: PluginLimits,
+    pub versions: Vec<VersionInfo>,
+    pub active_version: u32,
+    pub paused: bool,
+}
+
+impl Deployment {
+    pub fn dlq_topic(&self) -> String {
+        dlq_topic(&self.group)
+    }
+
+    pub fn version(&self, version: u32) -> Option<&VersionInfo> {
+        self.versions.iter().find(|v| v.version == version)
+    }
+
+    pub fn active(&self) -> &VersionInfo {
+        self.version(self.active_version)
+            .expect("the active version is one of the versions")
+    }
+}
+
+/// The dead-letter topic of a group.
+pub fn dlq_topic(group: &str) -> String {
+    format!("{group}.dlq")
+}
+
+/// A deploy request, without the component's bytes.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct DeploySpec {
+    pub topic: String,
+    pub output_topics: Vec<String>,
+    pub config: BTreeMap<String, String>,
+    pub from: Option<StartFrom>,
+    pub limits: LimitOverrides,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DeployError {
+    #[error(
+        "invalid group name `{0}`: use 1-{max} letters, digits, `.`, `_` or `-`, not starting with `.` or `_`",
+        max = crate::log::NAME_LEN_MAX
+    )]
+    InvalidGroupName(String),
+    #[error("no plugin is deployed for group `{0}`; see `sluice plugin list`")]
+    UnknownGroup(String),
+    #[error(
+        "the upload is {size} bytes, over the limit of {limit} bytes; raise [plugins] max_upload_bytes or make the component smaller (build with --release, strip debug info)"
+    )]
+    TooLarge { size: u64, limit: u64 },
+    #[error(transparent)]
+    Invalid(#[from] RuntimeError),
+    #[error("the plugin does not start: {0}")]
+    Start(SandboxError),
+    #[error(
+        "group `{group}` consumes topic `{current}`, not `{requested}`; undeploy it first or use another group name"
+    )]
+    TopicMismatch {
+        group: String,
+        current: String,
+        requested: String,
+    },
+    #[error("output topic `{0}` does not exist; create it first with `sluice topic create {0}`")]
+    UnknownOutput(String),
+    #[error("group `{group}` has no version {version}; it has {available:?}")]
+    UnknownVersion {
+        group: String,
+        version: u32,
+        available: Vec<u32>,
+    },
+    #[error("group `{0}` has no version before the active one to roll back to")]
+    NoPreviousVersion(String),
+    #[error("bad setting: {0}")]
+    BadSetting(String),
+    #[error(transparent)]
+    Log(#[from] LogError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    State(#[from] crate::txn::state::StateError),
+    #[error(transparent)]
+    Snapshot(#[from] SnapshotError),
+}
+
+/// A group as `plugin list` and `plugin describe` show it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PluginDescription {
+    pub group: String,
+    pub topic: String,
+    pub dlq_topic: String,
+    pub active_version: u32,
+    /// The version processing now (differs from the active one while a switch is pending).
+    pub running_version: Option<u32>,
+    pub paused: bool,
+    /// running, paused, starting, retrying or failing, with the reason.
+    pub status: String,
+    pub last_error: Option<String>,
+    pub limits: PluginLimits,
+    pub versions: Vec<VersionInfo>,
+    pub partitions: Vec<PartitionProgress>,
+    pub total_lag: u64,
+    pub processed_records: u64,
+    pub emitted_records: u64,
+    pub dead_letters: u64,
+    pub failed_calls: u64,
+    pub state_entries: u64,
+    pub state_bytes: u64,
+    /// Dead-letter replay: next dead-letter offset and where the replay ends.
+    pub dlq_replay: Option<(u64, u64)>,
+    /// Commits whose emitted records are not yet known to be in their topics; with
+    /// `total_lag`, 0 means every effect of the input so far is visible.
+    pub outbox_pending: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PartitionProgress {
+    pub partition: u32,
+    pub committed: Option<u64>,
+    pub high_watermark: u64,
+    pub lag: u64,
+}
+
+/// Settings in the form `init` takes them.
+pub(super) fn settings(config: &BTreeMap<String, String>) -> Vec<(String, String)> {
+    config.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+}
+
+/// Why a `deployment.json` cannot be read back.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadDeploymentError {
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Json(#[from] serde_json::Error),
+    #[error("active version {0} is not among its versions")]
+    NoActiveVersion(u32),
+}
+
+pub(super) fn read_deployment(path: &Path) -> Result<Deployment, ReadDeploymentError> {
+    let bytes = std::fs::read(path)?;
+    let deployment: Deployment = serde_json::from_slice(&bytes)?;
+    if deployment.version(deployment.active_version).is_none() {
+        return Err(ReadDeploymentError::NoActiveVersion(
+            deployment.active_version,
+        ));
+    }
+    Ok(deployment)
+}

@@ -1,0 +1,209 @@
+//! The state-store contract: what a plugin's `state` calls read, and the writes a call returns.
+//!
+//! A group's committed state lives in the plugin store ([`GroupState`](super::GroupState));
+//! a sandbox reads it through [`StateStore`], and the writes of the batches processed since the
+//! last commit are laid over it by [`Uncommitted`], so a failed call or a failed commit leaves
+//! no trace. [`MemoryState`] keeps state in memory for `sluice plugin test` and benchmarks.
+
+use std::collections::{BTreeMap, HashMap};
+use std::ops::Bound;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use parking_lot::Mutex;
+
+use super::GroupState;
+
+/// State writes of one call: `None` deletes the key.
+pub type StateWrites = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
+
+/// Entries of one prefix scan.
+pub type Scanned = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// Why a group's committed state could not be read.
+#[derive(Debug, thiserror::Error)]
+#[error("reading the state of group {group:?} from the plugin store: {source}")]
+pub struct StateError {
+    pub group: String,
+    pub source: redb::Error,
+}
+
+/// The committed state of one group, as the sandbox reads it.
+pub trait StateStore: Send + Sync {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StateError>;
+    /// Up to `limit` entries whose key starts with `prefix` and is greater than `start_after`,
+    /// in key order.
+    fn scan(
+        &self,
+        prefix: &[u8],
+        start_after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Scanned, StateError>;
+    /// Changes whenever values change other than by the writes of the sandbox reading them
+    /// (see `state.generation` in the WIT).
+    fn generation(&self) -> u64 {
+        0
+    }
+}
+
+/// Where a prefix scan starts: after `start_after` if it lies within or past the prefix.
+pub fn scan_start<'a>(
+    prefix: &'a [u8],
+    start_after: Option<&'a [u8]>,
+) -> (Bound<&'a [u8]>, Bound<&'a [u8]>) {
+    let start = match start_after {
+        Some(after) if after >= prefix => Bound::Excluded(after),
+        _ => Bound::Included(prefix),
+    };
+    (start, Bound::Unbounded)
+}
+
+/// A prefix scan of committed state (`committed(n)` reads n entries) seen through pending
+/// writes.
+pub fn merged_scan(
+    pending: &StateWrites,
+    prefix: &[u8],
+    start_after: Option<&[u8]>,
+    limit: usize,
+    committed: impl FnOnce(usize) -> Result<Scanned, StateError>,
+) -> Result<Scanned, StateError> {
+    let pending: Vec<(&Vec<u8>, &Option<Vec<u8>>)> = pending
+        .range::<[u8], _>(scan_start(prefix, start_after))
+        .take_while(|(k, _)| k.starts_with(prefix))
+        .collect();
+    // Each pending delete can hide one committed entry: read that many more.
+    let deletes = pending.iter().filter(|(_, v)| v.is_none()).count();
+    let mut merged: BTreeMap<Vec<u8>, Vec<u8>> = committed(limit + deletes)?.into_iter().collect();
+    for (key, value) in pending {
+        match value {
+            Some(value) => merged.insert(key.clone(), value.clone()),
+            None => merged.remove(key),
+        };
+    }
+    Ok(merged.into_iter().take(limit).collect())
+}
+
+/// State held in memory, for benchmarks, tests and `sluice plugin test`.
+#[derive(Default)]
+pub struct MemoryState(Mutex<BTreeMap<Vec<u8>, Vec<u8>>>);
+
+impl MemoryState {
+    pub fn apply(&self, writes: StateWrites) {
+        let mut map = self.0.lock();
+        for (key, value) in writes {
+            match value {
+                Some(value) => map.insert(key, value),
+                None => map.remove(&key),
+            };
+        }
+    }
+
+    pub fn entries(&self) -> BTreeMap<Vec<u8>, Vec<u8>> {
+        self.0.lock().clone()
+    }
+}
+
+impl StateStore for MemoryState {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
+        Ok(self.0.lock().get(key).cloned())
+    }
+
+    fn scan(
+        &self,
+        prefix: &[u8],
+        start_after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Scanned, StateError> {
+        let map = self.0.lock();
+        Ok(map
+            .range::<[u8], _>(scan_start(prefix, start_after))
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .take(limit)
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect())
+    }
+}
+
+/// Committed values kept in memory per group, at most.
+const CACHE_ENTRIES_MAX: usize = 100_000;
+
+/// The group's committed state seen through the writes of batches processed since the last
+/// commit: what the plugin reads. Committed values read or written are cached (the worker is
+/// the group's only writer), so hot keys do not cost a store read each time.
+pub struct Uncommitted {
+    committed: GroupState,
+    writes: Mutex<StateWrites>,
+    cache: Mutex<HashMap<Vec<u8>, Option<Vec<u8>>>>,
+    /// Bumped when uncommitted writes are dropped: the plugin's own copies are stale then.
+    generation: AtomicU64,
+}
+
+impl Uncommitted {
+    pub fn new(committed: GroupState) -> Uncommitted {
+        Uncommitted {
+            committed,
+            writes: Mutex::new(StateWrites::new()),
+            cache: Mutex::new(HashMap::new()),
+            generation: AtomicU64::new(0),
+        }
+    }
+
+    /// Lays the writes of a processed batch over the committed state.
+    pub fn stage(&self, writes: StateWrites) {
+        self.writes.lock().extend(writes);
+    }
+
+    /// The writes staged since the last commit, taken for committing.
+    pub fn take_writes(&self) -> StateWrites {
+        std::mem::take(&mut *self.writes.lock())
+    }
+
+    /// The writes just committed become the cached committed values.
+    pub fn committed(&self, writes: StateWrites) {
+        let mut cache = self.cache.lock();
+        if cache.len() + writes.len() > CACHE_ENTRIES_MAX {
+            cache.clear();
+        }
+        cache.extend(writes);
+    }
+
+    /// Forgets everything not read from the store (after a failed commit).
+    pub fn reset(&self) {
+        self.writes.lock().clear();
+        self.cache.lock().clear();
+        self.generation.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+impl StateStore for Uncommitted {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
+        if let Some(written) = self.writes.lock().get(key) {
+            return Ok(written.clone());
+        }
+        if let Some(cached) = self.cache.lock().get(key) {
+            return Ok(cached.clone());
+        }
+        let value = self.committed.get(key)?;
+        let mut cache = self.cache.lock();
+        if cache.len() >= CACHE_ENTRIES_MAX {
+            cache.clear();
+        }
+        cache.insert(key.to_vec(), value.clone());
+        Ok(value)
+    }
+
+    fn scan(
+        &self,
+        prefix: &[u8],
+        start_after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Scanned, StateError> {
+        let writes = self.writes.lock();
+        merged_scan(&writes, prefix, start_after, limit, |n| {
+            self.committed.scan(prefix, start_after, n)
+        })
+    }
+
+    fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Relaxed)
+    }
+}
