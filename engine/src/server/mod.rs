@@ -30,7 +30,7 @@ use crate::groups::{Coordinator, GroupError, SessionLimits};
 use crate::log::{Log, LogError, LogOptions, batch, now_ms};
 use crate::runtime::{DeployError, PluginHost};
 use api::*;
-pub(crate) use archive::spawn_low_priority;
+pub use archive::spawn_low_priority;
 pub use auth::TOKEN_FILE;
 pub use error::ApiError;
 

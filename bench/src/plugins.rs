@@ -1,4 +1,4 @@
-//! The plugin part of `sluice bench`: the host's per-batch and per-record overhead, WASM
+//! The plugin part of `sluice-bench`: the host's per-batch and per-record overhead, WASM
 //! against native for the same logic, and compile against cached start.
 
 use std::path::Path;
@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use crate::log::{Record, batch};
-use crate::runtime::{
+use sluice::log::{Record, batch};
+use sluice::runtime::{
     Batch, MemoryState, Plugin, Runtime, Sandbox, SandboxError, SandboxIdentity, SandboxLimits,
 };
 
