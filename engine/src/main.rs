@@ -8,8 +8,6 @@ fn main() -> ExitCode {
     let cli = sluice::cli::Cli::parse();
     let default_level = match cli.command {
         sluice::cli::Command::Serve(_) => "info",
-        // The benchmark's misbehaving plugin group would fill its table with warnings.
-        sluice::cli::Command::Bench(_) => "error",
         _ => "warn",
     };
     let filter =

@@ -5,7 +5,7 @@
 //! cores, yet durable producers kept only 0.65-1.05 of their throughput while a backlog was
 //! archived as fast as the idle time allowed (most likely shared caches and wake-ups into busy
 //! cores), and
-//! 0.93-1.02 with archival held to 64 MiB/s (`sluice bench --only archive`, 2 cores). Archival
+//! 0.93-1.02 with archival held to 64 MiB/s (`sluice-bench --only archive`, 2 cores). Archival
 //! only has to keep up with what producers append over time; catching up on a backlog does
 //! not have to be fast. Kafka's tiered storage has the same knob
 //! (`remote.log.manager.copy.max.bytes.per.second`).

@@ -2,16 +2,10 @@
 //! engine over its HTTP API (`--url`, default http://127.0.0.1:7171).
 
 mod archive;
-mod bench;
-mod bench_archive;
-mod bench_beside;
-mod bench_groups;
-mod bench_languages;
-mod bench_plugins;
 pub mod client;
 mod consume;
 mod plugin;
-mod plugin_build;
+pub mod plugin_build;
 mod plugin_new;
 mod plugin_test;
 mod produce;
@@ -114,8 +108,6 @@ sluice.toml in the repository for every option.")]
     /// Archive topics to Parquet now, list archived files, verify them.
     #[command(subcommand)]
     Archive(archive::ArchiveCommand),
-    /// Measure append, read, produce and consume throughput on this machine.
-    Bench(bench::BenchArgs),
 }
 
 #[derive(Args)]
@@ -214,7 +206,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Dlq(command) => plugin::run_dlq(&client, command).await,
         Command::State(command) => plugin::run_state(&client, command).await,
         Command::Archive(command) => archive::run(&client, command).await,
-        Command::Bench(args) => bench::run(args).await,
     }
 }
 

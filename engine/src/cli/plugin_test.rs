@@ -11,10 +11,9 @@ use serde_json::{Value, json};
 
 use super::parse_key_value;
 use crate::log::{Record, batch, now_ms};
-use crate::runtime::{
-    Batch, MemoryState, PluginLimits, Runtime, Sandbox, SandboxError, SandboxIdentity, StateWrites,
-};
+use crate::runtime::{Batch, PluginLimits, Runtime, Sandbox, SandboxError, SandboxIdentity};
 use crate::server::api::JsonRecord;
+use crate::txn::state::{MemoryState, StateWrites};
 
 #[derive(Args)]
 #[command(long_about = "\

@@ -25,8 +25,6 @@ pub use deployment::{
 pub use host::PluginHost;
 pub use logs::{LogBuffer, LogLine};
 pub use sandbox::{Emitted, Processed, Sandbox, SandboxError, SandboxIdentity, SandboxLimits};
-// The state contract is the plugin store's (txn); re-exported for the plugin host's callers.
-pub use crate::txn::state::{MemoryState, StateStore, StateWrites};
 pub use worker::EngineError;
 
 pub(crate) mod bindings {

@@ -9,6 +9,7 @@ use bytes::Bytes;
 
 use super::*;
 use crate::log::{Record, batch};
+use crate::txn::state::MemoryState;
 
 fn plugin_wasm(name: &str) -> Vec<u8> {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))

@@ -29,7 +29,7 @@ use crate::config::Config;
 use crate::groups::{Coordinator, GroupError, SessionLimits};
 use crate::log::{Log, LogError, LogOptions};
 use crate::runtime::{DeployError, PluginHost};
-pub(crate) use archive::spawn_low_priority;
+pub use archive::spawn_low_priority;
 pub use auth::TOKEN_FILE;
 pub use error::ApiError;
 

@@ -4,7 +4,7 @@
 //! name), `op` (`eq`, `ne`, `gt`, `ge`, `lt`, `le`, `exists`; default `eq`) and `value` (compared
 //! as a number when both sides are numbers, else as text). Records that are not JSON objects do
 //! not match. The predicate lives in the `json-predicate` crate so that it also runs natively,
-//! which the engine's benchmark uses as the baseline.
+//! which the benchmark (`sluice-bench`) uses as the baseline.
 
 use json_predicate::Predicate;
 use sluice_sdk::{Batch, Config, Consumer, ProcessError, Settings, emit};

@@ -1,5 +1,6 @@
 //! A predicate on one field of a JSON document: the logic of the `filter` plugin, in its own
-//! crate so that the engine's benchmark can run the very same code natively as the baseline.
+//! crate so that the benchmark (`sluice-bench`, bench/) can run the very same code natively
+//! as the baseline.
 
 use std::borrow::Cow;
 

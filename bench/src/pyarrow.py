@@ -1,4 +1,4 @@
-# The baseline of `sluice bench --only archive`: pyarrow writes the same rows (read, untimed,
+# The baseline of `sluice-bench --only archive`: pyarrow writes the same rows (read, untimed,
 # from Sluice's own files) with pyarrow.parquet.write_table and zstd, and fsyncs each file as
 # Sluice does. Prints {"seconds": ..., "bytes": ...}.
 import glob, json, os, sys, time

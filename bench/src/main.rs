@@ -1,20 +1,32 @@
-//! `sluice bench`: throughput of the log in-process and of the server over 127.0.0.1, for
-//! 100-byte and 1 KiB records, printed as a table (the README quotes its output).
+//! `sluice-bench`: its flags, the order the measurements run in, and the first table:
+//! throughput of the log in-process and of the server over 127.0.0.1, for 100-byte and 1 KiB
+//! records (the README quotes its output). The other measurements have a module each.
 
+mod archive;
+mod beside;
+mod groups;
+mod languages;
+mod plugins;
+
+use std::io::IsTerminal;
 use std::path::PathBuf;
+use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use clap::{Args, ValueEnum};
+use clap::{Parser, ValueEnum};
+use tracing_subscriber::EnvFilter;
 
-use super::bench_beside::Work;
-use super::client::{Client, Position};
-use crate::config::Config;
-use crate::log::{Log, LogOptions, Record, TopicConfig, batch};
+use crate::beside::Work;
+use sluice::cli::client::{Client, Position};
+use sluice::config::Config;
+use sluice::log::{Log, LogOptions, Record, TopicConfig, batch};
 
-#[derive(Args)]
-#[command(long_about = "\
+const ABOUT: &str = "Measure append, read, produce and consume throughput on this machine.";
+
+#[derive(Parser)]
+#[command(name = "sluice-bench", version, about = ABOUT, long_about = "\
 Measure throughput on this machine, for 100-byte and 1 KiB records:
 
   append          records appended straight into a partition, no fsync
@@ -44,7 +56,7 @@ Measure throughput on this machine, for 100-byte and 1 KiB records:
 
 Data goes to a temporary directory under --dir (default: the current directory), removed
 afterwards. The last line gives the peak resident memory of the process.")]
-pub struct BenchArgs {
+struct BenchArgs {
     /// Records per measurement for 100-byte records (larger records: the same bytes in fewer
     /// records).
     #[arg(long, default_value_t = 2_000_000)]
@@ -109,7 +121,33 @@ impl Row {
     }
 }
 
-pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+fn main() -> ExitCode {
+    let args = BenchArgs::parse();
+    // The misbehaving plugin group of the plugin measurements would fill its table with
+    // warnings.
+    let filter = EnvFilter::try_from_env("SLUICE_LOG").unwrap_or_else(|_| EnvFilter::new("error"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: BenchArgs) -> anyhow::Result<()> {
     println!(
         "{:<14} {:>8} {:>12} {:>14} {:>10}",
         "SCENARIO", "RECORD", "RECORDS", "RECORDS/S", "MB/S"
@@ -129,32 +167,31 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         }
     }
     if matches!(args.only, Part::All | Part::Plugins) {
-        super::bench_plugins::run(&args.plugins_dir, args.only == Part::Plugins)?;
-        super::bench_groups::run(&args.dir, &args.plugins_dir, args.records).await?;
+        crate::plugins::run(&args.plugins_dir, args.only == Part::Plugins)?;
+        crate::groups::run(&args.dir, &args.plugins_dir, args.records).await?;
     }
     if matches!(args.only, Part::All | Part::ExactlyOnce) {
-        super::bench_groups::run_exactly_once(&args.dir, &args.plugins_dir, args.records).await?;
+        crate::groups::run_exactly_once(&args.dir, &args.plugins_dir, args.records).await?;
     }
     if matches!(args.only, Part::All | Part::Languages) {
         let (examples, records) = (args.examples_dir.clone(), args.records);
         // Plugins make blocking calls (WASI), which must not run on an async worker.
-        tokio::task::spawn_blocking(move || super::bench_languages::run(&examples, records))
-            .await??;
+        tokio::task::spawn_blocking(move || crate::languages::run(&examples, records)).await??;
     }
     if matches!(args.only, Part::All | Part::Archive) {
-        super::bench_archive::run(&args.dir, args.records, &args.record_size)?;
+        crate::archive::run(&args.dir, args.records, &args.record_size)?;
         for &size in &args.record_size {
             let producers = Work::Producers {
                 producers: args.producers,
                 batch: args.batch,
             };
-            super::bench_beside::run(&args.dir, args.records, size, producers).await?;
+            crate::beside::run(&args.dir, args.records, size, producers).await?;
         }
         match std::fs::read(args.plugins_dir.join("filter.wasm")) {
             Ok(filter) => {
                 let size = args.record_size.first().copied().unwrap_or(100);
                 let plugins = Work::Plugins { filter };
-                super::bench_beside::run(&args.dir, args.records, size, plugins).await?;
+                crate::beside::run(&args.dir, args.records, size, plugins).await?;
             }
             Err(error) => println!(
                 "(skipping the plugins beside archival: {}/filter.wasm: {error}; see plugins/README.md)",
@@ -231,7 +268,7 @@ async fn bench_log(args: &BenchArgs, size: usize, records: u64) -> anyhow::Resul
             for _ in 0..per {
                 partition.append_durable(&batch).await?;
             }
-            Ok::<_, crate::log::LogError>(())
+            Ok::<_, sluice::log::LogError>(())
         });
     }
     while let Some(done) = tasks.join_next().await {
@@ -282,17 +319,17 @@ async fn bench_server(args: &BenchArgs, size: usize, records: u64) -> anyhow::Re
     let config = Config {
         data_dir: dir.path().to_path_buf(),
         listen: "127.0.0.1:0".parse()?,
-        storage: crate::config::StorageSettings {
+        storage: sluice::config::StorageSettings {
             min_free_bytes: 0,
             ..Default::default()
         },
         ..Config::default()
     };
-    let server = crate::server::start(config).await?;
+    let server = sluice::server::start(config).await?;
     let client = Client::new(&format!("http://{}", server.addr));
     let partitions = args.partitions;
     client
-        .create_topic(&crate::server::api::CreateTopic {
+        .create_topic(&sluice::server::api::CreateTopic {
             name: "bench".into(),
             partitions,
             config: [("retention_ms".to_string(), serde_json::Value::Null)].into(),

@@ -1,4 +1,4 @@
-//! `sluice bench --only archive`, second part: what archival costs the work beside it.
+//! `sluice-bench --only archive`, second part: what archival costs the work beside it.
 //! Producers (durable appends) and plugins (the filter plugin in its sandbox) run while a
 //! backlog of sealed segments is archived as the engine does (low priority, the default rate
 //! limit), at low priority without the limit, and at normal priority, against the same work
@@ -11,11 +11,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
-use super::bench_archive::{history, open_log, order_records};
-use super::bench_plugins::{filter_input, filter_settings, start_sandbox};
-use crate::config::StorageSettings;
-use crate::log::{Partition, Record, now_ms};
-use crate::runtime::{Batch, Plugin, Runtime};
+use crate::archive::{history, open_log, order_records};
+use crate::plugins::{filter_input, filter_settings, start_sandbox};
+use sluice::config::StorageSettings;
+use sluice::log::{Partition, Record, now_ms};
+use sluice::runtime::{Batch, Plugin, Runtime};
 
 /// Rounds of each measurement; the table gives the median round.
 const ROUNDS: usize = 5;
@@ -250,7 +250,7 @@ pub async fn run(
                         let _ = archived.send(result);
                     };
                     if low_priority {
-                        crate::server::spawn_low_priority("bench-archival", work);
+                        sluice::server::spawn_low_priority("bench-archival", work);
                     } else {
                         std::thread::spawn(work);
                     }

@@ -1,4 +1,4 @@
-//! The languages part of `sluice bench`: every example consumer (examples/<language>/, the
+//! The languages part of `sluice-bench`: every example consumer (examples/<language>/, the
 //! same order-totals job), built from source, over the same records: records/s, memory per
 //! instance, cold compile and cached start, against the job in native Rust in the same run.
 
@@ -12,10 +12,11 @@ use bytes::Bytes;
 use clap::ValueEnum;
 use serde_json::Value;
 
-use super::bench_plugins::make_batch;
-use super::plugin_build::{Language, build};
-use crate::log::Record;
-use crate::runtime::{Batch, MemoryState, Runtime, Sandbox, SandboxIdentity, SandboxLimits};
+use crate::plugins::make_batch;
+use sluice::cli::plugin_build::{Language, build};
+use sluice::log::Record;
+use sluice::runtime::{Batch, Runtime, Sandbox, SandboxIdentity, SandboxLimits};
+use sluice::txn::state::MemoryState;
 
 /// Records per `process` call: the engine's default batch size.
 const BATCH: usize = 1_000;

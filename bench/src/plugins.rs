@@ -1,4 +1,4 @@
-//! The plugin part of `sluice bench`: the host's per-batch and per-record overhead, WASM
+//! The plugin part of `sluice-bench`: the host's per-batch and per-record overhead, WASM
 //! against native for the same logic, and compile against cached start.
 
 use std::path::Path;
@@ -7,10 +7,11 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use crate::log::{Record, batch};
-use crate::runtime::{
-    Batch, MemoryState, Plugin, Runtime, Sandbox, SandboxError, SandboxIdentity, SandboxLimits,
+use sluice::log::{Record, batch};
+use sluice::runtime::{
+    Batch, Plugin, Runtime, Sandbox, SandboxError, SandboxIdentity, SandboxLimits,
 };
+use sluice::txn::state::MemoryState;
 
 /// Records per identity measurement (batch size 1 uses a tenth: a call per record).
 const IDENTITY_RECORDS: usize = 1_000_000;

@@ -1,4 +1,4 @@
-//! The plugin-group part of `sluice bench`: a consumer group running the identity plugin
+//! The plugin-group part of `sluice-bench`: a consumer group running the identity plugin
 //! through the whole engine path (read from the log, run the plugin, commit state and offset),
 //! alone and then beside a group whose plugin loops on some records, on the same topic: how
 //! much a misbehaving group costs the others. And the stateful counter plugin (state reads and
@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use crate::log::{Log, LogOptions, Record, TopicConfig};
-use crate::runtime::{Delivery, DeploySpec, LimitOverrides, PluginHost, PluginLimits, StartFrom};
+use sluice::log::{Log, LogOptions, Record, TopicConfig};
+use sluice::runtime::{Delivery, DeploySpec, LimitOverrides, PluginHost, PluginLimits, StartFrom};
 
 const PARTITIONS: u32 = 4;
 /// Every this many records, one the looping plugin chokes on.
@@ -204,8 +204,8 @@ pub async fn run_exactly_once(base: &Path, plugins: &Path, records: u64) -> anyh
 /// The counter in a sandbox over batches of 1,000, its state in memory: what the plugin
 /// itself costs, without the log, the outbox or commits.
 fn time_counter_sandbox(counter: &[u8], records: u64) -> anyhow::Result<Duration> {
-    use super::bench_plugins::{make_batch, sample, start_sandbox};
-    let runtime = crate::runtime::Runtime::new(None)?;
+    use crate::plugins::{make_batch, sample, start_sandbox};
+    let runtime = sluice::runtime::Runtime::new(None)?;
     let plugin = runtime.compile(counter)?;
     let config = [("output".to_string(), "counts".to_string())];
     let (mut sandbox, state) = start_sandbox(&runtime, &plugin, &config)?;

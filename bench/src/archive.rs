@@ -1,4 +1,4 @@
-//! `sluice bench --only archive`: Parquet archival throughput (segment bytes in, records out)
+//! `sluice-bench --only archive`: Parquet archival throughput (segment bytes in, records out)
 //! against pyarrow's `write_table` with zstd writing the same rows in the same run.
 
 use std::path::{Path, PathBuf};
@@ -9,10 +9,10 @@ use std::time::Instant;
 use anyhow::Context;
 use bytes::Bytes;
 
-use crate::archive::Archives;
-use crate::log::{Log, LogOptions, Partition, Record, TopicConfig, now_ms};
+use sluice::archive::Archives;
+use sluice::log::{Log, LogOptions, Partition, Record, TopicConfig, now_ms};
 
-const PYARROW_SCRIPT: &str = include_str!("bench_pyarrow.py");
+const PYARROW_SCRIPT: &str = include_str!("pyarrow.py");
 const SEGMENT_BYTES: u64 = 64 << 20;
 
 /// Realistic records: JSON orders of about `size` bytes with keys over 1,000 customers,
