@@ -14,7 +14,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use common::Server;
 use common::plugins::*;
-use sluice::cli::client::Client;
+use sluice::cli::client::{Client, PluginAction};
 use sluice::log::Record;
 use sluice::runtime::{LimitOverrides, StartFrom};
 use sluice::server::api::DeployRequest;
@@ -178,7 +178,7 @@ async fn deploy_while_producing_upgrade_twice_and_roll_back_once() {
     })
     .await;
     let rolled = client
-        .plugin_action("g", "rollback", &Default::default())
+        .plugin_action("g", PluginAction::Rollback, &Default::default())
         .await
         .unwrap();
     assert_eq!(rolled.active_version, 2);
@@ -353,7 +353,7 @@ async fn dead_letters_replay_through_a_fixed_version() {
     let by_key = request("counter", "visits", &["counts"], &[("output", "counts")]);
     client.deploy("c", &by_key).await.unwrap();
     let replay = client
-        .plugin_action("c", "dlq/replay", &Default::default())
+        .plugin_action("c", PluginAction::ReplayDeadLetters, &Default::default())
         .await
         .unwrap();
     assert_eq!(replay.dlq_replay, Some((0, 1)));

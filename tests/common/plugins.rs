@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::Bytes;
-use sluice::cli::client::{Client, Position, ServerError};
+use sluice::cli::client::{Client, ClientError, Position};
 use sluice::log::{Header, Record};
 use sluice::runtime::{DeploySpec, LimitOverrides, PluginDescription, StartFrom};
 use sluice::server::api::{CreateTopic, DeployRequest};
@@ -68,9 +68,9 @@ pub fn request(
     }
 }
 
-pub fn status_of(error: &anyhow::Error) -> u16 {
+pub fn status_of(error: &ClientError) -> u16 {
     error
-        .downcast_ref::<ServerError>()
+        .server()
         .unwrap_or_else(|| panic!("not a server error: {error:#}"))
         .status
         .as_u16()

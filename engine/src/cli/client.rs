@@ -1,6 +1,5 @@
 //! The HTTP client behind the `sluice` commands that talk to a running engine.
 
-use anyhow::{Context, anyhow};
 use bytes::Bytes;
 use reqwest::{Method, RequestBuilder, StatusCode};
 use serde::Serialize;
@@ -32,6 +31,69 @@ pub struct Fetch {
 pub enum Position {
     Offset(u64),
     Timestamp(i64),
+}
+
+/// Why a request to the engine did not give the answer expected.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    #[error(
+        "cannot reach sluice at {url}: is `sluice serve` running there? (set --url or SLUICE_URL)"
+    )]
+    Unreachable {
+        url: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("request to {url} failed: {source}")]
+    Request {
+        url: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    /// The server answered with an error.
+    #[error(transparent)]
+    Server(#[from] ServerError),
+    #[error("the server's answer is not the JSON expected")]
+    UnexpectedJson(#[source] reqwest::Error),
+    #[error("the server sent a damaged batch")]
+    DamagedBatch(#[source] batch::BatchError),
+    #[error("the server's fetch answer lacks the {0} header")]
+    MissingHeader(&'static str),
+}
+
+impl ClientError {
+    /// The server's answer, when the request got one with an error status.
+    pub fn server(&self) -> Option<&ServerError> {
+        match self {
+            ClientError::Server(error) => Some(error),
+            _ => None,
+        }
+    }
+}
+
+/// The result of a request to the engine.
+pub type Result<T, E = ClientError> = std::result::Result<T, E>;
+
+/// A state-changing action on a plugin group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PluginAction {
+    Pause,
+    Resume,
+    Rollback,
+    ReplayDeadLetters,
+}
+
+impl PluginAction {
+    /// The endpoint under `/v1/plugins/{group}/`.
+    fn path(self) -> &'static str {
+        match self {
+            PluginAction::Pause => "pause",
+            PluginAction::Resume => "resume",
+            PluginAction::Rollback => "rollback",
+            PluginAction::ReplayDeadLetters => "dlq/replay",
+        }
+    }
 }
 
 /// An error the server answered with.
@@ -70,32 +132,31 @@ impl Client {
         &self,
         group: &str,
         request: &DeployRequest,
-    ) -> anyhow::Result<crate::runtime::PluginDescription> {
+    ) -> Result<crate::runtime::PluginDescription> {
         self.json(self.admin(Method::POST, &format!("/{group}")).json(request))
             .await
     }
 
-    pub async fn list_plugins(&self) -> anyhow::Result<PluginList> {
+    pub async fn list_plugins(&self) -> Result<PluginList> {
         self.json(self.admin(Method::GET, "")).await
     }
 
     pub async fn describe_plugin(
         &self,
         group: &str,
-    ) -> anyhow::Result<crate::runtime::PluginDescription> {
+    ) -> Result<crate::runtime::PluginDescription> {
         self.json(self.admin(Method::GET, &format!("/{group}")))
             .await
     }
 
-    /// `action` is pause, resume, rollback or dlq/replay.
     pub async fn plugin_action(
         &self,
         group: &str,
-        action: &str,
+        action: PluginAction,
         body: &RollbackRequest,
-    ) -> anyhow::Result<crate::runtime::PluginDescription> {
+    ) -> Result<crate::runtime::PluginDescription> {
         self.json(
-            self.admin(Method::POST, &format!("/{group}/{action}"))
+            self.admin(Method::POST, &format!("/{group}/{}", action.path()))
                 .json(body),
         )
         .await
@@ -105,7 +166,7 @@ impl Client {
         &self,
         group: &str,
         name: &str,
-    ) -> anyhow::Result<crate::txn::SnapshotInfo> {
+    ) -> Result<crate::txn::SnapshotInfo> {
         let body = SnapshotRequest {
             name: name.to_string(),
         };
@@ -116,12 +177,12 @@ impl Client {
         .await
     }
 
-    pub async fn snapshots(&self, group: &str) -> anyhow::Result<SnapshotList> {
+    pub async fn snapshots(&self, group: &str) -> Result<SnapshotList> {
         self.json(self.admin(Method::GET, &format!("/{group}/snapshots")))
             .await
     }
 
-    pub async fn undeploy(&self, group: &str, keep_state: bool) -> anyhow::Result<()> {
+    pub async fn undeploy(&self, group: &str, keep_state: bool) -> Result<()> {
         self.send(
             self.admin(Method::DELETE, &format!("/{group}"))
                 .query(&[("keep_state", keep_state)]),
@@ -136,7 +197,7 @@ impl Client {
         prefix: &str,
         start_after: Option<&str>,
         limit: usize,
-    ) -> anyhow::Result<StateScan> {
+    ) -> Result<StateScan> {
         let mut request = self
             .admin(Method::GET, &format!("/{group}/state"))
             .query(&[("prefix", prefix)])
@@ -147,7 +208,7 @@ impl Client {
         self.json(request).await
     }
 
-    pub async fn plugin_logs(&self, group: &str, limit: usize) -> anyhow::Result<PluginLogs> {
+    pub async fn plugin_logs(&self, group: &str, limit: usize) -> Result<PluginLogs> {
         self.json(
             self.admin(Method::GET, &format!("/{group}/logs"))
                 .query(&[("limit", limit)]),
@@ -164,12 +225,13 @@ impl Client {
             .request(method, format!("{}/v1/{}", self.base, path))
     }
 
-    async fn send(&self, request: RequestBuilder) -> anyhow::Result<reqwest::Response> {
-        let response = request.send().await.map_err(|e| {
-            if e.is_connect() {
-                anyhow!("cannot reach sluice at {}: is `sluice serve` running there? (set --url or SLUICE_URL)", self.base)
+    async fn send(&self, request: RequestBuilder) -> Result<reqwest::Response> {
+        let response = request.send().await.map_err(|source| {
+            let url = self.base.clone();
+            if source.is_connect() {
+                ClientError::Unreachable { url, source }
             } else {
-                anyhow!("request to {} failed: {e}", self.base)
+                ClientError::Request { url, source }
             }
         })?;
         if response.status().is_success() {
@@ -189,23 +251,20 @@ impl Client {
         .into())
     }
 
-    async fn json<T: DeserializeOwned>(&self, request: RequestBuilder) -> anyhow::Result<T> {
+    async fn json<T: DeserializeOwned>(&self, request: RequestBuilder) -> Result<T> {
         let response = self.send(request).await?;
-        response
-            .json()
-            .await
-            .context("the server's answer is not the JSON expected")
+        response.json().await.map_err(ClientError::UnexpectedJson)
     }
 
     async fn post_json<B: Serialize, T: DeserializeOwned>(
         &self,
         path: &str,
         body: &B,
-    ) -> anyhow::Result<T> {
+    ) -> Result<T> {
         self.json(self.request(Method::POST, path).json(body)).await
     }
 
-    pub async fn create_topic(&self, request: &CreateTopic) -> anyhow::Result<TopicDescription> {
+    pub async fn create_topic(&self, request: &CreateTopic) -> Result<TopicDescription> {
         self.post_json("topics", request).await
     }
 
@@ -214,7 +273,7 @@ impl Client {
         &self,
         topic: &str,
         request: &ArchiveRunRequest,
-    ) -> anyhow::Result<reqwest::Response> {
+    ) -> Result<reqwest::Response> {
         self.send(
             self.request(Method::POST, &format!("topics/{topic}/archive"))
                 .json(request),
@@ -222,7 +281,7 @@ impl Client {
         .await
     }
 
-    pub async fn archive_list(&self, topic: &str) -> anyhow::Result<ArchiveListing> {
+    pub async fn archive_list(&self, topic: &str) -> Result<ArchiveListing> {
         self.json(self.request(Method::GET, &format!("topics/{topic}/archive")))
             .await
     }
@@ -230,16 +289,16 @@ impl Client {
     pub async fn archive_verify(
         &self,
         params: &VerifyParams,
-    ) -> anyhow::Result<ArchiveVerification> {
+    ) -> Result<ArchiveVerification> {
         self.json(self.request(Method::POST, "archive/verify").query(params))
             .await
     }
 
-    pub async fn list_topics(&self) -> anyhow::Result<TopicList> {
+    pub async fn list_topics(&self) -> Result<TopicList> {
         self.json(self.request(Method::GET, "topics")).await
     }
 
-    pub async fn describe_topic(&self, topic: &str) -> anyhow::Result<TopicDescription> {
+    pub async fn describe_topic(&self, topic: &str) -> Result<TopicDescription> {
         self.json(self.request(Method::GET, &format!("topics/{topic}")))
             .await
     }
@@ -248,7 +307,7 @@ impl Client {
         &self,
         topic: &str,
         request: &AlterTopic,
-    ) -> anyhow::Result<TopicDescription> {
+    ) -> Result<TopicDescription> {
         self.json(
             self.request(Method::PATCH, &format!("topics/{topic}"))
                 .json(request),
@@ -256,7 +315,7 @@ impl Client {
         .await
     }
 
-    pub async fn delete_topic(&self, topic: &str) -> anyhow::Result<()> {
+    pub async fn delete_topic(&self, topic: &str) -> Result<()> {
         self.send(self.request(Method::DELETE, &format!("topics/{topic}")))
             .await
             .map(drop)
@@ -268,7 +327,7 @@ impl Client {
         topic: &str,
         partition: Option<u32>,
         records: &[Record],
-    ) -> anyhow::Result<ProduceResponse> {
+    ) -> Result<ProduceResponse> {
         self.produce_frame(
             topic,
             partition,
@@ -283,7 +342,7 @@ impl Client {
         topic: &str,
         partition: Option<u32>,
         frame: Bytes,
-    ) -> anyhow::Result<ProduceResponse> {
+    ) -> Result<ProduceResponse> {
         let mut request = self
             .request(Method::POST, &format!("topics/{topic}/records"))
             .header(reqwest::header::CONTENT_TYPE, RECORDS_FRAME)
@@ -302,7 +361,7 @@ impl Client {
         from: Position,
         max_bytes: u64,
         wait_ms: u64,
-    ) -> anyhow::Result<Fetch> {
+    ) -> Result<Fetch> {
         let (data, next_offset, high_watermark, log_start_offset) = self
             .fetch_raw(topic, partition, from, max_bytes, wait_ms)
             .await?;
@@ -311,7 +370,7 @@ impl Client {
             Position::Timestamp(_) => 0,
         };
         let mut records =
-            batch::decode_all(&data, first_wanted).context("the server sent a damaged batch")?;
+            batch::decode_all(&data, first_wanted).map_err(ClientError::DamagedBatch)?;
         if let Position::Timestamp(ts) = from {
             let first = records
                 .iter()
@@ -336,7 +395,7 @@ impl Client {
         from: Position,
         max_bytes: u64,
         wait_ms: u64,
-    ) -> anyhow::Result<(Bytes, u64, u64, u64)> {
+    ) -> Result<(Bytes, u64, u64, u64)> {
         let position = match from {
             Position::Offset(offset) => ("offset", offset as i64),
             Position::Timestamp(ts) => ("timestamp", ts),
@@ -353,25 +412,29 @@ impl Client {
                 ("wait_ms", wait_ms as i64),
             ]);
         let response = self.send(request).await?;
-        let number = |name: &str| -> anyhow::Result<u64> {
+        let number = |name: &'static str| -> Result<u64> {
             response
                 .headers()
                 .get(name)
                 .and_then(|v| v.to_str().ok()?.parse().ok())
-                .ok_or_else(|| anyhow!("the server's fetch answer lacks the {name} header"))
+                .ok_or(ClientError::MissingHeader(name))
         };
         let next = number(HEADER_NEXT_OFFSET)?;
         let high_watermark = number(HEADER_HIGH_WATERMARK)?;
         let start = number(HEADER_LOG_START)?;
-        Ok((response.bytes().await?, next, high_watermark, start))
+        let body = response.bytes().await.map_err(|source| ClientError::Request {
+            url: self.base.clone(),
+            source,
+        })?;
+        Ok((body, next, high_watermark, start))
     }
 
-    pub async fn join(&self, group: &str, request: &JoinRequest) -> anyhow::Result<Membership> {
+    pub async fn join(&self, group: &str, request: &JoinRequest) -> Result<Membership> {
         self.post_json(&format!("groups/{group}/join"), request)
             .await
     }
 
-    pub async fn heartbeat(&self, group: &str, member_id: &str) -> anyhow::Result<Membership> {
+    pub async fn heartbeat(&self, group: &str, member_id: &str) -> Result<Membership> {
         self.post_json(
             &format!("groups/{group}/heartbeat"),
             &MemberRequest {
@@ -381,7 +444,7 @@ impl Client {
         .await
     }
 
-    pub async fn leave(&self, group: &str, member_id: &str) -> anyhow::Result<()> {
+    pub async fn leave(&self, group: &str, member_id: &str) -> Result<()> {
         let request = self
             .request(Method::POST, &format!("groups/{group}/leave"))
             .json(&MemberRequest {
@@ -390,7 +453,7 @@ impl Client {
         self.send(request).await.map(drop)
     }
 
-    pub async fn commit(&self, group: &str, request: &CommitRequest) -> anyhow::Result<()> {
+    pub async fn commit(&self, group: &str, request: &CommitRequest) -> Result<()> {
         self.send(
             self.request(Method::POST, &format!("groups/{group}/offsets"))
                 .json(request),
@@ -399,18 +462,18 @@ impl Client {
         .map(drop)
     }
 
-    pub async fn committed(&self, group: &str) -> anyhow::Result<Vec<CommittedOffset>> {
+    pub async fn committed(&self, group: &str) -> Result<Vec<CommittedOffset>> {
         let response: OffsetsResponse = self
             .json(self.request(Method::GET, &format!("groups/{group}/offsets")))
             .await?;
         Ok(response.offsets)
     }
 
-    pub async fn list_groups(&self) -> anyhow::Result<GroupList> {
+    pub async fn list_groups(&self) -> Result<GroupList> {
         self.json(self.request(Method::GET, "groups")).await
     }
 
-    pub async fn describe_group(&self, group: &str) -> anyhow::Result<GroupDescription> {
+    pub async fn describe_group(&self, group: &str) -> Result<GroupDescription> {
         self.json(self.request(Method::GET, &format!("groups/{group}")))
             .await
     }

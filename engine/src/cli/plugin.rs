@@ -9,7 +9,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use clap::{Args, Subcommand};
 
-use super::client::Client;
+use super::client::{Client, PluginAction};
 use super::consume::parse_timestamp;
 use super::parse_key_value;
 use crate::runtime::{DeploySpec, LimitOverrides, PluginDescription, StartFrom};
@@ -205,10 +205,10 @@ pub async fn run(client: &Client, command: PluginCommand) -> anyhow::Result<()> 
         }
         PluginCommand::Logs { group, lines } => logs(client, &group, lines).await,
         PluginCommand::Pause { group } => {
-            action(client, &group, "pause", &RollbackRequest::default()).await
+            action(client, &group, PluginAction::Pause, &RollbackRequest::default()).await
         }
         PluginCommand::Resume { group } => {
-            action(client, &group, "resume", &RollbackRequest::default()).await
+            action(client, &group, PluginAction::Resume, &RollbackRequest::default()).await
         }
         PluginCommand::Rollback {
             group,
@@ -219,7 +219,7 @@ pub async fn run(client: &Client, command: PluginCommand) -> anyhow::Result<()> 
                 version: to_version,
                 snapshot: to_snapshot,
             };
-            action(client, &group, "rollback", &request).await
+            action(client, &group, PluginAction::Rollback, &request).await
         }
         PluginCommand::Snapshot { group, name } => snapshot(client, &group, &name).await,
         PluginCommand::Snapshots { group } => snapshots(client, &group).await,
@@ -350,7 +350,7 @@ pub async fn run_dlq(client: &Client, command: DlqCommand) -> anyhow::Result<()>
     match command {
         DlqCommand::Replay { group } => {
             let d = client
-                .plugin_action(&group, "dlq/replay", &RollbackRequest::default())
+                .plugin_action(&group, PluginAction::ReplayDeadLetters, &RollbackRequest::default())
                 .await?;
             if let Some((from, to)) = d.dlq_replay {
                 println!(
@@ -381,7 +381,7 @@ fn offsets_text(offsets: &[crate::txn::SnapshotOffset]) -> String {
 async fn action(
     client: &Client,
     group: &str,
-    action: &str,
+    action: PluginAction,
     request: &RollbackRequest,
 ) -> anyhow::Result<()> {
     let d = client.plugin_action(group, action, request).await?;

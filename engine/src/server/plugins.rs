@@ -20,6 +20,13 @@ use super::auth::{self, Admin};
 use super::{ApiError, AppState};
 use crate::runtime::{DeployError, PluginDescription, PluginHost};
 
+/// Log lines a logs request returns when it names no limit.
+const LOG_LINES_DEFAULT: usize = 100;
+/// Entries a state request returns when it names no limit.
+const STATE_ENTRIES_DEFAULT: usize = 100;
+/// Most entries one state request returns.
+const STATE_ENTRIES_MAX: usize = 10_000;
+
 /// Runs a blocking change of the deployments off the async workers.
 async fn on_host<T: Send + 'static>(
     state: &AppState,
@@ -184,7 +191,7 @@ pub async fn logs(
     query: Result<Query<LogParams>, QueryRejection>,
 ) -> Result<Json<PluginLogs>, ApiError> {
     let Query(params) = query?;
-    let limit = params.limit.unwrap_or(100);
+    let limit = params.limit.unwrap_or(LOG_LINES_DEFAULT);
     let lines = on_host(&state, move |host| host.logs(&group, limit)).await?;
     Ok(Json(PluginLogs { lines }))
 }
@@ -197,8 +204,6 @@ pub struct StateParams {
     limit: Option<usize>,
 }
 
-/// Most entries one state request returns.
-const MAX_STATE_ENTRIES: usize = 10_000;
 
 pub async fn state(
     _: Admin,
@@ -207,7 +212,7 @@ pub async fn state(
     query: Result<Query<StateParams>, QueryRejection>,
 ) -> Result<Json<StateScan>, ApiError> {
     let Query(params) = query?;
-    let limit = params.limit.unwrap_or(100).clamp(1, MAX_STATE_ENTRIES);
+    let limit = params.limit.unwrap_or(STATE_ENTRIES_DEFAULT).clamp(1, STATE_ENTRIES_MAX);
     let entries = on_host(&state, move |host| {
         host.state(
             &group,
