@@ -138,8 +138,8 @@ impl Default for GroupSettings {
 }
 
 /// `SLUICE_*` variables that are not engine configuration: the command-line client's, the
-/// log filter, profiling and crash-point switches, and the sizes of the crash tests.
-const OTHER_VARIABLES: [&str; 11] = [
+/// log filter, profiling and crash-point switches, and the sizes and seeds of the crash tests.
+const OTHER_VARIABLES: [&str; 14] = [
     "url",
     "log",
     "config",
@@ -149,6 +149,9 @@ const OTHER_VARIABLES: [&str; 11] = [
     "crash_rounds",
     "eo_records",
     "archive_kills",
+    "crash_seed",
+    "eo_seed",
+    "archive_seed",
     "python",
     "examples",
 ];

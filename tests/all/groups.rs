@@ -1,12 +1,10 @@
 //! Consumer groups against the real server: balanced assignment, take-over from committed
 //! offsets when a member leaves or times out, and no record skipped.
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet};
 
+use crate::common::Server;
 use bytes::Bytes;
-use common::Server;
 use sluice::cli::client::{Client, Position};
 use sluice::groups::{CommittedOffset, Membership};
 use sluice::log::Record;

@@ -3,17 +3,15 @@
 //! uploads, and deployments surviving a restart. The plugins are the first-party ones in
 //! plugins/, built for wasm32-wasip2 by ./scripts/test.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
+use crate::common::plugins::*;
+use crate::common::{self, Server};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use common::Server;
-use common::plugins::*;
 use sluice::cli::client::{Client, PluginAction};
 use sluice::log::Record;
 use sluice::runtime::{LimitOverrides, StartFrom};
@@ -387,7 +385,7 @@ async fn dead_letters_replay_through_a_fixed_version() {
 /// its position and its state are all still there.
 #[test]
 fn deployments_survive_a_restart_and_the_cli_manages_them() {
-    use common::{cli, stdout};
+    use crate::common::{cli, stdout};
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path());
     let url = server.url.clone();

@@ -1,8 +1,6 @@
 //! Bad requests get a clear error with the right status code, and the server keeps serving.
 
-mod common;
-
-use common::Server;
+use crate::common::Server;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 

@@ -1,9 +1,7 @@
 //! The command line end to end against a running server: topics, produce with keys, consume
 //! by position and in a group, graceful shutdown, restart, and fencing.
 
-mod common;
-
-use common::{BIN, Server, cli, stdout};
+use crate::common::{BIN, Server, cli, stdout};
 
 #[test]
 fn produce_consume_and_groups_through_the_cli() {

@@ -1,18 +1,20 @@
 //! Parquet archival against the real binary: pyarrow and DuckDB read the files back exactly,
 //! kill -9 during archival never loses or duplicates an offset, replay crosses from the
 //! archive into the log in order, and damaged files are reported by name.
-
-mod common;
+//!
+//! SLUICE_ARCHIVE_KILLS (default 24) sets the number of kills during archival; the pause
+//! before each random kill comes from a printed seed, which `SLUICE_ARCHIVE_SEED=<seed>` reuses.
+//! pyarrow, DuckDB and moto come from $SLUICE_PYTHON, else ./.venv (./scripts/test installs them).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use crate::common::plugins::{admin, read_all, request, wait_for};
+use crate::common::{self, Server, cli, stdout};
 use bytes::Bytes;
-use common::plugins::{admin, read_all, request, wait_for};
-use common::{Server, cli, stdout};
-use rand::Rng;
+use rand::{Rng, SeedableRng};
 use sluice::cli::client::{Client, Position};
 use sluice::log::{Header, Record};
 use sluice::runtime::StartFrom;
@@ -209,7 +211,7 @@ async fn kill_9_during_archival_leaves_every_offset_in_the_log_or_in_exactly_one
     let mut acknowledged = BTreeSet::new();
     let mut next = 0u64;
     let mut crashes_at_points = 0;
-    let mut rng = rand::rng();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(common::seed("SLUICE_ARCHIVE_SEED"));
     for round in 0..rounds {
         // Every fourth round dies at one of the archive's crash points, the others at a
         // random moment while retention archives what the producer filled.

@@ -10,13 +10,11 @@
 //! A format change must come with a migration that keeps this test passing on every fixture;
 //! a new format version adds a fixture beside the old ones (never regenerate an old one).
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::{Server, cli, stdout};
+use crate::common::{Server, cli, stdout};
 use serde_json::{Value, json};
 
 /// The fixture written by the release at this commit.

@@ -1,6 +1,5 @@
-//! Starts the real `sluice` binary on a free port of 127.0.0.1 and stops or kills it.
-
-#![allow(dead_code)]
+//! Starts the real `sluice` binary on a free port of 127.0.0.1 and stops or kills it; runs its
+//! client commands; picks (and prints) the seeds of randomised tests.
 
 pub mod plugins;
 
@@ -114,6 +113,26 @@ fn unsafe_kill(pid: u32, signal: &str) {
         .args([&format!("-{signal}"), &pid.to_string()])
         .status()
         .expect("kill command");
+}
+
+/// The seed of a randomised test's choices: the number in the environment variable `var`
+/// when it is set (to replay a failed run's choices), otherwise a new one. Printed either way,
+/// to stderr: `--nocapture` shows it, and libtest shows it with the output of a failed test.
+/// `var` must be among the engine's `OTHER_VARIABLES` (engine/src/config.rs), as every
+/// `SLUICE_*` variable of the tests: the servers they start inherit the environment and refuse
+/// `SLUICE_*` variables that are not configuration.
+pub fn seed(var: &str) -> u64 {
+    let seed = match std::env::var(var) {
+        Ok(value) => value
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("{var}={value}: not a seed (a number, 0 to 2^64-1)")),
+        Err(_) => rand::random(),
+    };
+    let thread = std::thread::current();
+    let test = thread.name().unwrap_or("this test");
+    eprintln!("{test}: seed {seed}; {var}={seed} replays its random choices");
+    seed
 }
 
 /// Runs a `sluice` client command against `url`, with `stdin` as input.

@@ -9,17 +9,17 @@
 //! topic during the run disappeared or changed.
 //!
 //! SLUICE_EO_RECORDS (default 200,000) and SLUICE_CRASH_ROUNDS (default 30) make it larger.
-
-mod common;
+//! The two random-kill tests print the seed of their random choices (the pause before each
+//! kill); `SLUICE_EO_SEED=<seed>` makes the same choices again.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::common::plugins::*;
+use crate::common::{self, Server};
 use bytes::Bytes;
-use common::Server;
-use common::plugins::*;
 use rand::{Rng, SeedableRng};
 use sluice::cli::client::{Client, Position};
 use sluice::log::Record;
@@ -153,9 +153,7 @@ fn parse_output(value: &[u8]) -> (u64, String, u64) {
 async fn kill_at_random_while_it_works(stamp: bool) {
     let records = from_env("SLUICE_EO_RECORDS", 200_000);
     let kills = from_env("SLUICE_CRASH_ROUNDS", 30) as usize;
-    let seed = rand::rng().random::<u64>();
-    println!("seed {seed} (stamp: {stamp})");
-    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(common::seed("SLUICE_EO_SEED"));
 
     let dir = tempfile::tempdir().unwrap();
     let mut server = Server::start(dir.path());

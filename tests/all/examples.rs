@@ -8,15 +8,13 @@
 //!
 //! `SLUICE_EXAMPLES=rust,python` limits the languages (default: all).
 
-mod common;
-
 use std::path::Path;
 use std::process::Command;
 
+use crate::common::plugins::{admin, create_topic, header, read_all, wait_for};
+use crate::common::{self, Server};
 use base64::Engine;
 use bytes::Bytes;
-use common::Server;
-use common::plugins::{admin, create_topic, header, read_all, wait_for};
 use sluice::cli::client::Client;
 use sluice::log::Record;
 use sluice::runtime::{DeploySpec, LimitOverrides, StartFrom};
