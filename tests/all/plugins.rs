@@ -665,3 +665,48 @@ async fn each_delivery_mode_processes_every_record() {
         );
     }
 }
+
+/// A batch of 100,000 records that are all poison: the poison search is a loop over a stack
+/// of ranges, so it dead-letters every one in bounded stack space (recursion one level per
+/// record would overflow the worker's stack), once each, in offset order, and the group
+/// stays healthy for the next record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_of_100_000_poison_records_dead_letters_each_once_without_recursion() {
+    const RECORDS: u64 = 100_000;
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let client = admin(&server);
+    create_topic(&client, "in", 1).await;
+    create_topic(&client, "out", 1).await;
+    // One produce request: one stored batch, read by the worker as one batch.
+    let records: Vec<Record> = (0..RECORDS)
+        .map(|i| record(&format!("k{i}"), "bad"))
+        .collect();
+    client.produce("in", Some(0), &records).await.unwrap();
+    let mut poisoned = request("misbehave", "in", &["out"], &[("mode", "poison")]);
+    poisoned.spec.limits.batch_records = Some(RECORDS as u32);
+    client.deploy("poisoned", &poisoned).await.unwrap();
+    let described = wait_for(&client, "poisoned", "every record dead-lettered", |d| {
+        d.total_lag == 0 && d.outbox_pending == 0 && d.dead_letters == RECORDS
+    })
+    .await;
+    assert_eq!(described.processed_records, 0);
+    let letters = read_all(&client, "poisoned.dlq").await;
+    assert_eq!(letters.len() as u64, RECORDS);
+    for (i, letter) in letters.iter().enumerate() {
+        assert_eq!(header(letter, "sluice.dlq.offset"), Some(&*i.to_string()));
+        assert_eq!(letter.key.as_deref(), Some(format!("k{i}").as_bytes()));
+    }
+    // Still running: a good record after them goes through.
+    client
+        .produce("in", Some(0), &[record("fine", "good")])
+        .await
+        .unwrap();
+    wait_for(&client, "poisoned", "the good record forwarded", |d| {
+        d.total_lag == 0 && d.outbox_pending == 0 && d.processed_records == 1
+    })
+    .await;
+    let forwarded = read_all(&client, "out").await;
+    assert_eq!(forwarded.len(), 1);
+    assert_eq!(&forwarded[0].value[..], b"good");
+}

@@ -141,10 +141,7 @@ impl Client {
         self.json(self.admin(Method::GET, "")).await
     }
 
-    pub async fn describe_plugin(
-        &self,
-        group: &str,
-    ) -> Result<crate::runtime::PluginDescription> {
+    pub async fn describe_plugin(&self, group: &str) -> Result<crate::runtime::PluginDescription> {
         self.json(self.admin(Method::GET, &format!("/{group}")))
             .await
     }
@@ -162,11 +159,7 @@ impl Client {
         .await
     }
 
-    pub async fn take_snapshot(
-        &self,
-        group: &str,
-        name: &str,
-    ) -> Result<crate::txn::SnapshotInfo> {
+    pub async fn take_snapshot(&self, group: &str, name: &str) -> Result<crate::txn::SnapshotInfo> {
         let body = SnapshotRequest {
             name: name.to_string(),
         };
@@ -286,10 +279,7 @@ impl Client {
             .await
     }
 
-    pub async fn archive_verify(
-        &self,
-        params: &VerifyParams,
-    ) -> Result<ArchiveVerification> {
+    pub async fn archive_verify(&self, params: &VerifyParams) -> Result<ArchiveVerification> {
         self.json(self.request(Method::POST, "archive/verify").query(params))
             .await
     }
@@ -303,11 +293,7 @@ impl Client {
             .await
     }
 
-    pub async fn alter_topic(
-        &self,
-        topic: &str,
-        request: &AlterTopic,
-    ) -> Result<TopicDescription> {
+    pub async fn alter_topic(&self, topic: &str, request: &AlterTopic) -> Result<TopicDescription> {
         self.json(
             self.request(Method::PATCH, &format!("topics/{topic}"))
                 .json(request),
@@ -422,10 +408,13 @@ impl Client {
         let next = number(HEADER_NEXT_OFFSET)?;
         let high_watermark = number(HEADER_HIGH_WATERMARK)?;
         let start = number(HEADER_LOG_START)?;
-        let body = response.bytes().await.map_err(|source| ClientError::Request {
-            url: self.base.clone(),
-            source,
-        })?;
+        let body = response
+            .bytes()
+            .await
+            .map_err(|source| ClientError::Request {
+                url: self.base.clone(),
+                source,
+            })?;
         Ok((body, next, high_watermark, start))
     }
 

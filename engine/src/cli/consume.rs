@@ -225,7 +225,7 @@ fn spawn_readers(
                         wait,
                     )
                     .await;
-                let chunk = fetched.map(|f| {
+                let chunk = fetched.map_err(anyhow::Error::from).map(|f| {
                     offset = f.next_offset;
                     Chunk {
                         partition,
@@ -330,7 +330,7 @@ async fn consume_in_group(
     }
     .await;
     let left = client.leave(group, &membership.member_id).await;
-    result.and(left)
+    result.and(left.map_err(anyhow::Error::from))
 }
 
 /// Where to read each assigned partition: the group's committed offset, or `start`.
@@ -449,5 +449,6 @@ async fn commit(
                 offsets,
             },
         )
-        .await
+        .await?;
+    Ok(())
 }

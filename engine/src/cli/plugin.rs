@@ -205,10 +205,22 @@ pub async fn run(client: &Client, command: PluginCommand) -> anyhow::Result<()> 
         }
         PluginCommand::Logs { group, lines } => logs(client, &group, lines).await,
         PluginCommand::Pause { group } => {
-            action(client, &group, PluginAction::Pause, &RollbackRequest::default()).await
+            action(
+                client,
+                &group,
+                PluginAction::Pause,
+                &RollbackRequest::default(),
+            )
+            .await
         }
         PluginCommand::Resume { group } => {
-            action(client, &group, PluginAction::Resume, &RollbackRequest::default()).await
+            action(
+                client,
+                &group,
+                PluginAction::Resume,
+                &RollbackRequest::default(),
+            )
+            .await
         }
         PluginCommand::Rollback {
             group,
@@ -350,7 +362,11 @@ pub async fn run_dlq(client: &Client, command: DlqCommand) -> anyhow::Result<()>
     match command {
         DlqCommand::Replay { group } => {
             let d = client
-                .plugin_action(&group, PluginAction::ReplayDeadLetters, &RollbackRequest::default())
+                .plugin_action(
+                    &group,
+                    PluginAction::ReplayDeadLetters,
+                    &RollbackRequest::default(),
+                )
                 .await?;
             if let Some((from, to)) = d.dlq_replay {
                 println!(

@@ -204,7 +204,6 @@ pub struct StateParams {
     limit: Option<usize>,
 }
 
-
 pub async fn state(
     _: Admin,
     State(state): State<Arc<AppState>>,
@@ -212,7 +211,10 @@ pub async fn state(
     query: Result<Query<StateParams>, QueryRejection>,
 ) -> Result<Json<StateScan>, ApiError> {
     let Query(params) = query?;
-    let limit = params.limit.unwrap_or(STATE_ENTRIES_DEFAULT).clamp(1, STATE_ENTRIES_MAX);
+    let limit = params
+        .limit
+        .unwrap_or(STATE_ENTRIES_DEFAULT)
+        .clamp(1, STATE_ENTRIES_MAX);
     let entries = on_host(&state, move |host| {
         host.state(
             &group,
