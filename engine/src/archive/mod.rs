@@ -20,6 +20,7 @@
 //! leaves a local copy that `open` deletes. Until a file is uploaded it stays local and
 //! readable, so a store that is down delays the upload, never the archive.
 
+mod columns;
 mod pace;
 pub mod parquet;
 pub mod remote;

@@ -22,7 +22,7 @@ use arrow_array::{
     TimestampMillisecondArray,
 };
 use arrow_buffer::{OffsetBuffer, ScalarBuffer};
-use arrow_schema::{DataType, Field, Fields, Schema, SchemaRef, TimeUnit};
+use arrow_schema::{Field, Schema, SchemaRef};
 use bytes::Bytes;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::arrow_writer::{ArrowColumnChunk, ArrowRowGroupWriterFactory, compute_leaves};
@@ -37,6 +37,7 @@ use parquet::file::reader::{FileReader, SerializedFileReader};
 use parquet::file::writer::SerializedFileWriter;
 use parquet::schema::types::ColumnPath;
 
+use super::columns::{header_fields, header_item, schema};
 use crate::log::batch::{BatchError, RecordView};
 use crate::log::{Header, Record};
 
@@ -123,36 +124,6 @@ pub struct Origin<'a> {
 /// The header the plugin host puts on every record a plugin emits (`group/version`); the
 /// values seen are recorded in the file metadata as `sluice.produced_by`.
 const PRODUCED_BY_HEADER: &str = "sluice.plugin";
-fn header_fields() -> Fields {
-    Fields::from(vec![
-        Field::new("key", DataType::Utf8, false),
-        Field::new("value", DataType::Binary, false),
-    ])
-}
-
-fn header_item() -> Arc<Field> {
-    Arc::new(Field::new(
-        "element",
-        DataType::Struct(header_fields()),
-        false,
-    ))
-}
-
-/// The fixed columns of every file.
-pub fn schema() -> SchemaRef {
-    Arc::new(Schema::new(vec![
-        Field::new("partition", DataType::Int32, false),
-        Field::new("offset", DataType::Int64, false),
-        Field::new(
-            "timestamp",
-            DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
-            false,
-        ),
-        Field::new("key", DataType::Binary, true),
-        Field::new("value", DataType::Binary, false),
-        Field::new("headers", DataType::List(header_item()), false),
-    ]))
-}
 
 fn properties(origin: &Origin<'_>) -> WriterProperties {
     let metadata = vec![

@@ -46,7 +46,7 @@ fn type_name(data_type: &DataType) -> Option<&'static str> {
 }
 
 fn reserved(name: &str) -> bool {
-    name == MALFORMED || super::parquet::schema().field_with_name(name).is_ok()
+    name == MALFORMED || super::columns::schema().field_with_name(name).is_ok()
 }
 
 /// Parses `archive_schema`.
