@@ -39,6 +39,7 @@ use parquet::schema::types::ColumnPath;
 
 use super::columns::{header_fields, header_item, schema};
 use crate::log::batch::{BatchError, RecordView};
+use crate::log::headers::PRODUCED_BY;
 use crate::log::{Header, Record};
 
 /// Version of the file layout, in the file metadata (`sluice.format`).
@@ -120,10 +121,6 @@ pub struct Origin<'a> {
     pub partition: u32,
     pub value_schema: Option<SchemaRef>,
 }
-
-/// The header the plugin host puts on every record a plugin emits (`group/version`); the
-/// values seen are recorded in the file metadata as `sluice.produced_by`.
-const PRODUCED_BY_HEADER: &str = "sluice.plugin";
 
 fn properties(origin: &Origin<'_>) -> WriterProperties {
     let metadata = vec![
@@ -322,6 +319,8 @@ pub struct Rows {
     group: RowGroup,
     groups: usize,
     summary: Summary,
+    /// The values of the [`PRODUCED_BY`] header seen (the plugin versions that produced the
+    /// records), recorded in the file metadata as `sluice.produced_by`.
     produced_by: BTreeSet<String>,
     to_encode: std::sync::mpsc::SyncSender<(usize, RowGroup)>,
 }
@@ -335,7 +334,7 @@ impl Rows {
     pub fn push(&mut self, offset: u64, record: &RecordView<'_>) -> Result<(), RowsError> {
         self.summary.add(offset, record.timestamp, record.value);
         for (name, value) in record.headers {
-            if *name == PRODUCED_BY_HEADER
+            if *name == PRODUCED_BY
                 && let Ok(value) = std::str::from_utf8(value)
                 && !self.produced_by.contains(value)
             {

@@ -7,6 +7,7 @@
 pub mod batch;
 pub mod cold;
 mod flusher;
+pub mod headers;
 pub mod index;
 pub mod partition;
 pub mod partitioner;
