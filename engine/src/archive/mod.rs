@@ -23,6 +23,7 @@
 mod columns;
 mod pace;
 pub mod parquet;
+mod priority;
 pub mod remote;
 pub mod typed;
 
@@ -40,6 +41,7 @@ use crate::log::{
 };
 use pace::Pace;
 use parquet::{FileContents, Origin, ParquetFileError, Rows, RowsError, Source, Summary};
+pub use priority::spawn_low_priority;
 pub use remote::RemoteStore;
 
 /// Version of the manifest layout.

@@ -3,7 +3,7 @@
 //! One file holds a contiguous offset range of one partition. Columns: `partition` int32,
 //! `offset` int64, `timestamp` timestamp(ms, UTC), `key` binary (nullable), `value` binary,
 //! `headers` list<struct<key utf8, value binary>>. zstd, row groups of at most 128 Ki rows or
-//! 16 MiB of data (encoded on several threads at once), page statistics on `offset` and
+//! 4 MiB of data (encoded on several threads at once), page statistics on `offset` and
 //! `timestamp` (so readers skip pages by range), and file metadata naming the topic,
 //! partition, offset range, format version and, for plugin output, the plugin versions that
 //! produced it.
@@ -48,7 +48,8 @@ pub const FORMAT_VERSION: u32 = 1;
 const ROW_GROUP_ROWS: usize = 128 * 1024;
 /// A row group also ends at this many bytes of keys, values and headers: a reader decoding a
 /// group holds about this much. Small enough that the last groups of a file keep every encoding
-/// thread busy (16 MiB left one core compressing the tail alone: 10% slower on 1 KiB records).
+/// thread busy (larger groups left one core compressing a file's tail alone while the others
+/// waited; docs/archive-format.md has the figures).
 const ROW_GROUP_BYTES: usize = 4 << 20;
 
 /// Rows per Arrow batch when a file is read.
@@ -130,7 +131,8 @@ fn properties(origin: &Origin<'_>) -> WriterProperties {
     ];
     WriterProperties::builder()
         .set_compression(Compression::ZSTD(
-            // Level 1, as pyarrow's default: level 3 made files ~3% smaller and archival ~30% slower.
+            // Level 1, as pyarrow's default: higher levels made files hardly smaller and
+            // archival much slower (docs/archive-format.md has the figures).
             ZstdLevel::try_new(1).expect("1 is a valid zstd level"),
         ))
         .set_statistics_enabled(EnabledStatistics::Chunk)

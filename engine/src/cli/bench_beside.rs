@@ -250,7 +250,7 @@ pub async fn run(
                         let _ = archived.send(result);
                     };
                     if low_priority {
-                        crate::server::spawn_low_priority("bench-archival", work);
+                        crate::archive::spawn_low_priority("bench-archival", work);
                     } else {
                         std::thread::spawn(work);
                     }

@@ -30,7 +30,6 @@ use crate::groups::{Coordinator, GroupError, SessionLimits};
 use crate::log::{Log, LogError, LogOptions, batch, now_ms};
 use crate::runtime::{DeployError, PluginHost};
 use api::*;
-pub(crate) use archive::spawn_low_priority;
 pub use auth::TOKEN_FILE;
 pub use error::ApiError;
 
@@ -273,7 +272,7 @@ fn spawn_chores(state: Arc<AppState>) {
             // Retention archives first what its topic archives: that runs at low priority.
             let log = retention.log.clone();
             let (done, finished) = tokio::sync::oneshot::channel();
-            archive::spawn_low_priority("sluice-retention", move || {
+            crate::archive::spawn_low_priority("sluice-retention", move || {
                 log.disk().refresh_free_space();
                 log.enforce_retention(now_ms());
                 let _ = done.send(());
