@@ -426,7 +426,7 @@ const ARCHIVE_READ_BYTES: usize = 8 << 20;
 
 impl From<ArchiveError> for LogError {
     fn from(error: ArchiveError) -> LogError {
-        LogError::Archive(error.to_string())
+        LogError::archive(error)
     }
 }
 

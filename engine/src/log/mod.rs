@@ -98,7 +98,7 @@ pub enum LogError {
     #[error("{0}")]
     DiskFull(String),
     #[error("archive: {0}")]
-    Archive(String),
+    Archive(#[source] Box<dyn std::error::Error + Send + Sync>),
     #[error("invalid configuration: {0}")]
     InvalidConfig(String),
     #[error(
@@ -113,6 +113,11 @@ impl LogError {
             path: path.to_path_buf(),
             source,
         }
+    }
+
+    /// An error of the cold tier (the archive), kept as the source.
+    pub fn archive(error: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> LogError {
+        LogError::Archive(error.into())
     }
 }
 

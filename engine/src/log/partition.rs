@@ -547,7 +547,7 @@ impl Partition {
         archived: &(dyn Fn(&SegmentRange) + Sync),
     ) -> Result<(), LogError> {
         let cold = self.cold.as_ref().ok_or_else(|| {
-            LogError::Archive(format!(
+            LogError::archive(format!(
                 "{}/{}: this engine has no archive configured",
                 self.topic, self.id
             ))
