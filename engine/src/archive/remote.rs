@@ -4,7 +4,7 @@
 //!
 //! Files are still written, fsynced and verified in the local archive directory first; only a
 //! verified file is uploaded, its size checked against the store's, and only then does the
-//! manifest say it is remote and the local copy go (see `Archive::offload`).
+//! manifest say it is remote and the local copy go (see `PartitionArchive::offload`).
 //!
 //! The archive runs on plain threads (retention, `archive run`, replay reads inside the
 //! server's handlers), while `object_store` is async: each call runs on this store's own
@@ -20,10 +20,56 @@ use futures::TryStreamExt;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt};
 
-use super::ArchiveError;
+use super::error::{ArchiveError, io};
 
 /// Bytes of a file read and uploaded at a time (S3 multipart parts beyond the first).
 const UPLOAD_CHUNK_BYTES: usize = 8 << 20;
+
+/// A partition's place in the object store, `<topic>/<partition>`: its objects are
+/// `<topic>/<partition>/<file>`.
+#[derive(Clone)]
+pub struct RemoteDir {
+    store: Arc<RemoteStore>,
+    prefix: String,
+}
+
+impl RemoteDir {
+    pub fn new(store: Arc<RemoteStore>, topic: &str, partition: u32) -> RemoteDir {
+        RemoteDir {
+            store,
+            prefix: format!("{topic}/{partition}"),
+        }
+    }
+
+    fn key(&self, file: &str) -> String {
+        format!("{}/{file}", self.prefix)
+    }
+
+    /// Where `file` lives in the store, for messages.
+    pub fn describe(&self, file: &str) -> String {
+        self.store.describe(&self.key(file))
+    }
+
+    /// Uploads the local file at `path` as `file`, checking the stored size.
+    pub fn upload(&self, file: &str, path: &FsPath) -> Result<u64, ArchiveError> {
+        self.store.upload(&self.key(file), path)
+    }
+
+    /// Uploads `bytes` as `file`.
+    pub fn put(&self, file: &str, bytes: Vec<u8>) -> Result<(), ArchiveError> {
+        self.store.put(&self.key(file), bytes)
+    }
+
+    /// The object `file`; None if there is none.
+    pub fn get(&self, file: &str) -> Result<Option<Bytes>, ArchiveError> {
+        self.store.get(&self.key(file))
+    }
+
+    /// Deletes every object of the partition.
+    pub fn delete_all(&self) -> Result<(), ArchiveError> {
+        self.store.delete_all(&self.prefix)
+    }
+}
 
 pub struct RemoteStore {
     url: String,
@@ -127,9 +173,9 @@ impl RemoteStore {
 
     /// Uploads the file at `path` as `key` (in parts, so a file of any size streams) and
     /// checks the stored size; returns it.
-    pub fn upload(&self, key: &str, path: &FsPath) -> Result<u64, ArchiveError> {
+    fn upload(&self, key: &str, path: &FsPath) -> Result<u64, ArchiveError> {
         let size = std::fs::metadata(path)
-            .map_err(|e| super::io(path, e))?
+            .map_err(|e| io(path, e))?
             .len();
         let store = self.store.clone();
         let location = self.location(key);
@@ -180,7 +226,7 @@ impl RemoteStore {
     }
 
     /// Uploads `bytes` as `key` (one request).
-    pub fn put(&self, key: &str, bytes: Vec<u8>) -> Result<(), ArchiveError> {
+    fn put(&self, key: &str, bytes: Vec<u8>) -> Result<(), ArchiveError> {
         let store = self.store.clone();
         let location = self.location(key);
         self.run(key, async move {
@@ -189,7 +235,7 @@ impl RemoteStore {
     }
 
     /// The object `key`; None if there is none.
-    pub fn get(&self, key: &str) -> Result<Option<Bytes>, ArchiveError> {
+    fn get(&self, key: &str) -> Result<Option<Bytes>, ArchiveError> {
         let store = self.store.clone();
         let location = self.location(key);
         self.run(key, async move {
@@ -202,7 +248,7 @@ impl RemoteStore {
     }
 
     /// Deletes every object under `key_prefix` (`<topic>/<partition>`).
-    pub fn delete_all(&self, key_prefix: &str) -> Result<(), ArchiveError> {
+    fn delete_all(&self, key_prefix: &str) -> Result<(), ArchiveError> {
         let store = self.store.clone();
         let location = self.location(key_prefix);
         self.run(key_prefix, async move {
