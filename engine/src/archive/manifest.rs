@@ -73,7 +73,7 @@ impl Manifest {
         std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
         let path = dir.join(MANIFEST_FILE);
         let json = serde_json::to_vec_pretty(self).expect("a manifest serializes");
-        write_atomically(&path, &json).map_err(|e| io(&path, e))?;
+        write_atomically(&path, &json).map_err(|source| ArchiveError::Replace { path, source })?;
         Ok(json)
     }
 
@@ -141,8 +141,8 @@ impl Manifest {
 
 /// The manifest in `bytes`, read from `path` (for the message if it is unreadable).
 fn parse(bytes: &[u8], path: impl FnOnce() -> String) -> Result<Manifest, ArchiveError> {
-    serde_json::from_slice(bytes).map_err(|e| ArchiveError::Manifest {
+    serde_json::from_slice(bytes).map_err(|source| ArchiveError::Manifest {
         path: path(),
-        message: e.to_string(),
+        source,
     })
 }

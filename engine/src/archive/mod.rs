@@ -38,7 +38,7 @@ use pace::Pace;
 pub use partition::PartitionArchive;
 pub use priority::spawn_low_priority;
 use remote::RemoteDir;
-pub use remote::RemoteStore;
+pub use remote::{RemoteStore, StoreError};
 
 /// Every partition's archive, under one root: `<root>/<topic>/<partition>/`.
 pub struct Archives {

@@ -29,12 +29,10 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 
-use super::error::{ArchiveError, io};
+use super::error::{ArchiveError, LogReadError, io};
 use super::manifest::{ArchivedFile, MANIFEST_FILE, Manifest};
 use super::pace::Pace;
-use super::parquet::{
-    self, FileContents, Origin, ParquetFileError, Rows, RowsError, Source, Summary,
-};
+use super::parquet::{self, FileContents, Origin, Rows, RowsError, Source, Summary};
 use super::remote::RemoteDir;
 use super::typed;
 use crate::log::batch::{self, decode_all, encode_batch};
@@ -240,10 +238,9 @@ impl PartitionArchive {
         rows: &[(u64, Record)],
     ) -> Result<ArchivedFile, ArchiveError> {
         let (Some((first, _)), Some((last, _))) = (rows.first(), rows.last()) else {
-            return Err(ArchiveError::Io {
-                path: self.dir.display().to_string(),
-                message: "nothing to archive".into(),
-            });
+            let nothing =
+                std::io::Error::new(std::io::ErrorKind::InvalidInput, "nothing to archive");
+            return Err(io(&self.dir, nothing));
         };
         self.with_manifest(|manifest| {
             manifest.check_free(*first, *last)?;
@@ -287,20 +284,14 @@ impl PartitionArchive {
             return Ok(Source::File(self.dir.join(&file.file)));
         }
         let Some(remote) = &self.remote else {
-            return Err(ArchiveError::Io {
-                path: file.file.clone(),
-                message: "the manifest says this file is in the object store, and no \
-                          [storage] archive_url is set: set it to the store the files went to"
-                    .into(),
+            return Err(ArchiveError::NoStore {
+                file: file.file.clone(),
             });
         };
         let name = remote.describe(&file.file);
         match remote.get(&file.file)? {
             Some(bytes) => Ok(Source::Fetched { name, bytes }),
-            None => Err(ArchiveError::Io {
-                path: name,
-                message: "missing from the object store, though the manifest lists it".into(),
-            }),
+            None => Err(ArchiveError::Missing { location: name }),
         }
     }
 
@@ -316,9 +307,9 @@ impl PartitionArchive {
         let Some(setting) = partition.config().archive_schema else {
             return Ok(None);
         };
-        let schema_error = |message: String| ArchiveError::Schema {
+        let schema_error = |source| ArchiveError::Schema {
             topic: self.topic.clone(),
-            message,
+            source,
         };
         match typed::parse_setting(&setting).map_err(schema_error)? {
             typed::SchemaSetting::Fixed(schema) => Ok(Some(schema)),
@@ -327,15 +318,27 @@ impl PartitionArchive {
                 if let Ok(text) = std::fs::read_to_string(&kept) {
                     return match typed::parse_setting(&text) {
                         Ok(typed::SchemaSetting::Fixed(schema)) => Ok(Some(schema)),
-                        _ => Err(io(&kept, "not a schema: move it away to infer again")),
+                        Ok(typed::SchemaSetting::Infer) => Err(ArchiveError::KeptSchema {
+                            path: kept,
+                            source: None,
+                        }),
+                        Err(error) => Err(ArchiveError::KeptSchema {
+                            path: kept,
+                            source: Some(error),
+                        }),
                     };
                 }
-                let rows = read_rows(partition, from, to)?;
+                let rows = read_rows(partition, from, to)
+                    .map_err(|source| ArchiveError::Log { source })?;
                 let schema =
                     typed::infer(rows.iter().map(|(_, r)| &r.value[..])).map_err(schema_error)?;
                 std::fs::create_dir_all(&self.dir).map_err(|e| io(&self.dir, e))?;
-                write_atomically(&kept, typed::describe(&schema).as_bytes())
-                    .map_err(|e| io(&kept, e))?;
+                write_atomically(&kept, typed::describe(&schema).as_bytes()).map_err(|source| {
+                    ArchiveError::Replace {
+                        path: kept.clone(),
+                        source,
+                    }
+                })?;
                 Ok(Some(schema))
             }
         }
@@ -437,7 +440,7 @@ impl ColdTier for PartitionArchive {
         *slot = None;
         *self.replaying.lock().expect("replay lock") = None;
         if let Some(remote) = &self.remote {
-            remote.delete_all()?;
+            remote.delete_all().map_err(ArchiveError::from)?;
         }
         match std::fs::remove_dir_all(&self.dir) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(LogError::io(&self.dir, e)),
@@ -515,12 +518,13 @@ fn write_temporary(
     if (summary.first_offset, summary.last_offset, summary.rows) != (first, last, last - first + 1)
     {
         let _ = std::fs::remove_file(&tmp);
-        return Err(ArchiveError::Io {
-            path: tmp.display().to_string(),
-            message: format!(
-                "expected offsets {first}..={last}, got {} rows at {}..={}",
-                summary.rows, summary.first_offset, summary.last_offset
-            ),
+        return Err(ArchiveError::WrongRange {
+            path: tmp,
+            first,
+            last,
+            rows: summary.rows,
+            found_first: summary.first_offset,
+            found_last: summary.last_offset,
         });
     }
     Ok(Written { name, tmp, summary })
@@ -540,11 +544,11 @@ fn fill_from_log(
     while offset < to {
         let next = partition
             .read_into(offset, ARCHIVE_READ_BYTES, &mut buffer)
-            .map_err(|e| RowsError::Source(e.to_string()))?;
+            .map_err(|e| RowsError::Source(Box::new(LogReadError::Read(e))))?;
         if next <= offset {
-            return Err(RowsError::Source(format!(
-                "reading offset {offset} of the log returned nothing"
-            )));
+            return Err(RowsError::Source(Box::new(LogReadError::Nothing {
+                offset,
+            })));
         }
         pace.take(buffer.len());
         batch::visit_all(&buffer, offset, |at, record| {
@@ -564,25 +568,14 @@ fn read_rows(
     partition: &Partition,
     offset: u64,
     to: u64,
-) -> Result<Vec<(u64, Record)>, ParquetFileError> {
-    let fetched = partition
-        .read(offset, ARCHIVE_READ_BYTES)
-        .map_err(|e| writer_error(&e))?;
-    let mut rows = decode_all(&Bytes::from(fetched.data), offset).map_err(|e| writer_error(&e))?;
+) -> Result<Vec<(u64, Record)>, LogReadError> {
+    let fetched = partition.read(offset, ARCHIVE_READ_BYTES)?;
+    let mut rows = decode_all(&Bytes::from(fetched.data), offset)?;
     rows.retain(|(o, _)| *o < to);
     if rows.is_empty() {
-        return Err(writer_error(&format!(
-            "reading offset {offset} of the log returned nothing"
-        )));
+        return Err(LogReadError::Nothing { offset });
     }
     Ok(rows)
-}
-
-fn writer_error(error: &dyn std::fmt::Display) -> ParquetFileError {
-    ParquetFileError::Io {
-        path: "log".into(),
-        message: error.to_string(),
-    }
 }
 
 #[cfg(test)]
@@ -702,6 +695,34 @@ mod tests {
         assert!(
             problem.contains(&file.file) && problem.contains("missing"),
             "{problem}"
+        );
+    }
+
+    #[test]
+    fn errors_keep_their_cause_as_source() {
+        use std::error::Error;
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(MANIFEST_FILE), b"{garbage").unwrap();
+        let error = LogError::from(open(dir.path(), None).files().unwrap_err());
+        let archive = error.source().unwrap().downcast_ref::<ArchiveError>();
+        assert!(
+            matches!(archive, Some(ArchiveError::Manifest { .. })),
+            "{error}"
+        );
+        let cause = archive.unwrap().source().unwrap();
+        assert!(
+            cause.downcast_ref::<serde_json::Error>().is_some(),
+            "{cause}"
+        );
+
+        let summary = parquet::write(&dir.path().join("a.parquet"), &ORIGIN, &rows(0..10)).unwrap();
+        let missing = dir.path().join("missing.parquet");
+        let error = parquet::verify(Source::File(missing), &summary).unwrap_err();
+        let cause = error.source().unwrap().downcast_ref::<std::io::Error>();
+        assert_eq!(
+            cause.map(|e| e.kind()),
+            Some(std::io::ErrorKind::NotFound),
+            "{error}"
         );
     }
 }

@@ -42,7 +42,7 @@ pub enum StartError {
     #[error(transparent)]
     Plugins(#[from] DeployError),
     #[error("archive object store: {0}")]
-    Archive(#[from] crate::archive::ArchiveError),
+    Archive(#[from] crate::archive::StoreError),
     #[error(
         "cannot listen on {addr}: {source}; is another server running there? Choose another address with --listen"
     )]

@@ -15,7 +15,10 @@
 mod read;
 mod write;
 
-use arrow_schema::SchemaRef;
+use std::num::TryFromIntError;
+
+use arrow_schema::{ArrowError, SchemaRef};
+use parquet::errors::ParquetError;
 
 #[cfg(test)]
 pub use read::read;
@@ -37,14 +40,85 @@ const ROW_GROUP_BYTES: usize = 4 << 20;
 /// Rows per Arrow batch when a file is read.
 const READ_BATCH_ROWS: usize = 8 * 1024;
 
+/// Why a file could not be written, read or verified; each names the file (a path, or where
+/// in the object store it was fetched from).
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ParquetFileError {
-    #[error("{path}: {message}")]
-    Io { path: String, message: String },
-    #[error("{path}: not a readable Sluice archive file: {message}")]
-    Unreadable { path: String, message: String },
+    /// Creating or reading the file failed.
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Making the written file durable failed.
+    #[error("{path}: fsync: {source}")]
+    Sync {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Encoding the rows or writing them to the file failed.
+    #[error("{path}: {source}")]
+    Write {
+        path: String,
+        #[source]
+        source: WriteError,
+    },
+    /// A row could not be written, or reading the rows failed.
+    #[error("{path}: {source}")]
+    Rows {
+        path: String,
+        #[source]
+        source: RowsError,
+    },
+    #[error("{path}: not a readable Sluice archive file: {source}")]
+    Unreadable {
+        path: String,
+        #[source]
+        source: ReadError,
+    },
+    /// The file holds other rows than expected: `message` compares them.
     #[error("{path}: {message}")]
     Mismatch { path: String, message: String },
+}
+
+/// Why the Parquet writer failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum WriteError {
+    #[error(transparent)]
+    Parquet(#[from] ParquetError),
+    /// Building the Arrow batch of a row group (typed columns included) failed.
+    #[error(transparent)]
+    Arrow(#[from] ArrowError),
+    /// The partition number does not fit the file's int32 `partition` column.
+    #[error(transparent)]
+    Partition(#[from] TryFromIntError),
+    #[error("the file has fewer column writers than columns")]
+    ColumnWriters,
+    #[error("the file writing thread panicked")]
+    Panicked,
+}
+
+/// Why a file is not a readable archive file.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReadError {
+    #[error(transparent)]
+    Parquet(#[from] ParquetError),
+    #[error(transparent)]
+    Arrow(#[from] ArrowError),
+    /// Its columns, row groups or offsets are not an archive file's: a sentence says how.
+    #[error("{0}")]
+    Layout(String),
+}
+
+impl From<String> for ReadError {
+    fn from(layout: String) -> ReadError {
+        ReadError::Layout(layout)
+    }
 }
 
 /// What was written, as the manifest records it and verification checks it.
@@ -104,7 +178,6 @@ pub struct Origin<'a> {
     pub partition: u32,
     pub value_schema: Option<SchemaRef>,
 }
-
 
 #[cfg(test)]
 mod tests {

@@ -15,9 +15,10 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::basic::Type as PhysicalType;
 use parquet::column::reader::ColumnReader;
 use parquet::data_type::ByteArray;
-use parquet::file::reader::{FileReader, SerializedFileReader};
+use parquet::file::reader::{FileReader, RowGroupReader, SerializedFileReader};
+use parquet::schema::types::SchemaDescriptor;
 
-use super::{ParquetFileError, READ_BATCH_ROWS, Summary};
+use super::{ParquetFileError, READ_BATCH_ROWS, ReadError, Summary};
 use crate::archive::columns::schema;
 use crate::log::{Header, Record};
 
@@ -55,20 +56,23 @@ impl FileContents {
     }
 
     fn read_from(name: &str, bytes: Bytes) -> Result<FileContents, ParquetFileError> {
-        let unreadable = |message: String| ParquetFileError::Unreadable {
+        let unreadable = |source: ReadError| ParquetFileError::Unreadable {
             path: name.to_string(),
-            message,
+            source,
         };
-        let mut builder = ParquetRecordBatchReaderBuilder::try_new(bytes)
-            .map_err(|e| unreadable(e.to_string()))?;
+        let mut builder =
+            ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(|e| unreadable(e.into()))?;
         // Only the fixed columns (a schema-aware topic's typed ones are derived from `value`).
         const FIXED: [usize; 6] = [0, 1, 2, 3, 4, 5];
         if builder.schema().fields().len() < FIXED.len() {
-            return Err(unreadable(format!(
-                "it has {} columns, fewer than the {} of every archive file",
-                builder.schema().fields().len(),
-                FIXED.len()
-            )));
+            return Err(unreadable(
+                format!(
+                    "it has {} columns, fewer than the {} of every archive file",
+                    builder.schema().fields().len(),
+                    FIXED.len()
+                )
+                .into(),
+            ));
         }
         let mask = ProjectionMask::roots(builder.parquet_schema(), FIXED);
         // Batches larger than the default 1,024 rows: a file is read through in one go.
@@ -76,16 +80,15 @@ impl FileContents {
             .with_projection(mask)
             .with_batch_size(READ_BATCH_ROWS);
         let expected = Arc::new(schema().project(&FIXED).expect("columns exist"));
-        let reader = builder.build().map_err(|e| unreadable(e.to_string()))?;
+        let reader = builder.build().map_err(|e| unreadable(e.into()))?;
         let mut batches = Vec::new();
         let mut summary = Summary::new();
         for batch in reader {
-            let batch = batch.map_err(|e| unreadable(e.to_string()))?;
+            let batch = batch.map_err(|e| unreadable(e.into()))?;
             if batch.schema().fields() != expected.fields() {
-                return Err(unreadable(format!(
-                    "unexpected columns {:?}",
-                    batch.schema().fields()
-                )));
+                return Err(unreadable(
+                    format!("unexpected columns {:?}", batch.schema().fields()).into(),
+                ));
             }
             let column = |name: &str| batch.column_by_name(name).expect("checked above");
             let offsets = column("offset").as_primitive::<Int64Type>();
@@ -94,7 +97,7 @@ impl FileContents {
             for row in 0..batch.num_rows() {
                 summary
                     .add_read(offsets.value(row), timestamps.value(row), values.value(row))
-                    .map_err(unreadable)?;
+                    .map_err(|e| unreadable(e.into()))?;
             }
             batches.push(batch);
         }
@@ -195,9 +198,9 @@ fn bytes_of(source: Source) -> Result<Bytes, ParquetFileError> {
         Source::File(path) => {
             std::fs::read(&path)
                 .map(Bytes::from)
-                .map_err(|e| ParquetFileError::Io {
+                .map_err(|source| ParquetFileError::Io {
                     path: path.display().to_string(),
-                    message: e.to_string(),
+                    source,
                 })
         }
         Source::Fetched { bytes, .. } => Ok(bytes),
@@ -224,74 +227,84 @@ const OFFSET_LEAF: usize = 1;
 const VALUE_LEAF: usize = 4;
 
 fn checked_summary(name: &str, bytes: Bytes) -> Result<Summary, ParquetFileError> {
-    let unreadable = |message: String| ParquetFileError::Unreadable {
+    let unreadable = |source: ReadError| ParquetFileError::Unreadable {
         path: name.to_string(),
-        message,
+        source,
     };
-    let file = SerializedFileReader::new(bytes).map_err(|e| unreadable(e.to_string()))?;
-    let schema = file.metadata().file_metadata().schema_descr();
-    let leaf_is = |leaf: usize, expected: &str, physical: PhysicalType| {
-        leaf < schema.num_columns()
-            && schema.column(leaf).path().string() == expected
-            && schema.column(leaf).physical_type() == physical
-    };
-    if !leaf_is(OFFSET_LEAF, "offset", PhysicalType::INT64)
-        || !leaf_is(VALUE_LEAF, "value", PhysicalType::BYTE_ARRAY)
-    {
-        return Err(unreadable(format!(
-            "its columns are not an archive file's (offset int64 and value binary expected as leaves {OFFSET_LEAF} and {VALUE_LEAF}): {:?}",
-            schema
-                .columns()
-                .iter()
-                .map(|c| c.path().string())
-                .collect::<Vec<_>>()
-        )));
-    }
+    let file = SerializedFileReader::new(bytes).map_err(|e| unreadable(e.into()))?;
+    check_leaves(file.metadata().file_metadata().schema_descr())
+        .map_err(|e| unreadable(e.into()))?;
     let mut summary = Summary::new();
     let mut offsets: Vec<i64> = Vec::new();
     let mut values: Vec<ByteArray> = Vec::new();
     for index in 0..file.num_row_groups() {
         let group = file
             .get_row_group(index)
-            .map_err(|e| unreadable(e.to_string()))?;
-        let rows = usize::try_from(group.metadata().num_rows())
-            .map_err(|_| unreadable(format!("row group {index} has a negative row count")))?;
-        offsets.clear();
-        values.clear();
-        let read = |leaf: usize| {
-            group
-                .get_column_reader(leaf)
-                .map_err(|e| unreadable(e.to_string()))
-        };
-        let (
-            ColumnReader::Int64ColumnReader(mut offset_reader),
-            ColumnReader::ByteArrayColumnReader(mut value_reader),
-        ) = (read(OFFSET_LEAF)?, read(VALUE_LEAF)?)
-        else {
-            return Err(unreadable(
-                "offset or value column of an unexpected type".into(),
-            ));
-        };
-        let (offsets_read, _, _) = offset_reader
-            .read_records(rows, None, None, &mut offsets)
-            .map_err(|e| unreadable(e.to_string()))?;
-        let (values_read, _, _) = value_reader
-            .read_records(rows, None, None, &mut values)
-            .map_err(|e| unreadable(e.to_string()))?;
-        if offsets_read != rows
-            || values_read != rows
-            || offsets.len() != rows
-            || values.len() != rows
-        {
-            return Err(unreadable(format!(
-                "row group {index} says {rows} rows and holds {offsets_read} offsets and {values_read} values"
-            )));
-        }
-        for (offset, value) in offsets.iter().zip(&values) {
-            summary
-                .add_read(*offset, summary.min_timestamp, value.data())
-                .map_err(unreadable)?;
-        }
+            .map_err(|e| unreadable(e.into()))?;
+        add_row_group(&mut summary, index, &*group, &mut offsets, &mut values)
+            .map_err(unreadable)?;
     }
     Ok(summary)
+}
+
+/// Checks that the leaves verification reads are where every archive file has them.
+fn check_leaves(schema: &SchemaDescriptor) -> Result<(), String> {
+    let leaf_is = |leaf: usize, expected: &str, physical: PhysicalType| {
+        leaf < schema.num_columns()
+            && schema.column(leaf).path().string() == expected
+            && schema.column(leaf).physical_type() == physical
+    };
+    if leaf_is(OFFSET_LEAF, "offset", PhysicalType::INT64)
+        && leaf_is(VALUE_LEAF, "value", PhysicalType::BYTE_ARRAY)
+    {
+        return Ok(());
+    }
+    Err(format!(
+        "its columns are not an archive file's (offset int64 and value binary expected as leaves {OFFSET_LEAF} and {VALUE_LEAF}): {:?}",
+        schema
+            .columns()
+            .iter()
+            .map(|c| c.path().string())
+            .collect::<Vec<_>>()
+    ))
+}
+
+/// Adds the rows of row group `index` to `summary`: their offsets and values read into
+/// `offsets` and `values` (buffers reused from group to group).
+fn add_row_group(
+    summary: &mut Summary,
+    index: usize,
+    group: &dyn RowGroupReader,
+    offsets: &mut Vec<i64>,
+    values: &mut Vec<ByteArray>,
+) -> Result<(), ReadError> {
+    let rows = usize::try_from(group.metadata().num_rows())
+        .map_err(|_| format!("row group {index} has a negative row count"))?;
+    offsets.clear();
+    values.clear();
+    let (
+        ColumnReader::Int64ColumnReader(mut offset_reader),
+        ColumnReader::ByteArrayColumnReader(mut value_reader),
+    ) = (
+        group.get_column_reader(OFFSET_LEAF)?,
+        group.get_column_reader(VALUE_LEAF)?,
+    )
+    else {
+        return Err("offset or value column of an unexpected type"
+            .to_string()
+            .into());
+    };
+    let (offsets_read, _, _) = offset_reader.read_records(rows, None, None, offsets)?;
+    let (values_read, _, _) = value_reader.read_records(rows, None, None, values)?;
+    if offsets_read != rows || values_read != rows || offsets.len() != rows || values.len() != rows
+    {
+        return Err(format!(
+            "row group {index} says {rows} rows and holds {offsets_read} offsets and {values_read} values"
+        )
+        .into());
+    }
+    for (offset, value) in offsets.iter().zip(values.iter()) {
+        summary.add_read(*offset, summary.min_timestamp, value.data())?;
+    }
+    Ok(())
 }

@@ -15,7 +15,7 @@ use arrow_array::{
     TimestampMillisecondArray,
 };
 use arrow_buffer::{OffsetBuffer, ScalarBuffer};
-use arrow_schema::{Field, Schema, SchemaRef};
+use arrow_schema::{ArrowError, Field, Schema, SchemaRef};
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_writer::{ArrowColumnChunk, ArrowRowGroupWriterFactory, compute_leaves};
 use parquet::basic::{Compression, Encoding, ZstdLevel};
@@ -24,13 +24,15 @@ use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::file::writer::SerializedFileWriter;
 use parquet::schema::types::ColumnPath;
 
-use super::{FORMAT_VERSION, Origin, ParquetFileError, ROW_GROUP_BYTES, ROW_GROUP_ROWS, Summary};
+use super::{
+    FORMAT_VERSION, Origin, ParquetFileError, ROW_GROUP_BYTES, ROW_GROUP_ROWS, Summary, WriteError,
+};
 use crate::archive::columns::{header_fields, header_item, schema};
 use crate::archive::typed;
-use crate::log::batch::{BatchError, RecordView};
-use crate::log::headers::PRODUCED_BY;
 #[cfg(test)]
 use crate::log::Record;
+use crate::log::batch::{BatchError, RecordView};
+use crate::log::headers::PRODUCED_BY;
 
 /// The writer's settings: zstd, delta encoding of offsets and timestamps, statistics where
 /// readers use them, and the file metadata known before the rows.
@@ -133,9 +135,9 @@ impl RowGroup {
         self.rows() >= ROW_GROUP_ROWS || self.bytes >= ROW_GROUP_BYTES
     }
 
-    fn push(&mut self, offset: u64, record: &RecordView<'_>) -> Result<(), String> {
+    fn push(&mut self, offset: u64, record: &RecordView<'_>) -> Result<(), RowsError> {
         self.offsets
-            .push(i64::try_from(offset).map_err(|_| format!("offset {offset} is beyond i64"))?);
+            .push(i64::try_from(offset).map_err(|_| RowsError::OffsetBeyondI64 { offset })?);
         self.timestamps.push(record.timestamp);
         self.keys.append_option(record.key);
         self.values.append_value(record.value);
@@ -145,15 +147,15 @@ impl RowGroup {
             self.header_values.append_value(value);
             self.bytes += name.len() + value.len();
         }
-        let headers_end = i32::try_from(self.header_values.len())
-            .map_err(|_| "more than 2^31 headers in a row group".to_string())?;
+        let headers_end =
+            i32::try_from(self.header_values.len()).map_err(|_| RowsError::TooManyHeaders)?;
         self.header_ends.push(headers_end);
         Ok(())
     }
 
     /// The rows as an Arrow batch of the file's columns (typed columns decoded here, on the
     /// encoding thread).
-    fn into_batch(mut self, file: &FileColumns<'_>) -> Result<RecordBatch, String> {
+    fn into_batch(mut self, file: &FileColumns<'_>) -> Result<RecordBatch, ArrowError> {
         let rows = self.rows();
         let values = self.values.finish();
         let entries = StructArray::try_new(
@@ -163,15 +165,13 @@ impl RowGroup {
                 Arc::new(self.header_values.finish()),
             ],
             None,
-        )
-        .map_err(|e| e.to_string())?;
+        )?;
         let headers = ListArray::try_new(
             header_item(),
             OffsetBuffer::new(ScalarBuffer::from(self.header_ends)),
             Arc::new(entries),
             None,
-        )
-        .map_err(|e| e.to_string())?;
+        )?;
         let mut columns: Vec<ArrayRef> = vec![
             Arc::new(Int32Array::from(vec![file.partition; rows])),
             Arc::new(Int64Array::from(self.offsets)),
@@ -186,7 +186,7 @@ impl RowGroup {
                 (0..values.len()).map(|row| values.value(row)),
             )?);
         }
-        RecordBatch::try_new(file.schema.clone(), columns).map_err(|e| e.to_string())
+        RecordBatch::try_new(file.schema.clone(), columns)
     }
 }
 
@@ -201,24 +201,21 @@ fn encode_row_group(
     factory: &ArrowRowGroupWriterFactory,
     index: usize,
     batch: &RecordBatch,
-) -> Result<Vec<ArrowColumnChunk>, String> {
-    let mut writers = factory
-        .create_column_writers(index)
-        .map_err(|e| e.to_string())?;
+) -> Result<Vec<ArrowColumnChunk>, WriteError> {
+    let mut writers = factory.create_column_writers(index)?;
     let mut leaf_writers = writers.iter_mut();
     for (field, column) in batch.schema().fields().iter().zip(batch.columns()) {
-        for leaf in compute_leaves(field, column).map_err(|e| e.to_string())? {
+        for leaf in compute_leaves(field, column)? {
             leaf_writers
                 .next()
-                .ok_or("the file has fewer column writers than columns")?
-                .write(&leaf)
-                .map_err(|e| e.to_string())?;
+                .ok_or(WriteError::ColumnWriters)?
+                .write(&leaf)?;
         }
     }
-    writers
+    Ok(writers
         .into_iter()
-        .map(|writer| writer.close().map_err(|e| e.to_string()))
-        .collect()
+        .map(|writer| writer.close())
+        .collect::<Result<_, _>>()?)
 }
 
 /// What [`write_file`]'s `fill` pushes rows into, in offset order. A full row group goes to
@@ -259,7 +256,7 @@ impl Rows {
                 self.produced_by.insert(value.to_string());
             }
         }
-        self.group.push(offset, record).map_err(RowsError::Row)?;
+        self.group.push(offset, record)?;
         if self.group.is_full() {
             self.send()?;
         }
@@ -310,19 +307,26 @@ impl Rows {
 }
 
 /// Why a row could not be pushed.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum RowsError {
-    /// The row itself (an offset beyond what Parquet's int64 holds, too many headers).
-    Row(String),
+    /// The row's offset is beyond what Parquet's int64 holds.
+    #[error("offset {offset} is beyond i64")]
+    OffsetBeyondI64 { offset: u64 },
+    /// The row group's headers are more than its list offsets (int32) count.
+    #[error("more than 2^31 headers in a row group")]
+    TooManyHeaders,
     /// The encoding or writing threads stopped; their error is the one reported.
+    #[error("the encoding threads stopped")]
     Stopped,
     /// Reading the rows failed (the log).
-    Source(String),
+    #[error(transparent)]
+    Source(Box<dyn std::error::Error + Send + Sync>),
 }
 
 impl From<BatchError> for RowsError {
     fn from(error: BatchError) -> RowsError {
-        RowsError::Source(error.to_string())
+        RowsError::Source(Box::new(error))
     }
 }
 
@@ -335,13 +339,16 @@ pub fn write_file(
     origin: &Origin<'_>,
     fill: impl FnOnce(&mut Rows) -> Result<(), RowsError>,
 ) -> Result<Summary, ParquetFileError> {
-    let display = path.display().to_string();
-    let fail = |message: String| ParquetFileError::Io {
-        path: display.clone(),
-        message,
+    let display = || path.display().to_string();
+    let write_error = |source: WriteError| ParquetFileError::Write {
+        path: display(),
+        source,
     };
-    let partition = i32::try_from(origin.partition).map_err(|e| fail(e.to_string()))?;
-    let file = File::create(path).map_err(|e| fail(e.to_string()))?;
+    let partition = i32::try_from(origin.partition).map_err(|e| write_error(e.into()))?;
+    let file = File::create(path).map_err(|source| ParquetFileError::Io {
+        path: display(),
+        source,
+    })?;
     let columns = FileColumns {
         partition,
         schema: file_schema(origin.value_schema.as_ref()),
@@ -350,7 +357,7 @@ pub fn write_file(
     let (file_writer, factory) =
         ArrowWriter::try_new(file, columns.schema.clone(), Some(properties(origin)))
             .and_then(ArrowWriter::into_serialized_writer)
-            .map_err(|e| fail(e.to_string()))?;
+            .map_err(|e| write_error(e.into()))?;
     let (filled, (summary, produced_by), written) = std::thread::scope(|scope| {
         let (pipeline, to_encode) = RowGroupPipeline::start(scope, file_writer, &factory, &columns);
         let mut rows = Rows::new(to_encode);
@@ -359,32 +366,37 @@ pub fn write_file(
         let pushed = rows.finish();
         (filled, pushed, pipeline.finish())
     });
-    let file_writer = first_error(filled, written).map_err(fail)?;
-    finish_file(file_writer, &summary, &produced_by).map_err(fail)?;
+    let file_writer = first_error(&display(), filled, written)?;
+    finish_file(&display(), file_writer, &summary, &produced_by)?;
     Ok(summary)
 }
 
-/// The file writer with every row group appended, or the error that stopped the writing.
+/// The file writer with every row group appended, or the error that stopped the writing of
+/// the file at `path`.
 fn first_error(
+    path: &str,
     filled: Result<(), RowsError>,
-    written: Result<SerializedFileWriter<File>, String>,
-) -> Result<SerializedFileWriter<File>, String> {
-    // The writer's own error explains a stop better than the one it caused.
+    written: Result<SerializedFileWriter<File>, WriteError>,
+) -> Result<SerializedFileWriter<File>, ParquetFileError> {
+    let path = path.to_string();
     match (filled, written) {
-        (Err(RowsError::Row(message) | RowsError::Source(message)), _) => Err(message),
-        (_, Err(message)) => Err(message),
-        (Err(RowsError::Stopped), Ok(_)) => Err("the encoding threads stopped".into()),
         (Ok(()), Ok(file_writer)) => Ok(file_writer),
+        // The writer's own error explains a stop better than the one it caused.
+        (Ok(()) | Err(RowsError::Stopped), Err(source)) => {
+            Err(ParquetFileError::Write { path, source })
+        }
+        (Err(source), _) => Err(ParquetFileError::Rows { path, source }),
     }
 }
 
 /// Ends the file: the offset range, row count, checksum and producers in its footer, then
 /// fsync.
 fn finish_file(
+    path: &str,
     mut file_writer: SerializedFileWriter<File>,
     summary: &Summary,
     produced_by: &BTreeSet<String>,
-) -> Result<(), String> {
+) -> Result<(), ParquetFileError> {
     let mut metadata = vec![
         ("sluice.first_offset", summary.first_offset.to_string()),
         ("sluice.last_offset", summary.last_offset.to_string()),
@@ -398,11 +410,17 @@ fn finish_file(
     for (key, value) in metadata {
         file_writer.append_key_value_metadata(KeyValue::new(key.into(), value));
     }
-    file_writer.finish().map_err(|e| e.to_string())?;
+    file_writer.finish().map_err(|e| ParquetFileError::Write {
+        path: path.to_string(),
+        source: e.into(),
+    })?;
     file_writer
         .inner()
         .sync_all()
-        .map_err(|e| format!("fsync: {e}"))
+        .map_err(|source| ParquetFileError::Sync {
+            path: path.to_string(),
+            source,
+        })
 }
 
 /// What an encoder turns a row group into: the file's columns.
@@ -420,7 +438,7 @@ type Numbered<T> = (usize, T);
 /// one group does not wait for another. Row groups go in through the sender
 /// [`RowGroupPipeline::start`] returns; dropping it ends the pipeline.
 struct RowGroupPipeline<'scope> {
-    writer: ScopedJoinHandle<'scope, Result<SerializedFileWriter<File>, String>>,
+    writer: ScopedJoinHandle<'scope, Result<SerializedFileWriter<File>, WriteError>>,
 }
 
 impl<'scope> RowGroupPipeline<'scope> {
@@ -447,10 +465,8 @@ impl<'scope> RowGroupPipeline<'scope> {
 
     /// Waits for the writer (once the sender is dropped): the file writer with every row
     /// group appended, or the first error of an encoder or the writer.
-    fn finish(self) -> Result<SerializedFileWriter<File>, String> {
-        self.writer
-            .join()
-            .unwrap_or_else(|_| Err("the file writing thread panicked".into()))
+    fn finish(self) -> Result<SerializedFileWriter<File>, WriteError> {
+        self.writer.join().unwrap_or(Err(WriteError::Panicked))
     }
 }
 
@@ -458,7 +474,7 @@ impl<'scope> RowGroupPipeline<'scope> {
 /// or the writer stops.
 fn encode_row_groups(
     queue: Arc<Mutex<Receiver<Numbered<RowGroup>>>>,
-    encoded: SyncSender<Numbered<Result<Vec<ArrowColumnChunk>, String>>>,
+    encoded: SyncSender<Numbered<Result<Vec<ArrowColumnChunk>, WriteError>>>,
     factory: &ArrowRowGroupWriterFactory,
     columns: &FileColumns<'_>,
 ) {
@@ -470,6 +486,7 @@ fn encode_row_groups(
         let Ok((index, group)) = next else { return };
         let chunks = group
             .into_batch(columns)
+            .map_err(WriteError::from)
             .and_then(|batch| encode_row_group(factory, index, &batch));
         if encoded.send((index, chunks)).is_err() {
             return;
@@ -481,20 +498,18 @@ fn encode_row_groups(
 /// order they were encoded in.
 fn write_in_order(
     mut file_writer: SerializedFileWriter<File>,
-    to_write: Receiver<Numbered<Result<Vec<ArrowColumnChunk>, String>>>,
-) -> Result<SerializedFileWriter<File>, String> {
+    to_write: Receiver<Numbered<Result<Vec<ArrowColumnChunk>, WriteError>>>,
+) -> Result<SerializedFileWriter<File>, WriteError> {
     let mut waiting = BTreeMap::new();
     let mut next = 0;
     for (index, chunks) in to_write {
         waiting.insert(index, chunks?);
         while let Some(chunks) = waiting.remove(&next) {
-            let mut group = file_writer.next_row_group().map_err(|e| e.to_string())?;
+            let mut group = file_writer.next_row_group()?;
             for chunk in chunks {
-                chunk
-                    .append_to_row_group(&mut group)
-                    .map_err(|e| e.to_string())?;
+                chunk.append_to_row_group(&mut group)?;
             }
-            group.close().map_err(|e| e.to_string())?;
+            group.close()?;
             next += 1;
         }
     }
