@@ -10,6 +10,23 @@ use std::sync::Arc;
 
 use arrow_schema::{DataType, Field, Fields, Schema, SchemaRef, TimeUnit};
 
+/// Where each fixed column is, in every file.
+pub const PARTITION_COLUMN: usize = 0;
+pub const OFFSET_COLUMN: usize = 1;
+pub const TIMESTAMP_COLUMN: usize = 2;
+pub const KEY_COLUMN: usize = 3;
+pub const VALUE_COLUMN: usize = 4;
+pub const HEADERS_COLUMN: usize = 5;
+/// All the fixed columns, in order.
+pub const FIXED_COLUMNS: [usize; 6] = [
+    PARTITION_COLUMN,
+    OFFSET_COLUMN,
+    TIMESTAMP_COLUMN,
+    KEY_COLUMN,
+    VALUE_COLUMN,
+    HEADERS_COLUMN,
+];
+
 /// The fields of one header: the struct inside the `headers` list.
 pub fn header_fields() -> Fields {
     Fields::from(vec![

@@ -44,9 +44,17 @@ const INFERRED_SCHEMA: &str = "schema.json";
 const REPLAY_BATCH_RECORDS: usize = 1_000;
 /// Bytes read from the log at a time while archiving a segment.
 const ARCHIVE_READ_BYTES: usize = 8 << 20;
+/// Files written and waiting to be committed, at most: writing runs at most one file ahead of
+/// verifying, recording and uploading.
+const COMMIT_QUEUE_FILES: usize = 1;
+/// Digits of each offset in a file's name: enough for any u64, so that names sort as offsets.
+const FILE_NAME_OFFSET_DIGITS: usize = 20;
 
 fn file_name(first: u64, last: u64) -> String {
-    format!("{first:020}-{last:020}.parquet")
+    format!(
+        "{first:0digits$}-{last:0digits$}.parquet",
+        digits = FILE_NAME_OFFSET_DIGITS
+    )
 }
 
 /// The archive of one partition, as the log's cold tier.
@@ -192,7 +200,7 @@ impl PartitionArchive {
         stored: &(dyn Fn(Range<u64>) + Sync),
     ) -> Result<(), ArchiveError> {
         std::thread::scope(|scope| {
-            let (written, to_commit) = sync_channel::<(Range<u64>, Written)>(1);
+            let (written, to_commit) = sync_channel::<(Range<u64>, Written)>(COMMIT_QUEUE_FILES);
             let committer = scope.spawn(move || {
                 for (range, file) in to_commit {
                     self.commit(manifest, file)?;

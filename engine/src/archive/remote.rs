@@ -22,6 +22,8 @@ use object_store::{ObjectStore, ObjectStoreExt};
 
 /// Bytes of a file read and uploaded at a time (S3 multipart parts beyond the first).
 const UPLOAD_CHUNK_BYTES: usize = 8 << 20;
+/// Threads of the store's own runtime: requests are few and the archive waits for each.
+const RUNTIME_THREADS: usize = 1;
 
 /// Why the object store could not be used; each names the store or the object.
 #[derive(Debug, thiserror::Error)]
@@ -173,7 +175,7 @@ impl RemoteStore {
             other => return Err(invalid(OpenError::Scheme(other.to_string()))),
         };
         let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
+            .worker_threads(RUNTIME_THREADS)
             .thread_name("sluice-archive-store")
             .enable_all()
             .build()

@@ -16,7 +16,7 @@ use arrow_schema::{ArrowError, DataType, Field, Schema, SchemaRef, TimeUnit};
 /// The column saying why a value did not fit the schema.
 pub const MALFORMED: &str = "_malformed";
 /// Values sampled to infer a schema: the first this many JSON objects of the first file.
-const INFER_SAMPLE: usize = 1_000;
+const INFER_SAMPLE_VALUES: usize = 1_000;
 /// How `archive_schema` is written, for messages.
 const USAGE: &str = "archive_schema is `infer` or a JSON object of field names to types, like \
                      {\"customer\": \"utf8\", \"amount\": \"float64\"}";
@@ -150,7 +150,7 @@ pub fn infer<'a>(values: impl Iterator<Item = &'a [u8]>) -> Result<SchemaRef, Sc
             kinds.insert(name, merged);
         }
         sampled += 1;
-        if sampled == INFER_SAMPLE {
+        if sampled == INFER_SAMPLE_VALUES {
             break;
         }
     }

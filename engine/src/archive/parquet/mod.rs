@@ -37,6 +37,17 @@ const ROW_GROUP_ROWS: usize = 128 * 1024;
 /// waited; docs/archive-format.md has the figures).
 const ROW_GROUP_BYTES: usize = 4 << 20;
 
+/// Row groups filled and waiting for an encoding thread, at most: the log is read no further
+/// ahead of encoding than that.
+const ENCODE_QUEUE_ROW_GROUPS: usize = 1;
+/// Threads that encode and compress row groups at most (fewer on fewer cores).
+const ENCODER_THREADS_MAX: usize = 4;
+/// Rows a row group's value column is sized for up front (its bytes: [`ROW_GROUP_BYTES`]).
+const ROW_GROUP_RESERVED_ROWS: usize = 1024;
+/// The zstd level of every column: pyarrow's default. Higher levels made files hardly smaller
+/// and archival much slower (docs/archive-format.md has the figures).
+const ZSTD_LEVEL: i32 = 1;
+
 /// Rows per Arrow batch when a file is read.
 const READ_BATCH_ROWS: usize = 8 * 1024;
 

@@ -19,7 +19,10 @@ use parquet::file::reader::{FileReader, RowGroupReader, SerializedFileReader};
 use parquet::schema::types::SchemaDescriptor;
 
 use super::{ParquetFileError, READ_BATCH_ROWS, ReadError, Summary};
-use crate::archive::columns::schema;
+use crate::archive::columns::{
+    FIXED_COLUMNS, HEADERS_COLUMN, KEY_COLUMN, OFFSET_COLUMN, TIMESTAMP_COLUMN, VALUE_COLUMN,
+    schema,
+};
 use crate::log::{Header, Record};
 
 /// A file's rows as Arrow batches, checked to be a contiguous offset range, with the summary
@@ -63,23 +66,22 @@ impl FileContents {
         let mut builder =
             ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(|e| unreadable(e.into()))?;
         // Only the fixed columns (a schema-aware topic's typed ones are derived from `value`).
-        const FIXED: [usize; 6] = [0, 1, 2, 3, 4, 5];
-        if builder.schema().fields().len() < FIXED.len() {
+        if builder.schema().fields().len() < FIXED_COLUMNS.len() {
             return Err(unreadable(
                 format!(
                     "it has {} columns, fewer than the {} of every archive file",
                     builder.schema().fields().len(),
-                    FIXED.len()
+                    FIXED_COLUMNS.len()
                 )
                 .into(),
             ));
         }
-        let mask = ProjectionMask::roots(builder.parquet_schema(), FIXED);
+        let mask = ProjectionMask::roots(builder.parquet_schema(), FIXED_COLUMNS);
         // Batches larger than the default 1,024 rows: a file is read through in one go.
         builder = builder
             .with_projection(mask)
             .with_batch_size(READ_BATCH_ROWS);
-        let expected = Arc::new(schema().project(&FIXED).expect("columns exist"));
+        let expected = Arc::new(schema().project(&FIXED_COLUMNS).expect("columns exist"));
         let reader = builder.build().map_err(|e| unreadable(e.into()))?;
         let mut batches = Vec::new();
         let mut summary = Summary::new();
@@ -108,8 +110,10 @@ impl FileContents {
     /// answers; None when every row is older.
     pub fn offset_for_timestamp(&self, timestamp: i64) -> Option<u64> {
         self.batches.iter().find_map(|batch| {
-            let offsets = batch.column(1).as_primitive::<Int64Type>();
-            let timestamps = batch.column(2).as_primitive::<TimestampMillisecondType>();
+            let offsets = batch.column(OFFSET_COLUMN).as_primitive::<Int64Type>();
+            let timestamps = batch
+                .column(TIMESTAMP_COLUMN)
+                .as_primitive::<TimestampMillisecondType>();
             (0..batch.num_rows())
                 .find(|&row| timestamps.value(row) >= timestamp)
                 .and_then(|row| u64::try_from(offsets.value(row)).ok())
@@ -128,11 +132,13 @@ impl FileContents {
                 skip -= batch.num_rows();
                 continue;
             }
-            let offsets = batch.column(1).as_primitive::<Int64Type>();
-            let timestamps = batch.column(2).as_primitive::<TimestampMillisecondType>();
-            let keys = batch.column(3).as_binary::<i32>();
-            let values = batch.column(4).as_binary::<i32>();
-            let headers = batch.column(5).as_list::<i32>();
+            let offsets = batch.column(OFFSET_COLUMN).as_primitive::<Int64Type>();
+            let timestamps = batch
+                .column(TIMESTAMP_COLUMN)
+                .as_primitive::<TimestampMillisecondType>();
+            let keys = batch.column(KEY_COLUMN).as_binary::<i32>();
+            let values = batch.column(VALUE_COLUMN).as_binary::<i32>();
+            let headers = batch.column(HEADERS_COLUMN).as_list::<i32>();
             for row in skip..batch.num_rows() {
                 if out.len() >= max_rows {
                     return out;

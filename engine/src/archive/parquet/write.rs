@@ -25,7 +25,8 @@ use parquet::file::writer::SerializedFileWriter;
 use parquet::schema::types::ColumnPath;
 
 use super::{
-    FORMAT_VERSION, Origin, ParquetFileError, ROW_GROUP_BYTES, ROW_GROUP_ROWS, Summary, WriteError,
+    ENCODE_QUEUE_ROW_GROUPS, ENCODER_THREADS_MAX, FORMAT_VERSION, Origin, ParquetFileError,
+    ROW_GROUP_BYTES, ROW_GROUP_RESERVED_ROWS, ROW_GROUP_ROWS, Summary, WriteError, ZSTD_LEVEL,
 };
 use crate::archive::columns::{header_fields, header_item, schema};
 use crate::archive::typed;
@@ -44,9 +45,7 @@ fn properties(origin: &Origin<'_>) -> WriterProperties {
     ];
     WriterProperties::builder()
         .set_compression(Compression::ZSTD(
-            // Level 1, as pyarrow's default: higher levels made files hardly smaller and
-            // archival much slower (docs/archive-format.md has the figures).
-            ZstdLevel::try_new(1).expect("1 is a valid zstd level"),
+            ZstdLevel::try_new(ZSTD_LEVEL).expect("a valid zstd level"),
         ))
         .set_statistics_enabled(EnabledStatistics::Chunk)
         .set_column_statistics_enabled(ColumnPath::from("offset"), EnabledStatistics::Page)
@@ -119,7 +118,7 @@ impl RowGroup {
             timestamps: Vec::new(),
             keys: BinaryBuilder::new(),
             // Sized for a full group up front: growing by doubling copies the values again.
-            values: BinaryBuilder::with_capacity(1024, ROW_GROUP_BYTES),
+            values: BinaryBuilder::with_capacity(ROW_GROUP_RESERVED_ROWS, ROW_GROUP_BYTES),
             header_names: StringBuilder::new(),
             header_values: BinaryBuilder::new(),
             header_ends: vec![0],
@@ -193,7 +192,7 @@ impl RowGroup {
 /// Threads that encode and compress row groups, each a whole group at a time: compression
 /// is nearly all of archival's work, and one group does not wait for another.
 fn encoder_threads() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get().min(4))
+    std::thread::available_parallelism().map_or(1, |n| n.get().min(ENCODER_THREADS_MAX))
 }
 
 /// Encodes one row group into column chunks, ready to append to the file in order.
@@ -450,7 +449,7 @@ impl<'scope> RowGroupPipeline<'scope> {
         columns: &'scope FileColumns<'scope>,
     ) -> (RowGroupPipeline<'scope>, SyncSender<Numbered<RowGroup>>) {
         let encoders = encoder_threads();
-        let (to_encode, queue) = sync_channel::<Numbered<RowGroup>>(1);
+        let (to_encode, queue) = sync_channel::<Numbered<RowGroup>>(ENCODE_QUEUE_ROW_GROUPS);
         // Shared by the encoders; gone with the last of them, so a send to stopped
         // encoders fails instead of waiting.
         let queue = Arc::new(Mutex::new(queue));
