@@ -47,7 +47,10 @@ pub enum SchemaSetting {
     Fixed(SchemaRef),
 }
 
-const TYPES: [(&str, fn() -> DataType); 9] = [
+/// Makes the Arrow type a type name stands for.
+type MakeType = fn() -> DataType;
+
+const TYPES: [(&str, MakeType); 9] = [
     ("utf8", || DataType::Utf8),
     ("string", || DataType::Utf8),
     ("int32", || DataType::Int32),
