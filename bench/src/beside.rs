@@ -250,7 +250,7 @@ pub async fn run(
                         let _ = archived.send(result);
                     };
                     if low_priority {
-                        sluice::server::spawn_low_priority("bench-archival", work);
+                        sluice::archive::spawn_low_priority("bench-archival", work);
                     } else {
                         std::thread::spawn(work);
                     }

@@ -2,13 +2,12 @@
 //! partition of the engine.
 //!
 //! Why a limit on top of the archival threads' low priority: those threads only take idle
-//! cores, yet durable producers kept only 0.65-1.05 of their throughput while a backlog was
+//! cores, yet durable producers still lost part of their throughput while a backlog was
 //! archived as fast as the idle time allowed (most likely shared caches and wake-ups into busy
-//! cores), and
-//! 0.93-1.02 with archival held to 64 MiB/s (`sluice-bench --only archive`, 2 cores). Archival
-//! only has to keep up with what producers append over time; catching up on a backlog does
-//! not have to be fast. Kafka's tiered storage has the same knob
-//! (`remote.log.manager.copy.max.bytes.per.second`).
+//! cores), and next to none with archival held to the default limit (`sluice-bench --only
+//! archive`; docs/architecture.md, Archive, has the figures). Archival only has to keep up
+//! with what producers append over time; catching up on a backlog does not have to be fast.
+//! Kafka's tiered storage has the same knob (`remote.log.manager.copy.max.bytes.per.second`).
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};

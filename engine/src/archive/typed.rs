@@ -11,12 +11,35 @@ use std::sync::Arc;
 use arrow_array::builder::StringBuilder;
 use arrow_array::{ArrayRef, RecordBatch, new_null_array};
 use arrow_json::ReaderBuilder;
-use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use arrow_schema::{ArrowError, DataType, Field, Schema, SchemaRef, TimeUnit};
 
 /// The column saying why a value did not fit the schema.
 pub const MALFORMED: &str = "_malformed";
 /// Values sampled to infer a schema: the first this many JSON objects of the first file.
-const INFER_SAMPLE: usize = 1_000;
+const INFER_SAMPLE_VALUES: usize = 1_000;
+/// How `archive_schema` is written, for messages.
+const USAGE: &str = "archive_schema is `infer` or a JSON object of field names to types, like \
+                     {\"customer\": \"utf8\", \"amount\": \"float64\"}";
+
+/// Why a topic's `archive_schema` cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SchemaError {
+    #[error("{}: {source}", USAGE)]
+    NotJson {
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("field `{name}` of archive_schema clashes with a column every archive file has")]
+    Reserved { name: String },
+    #[error(
+        "field `{name}` of archive_schema: unknown type `{kind}`; known: {}",
+        known_types()
+    )]
+    UnknownType { name: String, kind: String },
+    #[error("archive_schema = infer: no JSON object among the first records")]
+    NothingToInfer,
+}
 
 /// What a topic's `archive_schema` asks for.
 pub enum SchemaSetting {
@@ -24,7 +47,10 @@ pub enum SchemaSetting {
     Fixed(SchemaRef),
 }
 
-const TYPES: [(&str, fn() -> DataType); 9] = [
+/// Makes the Arrow type a type name stands for.
+type MakeType = fn() -> DataType;
+
+const TYPES: [(&str, MakeType); 9] = [
     ("utf8", || DataType::Utf8),
     ("string", || DataType::Utf8),
     ("int32", || DataType::Int32),
@@ -38,6 +64,11 @@ const TYPES: [(&str, fn() -> DataType); 9] = [
     }),
 ];
 
+fn known_types() -> String {
+    let known: Vec<&str> = TYPES.iter().map(|(n, _)| *n).collect();
+    known.join(", ")
+}
+
 fn type_name(data_type: &DataType) -> Option<&'static str> {
     TYPES
         .iter()
@@ -46,32 +77,27 @@ fn type_name(data_type: &DataType) -> Option<&'static str> {
 }
 
 fn reserved(name: &str) -> bool {
-    name == MALFORMED || super::parquet::schema().field_with_name(name).is_ok()
+    name == MALFORMED || super::columns::schema().field_with_name(name).is_ok()
 }
 
 /// Parses `archive_schema`.
-pub fn parse_setting(text: &str) -> Result<SchemaSetting, String> {
+pub fn parse_setting(text: &str) -> Result<SchemaSetting, SchemaError> {
     if text.trim() == "infer" {
         return Ok(SchemaSetting::Infer);
     }
-    let usage = "archive_schema is `infer` or a JSON object of field names to types, like \
-                 {\"customer\": \"utf8\", \"amount\": \"float64\"}";
     let map: serde_json::Map<String, serde_json::Value> =
-        serde_json::from_str(text).map_err(|e| format!("{usage}: {e}"))?;
+        serde_json::from_str(text).map_err(|source| SchemaError::NotJson { source })?;
     let mut fields = Vec::with_capacity(map.len());
     for (name, kind) in &map {
         if reserved(name) {
-            return Err(format!(
-                "field `{name}` of archive_schema clashes with a column every archive file has"
-            ));
+            return Err(SchemaError::Reserved { name: name.clone() });
         }
         let kind = kind.as_str().unwrap_or_default();
         let Some((_, make)) = TYPES.iter().find(|(n, _)| *n == kind) else {
-            let known: Vec<&str> = TYPES.iter().map(|(n, _)| *n).collect();
-            return Err(format!(
-                "field `{name}` of archive_schema: unknown type `{kind}`; known: {}",
-                known.join(", ")
-            ));
+            return Err(SchemaError::UnknownType {
+                name: name.clone(),
+                kind: kind.to_string(),
+            });
         };
         fields.push(Field::new(name, make(), true));
     }
@@ -92,7 +118,7 @@ pub fn describe(schema: &Schema) -> String {
 /// are all booleans, all integers, numbers, or all strings gets a column (bool, int64,
 /// float64, utf8). Fields with mixed types, nested objects or lists, only nulls, or a name
 /// that clashes get none: they stay in `value` (a column for them would reject most values).
-pub fn infer<'a>(values: impl Iterator<Item = &'a [u8]>) -> Result<SchemaRef, String> {
+pub fn infer<'a>(values: impl Iterator<Item = &'a [u8]>) -> Result<SchemaRef, SchemaError> {
     #[derive(Clone, Copy, PartialEq)]
     enum Kind {
         Bool,
@@ -127,12 +153,12 @@ pub fn infer<'a>(values: impl Iterator<Item = &'a [u8]>) -> Result<SchemaRef, St
             kinds.insert(name, merged);
         }
         sampled += 1;
-        if sampled == INFER_SAMPLE {
+        if sampled == INFER_SAMPLE_VALUES {
             break;
         }
     }
     if sampled == 0 {
-        return Err("archive_schema = infer: no JSON object among the first records".into());
+        return Err(SchemaError::NothingToInfer);
     }
     let fields: Vec<Field> = kinds
         .into_iter()
@@ -155,7 +181,7 @@ pub fn infer<'a>(values: impl Iterator<Item = &'a [u8]>) -> Result<SchemaRef, St
 pub fn columns<'a>(
     schema: &SchemaRef,
     values: impl ExactSizeIterator<Item = &'a [u8]>,
-) -> Result<Vec<ArrayRef>, String> {
+) -> Result<Vec<ArrayRef>, ArrowError> {
     let null_row = RecordBatch::try_new(
         schema.clone(),
         schema
@@ -163,8 +189,7 @@ pub fn columns<'a>(
             .iter()
             .map(|f| new_null_array(f.data_type(), 1))
             .collect(),
-    )
-    .map_err(|e| e.to_string())?;
+    )?;
     let mut rows = Vec::with_capacity(values.len());
     let mut malformed = StringBuilder::new();
     for value in values {
@@ -180,12 +205,14 @@ pub fn columns<'a>(
             }
         }
     }
-    let typed = arrow_select::concat::concat_batches(schema, &rows).map_err(|e| e.to_string())?;
+    let typed = arrow_select::concat::concat_batches(schema, &rows)?;
     let mut columns = typed.columns().to_vec();
     columns.push(Arc::new(malformed.finish()));
     Ok(columns)
 }
 
+/// One value as a row of the typed columns, or why it does not fit them (the reason goes in
+/// the `_malformed` column).
 fn decode_one(schema: &SchemaRef, value: &[u8]) -> Result<RecordBatch, String> {
     if !value.trim_ascii_start().starts_with(b"{") {
         return Err("not a JSON object".into());

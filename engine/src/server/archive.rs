@@ -38,49 +38,6 @@ impl futures_core::Stream for ProgressStream {
     }
 }
 
-/// Runs `work` on a thread of its own at low CPU and I/O priority, so that archiving does
-/// not take throughput from producers and plugins.
-pub fn spawn_low_priority(name: &str, work: impl FnOnce() + Send + 'static) {
-    let spawned = std::thread::Builder::new()
-        .name(name.to_string())
-        .spawn(move || {
-            lower_this_threads_priority();
-            work();
-        });
-    if let Err(error) = spawned {
-        tracing::error!(%error, "cannot start the archival thread");
-    }
-}
-
-/// The calling thread (and the encoding threads it starts, which inherit it) runs only when
-/// a core would otherwise be idle, at the lowest best-effort I/O priority.
-///
-/// Why `SCHED_IDLE` rather than a nice value: measured on the producers-beside-archival
-/// benchmark (2 cores), durable producers kept 0.61 of their throughput beside archival at
-/// nice 10 and 0.65-1.05 at `SCHED_IDLE` (0.93-1.02 with the archival rate limit,
-/// `archive/pace.rs`); CPU-bound plugins keep 0.99 (archival then waits
-/// for them). The I/O priority only counts under a disk scheduler that honours it (not
-/// `none`, common on virtual disks). When the cores are saturated archival waits; retention
-/// keeps a segment until its file is written, so nothing is lost, the log only grows.
-fn lower_this_threads_priority() {
-    const IOPRIO_WHO_PROCESS: libc::c_long = 1;
-    const IOPRIO_BEST_EFFORT_LOWEST: libc::c_long = (2 << 13) | 7;
-    // SAFETY: plain syscalls on the calling thread's id; failure only leaves the priority.
-    unsafe {
-        let tid = libc::gettid();
-        let param = libc::sched_param { sched_priority: 0 };
-        if libc::sched_setscheduler(tid, libc::SCHED_IDLE, &param) != 0 {
-            libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, 19);
-        }
-        libc::syscall(
-            libc::SYS_ioprio_set,
-            IOPRIO_WHO_PROCESS,
-            tid as libc::c_long,
-            IOPRIO_BEST_EFFORT_LOWEST,
-        );
-    }
-}
-
 /// Archives the topic's due segments (or every sealed one) and streams progress as
 /// newline-delimited JSON: a plan, one line per segment, then done or failed.
 #[tracing::instrument(skip_all, fields(topic = %topic))]
@@ -104,7 +61,7 @@ pub async fn run(
     let segments = plan.iter().map(|(_, s)| s.len()).sum();
     let bytes = plan.iter().flat_map(|(_, s)| s).map(|s| s.bytes).sum();
     let _ = sender.send(ArchiveProgress::Plan { segments, bytes });
-    spawn_low_priority("sluice-archive-run", move || {
+    crate::archive::spawn_low_priority("sluice-archive-run", move || {
         for (partition, due) in &plan {
             let archived = partition.archive(due, &|segment| {
                 let _ = sender.send(ArchiveProgress::Segment {

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{AppState, archive};
+use super::AppState;
 use crate::log::now_ms;
 
 /// Retention runs at most this often, whatever the configuration says.
@@ -36,7 +36,7 @@ pub(super) fn spawn(state: Arc<AppState>) {
             // Retention archives first what its topic archives: that runs at low priority.
             let log = retention.log.clone();
             let (done, finished) = tokio::sync::oneshot::channel();
-            archive::spawn_low_priority("sluice-retention", move || {
+            crate::archive::spawn_low_priority("sluice-retention", move || {
                 log.disk().refresh_free_space();
                 log.enforce_retention(now_ms());
                 let _ = done.send(());

@@ -29,7 +29,6 @@ use crate::config::Config;
 use crate::groups::{Coordinator, GroupError, SessionLimits};
 use crate::log::{Log, LogError, LogOptions};
 use crate::runtime::{DeployError, PluginHost};
-pub use archive::spawn_low_priority;
 pub use auth::TOKEN_FILE;
 pub use error::ApiError;
 
@@ -56,7 +55,7 @@ pub enum StartError {
     #[error(transparent)]
     Plugins(#[from] DeployError),
     #[error("archive object store: {0}")]
-    Archive(#[from] crate::archive::ArchiveError),
+    Archive(#[from] crate::archive::StoreError),
     #[error(
         "cannot listen on {addr}: {source}; is another server running there? Choose another address with --listen"
     )]
