@@ -477,8 +477,8 @@ async fn replay_reads_the_archive_then_the_log_and_damage_is_reported_by_name() 
     let verify = cli(&server.url, &["archive", "verify", "--topic", "h"], "");
     assert!(!verify.status.success());
     let report = String::from_utf8_lossy(&verify.stdout);
-    for i in 0..2 {
-        assert!(report.contains(&files[i].file), "{report}");
+    for file in &files[..2] {
+        assert!(report.contains(&file.file), "{report}");
     }
     for (i, offset) in [(0, "0"), (1, &*files[1].summary.first_offset.to_string())] {
         let replay = cli(&server.url, &["consume", "h", "--offset", offset], "");

@@ -591,7 +591,7 @@ mod tests {
     use super::*;
     use crate::archive::remote::RemoteStore;
 
-    fn rows(range: std::ops::Range<u64>) -> Vec<(u64, Record)> {
+    fn rows(range: Range<u64>) -> Vec<(u64, Record)> {
         range
             .map(|i| {
                 let record = Record {

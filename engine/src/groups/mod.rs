@@ -54,11 +54,11 @@ pub enum GroupError {
     #[error(transparent)]
     Log(#[from] LogError),
     #[error("offset store error: {0}")]
-    Store(#[source] redb::Error),
+    Store(#[source] Box<redb::Error>),
 }
 
 fn store_error(error: impl Into<redb::Error>) -> GroupError {
-    GroupError::Store(error.into())
+    GroupError::Store(Box::new(error.into()))
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]

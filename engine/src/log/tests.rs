@@ -48,7 +48,7 @@ fn runtime() -> tokio::runtime::Runtime {
 
 /// Writes `batches` batches of 3 records to partition 0 of topic `t` and closes the log
 /// without writing the active index, as a crash would.
-fn write_batches(dir: &std::path::Path, batches: u64, overrides: &[(String, String)]) -> Vec<u64> {
+fn write_batches(dir: &Path, batches: u64, overrides: &[(String, String)]) -> Vec<u64> {
     let log = Log::open(dir, options()).unwrap();
     let topic = log.create_topic("t", 1, overrides).unwrap();
     let partition = topic.partition(0).unwrap();
@@ -74,8 +74,7 @@ fn write_batches(dir: &std::path::Path, batches: u64, overrides: &[(String, Stri
 fn truncating_the_last_batch_at_every_byte_keeps_exactly_the_batches_before_it() {
     let template = tempfile::tempdir().unwrap();
     let ends = write_batches(template.path(), 4, &[]);
-    let log_file =
-        |root: &std::path::Path| root.join("topics/t/0").join(segment::file_name(0, "log"));
+    let log_file = |root: &Path| root.join("topics/t/0").join(segment::file_name(0, "log"));
     let full = std::fs::read(log_file(template.path())).unwrap();
     let last_start = ends[2] as usize;
     for cut in last_start..full.len() {
@@ -312,7 +311,7 @@ fn a_failed_fsync_stops_acknowledgements_for_that_partition_only() {
     });
 }
 
-fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+fn copy_dir(from: &Path, to: &Path) {
     for entry in std::fs::read_dir(from).unwrap() {
         let entry = entry.unwrap();
         let target = to.join(entry.file_name());

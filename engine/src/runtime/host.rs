@@ -22,7 +22,7 @@ use super::worker::{self, Desired, GroupShared};
 use super::{LogLine, Plugin, Runtime};
 use super::{Sandbox, SandboxIdentity};
 use crate::log::{Log, LogError, now_ms, write_atomically};
-use crate::txn::state::{MemoryState, StateStore};
+use crate::txn::state::{MemoryState, Scanned, StateStore};
 use crate::txn::{Position, SnapshotInfo, TxnStore};
 
 struct Group {
@@ -604,7 +604,7 @@ impl PluginHost {
         prefix: &[u8],
         start_after: Option<&[u8]>,
         limit: usize,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, DeployError> {
+    ) -> Result<Scanned, DeployError> {
         self.store
             .state_of(group)
             .scan(prefix, start_after, limit)

@@ -188,7 +188,7 @@ fn misbehaving(mode: &str, limits: SandboxLimits) -> Sandbox {
 fn each_misbehaviour_fails_the_batch_naming_the_limit_and_other_sandboxes_keep_working() {
     let limits = SandboxLimits {
         memory_bytes: 64 << 20,
-        deadline: std::time::Duration::from_millis(300),
+        deadline: Duration::from_millis(300),
         max_emitted_records: 1_000,
         max_emitted_bytes: 1 << 20,
     };

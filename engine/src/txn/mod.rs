@@ -388,7 +388,7 @@ impl GroupState {
     fn error(&self, source: impl Into<redb::Error>) -> StateError {
         StateError {
             group: self.group.clone(),
-            source: source.into(),
+            source: Box::new(source.into()),
         }
     }
 }

@@ -215,7 +215,7 @@ fn commit(store: &TxnStore, n: u64) -> Result<(), super::StoreError> {
             }],
             &writes,
             CommitExtras {
-                replay: (n % 4 == 0).then_some((n, n + 1)),
+                replay: n.is_multiple_of(4).then_some((n, n + 1)),
                 outbox: Some(entry),
                 delivered: &delivered,
             },

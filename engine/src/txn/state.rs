@@ -24,7 +24,8 @@ pub type Scanned = Vec<(Vec<u8>, Vec<u8>)>;
 #[error("reading the state of group {group:?} from the plugin store: {source}")]
 pub struct StateError {
     pub group: String,
-    pub source: redb::Error,
+    /// Boxed: redb's error is large, and this one travels in every state read's result.
+    pub source: Box<redb::Error>,
 }
 
 /// The committed state of one group, as the sandbox reads it.

@@ -14,7 +14,8 @@ pub(super) enum Interrupt {
     /// The deployment changed (new version, pause, rollback): start over from the last commit.
     Changed,
     /// The engine could not do its part (a full disk, a missing output topic): retry later.
-    Engine(EngineError),
+    /// Boxed: the interruptions that happen every batch (none) stay small.
+    Engine(Box<EngineError>),
 }
 
 /// What the engine could not do for a group: its own part, not the plugin's (a full disk, a
@@ -82,6 +83,6 @@ impl EngineError {
 
 impl From<EngineError> for Interrupt {
     fn from(error: EngineError) -> Interrupt {
-        Interrupt::Engine(error)
+        Interrupt::Engine(Box::new(error))
     }
 }
