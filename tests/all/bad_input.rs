@@ -131,6 +131,23 @@ async fn each_bad_request_gets_its_status_and_the_server_keeps_serving() {
                 "records frame",
             )
         },
+        // A body of the wrong types: 400 naming the field (not the framework's 422).
+        bad(
+            Method::POST,
+            "topics",
+            Some(json!({"name": "typed", "partitions": "three"})),
+            StatusCode::BAD_REQUEST,
+            "malformed_body",
+            "partitions",
+        ),
+        bad(
+            Method::POST,
+            "groups/g/offsets",
+            Some(json!({"offsets": [{"topic": "t", "partition": -1, "offset": 0}]})),
+            StatusCode::BAD_REQUEST,
+            "malformed_body",
+            "partition",
+        ),
         bad(
             Method::POST,
             "topics/t/records",
@@ -195,6 +212,15 @@ async fn each_bad_request_gets_its_status_and_the_server_keeps_serving() {
             "invalid_config",
             "retention_msec",
         ),
+        // Growing a topic has the same cap as creating one, checked before any file is made.
+        bad(
+            Method::PATCH,
+            "topics/t",
+            Some(json!({"partitions": 1_000_000})),
+            StatusCode::BAD_REQUEST,
+            "invalid_config",
+            "between 1 and 10000",
+        ),
         bad(
             Method::GET,
             "nothing/here",
@@ -228,6 +254,9 @@ async fn each_bad_request_gets_its_status_and_the_server_keeps_serving() {
         )
         .await;
     }
+
+    let described: Value = http.get(url("topics/t")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(described["partitions"].as_array().unwrap().len(), 2, "{described}");
 
     // Still serving, and nothing acknowledged was lost.
     let mut total = 0;

@@ -6,6 +6,7 @@
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use crate::common::plugins::*;
@@ -93,6 +94,18 @@ async fn bad_uploads_get_a_clear_error_and_change_nothing() {
         assert_eq!(status_of(&error), status, "{name}: {error:#}");
         assert!(error.to_string().contains(mention), "{name}: {error:#}");
     }
+    // An interface of the right package and version that the world does not have is refused
+    // when the upload is validated, naming the import, not when the host fails to link it.
+    let error = client
+        .deploy("g", &request("backdoor", "in", &[], &[]))
+        .await
+        .unwrap_err();
+    let refused = error.server().expect("the server refused it");
+    assert_eq!(refused.code, "invalid_plugin", "{error}");
+    assert!(
+        refused.message.contains("sluice:plugin/backdoor@0.1.0"),
+        "{error}"
+    );
     assert!(client.list_plugins().await.unwrap().plugins.is_empty());
     assert!(!dir.path().join("plugins/g").exists());
     drop(server);
@@ -709,4 +722,41 @@ async fn a_batch_of_100_000_poison_records_dead_letters_each_once_without_recurs
     let forwarded = read_all(&client, "out").await;
     assert_eq!(forwarded.len(), 1);
     assert_eq!(&forwarded[0].value[..], b"good");
+}
+
+/// An engine-side failure (here a deleted output topic) is retried after 1 s, doubling while
+/// it lasts, as docs/plugins.md says: reloading the group is not progress and does not reset
+/// the backoff. The group's log says when it retries next.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_engine_failure_backs_off_doubling_while_it_lasts() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let client = admin(&server);
+    create_topic(&client, "in", 1).await;
+    create_topic(&client, "out", 1).await;
+    let forward = request("misbehave", "in", &["out"], &[("mode", "trap")]);
+    client.deploy("stuck", &forward).await.unwrap();
+    client.delete_topic("out").await.unwrap();
+    client
+        .produce("in", Some(0), &[record("k", "fine")])
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let waits = loop {
+        let lines = client.plugin_logs("stuck", 100).await.unwrap().lines;
+        let waits: Vec<String> = lines
+            .iter()
+            .filter_map(|line| line.message.rsplit_once("; retrying in "))
+            .map(|(_, wait)| wait.to_string())
+            .collect();
+        if waits.len() >= 3 {
+            break waits;
+        }
+        assert!(Instant::now() < deadline, "three retries not seen: {lines:#?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(waits[..3], ["1s", "2s", "4s"], "{waits:?}");
+    let described = client.describe_plugin("stuck").await.unwrap();
+    assert!(described.status.starts_with("failing: "), "{}", described.status);
+    assert!(described.status.contains("out"), "{}", described.status);
 }

@@ -163,8 +163,8 @@ pub enum StateCommand {
 #[derive(Subcommand)]
 pub enum DlqCommand {
     /// Put a group's dead letters (those there now) through its plugin again; records that
-    /// fail again return to the dead-letter topic. Read dead letters with
-    /// `sluice consume <group>.dlq --from-beginning --print-headers`.
+    /// fail again return to the dead-letter topic. Read dead letters, with the headers that
+    /// say why each failed, with `sluice consume <group>.dlq --format json`.
     Replay { group: String },
 }
 

@@ -41,6 +41,17 @@ pub struct ProduceArgs {
 }
 
 pub async fn run(client: &Client, args: ProduceArgs) -> anyhow::Result<()> {
+    // Asked first, so that a wrong topic or partition fails even with nothing to send.
+    let topic = client.describe_topic(&args.topic).await?;
+    if let Some(partition) = args.partition
+        && partition as usize >= topic.partitions.len()
+    {
+        anyhow::bail!(
+            "partition {partition} does not exist: topic `{}` has {} partitions",
+            args.topic,
+            topic.partitions.len()
+        );
+    }
     let (lines_tx, mut lines) =
         tokio::sync::mpsc::channel::<std::io::Result<String>>(args.batch_size.max(1) * 4);
     let file = args.file.clone();

@@ -139,11 +139,7 @@ impl Log {
         overrides: &[(String, String)],
     ) -> Result<Arc<Topic>, LogError> {
         validate_name(name)?;
-        if partitions == 0 || partitions > 10_000 {
-            return Err(LogError::InvalidConfig(
-                "partitions must be between 1 and 10000".into(),
-            ));
-        }
+        check_partition_count(partitions)?;
         let config = self.defaults.with_overrides(overrides)?;
         let mut topics = self.topics.write();
         if topics.contains_key(name) {
@@ -183,6 +179,10 @@ impl Log {
         partitions: Option<u32>,
     ) -> Result<Arc<Topic>, LogError> {
         let topic = self.topic(name)?;
+        if let Some(count) = partitions {
+            // The same cap as at creation, checked before any partition is made.
+            check_partition_count(count)?;
+        }
         topic.alter(overrides, partitions)?;
         Ok(topic)
     }
@@ -241,6 +241,18 @@ impl Log {
         }
         Ok(())
     }
+}
+
+/// The most partitions one topic may have, at creation and after growing.
+pub const PARTITIONS_PER_TOPIC_MAX: u32 = 10_000;
+
+fn check_partition_count(partitions: u32) -> Result<(), LogError> {
+    if partitions == 0 || partitions > PARTITIONS_PER_TOPIC_MAX {
+        return Err(LogError::InvalidConfig(format!(
+            "partitions must be between 1 and {PARTITIONS_PER_TOPIC_MAX}"
+        )));
+    }
+    Ok(())
 }
 
 /// The longest name of a topic, group or snapshot, in bytes.

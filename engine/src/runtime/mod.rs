@@ -43,6 +43,9 @@ const EPOCH_TICK: Duration = Duration::from_millis(5);
 /// The WIT package and major.minor version this engine implements.
 const WORLD_PACKAGE: &str = "sluice:plugin";
 const WORLD_VERSION: &str = "0.1";
+/// The interfaces of the world (wit/plugin.wit) a plugin may import: the host links these
+/// and no others.
+const WORLD_INTERFACES: [&str; 4] = ["types", "state", "emit", "log"];
 
 /// WASI interfaces a plugin may import: what language runtimes need to start (environment,
 /// exit, stdio, streams, clocks, random). The host gives them nothing: no variables, no
@@ -92,6 +95,12 @@ pub enum RuntimeError {
          rebuild it against the engine's wit/ files"
     )]
     IncompatibleWorld { found: String },
+    #[error(
+        "the component imports `{found}`, which the engine's {WORLD_PACKAGE}@{WORLD_VERSION} world \
+         does not have (it has {}); rebuild it against the engine's wit/ files",
+        WORLD_INTERFACES.join(", ")
+    )]
+    UnknownInterface { found: String },
     #[error("the component does not implement the `consumer` world: {0}")]
     WrongWorld(String),
     #[error("cannot set up the WebAssembly engine: {0}")]
@@ -223,12 +232,17 @@ impl Runtime {
         for (name, _) in ty.imports(&self.engine) {
             let (interface, version) = name.split_once('@').unwrap_or((name, ""));
             if let Some(rest) = interface.strip_prefix(WORLD_PACKAGE) {
-                if !rest.starts_with('/') {
+                let Some(member) = rest.strip_prefix('/') else {
                     return Err(RuntimeError::ForbiddenImport(name.to_string()));
-                }
+                };
                 if !(version == WORLD_VERSION || version.starts_with(&format!("{WORLD_VERSION}.")))
                 {
                     return Err(RuntimeError::IncompatibleWorld {
+                        found: name.to_string(),
+                    });
+                }
+                if !WORLD_INTERFACES.contains(&member) {
+                    return Err(RuntimeError::UnknownInterface {
                         found: name.to_string(),
                     });
                 }

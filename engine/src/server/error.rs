@@ -132,8 +132,16 @@ impl From<DeployError> for ApiError {
 }
 
 impl From<JsonRejection> for ApiError {
+    /// A body that is not JSON, or JSON of the wrong shape or types, is a bad request (400,
+    /// naming the field); a missing content type or an unreadable body keeps its own status.
     fn from(rejection: JsonRejection) -> ApiError {
-        ApiError::new(rejection.status(), "malformed_body", rejection.body_text())
+        let status = match &rejection {
+            JsonRejection::JsonDataError(_) | JsonRejection::JsonSyntaxError(_) => {
+                StatusCode::BAD_REQUEST
+            }
+            other => other.status(),
+        };
+        ApiError::new(status, "malformed_body", rejection.body_text())
     }
 }
 

@@ -182,7 +182,10 @@ impl Worker {
             if stop {
                 break;
             }
-            let outcome = if !loaded {
+            // Loading again after a failure is not progress: only a step that works ends the
+            // backoff, so a failure that lasts waits longer each time.
+            let loading = !loaded;
+            let outcome = if loading {
                 self.load().map(|()| {
                     loaded = true;
                     true
@@ -200,7 +203,7 @@ impl Worker {
                 Ok(false) => self.flush().map(|()| false),
                 other => other,
             };
-            if outcome.is_ok() {
+            if outcome.is_ok() && !loading {
                 engine_failures = 0;
             }
             match outcome {
@@ -214,17 +217,18 @@ impl Worker {
                 }
                 Err(Interrupt::Changed) => {}
                 Err(Interrupt::Engine(error)) => {
-                    let message = error.to_string();
-                    self.context
-                        .shared
-                        .set_status(&format!("failing: {message}"));
-                    self.note("error", &message);
-                    tracing::error!(error = %message, "group cannot make progress; retrying");
-                    loaded = false;
                     let wait = ENGINE_RETRY
                         .saturating_mul(1 << engine_failures.min(5))
                         .min(MAX_BACKOFF);
                     engine_failures += 1;
+                    let message = error.to_string();
+                    self.context
+                        .shared
+                        .set_status(&format!("failing: {message}"));
+                    let retrying = humantime::format_duration(wait);
+                    self.note("error", &format!("{message}; retrying in {retrying}"));
+                    tracing::error!(error = %message, %retrying, "group cannot make progress");
+                    loaded = false;
                     if let Err(Interrupt::Stop) = self.sleep(wait) {
                         break;
                     }
