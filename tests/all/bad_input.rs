@@ -255,8 +255,19 @@ async fn each_bad_request_gets_its_status_and_the_server_keeps_serving() {
         .await;
     }
 
-    let described: Value = http.get(url("topics/t")).send().await.unwrap().json().await.unwrap();
-    assert_eq!(described["partitions"].as_array().unwrap().len(), 2, "{described}");
+    let described: Value = http
+        .get(url("topics/t"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        described["partitions"].as_array().unwrap().len(),
+        2,
+        "{described}"
+    );
 
     // Still serving, and nothing acknowledged was lost.
     let mut total = 0;

@@ -323,7 +323,11 @@ fn produce_to_a_missing_topic_fails_even_with_no_input() {
     let error = String::from_utf8_lossy(&partition.stderr);
     assert!(error.contains("partition 3 does not exist"), "{error}");
     let empty = cli(&server.url, &["produce", "one"], "");
-    assert!(empty.status.success(), "{}", String::from_utf8_lossy(&empty.stderr));
+    assert!(
+        empty.status.success(),
+        "{}",
+        String::from_utf8_lossy(&empty.stderr)
+    );
 }
 
 /// Runs `sluice args` against an address where nothing listens. Clap refuses bad arguments at

@@ -6,8 +6,8 @@
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use crate::common::plugins::*;
 use crate::common::{self, Server};
@@ -752,11 +752,18 @@ async fn an_engine_failure_backs_off_doubling_while_it_lasts() {
         if waits.len() >= 3 {
             break waits;
         }
-        assert!(Instant::now() < deadline, "three retries not seen: {lines:#?}");
+        assert!(
+            Instant::now() < deadline,
+            "three retries not seen: {lines:#?}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     assert_eq!(waits[..3], ["1s", "2s", "4s"], "{waits:?}");
     let described = client.describe_plugin("stuck").await.unwrap();
-    assert!(described.status.starts_with("failing: "), "{}", described.status);
+    assert!(
+        described.status.starts_with("failing: "),
+        "{}",
+        described.status
+    );
     assert!(described.status.contains("out"), "{}", described.status);
 }
