@@ -339,6 +339,60 @@ fn produce_to_a_missing_topic_fails_even_with_no_input() {
     );
 }
 
+/// Everything the engine writes in its data directory is its user's alone: files 0600 and
+/// directories 0700 (they used to be 0644 and 0755), whatever umask it was started with.
+#[test]
+fn the_data_directory_is_readable_by_its_owner_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = Server::start(&data);
+    stdout(&cli(
+        &server.url,
+        &[
+            "topic",
+            "create",
+            "clicks",
+            "-c",
+            "segment_bytes=4096",
+            "-c",
+            "archive=true",
+        ],
+        "",
+    ));
+    let lines: String = (0..500).map(|i| format!("{{\"click\": {i}}}\n")).collect();
+    stdout(&cli(&server.url, &["produce", "clicks"], &lines));
+    stdout(&cli(
+        &server.url,
+        &["archive", "run", "--topic", "clicks", "--everything"],
+        "",
+    ));
+    stdout(&cli(
+        &server.url,
+        &["consume", "clicks", "--group", "g", "-n", "3"],
+        "",
+    ));
+    drop(server);
+    let mut seen = 0;
+    let mut pending = vec![data.clone()];
+    while let Some(path) = pending.pop() {
+        use std::os::unix::fs::PermissionsExt;
+        let metadata = std::fs::symlink_metadata(&path).unwrap();
+        let mode = metadata.permissions().mode() & 0o777;
+        if metadata.is_dir() {
+            if path != data {
+                assert_eq!(mode, 0o700, "{} is {mode:o}", path.display());
+            }
+            for entry in std::fs::read_dir(&path).unwrap() {
+                pending.push(entry.unwrap().path());
+            }
+        } else {
+            assert_eq!(mode & 0o077, 0, "{} is {mode:o}", path.display());
+            seen += 1;
+        }
+    }
+    assert!(seen > 10, "only {seen} files were written");
+}
+
 /// Runs `sluice args` against an address where nothing listens. Clap refuses bad arguments at
 /// once; a command that was accepted and keeps retrying (`--follow`) is stopped after a while.
 fn parse_only(args: &[String]) -> std::process::Output {

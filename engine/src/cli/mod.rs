@@ -226,6 +226,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     let config = Config::load(args.config.as_deref(), flags).context("invalid configuration")?;
     let data_dir = config.data_dir.clone();
+    keep_new_files_private();
     let running = crate::server::start(config).await?;
     eprintln!(
         "sluice {} serving http://{} with data in {}",
@@ -242,6 +243,17 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     running.stop().await?;
     tracing::info!("stopped cleanly");
     Ok(())
+}
+
+/// What the engine creates (segments, indexes, stores, deployments, archive files, the token)
+/// is readable by its own user only: files 0600, directories 0700, whatever the umask the
+/// engine was started with.
+fn keep_new_files_private() {
+    const PRIVATE_UMASK: libc::mode_t = 0o077;
+    // SAFETY: umask only sets the process's file-creation mask; it touches no memory.
+    unsafe {
+        libc::umask(PRIVATE_UMASK);
+    }
 }
 
 async fn topic(client: &Client, command: TopicCommand) -> anyhow::Result<()> {
