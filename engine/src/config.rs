@@ -9,8 +9,25 @@ use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
-use crate::log::TopicConfig;
-use crate::runtime::PluginLimits;
+use crate::log::{LogError, TopicConfig};
+use crate::runtime::{DeployError, PluginLimits};
+
+/// Why the configuration cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    #[error(transparent)]
+    Parse(#[from] Box<figment::Error>),
+    #[error("{setting} {reason}")]
+    Invalid {
+        setting: &'static str,
+        reason: String,
+    },
+    #[error("[plugins.defaults]: {0}")]
+    PluginDefaults(#[source] DeployError),
+    #[error("[topic_defaults]: {0}")]
+    TopicDefaults(#[source] LogError),
+}
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -160,7 +177,9 @@ impl Config {
     /// Loads defaults, then the TOML file (if given, or `sluice.toml` if present), then
     /// `SLUICE_*` variables (`__` separates sections: `SLUICE_TOPIC_DEFAULTS__RETENTION_MS`),
     /// then `overrides` (from flags).
-    pub fn load(file: Option<&Path>, overrides: Figment) -> Result<Config, Box<figment::Error>> {
+    /// The result is validated: a setting that would make the engine refuse every request
+    /// (or every deploy) is refused here, at start, naming the setting.
+    pub fn load(file: Option<&Path>, overrides: Figment) -> Result<Config, ConfigError> {
         let mut figment = Figment::from(Serialized::defaults(Config::default()));
         match file {
             Some(path) => figment = figment.merge(Toml::file_exact(path)),
@@ -176,8 +195,50 @@ impl Config {
                     .ignore(&OTHER_VARIABLES),
             )
             .merge(overrides)
-            .extract()
-            .map_err(Box::new)
+            .extract::<Config>()
+            .map_err(Box::new)?
+            .validated()
+    }
+
+    /// The configuration, if every setting can work; else the first that cannot.
+    pub fn validated(self) -> Result<Config, ConfigError> {
+        let invalid = |setting, reason: String| Err(ConfigError::Invalid { setting, reason });
+        let server = &self.server;
+        if server.max_request_bytes == 0 {
+            return invalid("[server] max_request_bytes", "must be at least 1".into());
+        }
+        if server.max_inflight_bytes < server.max_request_bytes {
+            return invalid(
+                "[server] max_inflight_bytes",
+                format!(
+                    "must be at least max_request_bytes ({}), or a request of that size never fits",
+                    server.max_request_bytes
+                ),
+            );
+        }
+        if server.max_fetch_bytes == 0 {
+            return invalid("[server] max_fetch_bytes", "must be at least 1".into());
+        }
+        if self.plugins.max_upload_bytes == 0 {
+            return invalid("[plugins] max_upload_bytes", "must be at least 1".into());
+        }
+        if self.groups.min_session_timeout_ms > self.groups.max_session_timeout_ms {
+            return invalid(
+                "[groups] min_session_timeout_ms",
+                format!(
+                    "must not be above max_session_timeout_ms ({})",
+                    self.groups.max_session_timeout_ms
+                ),
+            );
+        }
+        self.plugins
+            .defaults
+            .validate()
+            .map_err(ConfigError::PluginDefaults)?;
+        self.topic_defaults
+            .validate()
+            .map_err(ConfigError::TopicDefaults)?;
+        Ok(self)
     }
 }
 

@@ -393,13 +393,63 @@ fn the_data_directory_is_readable_by_its_owner_only() {
     assert!(seen > 10, "only {seen} files were written");
 }
 
+/// A configuration that would refuse every request or every deploy is refused at start,
+/// naming the setting (such an engine used to start and then answer every request with an
+/// error).
+#[test]
+fn a_configuration_that_cannot_work_is_refused_at_start() {
+    let cases = [
+        ("SLUICE_SERVER__MAX_REQUEST_BYTES", "0", "max_request_bytes"),
+        (
+            "SLUICE_SERVER__MAX_INFLIGHT_BYTES",
+            "1000",
+            "max_inflight_bytes",
+        ),
+        (
+            "SLUICE_PLUGINS__DEFAULTS__BATCH_RECORDS",
+            "0",
+            "batch_records",
+        ),
+        (
+            "SLUICE_TOPIC_DEFAULTS__SEGMENT_BYTES",
+            "10",
+            "segment_bytes",
+        ),
+    ];
+    for (variable, value, mention) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let mut serve = std::process::Command::new(BIN);
+        serve
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(dir.path())
+            .env(variable, value);
+        let run = at_most_ten_seconds(serve);
+        let stderr = String::from_utf8_lossy(&run.stderr);
+        assert!(
+            !run.status.success(),
+            "{variable}={value} started: {stderr}"
+        );
+        assert!(
+            stderr.contains(mention) && !stderr.contains("serving"),
+            "{variable}={value}: {stderr}"
+        );
+    }
+}
+
 /// Runs `sluice args` against an address where nothing listens. Clap refuses bad arguments at
 /// once; a command that was accepted and keeps retrying (`--follow`) is stopped after a while.
 fn parse_only(args: &[String]) -> std::process::Output {
-    let mut child = std::process::Command::new(BIN)
+    let mut command = std::process::Command::new(BIN);
+    command
         .args(args)
         .env("SLUICE_URL", "http://127.0.0.1:9")
-        .env("SLUICE_TOKEN", "unused")
+        .env("SLUICE_TOKEN", "unused");
+    at_most_ten_seconds(command)
+}
+
+/// Runs `command` with no input, stopping it after ten seconds if it has not ended.
+fn at_most_ten_seconds(mut command: std::process::Command) -> std::process::Output {
+    let mut child = command
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())

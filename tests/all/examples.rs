@@ -109,8 +109,15 @@ fn sluice(args: &[&str], envs: &[(&str, &Path)]) -> std::process::Output {
     output
 }
 
+/// `sluice plugin build` writes into the example's own `target/`: two tests building the same
+/// example at once would read each other's half-written component, so builds take turns.
+static BUILDING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// Builds the example with `sluice plugin build`; returns the component it wrote.
 fn build(example: &str) -> Vec<u8> {
+    let _one_at_a_time = BUILDING
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../examples")
         .join(example);

@@ -51,7 +51,8 @@
 //! never `std::env::set_var`) and so does a working directory (`Command::current_dir`, never
 //! `std::env::set_current_dir`); helper scripts are found from `CARGO_MANIFEST_DIR`, not the
 //! working directory. The one static, `exactly_once::OBSERVING`, orders observations within
-//! that module, as before. No test needs the machine to itself, so there is no lock between
+//! that module, as before; `examples::BUILDING` makes builds of the in-tree examples (which
+//! write into `examples/<name>/target/`) take turns. No test needs the machine to itself, so there is no lock between
 //! areas: none counts open descriptors or memory, the crash tests (`crash`, `exactly_once`,
 //! `archive`) check what survives a kill whatever the load, and the two thresholds that
 //! depend on timing compare two things that load slows alike (orders processed while a

@@ -108,7 +108,7 @@ impl PluginLimits {
         }
     }
 
-    pub(super) fn validate(&self) -> Result<(), DeployError> {
+    pub fn validate(&self) -> Result<(), DeployError> {
         let checks = [
             (self.memory_mb >= 1, "memory_mb must be at least 1"),
             (self.deadline_ms >= 10, "deadline_ms must be at least 10"),
