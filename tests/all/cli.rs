@@ -372,7 +372,7 @@ fn the_data_directory_is_readable_by_its_owner_only() {
         "",
     ));
     drop(server);
-    let mut seen = 0;
+    let mut seen = Vec::new();
     let mut pending = vec![data.clone()];
     while let Some(path) = pending.pop() {
         use std::os::unix::fs::PermissionsExt;
@@ -387,10 +387,23 @@ fn the_data_directory_is_readable_by_its_owner_only() {
             }
         } else {
             assert_eq!(mode & 0o077, 0, "{} is {mode:o}", path.display());
-            seen += 1;
+            seen.push(path.display().to_string());
         }
     }
-    assert!(seen > 10, "only {seen} files were written");
+    // Each kind of file the engine writes was among those checked.
+    for kind in [
+        "admin.token",
+        "groups.redb",
+        "topic.json",
+        ".log",
+        ".index",
+        ".parquet",
+    ] {
+        assert!(
+            seen.iter().any(|file| file.ends_with(kind)),
+            "no {kind} file among {seen:#?}"
+        );
+    }
 }
 
 /// A configuration that would refuse every request or every deploy is refused at start,
@@ -432,6 +445,24 @@ fn a_configuration_that_cannot_work_is_refused_at_start() {
         assert!(
             stderr.contains(mention) && !stderr.contains("serving"),
             "{variable}={value}: {stderr}"
+        );
+    }
+}
+
+/// A malformed engine address is named as such before any request (it used to be reported
+/// as "builder error").
+#[test]
+fn a_malformed_url_is_named() {
+    for url in ["ht!tp://:::", "localhost:7171", "ftp://127.0.0.1"] {
+        let run = std::process::Command::new(BIN)
+            .args(["topic", "list", "--url", url])
+            .output()
+            .unwrap();
+        assert!(!run.status.success());
+        let stderr = String::from_utf8_lossy(&run.stderr);
+        assert!(
+            stderr.contains(&format!("invalid --url `{url}`")),
+            "{stderr}"
         );
     }
 }

@@ -45,6 +45,12 @@ pub enum ClientError {
         #[source]
         source: reqwest::Error,
     },
+    #[error("invalid --url `{url}` (or SLUICE_URL): give one like http://127.0.0.1:7171")]
+    BadUrl {
+        url: String,
+        #[source]
+        source: reqwest::Error,
+    },
     #[error("request to {url} failed: {source}")]
     Request {
         url: String,
@@ -223,6 +229,8 @@ impl Client {
             let url = self.base.clone();
             if source.is_connect() {
                 ClientError::Unreachable { url, source }
+            } else if source.is_builder() {
+                ClientError::BadUrl { url, source }
             } else {
                 ClientError::Request { url, source }
             }
