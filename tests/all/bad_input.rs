@@ -131,6 +131,15 @@ async fn each_bad_request_gets_its_status_and_the_server_keeps_serving() {
                 "records frame",
             )
         },
+        // A negative timestamp is refused (it used to become "now" without a word).
+        bad(
+            Method::POST,
+            "topics/t/records",
+            Some(json!({"records": [{"value": "v"}, {"value": "w", "timestamp": -5}]})),
+            StatusCode::BAD_REQUEST,
+            "bad_timestamp",
+            "record 1 has timestamp -5",
+        ),
         // A body of the wrong types: 400 naming the field (not the framework's 422).
         bad(
             Method::POST,

@@ -88,8 +88,18 @@ pub(super) async fn produce(
             "the request holds no records",
         ));
     }
-    for record in &mut records {
-        if record.timestamp <= 0 {
+    for (i, record) in records.iter_mut().enumerate() {
+        if record.timestamp < 0 {
+            return Err(ApiError::bad_request(
+                "bad_timestamp",
+                format!(
+                    "record {i} has timestamp {}: timestamps are milliseconds since 1970-01-01, \
+                     not negative (0 or none means now)",
+                    record.timestamp
+                ),
+            ));
+        }
+        if record.timestamp == 0 {
             record.timestamp = now;
         }
     }
