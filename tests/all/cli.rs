@@ -359,8 +359,14 @@ fn the_data_directory_is_readable_by_its_owner_only() {
         ],
         "",
     ));
-    let lines: String = (0..500).map(|i| format!("{{\"click\": {i}}}\n")).collect();
-    stdout(&cli(&server.url, &["produce", "clicks"], &lines));
+    // Separate requests, so that segments roll (a batch is never split across segments) and
+    // sealed segments (with their index files) are archived.
+    for request in 0..20 {
+        let lines: String = (0..50)
+            .map(|i| format!("{{\"click\": {}}}\n", request * 50 + i))
+            .collect();
+        stdout(&cli(&server.url, &["produce", "clicks"], &lines));
+    }
     stdout(&cli(
         &server.url,
         &["archive", "run", "--topic", "clicks", "--everything"],
