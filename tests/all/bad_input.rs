@@ -354,3 +354,83 @@ async fn past_the_disk_limit_produce_gets_507_and_acknowledged_data_stays() {
         StatusCode::OK
     );
 }
+
+/// Partitions are bounded by the open-file limit (each keeps its segment file open): past the
+/// engine's budget, creating or growing a topic is refused before any file is opened, and the
+/// engine keeps serving (it used to run out of file descriptors and stop answering).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partitions_past_the_open_file_limit_are_refused_before_any_file_is_opened() {
+    let dir = tempfile::tempdir().unwrap();
+    // A budget of 512 - 256 reserved = 256 segment files.
+    let server = Server::start_with_open_file_limit(dir.path(), 512);
+    let http = reqwest::Client::new();
+    let url = |path: &str| format!("{}/v1/{path}", server.url);
+    let create = |name: &str, partitions: u32| {
+        http.post(url("topics"))
+            .json(&json!({"name": name, "partitions": partitions}))
+            .send()
+    };
+    expect(
+        create("huge", 300).await.unwrap(),
+        StatusCode::BAD_REQUEST,
+        "too_many_partitions",
+        "ulimit -n",
+    )
+    .await;
+    assert_eq!(
+        create("big", 200).await.unwrap().status(),
+        StatusCode::CREATED
+    );
+    let grow = http
+        .patch(url("topics/big"))
+        .json(&json!({"partitions": 300}))
+        .send()
+        .await
+        .unwrap();
+    expect(
+        grow,
+        StatusCode::BAD_REQUEST,
+        "too_many_partitions",
+        "budget of 256",
+    )
+    .await;
+    assert_eq!(
+        create("small", 50).await.unwrap().status(),
+        StatusCode::CREATED
+    );
+    expect(
+        create("one-more", 10).await.unwrap(),
+        StatusCode::BAD_REQUEST,
+        "too_many_partitions",
+        "budget",
+    )
+    .await;
+    // Nothing half-made: the refused topics do not exist, the others are whole.
+    let listed: Value = http
+        .get(url("topics"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let names: Vec<&str> = listed["topics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["big", "small"], "{listed}");
+    assert!(!dir.path().join("topics/huge").exists());
+    let big: Value = http
+        .get(url("topics/big"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(big["partitions"].as_array().unwrap().len(), 200);
+    let health = http.get(url("health")).send().await.unwrap();
+    assert!(health.status().is_success());
+}

@@ -78,6 +78,14 @@ pub enum LogError {
     /// The cold tier (the archive) failed; the log cannot name its error type (it sits above).
     #[error("archive: {0}")]
     Archive(#[source] Box<dyn std::error::Error + Send + Sync>),
+    #[error(
+        "{more} more partitions would keep {} segment files open, past this engine's budget of \
+         {budget} (its open-file limit less {} kept for connections and stores); raise the \
+         limit (ulimit -n) or use fewer partitions",
+        open + more,
+        super::open_files::OPEN_FILES_RESERVED
+    )]
+    OpenFileBudget { open: u64, more: u64, budget: u64 },
     #[error("invalid configuration: {0}")]
     InvalidConfig(String),
     #[error(

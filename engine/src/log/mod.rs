@@ -11,6 +11,7 @@ mod error;
 mod flusher;
 pub mod headers;
 pub mod index;
+pub mod open_files;
 pub mod partition;
 pub mod partitioner;
 pub mod segment;
@@ -23,6 +24,7 @@ use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 pub use batch::{BatchError, Compression, Header, Record};
 pub use cold::{ColdTier, ColdTierOpener};
@@ -63,6 +65,8 @@ pub struct Log {
     flusher: Arc<Flusher>,
     disk: Arc<DiskUsage>,
     cold: Option<ColdTierOpener>,
+    /// Segment files the log may keep open; see [`open_files`].
+    segment_budget: AtomicU64,
     _lock: File,
 }
 
@@ -116,6 +120,7 @@ impl Log {
             flusher,
             disk,
             cold: options.cold,
+            segment_budget: AtomicU64::new(u64::MAX),
             _lock: lock,
         })
     }
@@ -126,6 +131,30 @@ impl Log {
 
     pub fn disk(&self) -> &DiskUsage {
         &self.disk
+    }
+
+    /// Bounds the segment files the log keeps open (see [`open_files`]); no bound by default.
+    pub fn set_segment_budget(&self, segments: u64) {
+        self.segment_budget.store(segments, Ordering::Relaxed);
+    }
+
+    /// Refuses `partitions` more partitions (each opens a segment file) past the budget.
+    fn check_open_files(&self, partitions: u64) -> Result<(), LogError> {
+        let budget = self.segment_budget.load(Ordering::Relaxed);
+        let open: u64 = self
+            .topics()
+            .iter()
+            .flat_map(|t| t.partitions())
+            .map(|p| p.segment_count() as u64)
+            .sum();
+        if open.saturating_add(partitions) > budget {
+            return Err(LogError::OpenFileBudget {
+                open,
+                more: partitions,
+                budget,
+            });
+        }
+        Ok(())
     }
 
     pub fn topic_defaults(&self) -> &TopicConfig {
@@ -140,6 +169,7 @@ impl Log {
     ) -> Result<Arc<Topic>, LogError> {
         validate_name(name)?;
         check_partition_count(partitions)?;
+        self.check_open_files(u64::from(partitions))?;
         let config = self.defaults.with_overrides(overrides)?;
         let mut topics = self.topics.write();
         if topics.contains_key(name) {
@@ -180,8 +210,10 @@ impl Log {
     ) -> Result<Arc<Topic>, LogError> {
         let topic = self.topic(name)?;
         if let Some(count) = partitions {
-            // The same cap as at creation, checked before any partition is made.
+            // The same caps as at creation, checked before any partition is made.
             check_partition_count(count)?;
+            let added = count.saturating_sub(topic.partition_count());
+            self.check_open_files(u64::from(added))?;
         }
         topic.alter(overrides, partitions)?;
         Ok(topic)

@@ -67,6 +67,7 @@ fn classify(error: &LogError) -> (StatusCode, &'static str) {
         LogError::TopicExists(_) => (StatusCode::CONFLICT, "topic_exists"),
         LogError::InvalidTopicName(_) => (StatusCode::BAD_REQUEST, "invalid_topic_name"),
         LogError::InvalidConfig(_) => (StatusCode::BAD_REQUEST, "invalid_config"),
+        LogError::OpenFileBudget { .. } => (StatusCode::BAD_REQUEST, "too_many_partitions"),
         LogError::OffsetOutOfRange { .. } => {
             (StatusCode::RANGE_NOT_SATISFIABLE, "offset_out_of_range")
         }

@@ -104,6 +104,10 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     std::fs::create_dir_all(&config.data_dir).map_err(|e| LogError::io(&config.data_dir, e))?;
     let archives = open_archives(&config)?;
     let log = open_log(&config, &archives).await?;
+    match crate::log::open_files::raise_open_file_limit() {
+        Some(limit) => log.set_segment_budget(crate::log::open_files::segment_budget(limit)),
+        None => tracing::warn!("cannot read the open-file limit; partitions are not bounded by it"),
+    }
     let limits = SessionLimits {
         min: Duration::from_millis(config.groups.min_session_timeout_ms),
         max: Duration::from_millis(config.groups.max_session_timeout_ms),

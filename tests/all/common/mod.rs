@@ -32,8 +32,28 @@ impl Server {
         Server::launch(dir, &[], env)
     }
 
+    /// Starts `sluice serve` under an open-file limit (soft and hard) of `limit`, with
+    /// util-linux's `prlimit`.
+    pub fn start_with_open_file_limit(dir: &Path, limit: u64) -> Server {
+        let mut command = Command::new("prlimit");
+        command
+            .arg(format!("--nofile={limit}:{limit}"))
+            .arg("--")
+            .arg(BIN);
+        Server::launch_command(command, dir, &[], &[])
+    }
+
     fn launch(dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Server {
-        let mut child = Command::new(BIN)
+        Server::launch_command(Command::new(BIN), dir, extra, env)
+    }
+
+    fn launch_command(
+        mut command: Command,
+        dir: &Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Server {
+        let mut child = command
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(dir)
             .args(extra)
