@@ -293,7 +293,7 @@ fn a_failed_fsync_stops_acknowledgements_for_that_partition_only() {
         broken
             .active_segment()
             .fail_next_sync
-            .store(true, std::sync::atomic::Ordering::SeqCst);
+            .store(true, Ordering::SeqCst);
         let error = broken.append_durable(&[record(1)]).await.unwrap_err();
         assert!(matches!(error, LogError::PartitionFailed { .. }), "{error}");
         assert!(error.to_string().contains("restart"), "{error}");
