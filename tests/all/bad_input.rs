@@ -15,6 +15,11 @@ async fn expect(response: reqwest::Response, status: StatusCode, code: &str, men
     );
 }
 
+/// The JSON answer of a GET.
+async fn get_json(http: &reqwest::Client, url: &str) -> Value {
+    http.get(url).send().await.unwrap().json().await.unwrap()
+}
+
 /// A request that must fail: method, path, JSON body, raw body with its content type.
 struct Bad {
     method: reqwest::Method,
@@ -264,14 +269,7 @@ async fn each_bad_request_gets_its_status_and_the_server_keeps_serving() {
         .await;
     }
 
-    let described: Value = http
-        .get(url("topics/t"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let described: Value = get_json(&http, &url("topics/t")).await;
     assert_eq!(
         described["partitions"].as_array().unwrap().len(),
         2,
@@ -406,14 +404,7 @@ async fn partitions_past_the_open_file_limit_are_refused_before_any_file_is_open
     )
     .await;
     // Nothing half-made: the refused topics do not exist, the others are whole.
-    let listed: Value = http
-        .get(url("topics"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let listed: Value = get_json(&http, &url("topics")).await;
     let names: Vec<&str> = listed["topics"]
         .as_array()
         .unwrap()
@@ -422,14 +413,7 @@ async fn partitions_past_the_open_file_limit_are_refused_before_any_file_is_open
         .collect();
     assert_eq!(names, ["big", "small"], "{listed}");
     assert!(!dir.path().join("topics/huge").exists());
-    let big: Value = http
-        .get(url("topics/big"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let big: Value = get_json(&http, &url("topics/big")).await;
     assert_eq!(big["partitions"].as_array().unwrap().len(), 200);
     let health = http.get(url("health")).send().await.unwrap();
     assert!(health.status().is_success());

@@ -90,6 +90,19 @@ pub struct Record {
     pub headers: Vec<Header>,
 }
 
+impl Record {
+    /// Bytes of its key, value and headers: what `max_record_bytes` and the plugin output
+    /// quotas count.
+    pub fn size_bytes(&self) -> usize {
+        let headers: usize = self
+            .headers
+            .iter()
+            .map(|h| h.key.len() + h.value.len())
+            .sum();
+        self.key.as_ref().map_or(0, |k| k.len()) + self.value.len() + headers
+    }
+}
+
 /// Why bytes could not be decoded as a batch. Positions are relative to the batch start; the
 /// segment layer adds the file and the file position.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]

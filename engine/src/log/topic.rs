@@ -189,13 +189,7 @@ impl Topic {
     ) -> Result<Vec<Produced>, LogError> {
         let limit = self.config.read().max_record_bytes;
         for record in &records {
-            let size = record.key.as_ref().map_or(0, |k| k.len())
-                + record.value.len()
-                + record
-                    .headers
-                    .iter()
-                    .map(|h| h.key.len() + h.value.len())
-                    .sum::<usize>();
+            let size = record.size_bytes();
             if size as u64 > limit {
                 return Err(LogError::RecordTooLarge {
                     topic: self.name.to_string(),

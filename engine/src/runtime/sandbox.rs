@@ -296,16 +296,6 @@ impl Host {
     }
 }
 
-fn record_size(record: &Record) -> usize {
-    record.key.as_ref().map_or(0, |k| k.len())
-        + record.value.len()
-        + record
-            .headers
-            .iter()
-            .map(|h| h.key.len() + h.value.len())
-            .sum::<usize>()
-}
-
 impl emit::Host for Host {
     fn send(
         &mut self,
@@ -326,7 +316,7 @@ impl emit::Host for Host {
                 })
                 .collect(),
         };
-        if !self.within_quota(1, topic.len() + record_size(&record)) {
+        if !self.within_quota(1, topic.len() + record.size_bytes()) {
             return Ok(Err(self.quota_error()));
         }
         let topic = self.topic(topic);
@@ -350,7 +340,7 @@ impl emit::Host for Host {
             }
             Err(error) => return Ok(Err(format!("send-frame: {error}"))),
         };
-        let bytes: usize = records.iter().map(|r| topic.len() + record_size(r)).sum();
+        let bytes: usize = records.iter().map(|r| topic.len() + r.size_bytes()).sum();
         if !self.within_quota(records.len(), bytes) {
             return Ok(Err(self.quota_error()));
         }

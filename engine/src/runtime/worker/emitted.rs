@@ -28,7 +28,7 @@ pub(super) struct Staged {
 
 impl Staged {
     pub(super) fn push(&mut self, topic: Arc<str>, partition: u32, record: Record) {
-        self.bytes += record_bytes(&record);
+        self.bytes += record.size_bytes();
         self.records
             .entry((topic, partition))
             .or_default()
@@ -48,15 +48,6 @@ impl Staged {
     pub(super) fn clear(&mut self) {
         self.take();
     }
-}
-
-fn record_bytes(record: &Record) -> usize {
-    let headers: usize = record
-        .headers
-        .iter()
-        .map(|h| h.key.len() + h.value.len())
-        .sum();
-    record.key.as_ref().map_or(0, |k| k.len()) + record.value.len() + headers
 }
 
 impl Worker {
