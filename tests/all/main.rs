@@ -12,6 +12,8 @@
 //! - `cli`: the command line end to end: topics, produce with keys, consume by position, in a
 //!   group and following, graceful shutdown, restart, fencing, `--help`, and what
 //!   `plugin new` and `plugin build` refuse.
+//! - `control_plane`: admin calls while a plugin fails every call: they take effect within a
+//!   call deadline, other groups answer at once, undeploy survives a restart, SIGTERM is prompt.
 //! - `crash`: kill -9 while producers wait for acknowledgements; every acknowledged record
 //!   survives exactly once, in order. Prints its seed; `SLUICE_CRASH_SEED` replays one.
 //! - `data_compat`: a data directory written by an earlier release (tests/fixtures/) opens
@@ -64,6 +66,7 @@ mod common;
 mod archive;
 mod bad_input;
 mod cli;
+mod control_plane;
 mod crash;
 mod data_compat;
 mod exactly_once;

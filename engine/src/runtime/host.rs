@@ -10,6 +10,7 @@ use parking_lot::Mutex;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use tokio::sync::watch;
 
@@ -25,10 +26,32 @@ use crate::log::{Log, LogError, now_ms, write_atomically};
 use crate::txn::state::{MemoryState, Scanned, StateStore};
 use crate::txn::{Position, SnapshotInfo, TxnStore};
 
+/// One deployed group: the handle on its worker.
 struct Group {
+    /// Held while the group changes (deploy, pause, roll back, undeploy...), so changes to one
+    /// group apply in order. Only this group's lock is held while waiting for its worker:
+    /// other groups and reads (describe, logs) never wait on it.
+    changing: Mutex<()>,
     control: watch::Sender<Desired>,
     shared: Arc<GroupShared>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// Set once undeployed: a change that waited for `changing` then finds the group gone.
+    gone: AtomicBool,
+}
+
+impl Group {
+    fn deployment(&self) -> Deployment {
+        self.control.borrow().deployment.clone()
+    }
+
+    /// Asks the worker to stop and waits for it: at most one call deadline, as the worker
+    /// looks at its control between calls (docs/plugins.md).
+    fn stop_worker(&self) {
+        self.control.send_modify(|d| d.stop = true);
+        if let Some(thread) = self.thread.lock().take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 /// Every deployment of the engine and its worker.
@@ -40,8 +63,9 @@ pub struct PluginHost {
     defaults: PluginLimits,
     max_upload_bytes: u64,
     handle: tokio::runtime::Handle,
-    /// Held while a deployment changes, so changes to one group apply in order.
-    groups: Mutex<BTreeMap<String, Group>>,
+    /// Every deployed group. Held only to look a group up, insert or remove it: never while
+    /// waiting for a worker.
+    groups: Mutex<BTreeMap<String, Arc<Group>>>,
     plugins: Arc<PluginCache>,
 }
 
@@ -79,8 +103,8 @@ impl PluginHost {
             match read_deployment(&path) {
                 Ok(deployment) => {
                     tracing::info!(group = %deployment.group, version = deployment.active_version, "starting deployed plugin");
-                    let mut groups = host.groups.lock();
-                    host.start_worker(&mut groups, deployment);
+                    let group = host.start_group(deployment);
+                    host.groups.lock().insert(group.0, group.1);
                 }
                 Err(error) => {
                     tracing::error!(file = %path.display(), %error, "cannot read a deployment; it is not started (fix or remove the file)")
@@ -109,66 +133,87 @@ impl PluginHost {
     ) -> Result<PluginDescription, DeployError> {
         self.check_request(group, &spec, wasm)?;
         let plugin = self.runtime.compile(wasm)?;
-        let base = match self.deployment(group) {
-            Some(current) => {
+        let base = match self.group(group) {
+            Ok(current) => {
+                let current = current.deployment();
                 check_topic(group, &current, &spec)?;
                 current.limits
             }
-            None => self.defaults,
+            Err(_) => self.defaults,
         };
         let limits = spec.limits.apply(base);
         limits.validate()?;
-        // Outside the lock, as `init` may take up to the deadline.
+        // Outside any lock, as `init` may take up to the deadline.
         self.trial_start(group, &plugin, &limits, &spec)?;
-
-        let mut groups = self.groups.lock();
-        let existing = groups
-            .get(group)
-            .map(|g| g.control.borrow().deployment.clone());
-        if let Some(current) = &existing {
-            check_topic(group, current, &spec)?;
-        }
         self.store_component(group, &plugin, wasm)?;
         self.ensure_dead_letter_topic(group)?;
         let version = VersionInfo {
-            version: next_version_number(existing.as_ref()),
+            version: 0,
             digest: plugin.digest.to_string(),
             size_bytes: wasm.len() as u64,
-            config: spec.config,
-            output_topics: spec.output_topics,
+            config: spec.config.clone(),
+            output_topics: spec.output_topics.clone(),
             deployed_ms: now_ms(),
         };
-        let number = version.version;
-        let deployment = match existing {
-            Some(deployment) => self.new_version(deployment, version, limits)?,
-            None => {
-                let start = spec.from.unwrap_or_default();
-                self.commit_start_positions(group, &spec.topic, start)?;
-                Deployment {
-                    group: group.to_string(),
-                    topic: spec.topic,
-                    start,
-                    limits,
-                    versions: vec![version],
-                    active_version: number,
-                    paused: false,
+        let number = loop {
+            if let Ok(running) = self.group(group) {
+                let _changing = running.changing.lock();
+                if running.gone.load(Ordering::Acquire) {
+                    continue; // undeployed meanwhile: deploy as a new group
                 }
+                break self.deploy_version(&running, &spec, version, limits)?;
             }
+            let mut groups = self.groups.lock();
+            if groups.contains_key(group) {
+                continue; // deployed meanwhile: this becomes its next version
+            }
+            // A new group waits for no worker: the map may stay locked meanwhile.
+            let start = spec.from.unwrap_or_default();
+            self.commit_start_positions(group, &spec.topic, start)?;
+            let deployment = Deployment {
+                group: group.to_string(),
+                topic: spec.topic.clone(),
+                start,
+                limits,
+                versions: vec![VersionInfo {
+                    version: 1,
+                    ..version
+                }],
+                active_version: 1,
+                paused: false,
+            };
+            self.save(&deployment)?;
+            let (name, started) = self.start_group(deployment);
+            groups.insert(name, started);
+            break 1;
         };
-        self.save(&deployment)?;
         tracing::info!(group, version = number, digest = %plugin.digest, "deployed plugin");
-        match groups.get(group) {
-            Some(running) => {
-                running.shared.engine_line(
-                    "info",
-                    &format!("version {number} deployed; switching after the current batch"),
-                );
-                running.control.send_modify(|d| d.deployment = deployment);
-            }
-            None => self.start_worker(&mut groups, deployment),
-        }
-        drop(groups);
         self.describe(group)
+    }
+
+    /// Makes `version` the active version of a running group (its lock `changing` held).
+    fn deploy_version(
+        &self,
+        running: &Group,
+        spec: &DeploySpec,
+        version: VersionInfo,
+        limits: PluginLimits,
+    ) -> Result<u32, DeployError> {
+        let current = running.deployment();
+        check_topic(&current.group, &current, spec)?;
+        let number = next_version_number(Some(&current));
+        let version = VersionInfo {
+            version: number,
+            ..version
+        };
+        let deployment = self.new_version(current, version, limits)?;
+        self.save(&deployment)?;
+        running.shared.engine_line(
+            "info",
+            &format!("version {number} deployed; switching after the current call"),
+        );
+        running.control.send_modify(|d| d.deployment = deployment);
+        Ok(number)
     }
 
     /// Refuses a deploy whose name, size or topics are wrong, before compiling anything.
@@ -271,12 +316,27 @@ impl PluginHost {
         Ok(deployment)
     }
 
-    /// The current deployment of a group.
-    fn deployment(&self, group: &str) -> Option<Deployment> {
-        let groups = self.groups.lock();
-        groups
+    /// A deployed group, or the error naming it. The map is locked only for the lookup.
+    fn group(&self, group: &str) -> Result<Arc<Group>, DeployError> {
+        self.groups
+            .lock()
             .get(group)
-            .map(|g| g.control.borrow().deployment.clone())
+            .cloned()
+            .ok_or_else(|| DeployError::UnknownGroup(group.to_string()))
+    }
+
+    /// Runs `change` on a deployed group with its lock `changing` held (and no other lock).
+    fn with_group<T>(
+        &self,
+        group: &str,
+        change: impl FnOnce(&Group) -> Result<T, DeployError>,
+    ) -> Result<T, DeployError> {
+        let running = self.group(group)?;
+        let _changing = running.changing.lock();
+        if running.gone.load(Ordering::Acquire) {
+            return Err(DeployError::UnknownGroup(group.to_string()));
+        }
+        change(&running)
     }
 
     /// Positions where a new group starts, committed before its worker runs so that a restart
@@ -325,33 +385,40 @@ impl PluginHost {
         Ok(())
     }
 
-    fn start_worker(&self, groups: &mut BTreeMap<String, Group>, deployment: Deployment) {
-        let group = deployment.group.clone();
-        let shared = Arc::new(GroupShared::default());
-        let (control, receiver) = watch::channel(Desired {
+    /// A group for `deployment`, its worker started: the group's name and handle.
+    fn start_group(&self, deployment: Deployment) -> (String, Arc<Group>) {
+        let name = deployment.group.clone();
+        let (control, _) = watch::channel(Desired {
             deployment,
             stop: false,
             replay_requested: 0,
             replay_end: 0,
         });
+        let group = Arc::new(Group {
+            changing: Mutex::new(()),
+            control,
+            shared: Arc::new(GroupShared::default()),
+            thread: Mutex::new(None),
+            gone: AtomicBool::new(false),
+        });
+        self.start_worker(&name, &group);
+        (name, group)
+    }
+
+    /// Starts the worker of `group` (none running), with the deployment it holds.
+    fn start_worker(&self, name: &str, group: &Group) {
+        group.control.send_modify(|d| d.stop = false);
         let context = worker::Context {
-            group: group.clone(),
+            group: name.to_string(),
             log: self.log.clone(),
             store: self.store.clone(),
             runtime: self.runtime.clone(),
             plugins: self.plugins.clone(),
             handle: self.handle.clone(),
-            shared: shared.clone(),
+            shared: group.shared.clone(),
         };
-        let thread = worker::spawn(context, receiver);
-        groups.insert(
-            group,
-            Group {
-                control,
-                shared,
-                thread: Some(thread),
-            },
-        );
+        let thread = worker::spawn(context, group.control.subscribe());
+        *group.thread.lock() = Some(thread);
     }
 
     /// Changes a deployment and hands the new version to its worker.
@@ -360,22 +427,22 @@ impl PluginHost {
         group: &str,
         edit: impl FnOnce(&mut Deployment) -> Result<String, DeployError>,
     ) -> Result<PluginDescription, DeployError> {
-        let groups = self.groups.lock();
-        let running = running(&groups, group)?;
-        let mut deployment = running.control.borrow().deployment.clone();
-        let message = edit(&mut deployment)?;
-        self.save(&deployment)?;
-        tracing::info!(group, "{message}");
-        running.shared.engine_line("info", &message);
-        running.control.send_modify(|d| d.deployment = deployment);
-        drop(groups);
+        self.with_group(group, |running| {
+            let mut deployment = running.deployment();
+            let message = edit(&mut deployment)?;
+            self.save(&deployment)?;
+            tracing::info!(group, "{message}");
+            running.shared.engine_line("info", &message);
+            running.control.send_modify(|d| d.deployment = deployment);
+            Ok(())
+        })?;
         self.describe(group)
     }
 
     pub fn pause(&self, group: &str) -> Result<PluginDescription, DeployError> {
         self.change(group, |d| {
             d.paused = true;
-            Ok("paused; the current batch finishes first".to_string())
+            Ok("paused; the current call finishes first".to_string())
         })
     }
 
@@ -412,7 +479,7 @@ impl PluginHost {
             let from = d.active_version;
             d.active_version = target;
             Ok(format!(
-                "rolled back from version {from} to version {target}; switching after the current batch"
+                "rolled back from version {from} to version {target}; switching after the current call"
             ))
         })
     }
@@ -425,19 +492,19 @@ impl PluginHost {
                 crate::log::NAME_LEN_MAX
             ))
         })?;
-        let groups = self.groups.lock();
-        let running = running(&groups, group)?;
-        let version = running.control.borrow().deployment.active_version;
-        let info = self.store.take_snapshot(group, name, version, now_ms())?;
-        running.shared.engine_line(
-            "info",
-            &format!("snapshot `{name}` taken at the last commit"),
-        );
-        Ok(info)
+        self.with_group(group, |running| {
+            let version = running.deployment().active_version;
+            let info = self.store.take_snapshot(group, name, version, now_ms())?;
+            running.shared.engine_line(
+                "info",
+                &format!("snapshot `{name}` taken at the last commit"),
+            );
+            Ok(info)
+        })
     }
 
     pub fn snapshots(&self, group: &str) -> Result<Vec<SnapshotInfo>, DeployError> {
-        running(&self.groups.lock(), group)?;
+        self.group(group)?;
         Ok(self.store.snapshots(group)?)
     }
 
@@ -451,84 +518,78 @@ impl PluginHost {
         name: &str,
         version: Option<u32>,
     ) -> Result<PluginDescription, DeployError> {
-        let mut groups = self.groups.lock();
-        let running = running(&groups, group)?;
-        let snapshot = self.store.snapshot(group, name)?;
-        let mut deployment = running.control.borrow().deployment.clone();
-        let target = version.unwrap_or(snapshot.version);
-        if deployment.version(target).is_none() {
-            return Err(DeployError::UnknownVersion {
-                group: group.to_string(),
-                version: target,
-                available: deployment.versions.iter().map(|v| v.version).collect(),
-            });
-        }
-        let mut stopped = groups.remove(group).expect("checked above");
-        stopped.control.send_modify(|d| d.stop = true);
-        if let Some(thread) = stopped.thread.take() {
-            let _ = thread.join();
-        }
-        let restored = self.store.restore_snapshot(group, name);
-        if restored.is_ok() {
-            deployment.active_version = target;
-        }
-        let saved = self.save(&deployment);
-        // Whatever happened, the group runs again (on its old state if the restore failed).
-        self.start_worker(&mut groups, deployment);
-        restored?;
-        saved?;
-        let message = format!(
-            "rolled back to snapshot `{name}` with version {target}: records after its offsets are processed again"
-        );
-        tracing::info!(group, "{message}");
-        if let Some(running) = groups.get(group) {
+        let message = self.with_group(group, |running| {
+            let snapshot = self.store.snapshot(group, name)?;
+            let mut deployment = running.deployment();
+            let target = version.unwrap_or(snapshot.version);
+            if deployment.version(target).is_none() {
+                return Err(DeployError::UnknownVersion {
+                    group: group.to_string(),
+                    version: target,
+                    available: deployment.versions.iter().map(|v| v.version).collect(),
+                });
+            }
+            running.stop_worker();
+            let restored = self.store.restore_snapshot(group, name);
+            if restored.is_ok() {
+                deployment.active_version = target;
+            }
+            let saved = self.save(&deployment);
+            // Whatever happened, the group runs again (on its old state if the restore failed).
+            running.control.send_modify(|d| d.deployment = deployment);
+            self.start_worker(group, running);
+            restored?;
+            saved?;
+            let message = format!(
+                "rolled back to snapshot `{name}` with version {target}: records after its offsets are processed again"
+            );
             running.shared.engine_line("info", &message);
-        }
-        drop(groups);
+            Ok(message)
+        })?;
+        tracing::info!(group, "{message}");
         self.describe(group)
     }
 
     /// Asks the worker to put the group's dead letters (those there now) through the plugin
     /// again; records that fail again go back to the dead-letter topic.
     pub fn replay_dead_letters(&self, group: &str) -> Result<PluginDescription, DeployError> {
-        let groups = self.groups.lock();
-        let running = running(&groups, group)?;
-        let dlq = self.log.topic(&dlq_topic(group))?.partition(0)?;
-        let end = dlq.high_watermark();
-        let cursor = match self.store.dlq_replay(group)? {
-            Some((cursor, _)) => cursor.max(dlq.log_start_offset()),
-            None => dlq.log_start_offset(),
-        };
-        running
-            .shared
-            .engine_line("info", &format!("replaying dead letters up to {end}"));
-        // The worker owns the cursor (it commits it with its progress): it takes the request.
-        running.control.send_modify(|d| {
-            d.replay_requested += 1;
-            d.replay_end = end;
-        });
-        drop(groups);
+        let (cursor, end) = self.with_group(group, |running| {
+            let dlq = self.log.topic(&dlq_topic(group))?.partition(0)?;
+            let end = dlq.high_watermark();
+            let cursor = match self.store.dlq_replay(group)? {
+                Some((cursor, _)) => cursor.max(dlq.log_start_offset()),
+                None => dlq.log_start_offset(),
+            };
+            running
+                .shared
+                .engine_line("info", &format!("replaying dead letters up to {end}"));
+            // The worker owns the cursor (it commits it with its progress): it takes the request.
+            running.control.send_modify(|d| {
+                d.replay_requested += 1;
+                d.replay_end = end;
+            });
+            Ok((cursor, end))
+        })?;
         let mut description = self.describe(group)?;
         description.dlq_replay = Some((cursor, end));
         Ok(description)
     }
 
     /// Stops the group's worker and removes the deployment, its offsets and (unless
-    /// `keep_state`) its state. The dead-letter topic stays.
+    /// `keep_state`) its state. The dead-letter topic stays. Once this returns the group stays
+    /// undeployed across a restart: its `deployment.json` is removed durably first.
     pub fn undeploy(&self, group: &str, keep_state: bool) -> Result<(), DeployError> {
-        let mut groups = self.groups.lock();
-        let mut running = groups
-            .remove(group)
-            .ok_or_else(|| DeployError::UnknownGroup(group.to_string()))?;
-        running.control.send_modify(|d| d.stop = true);
-        if let Some(thread) = running.thread.take() {
-            let _ = thread.join();
-        }
-        self.store.forget(group, keep_state)?;
-        let dir = self.group_dir(group);
-        std::fs::remove_dir_all(&dir).map_err(|e| LogError::io(&dir, e))?;
-        tracing::info!(group, keep_state, "undeployed plugin");
-        Ok(())
+        self.with_group(group, |running| {
+            running.stop_worker();
+            let dir = self.group_dir(group);
+            remove_durably(&dir.join("deployment.json"))?;
+            running.gone.store(true, Ordering::Release);
+            self.groups.lock().remove(group);
+            self.store.forget(group, keep_state)?;
+            std::fs::remove_dir_all(&dir).map_err(|e| LogError::io(&dir, e))?;
+            tracing::info!(group, keep_state, "undeployed plugin");
+            Ok(())
+        })
     }
 
     pub fn is_deployed(&self, group: &str) -> bool {
@@ -544,14 +605,8 @@ impl PluginHost {
     }
 
     pub fn describe(&self, group: &str) -> Result<PluginDescription, DeployError> {
-        let (deployment, shared) = {
-            let groups = self.groups.lock();
-            let running = running(&groups, group)?;
-            (
-                running.control.borrow().deployment.clone(),
-                running.shared.clone(),
-            )
-        };
+        let running = self.group(group)?;
+        let (deployment, shared) = (running.deployment(), running.shared.clone());
         let committed = self.store.offsets(group)?;
         let mut partitions = Vec::new();
         if let Ok(topic) = self.log.topic(&deployment.topic) {
@@ -613,21 +668,17 @@ impl PluginHost {
 
     /// The last `limit` log lines of a group.
     pub fn logs(&self, group: &str, limit: usize) -> Result<Vec<LogLine>, DeployError> {
-        let groups = self.groups.lock();
-        let running = running(&groups, group)?;
-        Ok(running.shared.logs.tail(limit))
+        Ok(self.group(group)?.shared.logs.tail(limit))
     }
 
-    /// Stops every worker after its current batch; called at shutdown.
+    /// Stops every worker after its current call; called at shutdown.
     pub fn stop(&self) {
-        let mut groups = self.groups.lock();
-        for group in groups.values() {
+        let groups: Vec<Arc<Group>> = self.groups.lock().values().cloned().collect();
+        for group in &groups {
             group.control.send_modify(|d| d.stop = true);
         }
-        for group in groups.values_mut() {
-            if let Some(thread) = group.thread.take() {
-                let _ = thread.join();
-            }
+        for group in &groups {
+            group.stop_worker();
         }
     }
 }
@@ -652,9 +703,16 @@ fn next_version_number(existing: Option<&Deployment>) -> u32 {
         + 1
 }
 
-/// A deployed group, or the error naming it.
-fn running<'a>(groups: &'a BTreeMap<String, Group>, group: &str) -> Result<&'a Group, DeployError> {
-    groups
-        .get(group)
-        .ok_or_else(|| DeployError::UnknownGroup(group.to_string()))
+/// Removes `path` and makes its removal durable (the directory synced).
+fn remove_durably(path: &Path) -> Result<(), DeployError> {
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(LogError::io(path, e).into()),
+    }
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| LogError::io(dir, e))?;
+    Ok(())
 }

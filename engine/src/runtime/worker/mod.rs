@@ -351,9 +351,7 @@ impl Worker {
             .topic(&self.deployment.topic)
             .map_err(EngineError::from)?;
         for partition in topic.partitions() {
-            if self.control.has_changed().unwrap_or(true) {
-                return Err(Interrupt::Changed);
-            }
+            self.check_control()?;
             let records = self.read(&partition)?;
             if records.is_empty() {
                 continue;
@@ -534,6 +532,15 @@ impl Worker {
                 _ = control.changed() => {}
             }
         });
+    }
+
+    /// `Stop` or `Changed` if the host asked for a change since the worker last looked.
+    fn check_control(&self) -> Result<(), Interrupt> {
+        match self.control.has_changed() {
+            Ok(false) => Ok(()),
+            Ok(true) if !self.control.borrow().stop => Err(Interrupt::Changed),
+            _ => Err(Interrupt::Stop),
+        }
     }
 
     /// Sleeps, unless the deployment changes first.

@@ -157,6 +157,9 @@ impl Worker {
         let batch = self.make_batch(input, records);
         let mut failures = 0;
         loop {
+            // Between calls, whatever the search is doing: a stop or a new deployment takes
+            // effect within one call's deadline.
+            self.check_control()?;
             self.ensure_sandbox()?;
             let (version, sandbox) = self.sandbox.as_mut().expect("ensured above");
             let version = *version;

@@ -1,0 +1,166 @@
+//! The control plane around the sandbox while a plugin misbehaves: admin calls on a group
+//! whose plugin fails every call take effect within one call deadline (plus a second), other
+//! groups' admin calls keep answering at once, an acknowledged undeploy survives a restart,
+//! and SIGTERM stops the engine promptly.
+
+use std::time::{Duration, Instant};
+
+use sluice::cli::client::{Client, PluginAction};
+use sluice::log::Record;
+use sluice::runtime::{LimitOverrides, PluginDescription};
+use sluice::server::api::{DeployRequest, RollbackRequest};
+
+use crate::common::Server;
+use crate::common::plugins::*;
+
+/// The deadline of one call of the stuck plugin.
+const DEADLINE_MS: u64 = 1_000;
+/// What the issue allows for a change to take effect: one call deadline plus a second.
+const EFFECT_WITHIN: Duration = Duration::from_millis(DEADLINE_MS + 1_000);
+/// How fast another group's admin call must answer meanwhile.
+const OTHER_GROUP_ANSWER_WITHIN: Duration = Duration::from_millis(100);
+
+/// A deploy of `misbehave` that loops until its deadline on every record: every call fails.
+fn stuck_request(extra: &str) -> DeployRequest {
+    let mut stuck = request(
+        "misbehave",
+        "in",
+        &["out"],
+        &[("mode", "loop"), ("extra", extra)],
+    );
+    stuck.spec.limits = LimitOverrides {
+        deadline_ms: Some(DEADLINE_MS),
+        max_attempts: Some(2),
+        retry_backoff_ms: Some(50),
+        ..Default::default()
+    };
+    stuck
+}
+
+/// Polls `group` until `done` holds; panics if that took longer than `within` from `since`.
+async fn effect_within(
+    client: &Client,
+    group: &str,
+    what: &str,
+    since: Instant,
+    done: impl Fn(&PluginDescription) -> bool,
+) {
+    wait_for(client, group, what, done).await;
+    let took = since.elapsed();
+    eprintln!("{group}: {what} after {took:?}");
+    assert!(
+        took <= EFFECT_WITHIN,
+        "{group}: {what} took {took:?}, more than one deadline plus a second"
+    );
+}
+
+/// Describes `group` `times` times; the median answer time.
+async fn median_describe(client: &Client, group: &str, times: usize) -> Duration {
+    let mut took = Vec::with_capacity(times);
+    for _ in 0..times {
+        let start = Instant::now();
+        client.describe_plugin(group).await.unwrap();
+        took.push(start.elapsed());
+    }
+    took.sort();
+    took[times / 2]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_group_failing_every_call_does_not_freeze_the_control_plane() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let client = admin(&server);
+    for topic in ["in", "out", "other-in"] {
+        create_topic(&client, topic, 1).await;
+    }
+    let bad: Vec<Record> = (0..1_000)
+        .map(|i| record(&format!("k{i}"), "bad"))
+        .collect();
+    client.produce("in", Some(0), &bad).await.unwrap();
+    client.deploy("stuck", &stuck_request("1")).await.unwrap();
+    client
+        .deploy("other", &request("identity", "other-in", &[], &[]))
+        .await
+        .unwrap();
+    wait_for(&client, "stuck", "calls failing", |d| d.failed_calls >= 3).await;
+
+    let answer = median_describe(&client, "other", 11).await;
+    assert!(
+        answer < OTHER_GROUP_ANSWER_WITHIN,
+        "another group's describe took {answer:?} (median)"
+    );
+
+    let since = Instant::now();
+    let body = RollbackRequest::default();
+    client
+        .plugin_action("stuck", PluginAction::Pause, &body)
+        .await
+        .unwrap();
+    effect_within(&client, "stuck", "paused", since, |d| d.status == "paused").await;
+    client
+        .plugin_action("stuck", PluginAction::Resume, &body)
+        .await
+        .unwrap();
+    wait_for(&client, "stuck", "failing again", |d| {
+        d.status.starts_with("retrying")
+    })
+    .await;
+
+    let since = Instant::now();
+    client.deploy("stuck", &stuck_request("2")).await.unwrap();
+    effect_within(&client, "stuck", "version 2 running", since, |d| {
+        d.running_version == Some(2)
+    })
+    .await;
+    let since = Instant::now();
+    client
+        .plugin_action("stuck", PluginAction::Rollback, &body)
+        .await
+        .unwrap();
+    effect_within(&client, "stuck", "version 1 running again", since, |d| {
+        d.running_version == Some(1)
+    })
+    .await;
+
+    // Undeploy while the plugin fails, and ask about the other group meanwhile.
+    let undeploying = {
+        let client = client.clone();
+        tokio::spawn(async move {
+            let since = Instant::now();
+            client.undeploy("stuck", false).await.unwrap();
+            since.elapsed()
+        })
+    };
+    let answer = median_describe(&client, "other", 11).await;
+    let undeploy_took = undeploying.await.unwrap();
+    assert!(
+        undeploy_took <= EFFECT_WITHIN,
+        "undeploy took {undeploy_took:?}"
+    );
+    assert!(
+        answer < OTHER_GROUP_ANSWER_WITHIN,
+        "another group's describe took {answer:?} (median) during the undeploy"
+    );
+
+    // A second stuck group for SIGTERM, which must not wait for the poison search.
+    client
+        .deploy("stuck-again", &stuck_request("1"))
+        .await
+        .unwrap();
+    wait_for(&client, "stuck-again", "calls failing", |d| {
+        d.failed_calls >= 1
+    })
+    .await;
+    let since = Instant::now();
+    assert!(server.terminate(), "the engine exits cleanly on SIGTERM");
+    let exit_took = since.elapsed();
+    assert!(exit_took <= EFFECT_WITHIN, "SIGTERM took {exit_took:?}");
+
+    let server = Server::start(dir.path());
+    let client = admin(&server);
+    let error = client.describe_plugin("stuck").await.unwrap_err();
+    assert_eq!(status_of(&error), 404, "the undeploy survived the restart");
+    client.describe_plugin("stuck-again").await.unwrap();
+    client.describe_plugin("other").await.unwrap();
+}
