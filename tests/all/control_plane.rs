@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use sluice::cli::client::{Client, PluginAction};
 use sluice::log::Record;
-use sluice::runtime::{LimitOverrides, PluginDescription};
+use sluice::runtime::{LimitOverrides, PluginDescription, StartFrom};
 use sluice::server::api::{DeployRequest, RollbackRequest};
 
 use crate::common::Server;
@@ -163,4 +163,61 @@ async fn a_group_failing_every_call_does_not_freeze_the_control_plane() {
     assert_eq!(status_of(&error), 404, "the undeploy survived the restart");
     client.describe_plugin("stuck-again").await.unwrap();
     client.describe_plugin("other").await.unwrap();
+}
+
+/// Undeploying a group with a large state answers at once: the state is let go of in one small
+/// transaction and deleted in the background, in chunks, while other groups go on; a group
+/// deployed again under the name starts with no state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn undeploying_a_large_state_answers_at_once_and_drops_it_in_the_background() {
+    const KEYS: usize = 100_000;
+    const PER_REQUEST: usize = 10_000;
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let client = admin(&server);
+    for topic in ["in", "counts", "other-in"] {
+        create_topic(&client, topic, 1).await;
+    }
+    let counter = || request("counter", "in", &["counts"], &[("output", "counts")]);
+    client.deploy("big", &counter()).await.unwrap();
+    for start in (0..KEYS).step_by(PER_REQUEST) {
+        let records: Vec<Record> = (start..start + PER_REQUEST)
+            .map(|i| record(&format!("user-{i}"), "{}"))
+            .collect();
+        client.produce("in", Some(0), &records).await.unwrap();
+    }
+    let done = wait_for(&client, "big", "every key counted", |d| {
+        d.total_lag == 0 && d.outbox_pending == 0
+    })
+    .await;
+    assert_eq!(
+        done.state_entries,
+        KEYS as u64 + 1,
+        "a count per key and the total"
+    );
+    client
+        .deploy("other", &request("identity", "other-in", &[], &[]))
+        .await
+        .unwrap();
+
+    let since = Instant::now();
+    client.undeploy("big", false).await.unwrap();
+    let took = since.elapsed();
+    eprintln!("undeploying {KEYS} keys took {took:?}");
+    assert!(
+        took < Duration::from_secs(1),
+        "undeploying {KEYS} state keys took {took:?}"
+    );
+    let answer = median_describe(&client, "other", 11).await;
+    assert!(
+        answer < OTHER_GROUP_ANSWER_WITHIN,
+        "another group's describe took {answer:?} (median) while the state is dropped"
+    );
+    let mut from_the_end = counter();
+    from_the_end.spec.from = Some(StartFrom::Latest);
+    let again = client.deploy("big", &from_the_end).await.unwrap();
+    assert_eq!(
+        again.state_entries, 0,
+        "deployed again, the group starts with no state"
+    );
 }

@@ -767,3 +767,46 @@ async fn an_engine_failure_backs_off_doubling_while_it_lasts() {
     );
     assert!(described.status.contains("out"), "{}", described.status);
 }
+
+/// A group's state cannot grow past `max_state_bytes`: a batch that would grow it fails with
+/// a clear reason, its records end as dead letters (replayable once the limit is raised),
+/// and the group goes on; the limit shows in `plugin describe`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn state_stops_growing_at_max_state_bytes() {
+    const LIMIT_BYTES: u64 = 2_000;
+    const KEYS: usize = 200;
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let client = admin(&server);
+    create_topic(&client, "in", 1).await;
+    create_topic(&client, "counts", 1).await;
+    let mut counter = request("counter", "in", &["counts"], &[("output", "counts")]);
+    counter.spec.limits.max_state_bytes = Some(LIMIT_BYTES);
+    counter.spec.limits.max_attempts = Some(1);
+    counter.spec.limits.batch_records = Some(10);
+    let deployed = client.deploy("capped", &counter).await.unwrap();
+    assert_eq!(deployed.limits.max_state_bytes, LIMIT_BYTES);
+    let records: Vec<Record> = (0..KEYS)
+        .map(|i| record(&format!("user-{i:04}"), "{}"))
+        .collect();
+    client.produce("in", Some(0), &records).await.unwrap();
+    let done = wait_for(
+        &client,
+        "capped",
+        "every record counted or dead-lettered",
+        |d| d.total_lag == 0 && d.outbox_pending == 0,
+    )
+    .await;
+    assert!(
+        done.state_bytes <= LIMIT_BYTES,
+        "state of {} bytes, over the limit of {LIMIT_BYTES}",
+        done.state_bytes
+    );
+    let counted = read_all(&client, "counts").await.len() as u64;
+    assert!(counted > 0, "records were counted until the state was full");
+    assert_eq!(counted + done.dead_letters, KEYS as u64, "none lost");
+    let letters = read_all(&client, "capped.dlq").await;
+    assert_eq!(letters.len() as u64, done.dead_letters);
+    let error = header(&letters[0], "sluice.dlq.error").unwrap();
+    assert!(error.contains("max_state_bytes"), "{error}");
+}

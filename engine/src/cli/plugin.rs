@@ -137,6 +137,10 @@ pub struct DeployArgs {
     /// Bytes one `process` call may emit.
     #[arg(long)]
     max_emitted_bytes: Option<u64>,
+    /// Bytes (keys and values) the group's state may hold; a batch growing it past this
+    /// fails (default 1 GiB).
+    #[arg(long)]
+    max_state_bytes: Option<u64>,
 }
 
 #[derive(Subcommand)]
@@ -429,6 +433,7 @@ async fn deploy(client: &Client, args: DeployArgs) -> anyhow::Result<()> {
                 batch_records: args.batch_records,
                 commit_interval_ms: args.commit_interval_ms,
                 delivery: args.delivery,
+                max_state_bytes: args.max_state_bytes,
             },
         },
         wasm_base64: BASE64.encode(&wasm),
@@ -478,14 +483,15 @@ fn print_description(d: &PluginDescription) {
     }
     let l = &d.limits;
     println!(
-        "  limits: memory {} MiB, deadline {} ms, batch {} records, {} attempts (backoff {} ms), emit {} records / {} bytes per batch",
+        "  limits: memory {} MiB, deadline {} ms, batch {} records, {} attempts (backoff {} ms), emit {} records / {} bytes per batch, state {} bytes at most",
         l.memory_mb,
         l.deadline_ms,
         l.batch_records,
         l.max_attempts,
         l.retry_backoff_ms,
         l.max_emitted_records,
-        l.max_emitted_bytes
+        l.max_emitted_bytes,
+        l.max_state_bytes
     );
     println!(
         "  {:>7} {:<14} {:>10}  OUTPUTS / CONFIG",

@@ -79,7 +79,13 @@ pub struct PluginLimits {
     /// all of them); an idle group commits at once.
     pub commit_interval_ms: u64,
     pub delivery: Delivery,
+    /// Bytes (keys and values) the group's committed state may hold: a batch that would grow
+    /// it past this fails, so a plugin cannot take the disk.
+    pub max_state_bytes: u64,
 }
+
+/// The default of `max_state_bytes`: 1 GiB.
+pub const STATE_BYTES_DEFAULT: u64 = 1 << 30;
 
 impl Default for PluginLimits {
     fn default() -> Self {
@@ -94,6 +100,7 @@ impl Default for PluginLimits {
             batch_records: 1_000,
             commit_interval_ms: 100,
             delivery: Delivery::ExactlyOnce,
+            max_state_bytes: STATE_BYTES_DEFAULT,
         }
     }
 }
@@ -138,6 +145,7 @@ pub struct LimitOverrides {
     pub batch_records: Option<u32>,
     pub commit_interval_ms: Option<u64>,
     pub delivery: Option<Delivery>,
+    pub max_state_bytes: Option<u64>,
 }
 
 impl LimitOverrides {
@@ -152,6 +160,7 @@ impl LimitOverrides {
             batch_records: self.batch_records.unwrap_or(base.batch_records),
             commit_interval_ms: self.commit_interval_ms.unwrap_or(base.commit_interval_ms),
             delivery: self.delivery.unwrap_or(base.delivery),
+            max_state_bytes: self.max_state_bytes.unwrap_or(base.max_state_bytes),
         }
     }
 }

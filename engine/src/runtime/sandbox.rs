@@ -89,6 +89,10 @@ pub enum SandboxError {
     Init(String),
     #[error("the group's state store failed: {0}")]
     State(#[source] StateError),
+    #[error(
+        "the batch would grow the group's state to {size} bytes, past its limit of {limit} bytes (max_state_bytes); delete state in the plugin or raise the limit"
+    )]
+    StateFull { size: u64, limit: u64 },
 }
 
 impl SandboxError {

@@ -9,6 +9,7 @@ pub mod outbox;
 #[cfg(test)]
 mod power_loss;
 mod snapshot;
+mod space;
 pub mod state;
 
 use std::path::Path;
@@ -23,7 +24,8 @@ pub use snapshot::{SnapshotError, SnapshotInfo, SnapshotOffset};
 
 /// (group, topic, partition) -> next offset to process.
 const OFFSETS: TableDefinition<(&str, &str, u32), u64> = TableDefinition::new("plugin_offsets");
-/// (group, key) -> value.
+/// (space, key) -> value: the space is the group's name, or another name after the group let
+/// go of its state (see `space`).
 const STATE: TableDefinition<(&str, &[u8]), &[u8]> = TableDefinition::new("plugin_state");
 /// group -> (next dead-letter offset to replay, replay end).
 const DLQ_REPLAY: TableDefinition<&str, (u64, u64)> = TableDefinition::new("plugin_dlq_replay");
@@ -86,6 +88,8 @@ pub struct TxnStore {
     db: Database,
     path: String,
     group_commit: GroupCommit,
+    /// Wakes the thread that drops state let go of (see `space`).
+    drops: Arc<space::DropSignal>,
 }
 
 impl TxnStore {
@@ -110,7 +114,9 @@ impl TxnStore {
                 .and_then(|d| d.sync_all())
                 .map_err(io)?;
         }
-        TxnStore::with_database(Database::create(path), display)
+        let store = TxnStore::with_database(Database::create(path), display)?;
+        store.start_dropping();
+        Ok(store)
     }
 
     /// A store on any storage (the power-loss tests use one that can lose unsynced writes).
@@ -131,6 +137,7 @@ impl TxnStore {
             db,
             path,
             group_commit: GroupCommit::default(),
+            drops: Arc::default(),
         };
         let txn = store.db.begin_write().map_err(|e| store.error(e))?;
         txn.open_table(OFFSETS).map_err(|e| store.error(e))?;
@@ -139,6 +146,7 @@ impl TxnStore {
         txn.open_table(OUTBOX).map_err(|e| store.error(e))?;
         txn.open_table(OUTBOX_SEQ).map_err(|e| store.error(e))?;
         store.create_snapshot_tables(&txn)?;
+        store.create_space_tables(&txn)?;
         txn.commit().map_err(|e| store.error(e))?;
         Ok(Arc::new(store))
     }
@@ -168,24 +176,12 @@ impl TxnStore {
         Ok(out)
     }
 
-    /// Removes every offset and state entry of `group` (within `txn`).
-    fn clear_offsets_and_state(
-        &self,
-        txn: &WriteTransaction,
-        group: &str,
-        state_too: bool,
-    ) -> Result<(), StoreError> {
+    /// Removes every offset of `group` (within `txn`).
+    fn clear_offsets(&self, txn: &WriteTransaction, group: &str) -> Result<(), StoreError> {
         let mut offsets = txn.open_table(OFFSETS).map_err(|e| self.error(e))?;
         offsets
             .retain_in(offsets_of(group), |_, _| false)
             .map_err(|e| self.error(e))?;
-        if state_too {
-            let mut state = txn.open_table(STATE).map_err(|e| self.error(e))?;
-            let start: &[u8] = &[];
-            state
-                .retain_in((group, start).., |(g, _), _| g != group)
-                .map_err(|e| self.error(e))?;
-        }
         Ok(())
     }
 
@@ -299,15 +295,29 @@ impl TxnStore {
         group: &str,
         writes: &StateWrites,
     ) -> Result<(), StoreError> {
+        if writes.is_empty() {
+            return Ok(());
+        }
+        let space = self.space_in(txn, group)?;
         let mut state = txn.open_table(STATE).map_err(|e| self.error(e))?;
+        let (mut entries, mut bytes) = (0i64, 0i64);
         for (key, value) in writes {
-            match value {
-                Some(value) => state.insert((group, key.as_slice()), value.as_slice()),
-                None => state.remove((group, key.as_slice())),
+            let old = match value {
+                Some(value) => state.insert((space.as_str(), key.as_slice()), value.as_slice()),
+                None => state.remove((space.as_str(), key.as_slice())),
             }
             .map_err(|e| self.error(e))?;
+            if let Some(old) = old {
+                entries -= 1;
+                bytes -= (key.len() + old.value().len()) as i64;
+            }
+            if let Some(value) = value {
+                entries += 1;
+                bytes += (key.len() + value.len()) as i64;
+            }
         }
-        Ok(())
+        drop(state);
+        self.resize(txn, &space, (entries, bytes))
     }
 
     /// The dead-letter replay cursor and end of `group`, if a replay was ever asked for.
@@ -321,11 +331,12 @@ impl TxnStore {
     }
 
     /// Removes the group's offsets and replay cursor, and its state and snapshots unless
-    /// `keep_state`.
+    /// `keep_state`: at once for the group, which starts again with none, and in the
+    /// background for the disk (see `space`).
     pub fn forget(&self, group: &str, keep_state: bool) -> Result<(), StoreError> {
         let txn = self.db.begin_write().map_err(|e| self.error(e))?;
         {
-            self.clear_offsets_and_state(&txn, group, !keep_state)?;
+            self.clear_offsets(&txn, group)?;
             let mut replay = txn.open_table(DLQ_REPLAY).map_err(|e| self.error(e))?;
             replay.remove(group).map_err(|e| self.error(e))?;
             let mut outbox = txn.open_table(OUTBOX).map_err(|e| self.error(e))?;
@@ -334,34 +345,29 @@ impl TxnStore {
                 .map_err(|e| self.error(e))?;
             if !keep_state {
                 self.drop_snapshots(&txn, group)?;
+                self.let_go_of_state(&txn, group)?;
             }
         }
         txn.commit().map_err(|e| self.error(e))
     }
 
-    /// Number of state entries and their bytes (keys and values) of `group`.
-    pub fn state_size(&self, group: &str) -> Result<(u64, u64), StoreError> {
-        let txn = self.db.begin_read().map_err(|e| self.error(e))?;
-        let table = txn.open_table(STATE).map_err(|e| self.error(e))?;
-        self.visit_state(&table, group, |_, _| Ok(()))
-    }
-
-    /// Visits the group's state entries in key order; returns their number and their bytes
+    /// Visits the entries of a state space in key order; returns their number and their bytes
     /// (keys and values).
     fn visit_state(
         &self,
         table: &impl ReadableTable<(&'static str, &'static [u8]), &'static [u8]>,
-        group: &str,
+        space: &str,
         mut visit: impl FnMut(&[u8], &[u8]) -> Result<(), StoreError>,
     ) -> Result<(u64, u64), StoreError> {
-        let start: &[u8] = &[];
+        let none: &[u8] = &[];
+        let end = space::space_end(space);
         let (mut count, mut bytes) = (0, 0);
-        for entry in table.range((group, start)..).map_err(|e| self.error(e))? {
+        let range = table
+            .range((space, none)..(end.as_str(), none))
+            .map_err(|e| self.error(e))?;
+        for entry in range {
             let (key, value) = entry.map_err(|e| self.error(e))?;
-            let (g, k) = key.value();
-            if g != group {
-                break;
-            }
+            let (_, k) = key.value();
             count += 1;
             bytes += (k.len() + value.value().len()) as u64;
             visit(k, value.value())?;
@@ -391,14 +397,28 @@ impl GroupState {
             source: Box::new(source.into()),
         }
     }
+
+    /// A read transaction and the space of the group's state in it.
+    fn read(&self) -> Result<(redb::ReadTransaction, String), StateError> {
+        let txn = self.store.db.begin_read().map_err(|e| self.error(e))?;
+        let epochs = txn
+            .open_table(space::STATE_EPOCHS)
+            .map_err(|e| self.error(e))?;
+        let epoch = epochs
+            .get(self.group.as_str())
+            .map_err(|e| self.error(e))?
+            .map_or(0, |e| e.value());
+        drop(epochs);
+        Ok((txn, space::space_name(&self.group, epoch)))
+    }
 }
 
 impl StateStore for GroupState {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
-        let txn = self.store.db.begin_read().map_err(|e| self.error(e))?;
+        let (txn, space) = self.read()?;
         let table = txn.open_table(STATE).map_err(|e| self.error(e))?;
         Ok(table
-            .get((self.group.as_str(), key))
+            .get((space.as_str(), key))
             .map_err(|e| self.error(e))?
             .map(|v| v.value().to_vec()))
     }
@@ -410,9 +430,9 @@ impl StateStore for GroupState {
         limit: usize,
     ) -> Result<Scanned, StateError> {
         use std::ops::Bound;
-        let txn = self.store.db.begin_read().map_err(|e| self.error(e))?;
+        let (txn, space) = self.read()?;
         let table = txn.open_table(STATE).map_err(|e| self.error(e))?;
-        let group = self.group.as_str();
+        let group = space.as_str();
         let start = match scan_start(prefix, start_after).0 {
             Bound::Excluded(k) => Bound::Excluded((group, k)),
             Bound::Included(k) => Bound::Included((group, k)),
@@ -435,6 +455,7 @@ impl StateStore for GroupState {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use redb::ReadableTableMetadata;
 
     fn writes(pairs: &[(&str, Option<&str>)]) -> StateWrites {
         pairs
@@ -504,6 +525,59 @@ mod tests {
         assert!(store.outbox("a").unwrap().is_empty());
         assert_eq!(store.state_size("a").unwrap(), (0, 0));
         assert_eq!(store.state_size("b").unwrap(), (1, 7));
+    }
+
+    /// Forgetting a group's state empties it at once; the entries (and snapshot copies) leave
+    /// the disk chunk by chunk, and a group deployed again under the name keeps its new state.
+    #[test]
+    fn forgotten_state_is_gone_at_once_and_dropped_in_chunks() {
+        const KEYS: usize = space::DROP_CHUNK_ENTRIES * 2 + 10;
+        let dir = tempfile::tempdir().unwrap();
+        let store = TxnStore::open(&dir.path().join("plugins.redb")).unwrap();
+        let many: StateWrites = (0..KEYS)
+            .map(|i| (format!("key-{i:06}").into_bytes(), Some(b"v".to_vec())))
+            .collect();
+        store
+            .commit("g", &[], &many, CommitExtras::default())
+            .unwrap();
+        store.take_snapshot("g", "before", 1, 0).unwrap();
+        assert_eq!(
+            store.state_size("g").unwrap(),
+            (KEYS as u64, KEYS as u64 * 11)
+        );
+
+        store.forget("g", false).unwrap();
+        assert_eq!(store.state_size("g").unwrap(), (0, 0));
+        assert!(store.state_of("g").scan(b"", None, 10).unwrap().is_empty());
+        assert!(store.snapshots("g").unwrap().is_empty());
+        // Deployed again meanwhile: its state is its own.
+        store
+            .commit(
+                "g",
+                &[],
+                &writes(&[("key-000001", Some("new"))]),
+                CommitExtras::default(),
+            )
+            .unwrap();
+        assert_eq!(store.state_size("g").unwrap(), (1, 13));
+
+        // The store's own dropping thread takes chunks too.
+        let mut chunks = 0;
+        while store.state_drops_pending().unwrap() > 0 {
+            let deleted = store.drop_state_chunk(space::DROP_CHUNK_ENTRIES).unwrap();
+            assert!(deleted <= space::DROP_CHUNK_ENTRIES);
+            chunks += 1;
+            assert!(chunks < 100, "the drop does not end");
+        }
+        let txn = store.db.begin_read().unwrap();
+        let state = txn.open_table(STATE).unwrap();
+        assert_eq!(state.len().unwrap(), 1, "only the new state is left");
+        let copies = txn.open_table(snapshot::SNAPSHOT_STATE).unwrap();
+        assert_eq!(copies.len().unwrap(), 0, "the snapshot's copy is gone");
+        assert_eq!(
+            store.state_of("g").get(b"key-000001").unwrap(),
+            Some(b"new".to_vec())
+        );
     }
 
     /// Groups committing at the same time share transactions, and each still gets its own

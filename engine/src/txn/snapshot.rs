@@ -12,8 +12,9 @@ use super::{DLQ_REPLAY, OFFSETS, STATE, StoreError, TxnStore};
 
 /// (group, snapshot) -> the snapshot's description (JSON).
 const SNAPSHOTS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("plugin_snapshots");
-/// (group, snapshot, key) -> value.
-const SNAPSHOT_STATE: TableDefinition<(&str, &str, &[u8]), &[u8]> =
+/// (space, snapshot, key) -> value: the state of the group's snapshots, under the space of the
+/// state they copy (see `space`), so they go with it when the group lets go of its state.
+pub(super) const SNAPSHOT_STATE: TableDefinition<(&str, &str, &[u8]), &[u8]> =
     TableDefinition::new("plugin_snapshot_state");
 
 /// What a snapshot holds, besides the state itself.
@@ -72,10 +73,11 @@ impl TxnStore {
                     name: name.to_string(),
                 });
             }
+            let space = self.space_in(&txn, group)?;
             let state = txn.open_table(STATE).map_err(|e| self.error(e))?;
             let mut copy = txn.open_table(SNAPSHOT_STATE).map_err(|e| self.error(e))?;
-            let (state_entries, state_bytes) = self.visit_state(&state, group, |key, value| {
-                copy.insert((group, name, key), value)
+            let (state_entries, state_bytes) = self.visit_state(&state, &space, |key, value| {
+                copy.insert((space.as_str(), name, key), value)
                     .map(drop)
                     .map_err(|e| self.error(e))
             })?;
@@ -135,23 +137,30 @@ impl TxnStore {
         let info = self.snapshot(group, name)?;
         let txn = self.db.begin_write().map_err(|e| self.error(e))?;
         {
-            self.clear_offsets_and_state(&txn, group, true)?;
+            self.clear_offsets(&txn, group)?;
+            let space = self.space_in(&txn, group)?;
+            let none: &[u8] = &[];
+            let end = super::space::space_end(&space);
             let mut state = txn.open_table(STATE).map_err(|e| self.error(e))?;
-            let start: &[u8] = &[];
+            state
+                .retain_in((space.as_str(), none)..(end.as_str(), none), |_, _| false)
+                .map_err(|e| self.error(e))?;
             let copy = txn.open_table(SNAPSHOT_STATE).map_err(|e| self.error(e))?;
             for entry in copy
-                .range((group, name, start)..)
+                .range((space.as_str(), name, none)..)
                 .map_err(|e| self.error(e))?
             {
                 let (key, value) = entry.map_err(|e| self.error(e))?;
-                let (g, n, k) = key.value();
-                if g != group || n != name {
+                let (s, n, k) = key.value();
+                if s != space || n != name {
                     break;
                 }
                 state
-                    .insert((group, k), value.value())
+                    .insert((space.as_str(), k), value.value())
                     .map_err(|e| self.error(e))?;
             }
+            drop(state);
+            self.set_size(&txn, &space, (info.state_entries, info.state_bytes))?;
             let mut offsets = txn.open_table(OFFSETS).map_err(|e| self.error(e))?;
             for o in &info.offsets {
                 offsets
@@ -175,7 +184,8 @@ impl TxnStore {
         Ok(())
     }
 
-    /// Drops every snapshot of the group (part of `forget`).
+    /// Drops the descriptions of every snapshot of the group (part of `forget`); their
+    /// state goes with the group's state space.
     pub(super) fn drop_snapshots(
         &self,
         txn: &WriteTransaction,
@@ -184,10 +194,6 @@ impl TxnStore {
         let mut snapshots = txn.open_table(SNAPSHOTS).map_err(|e| self.error(e))?;
         snapshots
             .retain_in((group, "")..=(group, "\u{10FFFF}"), |_, _| false)
-            .map_err(|e| self.error(e))?;
-        let mut copy = txn.open_table(SNAPSHOT_STATE).map_err(|e| self.error(e))?;
-        let start: &[u8] = &[];
-        copy.retain_in((group, "", start).., |(g, _, _), _| g != group)
             .map_err(|e| self.error(e))?;
         Ok(())
     }

@@ -7,7 +7,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use parking_lot::Mutex;
 
@@ -133,6 +133,8 @@ const CACHE_ENTRIES_MAX: usize = 100_000;
 pub struct Uncommitted {
     committed: GroupState,
     writes: Mutex<StateWrites>,
+    /// How many bytes the staged writes add to the committed state (negative: remove).
+    growth_bytes: AtomicI64,
     cache: Mutex<HashMap<Vec<u8>, Option<Vec<u8>>>>,
     /// Bumped when uncommitted writes are dropped: the plugin's own copies are stale then.
     generation: AtomicU64,
@@ -143,18 +145,42 @@ impl Uncommitted {
         Uncommitted {
             committed,
             writes: Mutex::new(StateWrites::new()),
+            growth_bytes: AtomicI64::new(0),
             cache: Mutex::new(HashMap::new()),
             generation: AtomicU64::new(0),
         }
     }
 
-    /// Lays the writes of a processed batch over the committed state.
-    pub fn stage(&self, writes: StateWrites) {
+    /// How many bytes `writes` would add to the state as the plugin sees it now (committed
+    /// and staged); negative when they remove more than they add.
+    pub fn growth(&self, writes: &StateWrites) -> Result<i64, StateError> {
+        let mut growth = 0i64;
+        for (key, value) in writes {
+            if let Some(old) = self.get(key)? {
+                growth -= (key.len() + old.len()) as i64;
+            }
+            if let Some(value) = value {
+                growth += (key.len() + value.len()) as i64;
+            }
+        }
+        Ok(growth)
+    }
+
+    /// Bytes the staged writes add to the committed state.
+    pub fn staged_growth(&self) -> i64 {
+        self.growth_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Lays the writes of a processed batch over the committed state; `growth` is what they
+    /// add to it (see [`Uncommitted::growth`]).
+    pub fn stage(&self, writes: StateWrites, growth: i64) {
         self.writes.lock().extend(writes);
+        self.growth_bytes.fetch_add(growth, Ordering::Relaxed);
     }
 
     /// The writes staged since the last commit, taken for committing.
     pub fn take_writes(&self) -> StateWrites {
+        self.growth_bytes.store(0, Ordering::Relaxed);
         std::mem::take(&mut *self.writes.lock())
     }
 
@@ -170,6 +196,7 @@ impl Uncommitted {
     /// Forgets everything not read from the store (after a failed commit).
     pub fn reset(&self) {
         self.writes.lock().clear();
+        self.growth_bytes.store(0, Ordering::Relaxed);
         self.cache.lock().clear();
         self.generation.fetch_add(1, Ordering::Relaxed);
     }

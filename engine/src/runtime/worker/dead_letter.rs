@@ -83,7 +83,7 @@ impl Worker {
         tracing::warn!(version, "{message}");
         self.note("warn", &message);
         self.context.shared.update(|s| s.dead_letters += 1);
-        self.commit(input, offset + 1, StateWrites::new())
+        self.commit(input, offset + 1, (StateWrites::new(), 0))
     }
 
     /// Puts the next dead letter of a requested replay through the plugin.

@@ -430,9 +430,9 @@ impl Worker {
         &mut self,
         input: &Input,
         next_offset: u64,
-        writes: StateWrites,
+        (writes, growth): (StateWrites, i64),
     ) -> Result<(), Interrupt> {
-        self.state.stage(writes);
+        self.state.stage(writes, growth);
         match input {
             Input::Log { partition } => {
                 self.positions.insert(*partition, next_offset);

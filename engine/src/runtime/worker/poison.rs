@@ -9,7 +9,7 @@ use super::error::Interrupt;
 use super::{Input, MAX_BACKOFF, Worker};
 use crate::log::{Record, batch};
 use crate::runtime::deployment::Delivery;
-use crate::runtime::{Batch, SandboxError};
+use crate::runtime::{Batch, Processed, SandboxError};
 
 /// One step of processing a read: a range of its records to call the plugin on, or one of
 /// its records to dead-letter.
@@ -163,13 +163,14 @@ impl Worker {
             self.ensure_sandbox()?;
             let (version, sandbox) = self.sandbox.as_mut().expect("ensured above");
             let version = *version;
-            let error = match sandbox.process(&batch) {
-                Ok(processed) => {
+            let processed = sandbox.process(&batch);
+            let error = match processed.and_then(|p| self.within_state_limit(p)) {
+                Ok((processed, growth)) => {
                     self.stage_emitted(version, processed.emitted)?;
                     if self.deployment.limits.delivery != Delivery::ExactlyOnce {
                         self.deliver_staged()?;
                     }
-                    self.commit(input, last + 1, processed.state_writes)?;
+                    self.commit(input, last + 1, (processed.state_writes, growth))?;
                     self.context
                         .shared
                         .update(|s| s.processed_records += records.len() as u64);
@@ -200,6 +201,32 @@ impl Worker {
             }
             return Ok(Outcome::Failed { error, failures });
         }
+    }
+
+    /// `processed` with what its state writes add to the state, or `StateFull` if they would
+    /// grow it past `max_state_bytes`.
+    fn within_state_limit(&self, processed: Processed) -> Result<(Processed, i64), SandboxError> {
+        let growth = self
+            .state
+            .growth(&processed.state_writes)
+            .map_err(SandboxError::State)?;
+        if growth <= 0 {
+            return Ok((processed, growth));
+        }
+        let limit = self.deployment.limits.max_state_bytes;
+        // An unreadable size counts as full: the commit would fail on the same store anyway.
+        let committed = self
+            .context
+            .store
+            .state_size(&self.context.group)
+            .map_or(u64::MAX, |(_, bytes)| bytes);
+        let size = committed
+            .saturating_add_signed(self.state.staged_growth())
+            .saturating_add_signed(growth);
+        if size > limit {
+            return Err(SandboxError::StateFull { size, limit });
+        }
+        Ok((processed, growth))
     }
 
     /// Reports a failed call in the group's status and logs; drops a sandbox it left unusable.
