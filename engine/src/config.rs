@@ -73,6 +73,9 @@ pub struct ServerSettings {
     pub max_fetch_bytes: u64,
     /// Cap on how long a fetch may wait for new records.
     pub max_wait_ms: u64,
+    /// Longest a request body may send nothing (408 after that); also the longest a body
+    /// waits for room in `max_inflight_bytes` (503 after that).
+    pub request_body_timeout_ms: u64,
     /// Token the plugin admin API requires. None: generated at first start and kept in
     /// `<data_dir>/admin.token`.
     pub admin_token: Option<String>,
@@ -127,6 +130,7 @@ impl Default for ServerSettings {
             max_inflight_bytes: 256 * 1024 * 1024,
             max_fetch_bytes: 16 * 1024 * 1024,
             max_wait_ms: 30_000,
+            request_body_timeout_ms: 10_000,
             admin_token: None,
         }
     }
@@ -214,6 +218,12 @@ impl Config {
                     "must be at least max_request_bytes ({}), or a request of that size never fits",
                     server.max_request_bytes
                 ),
+            );
+        }
+        if server.request_body_timeout_ms == 0 {
+            return invalid(
+                "[server] request_body_timeout_ms",
+                "must be at least 1".into(),
             );
         }
         if server.max_fetch_bytes == 0 {

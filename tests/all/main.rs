@@ -25,6 +25,8 @@
 //!   and checked; `SLUICE_EXAMPLES=rust,python` limits the languages. The slowest area.
 //! - `groups`: consumer groups: balanced assignment, take-over from committed offsets when a
 //!   member leaves or times out.
+//! - `hostile_clients`: unauthenticated uploads refused from the headers and never kept,
+//!   lengths past the limit refused before the body, stalled bodies holding no budget (408).
 //! - `plugins`: plugin groups: the admin token, bad uploads, deploy while producing, upgrade
 //!   and roll back, misbehaving plugins kept apart, dead letters and their replay, `--from`,
 //!   delivery modes, deployments surviving a restart, `sluice plugin test`.
@@ -72,4 +74,5 @@ mod data_compat;
 mod exactly_once;
 mod examples;
 mod groups;
+mod hostile_clients;
 mod plugins;

@@ -136,6 +136,9 @@ impl From<JsonRejection> for ApiError {
     /// A body that is not JSON, or JSON of the wrong shape or types, is a bad request (400,
     /// naming the field); a missing content type or an unreadable body keeps its own status.
     fn from(rejection: JsonRejection) -> ApiError {
+        if super::body::is_timeout(&rejection) {
+            return super::body::body_error(&rejection);
+        }
         let status = match &rejection {
             JsonRejection::JsonDataError(_) | JsonRejection::JsonSyntaxError(_) => {
                 StatusCode::BAD_REQUEST

@@ -5,6 +5,7 @@
 pub mod api;
 mod archive;
 mod auth;
+mod body;
 mod chores;
 mod error;
 mod groups;
@@ -38,6 +39,14 @@ const INFLIGHT_PERMIT_BYTES: u64 = 1024;
 const INFLIGHT_PERMITS_MAX: u64 = u32::MAX as u64 >> 4;
 /// Room beside the base64 component in a deploy request, for its other JSON fields.
 const DEPLOY_FIELDS_BYTES: usize = 1 << 20;
+
+/// Largest deploy request: base64 makes an upload a third bigger; the rest is small.
+fn deploy_request_bytes_max(config: &Config) -> usize {
+    (config.plugins.max_upload_bytes as usize)
+        .saturating_mul(4)
+        .div_ceil(3)
+        .saturating_add(DEPLOY_FIELDS_BYTES)
+}
 
 /// Permits of the in-flight budget for `bytes` of request bodies (at least one).
 fn inflight_permits(bytes: u64) -> u32 {
@@ -227,11 +236,7 @@ fn serve(
 
 fn router(state: Arc<AppState>) -> Router {
     let body_limit = state.config.server.max_request_bytes as usize;
-    // Base64 makes an upload a third bigger; the rest of the request is small.
-    let deploy_limit = (state.config.plugins.max_upload_bytes as usize)
-        .saturating_mul(4)
-        .div_ceil(3)
-        .saturating_add(DEPLOY_FIELDS_BYTES);
+    let body_timeout = Duration::from_millis(state.config.server.request_body_timeout_ms);
     Router::new()
         .route("/v1/health", get(|| async { "ok" }))
         .route("/metrics", get(render_metrics))
@@ -266,8 +271,7 @@ fn router(state: Arc<AppState>) -> Router {
             "/v1/plugins/{group}",
             get(plugins::describe)
                 .post(plugins::deploy)
-                .delete(plugins::undeploy)
-                .layer(DefaultBodyLimit::max(deploy_limit)),
+                .delete(plugins::undeploy),
         )
         .route("/v1/plugins/{group}/pause", post(plugins::pause))
         .route("/v1/plugins/{group}/resume", post(plugins::resume))
@@ -290,6 +294,9 @@ fn router(state: Arc<AppState>) -> Router {
             )
         })
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
+            body_timeout,
+        ))
         .with_state(state)
 }
 

@@ -5,18 +5,19 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::body::Body;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode, header};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use bytes::Bytes;
 
 use super::api::{
     DeployRequest, PluginList, PluginLogs, RollbackRequest, SnapshotList, SnapshotRequest,
     StateEntry, StateScan,
 };
 use super::auth::{self, Admin};
+use super::body;
 use super::{ApiError, AppState};
 use crate::runtime::{DeployError, PluginDescription, PluginHost};
 
@@ -39,31 +40,39 @@ async fn on_host<T: Send + 'static>(
         .map_err(ApiError::from)
 }
 
-/// The token is checked after the upload is read: answering before would leave the client
-/// writing into a closed connection, and it would see a reset instead of the 401.
+/// The token is checked from the headers, before the upload is read; a refused upload is
+/// discarded as it arrives (never kept), so the client reads the 401 instead of a reset. The
+/// upload counts against the in-flight budget as it arrives.
 #[tracing::instrument(skip_all, fields(group = %group))]
 pub async fn deploy(
     State(state): State<Arc<AppState>>,
     Path(group): Path<String>,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
 ) -> Result<(StatusCode, Json<PluginDescription>), ApiError> {
-    let body = body.map_err(|rejection| {
-        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "plugin_too_large",
-                format!(
-                    "the upload is over the limit of {} bytes; raise [plugins] max_upload_bytes or make the component smaller (build with --release, strip debug info)",
-                    state.config.plugins.max_upload_bytes
-                ),
-            )
-        } else {
-            ApiError::new(rejection.status(), "malformed_body", rejection.body_text())
+    let limit = super::deploy_request_bytes_max(&state.config);
+    if let Err(refused) = auth::check(&headers, &state) {
+        let expects_continue = headers
+            .get(header::EXPECT)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+        // A client waiting for 100 Continue has sent nothing: it reads the 401 as is.
+        if !expects_continue {
+            body::discard(body, limit);
         }
-    })?;
-    auth::check(&headers, &state)?;
-    let request: DeployRequest = serde_json::from_slice(&body).map_err(|e| {
+        return Err(refused);
+    }
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "plugin_too_large",
+            format!(
+                "the upload is over the limit of {} bytes; raise [plugins] max_upload_bytes or make the component smaller (build with --release, strip debug info)",
+                state.config.plugins.max_upload_bytes
+            ),
+        )
+    };
+    let body = body::read(&state, &headers, body, limit, too_large).await?;
+    let request: DeployRequest = serde_json::from_slice(&body.bytes).map_err(|e| {
         ApiError::bad_request(
             "malformed_body",
             format!("body is not a deploy request: {e}; see docs/http-api.md"),
@@ -75,6 +84,7 @@ pub async fn deploy(
             format!("wasm_base64 is not standard base64: {e}"),
         )
     })?;
+    drop(body);
     let spec = request.spec;
     let description = on_host(&state, move |host| host.deploy(&group, spec, &wasm)).await?;
     Ok((StatusCode::CREATED, Json(description)))

@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 
 use super::api::*;
-use super::{ApiError, AppState, blocking, inflight_permits, metrics};
+use super::{ApiError, AppState, blocking, metrics};
 use crate::log::{Fetched, Partition, batch, now_ms};
 
 /// Bytes a fetch returns at most when it names no `max_bytes`.
@@ -45,30 +45,15 @@ pub(super) async fn produce(
     let Query(params) = query?;
     let topic = state.log.topic(&topic)?;
     let limit = state.config.server.max_request_bytes as usize;
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
-        .unwrap_or(limit);
-    if declared > limit {
-        return Err(too_large(limit));
-    }
-    // Waiting here is the backpressure: request bodies in memory stay under the limit.
-    let capacity = inflight_permits(state.config.server.max_inflight_bytes);
-    let permits = inflight_permits(declared as u64).min(capacity);
-    let _permit = state
-        .inflight
-        .acquire_many(permits)
-        .await
-        .map_err(|e| ApiError::internal(e.to_string()))?;
-    let bytes = axum::body::to_bytes(body, limit)
-        .await
-        .map_err(|_| too_large(limit))?;
+    // Waiting for budget is the backpressure: request bodies in memory stay under the limit.
+    let body = super::body::read(&state, &headers, body, limit, || too_large(limit)).await?;
+    let bytes = &body.bytes;
     let now = now_ms();
     let mut records = if is_content_type(&headers, RECORDS_FRAME) {
-        batch::decode_records_frame(&bytes)
+        batch::decode_records_frame(bytes)
             .map_err(|e| ApiError::bad_request("malformed_body", format!("records frame: {e}")))?
     } else {
-        let request: ProduceRequest = serde_json::from_slice(&bytes).map_err(|e| {
+        let request: ProduceRequest = serde_json::from_slice(bytes).map_err(|e| {
             ApiError::bad_request("malformed_body", format!("body is not a produce request: {e}; send {{\"records\": [{{\"value\": \"...\"}}]}} or a {RECORDS_FRAME} body"))
         })?;
         request

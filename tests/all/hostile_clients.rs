@@ -1,0 +1,144 @@
+//! Hostile clients: unauthenticated uploads are refused from their headers and never kept in
+//! memory, announced lengths past the limit are refused before the body is read, and bodies
+//! that stall neither hold the in-flight budget nor live forever.
+
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::common::Server;
+use crate::common::plugins::*;
+
+/// Kibibytes of a process's memory from /proc: `field` is VmRSS (now) or VmHWM (peak).
+fn memory_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status
+        .lines()
+        .find(|l| l.starts_with(field))
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"));
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// The `host:port` of a server URL like `http://127.0.0.1:1234`.
+fn address(server: &Server) -> String {
+    server
+        .url
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_string()
+}
+
+/// Sends a request head (and `body_start`) on a new connection, and leaves it open.
+async fn send_head(server: &Server, head: &str, body_start: &[u8]) -> TcpStream {
+    let mut stream = TcpStream::connect(address(server)).await.unwrap();
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(body_start).await.unwrap();
+    stream
+}
+
+/// The status line of the answer on `stream`, waiting at most `within`.
+async fn status_line(stream: &mut TcpStream, within: Duration) -> String {
+    let mut answer = Vec::new();
+    let mut buffer = [0u8; 4096];
+    let read = async {
+        while !answer.windows(2).any(|w| w == b"\r\n") {
+            let n = stream.read(&mut buffer).await.unwrap();
+            assert!(n > 0, "the connection closed without an answer");
+            answer.extend_from_slice(&buffer[..n]);
+        }
+    };
+    tokio::time::timeout(within, read)
+        .await
+        .unwrap_or_else(|_| panic!("no answer within {within:?}"));
+    let text = String::from_utf8_lossy(&answer);
+    text.lines().next().unwrap().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn unauthenticated_uploads_are_refused_from_the_headers_and_never_kept() {
+    const UPLOADS: usize = 8;
+    const UPLOAD_BYTES: usize = 64 << 20;
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let pid = server.child.id();
+    let before_kib = memory_kib(pid, "VmRSS");
+    let http = reqwest::Client::new();
+    let url = format!("{}/v1/plugins/intruder", server.url);
+    let mut uploads = Vec::new();
+    for _ in 0..UPLOADS {
+        let (http, url) = (http.clone(), url.clone());
+        uploads.push(tokio::spawn(async move {
+            let response = http
+                .post(&url)
+                .header("content-type", "application/json")
+                .body(vec![b'x'; UPLOAD_BYTES])
+                .send()
+                .await
+                .unwrap();
+            response.status().as_u16()
+        }));
+    }
+    for upload in uploads {
+        assert_eq!(upload.await.unwrap(), 401);
+    }
+    let peak_kib = memory_kib(pid, "VmHWM");
+    let grew_mib = peak_kib.saturating_sub(before_kib) >> 10;
+    eprintln!("{UPLOADS} refused uploads of {UPLOAD_BYTES} bytes: peak memory grew {grew_mib} MiB");
+    assert!(
+        grew_mib < (UPLOAD_BYTES >> 20) as u64,
+        "the engine's peak memory grew {grew_mib} MiB: refused uploads were kept"
+    );
+
+    // With the token, an announced length past the limit is refused before the body.
+    let head = format!(
+        "POST /v1/plugins/big HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nContent-Length: 1000000000000\r\n\r\n",
+        token(&server)
+    );
+    let mut stream = send_head(&server, &head, b"{").await;
+    let status = status_line(&mut stream, Duration::from_secs(5)).await;
+    assert!(status.contains("413"), "{status}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn stalled_bodies_neither_starve_producers_nor_live_forever() {
+    const STALLED: usize = 20;
+    const PRODUCES: usize = 100;
+    const BODY_TIMEOUT_MS: u64 = 3_000;
+    let dir = tempfile::tempdir().unwrap();
+    let timeout = BODY_TIMEOUT_MS.to_string();
+    let server = Server::start_with_env(
+        dir.path(),
+        &[("SLUICE_SERVER__REQUEST_BODY_TIMEOUT_MS", &timeout)],
+    );
+    let client = admin(&server);
+    create_topic(&client, "t", 1).await;
+    let head = "POST /v1/topics/t/records HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 60000000\r\n\r\n";
+    let mut stalled = Vec::new();
+    for _ in 0..STALLED {
+        stalled.push(send_head(&server, head, b"{\"records\": [").await);
+    }
+    let since = Instant::now();
+
+    let mut took = Vec::new();
+    for i in 0..PRODUCES {
+        let start = Instant::now();
+        let records = [record(&format!("k{i}"), "v")];
+        let produce = client.produce("t", Some(0), &records);
+        tokio::time::timeout(Duration::from_secs(5), produce)
+            .await
+            .expect("a produce waited 5 s behind stalled bodies")
+            .unwrap();
+        took.push(start.elapsed());
+    }
+    took.sort();
+    let p99 = took[PRODUCES * 99 / 100 - 1];
+    eprintln!("produce p99 {p99:?} beside {STALLED} stalled bodies");
+    assert!(p99 < Duration::from_secs(1), "produce p99 {p99:?}");
+
+    let within = Duration::from_millis(BODY_TIMEOUT_MS) + Duration::from_secs(5);
+    for stream in &mut stalled {
+        let status = status_line(stream, within.saturating_sub(since.elapsed())).await;
+        assert!(status.contains("408"), "a stalled body got {status}");
+    }
+}
