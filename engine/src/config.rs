@@ -128,7 +128,7 @@ impl Default for ServerSettings {
         ServerSettings {
             max_request_bytes: 64 * 1024 * 1024,
             max_inflight_bytes: 256 * 1024 * 1024,
-            max_fetch_bytes: 16 * 1024 * 1024,
+            max_fetch_bytes: 64 * 1024 * 1024,
             max_wait_ms: 30_000,
             request_body_timeout_ms: 10_000,
             admin_token: None,
@@ -226,8 +226,14 @@ impl Config {
                 "must be at least 1".into(),
             );
         }
-        if server.max_fetch_bytes == 0 {
-            return invalid("[server] max_fetch_bytes", "must be at least 1".into());
+        if server.max_fetch_bytes < server.max_request_bytes {
+            return invalid(
+                "[server] max_fetch_bytes",
+                format!(
+                    "must be at least max_request_bytes ({}): a batch stored from one request is fetched whole",
+                    server.max_request_bytes
+                ),
+            );
         }
         if self.plugins.max_upload_bytes == 0 {
             return invalid("[plugins] max_upload_bytes", "must be at least 1".into());

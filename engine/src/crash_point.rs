@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 /// After the transaction holding an outbox entry committed, before any of it is appended.
 pub const OUTBOX_COMMITTED: &str = "outbox-committed";
-/// After one part of an outbox entry was appended (and is durable), before the next.
+/// After one batch of an outbox entry was appended (and is durable), before the next.
 pub const OUTBOX_PART_APPENDED: &str = "outbox-part-appended";
 /// Inside a group commit, before the transaction commits.
 pub const BEFORE_GROUP_COMMIT: &str = "before-group-commit";

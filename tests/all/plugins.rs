@@ -13,7 +13,7 @@ use crate::common::plugins::*;
 use crate::common::{self, Server};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use sluice::cli::client::{Client, PluginAction};
+use sluice::cli::client::{Client, PluginAction, Position};
 use sluice::log::Record;
 use sluice::runtime::{LimitOverrides, StartFrom};
 use sluice::server::api::DeployRequest;
@@ -809,4 +809,62 @@ async fn state_stops_growing_at_max_state_bytes() {
     assert_eq!(letters.len() as u64, done.dead_letters);
     let error = header(&letters[0], "sluice.dlq.error").unwrap();
     assert!(error.contains("max_state_bytes"), "{error}");
+}
+
+/// A plugin's output obeys its output topic: a record over the topic's `max_record_bytes` fails
+/// the batch and its input is dead-lettered with the reason; what is emitted is stored in
+/// batches of at most 1 MiB, so a small fetch of the output topic returns little.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plugin_output_obeys_the_output_topics_limits() {
+    const BIG_BYTES: usize = 2 << 20;
+    const MEDIUM_BYTES: usize = 200 << 10;
+    const MEDIUM: usize = 20;
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let client = admin(&server);
+    client
+        .create_topic(&sluice::server::api::CreateTopic {
+            name: "in".into(),
+            partitions: 1,
+            config: [("max_record_bytes".to_string(), (4u64 << 20).into())].into(),
+        })
+        .await
+        .unwrap();
+    create_topic(&client, "out", 1).await;
+    let mut forward = request("misbehave", "in", &["out"], &[("mode", "trap")]);
+    forward.spec.limits.max_attempts = Some(1);
+    client.deploy("forward", &forward).await.unwrap();
+
+    let big = record("big", &"b".repeat(BIG_BYTES));
+    client.produce("in", Some(0), &[big]).await.unwrap();
+    let medium: Vec<Record> = (0..MEDIUM)
+        .map(|i| record(&format!("m{i}"), &"m".repeat(MEDIUM_BYTES)))
+        .collect();
+    client.produce("in", Some(0), &medium).await.unwrap();
+    let done = wait_for(&client, "forward", "all forwarded or dead-lettered", |d| {
+        d.total_lag == 0 && d.outbox_pending == 0
+    })
+    .await;
+    assert_eq!(done.dead_letters, 1, "the record too large for `out`");
+    let letters = read_all(&client, "forward.dlq").await;
+    assert_eq!(letters[0].key.as_deref(), Some(&b"big"[..]));
+    let error = header(&letters[0], "sluice.dlq.error").unwrap();
+    assert!(error.contains("max_record_bytes"), "{error}");
+
+    let forwarded = read_all(&client, "out").await;
+    assert_eq!(
+        forwarded.len(),
+        MEDIUM,
+        "every medium record forwarded once"
+    );
+    let small = client
+        .fetch("out", 0, Position::Offset(0), 1_000, 0)
+        .await
+        .unwrap();
+    let fetched_bytes: usize = small.records.iter().map(|(_, r)| r.value.len()).sum();
+    assert!(
+        !small.records.is_empty() && fetched_bytes <= 1 << 20,
+        "a fetch of 1,000 bytes returned {} records, {fetched_bytes} bytes",
+        small.records.len()
+    );
 }

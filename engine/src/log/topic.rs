@@ -179,6 +179,32 @@ impl Topic {
             })
     }
 
+    /// Refuses a record larger than `limit` (the topic's `max_record_bytes`, read once by a
+    /// caller checking many records).
+    fn check_record_size(&self, record: &Record, limit: u64) -> Result<(), LogError> {
+        let size = record.size_bytes();
+        if size as u64 > limit {
+            return Err(LogError::RecordTooLarge {
+                topic: self.name.to_string(),
+                size,
+                limit,
+            });
+        }
+        Ok(())
+    }
+
+    /// Refuses any of `records` larger than the topic's `max_record_bytes`: what a producer
+    /// is refused, for records that reach the topic another way (a plugin's output).
+    pub fn check_record_sizes<'a>(
+        &self,
+        records: impl IntoIterator<Item = &'a Record>,
+    ) -> Result<(), LogError> {
+        let limit = self.config.read().max_record_bytes;
+        records
+            .into_iter()
+            .try_for_each(|record| self.check_record_size(record, limit))
+    }
+
     /// Appends records, routed to `partition` if given, else by key (Kafka's murmur2) or, for
     /// records without a key, to the next partition in turn per call. Returns once every
     /// record is durable per the flush policy.
@@ -189,14 +215,7 @@ impl Topic {
     ) -> Result<Vec<Produced>, LogError> {
         let limit = self.config.read().max_record_bytes;
         for record in &records {
-            let size = record.size_bytes();
-            if size as u64 > limit {
-                return Err(LogError::RecordTooLarge {
-                    topic: self.name.to_string(),
-                    size,
-                    limit,
-                });
-            }
+            self.check_record_size(record, limit)?;
         }
         let count = self.partition_count();
         let routed: Vec<(u32, Vec<Record>)> = match partition {

@@ -93,6 +93,8 @@ pub enum SandboxError {
         "the batch would grow the group's state to {size} bytes, past its limit of {limit} bytes (max_state_bytes); delete state in the plugin or raise the limit"
     )]
     StateFull { size: u64, limit: u64 },
+    #[error("the plugin emitted a record its output topic refuses: {0}")]
+    OutputRefused(#[source] crate::log::LogError),
 }
 
 impl SandboxError {

@@ -3,6 +3,7 @@
 //! the committed entries are appended once (a marker header finds those already there).
 
 use std::collections::BTreeMap;
+use std::ops::Range;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -18,6 +19,38 @@ use crate::txn::outbox::{self, Part};
 /// Bytes of emitted records a group stages between two commits at most: past it the worker
 /// commits early, whatever `commit_interval_ms` says, so a group's memory stays bounded.
 pub(super) const STAGED_BYTES_MAX: usize = 64 << 20;
+/// Bytes of emitted records appended as one stored batch at most (a larger record is a batch
+/// of its own), so that fetches of an output topic stay within their `max_bytes`.
+pub(super) const EMITTED_BATCH_BYTES: usize = 1 << 20;
+
+/// `records` cut into runs of at most [`EMITTED_BATCH_BYTES`] (at least one record each),
+/// each appended as one batch. Depends on the records alone, so an outbox entry delivered
+/// again after a crash is cut the same way.
+fn batches(records: &[Record]) -> Vec<Range<usize>> {
+    let mut out = Vec::new();
+    let (mut start, mut bytes) = (0, 0);
+    for (i, record) in records.iter().enumerate() {
+        let size = record.size_bytes();
+        if i > start && bytes + size > EMITTED_BATCH_BYTES {
+            out.push(start..i);
+            (start, bytes) = (i, 0);
+        }
+        bytes += size;
+    }
+    if start < records.len() {
+        out.push(start..records.len());
+    }
+    out
+}
+
+/// The marker of batch `index` of an outbox entry's part: the entry's own for the first (as
+/// entries were marked before parts were cut), then `.1`, `.2`, ...
+fn batch_marker(entry: &str, index: usize) -> Bytes {
+    match index {
+        0 => Bytes::from(entry.to_string()),
+        _ => Bytes::from(format!("{entry}.{index}")),
+    }
+}
 
 /// Records emitted since the last commit, by output topic and partition.
 #[derive(Default)]
@@ -112,27 +145,31 @@ impl Worker {
         parts: Vec<Part>,
         check: bool,
     ) -> Result<(), Interrupt> {
-        let marker = Bytes::from(format!("{}/{sequence}", self.context.group));
+        let entry = format!("{}/{sequence}", self.context.group);
         for mut part in parts {
-            let Some(first) = part.records.first_mut() else {
-                continue;
-            };
             let partition = self.output_partition(&part.topic, part.partition)?;
-            if check && in_log(&partition, part.start_hint, &marker)? {
-                tracing::info!(
-                    sequence,
-                    topic = %part.topic,
-                    partition = part.partition,
-                    "outbox entry: this part is already in the log; not appending it again"
-                );
-                continue;
+            // Batches are appended in order: once one is missing, so are the rest.
+            let mut checking = check;
+            for (index, range) in batches(&part.records).into_iter().enumerate() {
+                let marker = batch_marker(&entry, index);
+                if checking && in_log(&partition, part.start_hint, &marker)? {
+                    tracing::info!(
+                        sequence,
+                        topic = %part.topic,
+                        partition = part.partition,
+                        batch = index,
+                        "outbox entry: this batch is already in the log; not appending it again"
+                    );
+                    continue;
+                }
+                checking = false;
+                part.records[range.start].headers.push(Header {
+                    key: OUTBOX_MARKER.into(),
+                    value: marker,
+                });
+                self.append(&partition, &part.topic, &part.records[range])?;
+                crate::crash_point::reached(crate::crash_point::OUTBOX_PART_APPENDED);
             }
-            first.headers.push(Header {
-                key: OUTBOX_MARKER.into(),
-                value: marker.clone(),
-            });
-            self.append(&partition, &part.topic, &part.records)?;
-            crate::crash_point::reached(crate::crash_point::OUTBOX_PART_APPENDED);
         }
         self.delivered.push(sequence);
         self.dirty = true;
@@ -144,7 +181,9 @@ impl Worker {
     pub(super) fn deliver_staged(&mut self) -> Result<(), Interrupt> {
         for ((topic, partition), records) in self.outbox.take() {
             let target = self.output_partition(&topic, partition)?;
-            self.append(&target, &topic, &records)?;
+            for range in batches(&records) {
+                self.append(&target, &topic, &records[range])?;
+            }
         }
         Ok(())
     }

@@ -164,7 +164,7 @@ impl Worker {
             let (version, sandbox) = self.sandbox.as_mut().expect("ensured above");
             let version = *version;
             let processed = sandbox.process(&batch);
-            let error = match processed.and_then(|p| self.within_state_limit(p)) {
+            let error = match processed.and_then(|p| self.within_limits(p)) {
                 Ok((processed, growth)) => {
                     self.stage_emitted(version, processed.emitted)?;
                     if self.deployment.limits.delivery != Delivery::ExactlyOnce {
@@ -203,9 +203,29 @@ impl Worker {
         }
     }
 
-    /// `processed` with what its state writes add to the state, or `StateFull` if they would
-    /// grow it past `max_state_bytes`.
-    fn within_state_limit(&self, processed: Processed) -> Result<(Processed, i64), SandboxError> {
+    /// `processed` with what its state writes add to the state; `StateFull` if they would
+    /// grow it past `max_state_bytes`, `OutputRefused` if it emitted a record larger than its
+    /// output topic takes. Either fails the call, so the record responsible is isolated and
+    /// dead-lettered like any poison record.
+    fn within_limits(&self, processed: Processed) -> Result<(Processed, i64), SandboxError> {
+        let mut start = 0;
+        while start < processed.emitted.len() {
+            let topic = &processed.emitted[start].topic;
+            let run = processed.emitted[start..]
+                .iter()
+                .take_while(|e| e.topic == *topic)
+                .count();
+            // An unknown topic is the engine's to report (`stage_emitted`), not a size.
+            if let Ok(output) = self.context.log.topic(topic) {
+                let records = processed.emitted[start..start + run]
+                    .iter()
+                    .map(|e| &e.record);
+                output
+                    .check_record_sizes(records)
+                    .map_err(SandboxError::OutputRefused)?;
+            }
+            start += run;
+        }
         let growth = self
             .state
             .growth(&processed.state_writes)
