@@ -79,6 +79,9 @@ pub struct ServerSettings {
     /// Token the plugin admin API requires. None: generated at first start and kept in
     /// `<data_dir>/admin.token`.
     pub admin_token: Option<String>,
+    /// Require the admin token on every endpoint but `/v1/health`, produce, fetch and
+    /// consumer groups included. Off: those stay open, as suits loopback.
+    pub require_token_for_all: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -132,6 +135,7 @@ impl Default for ServerSettings {
             max_wait_ms: 30_000,
             request_body_timeout_ms: 10_000,
             admin_token: None,
+            require_token_for_all: false,
         }
     }
 }

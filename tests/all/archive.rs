@@ -98,7 +98,7 @@ fn row(partition: u32, offset: u64, record: &Record) -> serde_json::Value {
 async fn pyarrow_and_duckdb_read_back_exactly_what_the_log_holds() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path());
-    let client = Client::new(&server.url);
+    let client = admin(&server);
     create(
         &client,
         "rt",
@@ -226,7 +226,7 @@ async fn kill_9_during_archival_leaves_every_offset_in_the_log_or_in_exactly_one
             env.push(("SLUICE_CRASH_AT", point));
         }
         let server = Server::start_with_env(dir.path(), &env);
-        let client = Client::new(&server.url);
+        let client = admin(&server);
         if round == 0 {
             create(
                 &client,
@@ -270,7 +270,7 @@ async fn kill_9_during_archival_leaves_every_offset_in_the_log_or_in_exactly_one
     assert!(crashes_at_points >= rounds / 4 * 3);
 
     let server = Server::start(dir.path());
-    let client = Client::new(&server.url);
+    let client = admin(&server);
     let listing = client.archive_list("k").await.unwrap();
     let topic = client.describe_topic("k").await.unwrap();
     let mut seen = BTreeSet::new();
@@ -524,7 +524,7 @@ fn column_names(read: &serde_json::Value) -> Vec<&str> {
 async fn schema_aware_topics_get_typed_columns_and_keep_values_that_do_not_fit() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path());
-    let client = Client::new(&server.url);
+    let client = admin(&server);
     let fixed = r#"{"customer": "utf8", "amount": "float64", "items": "int64"}"#;
     create(
         &client,

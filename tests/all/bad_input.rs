@@ -15,6 +15,19 @@ async fn expect(response: reqwest::Response, status: StatusCode, code: &str, men
     );
 }
 
+/// A client that sends the server's admin token with every request, as an operator's does:
+/// these tests are about bad requests, not about who may make them.
+fn with_token(server: &Server) -> reqwest::Client {
+    let token = crate::common::plugins::token(server);
+    let mut headers = reqwest::header::HeaderMap::new();
+    let value = format!("Bearer {}", token.trim());
+    headers.insert(reqwest::header::AUTHORIZATION, value.parse().unwrap());
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .unwrap()
+}
+
 /// The JSON answer of a GET.
 async fn get_json(http: &reqwest::Client, url: &str) -> Value {
     http.get(url).send().await.unwrap().json().await.unwrap()
@@ -55,7 +68,7 @@ async fn each_bad_request_gets_its_status_and_the_server_keeps_serving() {
     use reqwest::Method;
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path());
-    let http = reqwest::Client::new();
+    let http = with_token(&server);
     let url = |path: &str| format!("{}/v1/{path}", server.url);
     let created = http
         .post(url("topics"))
@@ -306,7 +319,7 @@ async fn past_the_disk_limit_produce_gets_507_and_acknowledged_data_stays() {
     .unwrap();
     let config = dir.path().join("limits.toml");
     let server = Server::start_with(dir.path(), &["--config", config.to_str().unwrap()]);
-    let http = reqwest::Client::new();
+    let http = with_token(&server);
     let url = |path: &str| format!("{}/v1/{path}", server.url);
     http.post(url("topics"))
         .json(&json!({"name": "t"}))
@@ -361,7 +374,7 @@ async fn partitions_past_the_open_file_limit_are_refused_before_any_file_is_open
     let dir = tempfile::tempdir().unwrap();
     // A budget of 512 - 256 reserved = 256 segment files.
     let server = Server::start_with_open_file_limit(dir.path(), 512);
-    let http = reqwest::Client::new();
+    let http = with_token(&server);
     let url = |path: &str| format!("{}/v1/{path}", server.url);
     let create = |name: &str, partitions: u32| {
         http.post(url("topics"))

@@ -142,3 +142,98 @@ async fn stalled_bodies_neither_starve_producers_nor_live_forever() {
         assert!(status.contains("408"), "a stalled body got {status}");
     }
 }
+
+/// Who needs the admin token: changing or deleting a topic, running the archive and setting a
+/// group's offsets from outside it, by default; produce, fetch and consumer groups stay open on
+/// loopback. With `require_token_for_all` everything but the health check needs it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn destructive_calls_need_the_token_and_everything_can() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let with_token = admin(&server);
+    create_topic(&with_token, "t", 1).await;
+    let http = reqwest::Client::new();
+    let url = |path: &str| format!("{}/v1/{path}", server.url);
+    let refused = [
+        http.delete(url("topics/t")),
+        http.patch(url("topics/t"))
+            .json(&serde_json::json!({"partitions": 2})),
+        http.post(url("topics/t/archive"))
+            .json(&serde_json::json!({})),
+        http.post(url("groups/g/offsets"))
+            .json(&serde_json::json!({"offsets": [{"topic": "t", "partition": 0, "offset": 0}]})),
+    ];
+    for request in refused {
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        let body = response.text().await.unwrap();
+        assert_eq!(status, 401, "{body}");
+        assert!(body.contains("admin token"), "{body}");
+    }
+    let anonymous = sluice::cli::client::Client::new(&server.url);
+    anonymous
+        .produce("t", Some(0), &[record("k", "v")])
+        .await
+        .unwrap();
+    let fetched = anonymous
+        .fetch("t", 0, sluice::cli::client::Position::Offset(0), 1 << 20, 0)
+        .await
+        .unwrap();
+    assert_eq!(fetched.records.len(), 1);
+    with_token.delete_topic("t").await.unwrap();
+    drop(server);
+
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_with_env(
+        dir.path(),
+        &[("SLUICE_SERVER__REQUIRE_TOKEN_FOR_ALL", "true")],
+    );
+    let with_token = admin(&server);
+    create_topic(&with_token, "t", 1).await;
+    let anonymous = sluice::cli::client::Client::new(&server.url);
+    let error = anonymous
+        .produce("t", Some(0), &[record("k", "v")])
+        .await
+        .unwrap_err();
+    assert_eq!(status_of(&error), 401);
+    with_token
+        .produce("t", Some(0), &[record("k", "v")])
+        .await
+        .unwrap();
+    let health = http
+        .get(format!("{}/v1/health", server.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status().as_u16(), 200, "the health check stays open");
+}
+
+/// Listening beyond loopback with produce and fetch open, the engine says so loudly at start.
+#[test]
+fn listening_beyond_loopback_without_a_token_for_data_warns_at_start() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(crate::common::BIN)
+        .args(["serve", "--listen", "0.0.0.0:0", "--data-dir"])
+        .arg(dir.path())
+        .env("SLUICE_STORAGE__MIN_FREE_BYTES", "0")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut logged = String::new();
+    for line in BufReader::new(child.stderr.take().unwrap()).lines() {
+        let line = line.unwrap();
+        logged.push_str(&line);
+        logged.push('\n');
+        if line.contains("serving ") {
+            break;
+        }
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        logged.contains("LISTENING BEYOND LOOPBACK") && logged.contains("require_token_for_all"),
+        "{logged}"
+    );
+}

@@ -54,8 +54,9 @@
 //! kernel picks (`127.0.0.1:0`); configuration goes to the child processes (`Command::env`,
 //! never `std::env::set_var`) and so does a working directory (`Command::current_dir`, never
 //! `std::env::set_current_dir`); helper scripts are found from `CARGO_MANIFEST_DIR`, not the
-//! working directory. The one static, `exactly_once::OBSERVING`, orders observations within
-//! that module, as before; `examples::BUILDING` makes builds of the in-tree examples (which
+//! working directory. The statics: `exactly_once::OBSERVING` orders observations within
+//! that module, as before; `common::TOKENS` keeps each server's admin token by its URL (ports
+//! are unique) for the client commands; `examples::BUILDING` makes builds of the in-tree examples (which
 //! write into `examples/<name>/target/`) take turns. No test needs the machine to itself, so there is no lock between
 //! areas: none counts open descriptors or memory, the crash tests (`crash`, `exactly_once`,
 //! `archive`) check what survives a kill whatever the load, and the two thresholds that

@@ -127,11 +127,7 @@ impl Client {
     }
 
     fn admin(&self, method: Method, path: &str) -> RequestBuilder {
-        let request = self.request(method, &format!("plugins{path}"));
-        match &self.token {
-            Some(token) => request.bearer_auth(token),
-            None => request,
-        }
+        self.request(method, &format!("plugins{path}"))
     }
 
     pub async fn deploy(
@@ -219,9 +215,16 @@ impl Client {
         &self.base
     }
 
+    /// A request with the token, when the client has one: the admin endpoints need it, and
+    /// so does everything with `[server] require_token_for_all`.
     fn request(&self, method: Method, path: &str) -> RequestBuilder {
-        self.http
-            .request(method, format!("{}/v1/{}", self.base, path))
+        let request = self
+            .http
+            .request(method, format!("{}/v1/{}", self.base, path));
+        match &self.token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        }
     }
 
     async fn send(&self, request: RequestBuilder) -> Result<reqwest::Response> {

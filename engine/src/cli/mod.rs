@@ -48,8 +48,9 @@ Run a WebAssembly plugin as a consumer group, on the running engine:
     sluice plugin describe big-orders            # version, status, lag, dead letters
     sluice plugin rollback big-orders            # after deploying a new version
 
-Every command but `serve` talks to the engine at --url (or SLUICE_URL); `plugin` and `dlq`
-need the admin token (--token, SLUICE_TOKEN, or ./sluice-data/admin.token). Logs go to stderr;
+Every command but `serve` talks to the engine at --url (or SLUICE_URL); `plugin`, `dlq`,
+`topic alter`, `topic delete` and `archive run` need the admin token (--token, SLUICE_TOKEN,
+or ./sluice-data/admin.token), and so does everything with [server] require_token_for_all. Logs go to stderr;
 set SLUICE_LOG=debug (or any tracing filter) for more.";
 
 #[derive(Parser)]
@@ -64,8 +65,10 @@ pub struct Cli {
     )]
     pub url: String,
 
-    /// Admin token for `plugin` and `dlq` commands. Default: <data_dir>/admin.token of the
-    /// configuration in this directory (./sluice-data/admin.token).
+    /// Admin token, sent with every request: `plugin`, `dlq`, `topic alter`, `topic delete`
+    /// and `archive run` need it (everything does with [server] require_token_for_all).
+    /// Default: <data_dir>/admin.token of the configuration in this directory
+    /// (./sluice-data/admin.token).
     #[arg(long, global = true, env = "SLUICE_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
 

@@ -42,6 +42,7 @@ impl futures_core::Stream for ProgressStream {
 /// newline-delimited JSON: a plan, one line per segment, then done or failed.
 #[tracing::instrument(skip_all, fields(topic = %topic))]
 pub async fn run(
+    _: super::auth::Admin,
     State(state): State<Arc<AppState>>,
     Path(topic): Path<String>,
     body: Result<Json<ArchiveRunRequest>, JsonRejection>,

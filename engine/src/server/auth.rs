@@ -74,6 +74,33 @@ impl FromRequestParts<Arc<AppState>> for Admin {
     }
 }
 
+/// With `[server] require_token_for_all`, refuses every request without the admin token
+/// but the health check (a middleware before every route).
+pub async fn require_token_for_all(
+    axum::extract::State(state): axum::extract::State<Arc<AppState>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    if state.config.server.require_token_for_all
+        && request.uri().path() != "/v1/health"
+        && let Err(refused) = check(request.headers(), &state)
+    {
+        return refused.into_response();
+    }
+    next.run(request).await
+}
+
+/// Warns, at start, when anyone who reaches `addr` can read and write every topic.
+pub fn warn_if_open_beyond_loopback(addr: std::net::SocketAddr, require_token_for_all: bool) {
+    if !addr.ip().is_loopback() && !require_token_for_all {
+        tracing::warn!(
+            %addr,
+            "LISTENING BEYOND LOOPBACK WITHOUT A TOKEN FOR DATA: anyone who reaches {addr} can produce, fetch and join consumer groups on every topic (topic changes, offset resets and plugins still need the admin token); set [server] require_token_for_all = true, or listen on 127.0.0.1"
+        );
+    }
+}
+
 /// Admits a request only with `Authorization: Bearer <admin token>`.
 pub fn check(headers: &HeaderMap, state: &AppState) -> Result<Admin, ApiError> {
     let given = headers

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use axum::Json;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 
 use super::api::*;
 use super::{ApiError, AppState};
@@ -85,12 +85,17 @@ pub(super) async fn committed_offsets(
 pub(super) async fn commit_offsets(
     State(state): State<Arc<AppState>>,
     Path(group): Path<String>,
+    headers: HeaderMap,
     body: Result<Json<CommitRequest>, JsonRejection>,
 ) -> Result<StatusCode, ApiError> {
     let Json(request) = body?;
     let member = match (&request.member_id, request.generation) {
         (Some(id), Some(generation)) => Some((id.clone(), generation)),
-        (None, None) => None,
+        // Setting a group's offsets from outside it (a reset) needs the admin token.
+        (None, None) => {
+            super::auth::check(&headers, &state)?;
+            None
+        }
         _ => {
             return Err(ApiError::bad_request(
                 "bad_commit",

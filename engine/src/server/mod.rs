@@ -139,6 +139,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         source,
     })?;
     let (shutdown, shutdown_rx) = watch::channel(false);
+    let state_requires_token = config.server.require_token_for_all;
     let permits = inflight_permits(config.server.max_inflight_bytes) as usize;
     let state = Arc::new(AppState {
         log: log.clone(),
@@ -154,6 +155,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     chores::spawn(state.clone());
     let task = serve(listener, router(state), shutdown_rx);
     tracing::info!(%addr, "listening");
+    auth::warn_if_open_beyond_loopback(addr, state_requires_token);
     Ok(Running {
         addr,
         shutdown,
@@ -296,6 +298,10 @@ fn router(state: Arc<AppState>) -> Router {
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
             body_timeout,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_token_for_all,
         ))
         .with_state(state)
 }

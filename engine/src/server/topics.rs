@@ -8,6 +8,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 
 use super::api::*;
+use super::auth::Admin;
 use super::{ApiError, AppState, blocking};
 
 pub(super) async fn list(State(state): State<Arc<AppState>>) -> Json<TopicList> {
@@ -65,6 +66,7 @@ pub(super) async fn describe(
 
 #[tracing::instrument(skip_all, fields(topic = %topic))]
 pub(super) async fn alter(
+    _: Admin,
     State(state): State<Arc<AppState>>,
     Path(topic): Path<String>,
     body: Result<Json<AlterTopic>, JsonRejection>,
@@ -78,6 +80,7 @@ pub(super) async fn alter(
 
 #[tracing::instrument(skip_all, fields(topic = %topic))]
 pub(super) async fn delete(
+    _: Admin,
     State(state): State<Arc<AppState>>,
     Path(topic): Path<String>,
 ) -> Result<StatusCode, ApiError> {

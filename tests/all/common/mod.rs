@@ -78,6 +78,7 @@ impl Server {
                 break rest.split_whitespace().next().expect("address").to_string();
             }
         };
+        remember_token(&url, dir);
         let sink = log.clone();
         let stderr_reader = std::thread::spawn(move || {
             for line in lines.map_while(Result::ok) {
@@ -155,10 +156,28 @@ pub fn seed(var: &str) -> u64 {
     seed
 }
 
-/// Runs a `sluice` client command against `url`, with `stdin` as input.
+/// The admin token of each server started, by URL (every server has its own port), for
+/// [`cli`]: the client commands that change topics need it.
+static TOKENS: std::sync::Mutex<std::collections::BTreeMap<String, String>> =
+    std::sync::Mutex::new(std::collections::BTreeMap::new());
+
+fn remember_token(url: &str, dir: &Path) {
+    if let Ok(token) = std::fs::read_to_string(dir.join("admin.token")) {
+        let mut tokens = TOKENS.lock().unwrap();
+        tokens.insert(url.to_string(), token.trim().to_string());
+    }
+}
+
+/// Runs a `sluice` client command against `url` (with its server's admin token), with `stdin`
+/// as input.
 pub fn cli(url: &str, args: &[&str], stdin: &str) -> std::process::Output {
     use std::io::Write;
-    let mut child = Command::new(BIN)
+    let token = TOKENS.lock().unwrap().get(url).cloned();
+    let mut command = Command::new(BIN);
+    if let Some(token) = token {
+        command.env("SLUICE_TOKEN", token);
+    }
+    let mut child = command
         .args(args)
         .env("SLUICE_URL", url)
         .stdin(Stdio::piped())
