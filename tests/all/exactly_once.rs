@@ -492,3 +492,69 @@ async fn rollback_to_a_snapshot_restores_state_and_offsets_together() {
     let replayed: Vec<(u64, u64)> = (100..160).map(|i| (i, i + 1)).collect();
     assert_eq!(outputs[160..], replayed[..]);
 }
+
+/// At-most-once may lose the batches in flight at a crash, but each batch takes effect whole
+/// or not at all: its state writes and its outputs commit together. After kill -9 at random
+/// moments, each key's emitted counts are exactly 1..=its count in the state: none repeated
+/// (outputs kept while their state writes were lost) and none missing (state kept without its
+/// outputs).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_most_once_loses_whole_batches_never_half_of_one() {
+    const RECORDS: u64 = 30_000;
+    const KILLS: usize = 6;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(common::seed("SLUICE_EO_SEED"));
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start(dir.path());
+    let mut client = admin(&server);
+    create_topic(&client, "in", INPUT_PARTITIONS).await;
+    create_topic(&client, "out", OUTPUT_PARTITIONS).await;
+    produce_inputs(&client, RECORDS).await;
+    let mut request = counter_request(false, 1);
+    request.spec.limits.delivery = Some(sluice::runtime::Delivery::AtMostOnce);
+    client.deploy("c", &request).await.unwrap();
+    for _ in 0..KILLS {
+        let before = client.describe_plugin("c").await.unwrap().total_lag;
+        wait_for(&client, "c", "progress since the restart", |d| {
+            d.total_lag < before || d.total_lag == 0
+        })
+        .await;
+        tokio::time::sleep(Duration::from_millis(rng.random_range(0..30))).await;
+        server.kill();
+        server = Server::start(dir.path());
+        client = admin(&server);
+    }
+    wait_for(&client, "c", "every input taken (or lost)", |d| {
+        d.total_lag == 0 && d.outbox_pending == 0
+    })
+    .await;
+
+    let mut counts: HashMap<String, Vec<u64>> = HashMap::new();
+    for output in read_partitions(&client, "out").await.iter().flatten() {
+        let (_, key, count) = parse_output(&output.value);
+        counts.entry(key).or_default().push(count);
+    }
+    let state = client
+        .plugin_state("c", "count/", None, 1_000)
+        .await
+        .unwrap();
+    for entry in &state.entries {
+        let key = entry.key.as_deref().unwrap().trim_start_matches("count/");
+        let counted: u64 = entry.value.as_deref().unwrap().parse().unwrap();
+        let mut emitted = counts.remove(key).unwrap_or_default();
+        emitted.sort_unstable();
+        let repeated: Vec<u64> = emitted
+            .windows(2)
+            .filter(|w| w[0] == w[1])
+            .map(|w| w[0])
+            .collect();
+        let missing: Vec<u64> = (1..=counted)
+            .filter(|c| emitted.binary_search(c).is_err())
+            .collect();
+        assert!(
+            repeated.is_empty() && missing.is_empty() && emitted.len() as u64 == counted,
+            "{key}: the state counted {counted}; outputs repeat the counts {repeated:?}, miss {missing:?}, {} in all",
+            emitted.len()
+        );
+    }
+    assert!(counts.is_empty(), "outputs of keys the state never counted");
+}

@@ -74,7 +74,8 @@ impl Worker {
         };
         let dlq = dlq_topic(&self.context.group);
         self.outbox.push(Arc::from(dlq.as_str()), 0, letter);
-        if self.deployment.limits.delivery != Delivery::ExactlyOnce {
+        // As the outputs of a batch (see `call`): only at-least-once appends before the commit.
+        if self.deployment.limits.delivery == Delivery::AtLeastOnce {
             self.deliver_staged()?;
         }
         let message = format!(

@@ -167,7 +167,10 @@ impl Worker {
             let error = match processed.and_then(|p| self.within_limits(p)) {
                 Ok((processed, growth)) => {
                     self.stage_emitted(version, processed.emitted)?;
-                    if self.deployment.limits.delivery != Delivery::ExactlyOnce {
+                    // At-least-once appends outputs before the commit (a crash repeats them).
+                    // Exactly-once and at-most-once put them in the outbox, committed with the
+                    // state writes: a batch takes effect whole or not at all.
+                    if self.deployment.limits.delivery == Delivery::AtLeastOnce {
                         self.deliver_staged()?;
                     }
                     self.commit(input, last + 1, (processed.state_writes, growth))?;
