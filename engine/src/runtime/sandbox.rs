@@ -548,12 +548,52 @@ fn classify(
         // A Rust panic ends in `unreachable`; its message went to the discarded stderr.
         Some(trap) => other(trap.to_string()),
         None => {
-            let text = format!("{error:#}");
+            let text = without_backtrace(&error);
             if text.contains("forcing trap when growing memory") {
                 SandboxError::Memory(limits.memory_bytes)
             } else {
                 other(text)
             }
+        }
+    }
+}
+
+/// The error's causes, joined, without the wasm backtrace wasmtime attaches: frame addresses
+/// of the component say nothing in `last_error` or a dead letter's header (the engine's debug
+/// log keeps the whole error).
+fn without_backtrace(error: &wasmtime::Error) -> String {
+    tracing::debug!("plugin call failed: {error:?}");
+    let causes: Vec<String> = error
+        .chain()
+        .map(|cause| cause.to_string())
+        .filter(|text| !text.contains("wasm backtrace:"))
+        .map(|text| text.lines().next().unwrap_or_default().trim().to_string())
+        .filter(|text| !text.is_empty())
+        .collect();
+    if causes.is_empty() {
+        return "the plugin failed without a reason".to_string();
+    }
+    causes.join(": ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What wasmtime reports for a trap deep in a component: the causes and a backtrace.
+    #[test]
+    fn errors_are_told_without_the_wasm_backtrace() {
+        let error = wasmtime::Error::msg("all fuel consumed by WebAssembly")
+            .context(
+                "error while executing at wasm backtrace:\n    0: 0x1d2f - plugin.wasm!process\n    1: 0x2a00 - plugin.wasm!export",
+            )
+            .context("calling `process`");
+        let text = without_backtrace(&error);
+        assert_eq!(text, "calling `process`: all fuel consumed by WebAssembly");
+        let limits = SandboxLimits::default();
+        match classify(error, &limits, SandboxError::Trap) {
+            SandboxError::Trap(message) => assert!(!message.contains("0x1d2f"), "{message}"),
+            other => panic!("{other:?}"),
         }
     }
 }
