@@ -629,6 +629,39 @@ mod tests {
         }
 
         #[test]
+        fn records_frames_round_trip(records in proptest::collection::vec(arb_record(), 0..20)) {
+            let frame = Bytes::from(encode_records_frame(&records));
+            prop_assert_eq!(decode_records_frame(&frame).unwrap(), records);
+        }
+
+        /// Untrusted input (a produce body, a plugin's `send-frame`, a fetched or stored
+        /// batch) of any bytes is an error or records, never a panic or a huge allocation.
+        #[test]
+        fn arbitrary_bytes_never_panic_a_decoder(bytes in proptest::collection::vec(any::<u8>(), 0..2048)) {
+            let bytes = Bytes::from(bytes);
+            let _ = decode_records_frame(&bytes);
+            let _ = decode(&bytes);
+            let _ = verify(&bytes);
+            let _ = decode_all(&bytes, 0);
+            for decoded in Batches::new(bytes.clone()) {
+                if decoded.is_err() {
+                    break;
+                }
+            }
+        }
+
+        /// A valid batch with bytes flipped or cut anywhere after its header is an error,
+        /// never a panic.
+        #[test]
+        fn damaged_frames_never_panic(records in proptest::collection::vec(arb_record(), 1..5), cut in any::<proptest::sample::Index>(), noise in proptest::collection::vec(any::<u8>(), 0..64)) {
+            let frame = encode_records_frame(&records);
+            let at = cut.index(frame.len() + 1);
+            let mut damaged = frame[..at].to_vec();
+            damaged.extend_from_slice(&noise);
+            let _ = decode_records_frame(&Bytes::from(damaged));
+        }
+
+        #[test]
         fn varint_round_trip(value in any::<i64>()) {
             let mut out = Vec::new();
             put_varint(&mut out, zigzag(value));

@@ -17,7 +17,7 @@ use super::bindings::sluice::plugin::{emit, log, state, types};
 use super::logs::{LogBuffer, LogLine};
 use super::{Batch, EPOCH_TICK, Plugin, ProcessError, Runtime};
 use crate::log::{Header, Record, batch};
-use crate::txn::state::{StateError, StateStore, StateWrites, merged_scan};
+use crate::txn::state::{StateError, StateStore, StateWrites, decode_write_many, merged_scan};
 use bytes::Bytes;
 
 /// Most entries one `state.scan` returns.
@@ -241,37 +241,15 @@ impl state::Host for Host {
     }
 
     fn write_many(&mut self, writes: Vec<u8>) -> wasmtime::Result<()> {
-        let mut cursor = Bytes::from(writes);
-        while !cursor.is_empty() {
-            let (key, value) = decode_write(&mut cursor)
-                .map_err(|e| wasmtime::Error::msg(format!("state.write-many: {e}")))?;
-            self.writes.insert(key, value);
-        }
+        let writes = decode_write_many(Bytes::from(writes))
+            .map_err(|e| wasmtime::Error::msg(format!("state.write-many: {e}")))?;
+        self.writes.extend(writes);
         Ok(())
     }
 
     fn generation(&mut self) -> wasmtime::Result<u64> {
         Ok(self.state.generation())
     }
-}
-
-/// One write of a `state.write-many` frame.
-fn decode_write(cursor: &mut Bytes) -> Result<(Vec<u8>, Option<Vec<u8>>), batch::BatchError> {
-    fn field(cursor: &mut Bytes, len: u64) -> Result<Vec<u8>, batch::BatchError> {
-        if len > cursor.len() as u64 {
-            return Err(batch::BatchError::Malformed(
-                "a write runs past the end of the frame",
-            ));
-        }
-        Ok(cursor.split_to(len as usize).to_vec())
-    }
-    let key_len = batch::get_varint(cursor)?;
-    let key = field(cursor, key_len)?;
-    let value = match batch::get_varint(cursor)? {
-        0 => None,
-        len => Some(field(cursor, len - 1)?),
-    };
-    Ok((key, value))
 }
 
 impl Host {
@@ -579,6 +557,45 @@ fn without_backtrace(error: &wasmtime::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    /// A `write-many` frame as the SDK encodes it: varint key length, key, varint (value length
+    /// + 1, 0 for a delete), value.
+    fn encode_writes(writes: &[(Vec<u8>, Option<Vec<u8>>)]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for (key, value) in writes {
+            batch::put_varint(&mut out, key.len() as u64);
+            out.extend_from_slice(key);
+            match value {
+                None => batch::put_varint(&mut out, 0),
+                Some(value) => {
+                    batch::put_varint(&mut out, value.len() as u64 + 1);
+                    out.extend_from_slice(value);
+                }
+            }
+        }
+        out
+    }
+
+    proptest! {
+        #[test]
+        fn write_many_frames_round_trip(writes in proptest::collection::vec((proptest::collection::vec(any::<u8>(), 0..32), proptest::option::of(proptest::collection::vec(any::<u8>(), 0..64))), 0..20)) {
+            let frame = Bytes::from(encode_writes(&writes));
+            prop_assert_eq!(decode_write_many(frame).unwrap(), writes);
+        }
+
+        /// A plugin's `write-many` frame of any bytes is an error or writes, never a panic,
+        /// and no write is longer than the frame.
+        #[test]
+        fn arbitrary_write_many_frames_never_panic(frame in proptest::collection::vec(any::<u8>(), 0..2048)) {
+            let len = frame.len();
+            if let Ok(writes) = decode_write_many(Bytes::from(frame)) {
+                for (key, value) in writes {
+                    prop_assert!(key.len() + value.map_or(0, |v| v.len()) <= len);
+                }
+            }
+        }
+    }
 
     /// What wasmtime reports for a trap deep in a component: the causes and a backtrace.
     #[test]

@@ -117,6 +117,14 @@ mod tests {
     use super::*;
     use crate::log::Header;
 
+    proptest::proptest! {
+        /// An entry read back from the store, damaged in any way, is an error, never a panic.
+        #[test]
+        fn arbitrary_bytes_never_panic_the_decoder(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..2048)) {
+            let _ = decode(&bytes);
+        }
+    }
+
     #[test]
     fn entries_round_trip_and_truncation_is_an_error() {
         let record = Record {

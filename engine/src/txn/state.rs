@@ -9,12 +9,44 @@ use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
+use bytes::Bytes;
 use parking_lot::Mutex;
+
+use crate::log::batch::{self, BatchError};
 
 use super::GroupState;
 
 /// State writes of one call: `None` deletes the key.
 pub type StateWrites = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
+
+/// One state write: the key, and its new value (`None` deletes it).
+pub type StateWrite = (Vec<u8>, Option<Vec<u8>>);
+
+/// Decodes a plugin's `state.write-many` frame: for each write, a varint key length, the key,
+/// a varint of the value length plus one (0 deletes the key) and the value. The writes in
+/// frame order; an error for a frame that is cut short or has a varint of more than 10 bytes.
+/// No length is trusted beyond the bytes the frame holds.
+pub fn decode_write_many(mut frame: Bytes) -> Result<Vec<StateWrite>, BatchError> {
+    fn field(cursor: &mut Bytes, len: u64) -> Result<Vec<u8>, BatchError> {
+        if len > cursor.len() as u64 {
+            return Err(BatchError::Malformed(
+                "a write runs past the end of the frame",
+            ));
+        }
+        Ok(cursor.split_to(len as usize).to_vec())
+    }
+    let mut writes = Vec::new();
+    while !frame.is_empty() {
+        let key_len = batch::get_varint(&mut frame)?;
+        let key = field(&mut frame, key_len)?;
+        let value = match batch::get_varint(&mut frame)? {
+            0 => None,
+            len => Some(field(&mut frame, len - 1)?),
+        };
+        writes.push((key, value));
+    }
+    Ok(writes)
+}
 
 /// Entries of one prefix scan.
 pub type Scanned = Vec<(Vec<u8>, Vec<u8>)>;
