@@ -6,6 +6,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use super::error::{DiskFull, LogError};
 
+/// Within this many bytes of `min_free_bytes` (by the estimate), every append measures the
+/// free space again instead of trusting the periodic measure.
+const FREE_SPACE_RECHECK_BYTES: u64 = 64 << 20;
+
 /// Disk space accounting: refuses appends past the configured limits so that the disk never
 /// fills up under the log.
 pub struct DiskUsage {
@@ -14,6 +18,9 @@ pub struct DiskUsage {
     max_bytes: Option<u64>,
     min_free_bytes: u64,
     low_on_space: AtomicBool,
+    /// Free bytes as last measured, less what the log appended since: between two measures
+    /// the log is the main writer, so this tracks the disk closely.
+    free_estimate: AtomicU64,
 }
 
 impl DiskUsage {
@@ -24,11 +31,17 @@ impl DiskUsage {
             max_bytes,
             min_free_bytes,
             low_on_space: AtomicBool::new(false),
+            free_estimate: AtomicU64::new(u64::MAX),
         }
     }
 
     pub(super) fn add(&self, bytes: u64) {
         self.used.fetch_add(bytes, Ordering::Relaxed);
+        let _ = self
+            .free_estimate
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |free| {
+                Some(free.saturating_sub(bytes))
+            });
     }
 
     pub(super) fn sub(&self, bytes: u64) {
@@ -44,6 +57,7 @@ impl DiskUsage {
     /// Re-reads the free space of the file system holding the data directory.
     pub fn refresh_free_space(&self) {
         if let Some(free) = free_bytes(&self.dir) {
+            self.free_estimate.store(free, Ordering::Relaxed);
             let low = free < self.min_free_bytes;
             if low != self.low_on_space.swap(low, Ordering::Relaxed) {
                 if low {
@@ -68,6 +82,12 @@ impl DiskUsage {
                 max_bytes: max,
             }
             .into());
+        }
+        // Close to the limit, measure at every append: a burst of produce between two
+        // periodic measures must not run the disk full.
+        let near_limit = self.min_free_bytes.saturating_add(FREE_SPACE_RECHECK_BYTES);
+        if self.min_free_bytes > 0 && self.free_estimate.load(Ordering::Relaxed) < near_limit {
+            self.refresh_free_space();
         }
         if self.low_on_space.load(Ordering::Relaxed) {
             return Err(DiskFull::LowFreeSpace {

@@ -57,9 +57,10 @@ impl Server {
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(dir)
             .args(extra)
-            .envs(env.iter().copied())
             .env("SLUICE_LOG", "info")
             .env("SLUICE_STORAGE__MIN_FREE_BYTES", "0")
+            // After the defaults, so that a test can set them.
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
