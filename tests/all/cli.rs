@@ -548,3 +548,37 @@ fn plugin_new_and_build_refuse_what_they_cannot_do_and_say_why() {
     }
     assert!(unknown.contains("sluice plugin new"), "{unknown}");
 }
+
+/// The client finds the admin token in the engine's data directory from anywhere with
+/// `--data-dir`, and a 401 names where it looked.
+#[test]
+fn the_client_finds_the_token_by_data_dir_and_a_401_says_where_it_looked() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let elsewhere = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        std::process::Command::new(BIN)
+            .args(args)
+            .env("SLUICE_URL", &server.url)
+            .env_remove("SLUICE_TOKEN")
+            .env_remove("SLUICE_DATA_DIR")
+            .current_dir(elsewhere.path())
+            .output()
+            .unwrap()
+    };
+    let created = run(&["topic", "create", "t"]);
+    assert!(created.status.success(), "{created:?}");
+    let refused = run(&["topic", "delete", "t"]);
+    assert!(!refused.status.success());
+    let message = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        message.contains("admin token")
+            && message.contains("looked in")
+            && message.contains("sluice-data/admin.token")
+            && message.contains("--data-dir"),
+        "{message}"
+    );
+    let data_dir = dir.path().to_str().unwrap();
+    let deleted = run(&["topic", "delete", "t", "--data-dir", data_dir]);
+    assert!(deleted.status.success(), "{deleted:?}");
+}

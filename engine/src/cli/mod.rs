@@ -10,7 +10,7 @@ mod plugin_new;
 mod plugin_test;
 mod produce;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
@@ -19,7 +19,7 @@ use figment::providers::Serialized;
 
 use crate::config::Config;
 use crate::server::api::{AlterTopic, CreateTopic};
-use client::Client;
+use client::{Client, ClientError};
 
 const ABOUT: &str = "Sluice: a durable partitioned log with WebAssembly consumer plugins.";
 
@@ -50,7 +50,8 @@ Run a WebAssembly plugin as a consumer group, on the running engine:
 
 Every command but `serve` talks to the engine at --url (or SLUICE_URL); `plugin`, `dlq`,
 `topic alter`, `topic delete` and `archive run` need the admin token (--token, SLUICE_TOKEN,
-or ./sluice-data/admin.token), and so does everything with [server] require_token_for_all. Logs go to stderr;
+or the admin.token the engine keeps in --data-dir, ./sluice-data by default), and so does
+everything with [server] require_token_for_all. Logs go to stderr;
 set SLUICE_LOG=debug (or any tracing filter) for more.";
 
 #[derive(Parser)]
@@ -67,10 +68,15 @@ pub struct Cli {
 
     /// Admin token, sent with every request: `plugin`, `dlq`, `topic alter`, `topic delete`
     /// and `archive run` need it (everything does with [server] require_token_for_all).
-    /// Default: <data_dir>/admin.token of the configuration in this directory
-    /// (./sluice-data/admin.token).
+    /// Default: admin.token in --data-dir, else in the data directory of ./sluice.toml and
+    /// SLUICE_* settings (./sluice-data unless they say otherwise).
     #[arg(long, global = true, env = "SLUICE_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+
+    /// Data directory: where `serve` keeps its data (default ./sluice-data), and where the
+    /// other commands look for the engine's admin.token.
+    #[arg(long, global = true, env = "SLUICE_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
 
     #[command(subcommand)]
     pub command: Command,
@@ -118,9 +124,6 @@ pub struct ServeArgs {
     /// TOML configuration file.
     #[arg(long, short)]
     config: Option<PathBuf>,
-    /// Data directory (default ./sluice-data).
-    #[arg(long)]
-    data_dir: Option<PathBuf>,
     /// Address to listen on (default 127.0.0.1:7171).
     #[arg(long)]
     listen: Option<std::net::SocketAddr>,
@@ -198,9 +201,13 @@ fn json_settings(
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
-    let client = Client::new(&cli.url).with_token(cli.token.or_else(local_token));
-    match cli.command {
-        Command::Serve(args) => serve(args).await,
+    let (token, looked) = match cli.token {
+        Some(token) => (Some(token), Vec::new()),
+        None => find_token(cli.data_dir.as_deref()),
+    };
+    let client = Client::new(&cli.url).with_token(token);
+    let result = match cli.command {
+        Command::Serve(args) => serve(args, cli.data_dir).await,
         Command::Topic(command) => topic(&client, command).await,
         Command::Produce(args) => produce::run(&client, args).await,
         Command::Consume(args) => consume::run(&client, args).await,
@@ -209,19 +216,57 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Dlq(command) => plugin::run_dlq(&client, command).await,
         Command::State(command) => plugin::run_state(&client, command).await,
         Command::Archive(command) => archive::run(&client, command).await,
+    };
+    result.map_err(|error| say_where_the_token_was_looked_for(error, &looked))
+}
+
+/// The admin token an engine generated in its data directory: `--data-dir` (or
+/// SLUICE_DATA_DIR) if given, else the data directory of ./sluice.toml and the SLUICE_*
+/// settings (./sluice-data by default). Also the places looked in, for a 401's message.
+fn find_token(data_dir: Option<&Path>) -> (Option<String>, Vec<String>) {
+    let mut looked = vec!["--token and SLUICE_TOKEN (not given)".to_string()];
+    let dir = match data_dir {
+        Some(dir) => dir.to_path_buf(),
+        None => match Config::load(None, Figment::new()) {
+            Ok(config) => config.data_dir,
+            Err(error) => {
+                looked.push(format!("./sluice.toml and SLUICE_* settings ({error})"));
+                return (None, looked);
+            }
+        },
+    };
+    let path = dir.join(crate::server::TOKEN_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(token) if !token.trim().is_empty() => (Some(token.trim().to_string()), looked),
+        Ok(_) => {
+            looked.push(format!("{} (empty)", path.display()));
+            (None, looked)
+        }
+        Err(error) => {
+            looked.push(format!("{} ({error})", path.display()));
+            (None, looked)
+        }
     }
 }
 
-/// The admin token an engine started from this directory generated, if readable.
-fn local_token() -> Option<String> {
-    let config = Config::load(None, Figment::new()).ok()?;
-    let token = std::fs::read_to_string(config.data_dir.join(crate::server::TOKEN_FILE)).ok()?;
-    Some(token.trim().to_string()).filter(|t| !t.is_empty())
+/// A 401 says where the client looked for the token, and how to give it.
+fn say_where_the_token_was_looked_for(error: anyhow::Error, looked: &[String]) -> anyhow::Error {
+    let unauthorized = error
+        .downcast_ref::<ClientError>()
+        .and_then(ClientError::server)
+        .is_some_and(|e| e.status == reqwest::StatusCode::UNAUTHORIZED);
+    if !unauthorized || looked.is_empty() {
+        return error;
+    }
+    error.context(format!(
+        "the engine wants its admin token; looked in: {}. Pass --token, set SLUICE_TOKEN, or point --data-dir (SLUICE_DATA_DIR) at the engine's data directory",
+        looked.join("; ")
+    ))
 }
 
-async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+async fn serve(args: ServeArgs, data_dir: Option<PathBuf>) -> anyhow::Result<()> {
     let mut flags = Figment::new();
-    if let Some(dir) = &args.data_dir {
+    if let Some(dir) = &data_dir {
         flags = flags.merge(Serialized::default("data_dir", dir));
     }
     if let Some(listen) = &args.listen {
