@@ -164,7 +164,7 @@ impl Default for GroupSettings {
 
 /// `SLUICE_*` variables that are not engine configuration: the command-line client's, the
 /// log filter, profiling and crash-point switches, and the sizes and seeds of the crash tests.
-const OTHER_VARIABLES: [&str; 14] = [
+const OTHER_VARIABLES: [&str; 15] = [
     "url",
     "log",
     "config",
@@ -179,6 +179,7 @@ const OTHER_VARIABLES: [&str; 14] = [
     "archive_seed",
     "python",
     "examples",
+    "cache",
 ];
 
 impl Config {

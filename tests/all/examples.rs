@@ -172,7 +172,15 @@ fn every_template_builds_and_passes_its_own_test() {
             expected.replacen(r#""value":"2""#, r#""value":"3""#, 1),
         )
         .unwrap();
+        // The second test of the unchanged component loads its compiled code from the cache.
+        let started = std::time::Instant::now();
         let failed = test(&wrong);
+        let second = started.elapsed();
+        eprintln!("{language}: a second `plugin test` took {second:?}");
+        assert!(
+            second < std::time::Duration::from_secs(2),
+            "{language}: a second `plugin test` of the same component took {second:?}"
+        );
         assert!(!failed.status.success(), "{language}");
         let error = String::from_utf8_lossy(&failed.stderr);
         assert!(

@@ -220,6 +220,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     result.map_err(|error| say_where_the_token_was_looked_for(error, &looked))
 }
 
+/// Where the client keeps what it installs and caches: $SLUICE_CACHE, else ~/.cache/sluice.
+pub(crate) fn cache_dir() -> Option<PathBuf> {
+    match std::env::var_os("SLUICE_CACHE") {
+        Some(dir) if !dir.is_empty() => Some(PathBuf::from(dir)),
+        _ => std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache/sluice")),
+    }
+}
+
 /// The admin token an engine generated in its data directory: `--data-dir` (or
 /// SLUICE_DATA_DIR) if given, else the data directory of ./sluice.toml and the SLUICE_*
 /// settings (./sluice-data by default). Also the places looked in, for a 401's message.

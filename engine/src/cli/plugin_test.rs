@@ -89,7 +89,11 @@ pub fn run(args: TestArgs) -> anyhow::Result<()> {
         deadline_ms: args.deadline_ms.unwrap_or(defaults.deadline_ms),
         ..defaults
     };
-    let runtime = Runtime::new(None)?;
+    // The compiled code is cached by the component's digest, as the engine caches it: a second
+    // test of an unchanged component (a Python or JavaScript one takes tens of seconds to
+    // compile) starts at once.
+    let cache = super::cache_dir().map(|dir| dir.join("compiled"));
+    let runtime = Runtime::new(cache.as_deref())?;
     let plugin = runtime.compile(&wasm)?;
     let mut tester = Tester {
         runtime,
