@@ -32,5 +32,7 @@ pub mod crash_point;
 pub mod groups;
 pub mod log;
 pub mod runtime;
+#[cfg(test)]
+mod sdk_vectors;
 pub mod server;
 pub mod txn;

@@ -73,7 +73,8 @@ impl<'a> Records<'a> {
         let header_count = self.cursor.varint()?;
         let start = self.cursor.bytes;
         for _ in 0..header_count {
-            self.cursor.bytes_field()?;
+            // A name that is not UTF-8 makes the record malformed, not a header to skip.
+            std::str::from_utf8(self.cursor.bytes_field()?).ok()?;
             self.cursor.bytes_field()?;
         }
         let headers = &start[..start.len() - self.cursor.bytes.len()];
@@ -159,6 +160,19 @@ fn zigzag(v: i64) -> u64 {
     ((v << 1) ^ (v >> 63)) as u64
 }
 
+/// Appends one write to a `state.write-many` frame: `None` deletes the key.
+pub fn encode_write(out: &mut Vec<u8>, key: &[u8], value: Option<&[u8]>) {
+    varint(out, key.len() as u64);
+    out.extend_from_slice(key);
+    match value {
+        Some(value) => {
+            varint(out, value.len() as u64 + 1);
+            out.extend_from_slice(value);
+        }
+        None => varint(out, 0),
+    }
+}
+
 /// Appends one record (timestamp 0: the engine stamps emitted records) to a frame.
 pub(crate) fn encode(
     out: &mut Vec<u8>,
@@ -166,7 +180,19 @@ pub(crate) fn encode(
     value: &[u8],
     headers: &[(&str, &[u8])],
 ) {
-    varint(out, 0);
+    encode_record(out, 0, key, value, headers);
+}
+
+/// Appends one record to a records frame (the layout of `batch.records` and of
+/// `emit.send-frame`, in wit/plugin.wit).
+pub fn encode_record(
+    out: &mut Vec<u8>,
+    timestamp: i64,
+    key: Option<&[u8]>,
+    value: &[u8],
+    headers: &[(&str, &[u8])],
+) {
+    varint(out, zigzag(timestamp));
     match key {
         None => varint(out, zigzag(-1)),
         Some(key) => {

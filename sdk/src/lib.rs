@@ -40,7 +40,7 @@ pub mod bindings {
     });
 }
 
-mod frame;
+pub mod frame;
 
 pub use bindings::sluice::plugin::types::ProcessError;
 pub use frame::{FrameError, Record, Records};
@@ -281,15 +281,7 @@ pub mod state {
         let mut frame = Vec::new();
         CACHE.with_borrow_mut(|c| {
             for (key, kept) in c.entries.iter_mut().filter(|(_, k)| k.written) {
-                crate::frame::varint(&mut frame, key.len() as u64);
-                frame.extend_from_slice(key);
-                match &kept.value {
-                    Some(value) => {
-                        crate::frame::varint(&mut frame, value.len() as u64 + 1);
-                        frame.extend_from_slice(value);
-                    }
-                    None => crate::frame::varint(&mut frame, 0),
-                }
+                crate::frame::encode_write(&mut frame, key, kept.value.as_deref());
                 kept.written = false;
             }
         });
