@@ -798,6 +798,10 @@ async fn state_stops_growing_at_max_state_bytes() {
     )
     .await;
     assert!(
+        done.instance_memory_bytes > 0,
+        "describe shows the instance's memory"
+    );
+    assert!(
         done.state_bytes <= LIMIT_BYTES,
         "state of {} bytes, over the limit of {LIMIT_BYTES}",
         done.state_bytes

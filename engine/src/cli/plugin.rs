@@ -473,8 +473,8 @@ fn print_description(d: &PluginDescription) {
         d.processed_records, d.emitted_records, d.dead_letters, d.dlq_topic, d.failed_calls
     );
     println!(
-        "  state: {} entries, {} bytes",
-        d.state_entries, d.state_bytes
+        "  state: {} entries, {} bytes; instance memory {} bytes",
+        d.state_entries, d.state_bytes, d.instance_memory_bytes
     );
     if let Some((cursor, end)) = d.dlq_replay
         && cursor < end

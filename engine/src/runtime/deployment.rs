@@ -292,6 +292,10 @@ pub struct PluginDescription {
     pub failed_calls: u64,
     pub state_entries: u64,
     pub state_bytes: u64,
+    /// Linear memory of the running instance (all its memories), after its last call; 0 when
+    /// none runs. `#[serde(default)]`: answers of earlier engines lack it.
+    #[serde(default)]
+    pub instance_memory_bytes: u64,
     /// Dead-letter replay: next dead-letter offset and where the replay ends.
     pub dlq_replay: Option<(u64, u64)>,
     /// Commits whose emitted records are not yet known to be in their topics; with

@@ -646,6 +646,7 @@ impl PluginHost {
             failed_calls: stats.failed_calls,
             state_entries,
             state_bytes,
+            instance_memory_bytes: stats.instance_memory_bytes,
             dlq_replay: self.store.dlq_replay(group)?,
             outbox_pending: self.store.outbox_len(group)?,
         })

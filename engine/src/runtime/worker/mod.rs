@@ -62,6 +62,8 @@ pub struct Stats {
     pub emitted_records: u64,
     pub dead_letters: u64,
     pub failed_calls: u64,
+    /// Linear memory of the running instance after its last call.
+    pub instance_memory_bytes: u64,
 }
 
 /// Shared between a worker and the host.

@@ -164,6 +164,10 @@ impl Worker {
             let (version, sandbox) = self.sandbox.as_mut().expect("ensured above");
             let version = *version;
             let processed = sandbox.process(&batch);
+            let memory = sandbox.memory_bytes() as u64;
+            self.context
+                .shared
+                .update(|s| s.instance_memory_bytes = memory);
             let error = match processed.and_then(|p| self.within_limits(p)) {
                 Ok((processed, growth)) => {
                     self.stage_emitted(version, processed.emitted)?;
