@@ -6,9 +6,9 @@
 //! different length is rebuilt by scanning the segment. The format is in
 //! `docs/storage-format.md`.
 
-use std::fs::File;
-use std::io::Write;
 use std::path::Path;
+
+use super::fs::Fs;
 
 const MAGIC: &[u8; 8] = b"SLCIDX01";
 const HEADER_LEN: usize = 16;
@@ -65,18 +65,23 @@ impl SegmentIndex {
     }
 
     /// Writes both index files for a segment and fsyncs them.
-    pub fn write_files(&self, offset_path: &Path, time_path: &Path) -> std::io::Result<()> {
+    pub fn write_files(
+        &self,
+        fs: &Fs,
+        offset_path: &Path,
+        time_path: &Path,
+    ) -> std::io::Result<()> {
         let offsets: Vec<(u64, u64)> = self.offsets.clone();
-        write_file(offset_path, IndexKind::Offset, &offsets, self)?;
+        write_file(fs, offset_path, IndexKind::Offset, &offsets, self)?;
         let times: Vec<(u64, u64)> = self.times.iter().map(|&(t, o)| (t as u64, o)).collect();
-        write_file(time_path, IndexKind::Time, &times, self)
+        write_file(fs, time_path, IndexKind::Time, &times, self)
     }
 
     /// Loads both index files; `None` when either is missing, damaged, or describes a log of
     /// another length than `log_len`.
-    pub fn read_files(offset_path: &Path, time_path: &Path, log_len: u64) -> Option<Self> {
-        let (offsets, footer) = read_file(offset_path, IndexKind::Offset)?;
-        let (times, time_footer) = read_file(time_path, IndexKind::Time)?;
+    pub fn read_files(fs: &Fs, offset_path: &Path, time_path: &Path, log_len: u64) -> Option<Self> {
+        let (offsets, footer) = read_file(fs, offset_path, IndexKind::Offset)?;
+        let (times, time_footer) = read_file(fs, time_path, IndexKind::Time)?;
         if footer != time_footer || footer.log_len != log_len {
             return None;
         }
@@ -91,6 +96,7 @@ impl SegmentIndex {
 }
 
 fn write_file(
+    fs: &Fs,
     path: &Path,
     kind: IndexKind,
     entries: &[(u64, u64)],
@@ -111,10 +117,10 @@ fn write_file(
     let crc = crc32c::crc32c(&bytes);
     bytes.extend_from_slice(&crc.to_le_bytes());
     let tmp = path.with_extension("tmp");
-    let mut file = File::create(&tmp)?;
-    file.write_all(&bytes)?;
+    let file = fs.create(&tmp)?;
+    file.write_all_at(&bytes, 0)?;
     file.sync_data()?;
-    std::fs::rename(&tmp, path)
+    fs.rename(&tmp, path)
 }
 
 #[derive(PartialEq, Eq)]
@@ -124,8 +130,8 @@ struct Footer {
     next_offset: u64,
 }
 
-fn read_file(path: &Path, kind: IndexKind) -> Option<(Vec<(u64, u64)>, Footer)> {
-    let bytes = std::fs::read(path).ok()?;
+fn read_file(fs: &Fs, path: &Path, kind: IndexKind) -> Option<(Vec<(u64, u64)>, Footer)> {
+    let bytes = fs.read(path).ok()?;
     if bytes.len() < HEADER_LEN + FOOTER_LEN || &bytes[0..8] != MAGIC {
         return None;
     }
@@ -175,15 +181,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (a, b) = (dir.path().join("0.index"), dir.path().join("0.timeindex"));
         let index = sample();
-        index.write_files(&a, &b).unwrap();
-        assert_eq!(SegmentIndex::read_files(&a, &b, 12_000), Some(index));
+        let fs = Fs::Os;
+        index.write_files(&fs, &a, &b).unwrap();
+        assert_eq!(SegmentIndex::read_files(&fs, &a, &b, 12_000), Some(index));
         assert_eq!(
-            SegmentIndex::read_files(&a, &b, 12_001),
+            SegmentIndex::read_files(&fs, &a, &b, 12_001),
             None,
             "other log length"
         );
         assert_eq!(
-            SegmentIndex::read_files(&b, &a, 12_000),
+            SegmentIndex::read_files(&fs, &b, &a, 12_000),
             None,
             "swapped kinds"
         );
@@ -191,7 +198,7 @@ mod tests {
         bytes[20] ^= 1;
         std::fs::write(&a, bytes).unwrap();
         assert_eq!(
-            SegmentIndex::read_files(&a, &b, 12_000),
+            SegmentIndex::read_files(&fs, &a, &b, 12_000),
             None,
             "flipped bit"
         );

@@ -9,6 +9,7 @@ pub mod cold;
 mod disk_usage;
 mod error;
 mod flusher;
+pub mod fs;
 pub mod headers;
 pub mod index;
 pub mod open_files;
@@ -20,11 +21,11 @@ pub mod topic_config;
 
 use parking_lot::RwLock;
 use std::collections::BTreeMap;
-use std::fs::File;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+
+use fs::{Fs, FsFile};
 
 pub use batch::{BatchError, Compression, Header, Record};
 pub use cold::{ColdTier, ColdTierOpener};
@@ -35,17 +36,10 @@ pub use partition::{Fetched, Partition};
 pub use topic::{Produced, Topic};
 pub use topic_config::{FlushPolicy, TopicConfig};
 
-/// Writes a small file so that a crash leaves either the old or the new content.
+/// Writes a small file so that a crash leaves either the old or the new content (see
+/// [`Fs::write_atomically`]).
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), LogError> {
-    let tmp = path.with_extension("tmp");
-    let write = || -> std::io::Result<()> {
-        let mut file = File::create(&tmp)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, path)?;
-        File::open(path.parent().unwrap_or(Path::new(".")))?.sync_all()
-    };
-    write().map_err(|e| LogError::io(path, e))
+    Fs::Os.write_atomically(path, bytes)
 }
 
 /// Settings of the log as a whole.
@@ -60,6 +54,7 @@ pub struct LogOptions {
 
 pub struct Log {
     dir: PathBuf,
+    fs: Fs,
     topics: RwLock<BTreeMap<String, Arc<Topic>>>,
     defaults: TopicConfig,
     flusher: Arc<Flusher>,
@@ -67,23 +62,26 @@ pub struct Log {
     cold: Option<ColdTierOpener>,
     /// Segment files the log may keep open; see [`open_files`].
     segment_budget: AtomicU64,
-    _lock: File,
+    _lock: FsFile,
 }
 
 impl Log {
     /// Locks the data directory and opens every topic in it, recovering each partition.
     pub fn open(dir: &Path, options: LogOptions) -> Result<Log, LogError> {
+        Log::open_on(Fs::Os, dir, options)
+    }
+
+    /// [`Log::open`] with its files on `fs`.
+    fn open_on(fs: Fs, dir: &Path, options: LogOptions) -> Result<Log, LogError> {
         options.topic_defaults.validate()?;
         let topics_dir = dir.join("topics");
-        std::fs::create_dir_all(&topics_dir).map_err(|e| LogError::io(&topics_dir, e))?;
+        fs.create_dir_all(&topics_dir)
+            .map_err(|e| LogError::io(&topics_dir, e))?;
         let lock_path = dir.join("LOCK");
-        let lock = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
+        let lock = fs
+            .open_or_create(&lock_path)
             .map_err(|e| LogError::io(&lock_path, e))?;
-        if lock.try_lock().is_err() {
+        if !lock.try_lock() {
             return Err(LogError::Locked(dir.to_path_buf()));
         }
         let disk = Arc::new(DiskUsage::new(
@@ -94,27 +92,37 @@ impl Log {
         disk.refresh_free_space();
         let flusher = Flusher::start();
         let mut topics = BTreeMap::new();
-        for entry in std::fs::read_dir(&topics_dir).map_err(|e| LogError::io(&topics_dir, e))? {
-            let path = entry.map_err(|e| LogError::io(&topics_dir, e))?.path();
+        for path in fs
+            .read_dir(&topics_dir)
+            .map_err(|e| LogError::io(&topics_dir, e))?
+        {
             let name = path
                 .file_name()
                 .and_then(|n| n.to_str())
                 .unwrap_or_default()
                 .to_string();
             if name.starts_with(".trash-") {
-                std::fs::remove_dir_all(&path).map_err(|e| LogError::io(&path, e))?;
+                fs.remove_dir_all(&path)
+                    .map_err(|e| LogError::io(&path, e))?;
                 continue;
             }
-            if !path.join("topic.json").exists() {
+            if !fs.exists(&path.join("topic.json")) {
                 tracing::warn!(dir = %path.display(), "ignoring a directory without topic.json");
                 continue;
             }
-            let topic = Topic::open(path, flusher.clone(), disk.clone(), options.cold.clone())?;
+            let topic = Topic::open(
+                fs.clone(),
+                path,
+                flusher.clone(),
+                disk.clone(),
+                options.cold.clone(),
+            )?;
             topics.insert(topic.name.to_string(), Arc::new(topic));
         }
         tracing::info!(dir = %dir.display(), topics = topics.len(), bytes = disk.used(), "log opened");
         Ok(Log {
             dir: dir.to_path_buf(),
+            fs,
             topics: RwLock::new(topics),
             defaults: options.topic_defaults,
             flusher,
@@ -177,6 +185,7 @@ impl Log {
         }
         let dir = self.dir.join("topics").join(name);
         let topic = Arc::new(Topic::create(
+            self.fs.clone(),
             dir,
             name,
             partitions,
@@ -234,11 +243,15 @@ impl Log {
             .dir
             .join("topics")
             .join(format!(".trash-{name}-{nanos}"));
-        std::fs::rename(topic.dir(), &trash).map_err(|e| LogError::io(topic.dir(), e))?;
-        partition::sync_dir(&self.dir.join("topics"))?;
+        self.fs
+            .rename(topic.dir(), &trash)
+            .map_err(|e| LogError::io(topic.dir(), e))?;
+        partition::sync_dir(&self.fs, &self.dir.join("topics"))?;
         self.disk
             .sub(topic.partitions().iter().map(|p| p.size_bytes()).sum());
-        std::fs::remove_dir_all(&trash).map_err(|e| LogError::io(&trash, e))?;
+        self.fs
+            .remove_dir_all(&trash)
+            .map_err(|e| LogError::io(&trash, e))?;
         for partition in topic.partitions() {
             partition.delete_archive()?;
         }

@@ -18,6 +18,7 @@ use tokio::sync::watch;
 use super::batch::{PendingBatch, Record};
 use super::cold::ColdTier;
 use super::flusher::Flusher;
+use super::fs::Fs;
 use super::segment::Segment;
 use super::topic_config::{FlushPolicy, TopicConfig};
 use super::{DiskFull, DiskUsage, LogError};
@@ -57,6 +58,7 @@ pub struct Partition {
     pub topic: Arc<str>,
     pub id: u32,
     dir: PathBuf,
+    fs: Fs,
     config: Arc<RwLock<TopicConfig>>,
     writer: Mutex<Writer>,
     segments: RwLock<Vec<Arc<Segment>>>,
@@ -91,7 +93,9 @@ struct Writer {
 
 impl Partition {
     /// Opens (recovering) or creates the partition stored in `dir`.
+    #[allow(clippy::too_many_arguments)]
     pub fn open(
+        fs: Fs,
         dir: PathBuf,
         topic: Arc<str>,
         id: u32,
@@ -101,17 +105,23 @@ impl Partition {
         cold: Option<Arc<dyn ColdTier>>,
     ) -> Result<Arc<Partition>, LogError> {
         let _span = tracing::info_span!("partition", topic = %topic, partition = id).entered();
-        std::fs::create_dir_all(&dir).map_err(|e| LogError::io(&dir, e))?;
+        fs.create_dir_all(&dir).map_err(|e| LogError::io(&dir, e))?;
         let index_interval = config.read().index_interval_bytes;
-        let bases = segment_bases(&dir)?;
+        let bases = segment_bases(&fs, &dir)?;
         let mut segments = Vec::with_capacity(bases.len().max(1));
         for (i, &base) in bases.iter().enumerate() {
             let sealed = i + 1 < bases.len();
-            segments.push(Arc::new(Segment::open(&dir, base, sealed, index_interval)?));
+            segments.push(Arc::new(Segment::open(
+                fs.clone(),
+                &dir,
+                base,
+                sealed,
+                index_interval,
+            )?));
         }
         if segments.is_empty() {
-            segments.push(Arc::new(Segment::create(&dir, 0)?));
-            sync_dir(&dir)?;
+            segments.push(Arc::new(Segment::create(fs.clone(), &dir, 0)?));
+            sync_dir(&fs, &dir)?;
         }
         for pair in segments.windows(2) {
             if pair[0].next_offset() != pair[1].base_offset {
@@ -130,6 +140,7 @@ impl Partition {
             topic,
             id,
             dir,
+            fs,
             config,
             writer: Mutex::new(Writer {
                 active,
@@ -334,8 +345,8 @@ impl Partition {
             return Err(error);
         }
         let base = writer.active.next_offset();
-        let segment = Arc::new(Segment::create(&self.dir, base)?);
-        sync_dir(&self.dir)?;
+        let segment = Arc::new(Segment::create(self.fs.clone(), &self.dir, base)?);
+        sync_dir(&self.fs, &self.dir)?;
         // Everything up to `base` is now fsynced by the seal.
         if self.config.read().flush == FlushPolicy::Fsync {
             self.publish(base);
@@ -623,20 +634,21 @@ impl Partition {
     /// Removes the partition's files; the partition must no longer be in use.
     pub fn remove_files(&self) -> Result<(), LogError> {
         self.disk.sub(self.size_bytes());
-        std::fs::remove_dir_all(&self.dir).map_err(|e| LogError::io(&self.dir, e))
+        self.fs
+            .remove_dir_all(&self.dir)
+            .map_err(|e| LogError::io(&self.dir, e))
     }
 }
 
 /// Base offsets of the segment files in `dir`, ascending; stray temporary files are removed.
-fn segment_bases(dir: &Path) -> Result<Vec<u64>, LogError> {
+fn segment_bases(fs: &Fs, dir: &Path) -> Result<Vec<u64>, LogError> {
     let mut bases = Vec::new();
-    for entry in std::fs::read_dir(dir).map_err(|e| LogError::io(dir, e))? {
-        let path = entry.map_err(|e| LogError::io(dir, e))?.path();
+    for path in fs.read_dir(dir).map_err(|e| LogError::io(dir, e))? {
         let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
             continue;
         };
         if name.ends_with(".tmp") {
-            std::fs::remove_file(&path).map_err(|e| LogError::io(&path, e))?;
+            fs.remove_file(&path).map_err(|e| LogError::io(&path, e))?;
         } else if let Some(base) = name.strip_suffix(".log").and_then(|b| b.parse().ok()) {
             bases.push(base);
         }
@@ -645,8 +657,6 @@ fn segment_bases(dir: &Path) -> Result<Vec<u64>, LogError> {
     Ok(bases)
 }
 
-pub(super) fn sync_dir(dir: &Path) -> Result<(), LogError> {
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| LogError::io(dir, e))
+pub(super) fn sync_dir(fs: &Fs, dir: &Path) -> Result<(), LogError> {
+    fs.sync_dir(dir).map_err(|e| LogError::io(dir, e))
 }

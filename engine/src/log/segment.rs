@@ -5,13 +5,12 @@
 //! are driven by the partition, which serialises writers.
 
 use parking_lot::RwLock;
-use std::fs::{File, OpenOptions};
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use super::LogError;
 use super::batch::{self, BatchError, BatchHeader};
+use super::fs::{Fs, FsFile};
 use super::index::SegmentIndex;
 
 /// Read-ahead size when walking batches.
@@ -20,7 +19,8 @@ const READ_CHUNK: usize = 256 * 1024;
 pub struct Segment {
     pub base_offset: u64,
     log_path: PathBuf,
-    file: File,
+    fs: Fs,
+    file: FsFile,
     index: RwLock<SegmentIndex>,
     /// Bytes of whole, valid batches in the file.
     len: AtomicU64,
@@ -49,21 +49,25 @@ pub fn file_name(base_offset: u64, extension: &str) -> String {
 
 impl Segment {
     /// Creates an empty segment file (failing if it exists).
-    pub fn create(dir: &Path, base_offset: u64) -> Result<Segment, LogError> {
+    pub fn create(fs: Fs, dir: &Path, base_offset: u64) -> Result<Segment, LogError> {
         let log_path = dir.join(file_name(base_offset, "log"));
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(&log_path)
+        let file = fs
+            .create_new(&log_path)
             .map_err(|e| LogError::io(&log_path, e))?;
-        Ok(Segment::assemble(log_path, file, base_offset, false))
+        Ok(Segment::assemble(fs, log_path, file, base_offset, false))
     }
 
-    fn assemble(log_path: PathBuf, file: File, base_offset: u64, sealed: bool) -> Segment {
+    fn assemble(
+        fs: Fs,
+        log_path: PathBuf,
+        file: FsFile,
+        base_offset: u64,
+        sealed: bool,
+    ) -> Segment {
         Segment {
             base_offset,
             log_path,
+            fs,
             file,
             index: RwLock::new(SegmentIndex::new(base_offset)),
             len: AtomicU64::new(0),
@@ -79,24 +83,18 @@ impl Segment {
     /// file, and is scanned otherwise; the active (last) segment is always checked to its end
     /// and a torn or corrupt tail is cut off.
     pub fn open(
+        fs: Fs,
         dir: &Path,
         base_offset: u64,
         sealed: bool,
         index_interval: u64,
     ) -> Result<Segment, LogError> {
         let log_path = dir.join(file_name(base_offset, "log"));
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&log_path)
-            .map_err(|e| LogError::io(&log_path, e))?;
-        let file_len = file
-            .metadata()
-            .map_err(|e| LogError::io(&log_path, e))?
-            .len();
+        let file = fs.open(&log_path).map_err(|e| LogError::io(&log_path, e))?;
+        let file_len = file.size().map_err(|e| LogError::io(&log_path, e))?;
         let (offset_path, time_path) = index_paths(dir, base_offset);
-        let trusted = SegmentIndex::read_files(&offset_path, &time_path, file_len);
-        let mut segment = Segment::assemble(log_path, file, base_offset, sealed);
+        let trusted = SegmentIndex::read_files(&fs, &offset_path, &time_path, file_len);
+        let mut segment = Segment::assemble(fs, log_path, file, base_offset, sealed);
         let rebuilt = trusted.is_none();
         let outcome = match trusted {
             Some(index) if sealed => ScanOutcome {
@@ -145,7 +143,7 @@ impl Segment {
         } else if sealed && rebuilt {
             outcome
                 .index
-                .write_files(&offset_path, &time_path)
+                .write_files(&segment.fs, &offset_path, &time_path)
                 .map_err(|e| LogError::io(&offset_path, e))?;
         }
         segment.len.store(valid_len, Ordering::Release);
@@ -214,10 +212,6 @@ impl Segment {
         &self.log_path
     }
 
-    pub fn file(&self) -> &File {
-        &self.file
-    }
-
     pub fn size(&self) -> u64 {
         self.len.load(Ordering::Acquire)
     }
@@ -266,7 +260,7 @@ impl Segment {
         let (offset_path, time_path) = index_paths(dir, self.base_offset);
         self.index
             .read()
-            .write_files(&offset_path, &time_path)
+            .write_files(&self.fs, &offset_path, &time_path)
             .map_err(|e| LogError::io(&offset_path, e))
     }
 
@@ -364,12 +358,12 @@ impl Segment {
             .expect("segment files live in a directory");
         let (offset_path, time_path) = index_paths(dir, self.base_offset);
         for path in [&offset_path, &time_path] {
-            match std::fs::remove_file(path) {
+            match self.fs.remove_file(path) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
                 _ => {}
             }
         }
-        std::fs::remove_file(&self.log_path)
+        self.fs.remove_file(&self.log_path)
     }
 }
 
@@ -398,7 +392,7 @@ fn index_batch(index: &mut SegmentIndex, position: u64, header: &BatchHeader, in
 
 /// Walks CRC-checked batches of a file from a position, reading ahead in chunks.
 pub struct BatchReader<'a> {
-    file: &'a File,
+    file: &'a FsFile,
     position: u64,
     end: u64,
     buffer: Vec<u8>,
@@ -406,7 +400,7 @@ pub struct BatchReader<'a> {
 }
 
 impl<'a> BatchReader<'a> {
-    pub fn new(file: &'a File, position: u64, end: u64) -> Self {
+    pub fn new(file: &'a FsFile, position: u64, end: u64) -> Self {
         BatchReader {
             file,
             position,
@@ -468,7 +462,7 @@ impl<'a> BatchReader<'a> {
     }
 }
 
-fn read_fully(file: &File, buffer: &mut [u8], position: u64) -> std::io::Result<usize> {
+fn read_fully(file: &FsFile, buffer: &mut [u8], position: u64) -> std::io::Result<usize> {
     let mut read = 0;
     while read < buffer.len() {
         match file.read_at(&mut buffer[read..], position + read as u64) {

@@ -10,10 +10,11 @@ use serde::{Deserialize, Serialize};
 
 use super::batch::Record;
 use super::flusher::Flusher;
+use super::fs::Fs;
 use super::partition::{Appended, Partition};
 use super::partitioner::partition_for_key;
 use super::topic_config::TopicConfig;
-use super::{ColdTierOpener, DiskUsage, LogError, write_atomically};
+use super::{ColdTierOpener, DiskUsage, LogError};
 
 #[derive(Serialize, Deserialize)]
 struct Metadata {
@@ -28,6 +29,7 @@ const METADATA_FILE: &str = "topic.json";
 pub struct Topic {
     pub name: Arc<str>,
     dir: PathBuf,
+    fs: Fs,
     config: Arc<RwLock<TopicConfig>>,
     partitions: RwLock<Vec<Arc<Partition>>>,
     next_unkeyed: AtomicU32,
@@ -45,7 +47,9 @@ pub struct Produced {
 }
 
 impl Topic {
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn create(
+        fs: Fs,
         dir: PathBuf,
         name: &str,
         partitions: u32,
@@ -54,21 +58,22 @@ impl Topic {
         disk: Arc<DiskUsage>,
         cold: Option<ColdTierOpener>,
     ) -> Result<Topic, LogError> {
-        std::fs::create_dir_all(&dir).map_err(|e| LogError::io(&dir, e))?;
-        let topic = Topic::assemble(dir, name, config, flusher, disk, cold);
+        fs.create_dir_all(&dir).map_err(|e| LogError::io(&dir, e))?;
+        let topic = Topic::assemble(fs, dir, name, config, flusher, disk, cold);
         topic.add_partitions(partitions)?;
         topic.save()?;
         Ok(topic)
     }
 
     pub(super) fn open(
+        fs: Fs,
         dir: PathBuf,
         flusher: Arc<Flusher>,
         disk: Arc<DiskUsage>,
         cold: Option<ColdTierOpener>,
     ) -> Result<Topic, LogError> {
         let path = dir.join(METADATA_FILE);
-        let bytes = std::fs::read(&path).map_err(|e| LogError::io(&path, e))?;
+        let bytes = fs.read(&path).map_err(|e| LogError::io(&path, e))?;
         let metadata: Metadata = serde_json::from_slice(&bytes).map_err(|e| {
             LogError::InvalidConfig(format!(
                 "{} is not valid topic metadata: {e}",
@@ -76,12 +81,21 @@ impl Topic {
             ))
         })?;
         let _span = tracing::info_span!("topic", topic = %metadata.name).entered();
-        let topic = Topic::assemble(dir, &metadata.name, metadata.config, flusher, disk, cold);
+        let topic = Topic::assemble(
+            fs,
+            dir,
+            &metadata.name,
+            metadata.config,
+            flusher,
+            disk,
+            cold,
+        );
         topic.add_partitions(metadata.partitions)?;
         Ok(topic)
     }
 
     fn assemble(
+        fs: Fs,
         dir: PathBuf,
         name: &str,
         config: TopicConfig,
@@ -92,6 +106,7 @@ impl Topic {
         Topic {
             name: Arc::from(name),
             dir,
+            fs,
             config: Arc::new(RwLock::new(config)),
             partitions: RwLock::new(Vec::new()),
             next_unkeyed: AtomicU32::new(0),
@@ -106,6 +121,7 @@ impl Topic {
         let mut partitions = self.partitions.write();
         for id in partitions.len() as u32..count {
             partitions.push(Partition::open(
+                self.fs.clone(),
                 self.dir.join(id.to_string()),
                 self.name.clone(),
                 id,
@@ -126,7 +142,8 @@ impl Topic {
             config: self.config(),
         };
         let bytes = serde_json::to_vec_pretty(&metadata).expect("metadata serialises");
-        write_atomically(&self.dir.join(METADATA_FILE), &bytes)
+        self.fs
+            .write_atomically(&self.dir.join(METADATA_FILE), &bytes)
     }
 
     pub fn dir(&self) -> &Path {
