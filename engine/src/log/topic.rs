@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use super::batch::Record;
 use super::flusher::Flusher;
 use super::fs::Fs;
-use super::partition::{Appended, Partition};
+use super::partition::{Appended, Partition, sync_dir};
 use super::partitioner::partition_for_key;
 use super::topic_config::TopicConfig;
 use super::{ColdTierOpener, DiskUsage, LogError};
@@ -62,6 +62,10 @@ impl Topic {
         let topic = Topic::assemble(fs, dir, name, config, flusher, disk, cold);
         topic.add_partitions(partitions)?;
         topic.save()?;
+        // The topic's own name in topics/: until it is durable, a power cut could take the
+        // topic away with everything acknowledged in it.
+        let parent = topic.dir.parent().unwrap_or(Path::new("."));
+        sync_dir(&topic.fs, parent)?;
         Ok(topic)
     }
 
