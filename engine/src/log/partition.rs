@@ -611,6 +611,9 @@ impl Partition {
             segment
                 .remove_files()
                 .map_err(|e| LogError::io(segment.path(), e))?;
+            // Oldest first, each durably before the next: a power cut leaves a suffix of the
+            // segments, never a hole where reads from the log start would stop.
+            sync_dir(&self.fs, &self.dir)?;
             freed += segment.size();
         }
         self.disk.sub(freed);
