@@ -84,6 +84,11 @@ impl Log {
         if !lock.try_lock() {
             return Err(LogError::Locked(dir.to_path_buf()));
         }
+        // A process killed before its fsyncs leaves writes in the page cache that a power cut
+        // could still take back, directory entries included. Recovery reads them as if they
+        // were on disk and serves them: make them so first. This also makes durable the
+        // data directory and `topics/` if they were just created.
+        fs.sync_file_system(dir).map_err(|e| LogError::io(dir, e))?;
         let disk = Arc::new(DiskUsage::new(
             dir.to_path_buf(),
             options.max_disk_bytes,

@@ -1,11 +1,11 @@
 //! The log's file-system seam: every file and directory operation of the log (create, append,
 //! read, truncate, fsync of a file or a directory, rename, remove, list) goes through [`Fs`]
-//! and the [`FsFile`]s it opens; nothing else in `log/` calls `std::fs`.
+//! and the [`FsFile`]s it opens; nothing else in `log/` but its tests calls `std::fs`.
 //!
 //! In production an `Fs` is `std::fs` and nothing more: `Fs` and `FsFile` are enums whose only
 //! variant outside tests wraps the standard call, so each method compiles to the call it
-//! wraps. Tests add a variant backed by [`sim::SimDisk`], an in-memory disk that keeps what was
-//! synced apart from what was only written, so that `log/power_loss.rs` can cut the power at
+//! wraps. Tests add a variant backed by `sim::SimDisk`, an in-memory disk that keeps what was
+//! synced apart from what was only written, so that `log/power_loss/` can cut the power at
 //! any operation and recover the log from what a real disk could then hold.
 
 #[cfg(test)]
@@ -38,16 +38,14 @@ pub enum FsFile {
 }
 
 impl Fs {
-    /// Creates `path` and any missing parents; true if `path` did not exist. The new entries
-    /// are durable only once their parent directories are synced.
-    pub fn create_dir_all(&self, path: &Path) -> io::Result<bool> {
-        let created = !self.exists(path);
+    /// Creates `path` and any missing parents. The new entries are durable only once their
+    /// parent directories are synced.
+    pub fn create_dir_all(&self, path: &Path) -> io::Result<()> {
         match self {
-            Fs::Os => std::fs::create_dir_all(path)?,
+            Fs::Os => std::fs::create_dir_all(path),
             #[cfg(test)]
-            Fs::Sim(disk) => disk.create_dir_all(path)?,
+            Fs::Sim(disk) => disk.create_dir_all(path),
         }
-        Ok(created)
     }
 
     pub fn exists(&self, path: &Path) -> bool {
@@ -158,6 +156,24 @@ impl Fs {
             Fs::Os => File::open(dir)?.sync_all(),
             #[cfg(test)]
             Fs::Sim(disk) => disk.sync_dir(dir),
+        }
+    }
+
+    /// Makes everything written to the file system holding `dir` durable, by anyone, file
+    /// contents and directory entries alike (`syncfs`).
+    pub fn sync_file_system(&self, dir: &Path) -> io::Result<()> {
+        match self {
+            Fs::Os => {
+                use std::os::fd::AsRawFd;
+                let dir = File::open(dir)?;
+                // SAFETY: `dir` is an open descriptor for the duration of the call.
+                match unsafe { libc::syncfs(dir.as_raw_fd()) } {
+                    0 => Ok(()),
+                    _ => Err(io::Error::last_os_error()),
+                }
+            }
+            #[cfg(test)]
+            Fs::Sim(disk) => disk.sync_file_system(),
         }
     }
 
