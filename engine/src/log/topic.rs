@@ -123,10 +123,13 @@ impl Topic {
     /// Opens or creates partitions until there are `count`.
     fn add_partitions(&self, count: u32) -> Result<(), LogError> {
         let mut partitions = self.partitions.write();
+        let mut created = false;
         for id in partitions.len() as u32..count {
+            let dir = self.dir.join(id.to_string());
+            created |= !self.fs.exists(&dir);
             partitions.push(Partition::open(
                 self.fs.clone(),
-                self.dir.join(id.to_string()),
+                dir,
                 self.name.clone(),
                 id,
                 self.config.clone(),
@@ -134,6 +137,12 @@ impl Topic {
                 self.disk.clone(),
                 self.cold.as_ref().map(|open| open(&self.name, id)),
             )?);
+        }
+        if created {
+            // The new directories' names: one that recovery creates again (a power cut
+            // during the topic's creation kept its metadata but not the directory) must not
+            // vanish, with what is appended to it, at the next power cut.
+            sync_dir(&self.fs, &self.dir)?;
         }
         Ok(())
     }
