@@ -164,7 +164,7 @@ impl Default for GroupSettings {
 
 /// `SLUICE_*` variables that are not engine configuration: the command-line client's, the
 /// log filter, profiling and crash-point switches, and the sizes and seeds of the crash tests.
-const OTHER_VARIABLES: [&str; 15] = [
+const OTHER_VARIABLES: [&str; 17] = [
     "url",
     "log",
     "config",
@@ -177,6 +177,8 @@ const OTHER_VARIABLES: [&str; 15] = [
     "crash_seed",
     "eo_seed",
     "archive_seed",
+    "log_power_seed",
+    "log_power_points",
     "python",
     "examples",
     "cache",

@@ -333,4 +333,6 @@ pub fn now_ms() -> i64 {
 }
 
 #[cfg(test)]
+mod power_loss;
+#[cfg(test)]
 mod tests;

@@ -12,14 +12,15 @@
 //! there takes everything below it along, synced or not. [`SimDisk::after_process_crash`]
 //! is `kill -9` instead: the page cache, and with it every write, synced or not, survives.
 
-use parking_lot::Mutex;
+use parking_lot::{Condvar, Mutex};
 use rand::Rng;
 use rand::rngs::StdRng;
 use std::collections::BTreeMap;
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::io;
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
+use std::thread::ThreadId;
 
 /// A torn write keeps or loses whole sectors of this size, aligned in the file.
 pub const SECTOR_BYTES: u64 = 512;
@@ -90,14 +91,21 @@ enum DirOp {
 
 struct State {
     nodes: Vec<Node>,
-    operations: u64,
+    /// The phase and kind of every operation so far, in order.
+    history: Vec<(&'static str, OpKind)>,
     cut_at: Option<u64>,
     cut: Option<Cut>,
     phase: &'static str,
+    /// File syncs of threads other than this one wait (see [`SimDisk::hold_syncs`]).
+    syncs_held_for: Option<ThreadId>,
+    /// File syncs waiting for the hold to end.
+    syncs_waiting: usize,
 }
 
 pub struct SimDisk {
     state: Mutex<State>,
+    /// Signalled when a held sync starts waiting and when the hold ends.
+    syncs: Condvar,
 }
 
 /// An open file of a [`SimDisk`]; it keeps working after its name is removed, like a file
@@ -116,17 +124,16 @@ fn power_lost() -> io::Error {
 }
 
 /// The names along an absolute path.
-fn names(path: &Path) -> io::Result<Vec<OsString>> {
+fn names(path: &Path) -> impl Iterator<Item = io::Result<&OsStr>> {
     path.components()
-        .filter_map(|component| match component {
+        .filter_map(move |component| match component {
             Component::RootDir | Component::CurDir => None,
-            Component::Normal(name) => Some(Ok(name.to_owned())),
+            Component::Normal(name) => Some(Ok(name)),
             _ => Some(Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 format!("{}: not a plain absolute path", path.display()),
             ))),
         })
-        .collect()
 }
 
 fn write_at(image: &mut Vec<u8>, at: u64, data: &[u8]) {
@@ -138,6 +145,15 @@ fn write_at(image: &mut Vec<u8>, at: u64, data: &[u8]) {
 }
 
 impl FileNode {
+    /// A file whose contents `image` are all synced.
+    fn holding(image: Vec<u8>) -> Self {
+        FileNode {
+            current: image.clone(),
+            synced: image,
+            unsynced: Vec::new(),
+        }
+    }
+
     fn apply(&mut self, op: FileOp) {
         match &op {
             FileOp::Write { at, data } => write_at(&mut self.current, *at, data),
@@ -190,6 +206,15 @@ impl FileNode {
 }
 
 impl DirNode {
+    /// A directory whose `entries` are all synced.
+    fn holding(entries: BTreeMap<OsString, Ino>) -> Self {
+        DirNode {
+            current: entries.clone(),
+            synced: entries,
+            unsynced: Vec::new(),
+        }
+    }
+
     fn apply(&mut self, op: DirOp) {
         Self::replay(&mut self.current, &op);
         self.unsynced.push(op);
@@ -234,10 +259,10 @@ impl State {
     /// power is out.
     fn operation(&mut self, kind: OpKind) -> io::Result<()> {
         if self.cut.is_none() {
-            self.operations += 1;
-            if self.cut_at == Some(self.operations) {
+            self.history.push((self.phase, kind));
+            if self.cut_at == Some(self.operations()) {
                 self.cut = Some(Cut {
-                    operation: self.operations,
+                    operation: self.operations(),
                     kind: Some(kind),
                     phase: self.phase,
                 });
@@ -252,11 +277,15 @@ impl State {
     fn cut_now(&mut self) {
         if self.cut.is_none() {
             self.cut = Some(Cut {
-                operation: self.operations,
+                operation: self.operations(),
                 kind: None,
                 phase: self.phase,
             });
         }
+    }
+
+    fn operations(&self) -> u64 {
+        self.history.len() as u64
     }
 
     fn dir(&self, ino: Ino) -> io::Result<&DirNode> {
@@ -292,11 +321,11 @@ impl State {
 
     fn lookup(&self, path: &Path) -> io::Result<Ino> {
         let mut ino = ROOT;
-        for name in names(path)? {
+        for name in names(path) {
             ino = *self
                 .dir(ino)?
                 .current
-                .get(&name)
+                .get(name?)
                 .ok_or_else(|| not_found(path))?;
         }
         Ok(ino)
@@ -368,7 +397,7 @@ impl SimDisk {
                 .expect("a fresh disk takes any path");
         }
         let mut state = disk.state.lock();
-        state.operations = 0;
+        state.history.clear();
         for node in &mut state.nodes {
             match node {
                 Node::File(file) => file.sync(),
@@ -383,23 +412,46 @@ impl SimDisk {
         Arc::new(SimDisk {
             state: Mutex::new(State {
                 nodes,
-                operations: 0,
+                history: Vec::new(),
                 cut_at: None,
                 cut: None,
                 phase: "",
+                syncs_held_for: None,
+                syncs_waiting: 0,
             }),
+            syncs: Condvar::new(),
         })
     }
 
     /// Cuts the power at the `operation`-th operation from now on (counting from 1).
     pub fn cut_power_at(&self, operation: u64) {
         let mut state = self.state.lock();
-        state.cut_at = Some(state.operations + operation);
+        state.cut_at = Some(state.operations() + operation);
     }
 
     /// Cuts the power now, if it is still on.
     pub fn cut_power_now(&self) {
         self.state.lock().cut_now();
+    }
+
+    /// Makes file syncs of every other thread (the flusher's) wait until
+    /// [`SimDisk::release_syncs`], so that a test can put several appends into one group
+    /// commit, the same way every run.
+    pub fn hold_syncs(&self) {
+        self.state.lock().syncs_held_for = Some(std::thread::current().id());
+    }
+
+    /// Waits until a held sync is waiting.
+    pub fn wait_for_held_sync(&self) {
+        let mut state = self.state.lock();
+        while state.syncs_waiting == 0 {
+            self.syncs.wait(&mut state);
+        }
+    }
+
+    pub fn release_syncs(&self) {
+        self.state.lock().syncs_held_for = None;
+        self.syncs.notify_all();
     }
 
     /// Names what the test does from now on; a cut reports it.
@@ -409,7 +461,12 @@ impl SimDisk {
 
     /// Operations that changed the disk so far.
     pub fn operations(&self) -> u64 {
-        self.state.lock().operations
+        self.state.lock().operations()
+    }
+
+    /// The phase and kind of each operation so far: the first is operation 1.
+    pub fn history(&self) -> Vec<(&'static str, OpKind)> {
+        self.state.lock().history.clone()
     }
 
     /// Where the power went out, if it did.
@@ -425,53 +482,54 @@ impl SimDisk {
     /// The disk as it may be found after the power went out (it is cut now if it was still
     /// on): everything synced, and each later change there, torn, or not.
     pub fn after_power_loss(&self, rng: &mut StdRng) -> Arc<SimDisk> {
+        self.after_the_cut(|node| match node {
+            Node::File(file) => Node::File(FileNode::holding(file.after_power_loss(rng))),
+            Node::Dir(dir) => Node::Dir(DirNode::holding(dir.after_power_loss(rng))),
+        })
+    }
+
+    /// The disk after the harshest power cut (it is cut now if it was still on): what was
+    /// synced, nothing else.
+    pub fn synced_only(&self) -> Arc<SimDisk> {
+        self.after_the_cut(|node| match node {
+            Node::File(file) => Node::File(FileNode::holding(file.synced.clone())),
+            Node::Dir(dir) => Node::Dir(DirNode::holding(dir.synced.clone())),
+        })
+    }
+
+    /// A disk of what `survivor` says is left of each node once the power is cut (now, if it
+    /// was still on).
+    fn after_the_cut(&self, survivor: impl FnMut(&Node) -> Node) -> Arc<SimDisk> {
         let mut state = self.state.lock();
         state.cut_now();
-        let nodes = state
-            .nodes
-            .iter()
-            .map(|node| match node {
-                Node::File(file) => {
-                    let image = file.after_power_loss(rng);
-                    Node::File(FileNode {
-                        current: image.clone(),
-                        synced: image,
-                        unsynced: Vec::new(),
-                    })
-                }
-                Node::Dir(dir) => {
-                    let entries = dir.after_power_loss(rng);
-                    Node::Dir(DirNode {
-                        current: entries.clone(),
-                        synced: entries,
-                        unsynced: Vec::new(),
-                    })
-                }
-            })
-            .collect();
-        SimDisk::from_nodes(nodes)
+        SimDisk::from_nodes(state.nodes.iter().map(survivor).collect())
     }
 
     /// The disk as the next process finds it after this one was killed: every write is
     /// there (the kernel still holds it), and what was not synced is still not.
     pub fn after_process_crash(&self) -> Arc<SimDisk> {
-        let mut state = self.state.lock();
-        state.cut_now();
-        SimDisk::from_nodes(state.nodes.clone())
+        self.cut_power_now();
+        self.snapshot()
+    }
+
+    /// An exact copy of the disk, synced and unsynced state alike, with the power on.
+    pub fn snapshot(&self) -> Arc<SimDisk> {
+        SimDisk::from_nodes(self.state.lock().nodes.clone())
     }
 
     pub fn create_dir_all(&self, path: &Path) -> io::Result<()> {
         let mut state = self.state.lock();
         let mut dir = ROOT;
-        for name in names(path)? {
-            dir = match state.dir(dir)?.current.get(&name) {
+        for name in names(path) {
+            let name = name?;
+            dir = match state.dir(dir)?.current.get(name) {
                 Some(&ino) => {
                     state.dir(ino)?;
                     ino
                 }
                 None => {
                     state.operation(OpKind::MakeDir)?;
-                    state.add(dir, name, Node::Dir(DirNode::default()))
+                    state.add(dir, name.to_owned(), Node::Dir(DirNode::default()))
                 }
             };
         }
@@ -626,6 +684,13 @@ impl SimFile {
 
     pub fn sync(&self) -> io::Result<()> {
         let mut state = self.disk.state.lock();
+        let me = std::thread::current().id();
+        while state.syncs_held_for.is_some_and(|holder| holder != me) {
+            state.syncs_waiting += 1;
+            self.disk.syncs.notify_all();
+            self.disk.syncs.wait(&mut state);
+            state.syncs_waiting -= 1;
+        }
         state.operation(OpKind::SyncFile)?;
         state.file_mut(self.ino).sync();
         Ok(())
