@@ -24,6 +24,12 @@ pub struct Segment {
     index: RwLock<SegmentIndex>,
     /// Bytes of whole, valid batches in the file.
     len: AtomicU64,
+    /// Bytes of the file known to be durable (the last fsync covered them): a sync with
+    /// nothing new is skipped, so stopping an engine with many idle partitions is quick.
+    synced_len: AtomicU64,
+    /// The file length the index files on disk describe (`u64::MAX`: unknown): the index is
+    /// written again only when it describes more.
+    index_written_len: AtomicU64,
     sealed: AtomicBool,
     /// Offset after the last record, or for a sealed segment whose tail could not be indexed,
     /// the offset where readable data ends.
@@ -71,6 +77,8 @@ impl Segment {
             file,
             index: RwLock::new(SegmentIndex::new(base_offset)),
             len: AtomicU64::new(0),
+            synced_len: AtomicU64::new(0),
+            index_written_len: AtomicU64::new(u64::MAX),
             sealed: AtomicBool::new(sealed),
             next_offset: AtomicU64::new(base_offset),
             corrupt_at: None,
@@ -94,6 +102,7 @@ impl Segment {
         let file_len = file.size().map_err(|e| LogError::io(&log_path, e))?;
         let (offset_path, time_path) = index_paths(dir, base_offset);
         let trusted = SegmentIndex::read_files(&fs, &offset_path, &time_path, file_len);
+        let trusted_len = trusted.as_ref().map(|index| index.log_len);
         let mut segment = Segment::assemble(fs, log_path, file, base_offset, sealed);
         let rebuilt = trusted.is_none();
         let outcome = match trusted {
@@ -145,8 +154,18 @@ impl Segment {
                 .index
                 .write_files(&segment.fs, &offset_path, &time_path)
                 .map_err(|e| LogError::io(&offset_path, e))?;
+            segment
+                .index_written_len
+                .store(outcome.index.log_len, Ordering::Release);
+        } else if trusted_len == Some(outcome.index.log_len) {
+            segment
+                .index_written_len
+                .store(outcome.index.log_len, Ordering::Release);
         }
         segment.len.store(valid_len, Ordering::Release);
+        // Recovery starts with a syncfs of the data directory (Log::open): what is in the
+        // file now is durable.
+        segment.synced_len.store(valid_len, Ordering::Release);
         segment
             .next_offset
             .store(outcome.next_offset, Ordering::Release);
@@ -252,16 +271,24 @@ impl Segment {
         Ok(())
     }
 
+    /// Writes the index files, unless those on disk already describe the whole file (or the
+    /// file is empty: recovery indexes nothing in no time).
     pub fn write_index(&self) -> Result<(), LogError> {
         let dir = self
             .log_path
             .parent()
             .expect("segment files live in a directory");
         let (offset_path, time_path) = index_paths(dir, self.base_offset);
-        self.index
-            .read()
+        let index = self.index.read();
+        let described = index.log_len;
+        if described == 0 || described == self.index_written_len.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        index
             .write_files(&self.fs, &offset_path, &time_path)
-            .map_err(|e| LogError::io(&offset_path, e))
+            .map_err(|e| LogError::io(&offset_path, e))?;
+        self.index_written_len.store(described, Ordering::Release);
+        Ok(())
     }
 
     pub fn sync(&self) -> Result<(), LogError> {
@@ -272,9 +299,15 @@ impl Segment {
                 std::io::Error::from_raw_os_error(libc::EIO),
             ));
         }
+        let len = self.len.load(Ordering::Acquire);
+        if len == self.synced_len.load(Ordering::Acquire) {
+            return Ok(());
+        }
         self.file
             .sync_data()
-            .map_err(|e| LogError::io(&self.log_path, e))
+            .map_err(|e| LogError::io(&self.log_path, e))?;
+        self.synced_len.fetch_max(len, Ordering::AcqRel);
+        Ok(())
     }
 
     /// Appends to `out` the raw batches holding offsets from `offset` up to (not including)
