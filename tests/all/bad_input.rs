@@ -496,3 +496,77 @@ async fn partitions_past_the_open_file_limit_are_refused_before_any_file_is_open
     let health = http.get(url("health")).send().await.unwrap();
     assert!(health.status().is_success());
 }
+
+/// Segment rolls count against the open-file budget too: a partition that would open one
+/// segment file past it is refused with 507 `open_file_limit` before the file is opened, the
+/// engine keeps serving, and every acknowledged record stays readable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn segment_rolls_past_the_open_file_budget_are_refused_before_emfile() {
+    const REQUESTS_MAX: usize = 600;
+    let dir = tempfile::tempdir().unwrap();
+    // A budget of 512 - 256 reserved = 256 segment files.
+    let server = Server::start_with_open_file_limit(dir.path(), 512);
+    let http = with_token(&server);
+    let url = |path: &str| format!("{}/v1/{path}", server.url);
+    let created = http
+        .post(url("topics"))
+        .json(&json!({"name": "rolling", "partitions": 2, "config": {"segment_bytes": 4096}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let value = "v".repeat(3_000);
+    let mut acknowledged = 0u64;
+    let refused = loop {
+        let response = http
+            .post(url("topics/rolling/records?partition=0"))
+            .json(&json!({"records": [{"value": value}]}))
+            .send()
+            .await
+            .unwrap();
+        if response.status() != StatusCode::OK {
+            break response;
+        }
+        acknowledged += 1;
+        assert!(
+            (acknowledged as usize) < REQUESTS_MAX,
+            "{acknowledged} segments and still rolling: the budget never applied"
+        );
+    };
+    expect(
+        refused,
+        StatusCode::INSUFFICIENT_STORAGE,
+        "open_file_limit",
+        "ulimit -n",
+    )
+    .await;
+    let health = http.get(url("health")).send().await.unwrap();
+    assert!(health.status().is_success());
+    // The other partition still takes records into its active segment.
+    let other = http
+        .post(url("topics/rolling/records?partition=1"))
+        .json(&json!({"records": [{"value": "small"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(other.status(), StatusCode::OK);
+    let mut read = 0u64;
+    let mut offset = 0u64;
+    while read < acknowledged {
+        let fetched: Value = get_json(
+            &http,
+            &url(&format!(
+                "topics/rolling/partitions/0/records?offset={offset}&max_bytes=1000000"
+            )),
+        )
+        .await;
+        let records = fetched["records"].as_array().unwrap();
+        assert!(
+            !records.is_empty(),
+            "acknowledged records past {offset} are gone"
+        );
+        read += records.len() as u64;
+        offset = fetched["next_offset"].as_u64().unwrap();
+    }
+    assert_eq!(read, acknowledged);
+}

@@ -86,6 +86,16 @@ pub enum LogError {
         super::open_files::OPEN_FILES_RESERVED
     )]
     OpenFileBudget { open: u64, more: u64, budget: u64 },
+    #[error(
+        "partition {topic}/{partition} needs a new segment file, but the engine keeps {open}          segment files open, its budget (its open-file limit less {} kept for connections and          stores); raise the limit (ulimit -n), or keep fewer segments: shorter retention, larger          segment_bytes, fewer partitions",
+        super::open_files::OPEN_FILES_RESERVED
+    )]
+    SegmentFilesFull {
+        topic: String,
+        partition: u32,
+        open: u64,
+        budget: u64,
+    },
     #[error("invalid configuration: {0}")]
     InvalidConfig(String),
     #[error(

@@ -23,7 +23,6 @@ use parking_lot::RwLock;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use fs::{Fs, FsFile};
 
@@ -61,7 +60,6 @@ pub struct Log {
     disk: Arc<DiskUsage>,
     cold: Option<ColdTierOpener>,
     /// Segment files the log may keep open; see [`open_files`].
-    segment_budget: AtomicU64,
     _lock: FsFile,
 }
 
@@ -133,7 +131,6 @@ impl Log {
             flusher,
             disk,
             cold: options.cold,
-            segment_budget: AtomicU64::new(u64::MAX),
             _lock: lock,
         })
     }
@@ -148,26 +145,12 @@ impl Log {
 
     /// Bounds the segment files the log keeps open (see [`open_files`]); no bound by default.
     pub fn set_segment_budget(&self, segments: u64) {
-        self.segment_budget.store(segments, Ordering::Relaxed);
+        open_files::set_segment_budget(segments);
     }
 
     /// Refuses `partitions` more partitions (each opens a segment file) past the budget.
     fn check_open_files(&self, partitions: u64) -> Result<(), LogError> {
-        let budget = self.segment_budget.load(Ordering::Relaxed);
-        let open: u64 = self
-            .topics()
-            .iter()
-            .flat_map(|t| t.partitions())
-            .map(|p| p.segment_count() as u64)
-            .sum();
-        if open.saturating_add(partitions) > budget {
-            return Err(LogError::OpenFileBudget {
-                open,
-                more: partitions,
-                budget,
-            });
-        }
-        Ok(())
+        open_files::check_partitions(partitions)
     }
 
     pub fn topic_defaults(&self) -> &TopicConfig {

@@ -340,6 +340,8 @@ impl Partition {
     }
 
     fn roll(&self, writer: &mut Writer) -> Result<(), LogError> {
+        // Before sealing: a refused roll leaves the active segment as it was.
+        super::open_files::check_roll(&self.topic, self.id)?;
         if let Err(error) = writer.active.seal() {
             self.fail(&error.to_string());
             return Err(error);

@@ -41,6 +41,12 @@ pub struct Segment {
     pub(super) fail_next_sync: AtomicBool,
 }
 
+impl Drop for Segment {
+    fn drop(&mut self) {
+        super::open_files::segment_closed();
+    }
+}
+
 /// What a scan of a segment file found.
 pub struct ScanOutcome {
     pub index: SegmentIndex,
@@ -70,6 +76,7 @@ impl Segment {
         base_offset: u64,
         sealed: bool,
     ) -> Segment {
+        super::open_files::segment_opened();
         Segment {
             base_offset,
             log_path,

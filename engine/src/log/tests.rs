@@ -1,6 +1,7 @@
 //! Recovery and read-path tests against real files.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
 

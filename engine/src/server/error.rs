@@ -73,6 +73,7 @@ fn classify(error: &LogError) -> (StatusCode, &'static str) {
         }
         LogError::RecordTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "record_too_large"),
         LogError::DiskFull(_) => (StatusCode::INSUFFICIENT_STORAGE, "disk_full"),
+        LogError::SegmentFilesFull { .. } => (StatusCode::INSUFFICIENT_STORAGE, "open_file_limit"),
         LogError::PartitionFailed { .. } => (StatusCode::SERVICE_UNAVAILABLE, "partition_failed"),
         LogError::Corrupt { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "corrupt_data"),
         LogError::Missing { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "missing_data"),
