@@ -14,6 +14,19 @@ pub const WIT: &str = include_str!("../../../wit/plugin.wit");
 
 const COMMON_SCRIPT: &str = include_str!("plugin_build/common.sh");
 
+/// The Python SDK (sdk/python), written next to a Python consumer's build for componentize-py
+/// to put in the component.
+const PYTHON_SDK: [(&str, &str); 2] = [
+    (
+        "sluice_sdk/__init__.py",
+        include_str!("../../../sdk/python/sluice_sdk/__init__.py"),
+    ),
+    (
+        "sluice_sdk/frame.py",
+        include_str!("../../../sdk/python/sluice_sdk/frame.py"),
+    ),
+];
+
 /// What Go's runtime asks of WASI preview 1, answered without WASI (see the file).
 const GO_WASI_SHIM: &str = include_str!("plugin_build/wasi-shim.wat");
 
@@ -159,6 +172,11 @@ pub fn build(
     let wit = wit_dir(&dir)?;
     if language == Language::Go {
         write(&dir.join("target/sluice-wasi-shim.wat"), GO_WASI_SHIM)?;
+    }
+    if language == Language::Python {
+        for (path, text) in PYTHON_SDK {
+            write(&dir.join("target/sluice-sdk-python").join(path), text)?;
+        }
     }
 
     eprintln!("building {} ({})", dir.display(), language.name());

@@ -17,4 +17,6 @@ if [[ ! -f app.py ]]; then
 fi
 # --stub-wasi replaces every WASI import with a trap: the Python runtime imports files and
 # sockets, which the engine refuses, and a consumer needs no WASI at run time.
-"$venv/bin/componentize-py" -d "$wit" -w consumer componentize --stub-wasi app -o "$out"
+# The SDK (sluice_sdk, written under target/ by `sluice plugin build`) goes in beside the app.
+"$venv/bin/componentize-py" -d "$wit" -w consumer componentize --stub-wasi \
+    -p . -p target/sluice-sdk-python app -o "$out"
