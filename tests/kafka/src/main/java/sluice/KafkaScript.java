@@ -341,14 +341,26 @@ public final class KafkaScript {
     List<Sent> mine = new ArrayList<>();
     Object closed;
     try (KafkaProducer<String, String> producer = producer(compression, null)) {
+      // A send that fails at once (no metadata within max.block.ms, say) fails the rest the same
+      // way: each would wait as long again.
+      Throwable refused = null;
       for (int i = from; i < from + count; i++) {
         Sent s = new Sent(i, compression);
         mine.add(s);
+        if (refused != null) {
+          s.failure = refused;
+          continue;
+        }
         try {
           s.future = producer.send(
               new ProducerRecord<>(topic, null, base + i, key(i), value(i), headers(i)));
+          if (s.future.isDone()) {
+            // A future failed at once: the client gave up before sending (metadata timeout).
+            s.future.get();
+          }
         } catch (Throwable t) {
           s.failure = t;
+          refused = t;
         }
       }
       closed = outcome(() -> {
