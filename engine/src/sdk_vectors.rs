@@ -230,8 +230,8 @@ fn records_json(base_offset: u64, records: &[Record]) -> Value {
         .enumerate()
         .map(|(i, r)| {
             json!({
-                "offset": base_offset.wrapping_add(i as u64),
-                "timestamp": r.timestamp,
+                "offset": base_offset.wrapping_add(i as u64).to_string(),
+                "timestamp": r.timestamp.to_string(),
                 "key": r.key.as_ref().map(|k| hex(k)),
                 "value": hex(&r.value),
                 "headers": r.headers.iter().map(|h| json!([h.key.to_string(), hex(&h.value)])).collect::<Vec<_>>(),
@@ -251,7 +251,7 @@ fn records_frames_file() -> Value {
             assert_eq!(decoded, records, "{name}");
             json!({
                 "name": name,
-                "base_offset": base,
+                "base_offset": base.to_string(),
                 "count": records.len(),
                 "frame": hex(&frame),
                 "records": records_json(base, &records),
@@ -268,11 +268,11 @@ fn records_frames_file() -> Value {
                 decoded.map_or(true, |records| records.len() != count as usize),
                 "{name}: the engine reads it"
             );
-            json!({"name": name, "base_offset": 0, "count": count, "frame": hex(&frame)})
+            json!({"name": name, "base_offset": "0", "count": count, "frame": hex(&frame)})
         })
         .collect();
     json!({
-        "about": "Records frames: a batch's `records` and what `emit.send-frame` takes (wit/plugin.wit). Bytes are lowercase hex; key null means no key; headers are [name, value hex]. Every SDK decodes `frame` with `base_offset` and `count` into exactly `records`, encodes `records` into exactly `frame` (timestamps included), and refuses every `malformed` frame with an error. Written by engine/src/sdk_vectors.rs.",
+        "about": "Records frames: a batch's `records` and what `emit.send-frame` takes (wit/plugin.wit). Bytes are lowercase hex; key null means no key; headers are [name, value hex]; offsets and timestamps are decimal strings (64-bit values that JSON numbers do not all hold). Every SDK decodes `frame` with `base_offset` and `count` into exactly `records`, encodes `records` into exactly `frame` (timestamps included), and refuses every `malformed` frame with an error. Written by engine/src/sdk_vectors.rs.",
         "valid": valid,
         "malformed": malformed,
     })

@@ -29,7 +29,7 @@ fn records_frames_decode_and_encode_byte_for_byte() {
     for case in file["valid"].as_array().unwrap() {
         let name = case["name"].as_str().unwrap();
         let frame = unhex(case["frame"].as_str().unwrap());
-        let base = case["base_offset"].as_u64().unwrap();
+        let base: u64 = case["base_offset"].as_str().unwrap().parse().unwrap();
         let count = case["count"].as_u64().unwrap() as u32;
         let decoded: Vec<_> = Records::new(&frame, base, count)
             .collect::<Result<_, _>>()
@@ -38,12 +38,10 @@ fn records_frames_decode_and_encode_byte_for_byte() {
         assert_eq!(decoded.len(), expected.len(), "{name}");
         let mut encoded = Vec::new();
         for (record, want) in decoded.iter().zip(expected) {
-            assert_eq!(record.offset, want["offset"].as_u64().unwrap(), "{name}");
-            assert_eq!(
-                record.timestamp,
-                want["timestamp"].as_i64().unwrap(),
-                "{name}"
-            );
+            let offset: u64 = want["offset"].as_str().unwrap().parse().unwrap();
+            let timestamp: i64 = want["timestamp"].as_str().unwrap().parse().unwrap();
+            assert_eq!(record.offset, offset, "{name}");
+            assert_eq!(record.timestamp, timestamp, "{name}");
             assert_eq!(
                 record.key.map(<[u8]>::to_vec),
                 bytes(&want["key"]),

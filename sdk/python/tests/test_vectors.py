@@ -31,13 +31,13 @@ WRITES = vectors("write-many.json")
 @pytest.mark.parametrize("case", RECORDS["valid"], ids=lambda c: c["name"])
 def test_valid_records_frames_decode_and_encode_byte_for_byte(case):
     frame = bytes.fromhex(case["frame"])
-    decoded = list(decode_records(frame, case["base_offset"], case["count"]))
+    decoded = list(decode_records(frame, int(case["base_offset"]), case["count"]))
     expected = case["records"]
     assert len(decoded) == len(expected)
     encoded = bytearray()
     for record, want in zip(decoded, expected):
-        assert record.offset == want["offset"]
-        assert record.timestamp == want["timestamp"]
+        assert record.offset == int(want["offset"])
+        assert record.timestamp == int(want["timestamp"])
         assert record.key == unhex(want["key"])
         assert record.value == unhex(want["value"])
         assert record.headers == [(name, bytes.fromhex(value)) for name, value in want["headers"]]
@@ -49,7 +49,7 @@ def test_valid_records_frames_decode_and_encode_byte_for_byte(case):
 def test_malformed_records_frames_are_errors(case):
     frame = bytes.fromhex(case["frame"])
     with pytest.raises(FrameError):
-        list(decode_records(frame, case["base_offset"], case["count"]))
+        list(decode_records(frame, int(case["base_offset"]), case["count"]))
 
 
 @pytest.mark.parametrize("case", WRITES["valid"], ids=lambda c: c["name"])
