@@ -27,6 +27,14 @@ const PYTHON_SDK: [(&str, &str); 2] = [
     ),
 ];
 
+/// The JavaScript SDK (sdk/js), written next to a JavaScript consumer's build for esbuild to
+/// bundle with it (ComponentizeJS takes one module).
+const JS_SDK: [(&str, &str); 3] = [
+    ("frame.js", include_str!("../../../sdk/js/frame.js")),
+    ("index.js", include_str!("../../../sdk/js/index.js")),
+    ("component.js", include_str!("../../../sdk/js/component.js")),
+];
+
 /// What Go's runtime asks of WASI preview 1, answered without WASI (see the file).
 const GO_WASI_SHIM: &str = include_str!("plugin_build/wasi-shim.wat");
 
@@ -176,6 +184,11 @@ pub fn build(
     if language == Language::Python {
         for (path, text) in PYTHON_SDK {
             write(&dir.join("target/sluice-sdk-python").join(path), text)?;
+        }
+    }
+    if language == Language::JavaScript {
+        for (path, text) in JS_SDK {
+            write(&dir.join("target/sluice-sdk-js").join(path), text)?;
         }
     }
 

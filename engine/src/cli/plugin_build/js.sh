@@ -24,6 +24,18 @@ if [[ ! -f $entry ]]; then
     echo "no app.js: the JavaScript build componentizes app.js" >&2
     exit 1
 fi
+# An app that imports the SDK ("sluice-sdk", written under target/sluice-sdk-js by `sluice
+# plugin build`) is bundled with it into one module first: ComponentizeJS takes one.
+if grep -q '"sluice-sdk"' "$entry"; then
+    if [[ ! -x node_modules/.bin/esbuild ]]; then
+        echo "app.js imports sluice-sdk, which is bundled with esbuild: add \"esbuild\" to devDependencies in package.json" >&2
+        exit 1
+    fi
+    node_modules/.bin/esbuild "$entry" --bundle --format=esm --platform=neutral \
+        --log-level=warning --external:'sluice:*' \
+        --alias:sluice-sdk=./target/sluice-sdk-js/component.js --outfile=target/sluice-app.js
+    entry=target/sluice-app.js
+fi
 # The source path stays relative: componentize-js mangles absolute ones. Disabled features:
 # `http` and `fetch-event` would import wasi:http; `stdio` brings in wasi:filesystem, which
 # the engine refuses. Clocks and random stay: the engine allows them.
