@@ -16,15 +16,17 @@ if ! command -v clang-19 >/dev/null || ! command -v wasm-ld-19 >/dev/null ||
     apt_install clang-19 lld-19 libclang-rt-19-dev-wasm32 wasi-libc
 fi
 if [[ ! -x "$wit_bindgen" ]]; then
-    echo "installing wit-bindgen-cli $wit_bindgen_version (cargo) into $cache" >&2
-    cargo install --quiet --locked "wit-bindgen-cli@$wit_bindgen_version" \
+    install_step "wit-bindgen-cli $wit_bindgen_version (cargo, compiled from source) into $cache" \
+        "2-6 minutes on 2 cores" \
+        cargo install --locked "wit-bindgen-cli@$wit_bindgen_version" \
         --root "$cache/wit-bindgen-cli-$wit_bindgen_version"
 fi
 # Only `component new` is needed: without its other subcommands wasm-tools builds in a
 # fraction of the time.
 if [[ ! -x "$wasm_tools" ]]; then
-    echo "installing wasm-tools $wasm_tools_version (cargo) into $cache" >&2
-    cargo install --quiet --locked "wasm-tools@$wasm_tools_version" \
+    install_step "wasm-tools $wasm_tools_version (cargo, compiled from source) into $cache" \
+        "2-5 minutes on 2 cores" \
+        cargo install --locked "wasm-tools@$wasm_tools_version" \
         --no-default-features --features component \
         --root "$cache/wasm-tools-$wasm_tools_version-component"
 fi

@@ -8,6 +8,16 @@ out="$SLUICE_OUT"
 cache="${SLUICE_CACHE:-$HOME/.cache/sluice}"
 mkdir -p "$cache" "$(dirname "$out")"
 
+# Runs an install step (`installing WHAT, USUALLY`, then the command), and says how long it
+# took: a first build installs its toolchain, and no minute of it should pass unexplained.
+install_step() {
+    local what="$1" usually="$2" started=$SECONDS
+    shift 2
+    echo "installing $what (first build only; usually $usually)" >&2
+    "$@"
+    echo "installed $what in $((SECONDS - started)) s" >&2
+}
+
 # Installs Debian packages, with sudo unless root.
 apt_install() {
     local sudo

