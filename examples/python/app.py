@@ -26,9 +26,15 @@ def not_json(name):
     raise ValueError(f"{name} is not valid JSON")
 
 
+# Made once: json.loads and json.dumps with options build a new decoder or encoder per call.
+DECODER = json.JSONDecoder(parse_constant=not_json)
+# ensure_ascii=False and compact separators: the same bytes as JSON.stringify.
+ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+
+
 def parse_order(value: bytes):
     """The order's id, customer and cents; ValueError (or JSONDecodeError) if invalid."""
-    order = json.loads(value.decode(), parse_constant=not_json)
+    order = DECODER.decode(value.decode())
     if not isinstance(order, dict):
         raise ValueError("not a JSON object")
     order_id, customer, cents = order.get("id"), order.get("customer"), order.get("cents")
@@ -58,8 +64,7 @@ class OrderTotals(sluice_sdk.Consumer):
         total = int(state.get(key) or b"0") + cents
         state.set(key, str(total).encode())
         body = {"id": order_id, "customer": customer, "cents": cents, "total_cents": total}
-        # ensure_ascii=False and compact separators: the same bytes as JSON.stringify.
-        emit.send(self.output, json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode(), key=key)
+        emit.send(self.output, ENCODER.encode(body).encode(), key=key)
 
 
 WitWorld = sluice_sdk.export(OrderTotals)

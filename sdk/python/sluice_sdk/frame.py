@@ -88,12 +88,25 @@ def decode_records(data: bytes, base_offset: int, count: int) -> Iterator[Record
     Raises FrameError at the first record the frame does not hold whole."""
     end = len(data)
     pos = 0
+    varint = _varint
     for n in range(count):
         offset = base_offset + n
         try:
-            timestamp, pos = _varint(data, pos)
-            key_length, pos = _varint(data, pos)
-            key_length = _signed(key_length)
+            # Most varints here are one byte: read those inline (a call costs more than the
+            # decoding), the rest through _varint.
+            byte = data[pos]
+            if byte < 0x80:
+                timestamp = byte
+                pos += 1
+            else:
+                timestamp, pos = varint(data, pos)
+            byte = data[pos]
+            if byte < 0x80:
+                pos += 1
+                key_length = (byte >> 1) ^ -(byte & 1)
+            else:
+                key_length, pos = varint(data, pos)
+                key_length = _signed(key_length)
             if key_length == -1:
                 key = None
             elif key_length < 0:
@@ -104,22 +117,31 @@ def decode_records(data: bytes, base_offset: int, count: int) -> Iterator[Record
                     raise FrameError(offset, "the key runs past the end")
                 key = data[pos:stop]
                 pos = stop
-            value_length, pos = _varint(data, pos)
+            byte = data[pos]
+            if byte < 0x80:
+                value_length = byte
+                pos += 1
+            else:
+                value_length, pos = varint(data, pos)
             stop = pos + value_length
             if stop > end:
                 raise FrameError(offset, "the value runs past the end")
             value = data[pos:stop]
             pos = stop
-            header_count, pos = _varint(data, pos)
+            header_count = data[pos]
+            if header_count < 0x80:
+                pos += 1
+            else:
+                header_count, pos = varint(data, pos)
             headers = []
             for _ in range(header_count):
-                name_length, pos = _varint(data, pos)
+                name_length, pos = varint(data, pos)
                 stop = pos + name_length
                 if stop > end:
                     raise FrameError(offset, "a header name runs past the end")
                 name = data[pos:stop].decode("utf-8")
                 pos = stop
-                length, pos = _varint(data, pos)
+                length, pos = varint(data, pos)
                 stop = pos + length
                 if stop > end:
                     raise FrameError(offset, "a header value runs past the end")
@@ -155,14 +177,26 @@ def encode_record(
 ) -> None:
     """Appends one record to a records frame (emitted records take timestamp 0: the engine
     stamps them)."""
-    put_varint(out, _zigzag(timestamp))
+    if timestamp == 0:
+        out.append(0)  # emitted records: the engine stamps them
+    else:
+        put_varint(out, _zigzag(timestamp))
     if key is None:
         out.append(1)  # zigzag(-1)
+    elif len(key) < 64:
+        out.append(len(key) << 1)
+        out += key
     else:
         put_varint(out, _zigzag(len(key)))
         out += key
-    put_varint(out, len(value))
+    if len(value) < 0x80:
+        out.append(len(value))
+    else:
+        put_varint(out, len(value))
     out += value
+    if not headers:
+        out.append(0)
+        return
     put_varint(out, len(headers))
     for name, header_value in headers:
         encoded = name.encode("utf-8")
