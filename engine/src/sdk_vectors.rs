@@ -312,20 +312,98 @@ fn write_many_file() -> Value {
     })
 }
 
+/// Bytes in the text files: lowercase hex, `=` for none (an empty field would vanish between
+/// spaces).
+fn text_hex(bytes: &[u8]) -> String {
+    if bytes.is_empty() {
+        "=".to_string()
+    } else {
+        hex(bytes)
+    }
+}
+
+/// The records vectors as lines, for SDKs whose tests have no JSON parser (C): `valid NAME
+/// BASE COUNT FRAME`, then per record `record OFFSET TIMESTAMP KEY VALUE HEADERS` and per
+/// header `NAME VALUE` on the same line; `malformed NAME BASE COUNT FRAME`. Names and bytes
+/// in hex (`=`: empty), a key `-` when there is none.
+fn records_frames_text() -> String {
+    let mut out = String::from(
+        "# The vectors of records-frames.json as lines (see engine/src/sdk_vectors.rs).\n",
+    );
+    for (name, base, records) in valid_frames() {
+        let frame = batch::encode_records_frame(&records);
+        out += &format!(
+            "valid {} {base} {} {}\n",
+            hex(name.as_bytes()),
+            records.len(),
+            text_hex(&frame)
+        );
+        for (i, r) in records.iter().enumerate() {
+            let key = r.key.as_ref().map_or("-".to_string(), |k| text_hex(k));
+            out += &format!(
+                "record {} {} {key} {} {}",
+                base.wrapping_add(i as u64),
+                r.timestamp,
+                text_hex(&r.value),
+                r.headers.len()
+            );
+            for h in &r.headers {
+                out += &format!(" {} {}", text_hex(h.key.as_bytes()), text_hex(&h.value));
+            }
+            out += "\n";
+        }
+    }
+    for (name, count, frame) in malformed_frames() {
+        out += &format!(
+            "malformed {} 0 {count} {}\n",
+            hex(name.as_bytes()),
+            text_hex(&frame)
+        );
+    }
+    out
+}
+
+/// The write-many vectors as lines: `valid NAME FRAME WRITES`, then per write `write KEY
+/// VALUE` (`-`: delete); `malformed NAME FRAME`.
+fn write_many_text() -> String {
+    let mut out = String::from(
+        "# The vectors of write-many.json as lines (see engine/src/sdk_vectors.rs).\n",
+    );
+    for (name, writes) in valid_writes() {
+        let frame = encode_writes(&writes);
+        out += &format!(
+            "valid {} {} {}\n",
+            hex(name.as_bytes()),
+            text_hex(&frame),
+            writes.len()
+        );
+        for (key, value) in &writes {
+            let value = value.as_ref().map_or("-".to_string(), |v| text_hex(v));
+            out += &format!("write {} {value}\n", text_hex(key));
+        }
+    }
+    for (name, frame) in malformed_writes() {
+        out += &format!("malformed {} {}\n", hex(name.as_bytes()), text_hex(&frame));
+    }
+    out
+}
+
 fn testdata() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../sdk/testdata")
 }
 
 #[test]
 fn the_sdk_vectors_are_what_the_engine_encodes() {
+    let json = |value: Value| serde_json::to_string_pretty(&value).unwrap() + "\n";
     let files = [
-        ("records-frames.json", records_frames_file()),
-        ("write-many.json", write_many_file()),
+        ("records-frames.json", json(records_frames_file())),
+        ("write-many.json", json(write_many_file())),
+        ("records-frames.txt", records_frames_text()),
+        ("write-many.txt", write_many_text()),
     ];
     let rewrite = std::env::var_os("SLUICE_WRITE_SDK_VECTORS").is_some();
-    for (name, content) in files {
+    for (name, text) in files {
         let path = testdata().join(name);
-        let text = serde_json::to_string_pretty(&content).unwrap() + "\n";
         if rewrite {
             std::fs::create_dir_all(testdata()).unwrap();
             std::fs::write(&path, &text).unwrap();
