@@ -30,7 +30,7 @@ const EXAMPLES: [(&str, &str); 5] = [
 ];
 
 /// The languages `sluice plugin new` has a template for.
-const TEMPLATES: [&str; 4] = ["rust", "python", "js", "c"];
+const TEMPLATES: [&str; 5] = ["rust", "python", "js", "c", "go"];
 
 const ORDERS: [&str; 8] = [
     r#"{"id":1,"customer":"alice","cents":1250}"#,

@@ -35,6 +35,15 @@ const JS_SDK: [(&str, &str); 3] = [
     ("component.js", include_str!("../../../sdk/js/component.js")),
 ];
 
+/// The Go SDK (sdk/go), written next to a Go consumer's build, where its go.mod's `replace`
+/// points (the template's does).
+const GO_SDK: [(&str, &str); 4] = [
+    ("go.mod", include_str!("../../../sdk/go/go.mod")),
+    ("frame.go", include_str!("../../../sdk/go/frame.go")),
+    ("consumer.go", include_str!("../../../sdk/go/consumer.go")),
+    ("abi.go", include_str!("../../../sdk/go/abi.go")),
+];
+
 /// What Go's runtime asks of WASI preview 1, answered without WASI (see the file).
 const GO_WASI_SHIM: &str = include_str!("plugin_build/wasi-shim.wat");
 
@@ -180,6 +189,9 @@ pub fn build(
     let wit = wit_dir(&dir)?;
     if language == Language::Go {
         write(&dir.join("target/sluice-wasi-shim.wat"), GO_WASI_SHIM)?;
+        for (path, text) in GO_SDK {
+            write(&dir.join("target/sluice-sdk-go").join(path), text)?;
+        }
     }
     if language == Language::Python {
         for (path, text) in PYTHON_SDK {

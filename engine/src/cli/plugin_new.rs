@@ -89,18 +89,15 @@ fn files(language: Language) -> &'static [(&'static str, &'static str)] {
             ),
         ],
         Language::C => &[("app.c", include_str!("../../templates/c/app.c"))],
-        Language::Go => &[],
+        Language::Go => &[
+            ("app.go", include_str!("../../templates/go/app.go")),
+            ("go.mod", include_str!("../../templates/go/go.mod")),
+        ],
     }
 }
 
 pub fn run(args: NewArgs) -> anyhow::Result<()> {
     check_name(&args.name)?;
-    if args.lang == Language::Go {
-        bail!(
-            "there is no Go template yet: start from examples/go in the Sluice repository (its \
-             hand-written bindings are in app.go), and build it with `sluice plugin build`"
-        );
-    }
     let dir = args.parent.join(&args.name);
     if dir.exists() {
         bail!(
