@@ -21,8 +21,7 @@ Example:
   sluice plugin build .
   sluice plugin test --wasm target/visits.wasm --input test/input.jsonl --expect test/expected.jsonl")]
 pub struct NewArgs {
-    /// The language: rust, python, js (javascript) or c (Go has an example, examples/go, but
-    /// no template yet).
+    /// The language: rust, python, js (javascript), c or go.
     #[arg(long)]
     lang: Language,
     /// The consumer's name: lowercase letters, digits and dashes, starting with a letter. Also
