@@ -265,3 +265,46 @@ async fn sigterm_with_many_partitions_exits_within_seconds() {
         "SIGTERM with {partitions} partitions took {took:?}"
     );
 }
+
+/// Undeploying and deploying the same group at once, again and again: whichever comes last
+/// wins, and a group left deployed runs its component (the undeploy never removes the
+/// component of a deploy that raced it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn undeploy_and_deploy_of_one_group_at_once_leave_a_working_group_or_none() {
+    const ROUNDS: usize = 6;
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let client = admin(&server);
+    create_topic(&client, "in", 1).await;
+    let deploy = || request("identity", "in", &[], &[]);
+    client.deploy("g", &deploy()).await.unwrap();
+    for round in 0..ROUNDS {
+        let undeploying = {
+            let client = client.clone();
+            tokio::spawn(async move { client.undeploy("g", false).await })
+        };
+        let deploying = {
+            let (client, request) = (client.clone(), deploy());
+            tokio::spawn(async move { client.deploy("g", &request).await })
+        };
+        let (undeployed, deployed) = (undeploying.await.unwrap(), deploying.await.unwrap());
+        // Either may find the other's work done (404 for an undeploy that came second to
+        // nothing, say), but neither fails otherwise.
+        if let Err(error) = &undeployed {
+            assert_eq!(status_of(error), 404, "round {round}: {error:#}");
+        }
+        deployed.unwrap_or_else(|e| panic!("round {round}: deploy failed: {e:#}"));
+        match client.describe_plugin("g").await {
+            Ok(_) => {
+                wait_for(&client, "g", "the deployed version running", |d| {
+                    d.running_version == Some(d.active_version)
+                })
+                .await;
+            }
+            Err(error) => assert_eq!(status_of(&error), 404, "round {round}"),
+        }
+        if client.describe_plugin("g").await.is_err() {
+            client.deploy("g", &deploy()).await.unwrap();
+        }
+    }
+}

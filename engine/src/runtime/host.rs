@@ -145,7 +145,6 @@ impl PluginHost {
         limits.validate()?;
         // Outside any lock, as `init` may take up to the deadline.
         self.trial_start(group, &plugin, &limits, &spec)?;
-        self.store_component(group, &plugin, wasm)?;
         self.ensure_dead_letter_topic(group)?;
         let version = VersionInfo {
             version: 0,
@@ -161,6 +160,9 @@ impl PluginHost {
                 if running.gone.load(Ordering::Acquire) {
                     continue; // undeployed meanwhile: deploy as a new group
                 }
+                // Under the group's lock: an undeploy running meanwhile removes the group's
+                // directory, component included.
+                self.store_component(group, &plugin, wasm)?;
                 break self.deploy_version(&running, &spec, version, limits)?;
             }
             let mut groups = self.groups.lock();
@@ -169,6 +171,7 @@ impl PluginHost {
             }
             // A new group waits for no worker: the map may stay locked meanwhile.
             let start = spec.from.unwrap_or_default();
+            self.store_component(group, &plugin, wasm)?;
             self.commit_start_positions(group, &spec.topic, start)?;
             let deployment = Deployment {
                 group: group.to_string(),
@@ -584,9 +587,18 @@ impl PluginHost {
             let dir = self.group_dir(group);
             remove_durably(&dir.join("deployment.json"))?;
             running.gone.store(true, Ordering::Release);
+            // Cleaned up before the group leaves the map: a deploy of the name meanwhile
+            // waits for this (on the group's lock) instead of writing into the directory
+            // being removed.
+            let cleaned = self
+                .store
+                .forget(group, keep_state)
+                .map_err(DeployError::from)
+                .and_then(|()| {
+                    std::fs::remove_dir_all(&dir).map_err(|e| LogError::io(&dir, e).into())
+                });
             self.groups.lock().remove(group);
-            self.store.forget(group, keep_state)?;
-            std::fs::remove_dir_all(&dir).map_err(|e| LogError::io(&dir, e))?;
+            cleaned?;
             tracing::info!(group, keep_state, "undeployed plugin");
             Ok(())
         })
