@@ -14,7 +14,7 @@
 //! `SLUICE_LOG_POWER_POINTS=<n>` sets how many runs of two power cuts it makes (default
 //! [`POINTS_DEFAULT`]); a failure names the seed and count that replay just the failing run.
 
-mod archive;
+mod cold_store;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -26,7 +26,7 @@ use super::batch;
 use super::fs::sim::{Cut, OpKind, SimDisk};
 use super::partition::Appended;
 use super::*;
-use archive::{Archives, archive_opener};
+use cold_store::{ColdStore, cold_store_opener};
 
 const SEED_VAR: &str = "SLUICE_LOG_POWER_SEED";
 const POINTS_VAR: &str = "SLUICE_LOG_POWER_POINTS";
@@ -122,12 +122,12 @@ fn random_record(rng: &mut StdRng, timestamp: i64) -> Record {
     }
 }
 
-fn open(disk: &Arc<SimDisk>, archives: &Archives) -> Result<Log, LogError> {
+fn open(disk: &Arc<SimDisk>, archives: &ColdStore) -> Result<Log, LogError> {
     let options = LogOptions {
         topic_defaults: TopicConfig::default(),
         max_disk_bytes: None,
         min_free_bytes: 0,
-        cold: Some(archive_opener(disk, archives)),
+        cold: Some(cold_store_opener(disk, archives)),
     };
     Log::open_on(Fs::Sim(disk.clone()), Path::new(DATA_DIR), options)
 }
@@ -163,7 +163,7 @@ fn unless_power_is_out(disk: &SimDisk, failure: String) -> Result<(), String> {
 /// error if something fails with the power on.
 fn run_workload(
     disk: &Arc<SimDisk>,
-    archives: &Archives,
+    archives: &ColdStore,
     rng: &mut StdRng,
     runtime: &tokio::runtime::Runtime,
     expected: &mut Expected,
@@ -443,7 +443,7 @@ fn check(log: &Log, expected: &Expected) -> Result<BTreeMap<Key, BTreeMap<u64, R
 /// stops there.
 fn recover(
     disk: &Arc<SimDisk>,
-    archives: &Archives,
+    archives: &ColdStore,
     rng: &mut StdRng,
     runtime: &tokio::runtime::Runtime,
     expected: &mut Expected,
@@ -486,7 +486,7 @@ fn power_cut(seed: u64, runtime: &tokio::runtime::Runtime) -> Result<[Cut; 2], S
     let workload = || StdRng::seed_from_u64(seed);
     let history = {
         let disk = SimDisk::new(&[Path::new(DATA_DIR)]);
-        let archives = Archives::default();
+        let archives = ColdStore::default();
         run_workload(
             &disk,
             &archives,
@@ -514,7 +514,7 @@ fn power_cut(seed: u64, runtime: &tokio::runtime::Runtime) -> Result<[Cut; 2], S
         .nth(rng.random_range(0..moments.len()))
         .expect("an index below the length");
     let disk = SimDisk::new(&[Path::new(DATA_DIR)]);
-    let archives = Archives::default();
+    let archives = ColdStore::default();
     disk.cut_power_at(chosen[rng.random_range(0..chosen.len())]);
     let mut expected = Expected::default();
     run_workload(&disk, &archives, &mut workload(), runtime, &mut expected)?;
@@ -630,7 +630,7 @@ fn a_partition_directory_that_recovery_creates_again_is_durable() {
     // directory; recovery creates that directory again, and what is acknowledged in it then
     // must survive the next power cut.
     let runtime = runtime();
-    let archives = Archives::default();
+    let archives = ColdStore::default();
     let disk = SimDisk::new(&[Path::new(DATA_DIR)]);
     let log = open(&disk, &archives).unwrap();
     let spec = &TOPICS[0];

@@ -24,16 +24,16 @@ pub struct Archived {
 }
 
 /// The archives of every partition, by topic and partition.
-pub type Archives = Arc<Mutex<BTreeMap<(String, u32), Vec<Archived>>>>;
+pub type ColdStore = Arc<Mutex<BTreeMap<(String, u32), Vec<Archived>>>>;
 
 struct TestArchive {
     disk: Arc<SimDisk>,
-    archives: Archives,
+    archives: ColdStore,
     key: (String, u32),
 }
 
 /// Opens the partitions' archives in `archives`, storing through `disk`.
-pub fn archive_opener(disk: &Arc<SimDisk>, archives: &Archives) -> ColdTierOpener {
+pub fn cold_store_opener(disk: &Arc<SimDisk>, archives: &ColdStore) -> ColdTierOpener {
     let (disk, archives) = (disk.clone(), archives.clone());
     Arc::new(move |topic: &str, partition: u32| {
         Arc::new(TestArchive {
