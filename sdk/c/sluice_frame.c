@@ -40,26 +40,33 @@ static const char *take(const uint8_t *data, size_t len, size_t *pos, uint64_t l
 
 static int64_t unzigzag(uint64_t value) { return (int64_t)(value >> 1) ^ -(int64_t)(value & 1); }
 
-/* Whether `bytes` is well-formed UTF-8 (no overlongs, surrogates or values past U+10FFFF). */
+size_t sluice_utf8_sequence(const uint8_t *text, size_t len) {
+    if (len == 0) return 0;
+    uint8_t b = text[0];
+    size_t need;
+    uint32_t min, cp;
+    if (b < 0x80) return 1;
+    else if ((b & 0xe0) == 0xc0) { need = 1; min = 0x80; cp = b & 0x1f; }
+    else if ((b & 0xf0) == 0xe0) { need = 2; min = 0x800; cp = b & 0x0f; }
+    else if ((b & 0xf8) == 0xf0) { need = 3; min = 0x10000; cp = b & 0x07; }
+    else return 0;
+    if (need >= len) return 0; /* cut short */
+    for (size_t k = 1; k <= need; k++) {
+        uint8_t c = text[k];
+        if ((c & 0xc0) != 0x80) return 0;
+        cp = (cp << 6) | (c & 0x3f);
+    }
+    if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return 0;
+    return need + 1;
+}
+
+/* Whether `bytes` is well-formed UTF-8. */
 static bool valid_utf8(sluice_bytes bytes) {
     size_t i = 0;
     while (i < bytes.len) {
-        uint8_t b = bytes.ptr[i];
-        size_t need;
-        uint32_t min, cp;
-        if (b < 0x80) { i++; continue; }
-        else if ((b & 0xe0) == 0xc0) { need = 1; min = 0x80; cp = b & 0x1f; }
-        else if ((b & 0xf0) == 0xe0) { need = 2; min = 0x800; cp = b & 0x0f; }
-        else if ((b & 0xf8) == 0xf0) { need = 3; min = 0x10000; cp = b & 0x07; }
-        else return false;
-        if (i + need >= bytes.len) return false; /* cut short */
-        for (size_t k = 1; k <= need; k++) {
-            uint8_t c = bytes.ptr[i + k];
-            if ((c & 0xc0) != 0x80) return false;
-            cp = (cp << 6) | (c & 0x3f);
-        }
-        if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return false;
-        i += need + 1;
+        size_t n = sluice_utf8_sequence(bytes.ptr + i, bytes.len - i);
+        if (n == 0) return false;
+        i += n;
     }
     return true;
 }

@@ -73,4 +73,8 @@ bool sluice_append_record(sluice_buffer *out, int64_t timestamp, sluice_bytes ke
 /* Appends one write to a write-many frame; a value with a NULL `ptr` deletes the key. */
 bool sluice_append_write(sluice_buffer *out, sluice_bytes key, sluice_bytes value);
 
+/* Bytes of the well-formed UTF-8 character at the start of `text` (no overlongs, surrogates
+ * or values past U+10FFFF), or 0 when it does not start with one. */
+size_t sluice_utf8_sequence(const uint8_t *text, size_t len);
+
 #endif

