@@ -20,6 +20,8 @@
 //!   and serves unchanged: topics, records, archive, consumer groups, a plugin group's state.
 //! - `exactly_once`: exactly-once effects of a plugin group under kill -9 and crash points,
 //!   and rollback to a snapshot.
+//! - `docs`: the tutorial of docs/plugins.md, run as written against a running engine: a
+//!   consumer scaffolded, written, built, tested and deployed in each of the five languages.
 //! - `examples`: the example consumers in every language and the `plugin new` templates,
 //!   built from source with `sluice plugin build` (which installs each toolchain), deployed
 //!   and checked; `SLUICE_EXAMPLES=rust,python` limits the languages. The slowest area.
@@ -72,6 +74,7 @@ mod cli;
 mod control_plane;
 mod crash;
 mod data_compat;
+mod docs;
 mod exactly_once;
 mod examples;
 mod groups;

@@ -75,9 +75,9 @@ Example:
     Snapshots { group: String },
     /// Run a plugin on records from a file, in the engine's sandbox, without a server.
     Test(super::plugin_test::TestArgs),
-    /// Build a consumer's source directory (Rust, Python, JavaScript or C) into a component.
+    /// Build a consumer's source directory (Rust, Python, JavaScript, C or Go) into a component.
     Build(super::plugin_build::BuildArgs),
-    /// Create a new consumer from a template, in Rust, Python, JavaScript or C.
+    /// Create a new consumer from a template, in Rust, Python, JavaScript, C or Go.
     New(super::plugin_new::NewArgs),
     /// Stop the group and remove it: its versions, offsets and (unless --keep-state) state.
     /// Its dead-letter topic stays.
@@ -141,6 +141,11 @@ pub struct DeployArgs {
     /// fails (default 1 GiB).
     #[arg(long)]
     max_state_bytes: Option<u64>,
+    /// MiB an instance's linear memory may grow by since it started before a fresh instance
+    /// replaces it between batches (default 32; 0: never): keeps a leaking language runtime
+    /// away from the memory limit without failing a call.
+    #[arg(long)]
+    recycle_growth_mb: Option<u64>,
 }
 
 #[derive(Subcommand)]
@@ -434,6 +439,7 @@ async fn deploy(client: &Client, args: DeployArgs) -> anyhow::Result<()> {
                 commit_interval_ms: args.commit_interval_ms,
                 delivery: args.delivery,
                 max_state_bytes: args.max_state_bytes,
+                recycle_growth_mb: args.recycle_growth_mb,
             },
         },
         wasm_base64: BASE64.encode(&wasm),
@@ -473,8 +479,8 @@ fn print_description(d: &PluginDescription) {
         d.processed_records, d.emitted_records, d.dead_letters, d.dlq_topic, d.failed_calls
     );
     println!(
-        "  state: {} entries, {} bytes; instance memory {} bytes",
-        d.state_entries, d.state_bytes, d.instance_memory_bytes
+        "  state: {} entries, {} bytes; instance memory {} bytes, recycled {} times",
+        d.state_entries, d.state_bytes, d.instance_memory_bytes, d.instance_recycles
     );
     if let Some((cursor, end)) = d.dlq_replay
         && cursor < end
@@ -483,7 +489,7 @@ fn print_description(d: &PluginDescription) {
     }
     let l = &d.limits;
     println!(
-        "  limits: memory {} MiB, deadline {} ms, batch {} records, {} attempts (backoff {} ms), emit {} records / {} bytes per batch, state {} bytes at most",
+        "  limits: memory {} MiB, deadline {} ms, batch {} records, {} attempts (backoff {} ms), emit {} records / {} bytes per batch, state {} bytes at most, recycle after {} MiB of growth",
         l.memory_mb,
         l.deadline_ms,
         l.batch_records,
@@ -491,7 +497,8 @@ fn print_description(d: &PluginDescription) {
         l.retry_backoff_ms,
         l.max_emitted_records,
         l.max_emitted_bytes,
-        l.max_state_bytes
+        l.max_state_bytes,
+        l.recycle_growth_mb
     );
     println!(
         "  {:>7} {:<14} {:>10}  OUTPUTS / CONFIG",

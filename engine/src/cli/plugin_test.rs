@@ -103,6 +103,8 @@ pub fn run(args: TestArgs) -> anyhow::Result<()> {
         config: args.config,
         topic: args.topic,
         sandbox: None,
+        started_memory_bytes: 0,
+        recycles: 0,
         printed: Vec::new(),
     };
     let indexed: Vec<(u64, Record)> = records
@@ -126,9 +128,12 @@ pub fn run(args: TestArgs) -> anyhow::Result<()> {
     tester.print(json!({ "state": changes }));
     if let Some(sandbox) = &tester.sandbox {
         eprintln!(
-            "the plugin's linear memory: {:.1} MiB (limit {} MiB)",
+            "the plugin's linear memory: {:.1} MiB (limit {} MiB); instances recycled after \
+             {} MiB of growth: {}",
             sandbox.memory_bytes() as f64 / (1024.0 * 1024.0),
-            limits.memory_mb
+            limits.memory_mb,
+            limits.recycle_growth_mb,
+            tester.recycles
         );
     }
     match &args.expect {
@@ -214,6 +219,11 @@ struct Tester {
     config: Vec<(String, String)>,
     topic: String,
     sandbox: Option<Sandbox>,
+    /// Linear memory of the instance when it started.
+    started_memory_bytes: usize,
+    /// Instances replaced because their memory grew past `recycle_growth_mb`, as the engine
+    /// replaces them.
+    recycles: u64,
     /// Every line printed, for --expect.
     printed: Vec<Value>,
 }
@@ -240,9 +250,24 @@ impl Tester {
                 &self.config,
             )
             .map_err(|e| anyhow::anyhow!("{e}"))?;
+            self.started_memory_bytes = sandbox.memory_bytes();
             self.sandbox = Some(sandbox);
         }
         Ok(self.sandbox.as_mut().expect("started above"))
+    }
+
+    /// Drops an instance whose memory grew past `recycle_growth_mb`, as the engine does: the
+    /// next batch starts a fresh one.
+    fn recycle_if_grown(&mut self) {
+        let growth_bytes_max = (self.limits.recycle_growth_mb << 20) as usize;
+        let grown = self.sandbox.as_ref().is_some_and(|sandbox| {
+            growth_bytes_max > 0
+                && sandbox.memory_bytes() > self.started_memory_bytes + growth_bytes_max
+        });
+        if grown {
+            self.sandbox = None;
+            self.recycles += 1;
+        }
     }
 
     /// Runs one batch; on failure, finds the records it fails on by running them alone.
@@ -267,6 +292,7 @@ impl Tester {
                     self.print(json!({ "emit": line }));
                 }
                 self.state.apply(processed.state_writes);
+                self.recycle_if_grown();
             }
             Err(SandboxError::Poison { offset, reason }) => {
                 let at = records.iter().position(|(o, _)| *o == offset);

@@ -82,6 +82,11 @@ pub struct PluginLimits {
     /// Bytes (keys and values) the group's committed state may hold: a batch that would grow
     /// it past this fails, so a plugin cannot take the disk.
     pub max_state_bytes: u64,
+    /// Growth of an instance's linear memory since it started past which it is replaced by a
+    /// fresh instance between batches, after a commit (0: never). No call fails: a language
+    /// runtime that leaks (componentize-py keeps the arguments of every import call) stays
+    /// far from `memory_mb`, at the cost of the plugin's own caches starting cold.
+    pub recycle_growth_mb: u64,
 }
 
 /// The default of `max_state_bytes`: 1 GiB.
@@ -101,6 +106,7 @@ impl Default for PluginLimits {
             commit_interval_ms: 100,
             delivery: Delivery::ExactlyOnce,
             max_state_bytes: STATE_BYTES_DEFAULT,
+            recycle_growth_mb: 32,
         }
     }
 }
@@ -146,6 +152,7 @@ pub struct LimitOverrides {
     pub commit_interval_ms: Option<u64>,
     pub delivery: Option<Delivery>,
     pub max_state_bytes: Option<u64>,
+    pub recycle_growth_mb: Option<u64>,
 }
 
 impl LimitOverrides {
@@ -161,6 +168,7 @@ impl LimitOverrides {
             commit_interval_ms: self.commit_interval_ms.unwrap_or(base.commit_interval_ms),
             delivery: self.delivery.unwrap_or(base.delivery),
             max_state_bytes: self.max_state_bytes.unwrap_or(base.max_state_bytes),
+            recycle_growth_mb: self.recycle_growth_mb.unwrap_or(base.recycle_growth_mb),
         }
     }
 }
@@ -296,6 +304,10 @@ pub struct PluginDescription {
     /// none runs. `#[serde(default)]`: answers of earlier engines lack it.
     #[serde(default)]
     pub instance_memory_bytes: u64,
+    /// Instances replaced by fresh ones since the engine started, because their memory grew
+    /// past `recycle_growth_mb`.
+    #[serde(default)]
+    pub instance_recycles: u64,
     /// Dead-letter replay: next dead-letter offset and where the replay ends.
     pub dlq_replay: Option<(u64, u64)>,
     /// Commits whose emitted records are not yet known to be in their topics; with

@@ -659,6 +659,7 @@ impl PluginHost {
             state_entries,
             state_bytes,
             instance_memory_bytes: stats.instance_memory_bytes,
+            instance_recycles: stats.instance_recycles,
             dlq_replay: self.store.dlq_replay(group)?,
             outbox_pending: self.store.outbox_len(group)?,
         })

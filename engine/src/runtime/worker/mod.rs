@@ -38,6 +38,8 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 const ENGINE_RETRY: Duration = Duration::from_secs(1);
 /// Sleeps at least this long only end with a change of the deployment.
 const MAX_SLEEP: Duration = Duration::from_secs(24 * 3600);
+/// Bytes in a MiB, for messages.
+const MIB: f64 = (1 << 20) as f64;
 /// Bytes read from a partition at a time (more if one stored batch is larger).
 const READ_BYTES: usize = 256 << 10;
 
@@ -64,6 +66,8 @@ pub struct Stats {
     pub failed_calls: u64,
     /// Linear memory of the running instance after its last call.
     pub instance_memory_bytes: u64,
+    /// Instances replaced because their memory grew past `recycle_growth_mb`.
+    pub instance_recycles: u64,
 }
 
 /// Shared between a worker and the host.
@@ -114,6 +118,8 @@ pub(super) fn spawn(
         deployment,
         replay_seen: 0,
         sandbox: None,
+        started_memory_bytes: 0,
+        recycled: false,
         positions: BTreeMap::new(),
         replay: None,
         replay_request: None,
@@ -153,6 +159,10 @@ struct Worker {
     replay_seen: u64,
     /// The running version and its instance.
     sandbox: Option<(u32, Sandbox)>,
+    /// Linear memory of the running instance when it started (after `init`).
+    started_memory_bytes: u64,
+    /// The running instance was dropped to be recycled, not because it failed.
+    recycled: bool,
     /// Next offset to process, per partition of the input topic (committed or not).
     positions: BTreeMap<u32, u64>,
     /// Dead-letter replay cursor and end (committed or not).
@@ -323,7 +333,11 @@ impl Worker {
             version: active,
             source,
         })?;
+        self.started_memory_bytes = sandbox.memory_bytes() as u64;
         self.sandbox = Some((active, sandbox));
+        if std::mem::take(&mut self.recycled) {
+            return Ok(()); // `recycle_if_grown` said why
+        }
         self.context.shared.update(|s| {
             s.running_version = Some(active);
             s.status = "running".to_string();
@@ -370,6 +384,7 @@ impl Worker {
             };
             let attempts = self.deployment.limits.max_attempts;
             self.process(&input, &records, attempts)?;
+            self.recycle_if_grown()?;
             self.context.shared.set_status("running");
             let interval = Duration::from_millis(self.deployment.limits.commit_interval_ms);
             if self.last_commit.elapsed() >= interval || self.outbox.bytes() >= STAGED_BYTES_MAX {
@@ -377,6 +392,34 @@ impl Worker {
             }
         }
         Ok(worked)
+    }
+
+    /// Replaces an instance whose linear memory grew past `recycle_growth_mb` since it started
+    /// with a fresh one, between batches and after a commit: no call fails, and a language
+    /// runtime that leaks never reaches the memory limit (where it would trap mid-batch).
+    fn recycle_if_grown(&mut self) -> Result<(), Interrupt> {
+        let growth_bytes_max = self.deployment.limits.recycle_growth_mb << 20;
+        let Some((version, sandbox)) = &self.sandbox else {
+            return Ok(());
+        };
+        let (version, memory) = (*version, sandbox.memory_bytes() as u64);
+        if growth_bytes_max == 0 || memory <= self.started_memory_bytes + growth_bytes_max {
+            return Ok(());
+        }
+        self.flush()?;
+        self.sandbox = None;
+        self.recycled = true;
+        self.context.shared.update(|s| s.instance_recycles += 1);
+        let message = format!(
+            "recycled version {version}: its linear memory grew from {:.1} MiB to {:.1} MiB \
+             since it started (recycle_growth_mb {}); a fresh instance takes the next batch",
+            self.started_memory_bytes as f64 / MIB,
+            memory as f64 / MIB,
+            self.deployment.limits.recycle_growth_mb
+        );
+        tracing::info!(version, "{message}");
+        self.note("info", &message);
+        Ok(())
     }
 
     /// The next records of a partition, up to the group's batch size.

@@ -1,0 +1,132 @@
+//! The documentation's tutorials run as written: the code blocks of a section become one
+//! bash script, run in an empty directory against a running engine, with the `sluice` under
+//! test first on PATH and the engine's address and token in SLUICE_URL and SLUICE_TOKEN.
+//!
+//! - a ```sh block is appended to the script as it is;
+//! - a block whose info string has `file=PATH` (```python file=dedup-python/app.py) is
+//!   written to PATH, at that point of the script;
+//! - other blocks (output, WIT, fragments) are not run.
+//!
+//! The script runs with `set -euo pipefail`: any command that fails fails the test, with the
+//! script's output.
+
+use std::path::Path;
+use std::process::Command;
+
+use crate::common::plugins::token;
+use crate::common::{self, Server};
+
+/// The longest a tutorial may take: the first builds install toolchains.
+const TUTORIAL_SECONDS_MAX: u64 = 1_800;
+
+/// The section of `markdown` under the level-2 heading starting with `heading`, up to the next
+/// heading of level 1 or 2 (headings inside code blocks do not count).
+fn section<'a>(markdown: &'a str, heading: &str) -> Vec<&'a str> {
+    let mut lines = Vec::new();
+    let (mut inside, mut fenced) = (false, false);
+    for line in markdown.lines() {
+        if line.starts_with("```") {
+            fenced = !fenced;
+        } else if !fenced && (line.starts_with("# ") || line.starts_with("## ")) {
+            inside = line.starts_with(&format!("## {heading}"));
+            continue;
+        }
+        if inside {
+            lines.push(line);
+        }
+    }
+    assert!(!lines.is_empty(), "no section `## {heading}`");
+    lines
+}
+
+/// The bash script the code blocks of `lines` make.
+fn script(lines: &[&str]) -> String {
+    let mut script = String::from("set -euo pipefail\n");
+    let mut block: Option<(String, Vec<&str>)> = None;
+    for line in lines {
+        match (&mut block, line.strip_prefix("```")) {
+            (None, Some(info)) => block = Some((info.to_string(), Vec::new())),
+            (Some(_), Some("")) => {
+                let (info, body) = block.take().expect("inside a block");
+                script.push_str(&run(&info, &body));
+            }
+            (Some((_, body)), _) => body.push(line),
+            (None, None) => {}
+        }
+    }
+    assert!(block.is_none(), "a code block is not closed");
+    script
+}
+
+/// What one block adds to the script.
+fn run(info: &str, body: &[&str]) -> String {
+    let text = body.join("\n");
+    if info == "sh" {
+        return format!("echo '+ [block]' >&2\n{text}\n");
+    }
+    let Some(path) = info
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("file="))
+    else {
+        return String::new();
+    };
+    const END: &str = "SLUICE_DOC_BLOCK_END";
+    assert!(!text.contains(END), "a block holds {END}");
+    format!("mkdir -p \"$(dirname '{path}')\"\ncat > '{path}' <<'{END}'\n{text}\n{END}\n")
+}
+
+#[test]
+fn the_plugin_tutorial_runs_as_written() {
+    // It builds a consumer in every language: skipped when the examples are limited to some.
+    if std::env::var("SLUICE_EXAMPLES").is_ok_and(|only| only.split(',').count() < 5) {
+        eprintln!("skipped: SLUICE_EXAMPLES limits the languages");
+        return;
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let markdown = std::fs::read_to_string(root.join("docs/plugins.md")).unwrap();
+    let script = script(&section(&markdown, "Tutorial"));
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start(data.path());
+    let work = tempfile::tempdir().unwrap();
+    let bin_dir = Path::new(common::BIN).parent().unwrap();
+    let path = format!("{}:{}", bin_dir.display(), std::env::var("PATH").unwrap());
+    // The Rust consumer's dependencies, built once across runs (as the templates' test does).
+    let cargo_target = Path::new(env!("CARGO_TARGET_TMPDIR")).join("plugin-templates");
+    let output = Command::new("timeout")
+        .arg(TUTORIAL_SECONDS_MAX.to_string())
+        .args(["bash", "-c", &script])
+        .current_dir(work.path())
+        .env("PATH", path)
+        .env("SLUICE_URL", &server.url)
+        .env("SLUICE_TOKEN", token(&server))
+        .env("CARGO_TARGET_DIR", cargo_target)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "the tutorial failed ({}):\n--- stdout\n{}\n--- stderr\n{}\n--- script\n{script}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    // What the tutorial says the commands print.
+    for expected in [
+        "e1\tsignup ada",
+        "e3\tlogin ada",
+        "event has no id",
+        "skipped a duplicate",
+    ] {
+        assert!(stdout.contains(expected), "no {expected:?} in:\n{stdout}");
+    }
+}
+
+#[test]
+fn a_section_makes_a_script_of_its_blocks() {
+    let markdown = "# Title\n## Tutorial\ntext\n```sh\necho hi\n```\n```python file=a/b.py\n# not a heading\nx = 1\n```\n```text\nignored\n```\n## Other\n```sh\nno\n```\n";
+    let script = script(&section(markdown, "Tutorial"));
+    assert!(script.contains("echo hi\n"));
+    assert!(script.contains("cat > 'a/b.py' <<'SLUICE_DOC_BLOCK_END'\n# not a heading\nx = 1\n"));
+    assert!(!script.contains("ignored"));
+    assert!(!script.contains("no\n"));
+}
