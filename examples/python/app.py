@@ -5,6 +5,7 @@ order with that total. See ../README.md for the job every example does.
 """
 
 import json
+from json.encoder import encode_basestring as encode_string
 
 import sluice_sdk
 from sluice_sdk import emit, log, state
@@ -15,10 +16,11 @@ MAX_SAFE_INTEGER = 2**53 - 1
 
 
 def is_integer(value) -> bool:
-    # bool is a subclass of int; 1.0 is the same number as 1 to JSON.parse, so it counts.
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return False
-    return abs(value) <= MAX_SAFE_INTEGER and float(value).is_integer()
+    # bool is a subclass of int (and not an integer here); 1.0 is the same number as 1 to
+    # JSON.parse, so it counts.
+    if type(value) is int:
+        return -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER
+    return type(value) is float and abs(value) <= MAX_SAFE_INTEGER and value.is_integer()
 
 
 def not_json(name):
@@ -26,14 +28,13 @@ def not_json(name):
     raise ValueError(f"{name} is not valid JSON")
 
 
-# Made once: json.loads and json.dumps with options build a new decoder or encoder per call.
+# Made once: json.loads with options builds a new decoder per call.
 DECODER = json.JSONDecoder(parse_constant=not_json)
-# ensure_ascii=False and compact separators: the same bytes as JSON.stringify.
-ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 
 
 def parse_order(value: bytes):
-    """The order's id, customer and cents; ValueError (or JSONDecodeError) if invalid."""
+    """The order's id, customer, customer as UTF-8 and cents; ValueError (or
+    JSONDecodeError) if invalid."""
     order = DECODER.decode(value.decode())
     if not isinstance(order, dict):
         raise ValueError("not a JSON object")
@@ -42,10 +43,10 @@ def parse_order(value: bytes):
         raise ValueError("field `id` must be an integer")
     if not isinstance(customer, str) or not customer:
         raise ValueError("field `customer` must be a non-empty string")
-    customer.encode()  # a lone surrogate (from "\ud800") has no UTF-8 form for the state key
+    key = customer.encode()  # a lone surrogate (from "\ud800") has no UTF-8 form: an error
     if not is_integer(cents) or cents < 0:
         raise ValueError("field `cents` must be a non-negative integer")
-    return int(order_id), customer, int(cents)
+    return int(order_id), customer, key, int(cents)
 
 
 class OrderTotals(sluice_sdk.Consumer):
@@ -57,14 +58,15 @@ class OrderTotals(sluice_sdk.Consumer):
 
     def on_record(self, record):
         try:
-            order_id, customer, cents = parse_order(record.value)
+            order_id, customer, key, cents = parse_order(record.value)
         except ValueError as error:
             raise sluice_sdk.Poison(record, f"python: invalid order: {error}")
-        key = customer.encode()
         total = int(state.get(key) or b"0") + cents
         state.set(key, str(total).encode())
-        body = {"id": order_id, "customer": customer, "cents": cents, "total_cents": total}
-        emit.send(self.output, ENCODER.encode(body).encode(), key=key)
+        # The same bytes as JSON.stringify: the customer escaped as json does with
+        # ensure_ascii=False, the numbers as integers.
+        body = f'{{"id":{order_id},"customer":{encode_string(customer)},"cents":{cents},"total_cents":{total}}}'
+        emit.send(self.output, body.encode(), key=key)
 
 
 WitWorld = sluice_sdk.export(OrderTotals)

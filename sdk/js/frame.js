@@ -10,6 +10,11 @@
 //
 // Timestamps and offsets are BigInt (a timestamp needs 64 bits); lengths are Numbers (a
 // frame is far shorter than 2^53 bytes). No import from the component: it runs anywhere.
+//
+// Decoding and encoding use Numbers wherever a value fits in 2^53 (every length, and
+// timestamps of this era), and make a record's BigInts only when asked for: under
+// ComponentizeJS's interpreter each BigInt is an allocation, and they were most of the cost
+// of a record.
 
 /** Bytes a LEB128 varint of a 64-bit value takes at most. */
 export const VARINT_BYTES_MAX = 10;
@@ -28,14 +33,23 @@ export class FrameError extends Error {
   }
 }
 
-/** One record: `key` is null when it has none; `headers` are [name, Uint8Array] pairs. */
+/** One record: `key` is null when it has none; `headers` are [name, Uint8Array] pairs;
+ * `offset` and `timestamp` are BigInts (given as Numbers or BigInts). */
 export class Record {
   constructor(offset, timestamp, key, value, headers) {
-    this.offset = offset;
-    this.timestamp = timestamp;
+    this.rawOffset = offset;
+    this.rawTimestamp = timestamp;
     this.key = key;
     this.value = value;
     this.headers = headers;
+  }
+
+  get offset() {
+    return BigInt(this.rawOffset);
+  }
+
+  get timestamp() {
+    return BigInt(this.rawTimestamp);
   }
 
   /** The value of the first header named `name`, or undefined. */
@@ -45,35 +59,50 @@ export class Record {
   }
 }
 
+/** Largest value a varint of seven bytes holds (49 bits): always an exact Number. */
+const SMALL_VARINT_BYTES_MAX = 7;
+
 class Reader {
-  constructor(data, offset) {
+  constructor(data, baseOffset) {
     this.data = data;
     this.pos = 0;
-    this.offset = offset;
+    this.baseOffset = baseOffset;
+    this.n = 0; // the record being read
   }
 
   fail(reason) {
-    throw new FrameError(this.offset, reason);
+    throw new FrameError(BigInt(this.baseOffset) + BigInt(this.n), reason);
   }
 
-  /** A varint as a BigInt. */
-  bigVarint() {
-    let result = 0n;
-    for (let i = 0; i < VARINT_BYTES_MAX; i++) {
-      if (this.pos >= this.data.length) this.fail("the frame ends inside the record");
-      const byte = this.data[this.pos++];
-      result |= BigInt(byte & 0x7f) << BigInt(7 * i);
-      if (byte < 0x80) return result & MASK_64;
+  /** A varint: a Number when it takes at most seven bytes, else a BigInt (of 64 bits). */
+  varint() {
+    const data = this.data;
+    let result = 0;
+    let scale = 1;
+    for (let i = 0; i < SMALL_VARINT_BYTES_MAX; i++) {
+      const byte = data[this.pos++];
+      if (byte === undefined) this.fail("the frame ends inside the record");
+      result += (byte & 0x7f) * scale;
+      if (byte < 0x80) return result;
+      scale *= 0x80;
+    }
+    let big = BigInt(result);
+    for (let i = SMALL_VARINT_BYTES_MAX; i < VARINT_BYTES_MAX; i++) {
+      const byte = data[this.pos++];
+      if (byte === undefined) this.fail("the frame ends inside the record");
+      big |= BigInt(byte & 0x7f) << BigInt(7 * i);
+      if (byte < 0x80) return big & MASK_64;
     }
     this.fail("a varint longer than 10 bytes");
   }
 
   /** A varint that is a length: a Number, checked against what is left. */
   length(what) {
-    const first = this.data[this.pos];
-    const value = first !== undefined && first < 0x80 ? (this.pos++, first) : this.bigVarint();
-    if (BigInt(value) > BigInt(this.data.length - this.pos)) this.fail(`${what} runs past the end`);
-    return Number(value);
+    const value = this.varint();
+    if (typeof value !== "number" || value > this.data.length - this.pos) {
+      this.fail(`${what} runs past the end`);
+    }
+    return value;
   }
 
   take(length) {
@@ -83,9 +112,15 @@ class Reader {
   }
 }
 
-/** Undoes zigzag into the range of an i64. */
+/** Undoes zigzag: a Number for a Number, into the range of an i64 for a BigInt. */
 function signed(value) {
+  if (typeof value === "number") return value % 2 === 0 ? value / 2 : -(value + 1) / 2;
   return BigInt.asIntN(64, (value >> 1n) ^ -(value & 1n));
+}
+
+/** The records' offsets: Numbers while they are exact, else BigInts. */
+function offsetOf(base, n) {
+  return typeof base === "number" ? base + n : base + BigInt(n);
 }
 
 /**
@@ -93,34 +128,41 @@ function signed(value) {
  * asked for. Throws FrameError at the first record the frame does not hold whole.
  */
 export function* decodeRecords(data, baseOffset, count) {
-  const reader = new Reader(data, BigInt(baseOffset));
+  const bigBase = BigInt(baseOffset);
+  const base = bigBase + BigInt(count) <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(bigBase) : bigBase;
+  const reader = new Reader(data, base);
   for (let n = 0; n < count; n++) {
-    reader.offset = BigInt(baseOffset) + BigInt(n);
-    const timestamp = signed(reader.bigVarint());
-    const keyLength = signed(reader.bigVarint());
+    reader.n = n;
+    const timestamp = signed(reader.varint());
+    const keyLength = signed(reader.varint());
     let key = null;
-    if (keyLength === -1n) {
+    if (keyLength === -1 || keyLength === -1n) {
       key = null;
-    } else if (keyLength < 0n) {
-      reader.fail(`key length ${keyLength}`);
+    } else if (typeof keyLength !== "number" || keyLength < 0) {
+      reader.fail(keyLength < 0 ? `key length ${keyLength}` : "the key runs past the end");
     } else {
-      if (keyLength > BigInt(data.length - reader.pos)) reader.fail("the key runs past the end");
-      key = reader.take(Number(keyLength));
+      if (keyLength > data.length - reader.pos) reader.fail("the key runs past the end");
+      key = reader.take(keyLength);
     }
     const value = reader.take(reader.length("the value"));
-    const headerCount = reader.bigVarint();
+    const headerCount = reader.varint();
     const headers = [];
-    for (let h = 0n; h < headerCount; h++) {
-      const nameBytes = reader.take(reader.length("a header name"));
-      let name;
-      try {
-        name = utf8.decode(nameBytes);
-      } catch {
-        reader.fail("a header name is not UTF-8");
+    if (headerCount !== 0) {
+      if (typeof headerCount !== "number" || headerCount > data.length - reader.pos) {
+        reader.fail("the headers run past the end");
       }
-      headers.push([name, reader.take(reader.length("a header value"))]);
+      for (let h = 0; h < headerCount; h++) {
+        const nameBytes = reader.take(reader.length("a header name"));
+        let name;
+        try {
+          name = utf8.decode(nameBytes);
+        } catch {
+          reader.fail("a header name is not UTF-8");
+        }
+        headers.push([name, reader.take(reader.length("a header value"))]);
+      }
     }
-    yield new Record(reader.offset, timestamp, key, value, headers);
+    yield new Record(offsetOf(base, n), timestamp, key, value, headers);
   }
 }
 
@@ -149,7 +191,11 @@ export class Writer {
   /** Appends `value` (a Number or BigInt, 0 to 2^64 - 1) as a varint. */
   varint(value) {
     this.reserve(VARINT_BYTES_MAX);
-    if (typeof value === "number" && value < 0x80) {
+    if (typeof value === "number" && value <= Number.MAX_SAFE_INTEGER) {
+      while (value >= 0x80) {
+        this.bytes[this.length++] = (value % 0x80) | 0x80;
+        value = Math.floor(value / 0x80);
+      }
       this.bytes[this.length++] = value;
       return;
     }
@@ -168,17 +214,20 @@ export class Writer {
 }
 
 function zigzag(value) {
+  if (typeof value === "number" && Math.abs(value) <= Number.MAX_SAFE_INTEGER / 2) {
+    return value >= 0 ? value * 2 : -value * 2 - 1;
+  }
   const big = BigInt.asIntN(64, BigInt(value));
   return ((big << 1n) ^ (big >> 63n)) & MASK_64;
 }
 
 /** Appends one record to a records frame (emitted records take timestamp 0). */
 export function encodeRecord(out, timestamp, key, value, headers = []) {
-  out.varint(zigzag(timestamp));
+  out.varint(zigzag(typeof timestamp === "bigint" && timestamp === 0n ? 0 : timestamp));
   if (key === null || key === undefined) {
     out.varint(1); // zigzag(-1)
   } else {
-    out.varint(zigzag(key.length));
+    out.varint(key.length * 2); // zigzag of a length
     out.push(key);
   }
   out.varint(value.length);

@@ -169,8 +169,9 @@ class Emit {
       buffered = { out: new Writer(), count: 0 };
       this.frames.set(topic, buffered);
     }
-    const pairs = headers.map(([name, headerValue]) => [name, bytes(headerValue)]);
-    encodeRecord(buffered.out, 0n, key === null ? null : bytes(key), bytes(value), pairs);
+    const pairs =
+      headers.length === 0 ? headers : headers.map(([name, value]) => [name, bytes(value)]);
+    encodeRecord(buffered.out, 0, key === null ? null : bytes(key), bytes(value), pairs);
     buffered.count += 1;
   }
 

@@ -259,10 +259,10 @@ impl Tester {
     /// Drops an instance whose memory grew past `recycle_growth_mb`, as the engine does: the
     /// next batch starts a fresh one.
     fn recycle_if_grown(&mut self) {
-        let growth_bytes_max = (self.limits.recycle_growth_mb << 20) as usize;
         let grown = self.sandbox.as_ref().is_some_and(|sandbox| {
-            growth_bytes_max > 0
-                && sandbox.memory_bytes() > self.started_memory_bytes + growth_bytes_max
+            let memory = sandbox.memory_bytes() as u64;
+            self.limits
+                .recycle_due(self.started_memory_bytes as u64, memory)
         });
         if grown {
             self.sandbox = None;

@@ -121,6 +121,13 @@ impl PluginLimits {
         }
     }
 
+    /// Whether an instance that started with `started_bytes` of linear memory and holds
+    /// `memory_bytes` now is due to be replaced by a fresh one (see `recycle_growth_mb`).
+    pub fn recycle_due(&self, started_bytes: u64, memory_bytes: u64) -> bool {
+        let growth_bytes_max = self.recycle_growth_mb << 20;
+        growth_bytes_max > 0 && memory_bytes > started_bytes.saturating_add(growth_bytes_max)
+    }
+
     pub fn validate(&self) -> Result<(), DeployError> {
         let checks = [
             (self.memory_mb >= 1, "memory_mb must be at least 1"),

@@ -94,12 +94,20 @@ def decode_records(data: bytes, base_offset: int, count: int) -> Iterator[Record
         try:
             # Most varints here are one byte: read those inline (a call costs more than the
             # decoding), the rest through _varint.
-            byte = data[pos]
-            if byte < 0x80:
-                timestamp = byte
+            # A timestamp in ms takes six bytes: decoded inline too, with no call.
+            timestamp = 0
+            shift = 0
+            while True:
+                byte = data[pos]
                 pos += 1
-            else:
-                timestamp, pos = varint(data, pos)
+                timestamp |= (byte & 0x7F) << shift
+                if byte < 0x80:
+                    break
+                shift += 7
+                if shift == 70:
+                    raise OverflowError("a varint longer than 10 bytes")
+            if shift == 63:  # ten bytes: only the low 64 bits count
+                timestamp &= 0xFFFFFFFFFFFFFFFF
             byte = data[pos]
             if byte < 0x80:
                 pos += 1
@@ -129,6 +137,10 @@ def decode_records(data: bytes, base_offset: int, count: int) -> Iterator[Record
             value = data[pos:stop]
             pos = stop
             header_count = data[pos]
+            if header_count == 0:
+                pos += 1
+                yield Record(offset, (timestamp >> 1) ^ -(timestamp & 1), key, value, [])
+                continue
             if header_count < 0x80:
                 pos += 1
             else:

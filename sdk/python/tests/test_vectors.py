@@ -58,3 +58,29 @@ def test_write_many_frames_encode_byte_for_byte(case):
     for write in case["writes"]:
         encode_write(encoded, bytes.fromhex(write["key"]), unhex(write["value"]))
     assert bytes(encoded) == bytes.fromhex(case["frame"])
+
+
+@pytest.mark.parametrize("case", RECORDS["valid"], ids=lambda c: c["name"])
+def test_emit_buffers_the_same_bytes_as_the_encoder(case):
+    """`emit.send` encodes the usual record inline: byte for byte what encode_record writes
+    for an emitted record (timestamp 0), whatever the key, value and headers."""
+    from sluice_sdk import emit
+
+    sent = []
+
+    class RawEmit:
+        def send_frame(self, topic, count, records):
+            sent.append((topic, count, records))
+
+    emit._raw = RawEmit()
+    expected = bytearray()
+    for want in case["records"]:
+        key, value = unhex(want["key"]), unhex(want["value"])
+        headers = [(name, bytes.fromhex(v)) for name, v in want["headers"]]
+        emit.send("out", value, key=key, headers=headers)
+        encode_record(expected, 0, key, value, headers)
+    emit._flush()
+    if case["records"]:
+        assert sent == [("out", len(case["records"]), bytes(expected))]
+    else:
+        assert sent == []

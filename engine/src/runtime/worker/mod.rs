@@ -398,12 +398,15 @@ impl Worker {
     /// with a fresh one, between batches and after a commit: no call fails, and a language
     /// runtime that leaks never reaches the memory limit (where it would trap mid-batch).
     fn recycle_if_grown(&mut self) -> Result<(), Interrupt> {
-        let growth_bytes_max = self.deployment.limits.recycle_growth_mb << 20;
         let Some((version, sandbox)) = &self.sandbox else {
             return Ok(());
         };
         let (version, memory) = (*version, sandbox.memory_bytes() as u64);
-        if growth_bytes_max == 0 || memory <= self.started_memory_bytes + growth_bytes_max {
+        if !self
+            .deployment
+            .limits
+            .recycle_due(self.started_memory_bytes, memory)
+        {
             return Ok(());
         }
         self.flush()?;
