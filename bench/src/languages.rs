@@ -35,7 +35,7 @@ struct Measured {
     recycles: u32,
 }
 
-pub fn run(examples: &Path, records: u64) -> anyhow::Result<()> {
+pub fn run(examples: &Path, records: u64, languages: &[Language]) -> anyhow::Result<()> {
     let records = records as usize;
     let orders: Vec<Record> = (0..records).map(order).collect();
     let batches: Vec<Batch> = orders
@@ -59,8 +59,9 @@ pub fn run(examples: &Path, records: u64) -> anyhow::Result<()> {
     let native = native_rounds[1];
 
     // Build everything first: the builds' output comes before the table.
-    let built: Vec<(Language, anyhow::Result<Vec<u8>>)> = Language::ALL
-        .into_iter()
+    let built: Vec<(Language, anyhow::Result<Vec<u8>>)> = languages
+        .iter()
+        .copied()
         .map(|language| {
             let dir = examples.join(example_dir(language));
             let wasm = build(&dir, Some(language), None)

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use clap::{Parser, ValueEnum};
+use sluice::cli::plugin_build::Language;
 use tracing_subscriber::EnvFilter;
 
 use crate::beside::Work;
@@ -86,6 +87,9 @@ struct BenchArgs {
     /// Which measurements to run.
     #[arg(long, value_enum, default_value_t = Part::All)]
     only: Part,
+    /// The languages of the `languages` measurement, comma-separated (default: all).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    language: Vec<Language>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -175,8 +179,13 @@ async fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     if matches!(args.only, Part::All | Part::Languages) {
         let (examples, records) = (args.examples_dir.clone(), args.records);
+        let languages = match args.language.is_empty() {
+            true => Language::ALL.to_vec(),
+            false => args.language.clone(),
+        };
         // Plugins make blocking calls (WASI), which must not run on an async worker.
-        tokio::task::spawn_blocking(move || crate::languages::run(&examples, records)).await??;
+        tokio::task::spawn_blocking(move || crate::languages::run(&examples, records, &languages))
+            .await??;
     }
     if matches!(args.only, Part::All | Part::Archive) {
         crate::archive::run(&args.dir, args.records, &args.record_size)?;

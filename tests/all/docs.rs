@@ -13,7 +13,9 @@
 use std::path::Path;
 use std::process::Command;
 
-use crate::common::plugins::token;
+use bytes::Bytes;
+
+use crate::common::plugins::{admin, read_all, token, wait_for};
 use crate::common::{self, Server};
 
 /// The longest a tutorial may take: the first builds install toolchains.
@@ -75,8 +77,8 @@ fn run(info: &str, body: &[&str]) -> String {
     format!("mkdir -p \"$(dirname '{path}')\"\ncat > '{path}' <<'{END}'\n{text}\n{END}\n")
 }
 
-#[test]
-fn the_plugin_tutorial_runs_as_written() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_plugin_tutorial_runs_as_written() {
     // It builds a consumer in every language: skipped when the examples are limited to some.
     if std::env::var("SLUICE_EXAMPLES").is_ok_and(|only| only.split(',').count() < 5) {
         eprintln!("skipped: SLUICE_EXAMPLES limits the languages");
@@ -118,6 +120,40 @@ fn the_plugin_tutorial_runs_as_written() {
         "skipped a duplicate",
     ] {
         assert!(stdout.contains(expected), "no {expected:?} in:\n{stdout}");
+    }
+    // And what every language's group did, not only the one the tutorial shows.
+    let client = admin(&server);
+    for language in ["python", "js", "go", "c", "rust"] {
+        let group = format!("dedup-{language}");
+        wait_for(&client, &group, "every event processed", |d| {
+            d.total_lag == 0 && d.outbox_pending == 0
+        })
+        .await;
+        let passed: Vec<(Option<Bytes>, Bytes)> = read_all(&client, &format!("unique-{language}"))
+            .await
+            .into_iter()
+            .map(|r| (r.key, r.value))
+            .collect();
+        let event =
+            |id: &'static str, what: &'static str| (Some(Bytes::from(id)), Bytes::from(what));
+        assert_eq!(
+            passed,
+            [
+                event("e1", "signup ada"),
+                event("e2", "signup bob"),
+                event("e3", "login ada")
+            ],
+            "{language}"
+        );
+        let state = client.plugin_state(&group, "", None, 10).await.unwrap();
+        let keys: Vec<_> = state
+            .entries
+            .iter()
+            .map(|e| e.key.clone().unwrap_or_default())
+            .collect();
+        assert_eq!(keys, ["e1", "e2", "e3"], "{language}");
+        let described = client.describe_plugin(&group).await.unwrap();
+        assert_eq!(described.dead_letters, 1, "{language}");
     }
 }
 
