@@ -164,7 +164,7 @@ impl Default for GroupSettings {
 
 /// `SLUICE_*` variables that are not engine configuration: the command-line client's, the
 /// log filter, profiling and crash-point switches, and the sizes and seeds of the crash tests.
-const OTHER_VARIABLES: [&str; 17] = [
+const OTHER_VARIABLES: [&str; 18] = [
     "url",
     "log",
     "config",
@@ -182,6 +182,7 @@ const OTHER_VARIABLES: [&str; 17] = [
     "python",
     "examples",
     "cache",
+    "memory_records",
 ];
 
 impl Config {
