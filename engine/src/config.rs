@@ -40,8 +40,41 @@ pub struct Config {
     pub storage: StorageSettings,
     pub groups: GroupSettings,
     pub plugins: PluginSettings,
+    pub kafka: KafkaSettings,
     /// Settings new topics start with.
     pub topic_defaults: TopicConfig,
+}
+
+/// The Kafka protocol listener (server/kafka/).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KafkaSettings {
+    /// Serve the Kafka protocol beside the HTTP API.
+    pub enabled: bool,
+    /// Address of the Kafka listener.
+    pub listen: SocketAddr,
+    /// Host announced to clients in Metadata (default: the listen address's host).
+    pub advertised_host: Option<String>,
+    /// Port announced to clients in Metadata (default: the port listened on).
+    pub advertised_port: Option<u16>,
+    /// Largest request a client may send; a longer one closes its connection before any of
+    /// it is buffered.
+    pub max_frame_bytes: u64,
+    /// Client connections served at once; past it, new ones are closed at once.
+    pub max_connections: u32,
+}
+
+impl Default for KafkaSettings {
+    fn default() -> Self {
+        KafkaSettings {
+            enabled: true,
+            listen: SocketAddr::from(([127, 0, 0, 1], 9092)),
+            advertised_host: None,
+            advertised_port: None,
+            max_frame_bytes: 100 * 1024 * 1024,
+            max_connections: 10_000,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -121,6 +154,7 @@ impl Default for Config {
             storage: StorageSettings::default(),
             groups: GroupSettings::default(),
             plugins: PluginSettings::default(),
+            kafka: KafkaSettings::default(),
             topic_defaults: TopicConfig::default(),
         }
     }

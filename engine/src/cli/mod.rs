@@ -284,8 +284,12 @@ async fn serve(args: ServeArgs, data_dir: Option<PathBuf>) -> anyhow::Result<()>
     let data_dir = config.data_dir.clone();
     keep_new_files_private();
     let running = crate::server::start(config).await?;
+    let kafka = match running.kafka {
+        Some(addr) => format!(" and Kafka clients on {addr}"),
+        None => String::new(),
+    };
     eprintln!(
-        "sluice {} serving http://{} with data in {}",
+        "sluice {} serving http://{}{kafka} with data in {}",
         env!("CARGO_PKG_VERSION"),
         running.addr,
         data_dir.display()

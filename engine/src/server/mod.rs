@@ -9,6 +9,7 @@ mod body;
 mod chores;
 mod error;
 mod groups;
+mod kafka;
 mod metrics;
 mod plugins;
 mod records;
@@ -72,6 +73,13 @@ pub enum StartError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error(
+        "cannot listen for Kafka clients on {addr}: {source}; is a Kafka broker running there? Choose another address with [kafka] listen (SLUICE_KAFKA__LISTEN), or switch it off with [kafka] enabled = false"
+    )]
+    KafkaBind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 struct AppState {
@@ -90,6 +98,8 @@ struct AppState {
 /// A server running in this process.
 pub struct Running {
     pub addr: SocketAddr,
+    /// Where the Kafka protocol listener listens, when enabled.
+    pub kafka: Option<SocketAddr>,
     shutdown: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
     log: Arc<Log>,
@@ -153,16 +163,53 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         config,
     });
     chores::spawn(state.clone());
+    let kafka = start_kafka(&state, shutdown_rx.clone()).await?;
     let task = serve(listener, router(state), shutdown_rx);
     tracing::info!(%addr, "listening");
     auth::warn_if_open_beyond_loopback(addr, state_requires_token);
     Ok(Running {
         addr,
+        kafka,
         shutdown,
         task,
         log,
         plugins,
     })
+}
+
+/// Starts the Kafka protocol listener when enabled; its address.
+async fn start_kafka(
+    state: &Arc<AppState>,
+    shutdown: watch::Receiver<bool>,
+) -> Result<Option<SocketAddr>, StartError> {
+    let settings = state.config.kafka.clone();
+    if !settings.enabled {
+        return Ok(None);
+    }
+    let (listener, addr) =
+        kafka::bind(&settings)
+            .await
+            .map_err(|source| StartError::KafkaBind {
+                addr: settings.listen,
+                source,
+            })?;
+    let host = settings
+        .advertised_host
+        .clone()
+        .unwrap_or_else(|| addr.ip().to_string());
+    let port = settings.advertised_port.unwrap_or(addr.port());
+    let context = Arc::new(kafka::KafkaContext {
+        log: state.log.clone(),
+        advertised: (host, i32::from(port)),
+        cluster_id: kafka::cluster_id(&state.config.data_dir)?,
+        max_fetch_bytes: state.config.server.max_fetch_bytes,
+        max_wait_ms: state.config.server.max_wait_ms,
+        settings,
+        shutdown,
+    });
+    kafka::serve(listener, context);
+    tracing::info!(%addr, "kafka protocol listening");
+    Ok(Some(addr))
 }
 
 /// The archive of every topic: in the configured directory, files also in the object store

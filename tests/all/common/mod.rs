@@ -59,6 +59,8 @@ impl Server {
             .args(extra)
             .env("SLUICE_LOG", "info")
             .env("SLUICE_STORAGE__MIN_FREE_BYTES", "0")
+            // Many engines run at once: each Kafka listener on a port of its own.
+            .env("SLUICE_KAFKA__LISTEN", "127.0.0.1:0")
             // After the defaults, so that a test can set them.
             .envs(env.iter().copied())
             .stdout(Stdio::null())

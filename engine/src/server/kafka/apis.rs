@@ -1,0 +1,176 @@
+//! The APIs this listener serves, at which versions, and the dispatch of a request frame to
+//! its handler. A request for an API or a version not served closes the connection with a
+//! log line, as a Kafka broker does; clients ask ApiVersions first and never send one.
+
+use bytes::{BufMut, Bytes, BytesMut};
+use kafka_protocol::ResponseError;
+use kafka_protocol::messages::api_versions_response::ApiVersion;
+use kafka_protocol::messages::{
+    ApiKey, ApiVersionsResponse, CreateTopicsRequest, DeleteTopicsRequest, FetchRequest,
+    ListOffsetsRequest, MetadataRequest, ProduceRequest, RequestHeader, ResponseHeader,
+};
+use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion};
+
+use super::{KafkaContext, admin, fetch, list_offsets, metadata, produce};
+
+/// The APIs served: key, lowest and highest version.
+const SERVED: [(ApiKey, i16, i16); 7] = [
+    (ApiKey::Produce, 3, 11),
+    (ApiKey::Fetch, 4, 12),
+    (ApiKey::ListOffsets, 1, 7),
+    (ApiKey::Metadata, 0, 9),
+    (ApiKey::ApiVersions, 0, 3),
+    (ApiKey::CreateTopics, 2, 5),
+    (ApiKey::DeleteTopics, 1, 5),
+];
+
+/// Why a request cannot be answered (the connection is closed).
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum RequestError {
+    #[error("a request too short for its header ({0} bytes)")]
+    Short(usize),
+    #[error("api key {0}, which Kafka does not define")]
+    UnknownApi(i16),
+    #[error("{api:?} (api key {key}) is not served")]
+    NotServed { api: ApiKey, key: i16 },
+    #[error("{api:?} version {version} is not served (versions {min} to {max} are)")]
+    UnsupportedVersion {
+        api: ApiKey,
+        version: i16,
+        min: i16,
+        max: i16,
+    },
+    #[error("a {api:?} v{version} request that does not decode: {reason}")]
+    Malformed {
+        api: ApiKey,
+        version: i16,
+        reason: String,
+    },
+    #[error("cannot encode the answer to {api:?} v{version}: {reason}")]
+    Encode {
+        api: ApiKey,
+        version: i16,
+        reason: String,
+    },
+}
+
+/// The answer to one request frame, length-prefixed; None when the request wants none (a
+/// Produce with acks=0).
+pub(super) async fn answer(
+    mut frame: Bytes,
+    context: &KafkaContext,
+) -> Result<Option<BytesMut>, RequestError> {
+    if frame.len() < 4 {
+        return Err(RequestError::Short(frame.len()));
+    }
+    let key = i16::from_be_bytes([frame[0], frame[1]]);
+    let version = i16::from_be_bytes([frame[2], frame[3]]);
+    let api = ApiKey::try_from(key).map_err(|_| RequestError::UnknownApi(key))?;
+    let malformed = |error: anyhow::Error| RequestError::Malformed {
+        api,
+        version,
+        reason: format!("{error:#}"),
+    };
+    let header = RequestHeader::decode(&mut frame, api.request_header_version(version))
+        .map_err(malformed)?;
+    let correlation_id = header.correlation_id;
+    let Some(&(_, min, max)) = SERVED.iter().find(|(served, _, _)| *served == api) else {
+        return Err(RequestError::NotServed { api, key });
+    };
+    if !(min..=max).contains(&version) {
+        // ApiVersions is answered whatever its version (at version 0, with the error and
+        // the versions served), so that a newer client can pick one (KIP-511).
+        if api == ApiKey::ApiVersions {
+            let refused = api_versions(ResponseError::UnsupportedVersion.code());
+            return respond(api, 0, correlation_id, &refused).map(Some);
+        }
+        return Err(RequestError::UnsupportedVersion {
+            api,
+            version,
+            min,
+            max,
+        });
+    }
+    let frame = &mut frame;
+    match api {
+        ApiKey::ApiVersions => respond(api, version, correlation_id, &api_versions(0)),
+        ApiKey::Metadata => {
+            let request = MetadataRequest::decode(frame, version).map_err(malformed)?;
+            let response = metadata::answer(request, version, context);
+            respond(api, version, correlation_id, &response)
+        }
+        ApiKey::Produce => {
+            let request = ProduceRequest::decode(frame, version).map_err(malformed)?;
+            let wants_answer = request.acks != 0;
+            let response = produce::answer(request, context).await;
+            if !wants_answer {
+                return Ok(None);
+            }
+            respond(api, version, correlation_id, &response)
+        }
+        ApiKey::Fetch => {
+            let request = FetchRequest::decode(frame, version).map_err(malformed)?;
+            let response = fetch::answer(request, context).await;
+            respond(api, version, correlation_id, &response)
+        }
+        ApiKey::ListOffsets => {
+            let request = ListOffsetsRequest::decode(frame, version).map_err(malformed)?;
+            let response = list_offsets::answer(request, context);
+            respond(api, version, correlation_id, &response)
+        }
+        ApiKey::CreateTopics => {
+            let request = CreateTopicsRequest::decode(frame, version).map_err(malformed)?;
+            // Creating a topic writes and syncs directories: not on an async worker's time.
+            let response = tokio::task::block_in_place(|| admin::create_topics(request, context));
+            respond(api, version, correlation_id, &response)
+        }
+        ApiKey::DeleteTopics => {
+            let request = DeleteTopicsRequest::decode(frame, version).map_err(malformed)?;
+            let response = tokio::task::block_in_place(|| admin::delete_topics(request, context));
+            respond(api, version, correlation_id, &response)
+        }
+        _ => Err(RequestError::NotServed { api, key }),
+    }
+    .map(Some)
+}
+
+/// The ApiVersions answer: every API served with its versions.
+fn api_versions(error_code: i16) -> ApiVersionsResponse {
+    ApiVersionsResponse::default()
+        .with_error_code(error_code)
+        .with_api_keys(
+            SERVED
+                .iter()
+                .map(|(api, min, max)| {
+                    ApiVersion::default()
+                        .with_api_key(*api as i16)
+                        .with_min_version(*min)
+                        .with_max_version(*max)
+                })
+                .collect(),
+        )
+}
+
+/// `response` with its header and length prefix.
+fn respond<R: Encodable + HeaderVersion>(
+    api: ApiKey,
+    version: i16,
+    correlation_id: i32,
+    response: &R,
+) -> Result<BytesMut, RequestError> {
+    let encode_error = |error: anyhow::Error| RequestError::Encode {
+        api,
+        version,
+        reason: format!("{error:#}"),
+    };
+    let mut out = BytesMut::new();
+    out.put_i32(0); // the length, written below
+    ResponseHeader::default()
+        .with_correlation_id(correlation_id)
+        .encode(&mut out, R::header_version(version))
+        .map_err(encode_error)?;
+    response.encode(&mut out, version).map_err(encode_error)?;
+    let length = (out.len() - 4) as i32;
+    out[..4].copy_from_slice(&length.to_be_bytes());
+    Ok(out)
+}

@@ -1,0 +1,134 @@
+//! The Kafka protocol door: a TCP listener beside the HTTP API, on the same log, so that
+//! existing Kafka clients and tools produce to and consume from Sluice. Messages are decoded
+//! and encoded by the `kafka-protocol` crate; this module owns the connections and maps each
+//! API onto the log.
+//!
+//! # Layout
+//!
+//! - `connection`: one client connection: length-prefixed frames read within
+//!   `max_frame_bytes`, requests answered one at a time and in order, as the protocol asks.
+//! - `apis`: the APIs and versions served (what ApiVersions announces) and the dispatch.
+//! - `metadata`: Metadata: this engine as the only broker, leader of every partition.
+//! - `produce`, `fetch`, `list_offsets`, `admin`: Produce, Fetch (with long poll),
+//!   ListOffsets, CreateTopics / DeleteTopics / CreatePartitions.
+//! - `records`: Kafka record batches (v2) to and from the log's records.
+//!
+//! Versions are capped where Kafka moved from topic names to topic ids (Fetch 13, Produce 13,
+//! Metadata 10): the log names topics, and every client of Kafka 4 still speaks the older
+//! versions.
+
+mod admin;
+mod apis;
+mod connection;
+mod fetch;
+mod list_offsets;
+mod metadata;
+mod produce;
+mod records;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, watch};
+
+use crate::config::KafkaSettings;
+use crate::log::{Log, LogError};
+
+/// The broker id this engine answers as: the only broker of its cluster.
+const NODE_ID: i32 = 0;
+/// File in the data directory holding the cluster id announced in Metadata.
+const CLUSTER_ID_FILE: &str = "kafka.cluster_id";
+
+/// What every connection shares.
+pub(crate) struct KafkaContext {
+    pub log: Arc<Log>,
+    pub settings: KafkaSettings,
+    /// The host and port announced in Metadata.
+    pub advertised: (String, i32),
+    pub cluster_id: String,
+    /// Largest fetch response, the HTTP API's cap too.
+    pub max_fetch_bytes: u64,
+    /// Longest a fetch may wait for records.
+    pub max_wait_ms: u64,
+    pub shutdown: watch::Receiver<bool>,
+}
+
+/// Binds the Kafka listener; the returned address is the one bound (its port chosen by the
+/// kernel when the configured one is 0).
+pub(crate) async fn bind(settings: &KafkaSettings) -> std::io::Result<(TcpListener, SocketAddr)> {
+    let listener = TcpListener::bind(settings.listen).await?;
+    let addr = listener.local_addr()?;
+    Ok((listener, addr))
+}
+
+/// The cluster id of the data directory, made on first start.
+pub(crate) fn cluster_id(data_dir: &std::path::Path) -> Result<String, LogError> {
+    use base64::Engine;
+    let path = data_dir.join(CLUSTER_ID_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(id) if !id.trim().is_empty() => return Ok(id.trim().to_string()),
+        Ok(_) => {}
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+        Err(error) => return Err(LogError::io(&path, error)),
+    }
+    // As Kafka's: 16 random bytes in URL-safe base64 (22 characters).
+    let id = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(rand::random::<[u8; 16]>());
+    crate::log::write_atomically(&path, id.as_bytes())?;
+    Ok(id)
+}
+
+/// Serves Kafka clients on `listener` until shutdown: each connection on a task of its own,
+/// at most `max_connections` at once.
+pub(crate) fn serve(
+    listener: TcpListener,
+    context: Arc<KafkaContext>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let slots = Arc::new(Semaphore::new(context.settings.max_connections as usize));
+        let mut shutdown = context.shutdown.clone();
+        loop {
+            let accepted = tokio::select! {
+                accepted = listener.accept() => accepted,
+                _ = shutdown.wait_for(|stop| *stop) => return,
+            };
+            let (stream, peer) = match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    tracing::warn!(%error, "kafka: cannot accept a connection");
+                    continue;
+                }
+            };
+            let Ok(slot) = slots.clone().try_acquire_owned() else {
+                tracing::warn!(
+                    %peer,
+                    limit = context.settings.max_connections,
+                    "kafka: connection refused: max_connections are open"
+                );
+                continue;
+            };
+            let context = context.clone();
+            tokio::spawn(async move {
+                connection::serve(stream, peer, &context).await;
+                drop(slot);
+            });
+        }
+    })
+}
+
+/// The Kafka error code for a log error, with the message clients show.
+fn error_code(error: &LogError) -> i16 {
+    use kafka_protocol::ResponseError as Kafka;
+    match error {
+        LogError::UnknownTopic(_) | LogError::UnknownPartition { .. } => {
+            Kafka::UnknownTopicOrPartition.code()
+        }
+        LogError::RecordTooLarge { .. } => Kafka::MessageTooLarge.code(),
+        LogError::OffsetOutOfRange { .. } => Kafka::OffsetOutOfRange.code(),
+        LogError::TopicExists(_) => Kafka::TopicAlreadyExists.code(),
+        LogError::InvalidTopicName(_) => Kafka::InvalidTopicException.code(),
+        LogError::InvalidConfig(_) => Kafka::InvalidConfig.code(),
+        LogError::DiskFull(_) | LogError::OpenFileBudget { .. } => Kafka::KafkaStorageError.code(),
+        _ => Kafka::UnknownServerError.code(),
+    }
+}

@@ -1,0 +1,118 @@
+//! Produce: each partition's record batches are appended to that partition of the log and
+//! answered once durable (the log's flush policy: fsync before acknowledgement by default),
+//! whatever `acks` asks for beyond 0. The client's partitioner chose the partition.
+
+use kafka_protocol::ResponseError;
+use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
+use kafka_protocol::protocol::StrBytes;
+
+use super::records::decode_produced;
+use super::{KafkaContext, error_code};
+use crate::log::partition::{Appended, Partition};
+
+pub(super) async fn answer(request: ProduceRequest, context: &KafkaContext) -> ProduceResponse {
+    if request.transactional_id.is_some() {
+        return refuse_all(
+            request,
+            ResponseError::TransactionalIdAuthorizationFailed.code(),
+            "transactions are not served",
+        );
+    }
+    // Appended first, all of them, then waited for together: one fsync covers many.
+    let mut pending = Vec::new();
+    for topic in request.topic_data {
+        let name = topic.name.0.as_str().to_string();
+        for partition in topic.partition_data {
+            let outcome = append(&name, partition.index, partition.records, context);
+            pending.push((topic.name.clone(), partition.index, outcome));
+        }
+    }
+    let mut responses: Vec<TopicProduceResponse> = Vec::new();
+    for (name, index, outcome) in pending {
+        let answered = match outcome {
+            Ok((partition, appended)) => match partition.wait_visible(appended.next_offset).await {
+                Ok(()) => PartitionProduceResponse::default()
+                    .with_base_offset(appended.base_offset as i64)
+                    .with_log_append_time_ms(-1)
+                    .with_log_start_offset(partition.log_start_offset() as i64),
+                Err(error) => refused(error_code(&error), error.to_string()),
+            },
+            Err((code, message)) => refused(code, message),
+        };
+        let answered = answered.with_index(index);
+        match responses.iter_mut().find(|t| t.name == name) {
+            Some(topic) => topic.partition_responses.push(answered),
+            None => responses.push(
+                TopicProduceResponse::default()
+                    .with_name(name)
+                    .with_partition_responses(vec![answered]),
+            ),
+        }
+    }
+    ProduceResponse::default().with_responses(responses)
+}
+
+type Appending = Result<(std::sync::Arc<Partition>, Appended), (i16, String)>;
+
+/// Appends one partition's batches (not yet durable).
+fn append(
+    topic: &str,
+    index: i32,
+    records: Option<bytes::Bytes>,
+    context: &KafkaContext,
+) -> Appending {
+    let log_error = |error: crate::log::LogError| (error_code(&error), error.to_string());
+    let topic = context.log.topic(topic).map_err(log_error)?;
+    let partition = u32::try_from(index)
+        .map_err(|_| {
+            (
+                ResponseError::UnknownTopicOrPartition.code(),
+                format!("partition {index}"),
+            )
+        })
+        .and_then(|id| topic.partition(id).map_err(log_error))?;
+    let records = match records {
+        Some(data) => decode_produced(&data)
+            .map_err(|error| (ResponseError::CorruptMessage.code(), error.to_string()))?,
+        None => Vec::new(),
+    };
+    topic.check_record_sizes(&records).map_err(log_error)?;
+    if records.is_empty() {
+        let end = partition.high_watermark();
+        let appended = Appended {
+            base_offset: end,
+            next_offset: end,
+        };
+        return Ok((partition, appended));
+    }
+    let appended = partition.append(&records).map_err(log_error)?;
+    Ok((partition, appended))
+}
+
+fn refused(code: i16, message: String) -> PartitionProduceResponse {
+    PartitionProduceResponse::default()
+        .with_error_code(code)
+        .with_error_message(Some(StrBytes::from_string(message)))
+        .with_base_offset(-1)
+        .with_log_append_time_ms(-1)
+        .with_log_start_offset(-1)
+}
+
+fn refuse_all(request: ProduceRequest, code: i16, message: &str) -> ProduceResponse {
+    let responses = request
+        .topic_data
+        .into_iter()
+        .map(|topic| {
+            let partitions = topic
+                .partition_data
+                .iter()
+                .map(|p| refused(code, message.to_string()).with_index(p.index))
+                .collect();
+            TopicProduceResponse::default()
+                .with_name(topic.name)
+                .with_partition_responses(partitions)
+        })
+        .collect();
+    ProduceResponse::default().with_responses(responses)
+}
