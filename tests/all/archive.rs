@@ -7,12 +7,12 @@
 //! pyarrow, DuckDB and moto come from $SLUICE_PYTHON, else ./.venv (./scripts/test installs them).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::common::plugins::{admin, read_all, request, wait_for};
-use crate::common::{self, Server, cli, stdout};
+use crate::common::{self, Server, cli, python, stdout};
 use bytes::Bytes;
 use rand::{Rng, SeedableRng};
 use sluice::cli::client::{Client, Position};
@@ -52,22 +52,7 @@ async fn read_from(client: &Client, topic: &str, partition: u32, from: u64) -> V
     out
 }
 
-/// The Python with pyarrow and DuckDB: $SLUICE_PYTHON, else the repository's .venv that
-/// ./scripts/test creates.
-fn python() -> PathBuf {
-    if let Ok(path) = std::env::var("SLUICE_PYTHON") {
-        return PathBuf::from(path);
-    }
-    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python");
-    assert!(
-        venv.exists(),
-        "{} is missing: run ./scripts/test (it installs pyarrow and DuckDB there) or set SLUICE_PYTHON",
-        venv.display()
-    );
-    venv
-}
-
-/// Runs the Python of [`python`] with `args`; returns what it printed, as JSON.
+/// Runs the Python of [`common::python`] with `args`; returns what it printed, as JSON.
 fn run_python(args: &[&std::ffi::OsStr]) -> serde_json::Value {
     let output = Command::new(python()).args(args).output().unwrap();
     assert!(

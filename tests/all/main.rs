@@ -29,6 +29,9 @@
 //!   member leaves or times out.
 //! - `hostile_clients`: unauthenticated uploads refused from the headers and never kept,
 //!   lengths past the limit refused before the body, stalled bodies holding no budget (408).
+//! - `kafka`: the Kafka protocol door: kafka-python produces (every compression) and consumes,
+//!   both doors read the same bytes, keys land where Kafka's partitioner puts them, bad frames
+//!   close only their connection with a log line.
 //! - `plugins`: plugin groups: the admin token, bad uploads, deploy while producing, upgrade
 //!   and roll back, misbehaving plugins kept apart, dead letters and their replay, `--from`,
 //!   delivery modes, deployments surviving a restart, `sluice plugin test`.
@@ -79,4 +82,5 @@ mod exactly_once;
 mod examples;
 mod groups;
 mod hostile_clients;
+mod kafka;
 mod plugins;

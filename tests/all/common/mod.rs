@@ -12,6 +12,8 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_sluice");
 pub struct Server {
     pub child: Child,
     pub url: String,
+    /// The Kafka protocol listener's address (`host:port`), when it listens.
+    pub kafka: Option<String>,
     pub dir: PathBuf,
     pub stderr: std::sync::Arc<std::sync::Mutex<String>>,
     stderr_reader: Option<std::thread::JoinHandle<()>>,
@@ -70,7 +72,7 @@ impl Server {
         let stderr = child.stderr.take().expect("piped stderr");
         let mut lines = BufReader::new(stderr).lines();
         let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-        let url = loop {
+        let (url, kafka) = loop {
             let line = match lines.next() {
                 Some(Ok(line)) => line,
                 _ => panic!("sluice exited before listening:\n{}", log.lock().unwrap()),
@@ -78,7 +80,13 @@ impl Server {
             log.lock().unwrap().push_str(&line);
             log.lock().unwrap().push('\n');
             if let Some(rest) = line.split("serving ").nth(1) {
-                break rest.split_whitespace().next().expect("address").to_string();
+                let url = rest.split_whitespace().next().expect("address").to_string();
+                let kafka = rest
+                    .split("Kafka clients on ")
+                    .nth(1)
+                    .and_then(|k| k.split_whitespace().next())
+                    .map(str::to_string);
+                break (url, kafka);
             }
         };
         remember_token(&url, dir);
@@ -93,6 +101,7 @@ impl Server {
         Server {
             child,
             url,
+            kafka,
             dir: dir.to_path_buf(),
             stderr: log,
             stderr_reader: Some(stderr_reader),
@@ -145,6 +154,21 @@ fn unsafe_kill(pid: u32, signal: &str) {
 /// `var` must be among the engine's `OTHER_VARIABLES` (engine/src/config.rs), as every
 /// `SLUICE_*` variable of the tests: the servers they start inherit the environment and refuse
 /// `SLUICE_*` variables that are not configuration.
+/// The Python with the test suite's modules (pyarrow, DuckDB, moto, kafka-python):
+/// $SLUICE_PYTHON, else the repository's .venv that ./scripts/test creates.
+pub fn python() -> PathBuf {
+    if let Ok(path) = std::env::var("SLUICE_PYTHON") {
+        return PathBuf::from(path);
+    }
+    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python");
+    assert!(
+        venv.exists(),
+        "{} is missing: run ./scripts/test (it installs the modules there) or set SLUICE_PYTHON",
+        venv.display()
+    );
+    venv
+}
+
 pub fn seed(var: &str) -> u64 {
     let seed = match std::env::var(var) {
         Ok(value) => value

@@ -1,0 +1,235 @@
+//! The Kafka protocol door: kafka-python (an independent client, from ./.venv as the archive
+//! tests' modules are) produces to and consumes from a running engine over real sockets, and
+//! what it sees is checked against what the HTTP door holds; bad frames close only their own
+//! connection, with a log line naming the client.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde_json::Value;
+use sluice::cli::client::Client;
+use sluice::log::partitioner::partition_for_key;
+use sluice::log::{Header, Record};
+
+use crate::common::plugins::{admin, create_topic, read_partitions};
+use crate::common::{Server, python};
+
+/// Runs tests/support/kafka_client.py against the engine's Kafka listener.
+fn kafka_client(server: &Server, args: &[&str]) -> Value {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/support/kafka_client.py");
+    let bootstrap = server.kafka.as_deref().expect("the Kafka listener is on");
+    let output = Command::new(python())
+        .arg(script)
+        .arg(bootstrap)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "kafka_client.py {args:?} failed:\n{}\n--- engine log\n{}",
+        String::from_utf8_lossy(&output.stderr),
+        server.log()
+    );
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A record as kafka_client.py prints it.
+fn as_printed(partition: usize, offset: u64, record: &Record) -> Value {
+    serde_json::json!({
+        "partition": partition,
+        "offset": offset,
+        "timestamp": record.timestamp,
+        "key": record.key.as_deref().map(hex),
+        "value": hex(&record.value),
+        "headers": record.headers.iter().map(|h| vec![h.key.to_string(), hex(&h.value)]).collect::<Vec<_>>(),
+    })
+}
+
+/// Every record of `topic` through the HTTP door, as kafka_client.py prints records.
+async fn through_http(client: &Client, topic: &str) -> Vec<Value> {
+    let mut printed = Vec::new();
+    for (partition, records) in read_partitions(client, topic).await.iter().enumerate() {
+        for (offset, record) in records.iter().enumerate() {
+            printed.push(as_printed(partition, offset as u64, record));
+        }
+    }
+    printed
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kafka_client_produces_and_consumes_and_both_doors_read_the_same() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let out = kafka_client(&server, &["roundtrip", "orders"]);
+    assert_eq!(
+        out["codecs"],
+        serde_json::json!(["None", "gzip", "lz4", "zstd", "snappy"]),
+        "every compression (./scripts/test installs kafka-python's optional modules)"
+    );
+    assert!(out["topics"].as_array().unwrap().contains(&"orders".into()));
+    let acked = out["acked"].as_array().unwrap();
+    let records = out["records"].as_array().unwrap();
+    assert_eq!(acked.len(), 250);
+    assert_eq!(
+        records.len(),
+        acked.len(),
+        "each acknowledged record read once"
+    );
+    // Each acknowledged record is where its acknowledgement said, and where Kafka's default
+    // partitioner puts its key.
+    let by_place: BTreeMap<(u64, u64), &Value> = records
+        .iter()
+        .map(|r| {
+            (
+                (
+                    r["partition"].as_u64().unwrap(),
+                    r["offset"].as_u64().unwrap(),
+                ),
+                r,
+            )
+        })
+        .collect();
+    for ack in acked {
+        let place = (
+            ack["partition"].as_u64().unwrap(),
+            ack["offset"].as_u64().unwrap(),
+        );
+        let record = by_place
+            .get(&place)
+            .unwrap_or_else(|| panic!("no record at {place:?}"));
+        assert_eq!(record["key"], ack["key"]);
+        let key = (0..ack["key"].as_str().unwrap().len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&ack["key"].as_str().unwrap()[i..i + 2], 16).unwrap())
+            .collect::<Vec<u8>>();
+        assert_eq!(u64::from(partition_for_key(&key, 3)), place.0, "{ack}");
+    }
+    // The HTTP door reads the same records, byte for byte: keys, values, headers, timestamps.
+    let client = admin(&server);
+    assert_eq!(&through_http(&client, "orders").await, records);
+    // Offsets: earliest, latest, by time (the first record is not older than the produce's
+    // start) and after the last record (none).
+    let mut counts = [0u64; 3];
+    for record in records {
+        counts[record["partition"].as_u64().unwrap() as usize] += 1;
+    }
+    for (p, count) in counts.iter().enumerate() {
+        let p_key = p.to_string();
+        assert_eq!(out["offsets"]["earliest"][&p_key], 0);
+        assert_eq!(out["offsets"]["latest"][&p_key], *count);
+        assert_eq!(out["by_time"][&p_key], 0);
+        assert_eq!(out["after_the_end"][&p_key], Value::Null);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_produced_over_http_read_the_same_over_kafka() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let client = admin(&server);
+    create_topic(&client, "from-http", 2).await;
+    let records: Vec<Record> = (0..40)
+        .map(|i| Record {
+            timestamp: 1_700_000_000_000 + i,
+            key: (i % 5 != 0).then(|| Bytes::from(format!("key-{i}"))),
+            value: Bytes::from(if i % 7 == 0 {
+                Vec::new()
+            } else {
+                vec![i as u8; i as usize]
+            }),
+            headers: (0..i % 3)
+                .map(|h| Header {
+                    key: format!("h{h}").into(),
+                    value: Bytes::from(vec![0xff, h as u8]),
+                })
+                .collect(),
+        })
+        .collect();
+    client.produce("from-http", None, &records).await.unwrap();
+    let out = kafka_client(&server, &["read", "from-http"]);
+    assert_eq!(
+        &through_http(&client, "from-http").await,
+        out["records"].as_array().unwrap()
+    );
+    assert_eq!(out["records"].as_array().unwrap().len(), records.len());
+}
+
+/// Sends raw bytes on a new connection; true when the engine closed it (read gives EOF).
+fn closed_after(addr: &str, bytes: &[u8]) -> bool {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream.write_all(bytes).unwrap();
+    let mut buffer = [0u8; 64];
+    matches!(stream.read(&mut buffer), Ok(0) | Err(_))
+}
+
+/// A request frame: length, api key, version, correlation id, client id, then `body`.
+fn frame(api_key: i16, version: i16, body: &[u8]) -> Vec<u8> {
+    let mut request = Vec::new();
+    request.extend_from_slice(&api_key.to_be_bytes());
+    request.extend_from_slice(&version.to_be_bytes());
+    request.extend_from_slice(&7i32.to_be_bytes());
+    request.extend_from_slice(&4i16.to_be_bytes());
+    request.extend_from_slice(b"test");
+    request.extend_from_slice(body);
+    let mut framed = (request.len() as i32).to_be_bytes().to_vec();
+    framed.extend_from_slice(&request);
+    framed
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_frames_close_only_their_connection_with_a_log_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let addr = server.kafka.clone().unwrap();
+    // A length past max_frame_bytes: refused before any of it is read.
+    assert!(closed_after(&addr, &i32::MAX.to_be_bytes()));
+    // An API key Kafka does not define, an API not served, a request that does not decode.
+    assert!(closed_after(&addr, &frame(9999, 0, &[])));
+    assert!(closed_after(&addr, &frame(22, 0, &[])));
+    assert!(closed_after(&addr, &frame(3, 9, &[0xff])));
+    // ApiVersions at a version not served is answered (KIP-511): version 0, UNSUPPORTED_VERSION
+    // (35), and the versions served.
+    let mut stream = TcpStream::connect(&addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream.write_all(&frame(18, 99, &[0])).unwrap(); // 0: no tagged fields
+    let mut answer = [0u8; 10];
+    stream.read_exact(&mut answer).unwrap();
+    assert_eq!(
+        i32::from_be_bytes(answer[4..8].try_into().unwrap()),
+        7,
+        "correlation id"
+    );
+    assert_eq!(i16::from_be_bytes(answer[8..10].try_into().unwrap()), 35);
+    // Each closing named the client and why; the listener goes on serving.
+    let log = server.log();
+    for why in [
+        "past max_frame_bytes",
+        "api key 9999, which Kafka does not define",
+        "InitProducerId (api key 22) is not served",
+        "a Metadata v9 request that does not decode",
+    ] {
+        assert!(log.contains(why), "no {why:?} in the log:\n{log}");
+    }
+    assert!(
+        log.contains("peer=127.0.0.1:"),
+        "the log names the client:\n{log}"
+    );
+    let client = admin(&server);
+    create_topic(&client, "after", 1).await;
+    let out = kafka_client(&server, &["read", "after"]);
+    assert_eq!(out["records"], serde_json::json!([]));
+}

@@ -1,0 +1,129 @@
+"""A Kafka client's view of a broker, for tests/all/kafka.rs: kafka-python (an independent,
+pure-Python implementation of the protocol) runs one scenario against the address given and
+prints one JSON object of what it saw.
+
+    kafka_client.py BOOTSTRAP roundtrip TOPIC   creates TOPIC (3 partitions), produces keyed
+                                                records with headers in every compression
+                                                kafka-python can write, reads them all back
+    kafka_client.py BOOTSTRAP read TOPIC        reads every record of an existing TOPIC
+
+Bytes are printed as hex, so that the test compares them exactly.
+"""
+
+import json
+import sys
+import time
+
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.admin import NewTopic
+
+RECORDS_PER_COMPRESSION = 50
+PARTITIONS = 3
+
+
+def codecs():
+    """The compressions kafka-python can write here (lz4, zstd and snappy need modules of
+    their own: lz4, zstandard, python-snappy)."""
+    from kafka import codec
+
+    available = {"lz4": codec.has_lz4(), "zstd": codec.has_zstd(), "snappy": codec.has_snappy()}
+    return [None, "gzip"] + [name for name, present in available.items() if present]
+
+
+def record_json(message):
+    return {
+        "partition": message.partition,
+        "offset": message.offset,
+        "timestamp": message.timestamp,
+        "key": None if message.key is None else message.key.hex(),
+        "value": message.value.hex(),
+        "headers": [[name, value.hex()] for name, value in message.headers],
+    }
+
+
+def read_all(bootstrap, topic):
+    consumer = KafkaConsumer(
+        bootstrap_servers=bootstrap,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        consumer_timeout_ms=3000,
+    )
+    partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic)]
+    consumer.assign(partitions)
+    ends = consumer.end_offsets(partitions)
+    records = []
+    deadline = time.monotonic() + 60
+    while any(consumer.position(p) < ends[p] for p in partitions):
+        if time.monotonic() > deadline:
+            raise SystemExit(f"gave up reading {topic}: at {[consumer.position(p) for p in partitions]}")
+        for batch in consumer.poll(timeout_ms=1000).values():
+            records.extend(record_json(m) for m in batch)
+    offsets = {
+        "earliest": {str(p.partition): o for p, o in consumer.beginning_offsets(partitions).items()},
+        "latest": {str(p.partition): o for p, o in ends.items()},
+    }
+    consumer.close()
+    records.sort(key=lambda r: (r["partition"], r["offset"]))
+    return records, offsets, consumer
+
+
+def roundtrip(bootstrap, topic):
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    admin.create_topics([NewTopic(topic, num_partitions=PARTITIONS, replication_factor=1)])
+    listed = sorted(admin.list_topics())
+    admin.close()
+    acked = []
+    used = codecs()
+    started_ms = int(time.time() * 1000)
+    for codec in used:
+        producer = KafkaProducer(
+            bootstrap_servers=bootstrap,
+            acks="all",
+            compression_type=codec,
+            enable_idempotence=False,
+        )
+        futures = []
+        for i in range(RECORDS_PER_COMPRESSION):
+            n = len(futures) + len(acked)
+            key = f"key-{codec}-{i}".encode()
+            value = f"value {n} " .encode() + bytes(range(i % 7))
+            headers = [("codec", str(codec).encode()), ("n", str(i).encode())]
+            futures.append((key, producer.send(topic, key=key, value=value, headers=headers)))
+        producer.flush()
+        for key, future in futures:
+            metadata = future.get(timeout=30)
+            acked.append({"key": key.hex(), "partition": metadata.partition, "offset": metadata.offset})
+        producer.close()
+    records, offsets, _ = read_all(bootstrap, topic)
+    # Looked up after the fact: the first offset at or after the time the produce began (the
+    # first record's) and after the last record (none).
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap)
+    partitions = [TopicPartition(topic, p) for p in range(PARTITIONS)]
+    by_time = consumer.offsets_for_times({p: started_ms for p in partitions})
+    later = consumer.offsets_for_times({p: int(time.time() * 1000) + 3_600_000 for p in partitions})
+    consumer.close()
+    return {
+        "topics": listed,
+        "codecs": [str(c) for c in used],
+        "acked": acked,
+        "records": records,
+        "offsets": offsets,
+        "by_time": {str(p.partition): None if o is None else o.offset for p, o in by_time.items()},
+        "after_the_end": {str(p.partition): None if o is None else o.offset for p, o in later.items()},
+    }
+
+
+def main():
+    bootstrap, scenario, topic = sys.argv[1:4]
+    if scenario == "roundtrip":
+        out = roundtrip(bootstrap, topic)
+    elif scenario == "read":
+        records, offsets, _ = read_all(bootstrap, topic)
+        out = {"records": records, "offsets": offsets}
+    else:
+        raise SystemExit(f"unknown scenario {scenario}")
+    print(json.dumps(out, sort_keys=True))
+
+
+if __name__ == "__main__":
+    main()
