@@ -233,3 +233,59 @@ async fn bad_frames_close_only_their_connection_with_a_log_line() {
     let out = kafka_client(&server, &["read", "after"]);
     assert_eq!(out["records"], serde_json::json!([]));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kafka_consumer_group_shares_the_partitions_and_commits_to_the_engines_offsets() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let client = admin(&server);
+    create_topic(&client, "shared", 3).await;
+    let records: Vec<Record> = (0..300)
+        .map(|i| Record {
+            timestamp: 1_700_000_000_000 + i,
+            key: Some(Bytes::from(format!("key-{i}"))),
+            value: Bytes::from(format!("value-{i}")),
+            headers: Vec::new(),
+        })
+        .collect();
+    client.produce("shared", None, &records).await.unwrap();
+    let out = kafka_client(&server, &["group", "shared", "workers", "2"]);
+    // Two members, each with partitions of its own, read every record once between them.
+    let members = out["members"].as_object().unwrap();
+    assert_eq!(members.len(), 2);
+    let mut read: Vec<(u64, u64)> = Vec::new();
+    let mut assigned: Vec<u64> = Vec::new();
+    for member in members.values() {
+        assert!(!member["read"].as_array().unwrap().is_empty(), "{out}");
+        read.extend(
+            member["read"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| (r[0].as_u64().unwrap(), r[1].as_u64().unwrap())),
+        );
+        assigned.extend(
+            member["assignment"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| p.as_u64().unwrap()),
+        );
+    }
+    assigned.sort();
+    assert_eq!(assigned, [0, 1, 2], "each partition to one member: {out}");
+    read.sort();
+    read.dedup();
+    assert_eq!(read.len(), records.len(), "every record read, none twice");
+    // The commits went to the engine's offsets: a later member finds nothing left, and the
+    // HTTP door's group view shows them at the end of each partition.
+    assert_eq!(out["left_after_commits"], serde_json::json!([]));
+    let described = client.describe_group("workers").await.unwrap();
+    assert_eq!(described.total_lag, 0);
+    let committed: u64 = described
+        .partitions
+        .iter()
+        .filter_map(|p| p.committed)
+        .sum();
+    assert_eq!(committed, records.len() as u64);
+}

@@ -6,6 +6,10 @@ prints one JSON object of what it saw.
                                                 records with headers in every compression
                                                 kafka-python can write, reads them all back
     kafka_client.py BOOTSTRAP read TOPIC        reads every record of an existing TOPIC
+    kafka_client.py BOOTSTRAP group TOPIC GROUP N  N consumers of GROUP share TOPIC's records
+                                                (subscribed, committing as they go) until
+                                                none comes for a while; then one more reads
+                                                what is left after the commits
 
 Bytes are printed as hex, so that the test compares them exactly.
 """
@@ -113,10 +117,52 @@ def roundtrip(bootstrap, topic):
     }
 
 
+def group(bootstrap, topic, group_id, members):
+    """Members of a consumer group share a topic; what each read, then what a later member
+    of the same group finds left."""
+    import threading
+
+    seen = {}
+
+    def member(name):
+        consumer = KafkaConsumer(
+            topic,
+            bootstrap_servers=bootstrap,
+            group_id=group_id,
+            auto_offset_reset="earliest",
+            enable_auto_commit=False,
+            consumer_timeout_ms=8000,
+        )
+        read = []
+        for message in consumer:
+            read.append([message.partition, message.offset])
+            consumer.commit()
+        seen[name] = {"read": read, "assignment": sorted(tp.partition for tp in consumer.assignment())}
+        consumer.close()
+
+    threads = [threading.Thread(target=member, args=(f"m{i}",)) for i in range(members)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    later = KafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        group_id=group_id,
+        auto_offset_reset="earliest",
+        consumer_timeout_ms=4000,
+    )
+    left = [[m.partition, m.offset] for m in later]
+    later.close()
+    return {"members": seen, "left_after_commits": left}
+
+
 def main():
     bootstrap, scenario, topic = sys.argv[1:4]
     if scenario == "roundtrip":
         out = roundtrip(bootstrap, topic)
+    elif scenario == "group":
+        out = group(bootstrap, topic, sys.argv[4], int(sys.argv[5]))
     elif scenario == "read":
         records, offsets, _ = read_all(bootstrap, topic)
         out = {"records": records, "offsets": offsets}

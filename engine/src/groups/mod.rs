@@ -320,6 +320,21 @@ impl Coordinator {
                 (None, _) => {}
             }
         }
+        self.store_offsets(group_id, offsets)
+    }
+
+    /// Durably records offsets committed through the Kafka protocol, whose door checks the
+    /// committing member's generation itself (its groups assign partitions on the client).
+    pub fn commit_from_kafka(
+        &self,
+        group_id: &str,
+        offsets: &[CommittedOffset],
+    ) -> Result<(), GroupError> {
+        self.store_offsets(group_id, offsets)
+    }
+
+    /// Records offsets, each at most its partition's high watermark.
+    fn store_offsets(&self, group_id: &str, offsets: &[CommittedOffset]) -> Result<(), GroupError> {
         for o in offsets {
             let partition = self.log.topic(&o.topic)?.partition(o.partition)?;
             let high_watermark = partition.high_watermark();

@@ -200,6 +200,8 @@ async fn start_kafka(
     let port = settings.advertised_port.unwrap_or(addr.port());
     let context = Arc::new(kafka::KafkaContext {
         log: state.log.clone(),
+        offsets: state.groups.clone(),
+        kafka_groups: Default::default(),
         advertised: (host, i32::from(port)),
         cluster_id: kafka::cluster_id(&state.config.data_dir)?,
         max_fetch_bytes: state.config.server.max_fetch_bytes,

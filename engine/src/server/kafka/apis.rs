@@ -6,19 +6,31 @@ use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::api_versions_response::ApiVersion;
 use kafka_protocol::messages::{
-    ApiKey, ApiVersionsResponse, CreateTopicsRequest, DeleteTopicsRequest, FetchRequest,
-    ListOffsetsRequest, MetadataRequest, ProduceRequest, RequestHeader, ResponseHeader,
+    ApiKey, ApiVersionsResponse, CreateTopicsRequest, DeleteTopicsRequest, DescribeGroupsRequest,
+    FetchRequest, FindCoordinatorRequest, HeartbeatRequest, JoinGroupRequest, LeaveGroupRequest,
+    ListOffsetsRequest, MetadataRequest, OffsetCommitRequest, OffsetFetchRequest, ProduceRequest,
+    RequestHeader, ResponseHeader, SyncGroupRequest,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion};
 
+use super::group_apis::{self, Caller};
 use super::{KafkaContext, admin, fetch, list_offsets, metadata, produce};
 
 /// The APIs served: key, lowest and highest version.
-const SERVED: [(ApiKey, i16, i16); 7] = [
+const SERVED: [(ApiKey, i16, i16); 16] = [
     (ApiKey::Produce, 3, 11),
     (ApiKey::Fetch, 4, 12),
     (ApiKey::ListOffsets, 1, 7),
     (ApiKey::Metadata, 0, 9),
+    (ApiKey::OffsetCommit, 2, 8),
+    (ApiKey::OffsetFetch, 1, 8),
+    (ApiKey::FindCoordinator, 0, 4),
+    (ApiKey::JoinGroup, 0, 9),
+    (ApiKey::Heartbeat, 0, 4),
+    (ApiKey::LeaveGroup, 0, 5),
+    (ApiKey::SyncGroup, 0, 5),
+    (ApiKey::DescribeGroups, 0, 5),
+    (ApiKey::ListGroups, 0, 4),
     (ApiKey::ApiVersions, 0, 3),
     (ApiKey::CreateTopics, 2, 5),
     (ApiKey::DeleteTopics, 1, 5),
@@ -58,6 +70,7 @@ pub(crate) enum RequestError {
 /// Produce with acks=0).
 pub(super) async fn answer(
     mut frame: Bytes,
+    peer: std::net::SocketAddr,
     context: &KafkaContext,
 ) -> Result<Option<BytesMut>, RequestError> {
     if frame.len() < 4 {
@@ -74,6 +87,13 @@ pub(super) async fn answer(
     let header = RequestHeader::decode(&mut frame, api.request_header_version(version))
         .map_err(malformed)?;
     let correlation_id = header.correlation_id;
+    let caller = Caller {
+        client_id: header
+            .client_id
+            .map(|c| c.as_str().to_string())
+            .unwrap_or_default(),
+        host: format!("/{}", peer.ip()),
+    };
     let Some(&(_, min, max)) = SERVED.iter().find(|(served, _, _)| *served == api) else {
         return Err(RequestError::NotServed { api, key });
     };
@@ -127,6 +147,53 @@ pub(super) async fn answer(
         ApiKey::DeleteTopics => {
             let request = DeleteTopicsRequest::decode(frame, version).map_err(malformed)?;
             let response = tokio::task::block_in_place(|| admin::delete_topics(request, context));
+            respond(api, version, correlation_id, &response)
+        }
+        ApiKey::FindCoordinator => {
+            let request = FindCoordinatorRequest::decode(frame, version).map_err(malformed)?;
+            let response = group_apis::find_coordinator(request, version, context);
+            respond(api, version, correlation_id, &response)
+        }
+        ApiKey::JoinGroup => {
+            let request = JoinGroupRequest::decode(frame, version).map_err(malformed)?;
+            let response = group_apis::join_group(request, &caller, context).await;
+            respond(api, version, correlation_id, &response)
+        }
+        ApiKey::SyncGroup => {
+            let request = SyncGroupRequest::decode(frame, version).map_err(malformed)?;
+            let response = group_apis::sync_group(request, context).await;
+            respond(api, version, correlation_id, &response)
+        }
+        ApiKey::Heartbeat => {
+            let request = HeartbeatRequest::decode(frame, version).map_err(malformed)?;
+            let response = group_apis::heartbeat(request, context);
+            respond(api, version, correlation_id, &response)
+        }
+        ApiKey::LeaveGroup => {
+            let request = LeaveGroupRequest::decode(frame, version).map_err(malformed)?;
+            let response = group_apis::leave_group(request, context);
+            respond(api, version, correlation_id, &response)
+        }
+        ApiKey::OffsetCommit => {
+            let request = OffsetCommitRequest::decode(frame, version).map_err(malformed)?;
+            let response =
+                tokio::task::block_in_place(|| group_apis::offset_commit(request, context));
+            respond(api, version, correlation_id, &response)
+        }
+        ApiKey::OffsetFetch => {
+            let request = OffsetFetchRequest::decode(frame, version).map_err(malformed)?;
+            let response = group_apis::offset_fetch(request, version, context);
+            respond(api, version, correlation_id, &response)
+        }
+        ApiKey::ListGroups => respond(
+            api,
+            version,
+            correlation_id,
+            &group_apis::list_groups(context),
+        ),
+        ApiKey::DescribeGroups => {
+            let request = DescribeGroupsRequest::decode(frame, version).map_err(malformed)?;
+            let response = group_apis::describe_groups(request, context);
             respond(api, version, correlation_id, &response)
         }
         _ => Err(RequestError::NotServed { api, key }),

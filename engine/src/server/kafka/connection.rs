@@ -39,7 +39,7 @@ pub(super) async fn serve(stream: TcpStream, peer: SocketAddr, context: &KafkaCo
         };
         let outcome = match frame {
             Ok(None) => return, // closed by the client
-            Ok(Some(frame)) => answer(frame, context, &mut writer).await,
+            Ok(Some(frame)) => answer(frame, peer, context, &mut writer).await,
             Err(error) => Err(error),
         };
         if let Err(error) = outcome {
@@ -54,10 +54,11 @@ pub(super) async fn serve(stream: TcpStream, peer: SocketAddr, context: &KafkaCo
 
 async fn answer(
     frame: Bytes,
+    peer: SocketAddr,
     context: &KafkaContext,
     writer: &mut BufWriter<tokio::net::tcp::OwnedWriteHalf>,
 ) -> Result<(), ConnectionError> {
-    if let Some(response) = apis::answer(frame, context).await? {
+    if let Some(response) = apis::answer(frame, peer, context).await? {
         writer.write_all(&response).await?;
         writer.flush().await?;
     }

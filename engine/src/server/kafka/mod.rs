@@ -10,7 +10,9 @@
 //! - `apis`: the APIs and versions served (what ApiVersions announces) and the dispatch.
 //! - `metadata`: Metadata: this engine as the only broker, leader of every partition.
 //! - `produce`, `fetch`, `list_offsets`, `admin`: Produce, Fetch (with long poll),
-//!   ListOffsets, CreateTopics / DeleteTopics / CreatePartitions.
+//!   ListOffsets, CreateTopics / DeleteTopics.
+//! - `groups`, `group_apis`: consumer groups (the classic protocol) and their offsets, which
+//!   are the engine's (`sluice group describe` shows them).
 //! - `records`: Kafka record batches (v2) to and from the log's records.
 //!
 //! Versions are capped where Kafka moved from topic names to topic ids (Fetch 13, Produce 13,
@@ -21,6 +23,8 @@ mod admin;
 mod apis;
 mod connection;
 mod fetch;
+mod group_apis;
+mod groups;
 mod list_offsets;
 mod metadata;
 mod produce;
@@ -32,7 +36,10 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 
+pub(crate) use groups::KafkaGroups;
+
 use crate::config::KafkaSettings;
+use crate::groups::Coordinator;
 use crate::log::{Log, LogError};
 
 /// The broker id this engine answers as: the only broker of its cluster.
@@ -43,6 +50,9 @@ const CLUSTER_ID_FILE: &str = "kafka.cluster_id";
 /// What every connection shares.
 pub(crate) struct KafkaContext {
     pub log: Arc<Log>,
+    /// The engine's committed offsets, shared with the HTTP door's groups.
+    pub offsets: Arc<Coordinator>,
+    pub kafka_groups: KafkaGroups,
     pub settings: KafkaSettings,
     /// The host and port announced in Metadata.
     pub advertised: (String, i32),
