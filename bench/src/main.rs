@@ -332,6 +332,10 @@ async fn bench_server(args: &BenchArgs, size: usize, records: u64) -> anyhow::Re
             min_free_bytes: 0,
             ..Default::default()
         },
+        kafka: sluice::config::KafkaSettings {
+            listen: "127.0.0.1:0".parse()?,
+            ..Default::default()
+        },
         ..Config::default()
     };
     let server = sluice::server::start(config).await?;

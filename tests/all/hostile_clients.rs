@@ -217,6 +217,7 @@ fn listening_beyond_loopback_without_a_token_for_data_warns_at_start() {
         .args(["serve", "--listen", "0.0.0.0:0", "--data-dir"])
         .arg(dir.path())
         .env("SLUICE_STORAGE__MIN_FREE_BYTES", "0")
+        .env("SLUICE_KAFKA__LISTEN", "127.0.0.1:0")
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .spawn()
