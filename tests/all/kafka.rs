@@ -289,3 +289,47 @@ async fn a_kafka_consumer_group_shares_the_partitions_and_commits_to_the_engines
         .sum();
     assert_eq!(committed, records.len() as u64);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_kafka_admin_client_describes_the_cluster_and_manages_topics_and_groups() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let out = kafka_client(&server, &["admin", "managed"]);
+    let text = |key: &str| out[key].to_string();
+    // One broker, this engine, with the cluster id kept in its data directory.
+    let cluster_id = std::fs::read_to_string(dir.path().join("kafka.cluster_id")).unwrap();
+    assert!(text("cluster").contains(&cluster_id), "{out}");
+    assert!(text("cluster").contains("'broker_id': 0"), "{out}");
+    // The setting given at creation, by Kafka's name, as set on the topic.
+    assert!(
+        text("configs").contains(
+            "'retention.ms': {'value': '3600000', 'read_only': False, 'config_source': 'DYNAMIC_TOPIC_CONFIG'"
+        ),
+        "{out}"
+    );
+    // Partitions grow, never shrink; the log's topic has them.
+    assert!(out["more_partitions"]["ok"].is_string(), "{out}");
+    assert!(
+        text("fewer_partitions").contains("InvalidPartitionsError"),
+        "{out}"
+    );
+    assert_eq!(out["partitions_after"], serde_json::json!([0, 1, 2, 3]));
+    let client = admin(&server);
+    assert_eq!(
+        client
+            .describe_topic("managed")
+            .await
+            .unwrap()
+            .partitions
+            .len(),
+        4
+    );
+    // A group's committed offset deleted, then the group itself.
+    assert!(text("offsets_before").contains("offset=1"), "{out}");
+    assert!(text("delete_offsets").contains("NoError"), "{out}");
+    assert_eq!(out["offsets_after"], "{'managed-group': {}}");
+    assert!(
+        text("delete_group").contains("'managed-group': 'OK'"),
+        "{out}"
+    );
+}

@@ -6,6 +6,8 @@ prints one JSON object of what it saw.
                                                 records with headers in every compression
                                                 kafka-python can write, reads them all back
     kafka_client.py BOOTSTRAP read TOPIC        reads every record of an existing TOPIC
+    kafka_client.py BOOTSTRAP admin TOPIC       the admin client: cluster, topic settings,
+                                                more partitions, a group's offsets deleted
     kafka_client.py BOOTSTRAP group TOPIC GROUP N  N consumers of GROUP share TOPIC's records
                                                 (subscribed, committing as they go) until
                                                 none comes for a while; then one more reads
@@ -157,10 +159,56 @@ def group(bootstrap, topic, group_id, members):
     return {"members": seen, "left_after_commits": left}
 
 
+def attempt(what):
+    """What `what()` returned, or the error it raised, as text."""
+    try:
+        return {"ok": repr(what())}
+    except Exception as error:  # noqa: BLE001 - the test compares what each broker says
+        return {"error": f"{type(error).__name__}: {error}"}
+
+
+def admin_scenario(bootstrap, topic):
+    from kafka.admin import ConfigResource, ConfigResourceType, NewPartitions
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    out = {"cluster": attempt(admin.describe_cluster)}
+    admin.create_topics(
+        [NewTopic(topic, num_partitions=2, replication_factor=1, topic_configs={"retention.ms": "3600000"})]
+    )
+    configs = admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)], config_filter="all")
+    out["configs"] = repr(configs)
+    out["more_partitions"] = attempt(lambda: admin.create_partitions({topic: NewPartitions(4)}))
+    out["fewer_partitions"] = attempt(lambda: admin.create_partitions({topic: NewPartitions(1)}))
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap)
+    out["partitions_after"] = sorted(consumer.partitions_for_topic(topic) or [])
+    consumer.close()
+    # A group with an offset committed and no members: its offsets and then itself deleted.
+    group_id = f"{topic}-group"
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=group_id, enable_auto_commit=False)
+    from kafka import TopicPartition
+    from kafka.structs import OffsetAndMetadata
+
+    partition = TopicPartition(topic, 0)
+    consumer.assign([partition])
+    producer = KafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=False)
+    producer.send(topic, value=b"x", partition=0).get(timeout=30)
+    producer.close()
+    consumer.commit({partition: OffsetAndMetadata(1, "", -1)})
+    consumer.close()
+    out["offsets_before"] = repr(admin.list_group_offsets({group_id: None}))
+    out["delete_offsets"] = attempt(lambda: admin.delete_group_offsets(group_id, [partition]))
+    out["offsets_after"] = repr(admin.list_group_offsets({group_id: None}))
+    out["delete_group"] = attempt(lambda: admin.delete_groups([group_id]))
+    admin.close()
+    return out
+
+
 def main():
     bootstrap, scenario, topic = sys.argv[1:4]
     if scenario == "roundtrip":
         out = roundtrip(bootstrap, topic)
+    elif scenario == "admin":
+        out = admin_scenario(bootstrap, topic)
     elif scenario == "group":
         out = group(bootstrap, topic, sys.argv[4], int(sys.argv[5]))
     elif scenario == "read":

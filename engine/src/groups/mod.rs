@@ -361,6 +361,35 @@ impl Coordinator {
         txn.commit().map_err(store_error)
     }
 
+    /// Forgets a group's committed offsets: those of `partitions`, or all of them.
+    pub fn delete_offsets(
+        &self,
+        group_id: &str,
+        partitions: Option<&[TopicPartition]>,
+    ) -> Result<(), GroupError> {
+        let doomed: Vec<TopicPartition> = match partitions {
+            Some(partitions) => partitions.to_vec(),
+            None => self
+                .committed(group_id)?
+                .into_iter()
+                .map(|c| TopicPartition {
+                    topic: c.topic,
+                    partition: c.partition,
+                })
+                .collect(),
+        };
+        let txn = self.offsets.begin_write().map_err(store_error)?;
+        {
+            let mut table = txn.open_table(OFFSETS).map_err(store_error)?;
+            for tp in &doomed {
+                table
+                    .remove((group_id, tp.topic.as_str(), tp.partition))
+                    .map_err(store_error)?;
+            }
+        }
+        txn.commit().map_err(store_error)
+    }
+
     /// The committed offsets of a group.
     pub fn committed(&self, group_id: &str) -> Result<Vec<CommittedOffset>, GroupError> {
         let txn = self.offsets.begin_read().map_err(store_error)?;

@@ -1,14 +1,21 @@
-//! Topic administration through the Kafka protocol: CreateTopics and DeleteTopics, on the
-//! log's topics (the same as `sluice topic create` and `delete`). Kafka's topic settings are
-//! named with dots (`retention.ms`); the log's with underscores (`retention_ms`), and
+//! Topic and cluster administration through the Kafka protocol: CreateTopics, DeleteTopics,
+//! CreatePartitions, DescribeConfigs and DescribeCluster, on the log's topics (the same as
+//! `sluice topic create`, `alter` and `delete`). Kafka's topic settings are named with dots (`retention.ms`); the log's with underscores (`retention_ms`), and
 //! `max.message.bytes` is `max_record_bytes`. Replication is the single copy a single engine
 //! has: a replication factor other than 1 (or -1, the default) is refused.
 
 use kafka_protocol::ResponseError;
+use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
 use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
+use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
+use kafka_protocol::messages::describe_configs_response::{
+    DescribeConfigsResourceResult, DescribeConfigsResult,
+};
 use kafka_protocol::messages::{
-    CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse, TopicName,
+    BrokerId, CreatePartitionsRequest, CreatePartitionsResponse, CreateTopicsRequest,
+    CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse, DescribeClusterResponse,
+    DescribeConfigsRequest, DescribeConfigsResponse, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 
@@ -118,4 +125,150 @@ pub(super) fn delete_topics(
         })
         .collect();
     DeleteTopicsResponse::default().with_responses(responses)
+}
+
+/// DescribeCluster: this engine, the one broker and controller.
+pub(super) fn describe_cluster(context: &KafkaContext) -> DescribeClusterResponse {
+    let (host, port) = &context.advertised;
+    let broker = DescribeClusterBroker::default()
+        .with_broker_id(BrokerId(super::NODE_ID))
+        .with_host(StrBytes::from_string(host.clone()))
+        .with_port(*port);
+    DescribeClusterResponse::default()
+        .with_cluster_id(StrBytes::from_string(context.cluster_id.clone()))
+        .with_controller_id(BrokerId(super::NODE_ID))
+        .with_brokers(vec![broker])
+}
+
+/// CreatePartitions: more partitions for topics (never fewer).
+pub(super) fn create_partitions(
+    request: CreatePartitionsRequest,
+    context: &KafkaContext,
+) -> CreatePartitionsResponse {
+    let results = request
+        .topics
+        .into_iter()
+        .map(|topic| {
+            let result = CreatePartitionsTopicResult::default().with_name(topic.name.clone());
+            let name = topic.name.0.as_str();
+            let current = match context.log.topic(name) {
+                Ok(found) => found.partition_count(),
+                Err(error) => {
+                    return result
+                        .with_error_code(error_code(&error))
+                        .with_error_message(Some(StrBytes::from_string(error.to_string())));
+                }
+            };
+            let wanted = u32::try_from(topic.count).unwrap_or(0);
+            if wanted <= current {
+                let message = format!("{name} has {current} partitions; it can only grow");
+                return result
+                    .with_error_code(ResponseError::InvalidPartitions.code())
+                    .with_error_message(Some(StrBytes::from_string(message)));
+            }
+            if request.validate_only {
+                return result;
+            }
+            match context.log.alter_topic(name, &[], Some(wanted)) {
+                Ok(_) => result,
+                Err(error) => result
+                    .with_error_code(error_code(&error))
+                    .with_error_message(Some(StrBytes::from_string(error.to_string()))),
+            }
+        })
+        .collect();
+    CreatePartitionsResponse::default().with_results(results)
+}
+
+/// Kafka's resource types in DescribeConfigs.
+const RESOURCE_TOPIC: i8 = 2;
+/// Where a setting's value comes from, as DescribeConfigs says it.
+const SOURCE_TOPIC: i8 = 1;
+const SOURCE_DEFAULT: i8 = 5;
+
+/// DescribeConfigs: a topic's settings by Kafka's names (the log's other settings under their
+/// own); brokers have none to describe.
+pub(super) fn describe_configs(
+    request: DescribeConfigsRequest,
+    context: &KafkaContext,
+) -> DescribeConfigsResponse {
+    let results = request
+        .resources
+        .into_iter()
+        .map(|resource| {
+            let result = DescribeConfigsResult::default()
+                .with_resource_type(resource.resource_type)
+                .with_resource_name(resource.resource_name.clone());
+            if resource.resource_type != RESOURCE_TOPIC {
+                return result;
+            }
+            match context.log.topic(resource.resource_name.as_str()) {
+                Ok(topic) => {
+                    let configs = topic_settings(&topic.config(), context.log.topic_defaults())
+                        .into_iter()
+                        .filter(|(name, ..)| {
+                            resource
+                                .configuration_keys
+                                .as_ref()
+                                .is_none_or(|keys| keys.iter().any(|k| k.as_str() == name))
+                        })
+                        .map(|(name, value, source)| {
+                            DescribeConfigsResourceResult::default()
+                                .with_name(StrBytes::from_string(name))
+                                .with_value(value.map(StrBytes::from_string))
+                                .with_config_source(source)
+                        })
+                        .collect();
+                    result.with_configs(configs)
+                }
+                Err(error) => result
+                    .with_error_code(error_code(&error))
+                    .with_error_message(Some(StrBytes::from_string(error.to_string()))),
+            }
+        })
+        .collect();
+    DescribeConfigsResponse::default().with_results(results)
+}
+
+/// Kafka's name for a log setting: the inverse of [`setting_name`].
+fn kafka_name(setting: &str) -> String {
+    match setting {
+        "max_record_bytes" => "max.message.bytes".to_string(),
+        other => other.replace('_', "."),
+    }
+}
+
+/// (Kafka name, value, source) of every setting of a topic.
+fn topic_settings(
+    config: &crate::log::TopicConfig,
+    defaults: &crate::log::TopicConfig,
+) -> Vec<(String, Option<String>, i8)> {
+    let as_map = |config: &crate::log::TopicConfig| match serde_json::to_value(config) {
+        Ok(serde_json::Value::Object(map)) => map,
+        _ => serde_json::Map::new(),
+    };
+    let (values, default_values) = (as_map(config), as_map(defaults));
+    let mut settings: Vec<(String, Option<String>, i8)> = values
+        .iter()
+        .map(|(name, value)| {
+            let text = match value {
+                serde_json::Value::Null => None,
+                serde_json::Value::String(s) => Some(s.clone()),
+                other => Some(other.to_string()),
+            };
+            let source = match default_values.get(name) == Some(value) {
+                true => SOURCE_DEFAULT,
+                false => SOURCE_TOPIC,
+            };
+            (kafka_name(name), text, source)
+        })
+        .collect();
+    // What Kafka clients look for and the log has one way of: deleting old segments.
+    settings.push((
+        "cleanup.policy".to_string(),
+        Some("delete".to_string()),
+        SOURCE_DEFAULT,
+    ));
+    settings.sort();
+    settings
 }

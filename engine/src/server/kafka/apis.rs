@@ -6,10 +6,11 @@ use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::api_versions_response::ApiVersion;
 use kafka_protocol::messages::{
-    ApiKey, ApiVersionsResponse, CreateTopicsRequest, DeleteTopicsRequest, DescribeGroupsRequest,
-    FetchRequest, FindCoordinatorRequest, HeartbeatRequest, JoinGroupRequest, LeaveGroupRequest,
-    ListOffsetsRequest, MetadataRequest, OffsetCommitRequest, OffsetFetchRequest, ProduceRequest,
-    RequestHeader, ResponseHeader, SyncGroupRequest,
+    ApiKey, ApiVersionsResponse, CreatePartitionsRequest, CreateTopicsRequest, DeleteGroupsRequest,
+    DeleteTopicsRequest, DescribeConfigsRequest, DescribeGroupsRequest, FetchRequest,
+    FindCoordinatorRequest, HeartbeatRequest, JoinGroupRequest, LeaveGroupRequest,
+    ListOffsetsRequest, MetadataRequest, OffsetCommitRequest, OffsetDeleteRequest,
+    OffsetFetchRequest, ProduceRequest, RequestHeader, ResponseHeader, SyncGroupRequest,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion};
 
@@ -17,7 +18,7 @@ use super::group_apis::{self, Caller};
 use super::{KafkaContext, admin, fetch, list_offsets, metadata, produce};
 
 /// The APIs served: key, lowest and highest version.
-const SERVED: [(ApiKey, i16, i16); 16] = [
+const SERVED: [(ApiKey, i16, i16); 21] = [
     (ApiKey::Produce, 3, 11),
     (ApiKey::Fetch, 4, 12),
     (ApiKey::ListOffsets, 1, 7),
@@ -34,6 +35,11 @@ const SERVED: [(ApiKey, i16, i16); 16] = [
     (ApiKey::ApiVersions, 0, 3),
     (ApiKey::CreateTopics, 2, 5),
     (ApiKey::DeleteTopics, 1, 5),
+    (ApiKey::DeleteGroups, 0, 2),
+    (ApiKey::DescribeConfigs, 1, 4),
+    (ApiKey::CreatePartitions, 0, 3),
+    (ApiKey::OffsetDelete, 0, 0),
+    (ApiKey::DescribeCluster, 0, 1),
 ];
 
 /// Why a request cannot be answered (the connection is closed).
@@ -194,6 +200,33 @@ pub(super) async fn answer(
         ApiKey::DescribeGroups => {
             let request = DescribeGroupsRequest::decode(frame, version).map_err(malformed)?;
             let response = group_apis::describe_groups(request, context);
+            respond(api, version, correlation_id, &response)
+        }
+        ApiKey::DeleteGroups => {
+            let request = DeleteGroupsRequest::decode(frame, version).map_err(malformed)?;
+            let response =
+                tokio::task::block_in_place(|| group_apis::delete_groups(request, context));
+            respond(api, version, correlation_id, &response)
+        }
+        ApiKey::OffsetDelete => {
+            let request = OffsetDeleteRequest::decode(frame, version).map_err(malformed)?;
+            let response =
+                tokio::task::block_in_place(|| group_apis::offset_delete(request, context));
+            respond(api, version, correlation_id, &response)
+        }
+        ApiKey::CreatePartitions => {
+            let request = CreatePartitionsRequest::decode(frame, version).map_err(malformed)?;
+            let response =
+                tokio::task::block_in_place(|| admin::create_partitions(request, context));
+            respond(api, version, correlation_id, &response)
+        }
+        ApiKey::DescribeConfigs => {
+            let request = DescribeConfigsRequest::decode(frame, version).map_err(malformed)?;
+            let response = admin::describe_configs(request, context);
+            respond(api, version, correlation_id, &response)
+        }
+        ApiKey::DescribeCluster => {
+            let response = admin::describe_cluster(context);
             respond(api, version, correlation_id, &response)
         }
         _ => Err(RequestError::NotServed { api, key }),

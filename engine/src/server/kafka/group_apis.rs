@@ -1,11 +1,12 @@
 //! The group APIs of the Kafka protocol: FindCoordinator (this engine), JoinGroup, SyncGroup,
-//! Heartbeat and LeaveGroup on [`super::groups::KafkaGroups`], OffsetCommit and OffsetFetch
-//! on the engine's offset store, ListGroups and DescribeGroups.
+//! Heartbeat and LeaveGroup on [`super::groups::KafkaGroups`], OffsetCommit, OffsetFetch and
+//! OffsetDelete on the engine's offset store, ListGroups, DescribeGroups and DeleteGroups.
 
 use std::time::Duration;
 
 use bytes::Bytes;
 use kafka_protocol::ResponseError;
+use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
 use kafka_protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
 use kafka_protocol::messages::find_coordinator_response::Coordinator as FoundCoordinator;
 use kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
@@ -13,6 +14,9 @@ use kafka_protocol::messages::leave_group_response::MemberResponse;
 use kafka_protocol::messages::list_groups_response::ListedGroup;
 use kafka_protocol::messages::offset_commit_response::{
     OffsetCommitResponsePartition, OffsetCommitResponseTopic,
+};
+use kafka_protocol::messages::offset_delete_response::{
+    OffsetDeleteResponsePartition, OffsetDeleteResponseTopic,
 };
 use kafka_protocol::messages::offset_fetch_response::{
     OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions,
@@ -418,4 +422,89 @@ pub(super) fn describe_groups(
         })
         .collect();
     DescribeGroupsResponse::default().with_groups(groups)
+}
+
+/// DeleteGroups: an empty group and its committed offsets go.
+pub(super) fn delete_groups(
+    request: DeleteGroupsRequest,
+    context: &KafkaContext,
+) -> DeleteGroupsResponse {
+    let results = request
+        .groups_names
+        .into_iter()
+        .map(|id| {
+            let name = id.0.as_str().to_string();
+            let code = match context.kafka_groups.delete(&name) {
+                Err(code) => code,
+                Ok(known) => match context.offsets.committed(&name) {
+                    Ok(committed) if committed.is_empty() && !known => {
+                        ResponseError::GroupIdNotFound.code()
+                    }
+                    Ok(_) => offsets_deleted(context.offsets.delete_offsets(&name, None), &name),
+                    Err(error) => offsets_deleted(Err(error), &name),
+                },
+            };
+            DeletableGroupResult::default()
+                .with_group_id(id)
+                .with_error_code(code)
+        })
+        .collect();
+    DeleteGroupsResponse::default().with_results(results)
+}
+
+/// OffsetDelete: committed offsets of partitions no member of the group consumes.
+pub(super) fn offset_delete(
+    request: OffsetDeleteRequest,
+    context: &KafkaContext,
+) -> OffsetDeleteResponse {
+    let group = request.group_id.0.as_str().to_string();
+    if context.kafka_groups.has_members(&group) {
+        return OffsetDeleteResponse::default()
+            .with_error_code(ResponseError::GroupSubscribedToTopic.code());
+    }
+    let doomed: Vec<crate::groups::TopicPartition> = request
+        .topics
+        .iter()
+        .flat_map(|t| {
+            t.partitions.iter().filter_map(|p| {
+                Some(crate::groups::TopicPartition {
+                    topic: t.name.0.as_str().to_string(),
+                    partition: u32::try_from(p.partition_index).ok()?,
+                })
+            })
+        })
+        .collect();
+    let code = offsets_deleted(
+        context.offsets.delete_offsets(&group, Some(&doomed)),
+        &group,
+    );
+    let topics = request
+        .topics
+        .into_iter()
+        .map(|t| {
+            let partitions = t
+                .partitions
+                .iter()
+                .map(|p| {
+                    OffsetDeleteResponsePartition::default()
+                        .with_partition_index(p.partition_index)
+                        .with_error_code(code)
+                })
+                .collect();
+            OffsetDeleteResponseTopic::default()
+                .with_name(t.name)
+                .with_partitions(partitions)
+        })
+        .collect();
+    OffsetDeleteResponse::default().with_topics(topics)
+}
+
+fn offsets_deleted(outcome: Result<(), crate::groups::GroupError>, group: &str) -> i16 {
+    match outcome {
+        Ok(()) => 0,
+        Err(error) => {
+            tracing::error!(%error, group, "kafka: cannot delete committed offsets");
+            ResponseError::UnknownServerError.code()
+        }
+    }
 }

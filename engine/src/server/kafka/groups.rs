@@ -387,12 +387,19 @@ impl KafkaGroups {
     /// member (generation -1) is taken when the group has no members, as Kafka takes it.
     pub(super) fn may_commit(&self, group_id: &str, member_id: &str, generation: i32) -> Code {
         let mut groups = self.groups.lock();
+        if !groups.contains_key(group_id) {
+            // A commit from outside any membership (a consumer that assigns itself) makes the
+            // group, empty, as Kafka does: it can then be listed and deleted.
+            if !member_id.is_empty() {
+                return ResponseError::UnknownMemberId.code();
+            }
+            if groups.len() >= GROUPS_MAX {
+                return ResponseError::CoordinatorNotAvailable.code();
+            }
+            groups.insert(group_id.to_string(), Group::new());
+        }
         let Some(group) = groups.get_mut(group_id) else {
-            return if member_id.is_empty() {
-                0
-            } else {
-                ResponseError::UnknownMemberId.code()
-            };
+            return ResponseError::UnknownMemberId.code();
         };
         group.expire(Instant::now());
         if member_id.is_empty() && generation < 0 {
@@ -457,6 +464,31 @@ impl KafkaGroups {
             protocol,
             members,
         })
+    }
+}
+
+impl KafkaGroups {
+    /// Whether the group has members now.
+    pub(super) fn has_members(&self, group_id: &str) -> bool {
+        let mut groups = self.groups.lock();
+        groups.get_mut(group_id).is_some_and(|group| {
+            group.expire(Instant::now());
+            !group.members.is_empty()
+        })
+    }
+
+    /// Forgets an empty group: whether it was known, or NON_EMPTY_GROUP while it has members.
+    pub(super) fn delete(&self, group_id: &str) -> Result<bool, Code> {
+        let mut groups = self.groups.lock();
+        let Some(group) = groups.get_mut(group_id) else {
+            return Ok(false);
+        };
+        group.expire(Instant::now());
+        if !group.members.is_empty() {
+            return Err(ResponseError::NonEmptyGroup.code());
+        }
+        groups.remove(group_id);
+        Ok(true)
     }
 }
 
