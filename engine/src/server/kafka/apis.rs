@@ -14,6 +14,8 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion};
 
+use tokio::task::block_in_place;
+
 use super::group_apis::{self, Caller};
 use super::{KafkaContext, admin, fetch, list_offsets, metadata, produce};
 
@@ -118,13 +120,17 @@ pub(super) async fn answer(
         });
     }
     let frame = &mut frame;
+    // An arm: the request decoded as its type, answered, the answer encoded. What writes and
+    // syncs files (topics, offsets) runs in `block_in_place`, off the async workers' time.
+    macro_rules! answer {
+        ($request:ty, |$decoded:ident| $answer:expr) => {{
+            let $decoded = <$request>::decode(frame, version).map_err(malformed)?;
+            respond(api, version, correlation_id, &$answer)
+        }};
+    }
     match api {
         ApiKey::ApiVersions => respond(api, version, correlation_id, &api_versions(0)),
-        ApiKey::Metadata => {
-            let request = MetadataRequest::decode(frame, version).map_err(malformed)?;
-            let response = metadata::answer(request, version, context);
-            respond(api, version, correlation_id, &response)
-        }
+        ApiKey::Metadata => answer!(MetadataRequest, |r| metadata::answer(r, version, context)),
         ApiKey::Produce => {
             let request = ProduceRequest::decode(frame, version).map_err(malformed)?;
             let wants_answer = request.acks != 0;
@@ -134,63 +140,56 @@ pub(super) async fn answer(
             }
             respond(api, version, correlation_id, &response)
         }
-        ApiKey::Fetch => {
-            let request = FetchRequest::decode(frame, version).map_err(malformed)?;
-            let response = fetch::answer(request, context).await;
-            respond(api, version, correlation_id, &response)
-        }
-        ApiKey::ListOffsets => {
-            let request = ListOffsetsRequest::decode(frame, version).map_err(malformed)?;
-            let response = list_offsets::answer(request, context);
-            respond(api, version, correlation_id, &response)
-        }
+        ApiKey::Fetch => answer!(FetchRequest, |r| fetch::answer(r, context).await),
+        ApiKey::ListOffsets => answer!(ListOffsetsRequest, |r| list_offsets::answer(r, context)),
         ApiKey::CreateTopics => {
-            let request = CreateTopicsRequest::decode(frame, version).map_err(malformed)?;
-            // Creating a topic writes and syncs directories: not on an async worker's time.
-            let response = tokio::task::block_in_place(|| admin::create_topics(request, context));
-            respond(api, version, correlation_id, &response)
+            answer!(CreateTopicsRequest, |r| block_in_place(|| {
+                admin::create_topics(r, context)
+            }))
         }
         ApiKey::DeleteTopics => {
-            let request = DeleteTopicsRequest::decode(frame, version).map_err(malformed)?;
-            let response = tokio::task::block_in_place(|| admin::delete_topics(request, context));
-            respond(api, version, correlation_id, &response)
+            answer!(DeleteTopicsRequest, |r| block_in_place(|| {
+                admin::delete_topics(r, context)
+            }))
         }
-        ApiKey::FindCoordinator => {
-            let request = FindCoordinatorRequest::decode(frame, version).map_err(malformed)?;
-            let response = group_apis::find_coordinator(request, version, context);
-            respond(api, version, correlation_id, &response)
+        ApiKey::CreatePartitions => answer!(CreatePartitionsRequest, |r| block_in_place(|| {
+            admin::create_partitions(r, context)
+        })),
+        ApiKey::DescribeConfigs => {
+            answer!(DescribeConfigsRequest, |r| admin::describe_configs(
+                r, context
+            ))
         }
+        ApiKey::DescribeCluster => respond(
+            api,
+            version,
+            correlation_id,
+            &admin::describe_cluster(context),
+        ),
+        ApiKey::FindCoordinator => answer!(FindCoordinatorRequest, |r| {
+            group_apis::find_coordinator(r, version, context)
+        }),
         ApiKey::JoinGroup => {
-            let request = JoinGroupRequest::decode(frame, version).map_err(malformed)?;
-            let response = group_apis::join_group(request, &caller, context).await;
-            respond(api, version, correlation_id, &response)
+            answer!(JoinGroupRequest, |r| group_apis::join_group(
+                r, &caller, context
+            )
+            .await)
         }
-        ApiKey::SyncGroup => {
-            let request = SyncGroupRequest::decode(frame, version).map_err(malformed)?;
-            let response = group_apis::sync_group(request, context).await;
-            respond(api, version, correlation_id, &response)
-        }
-        ApiKey::Heartbeat => {
-            let request = HeartbeatRequest::decode(frame, version).map_err(malformed)?;
-            let response = group_apis::heartbeat(request, context);
-            respond(api, version, correlation_id, &response)
-        }
-        ApiKey::LeaveGroup => {
-            let request = LeaveGroupRequest::decode(frame, version).map_err(malformed)?;
-            let response = group_apis::leave_group(request, context);
-            respond(api, version, correlation_id, &response)
-        }
-        ApiKey::OffsetCommit => {
-            let request = OffsetCommitRequest::decode(frame, version).map_err(malformed)?;
-            let response =
-                tokio::task::block_in_place(|| group_apis::offset_commit(request, context));
-            respond(api, version, correlation_id, &response)
-        }
+        ApiKey::SyncGroup => answer!(SyncGroupRequest, |r| group_apis::sync_group(r, context)
+            .await),
+        ApiKey::Heartbeat => answer!(HeartbeatRequest, |r| group_apis::heartbeat(r, context)),
+        ApiKey::LeaveGroup => answer!(LeaveGroupRequest, |r| group_apis::leave_group(r, context)),
+        ApiKey::OffsetCommit => answer!(OffsetCommitRequest, |r| block_in_place(|| {
+            group_apis::offset_commit(r, context)
+        })),
         ApiKey::OffsetFetch => {
-            let request = OffsetFetchRequest::decode(frame, version).map_err(malformed)?;
-            let response = group_apis::offset_fetch(request, version, context);
-            respond(api, version, correlation_id, &response)
+            answer!(OffsetFetchRequest, |r| group_apis::offset_fetch(
+                r, version, context
+            ))
         }
+        ApiKey::OffsetDelete => answer!(OffsetDeleteRequest, |r| block_in_place(|| {
+            group_apis::offset_delete(r, context)
+        })),
         ApiKey::ListGroups => respond(
             api,
             version,
@@ -198,37 +197,13 @@ pub(super) async fn answer(
             &group_apis::list_groups(context),
         ),
         ApiKey::DescribeGroups => {
-            let request = DescribeGroupsRequest::decode(frame, version).map_err(malformed)?;
-            let response = group_apis::describe_groups(request, context);
-            respond(api, version, correlation_id, &response)
+            answer!(DescribeGroupsRequest, |r| group_apis::describe_groups(
+                r, context
+            ))
         }
-        ApiKey::DeleteGroups => {
-            let request = DeleteGroupsRequest::decode(frame, version).map_err(malformed)?;
-            let response =
-                tokio::task::block_in_place(|| group_apis::delete_groups(request, context));
-            respond(api, version, correlation_id, &response)
-        }
-        ApiKey::OffsetDelete => {
-            let request = OffsetDeleteRequest::decode(frame, version).map_err(malformed)?;
-            let response =
-                tokio::task::block_in_place(|| group_apis::offset_delete(request, context));
-            respond(api, version, correlation_id, &response)
-        }
-        ApiKey::CreatePartitions => {
-            let request = CreatePartitionsRequest::decode(frame, version).map_err(malformed)?;
-            let response =
-                tokio::task::block_in_place(|| admin::create_partitions(request, context));
-            respond(api, version, correlation_id, &response)
-        }
-        ApiKey::DescribeConfigs => {
-            let request = DescribeConfigsRequest::decode(frame, version).map_err(malformed)?;
-            let response = admin::describe_configs(request, context);
-            respond(api, version, correlation_id, &response)
-        }
-        ApiKey::DescribeCluster => {
-            let response = admin::describe_cluster(context);
-            respond(api, version, correlation_id, &response)
-        }
+        ApiKey::DeleteGroups => answer!(DeleteGroupsRequest, |r| block_in_place(|| {
+            group_apis::delete_groups(r, context)
+        })),
         _ => Err(RequestError::NotServed { api, key }),
     }
     .map(Some)
