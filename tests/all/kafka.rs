@@ -16,7 +16,7 @@ use sluice::cli::client::Client;
 use sluice::log::partitioner::partition_for_key;
 use sluice::log::{Header, Record};
 
-use crate::common::plugins::{admin, create_topic, read_partitions};
+use crate::common::plugins::{admin, create_topic, read_all, read_partitions};
 use crate::common::{Server, python};
 
 /// Runs tests/support/kafka_client.py against the engine's Kafka listener.
@@ -197,7 +197,7 @@ async fn bad_frames_close_only_their_connection_with_a_log_line() {
     assert!(closed_after(&addr, &i32::MAX.to_be_bytes()));
     // An API key Kafka does not define, an API not served, a request that does not decode.
     assert!(closed_after(&addr, &frame(9999, 0, &[])));
-    assert!(closed_after(&addr, &frame(22, 0, &[])));
+    assert!(closed_after(&addr, &frame(26, 0, &[])));
     assert!(closed_after(&addr, &frame(3, 9, &[0xff])));
     // ApiVersions at a version not served is answered (KIP-511): version 0, UNSUPPORTED_VERSION
     // (35), and the versions served.
@@ -219,7 +219,7 @@ async fn bad_frames_close_only_their_connection_with_a_log_line() {
     for why in [
         "past max_frame_bytes",
         "api key 9999, which Kafka does not define",
-        "InitProducerId (api key 22) is not served",
+        "EndTxn (api key 26) is not served",
         "a Metadata v9 request that does not decode",
     ] {
         assert!(log.contains(why), "no {why:?} in the log:\n{log}");
@@ -332,4 +332,129 @@ async fn the_kafka_admin_client_describes_the_cluster_and_manages_topics_and_gro
         text("delete_group").contains("'managed-group': 'OK'"),
         "{out}"
     );
+}
+
+/// Sends one request on `stream` and returns the answer's body (after its correlation id).
+fn exchange<R: kafka_protocol::protocol::Encodable>(
+    stream: &mut TcpStream,
+    api: kafka_protocol::messages::ApiKey,
+    version: i16,
+    request: &R,
+) -> Bytes {
+    use bytes::BufMut;
+    use kafka_protocol::messages::RequestHeader;
+    use kafka_protocol::protocol::{Encodable, StrBytes};
+    let mut body = bytes::BytesMut::new();
+    RequestHeader::default()
+        .with_request_api_key(api as i16)
+        .with_request_api_version(version)
+        .with_correlation_id(1)
+        .with_client_id(Some(StrBytes::from_static_str("test")))
+        .encode(&mut body, api.request_header_version(version))
+        .unwrap();
+    request.encode(&mut body, version).unwrap();
+    let mut framed = bytes::BytesMut::new();
+    framed.put_i32(body.len() as i32);
+    framed.put(body);
+    stream.write_all(&framed).unwrap();
+    let mut length = [0u8; 4];
+    stream.read_exact(&mut length).unwrap();
+    let mut answer = vec![0u8; i32::from_be_bytes(length) as usize];
+    stream.read_exact(&mut answer).unwrap();
+    Bytes::from(answer).slice(4..) // the correlation id (response header v0)
+}
+
+/// A batch an idempotent producer sent again (its answer lost) is written once, and answered
+/// with the offset it was first written at; a batch out of sequence is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idempotent_producers_retried_batch_is_written_once() {
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    use kafka_protocol::messages::{
+        ApiKey, InitProducerIdRequest, InitProducerIdResponse, ProduceRequest, ProduceResponse,
+        TopicName,
+    };
+    use kafka_protocol::protocol::{Decodable, StrBytes};
+    use kafka_protocol::records::{
+        Compression, Record as KafkaRecord, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let client = admin(&server);
+    create_topic(&client, "once", 1).await;
+    let mut stream = TcpStream::connect(server.kafka.as_deref().unwrap()).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut answer = exchange(
+        &mut stream,
+        ApiKey::InitProducerId,
+        4,
+        &InitProducerIdRequest::default()
+            .with_transactional_id(None)
+            .with_producer_id((-1).into())
+            .with_producer_epoch(-1)
+            .with_transaction_timeout_ms(60_000),
+    );
+    // Response header v1 for InitProducerId v4: one empty tagged-fields byte first.
+    let _ = bytes::Buf::get_u8(&mut answer);
+    let producer = InitProducerIdResponse::decode(&mut answer, 4).unwrap();
+    assert_eq!(producer.error_code, 0);
+    let produce = |sequence: i32, values: &[&str]| {
+        let records: Vec<KafkaRecord> = values
+            .iter()
+            .enumerate()
+            .map(|(i, value)| KafkaRecord {
+                transactional: false,
+                control: false,
+                delete_horizon: false,
+                partition_leader_epoch: 0,
+                producer_id: producer.producer_id.0,
+                producer_epoch: producer.producer_epoch,
+                timestamp_type: TimestampType::Creation,
+                offset: i as i64,
+                sequence: sequence + i as i32,
+                timestamp: 1_700_000_000_000,
+                key: None,
+                value: Some(Bytes::from(value.to_string())),
+                headers: Default::default(),
+            })
+            .collect();
+        let mut batch = bytes::BytesMut::new();
+        let options = RecordEncodeOptions {
+            version: 2,
+            compression: Compression::None,
+        };
+        RecordBatchEncoder::encode(&mut batch, &records, &options).unwrap();
+        ProduceRequest::default()
+            .with_acks(-1)
+            .with_timeout_ms(30_000)
+            .with_topic_data(vec![
+                TopicProduceData::default()
+                    .with_name(TopicName(StrBytes::from_static_str("once")))
+                    .with_partition_data(vec![
+                        PartitionProduceData::default()
+                            .with_index(0)
+                            .with_records(Some(batch.freeze())),
+                    ]),
+            ])
+    };
+    let mut send = |request: &ProduceRequest| {
+        let mut answer = exchange(&mut stream, ApiKey::Produce, 8, request);
+        let response = ProduceResponse::decode(&mut answer, 8).unwrap();
+        let partition = &response.responses[0].partition_responses[0];
+        (partition.error_code, partition.base_offset)
+    };
+    let first = produce(0, &["a", "b"]);
+    assert_eq!(send(&first), (0, 0));
+    assert_eq!(send(&produce(2, &["c"])), (0, 2));
+    // The first batch again: written once, answered with its first offset.
+    assert_eq!(send(&first), (0, 0));
+    // A gap in the sequence: OUT_OF_ORDER_SEQUENCE_NUMBER (45), nothing written.
+    assert_eq!(send(&produce(9, &["z"])).0, 45);
+    let values: Vec<Bytes> = read_all(&client, "once")
+        .await
+        .into_iter()
+        .map(|r| r.value)
+        .collect();
+    assert_eq!(values, ["a", "b", "c"].map(Bytes::from));
 }

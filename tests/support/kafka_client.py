@@ -82,11 +82,12 @@ def roundtrip(bootstrap, topic):
     used = codecs()
     started_ms = int(time.time() * 1000)
     for codec in used:
+        # Idempotent, as kafka-python's (and the Java client's) default is.
         producer = KafkaProducer(
             bootstrap_servers=bootstrap,
             acks="all",
             compression_type=codec,
-            enable_idempotence=False,
+            enable_idempotence=True,
         )
         futures = []
         for i in range(RECORDS_PER_COMPRESSION):

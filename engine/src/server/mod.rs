@@ -202,6 +202,8 @@ async fn start_kafka(
         log: state.log.clone(),
         offsets: state.groups.clone(),
         kafka_groups: Default::default(),
+        producer_ids: kafka::ProducerIds::open(&state.config.data_dir)?,
+        producers: Default::default(),
         advertised: (host, i32::from(port)),
         cluster_id: kafka::cluster_id(&state.config.data_dir)?,
         max_fetch_bytes: state.config.server.max_fetch_bytes,

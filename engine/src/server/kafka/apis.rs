@@ -8,19 +8,20 @@ use kafka_protocol::messages::api_versions_response::ApiVersion;
 use kafka_protocol::messages::{
     ApiKey, ApiVersionsResponse, CreatePartitionsRequest, CreateTopicsRequest, DeleteGroupsRequest,
     DeleteTopicsRequest, DescribeConfigsRequest, DescribeGroupsRequest, FetchRequest,
-    FindCoordinatorRequest, HeartbeatRequest, JoinGroupRequest, LeaveGroupRequest,
-    ListOffsetsRequest, MetadataRequest, OffsetCommitRequest, OffsetDeleteRequest,
-    OffsetFetchRequest, ProduceRequest, RequestHeader, ResponseHeader, SyncGroupRequest,
+    FindCoordinatorRequest, HeartbeatRequest, InitProducerIdRequest, JoinGroupRequest,
+    LeaveGroupRequest, ListOffsetsRequest, MetadataRequest, OffsetCommitRequest,
+    OffsetDeleteRequest, OffsetFetchRequest, ProduceRequest, RequestHeader, ResponseHeader,
+    SyncGroupRequest,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion};
 
 use tokio::task::block_in_place;
 
 use super::group_apis::{self, Caller};
-use super::{KafkaContext, admin, fetch, list_offsets, metadata, produce};
+use super::{KafkaContext, admin, fetch, list_offsets, metadata, produce, producers};
 
 /// The APIs served: key, lowest and highest version.
-const SERVED: [(ApiKey, i16, i16); 21] = [
+const SERVED: [(ApiKey, i16, i16); 22] = [
     (ApiKey::Produce, 3, 11),
     (ApiKey::Fetch, 4, 12),
     (ApiKey::ListOffsets, 1, 7),
@@ -42,6 +43,7 @@ const SERVED: [(ApiKey, i16, i16); 21] = [
     (ApiKey::CreatePartitions, 0, 3),
     (ApiKey::OffsetDelete, 0, 0),
     (ApiKey::DescribeCluster, 0, 1),
+    (ApiKey::InitProducerId, 0, 4),
 ];
 
 /// Why a request cannot be answered (the connection is closed).
@@ -189,6 +191,9 @@ pub(super) async fn answer(
         }
         ApiKey::OffsetDelete => answer!(OffsetDeleteRequest, |r| block_in_place(|| {
             group_apis::offset_delete(r, context)
+        })),
+        ApiKey::InitProducerId => answer!(InitProducerIdRequest, |r| block_in_place(|| {
+            producers::init_producer_id(r, &context.producer_ids)
         })),
         ApiKey::ListGroups => respond(
             api,

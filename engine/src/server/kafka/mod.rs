@@ -13,6 +13,8 @@
 //!   ListOffsets, CreateTopics / DeleteTopics.
 //! - `groups`, `group_apis`: consumer groups (the classic protocol) and their offsets, which
 //!   are the engine's (`sluice group describe` shows them).
+//! - `producers`: idempotent producers: InitProducerId, and the sequence check of each
+//!   producer's batches per partition.
 //! - `records`: Kafka record batches (v2) to and from the log's records.
 //!
 //! Versions are capped where Kafka moved from topic names to topic ids (Fetch 13, Produce 13,
@@ -28,6 +30,7 @@ mod groups;
 mod list_offsets;
 mod metadata;
 mod produce;
+mod producers;
 mod records;
 
 use std::net::SocketAddr;
@@ -37,6 +40,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 
 pub(crate) use groups::KafkaGroups;
+pub(crate) use producers::{ProducerIds, Producers};
 
 use crate::config::KafkaSettings;
 use crate::groups::Coordinator;
@@ -53,6 +57,8 @@ pub(crate) struct KafkaContext {
     /// The engine's committed offsets, shared with the HTTP door's groups.
     pub offsets: Arc<Coordinator>,
     pub kafka_groups: KafkaGroups,
+    pub producer_ids: ProducerIds,
+    pub producers: Producers,
     pub settings: KafkaSettings,
     /// The host and port announced in Metadata.
     pub advertised: (String, i32),

@@ -7,7 +7,8 @@ use kafka_protocol::messages::produce_response::{PartitionProduceResponse, Topic
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use kafka_protocol::protocol::StrBytes;
 
-use super::records::decode_produced;
+use super::producers::Verdict;
+use super::records::{ProducedBatch, decode_produced};
 use super::{KafkaContext, error_code};
 use crate::log::partition::{Appended, Partition};
 
@@ -55,7 +56,9 @@ pub(super) async fn answer(request: ProduceRequest, context: &KafkaContext) -> P
 
 type Appending = Result<(std::sync::Arc<Partition>, Appended), (i16, String)>;
 
-/// Appends one partition's batches (not yet durable).
+/// Appends one partition's batches (not yet durable). Batches of idempotent producers are
+/// checked against what the partition remembers of them, under the partition's producer
+/// lock, held until the append: a retried batch is answered with its first offset.
 fn append(
     topic: &str,
     index: i32,
@@ -63,30 +66,68 @@ fn append(
     context: &KafkaContext,
 ) -> Appending {
     let log_error = |error: crate::log::LogError| (error_code(&error), error.to_string());
-    let topic = context.log.topic(topic).map_err(log_error)?;
-    let partition = u32::try_from(index)
-        .map_err(|_| {
-            (
-                ResponseError::UnknownTopicOrPartition.code(),
-                format!("partition {index}"),
-            )
-        })
-        .and_then(|id| topic.partition(id).map_err(log_error))?;
-    let records = match records {
+    let found = context.log.topic(topic).map_err(log_error)?;
+    let id = u32::try_from(index).map_err(|_| {
+        (
+            ResponseError::UnknownTopicOrPartition.code(),
+            format!("partition {index}"),
+        )
+    })?;
+    let partition = found.partition(id).map_err(log_error)?;
+    let batches = match records {
         Some(data) => decode_produced(&data)
             .map_err(|error| (ResponseError::CorruptMessage.code(), error.to_string()))?,
         None => Vec::new(),
     };
-    topic.check_record_sizes(&records).map_err(log_error)?;
+    for batch in &batches {
+        found
+            .check_record_sizes(&batch.records)
+            .map_err(log_error)?;
+    }
+    let producers = context.producers.of(topic, id);
+    let mut producers = producers.lock();
+    let mut fresh: Vec<&ProducedBatch> = Vec::new();
+    let mut first_duplicate = None;
+    for batch in &batches {
+        let verdict = match &batch.producer {
+            Some(producer) => producers.check(producer).map_err(|code| {
+                (
+                    code,
+                    format!(
+                        "sequence {} of producer {}",
+                        producer.base_sequence, producer.id
+                    ),
+                )
+            })?,
+            None => Verdict::Append,
+        };
+        match verdict {
+            Verdict::Append => fresh.push(batch),
+            Verdict::Duplicate(offset) => {
+                first_duplicate.get_or_insert(offset);
+            }
+        }
+    }
+    let records: Vec<crate::log::Record> = fresh
+        .iter()
+        .flat_map(|b| b.records.iter().cloned())
+        .collect();
     if records.is_empty() {
-        let end = partition.high_watermark();
+        let at = first_duplicate.unwrap_or_else(|| partition.high_watermark());
         let appended = Appended {
-            base_offset: end,
-            next_offset: end,
+            base_offset: at,
+            next_offset: at,
         };
         return Ok((partition, appended));
     }
     let appended = partition.append(&records).map_err(log_error)?;
+    let mut offset = appended.base_offset;
+    for batch in fresh {
+        if let Some(producer) = &batch.producer {
+            producers.written(producer, offset);
+        }
+        offset += batch.records.len() as u64;
+    }
     Ok((partition, appended))
 }
 

@@ -15,6 +15,7 @@ use kafka_protocol::records::{
     RecordEncodeOptions, TimestampType,
 };
 
+use super::producers::BatchProducer;
 use crate::log::batch::{self, Header, Record};
 
 /// Why produced records cannot be taken.
@@ -28,34 +29,54 @@ pub(super) enum RecordsError {
     NullHeader,
 }
 
-/// The records of produced batches (one or more, as a Produce request's partition carries).
-pub(super) fn decode_produced(data: &Bytes) -> Result<Vec<Record>, RecordsError> {
+/// One produced batch: its records, and its producer when it comes from an idempotent one.
+pub(super) struct ProducedBatch {
+    pub producer: Option<BatchProducer>,
+    pub records: Vec<Record>,
+}
+
+/// The batches of a Produce request's partition (one or more).
+pub(super) fn decode_produced(data: &Bytes) -> Result<Vec<ProducedBatch>, RecordsError> {
     let mut buf = data.clone();
     let sets = RecordBatchDecoder::decode_all(&mut buf)
         .map_err(|error| RecordsError::Corrupt(format!("{error:#}")))?;
-    let mut records = Vec::new();
+    let mut batches = Vec::with_capacity(sets.len());
     for set in sets {
+        let producer = set.records.first().and_then(|first| {
+            (first.producer_id >= 0).then_some(BatchProducer {
+                id: first.producer_id,
+                epoch: first.producer_epoch,
+                base_sequence: first.sequence,
+                count: set.records.len() as i32,
+            })
+        });
+        let mut records = Vec::with_capacity(set.records.len());
         for record in set.records {
             if record.control {
                 continue;
             }
-            let value = record.value.ok_or(RecordsError::NullValue)?;
-            let mut headers = Vec::with_capacity(record.headers.len());
-            for (name, value) in record.headers {
-                headers.push(Header {
-                    key: name.as_str().to_string().into(),
-                    value: value.ok_or(RecordsError::NullHeader)?,
-                });
-            }
-            records.push(Record {
-                timestamp: record.timestamp,
-                key: record.key,
-                value,
-                headers,
-            });
+            records.push(to_log(record)?);
         }
+        batches.push(ProducedBatch { producer, records });
     }
-    Ok(records)
+    Ok(batches)
+}
+
+fn to_log(record: KafkaRecord) -> Result<Record, RecordsError> {
+    let value = record.value.ok_or(RecordsError::NullValue)?;
+    let mut headers = Vec::with_capacity(record.headers.len());
+    for (name, value) in record.headers {
+        headers.push(Header {
+            key: name.as_str().to_string().into(),
+            value: value.ok_or(RecordsError::NullHeader)?,
+        });
+    }
+    Ok(Record {
+        timestamp: record.timestamp,
+        key: record.key,
+        value,
+        headers,
+    })
 }
 
 /// Kafka batches of the log's stored batches in `data` (as a partition read returns them),
