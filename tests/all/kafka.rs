@@ -458,3 +458,55 @@ async fn an_idempotent_producers_retried_batch_is_written_once() {
         .collect();
     assert_eq!(values, ["a", "b", "c"].map(Bytes::from));
 }
+
+/// The resident memory of a process, from /proc.
+fn resident_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    let kib: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    kib * 1024
+}
+
+/// 1,000 connections that send nothing cost the engine under 50 MiB, and the listener goes on
+/// serving meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_idle_connections_cost_little_memory() {
+    use std::io::BufRead;
+    const CONNECTIONS: usize = 1_000;
+    const MEMORY_BYTES_MAX: u64 = 50 << 20;
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let client = admin(&server);
+    create_topic(&client, "busy", 1).await;
+    // Warm: a client's first connections allocate what every later one reuses.
+    kafka_client(&server, &["read", "busy"]);
+    let before = resident_bytes(server.child.id());
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/support/kafka_client.py");
+    let mut holder = Command::new(python())
+        .arg(script)
+        .arg(server.kafka.as_deref().unwrap())
+        .args(["idle", "-", &CONNECTIONS.to_string()])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut said = String::new();
+    std::io::BufReader::new(holder.stdout.take().unwrap())
+        .read_line(&mut said)
+        .unwrap();
+    assert_eq!(said.trim(), format!("open {CONNECTIONS}"));
+    // The engine accepts connections in the order they came: once a later client is served,\n    // all of them were accepted, each a task the engine holds.
+    let out = kafka_client(&server, &["read", "busy"]);
+    assert_eq!(out["records"], serde_json::json!([]));
+    let during = resident_bytes(server.child.id());
+    eprintln!(
+        "{CONNECTIONS} idle connections: {:.1} MiB more resident memory",
+        during.saturating_sub(before) as f64 / (1 << 20) as f64
+    );
+    assert!(
+        during.saturating_sub(before) < MEMORY_BYTES_MAX,
+        "{before} bytes before, {during} with {CONNECTIONS} idle connections"
+    );
+    drop(holder.stdin.take());
+    holder.wait().unwrap();
+}

@@ -8,6 +8,8 @@ prints one JSON object of what it saw.
     kafka_client.py BOOTSTRAP read TOPIC        reads every record of an existing TOPIC
     kafka_client.py BOOTSTRAP admin TOPIC       the admin client: cluster, topic settings,
                                                 more partitions, a group's offsets deleted
+    kafka_client.py BOOTSTRAP idle - N           opens N connections that send nothing, says
+                                                "open N", and holds them until stdin closes
     kafka_client.py BOOTSTRAP group TOPIC GROUP N  N consumers of GROUP share TOPIC's records
                                                 (subscribed, committing as they go) until
                                                 none comes for a while; then one more reads
@@ -204,8 +206,25 @@ def admin_scenario(bootstrap, topic):
     return out
 
 
+def idle(bootstrap, count):
+    import resource
+    import socket
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(soft, count + 100)), hard))
+    host, port = bootstrap.rsplit(":", 1)
+    held = [socket.create_connection((host, int(port))) for _ in range(count)]
+    print(f"open {len(held)}", flush=True)
+    sys.stdin.read()  # until the test closes it
+    for connection in held:
+        connection.close()
+
+
 def main():
     bootstrap, scenario, topic = sys.argv[1:4]
+    if scenario == "idle":
+        idle(bootstrap, int(sys.argv[4]))
+        return
     if scenario == "roundtrip":
         out = roundtrip(bootstrap, topic)
     elif scenario == "admin":
