@@ -21,7 +21,7 @@ use super::group_apis::{self, Caller};
 use super::{KafkaContext, admin, fetch, list_offsets, metadata, produce, producers};
 
 /// The APIs served: key, lowest and highest version.
-const SERVED: [(ApiKey, i16, i16); 22] = [
+pub(super) const SERVED: [(ApiKey, i16, i16); 22] = [
     (ApiKey::Produce, 3, 11),
     (ApiKey::Fetch, 4, 12),
     (ApiKey::ListOffsets, 1, 7),

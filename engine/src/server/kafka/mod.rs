@@ -32,6 +32,8 @@ mod metadata;
 mod produce;
 mod producers;
 mod records;
+#[cfg(test)]
+mod tests;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
