@@ -15,7 +15,8 @@
 //!   are the engine's (`sluice group describe` shows them).
 //! - `producers`: idempotent producers: InitProducerId, and the sequence check of each
 //!   producer's batches per partition.
-//! - `records`: Kafka record batches (v2) to and from the log's records.
+//! - `records`: Kafka record batches (v2) to and from the log's records; `decompress`: their
+//!   compressions, read within a bound.
 //!
 //! Versions are capped where Kafka moved from topic names to topic ids (Fetch 13, Produce 13,
 //! Metadata 10): the log names topics, and every client of Kafka 4 still speaks the older
@@ -24,6 +25,7 @@
 mod admin;
 mod apis;
 mod connection;
+mod decompress;
 mod fetch;
 mod group_apis;
 mod groups;

@@ -15,6 +15,7 @@ use kafka_protocol::records::{
     RecordEncodeOptions, TimestampType,
 };
 
+use super::decompress;
 use super::producers::BatchProducer;
 use crate::log::batch::{self, Header, Record};
 
@@ -38,10 +39,11 @@ pub(super) struct ProducedBatch {
 /// The batches of a Produce request's partition (one or more).
 pub(super) fn decode_produced(data: &Bytes) -> Result<Vec<ProducedBatch>, RecordsError> {
     let mut buf = data.clone();
-    let sets = RecordBatchDecoder::decode_all(&mut buf)
-        .map_err(|error| RecordsError::Corrupt(format!("{error:#}")))?;
-    let mut batches = Vec::with_capacity(sets.len());
-    for set in sets {
+    let mut batches = Vec::new();
+    while bytes::Buf::has_remaining(&buf) {
+        let set =
+            RecordBatchDecoder::decode_with_custom_compression(&mut buf, Some(decompress::bounded))
+                .map_err(|error| RecordsError::Corrupt(format!("{error:#}")))?;
         let producer = set.records.first().and_then(|first| {
             (first.producer_id >= 0).then_some(BatchProducer {
                 id: first.producer_id,
