@@ -62,6 +62,9 @@ pub struct KafkaSettings {
     pub max_frame_bytes: u64,
     /// Client connections served at once; past it, new ones are closed at once.
     pub max_connections: u32,
+    /// Users and their passwords for SASL/PLAIN; when any is given, every connection must
+    /// authenticate as one of them before it is served.
+    pub sasl_plain_users: std::collections::BTreeMap<String, String>,
 }
 
 impl Default for KafkaSettings {
@@ -73,6 +76,7 @@ impl Default for KafkaSettings {
             advertised_port: None,
             max_frame_bytes: 100 * 1024 * 1024,
             max_connections: 10_000,
+            sasl_plain_users: Default::default(),
         }
     }
 }

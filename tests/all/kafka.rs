@@ -510,3 +510,21 @@ async fn a_thousand_idle_connections_cost_little_memory() {
     drop(holder.stdin.take());
     holder.wait().unwrap();
 }
+
+/// With `[kafka] sasl_plain_users`, a client is served only once it authenticates with
+/// SASL/PLAIN as one of them; a wrong password or no SASL gets nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sasl_plain_admits_only_the_configured_users() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_with_env(
+        dir.path(),
+        &[("SLUICE_KAFKA__SASL_PLAIN_USERS", "{alice=\"s3cret\"}")],
+    );
+    create_topic(&admin(&server), "guarded", 1).await;
+    let out = kafka_client(&server, &["sasl", "guarded", "alice", "s3cret"]);
+    assert_eq!(out["right"]["ok"], "['guarded']", "{out}");
+    assert!(out["wrong"]["error"].is_string(), "{out}");
+    assert!(out["none"]["error"].is_string(), "{out}");
+    let log = server.log();
+    assert!(log.contains("before authenticating"), "{log}");
+}

@@ -10,6 +10,9 @@ prints one JSON object of what it saw.
                                                 more partitions, a group's offsets deleted
     kafka_client.py BOOTSTRAP idle - N           opens N connections that send nothing, says
                                                 "open N", and holds them until stdin closes
+    kafka_client.py BOOTSTRAP sasl TOPIC USER PASSWORD
+                                                lists topics with SASL/PLAIN as USER, with a
+                                                wrong password, and without SASL
     kafka_client.py BOOTSTRAP group TOPIC GROUP N  N consumers of GROUP share TOPIC's records
                                                 (subscribed, committing as they go) until
                                                 none comes for a while; then one more reads
@@ -220,6 +223,31 @@ def idle(bootstrap, count):
         connection.close()
 
 
+def sasl(bootstrap, user, password):
+    def topics(**security):
+        admin = KafkaAdminClient(
+            bootstrap_servers=bootstrap, request_timeout_ms=5000, bootstrap_timeout_ms=3000, **security
+        )
+        try:
+            return sorted(admin.list_topics())
+        finally:
+            admin.close()
+
+    def plain(secret):
+        return {
+            "security_protocol": "SASL_PLAINTEXT",
+            "sasl_mechanism": "PLAIN",
+            "sasl_plain_username": user,
+            "sasl_plain_password": secret,
+        }
+
+    return {
+        "right": attempt(lambda: topics(**plain(password))),
+        "wrong": attempt(lambda: topics(**plain(password + "x"))),
+        "none": attempt(topics),
+    }
+
+
 def main():
     bootstrap, scenario, topic = sys.argv[1:4]
     if scenario == "idle":
@@ -227,6 +255,8 @@ def main():
         return
     if scenario == "roundtrip":
         out = roundtrip(bootstrap, topic)
+    elif scenario == "sasl":
+        out = sasl(bootstrap, sys.argv[4], sys.argv[5])
     elif scenario == "admin":
         out = admin_scenario(bootstrap, topic)
     elif scenario == "group":

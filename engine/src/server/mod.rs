@@ -211,6 +211,12 @@ async fn start_kafka(
         settings,
         shutdown,
     });
+    if !addr.ip().is_loopback() && context.settings.sasl_plain_users.is_empty() {
+        tracing::warn!(
+            %addr,
+            "the Kafka listener is reachable beyond this machine and asks no authentication: anyone who reaches it can produce, consume, and create and delete topics. Name users in [kafka] sasl_plain_users, or listen on 127.0.0.1"
+        );
+    }
     kafka::serve(listener, context);
     tracing::info!(%addr, "kafka protocol listening");
     Ok(Some(addr))

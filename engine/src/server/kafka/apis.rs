@@ -11,17 +11,18 @@ use kafka_protocol::messages::{
     FindCoordinatorRequest, HeartbeatRequest, InitProducerIdRequest, JoinGroupRequest,
     LeaveGroupRequest, ListOffsetsRequest, MetadataRequest, OffsetCommitRequest,
     OffsetDeleteRequest, OffsetFetchRequest, ProduceRequest, RequestHeader, ResponseHeader,
-    SyncGroupRequest,
+    SaslAuthenticateRequest, SaslHandshakeRequest, SyncGroupRequest,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion};
 
 use tokio::task::block_in_place;
 
 use super::group_apis::{self, Caller};
+use super::sasl::{self, Session};
 use super::{KafkaContext, admin, fetch, list_offsets, metadata, produce, producers};
 
 /// The APIs served: key, lowest and highest version.
-pub(super) const SERVED: [(ApiKey, i16, i16); 22] = [
+pub(super) const SERVED: [(ApiKey, i16, i16); 24] = [
     (ApiKey::Produce, 3, 11),
     (ApiKey::Fetch, 4, 12),
     (ApiKey::ListOffsets, 1, 7),
@@ -44,6 +45,8 @@ pub(super) const SERVED: [(ApiKey, i16, i16); 22] = [
     (ApiKey::OffsetDelete, 0, 0),
     (ApiKey::DescribeCluster, 0, 1),
     (ApiKey::InitProducerId, 0, 4),
+    (ApiKey::SaslHandshake, 1, 1),
+    (ApiKey::SaslAuthenticate, 0, 2),
 ];
 
 /// Why a request cannot be answered (the connection is closed).
@@ -68,6 +71,8 @@ pub(crate) enum RequestError {
         version: i16,
         reason: String,
     },
+    #[error("{api:?} before authenticating: [kafka] sasl_plain_users requires SASL/PLAIN first")]
+    Unauthenticated { api: ApiKey },
     #[error("cannot encode the answer to {api:?} v{version}: {reason}")]
     Encode {
         api: ApiKey,
@@ -81,6 +86,7 @@ pub(crate) enum RequestError {
 pub(super) async fn answer(
     mut frame: Bytes,
     peer: std::net::SocketAddr,
+    session: &mut Session,
     context: &KafkaContext,
 ) -> Result<Option<BytesMut>, RequestError> {
     if frame.len() < 4 {
@@ -120,6 +126,13 @@ pub(super) async fn answer(
             min,
             max,
         });
+    }
+    let open_to_all = matches!(
+        api,
+        ApiKey::ApiVersions | ApiKey::SaslHandshake | ApiKey::SaslAuthenticate
+    );
+    if !open_to_all && !session.may_proceed(&context.settings.sasl_plain_users) {
+        return Err(RequestError::Unauthenticated { api });
     }
     let frame = &mut frame;
     // An arm: the request decoded as its type, answered, the answer encoded. What writes and
@@ -195,6 +208,10 @@ pub(super) async fn answer(
         ApiKey::InitProducerId => answer!(InitProducerIdRequest, |r| block_in_place(|| {
             producers::init_producer_id(r, &context.producer_ids)
         })),
+        ApiKey::SaslHandshake => answer!(SaslHandshakeRequest, |r| sasl::handshake(r, session)),
+        ApiKey::SaslAuthenticate => answer!(SaslAuthenticateRequest, |r| {
+            sasl::authenticate(r, session, &context.settings.sasl_plain_users)
+        }),
         ApiKey::ListGroups => respond(
             api,
             version,

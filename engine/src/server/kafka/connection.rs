@@ -9,6 +9,7 @@ use tokio::net::TcpStream;
 
 use super::KafkaContext;
 use super::apis::{self, RequestError};
+use super::sasl::Session;
 
 /// Bytes read from a socket at a time: a frame's buffer grows as its bytes arrive, so a
 /// client announcing a large request holds no more memory than it has sent.
@@ -32,6 +33,7 @@ pub(super) async fn serve(stream: TcpStream, peer: SocketAddr, context: &KafkaCo
     let (mut reader, writer) = stream.into_split();
     let mut writer = BufWriter::new(writer);
     let mut shutdown = context.shutdown.clone();
+    let mut session = Session::default();
     loop {
         let frame = tokio::select! {
             frame = read_frame(&mut reader, context.settings.max_frame_bytes) => frame,
@@ -39,7 +41,7 @@ pub(super) async fn serve(stream: TcpStream, peer: SocketAddr, context: &KafkaCo
         };
         let outcome = match frame {
             Ok(None) => return, // closed by the client
-            Ok(Some(frame)) => answer(frame, peer, context, &mut writer).await,
+            Ok(Some(frame)) => answer(frame, peer, &mut session, context, &mut writer).await,
             Err(error) => Err(error),
         };
         if let Err(error) = outcome {
@@ -55,10 +57,11 @@ pub(super) async fn serve(stream: TcpStream, peer: SocketAddr, context: &KafkaCo
 async fn answer(
     frame: Bytes,
     peer: SocketAddr,
+    session: &mut Session,
     context: &KafkaContext,
     writer: &mut BufWriter<tokio::net::tcp::OwnedWriteHalf>,
 ) -> Result<(), ConnectionError> {
-    if let Some(response) = apis::answer(frame, peer, context).await? {
+    if let Some(response) = apis::answer(frame, peer, session, context).await? {
         writer.write_all(&response).await?;
         writer.flush().await?;
     }

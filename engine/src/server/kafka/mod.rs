@@ -15,6 +15,7 @@
 //!   are the engine's (`sluice group describe` shows them).
 //! - `producers`: idempotent producers: InitProducerId, and the sequence check of each
 //!   producer's batches per partition.
+//! - `sasl`: SASL/PLAIN, required when `[kafka] sasl_plain_users` names users.
 //! - `records`: Kafka record batches (v2) to and from the log's records; `decompress`: their
 //!   compressions, read within a bound.
 //!
@@ -34,6 +35,7 @@ mod metadata;
 mod produce;
 mod producers;
 mod records;
+mod sasl;
 #[cfg(test)]
 mod tests;
 

@@ -91,7 +91,7 @@ proptest! {
         let cases = served();
         let (api, version) = cases[which.index(cases.len())];
         let peer = "127.0.0.1:1".parse().unwrap();
-        let answered = runtime.block_on(apis::answer(frame(api, version, &body), peer, &context));
+        let answered = runtime.block_on(apis::answer(frame(api, version, &body), peer, &mut Default::default(), &context));
         if let Ok(Some(response)) = answered {
             // A length prefix that says how long the rest is, then the correlation id.
             prop_assert!(response.len() >= 8);
@@ -107,6 +107,6 @@ proptest! {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         let context = context(dir.path());
         let peer = "127.0.0.1:1".parse().unwrap();
-        let _ = runtime.block_on(apis::answer(Bytes::from(frame), peer, &context));
+        let _ = runtime.block_on(apis::answer(Bytes::from(frame), peer, &mut Default::default(), &context));
     }
 }
