@@ -7,8 +7,8 @@ use kafka_protocol::messages::produce_response::{PartitionProduceResponse, Topic
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use kafka_protocol::protocol::StrBytes;
 
-use super::producers::Verdict;
-use super::records::{ProducedBatch, decode_produced};
+use super::producers::{BatchProducer, Verdict};
+use super::records::decode_produced;
 use super::{KafkaContext, error_code};
 use crate::log::partition::{Appended, Partition};
 
@@ -86,9 +86,12 @@ fn append(
     }
     let producers = context.producers.of(topic, id);
     let mut producers = producers.lock();
-    let mut fresh: Vec<&ProducedBatch> = Vec::new();
+    // The batches to write, moved out (no record is copied): each batch's producer and size,
+    // and all their records in one list for one append.
+    let mut fresh: Vec<(Option<BatchProducer>, usize)> = Vec::new();
+    let mut records: Vec<crate::log::Record> = Vec::new();
     let mut first_duplicate = None;
-    for batch in &batches {
+    for batch in batches {
         let verdict = match &batch.producer {
             Some(producer) => producers.check(producer).map_err(|code| {
                 (
@@ -102,16 +105,15 @@ fn append(
             None => Verdict::Append,
         };
         match verdict {
-            Verdict::Append => fresh.push(batch),
+            Verdict::Append => {
+                fresh.push((batch.producer, batch.records.len()));
+                records.extend(batch.records);
+            }
             Verdict::Duplicate(offset) => {
                 first_duplicate.get_or_insert(offset);
             }
         }
     }
-    let records: Vec<crate::log::Record> = fresh
-        .iter()
-        .flat_map(|b| b.records.iter().cloned())
-        .collect();
     if records.is_empty() {
         let at = first_duplicate.unwrap_or_else(|| partition.high_watermark());
         let appended = Appended {
@@ -122,11 +124,11 @@ fn append(
     }
     let appended = partition.append(&records).map_err(log_error)?;
     let mut offset = appended.base_offset;
-    for batch in fresh {
-        if let Some(producer) = &batch.producer {
+    for (producer, count) in fresh {
+        if let Some(producer) = &producer {
             producers.written(producer, offset);
         }
-        offset += batch.records.len() as u64;
+        offset += count as u64;
     }
     Ok((partition, appended))
 }

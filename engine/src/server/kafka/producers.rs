@@ -147,8 +147,11 @@ impl PartitionProducers {
         if state.batches.len() > BATCHES_REMEMBERED_MAX {
             state.batches.pop_front();
         }
-        self.seen.retain(|id| *id != batch.id);
-        self.seen.push_back(batch.id);
+        // The usual case, the same producer again, costs no scan.
+        if self.seen.back() != Some(&batch.id) {
+            self.seen.retain(|id| *id != batch.id);
+            self.seen.push_back(batch.id);
+        }
         if self.seen.len() > PRODUCERS_PER_PARTITION_MAX
             && let Some(oldest) = self.seen.pop_front()
         {
