@@ -58,7 +58,7 @@ pub(super) fn order_records(size: usize, count: usize, seed: u64) -> Vec<Record>
             Record {
                 timestamp: 1_700_000_000_000 + i as i64,
                 key: Some(Bytes::from(format!("c-{customer:04}"))),
-                value: Bytes::from(value),
+                value: Some(Bytes::from(value)),
                 headers: Vec::new(),
             }
         })

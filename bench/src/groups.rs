@@ -48,11 +48,11 @@ impl Setup {
                 .map(|i| Record {
                     timestamp: 1_700_000_000_000,
                     key: Some(Bytes::from(format!("key-{}", i % 1_000))),
-                    value: Bytes::from(if i % BAD_EVERY == BAD_EVERY / 2 {
+                    value: Some(Bytes::from(if i % BAD_EVERY == BAD_EVERY / 2 {
                         "bad".to_string()
                     } else {
                         format!("{i:0>100}")
-                    }),
+                    })),
                     headers: Vec::new(),
                 })
                 .collect();

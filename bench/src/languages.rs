@@ -128,7 +128,7 @@ fn order(n: usize) -> Record {
     Record {
         timestamp: 1_700_000_000_000 + n as i64,
         key: None,
-        value: Bytes::from(value),
+        value: Some(Bytes::from(value)),
         headers: Vec::new(),
     }
 }
@@ -233,7 +233,7 @@ fn native_totals(orders: &[Record]) -> anyhow::Result<HashMap<String, u64>> {
         (number.fract() == 0.0 && number.abs() <= 9_007_199_254_740_991.0).then_some(number as i64)
     };
     for record in orders {
-        let order: Value = serde_json::from_slice(&record.value)?;
+        let order: Value = serde_json::from_slice(record.value_bytes())?;
         let Value::Object(fields) = order else {
             anyhow::bail!("not a JSON object");
         };

@@ -220,7 +220,7 @@ fn sample_records(size: usize, count: usize) -> Vec<Record> {
             Record {
                 timestamp: 1_700_000_000_000 + i as i64,
                 key: None,
-                value: Bytes::from(value),
+                value: Some(Bytes::from(value)),
                 headers: Vec::new(),
             }
         })

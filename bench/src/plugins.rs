@@ -156,11 +156,11 @@ fn native_filter(
     let records = batch::decode_records_frame(&Bytes::copy_from_slice(&batch.records))?;
     Ok(records
         .into_iter()
-        .filter(|r| predicate.matches(&r.value))
+        .filter(|r| predicate.matches(r.value_bytes()))
         .map(|r| Record {
             timestamp: r.timestamp,
             key: r.key.map(|k| Bytes::copy_from_slice(&k)),
-            value: Bytes::copy_from_slice(&r.value),
+            value: r.value.as_deref().map(Bytes::copy_from_slice),
             headers: r.headers,
         })
         .collect())
@@ -171,7 +171,7 @@ pub(super) fn sample(count: usize, value: impl Fn(usize) -> String) -> Vec<Recor
         .map(|i| Record {
             timestamp: 1_700_000_000_000 + i as i64,
             key: Some(Bytes::from(format!("key-{}", i % 1000))),
-            value: Bytes::from(value(i)),
+            value: Some(Bytes::from(value(i))),
             headers: Vec::new(),
         })
         .collect()

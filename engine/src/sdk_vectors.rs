@@ -24,12 +24,12 @@ fn record(timestamp: i64, key: Option<&[u8]>, value: &[u8], headers: &[(&str, &[
     Record {
         timestamp,
         key: key.map(Bytes::copy_from_slice),
-        value: Bytes::copy_from_slice(value),
+        value: Some(Bytes::copy_from_slice(value)),
         headers: headers
             .iter()
             .map(|(name, value)| Header {
                 key: name.to_string().into(),
-                value: Bytes::copy_from_slice(value),
+                value: Some(Bytes::copy_from_slice(value)),
             })
             .collect(),
     }
@@ -233,8 +233,8 @@ fn records_json(base_offset: u64, records: &[Record]) -> Value {
                 "offset": base_offset.wrapping_add(i as u64).to_string(),
                 "timestamp": r.timestamp.to_string(),
                 "key": r.key.as_ref().map(|k| hex(k)),
-                "value": hex(&r.value),
-                "headers": r.headers.iter().map(|h| json!([h.key.to_string(), hex(&h.value)])).collect::<Vec<_>>(),
+                "value": hex(r.value_bytes()),
+                "headers": r.headers.iter().map(|h| json!([h.key.to_string(), hex(h.value_bytes())])).collect::<Vec<_>>(),
             })
         })
         .collect();
@@ -344,11 +344,11 @@ fn records_frames_text() -> String {
                 "record {} {} {key} {} {}",
                 base.wrapping_add(i as u64),
                 r.timestamp,
-                text_hex(&r.value),
+                text_hex(r.value_bytes()),
                 r.headers.len()
             );
             for h in &r.headers {
-                out += &format!(" {} {}", text_hex(h.key.as_bytes()), text_hex(&h.value));
+                out += &format!(" {} {}", text_hex(h.key.as_bytes()), text_hex(h.value_bytes()));
             }
             out += "\n";
         }

@@ -70,11 +70,11 @@ fn row(partition: u32, offset: u64, record: &Record) -> serde_json::Value {
         offset,
         record.timestamp,
         record.key.as_deref().map(hex),
-        hex(&record.value),
+        hex(record.value_bytes()),
         record
             .headers
             .iter()
-            .map(|h| serde_json::json!([h.key, hex(&h.value)]))
+            .map(|h| serde_json::json!([h.key, hex(h.value_bytes())]))
             .collect::<Vec<_>>()
     ])
 }
@@ -95,11 +95,11 @@ async fn pyarrow_and_duckdb_read_back_exactly_what_the_log_holds() {
         .map(|i| Record {
             timestamp: 1_700_000_000_000 + 7 * i as i64,
             key: (i % 4 != 0).then(|| Bytes::from(format!("key-{}", i % 13))),
-            value: Bytes::from([format!("v{i}").as_bytes(), &[0xff, i as u8, 0]].concat()),
+            value: Some(Bytes::from([format!("v{i}").as_bytes(), &[0xff, i as u8, 0]].concat())),
             headers: (0..i % 3)
                 .map(|h| Header {
                     key: format!("h{h}").into(),
-                    value: Bytes::from(vec![h as u8, 0xfe]),
+                    value: Some(Bytes::from(vec![h as u8, 0xfe])),
                 })
                 .collect(),
         })
@@ -177,7 +177,7 @@ async fn pyarrow_and_duckdb_read_back_exactly_what_the_log_holds() {
 }
 
 fn value_number(record: &Record) -> u64 {
-    std::str::from_utf8(&record.value)
+    std::str::from_utf8(record.value_bytes())
         .unwrap()
         .strip_prefix("r-")
         .unwrap()
@@ -230,7 +230,7 @@ async fn kill_9_during_archival_leaves_every_offset_in_the_log_or_in_exactly_one
                 .map(|n| Record {
                     timestamp: 0,
                     key: Some(Bytes::from(format!("k{}", n % 5))),
-                    value: Bytes::from(format!("r-{n}")),
+                    value: Some(Bytes::from(format!("r-{n}"))),
                     headers: Vec::new(),
                 })
                 .collect();
@@ -391,7 +391,7 @@ async fn replay_reads_the_archive_then_the_log_and_damage_is_reported_by_name() 
                     .map(|n| Record {
                         timestamp: TIME_ZERO + *n as i64,
                         key: Some(Bytes::from(format!("k{}", n % 3))),
-                        value: Bytes::from(format!(r#"{{"n":{n}}}"#)),
+                        value: Some(Bytes::from(format!(r#"{{"n":{n}}}"#))),
                         headers: Vec::new(),
                     })
                     .collect();
@@ -441,7 +441,7 @@ async fn replay_reads_the_archive_then_the_log_and_damage_is_reported_by_name() 
     let outputs: Vec<String> = read_all(&client, "out")
         .await
         .iter()
-        .map(|r| String::from_utf8(r.value.to_vec()).unwrap())
+        .map(|r| String::from_utf8(r.value_bytes().to_vec()).unwrap())
         .collect();
     assert_eq!(outputs, expected);
 
@@ -542,7 +542,7 @@ async fn schema_aware_topics_get_typed_columns_and_keep_values_that_do_not_fit()
                 .map(|i| Record {
                     timestamp: 0,
                     key: None,
-                    value: Bytes::from(value(i)),
+                    value: Some(Bytes::from(value(i))),
                     headers: Vec::new(),
                 })
                 .collect();
@@ -719,7 +719,7 @@ async fn an_s3_store_holds_the_files_and_replay_reads_them_from_it() {
             .map(|v| Record {
                 timestamp: 1_700_000_000_000,
                 key: None,
-                value: Bytes::from(v.clone()),
+                value: Some(Bytes::from(v.clone())),
                 headers: Vec::new(),
             })
             .collect();

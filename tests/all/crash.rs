@@ -40,7 +40,7 @@ async fn read_partition(client: &Client, partition: u32) -> Vec<(u64, String)> {
             fetch
                 .records
                 .into_iter()
-                .map(|(o, r)| (o, String::from_utf8(r.value.to_vec()).unwrap())),
+                .map(|(o, r)| (o, String::from_utf8(r.value_bytes().to_vec()).unwrap())),
         );
         offset = fetch.next_offset;
         if offset >= fetch.high_watermark {
@@ -113,7 +113,7 @@ async fn acknowledged_records_survive_kill_minus_nine() {
                         .map(|id| Record {
                             timestamp: 0,
                             key: Some(Bytes::from(format!("key-{}", id % 97))),
-                            value: Bytes::from(format!("id-{id}")),
+                            value: Some(Bytes::from(format!("id-{id}"))),
                             headers: vec![],
                         })
                         .collect();
@@ -130,7 +130,7 @@ async fn acknowledged_records_survive_kill_minus_nine() {
                         });
                         for (i, r) in ids.enumerate() {
                             let id: u64 =
-                                std::str::from_utf8(&r.value[3..]).unwrap().parse().unwrap();
+                                std::str::from_utf8(&r.value_bytes()[3..]).unwrap().parse().unwrap();
                             acked.insert(id, (part.partition, part.base_offset + i as u64));
                         }
                     }

@@ -132,7 +132,7 @@ async fn the_plugin_tutorial_runs_as_written() {
         let passed: Vec<(Option<Bytes>, Bytes)> = read_all(&client, &format!("unique-{language}"))
             .await
             .into_iter()
-            .map(|r| (r.key, r.value))
+            .map(|r| (r.key, r.value.unwrap_or_default()))
             .collect();
         let event =
             |id: &'static str, what: &'static str| (Some(Bytes::from(id)), Bytes::from(what));

@@ -132,7 +132,7 @@ async fn watch(
             };
             let mut watch = out.lock().unwrap();
             for (offset, record) in fetch.records {
-                watch.seen.insert((partition, offset), record.value);
+                watch.seen.insert((partition, offset), record.value.unwrap_or_default());
             }
             next[partition as usize] = fetch.next_offset;
         }
@@ -258,17 +258,17 @@ async fn kill_at_random_while_it_works(stamp: bool) {
     for (&(partition, offset), value) in &watch.seen {
         let now = outputs[partition as usize]
             .get(offset as usize)
-            .map(|r| &r.value);
+            .map(|r| r.value_bytes());
         assert_eq!(
             now,
-            Some(value),
+            Some(&value[..]),
             "the reader saw {value:?} at out/{partition}@{offset}, which is now {now:?}"
         );
     }
     let mut by_id: HashMap<u64, usize> = HashMap::new();
     let mut counts: HashMap<String, Vec<u64>> = HashMap::new();
     for output in outputs.iter().flatten() {
-        let (id, key, count) = parse_output(&output.value);
+        let (id, key, count) = parse_output(output.value_bytes());
         *by_id.entry(id).or_default() += 1;
         counts.entry(key).or_default().push(count);
     }
@@ -361,7 +361,7 @@ async fn crash_points_in_the_outbox_and_the_commit_recover_exactly_once() {
             .await
             .iter()
             .flatten()
-            .map(|r| parse_output(&r.value).0)
+            .map(|r| parse_output(r.value_bytes()).0)
             .collect();
         ids.sort_unstable();
         assert_eq!(
@@ -484,7 +484,7 @@ async fn rollback_to_a_snapshot_restores_state_and_offsets_together() {
         .await
         .iter()
         .map(|r| {
-            let (id, _, count) = parse_output(&r.value);
+            let (id, _, count) = parse_output(r.value_bytes());
             (id, count)
         })
         .collect();
@@ -530,7 +530,7 @@ async fn at_most_once_loses_whole_batches_never_half_of_one() {
 
     let mut counts: HashMap<String, Vec<u64>> = HashMap::new();
     for output in read_partitions(&client, "out").await.iter().flatten() {
-        let (_, key, count) = parse_output(&output.value);
+        let (_, key, count) = parse_output(output.value_bytes());
         counts.entry(key).or_default().push(count);
     }
     let state = client

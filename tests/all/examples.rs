@@ -196,7 +196,7 @@ fn orders(values: &[&str]) -> Vec<Record> {
         .map(|order| Record {
             timestamp: 0,
             key: None,
-            value: Bytes::copy_from_slice(order.as_bytes()),
+            value: Some(Bytes::copy_from_slice(order.as_bytes())),
             headers: Vec::new(),
         })
         .collect()
@@ -348,7 +348,7 @@ async fn every_language_builds_and_computes_the_same_totals() {
             .iter()
             .map(|r| {
                 let text = |b: &[u8]| String::from_utf8(b.to_vec()).unwrap();
-                (text(r.key.as_deref().unwrap_or_default()), text(&r.value))
+                (text(r.key.as_deref().unwrap_or_default()), text(r.value_bytes()))
             })
             .collect();
         assert_eq!(emitted, owned(&EMITTED), "{name}");

@@ -72,7 +72,7 @@ async fn consume(client: &Client, member: &Membership, partition: u32, max: usiz
     }
     records
         .into_iter()
-        .map(|(_, r)| String::from_utf8(r.value.to_vec()).unwrap())
+        .map(|(_, r)| String::from_utf8(r.value_bytes().to_vec()).unwrap())
         .collect()
 }
 
@@ -85,7 +85,7 @@ async fn members_share_partitions_and_take_over_from_committed_offsets() {
             .map(|i| Record {
                 timestamp: 0,
                 key: None,
-                value: Bytes::from(format!("{p}-{i}")),
+                value: Some(Bytes::from(format!("{p}-{i}"))),
                 headers: vec![],
             })
             .collect();

@@ -49,8 +49,8 @@ fn as_printed(partition: usize, offset: u64, record: &Record) -> Value {
         "offset": offset,
         "timestamp": record.timestamp,
         "key": record.key.as_deref().map(hex),
-        "value": hex(&record.value),
-        "headers": record.headers.iter().map(|h| vec![h.key.to_string(), hex(&h.value)]).collect::<Vec<_>>(),
+        "value": record.value.as_deref().map(hex),
+        "headers": record.headers.iter().map(|h| serde_json::json!([h.key, h.value.as_deref().map(hex)])).collect::<Vec<_>>(),
     })
 }
 
@@ -141,15 +141,15 @@ async fn records_produced_over_http_read_the_same_over_kafka() {
         .map(|i| Record {
             timestamp: 1_700_000_000_000 + i,
             key: (i % 5 != 0).then(|| Bytes::from(format!("key-{i}"))),
-            value: Bytes::from(if i % 7 == 0 {
+            value: Some(Bytes::from(if i % 7 == 0 {
                 Vec::new()
             } else {
                 vec![i as u8; i as usize]
-            }),
+            })),
             headers: (0..i % 3)
                 .map(|h| Header {
                     key: format!("h{h}").into(),
-                    value: Bytes::from(vec![0xff, h as u8]),
+                    value: Some(Bytes::from(vec![0xff, h as u8])),
                 })
                 .collect(),
         })
@@ -244,7 +244,7 @@ async fn a_kafka_consumer_group_shares_the_partitions_and_commits_to_the_engines
         .map(|i| Record {
             timestamp: 1_700_000_000_000 + i,
             key: Some(Bytes::from(format!("key-{i}"))),
-            value: Bytes::from(format!("value-{i}")),
+            value: Some(Bytes::from(format!("value-{i}"))),
             headers: Vec::new(),
         })
         .collect();
@@ -365,7 +365,8 @@ fn exchange<R: kafka_protocol::protocol::Encodable>(
 }
 
 /// A batch an idempotent producer sent again (its answer lost) is written once, and answered
-/// with the offset it was first written at; a batch out of sequence is refused.
+/// with the offset it was first written at; a batch out of sequence is refused; and so after a
+/// kill -9 and a restart too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idempotent_producers_retried_batch_is_written_once() {
     use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
@@ -438,25 +439,39 @@ async fn an_idempotent_producers_retried_batch_is_written_once() {
                     ]),
             ])
     };
-    let mut send = |request: &ProduceRequest| {
-        let mut answer = exchange(&mut stream, ApiKey::Produce, 8, request);
+    let send = |stream: &mut TcpStream, request: &ProduceRequest| {
+        let mut answer = exchange(stream, ApiKey::Produce, 8, request);
         let response = ProduceResponse::decode(&mut answer, 8).unwrap();
         let partition = &response.responses[0].partition_responses[0];
         (partition.error_code, partition.base_offset)
     };
     let first = produce(0, &["a", "b"]);
-    assert_eq!(send(&first), (0, 0));
-    assert_eq!(send(&produce(2, &["c"])), (0, 2));
+    assert_eq!(send(&mut stream, &first), (0, 0));
+    assert_eq!(send(&mut stream, &produce(2, &["c"])), (0, 2));
     // The first batch again: written once, answered with its first offset.
-    assert_eq!(send(&first), (0, 0));
+    assert_eq!(send(&mut stream, &first), (0, 0));
     // A gap in the sequence: OUT_OF_ORDER_SEQUENCE_NUMBER (45), nothing written.
-    assert_eq!(send(&produce(9, &["z"])).0, 45);
-    let values: Vec<Bytes> = read_all(&client, "once")
+    assert_eq!(send(&mut stream, &produce(9, &["z"])).0, 45);
+    // kill -9 and start again: the producer's batches are known from the log, so retries
+    // of both are still answered as duplicates, and its next batch is taken.
+    drop(stream);
+    server.kill();
+    let server = Server::start(dir.path());
+    let mut stream = TcpStream::connect(server.kafka.as_deref().unwrap()).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    assert_eq!(send(&mut stream, &produce(2, &["c"])), (0, 2));
+    assert_eq!(send(&mut stream, &first), (0, 0));
+    assert_eq!(send(&mut stream, &produce(9, &["z"])).0, 45);
+    assert_eq!(send(&mut stream, &produce(3, &["d"])), (0, 3));
+    let client = admin(&server);
+    let values: Vec<Vec<u8>> = read_all(&client, "once")
         .await
         .into_iter()
-        .map(|r| r.value)
+        .map(|r| r.value_bytes().to_vec())
         .collect();
-    assert_eq!(values, ["a", "b", "c"].map(Bytes::from));
+    assert_eq!(values, ["a", "b", "c", "d"].map(|v| v.as_bytes().to_vec()));
 }
 
 /// The resident memory of a process, from /proc.

@@ -222,7 +222,7 @@ async fn deploy_while_producing_upgrade_twice_and_roll_back_once() {
                 .find(|&p| PHASES[p] == version)
                 .unwrap_or_else(|| panic!("version {version} ran out of order"));
             phases_seen.insert(phase);
-            let value: serde_json::Value = serde_json::from_slice(&out.value).unwrap();
+            let value: serde_json::Value = serde_json::from_slice(out.value_bytes()).unwrap();
             let field = ["id", "ident", "key"][version as usize - 1];
             let id = value[field]
                 .as_u64()
@@ -310,7 +310,7 @@ async fn misbehaving_plugins_fail_alone_and_their_bad_record_goes_to_the_dead_le
         let letters = read_all(&client, &format!("{group}.dlq")).await;
         assert_eq!(letters.len(), 1, "{mode}");
         let letter = &letters[0];
-        assert_eq!(&letter.value[..], b"bad");
+        assert_eq!(&letter.value_bytes()[..], b"bad");
         assert_eq!(letter.key.as_deref(), Some(&b"k17"[..]));
         assert_eq!(header(letter, "origin"), Some("test"));
         let error = header(letter, "sluice.dlq.error").unwrap();
@@ -376,7 +376,7 @@ async fn dead_letters_replay_through_a_fixed_version() {
     let counts = read_all(&client, "counts").await;
     let values: Vec<String> = counts
         .iter()
-        .map(|r| String::from_utf8_lossy(&r.value).into_owned())
+        .map(|r| String::from_utf8_lossy(r.value_bytes()).into_owned())
         .collect();
     assert_eq!(
         values,
@@ -721,7 +721,7 @@ async fn a_batch_of_100_000_poison_records_dead_letters_each_once_without_recurs
     .await;
     let forwarded = read_all(&client, "out").await;
     assert_eq!(forwarded.len(), 1);
-    assert_eq!(&forwarded[0].value[..], b"good");
+    assert_eq!(forwarded[0].value_bytes(), b"good");
 }
 
 /// An engine-side failure (here a deleted output topic) is retried after 1 s, doubling while
@@ -865,7 +865,7 @@ async fn plugin_output_obeys_the_output_topics_limits() {
         .fetch("out", 0, Position::Offset(0), 1_000, 0)
         .await
         .unwrap();
-    let fetched_bytes: usize = small.records.iter().map(|(_, r)| r.value.len()).sum();
+    let fetched_bytes: usize = small.records.iter().map(|(_, r)| r.value_bytes().len()).sum();
     assert!(
         !small.records.is_empty() && fetched_bytes <= 1 << 20,
         "a fetch of 1,000 bytes returned {} records, {fetched_bytes} bytes",

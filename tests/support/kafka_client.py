@@ -47,8 +47,8 @@ def record_json(message):
         "offset": message.offset,
         "timestamp": message.timestamp,
         "key": None if message.key is None else message.key.hex(),
-        "value": message.value.hex(),
-        "headers": [[name, value.hex()] for name, value in message.headers],
+        "value": None if message.value is None else message.value.hex(),
+        "headers": [[name, None if value is None else value.hex()] for name, value in message.headers],
     }
 
 
@@ -98,7 +98,9 @@ def roundtrip(bootstrap, topic):
         for i in range(RECORDS_PER_COMPRESSION):
             n = len(futures) + len(acked)
             key = f"key-{codec}-{i}".encode()
-            value = f"value {n} " .encode() + bytes(range(i % 7))
+            # Every tenth record a tombstone (null value). (kafka-python sends no null header
+            # values; the Java client's scenario does.)
+            value = None if i % 10 == 3 else f"value {n} ".encode() + bytes(range(i % 7))
             headers = [("codec", str(codec).encode()), ("n", str(i).encode())]
             futures.append((key, producer.send(topic, key=key, value=value, headers=headers)))
         producer.flush()

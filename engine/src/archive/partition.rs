@@ -339,7 +339,7 @@ impl PartitionArchive {
                 let rows = read_rows(partition, from, to)
                     .map_err(|source| ArchiveError::Log { source })?;
                 let schema =
-                    typed::infer(rows.iter().map(|(_, r)| &r.value[..])).map_err(schema_error)?;
+                    typed::infer(rows.iter().map(|(_, r)| r.value_bytes())).map_err(schema_error)?;
                 std::fs::create_dir_all(&self.dir).map_err(|e| io(&self.dir, e))?;
                 write_atomically(&kept, typed::describe(&schema).as_bytes()).map_err(|source| {
                     ArchiveError::Replace {
@@ -597,7 +597,7 @@ mod tests {
                 let record = Record {
                     timestamp: i as i64,
                     key: None,
-                    value: Bytes::from(format!("value-{i}")),
+                    value: Some(Bytes::from(format!("value-{i}"))),
                     headers: Vec::new(),
                 };
                 (i, record)

@@ -269,7 +269,7 @@ impl Printer {
                         out.write_all(record.key.as_deref().unwrap_or_default())?;
                         out.write_all(b"\t")?;
                     }
-                    out.write_all(&record.value)?;
+                    out.write_all(record.value_bytes())?;
                     out.write_all(b"\n")?;
                 }
                 Format::Json => {

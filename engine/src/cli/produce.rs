@@ -80,7 +80,7 @@ pub async fn run(client: &Client, args: ProduceArgs) -> anyhow::Result<()> {
         .iter()
         .map(|(k, v)| Header {
             key: k.clone().into(),
-            value: Bytes::from(v.clone()),
+            value: Some(Bytes::from(v.clone())),
         })
         .collect();
     let mut sent = 0u64;
@@ -107,7 +107,7 @@ pub async fn run(client: &Client, args: ProduceArgs) -> anyhow::Result<()> {
             records.push(Record {
                 timestamp: 0,
                 key,
-                value: Bytes::from(value),
+                value: Some(Bytes::from(value)),
                 headers: headers.clone(),
             });
         }

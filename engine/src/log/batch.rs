@@ -1,6 +1,6 @@
 //! The record batch: the unit that is written to, checked in and read from a segment.
 //!
-//! The byte layout (format version 1) is specified in `docs/storage-format.md`; this module is
+//! The byte layout (format version 2; version 1 is still read) is specified in `docs/storage-format.md`; this module is
 //! the only code that knows it. A batch is encoded in two steps so that the expensive part
 //! (record encoding, compression, CRC of the body) happens outside the partition's write lock:
 //! [`PendingBatch::build`] encodes and [`PendingBatch::seal`] stamps the base offset and
@@ -10,13 +10,17 @@ use std::borrow::Cow;
 
 use bytes::{Buf, Bytes};
 
-/// Bytes before the records section: base offset, length, CRC, version, compression, record
-/// count, first and max timestamp, uncompressed records length.
-pub const HEADER_LEN: usize = 42;
+/// Bytes before the records section in format version 2: base offset, length, CRC, version,
+/// compression, record count, first and max timestamp, uncompressed records length, producer
+/// id, producer epoch, base sequence.
+pub const HEADER_LEN: usize = 56;
+/// Bytes before the records section in format version 1 (no producer fields): the smallest
+/// header a batch can have.
+pub const HEADER_LEN_V1: usize = 42;
 /// The prefix every reader needs to find the next batch: base offset and length.
 pub const PREFIX_LEN: usize = 12;
-/// The current on-disk batch format version.
-pub const FORMAT_VERSION: u8 = 1;
+/// The on-disk batch format version written; version 1 is read too.
+pub const FORMAT_VERSION: u8 = 2;
 /// Largest batch (header included) the codec accepts; guards allocations driven by a corrupt
 /// length field.
 pub const MAX_BATCH_LEN: usize = 256 * 1024 * 1024;
@@ -28,6 +32,19 @@ const OFF_COUNT: usize = 18;
 const OFF_FIRST_TS: usize = 22;
 const OFF_MAX_TS: usize = 30;
 const OFF_RAW_LEN: usize = 38;
+const OFF_PRODUCER_ID: usize = 42;
+const OFF_PRODUCER_EPOCH: usize = 50;
+const OFF_BASE_SEQUENCE: usize = 52;
+
+/// Who wrote a batch, for an idempotent Kafka producer: its id and epoch, and the sequence
+/// number of the batch's first record (the records follow on). Stored in the batch, so the
+/// log itself tells, after any restart, which batches a producer already wrote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProducerStamp {
+    pub id: i64,
+    pub epoch: i16,
+    pub base_sequence: i32,
+}
 
 /// How the records section of a batch is compressed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
@@ -72,21 +89,37 @@ impl std::str::FromStr for Compression {
     }
 }
 
-/// One header of a record: a UTF-8 name and an opaque value. The engine's own header names
-/// are static: adding one to every record a plugin emits allocates nothing.
+/// One header of a record: a UTF-8 name and an opaque value, which may be null (Kafka
+/// headers may be). The engine's own header names are static: adding one to every record a
+/// plugin emits allocates nothing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Header {
     pub key: Cow<'static, str>,
-    pub value: Bytes,
+    pub value: Option<Bytes>,
+}
+
+impl Header {
+    /// A header with a (non-null) value.
+    pub fn new(key: impl Into<Cow<'static, str>>, value: impl Into<Bytes>) -> Header {
+        Header {
+            key: key.into(),
+            value: Some(value.into()),
+        }
+    }
+
+    /// The value's bytes, empty for a null value.
+    pub fn value_bytes(&self) -> &[u8] {
+        self.value.as_deref().unwrap_or_default()
+    }
 }
 
 /// A record as producers give it and consumers get it back. `timestamp` is milliseconds since
-/// the Unix epoch.
+/// the Unix epoch. A null value is a tombstone in Kafka's terms; the key may be null too.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Record {
     pub timestamp: i64,
     pub key: Option<Bytes>,
-    pub value: Bytes,
+    pub value: Option<Bytes>,
     pub headers: Vec<Header>,
 }
 
@@ -97,9 +130,14 @@ impl Record {
         let headers: usize = self
             .headers
             .iter()
-            .map(|h| h.key.len() + h.value.len())
+            .map(|h| h.key.len() + h.value_bytes().len())
             .sum();
-        self.key.as_ref().map_or(0, |k| k.len()) + self.value.len() + headers
+        self.key.as_ref().map_or(0, |k| k.len()) + self.value_bytes().len() + headers
+    }
+
+    /// The value's bytes, empty for a null value.
+    pub fn value_bytes(&self) -> &[u8] {
+        self.value.as_deref().unwrap_or_default()
     }
 }
 
@@ -113,7 +151,7 @@ pub enum BatchError {
     BadLength(usize),
     #[error("batch CRC mismatch: stored {stored:#010x}, computed {computed:#010x}")]
     Crc { stored: u32, computed: u32 },
-    #[error("unsupported batch format version {0} (this build reads version {FORMAT_VERSION})")]
+    #[error("unsupported batch format version {0} (this build reads versions 1 to {FORMAT_VERSION})")]
     Version(u8),
     #[error("unknown compression code {0}")]
     UnknownCompression(u8),
@@ -158,8 +196,13 @@ impl PendingBatch {
 }
 
 impl PendingBatch {
-    /// Encodes `records` (at least one) into a batch whose base offset is still to be set.
-    pub fn build(records: &[Record], compression: Compression) -> PendingBatch {
+    /// Encodes `records` (at least one) into a batch whose base offset is still to be set,
+    /// stamped with the idempotent producer that sent them, if one did.
+    pub fn build(
+        records: &[Record],
+        compression: Compression,
+        producer: Option<ProducerStamp>,
+    ) -> PendingBatch {
         assert!(!records.is_empty(), "a batch holds at least one record");
         let first_ts = records[0].timestamp;
         let max_ts = records
@@ -167,11 +210,11 @@ impl PendingBatch {
             .map(|r| r.timestamp)
             .max()
             .unwrap_or(first_ts);
-        let estimate: usize = records.iter().map(|r| r.value.len() + 8).sum();
+        let estimate: usize = records.iter().map(|r| r.value_bytes().len() + 8).sum();
         let mut bytes = Vec::with_capacity(HEADER_LEN + estimate);
         bytes.resize(HEADER_LEN, 0);
         for record in records {
-            encode_record(&mut bytes, record, first_ts);
+            encode_record(&mut bytes, record, first_ts, Nulls::Kept);
         }
         let raw_len = bytes.len() - HEADER_LEN;
         let compressed = match compression {
@@ -195,6 +238,16 @@ impl PendingBatch {
         bytes[OFF_FIRST_TS..OFF_FIRST_TS + 8].copy_from_slice(&first_ts.to_le_bytes());
         bytes[OFF_MAX_TS..OFF_MAX_TS + 8].copy_from_slice(&max_ts.to_le_bytes());
         bytes[OFF_RAW_LEN..OFF_RAW_LEN + 4].copy_from_slice(&(raw_len as u32).to_le_bytes());
+        let stamp = producer.unwrap_or(ProducerStamp {
+            id: -1,
+            epoch: -1,
+            base_sequence: -1,
+        });
+        bytes[OFF_PRODUCER_ID..OFF_PRODUCER_ID + 8].copy_from_slice(&stamp.id.to_le_bytes());
+        bytes[OFF_PRODUCER_EPOCH..OFF_PRODUCER_EPOCH + 2]
+            .copy_from_slice(&stamp.epoch.to_le_bytes());
+        bytes[OFF_BASE_SEQUENCE..OFF_BASE_SEQUENCE + 4]
+            .copy_from_slice(&stamp.base_sequence.to_le_bytes());
         let body_crc = crc32c::crc32c(&bytes[OFF_VERSION..]);
         PendingBatch {
             bytes,
@@ -211,23 +264,24 @@ impl PendingBatch {
 /// use bytes::Bytes;
 /// use sluice::log::batch::{decode, encode_batch, Compression, Record};
 ///
-/// let record = Record { timestamp: 1_700_000_000_000, key: Some(Bytes::from("k")), value: Bytes::from("v"), headers: vec![] };
+/// let record = Record { timestamp: 1_700_000_000_000, key: Some(Bytes::from("k")), value: Some(Bytes::from("v")), headers: vec![] };
 /// let bytes = Bytes::from(encode_batch(42, &[record.clone()], Compression::Zstd));
 /// let (header, records) = decode(&bytes).unwrap();
 /// assert_eq!((header.base_offset, records), (42, vec![record]));
 /// ```
 pub fn encode_batch(base_offset: u64, records: &[Record], compression: Compression) -> Vec<u8> {
-    let mut pending = PendingBatch::build(records, compression);
+    let mut pending = PendingBatch::build(records, compression, None);
     pending.seal(base_offset);
     pending.bytes
 }
 
 /// Encodes records as a records frame: the body of a binary produce request. It is the
-/// records section of a batch with absolute timestamps (see `docs/http-api.md`).
+/// records section of a format-1 batch with absolute timestamps (see `docs/http-api.md`),
+/// which has no null values: a null value or header value is written empty.
 pub fn encode_records_frame(records: &[Record]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(records.iter().map(|r| r.value.len() + 16).sum());
+    let mut out = Vec::with_capacity(records.iter().map(|r| r.value_bytes().len() + 16).sum());
     for record in records {
-        encode_record(&mut out, record, 0);
+        encode_record(&mut out, record, 0, Nulls::Empty);
     }
     out
 }
@@ -235,14 +289,23 @@ pub fn encode_records_frame(records: &[Record]) -> Vec<u8> {
 /// Decodes a records frame; keys and values are zero-copy slices of `frame`.
 pub fn decode_records_frame(frame: &Bytes) -> Result<Vec<Record>, BatchError> {
     let mut records = Vec::new();
-    parse_records(frame, 0, None, |record| -> Result<(), BatchError> {
+    parse_records(frame, 0, None, Nulls::Empty, |record| -> Result<(), BatchError> {
         records.push(record.to_record(frame));
         Ok(())
     })?;
     Ok(records)
 }
 
-fn encode_record(out: &mut Vec<u8>, record: &Record, first_ts: i64) {
+/// How a records encoding writes a value or header value: format 2 keeps nulls (its lengths
+/// are zigzag varints, -1 for null); format 1 and records frames have unsigned lengths, and
+/// no null.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Nulls {
+    Kept,
+    Empty,
+}
+
+fn encode_record(out: &mut Vec<u8>, record: &Record, first_ts: i64, nulls: Nulls) {
     put_varint(out, zigzag(record.timestamp.wrapping_sub(first_ts)));
     match &record.key {
         None => put_varint(out, zigzag(-1)),
@@ -251,14 +314,39 @@ fn encode_record(out: &mut Vec<u8>, record: &Record, first_ts: i64) {
             out.extend_from_slice(key);
         }
     }
-    put_varint(out, record.value.len() as u64);
-    out.extend_from_slice(&record.value);
+    put_nullable(out, record.value.as_deref(), nulls);
     put_varint(out, record.headers.len() as u64);
     for header in &record.headers {
         put_varint(out, header.key.len() as u64);
         out.extend_from_slice(header.key.as_bytes());
-        put_varint(out, header.value.len() as u64);
-        out.extend_from_slice(&header.value);
+        put_nullable(out, header.value.as_deref(), nulls);
+    }
+}
+
+fn put_nullable(out: &mut Vec<u8>, bytes: Option<&[u8]>, nulls: Nulls) {
+    match (bytes, nulls) {
+        (None, Nulls::Kept) => put_varint(out, zigzag(-1)),
+        (Some(bytes), Nulls::Kept) => {
+            put_varint(out, zigzag(bytes.len() as i64));
+            out.extend_from_slice(bytes);
+        }
+        (bytes, Nulls::Empty) => {
+            let bytes = bytes.unwrap_or_default();
+            put_varint(out, bytes.len() as u64);
+            out.extend_from_slice(bytes);
+        }
+    }
+}
+
+fn get_nullable<'a>(cursor: &mut &'a [u8], nulls: Nulls) -> Result<Option<&'a [u8]>, BatchError> {
+    let len = get_varint(cursor)?;
+    match nulls {
+        Nulls::Empty => Ok(Some(take(cursor, len)?)),
+        Nulls::Kept => match unzigzag(len) {
+            -1 => Ok(None),
+            len if len >= 0 => Ok(Some(take(cursor, len as u64)?)),
+            _ => Err(BatchError::Malformed("negative value length")),
+        },
     }
 }
 
@@ -272,12 +360,30 @@ pub struct BatchHeader {
     pub first_timestamp: i64,
     pub max_timestamp: i64,
     pub compression: Compression,
+    /// 1 or 2: how the rest of the header and the records are laid out.
+    pub format_version: u8,
+    /// The idempotent producer that wrote it (format 2 only).
+    pub producer: Option<ProducerStamp>,
 }
 
 impl BatchHeader {
     /// The offset after this batch's last record.
     pub fn next_offset(&self) -> u64 {
         self.base_offset + u64::from(self.record_count)
+    }
+
+    fn header_len(&self) -> usize {
+        match self.format_version {
+            1 => HEADER_LEN_V1,
+            _ => HEADER_LEN,
+        }
+    }
+
+    fn nulls(&self) -> Nulls {
+        match self.format_version {
+            1 => Nulls::Empty,
+            _ => Nulls::Kept,
+        }
     }
 }
 
@@ -292,7 +398,7 @@ pub fn read_prefix(bytes: &[u8]) -> Result<(u64, usize), BatchError> {
     let base = u64::from_le_bytes(bytes[0..8].try_into().expect("8 bytes"));
     let length = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes")) as usize;
     let total = PREFIX_LEN + length;
-    if !(HEADER_LEN..=MAX_BATCH_LEN).contains(&total) {
+    if !(HEADER_LEN_V1..=MAX_BATCH_LEN).contains(&total) {
         return Err(BatchError::BadLength(total));
     }
     Ok((base, total))
@@ -315,8 +421,14 @@ pub fn verify(bytes: &[u8]) -> Result<BatchHeader, BatchError> {
     if stored != computed {
         return Err(BatchError::Crc { stored, computed });
     }
-    if batch[OFF_VERSION] != FORMAT_VERSION {
-        return Err(BatchError::Version(batch[OFF_VERSION]));
+    let format_version = batch[OFF_VERSION];
+    let header_len = match format_version {
+        1 => HEADER_LEN_V1,
+        2 => HEADER_LEN,
+        other => return Err(BatchError::Version(other)),
+    };
+    if total_len < header_len {
+        return Err(BatchError::BadLength(total_len));
     }
     let compression = Compression::from_code(batch[OFF_COMPRESSION])
         .ok_or(BatchError::UnknownCompression(batch[OFF_COMPRESSION]))?;
@@ -326,6 +438,15 @@ pub fn verify(bytes: &[u8]) -> Result<BatchHeader, BatchError> {
     if record_count == 0 {
         return Err(BatchError::Malformed("batch holds no records"));
     }
+    let producer_id = match format_version {
+        1 => -1,
+        _ => le_i64(OFF_PRODUCER_ID),
+    };
+    let producer = (producer_id >= 0).then(|| ProducerStamp {
+        id: producer_id,
+        epoch: i16::from_le_bytes([batch[OFF_PRODUCER_EPOCH], batch[OFF_PRODUCER_EPOCH + 1]]),
+        base_sequence: le_u32(OFF_BASE_SEQUENCE) as i32,
+    });
     Ok(BatchHeader {
         base_offset,
         total_len,
@@ -333,6 +454,8 @@ pub fn verify(bytes: &[u8]) -> Result<BatchHeader, BatchError> {
         first_timestamp: le_i64(OFF_FIRST_TS),
         max_timestamp: le_i64(OFF_MAX_TS),
         compression,
+        format_version,
+        producer,
     })
 }
 
@@ -349,6 +472,7 @@ pub fn decode(bytes: &Bytes) -> Result<(BatchHeader, Vec<Record>), BatchError> {
         &raw,
         header.first_timestamp,
         Some(header.record_count),
+        header.nulls(),
         |record| -> Result<(), BatchError> {
             records.push(record.to_record(&raw));
             Ok(())
@@ -364,7 +488,7 @@ fn records_section<'a>(bytes: &'a [u8], header: &BatchHeader) -> Result<Cow<'a, 
     if raw_len > MAX_BATCH_LEN {
         return Err(BatchError::Malformed("uncompressed length out of range"));
     }
-    let body = &bytes[HEADER_LEN..header.total_len];
+    let body = &bytes[header.header_len()..header.total_len];
     let raw = match header.compression {
         Compression::None => Cow::Borrowed(body),
         Compression::Zstd => Cow::Owned(
@@ -390,9 +514,9 @@ fn records_section<'a>(bytes: &'a [u8], header: &BatchHeader) -> Result<Cow<'a, 
 pub struct RecordView<'a> {
     pub timestamp: i64,
     pub key: Option<&'a [u8]>,
-    pub value: &'a [u8],
+    pub value: Option<&'a [u8]>,
     /// Name (checked to be UTF-8) and value of each header, in order.
-    pub headers: &'a [(&'a str, &'a [u8])],
+    pub headers: &'a [(&'a str, Option<&'a [u8]>)],
 }
 
 impl RecordView<'_> {
@@ -402,13 +526,13 @@ impl RecordView<'_> {
         Record {
             timestamp: self.timestamp,
             key: self.key.map(|key| whole.slice_ref(key)),
-            value: whole.slice_ref(self.value),
+            value: self.value.map(|value| whole.slice_ref(value)),
             headers: self
                 .headers
                 .iter()
                 .map(|(name, value)| Header {
                     key: Cow::Owned((*name).to_string()),
-                    value: whole.slice_ref(value),
+                    value: value.map(|value| whole.slice_ref(value)),
                 })
                 .collect(),
         }
@@ -421,11 +545,12 @@ fn parse_records<E: From<BatchError>>(
     raw: &[u8],
     first_ts: i64,
     count: Option<u32>,
+    nulls: Nulls,
     mut visit: impl FnMut(&RecordView<'_>) -> Result<(), E>,
 ) -> Result<(), E> {
     let mut cursor = raw;
     // One list reused for every record's headers.
-    let mut headers: Vec<(&str, &[u8])> = Vec::new();
+    let mut headers: Vec<(&str, Option<&[u8]>)> = Vec::new();
     let mut parsed = 0;
     while count.map_or(!cursor.is_empty(), |count| parsed < count) {
         parsed += 1;
@@ -435,8 +560,7 @@ fn parse_records<E: From<BatchError>>(
             len if len >= 0 => Some(take(&mut cursor, len as u64)?),
             _ => return Err(BatchError::Malformed("negative key length").into()),
         };
-        let value_len = get_varint(&mut cursor)?;
-        let value = take(&mut cursor, value_len)?;
+        let value = get_nullable(&mut cursor, nulls)?;
         let header_count = get_varint(&mut cursor)?;
         if header_count > cursor.len() as u64 {
             return Err(BatchError::Malformed("header count exceeds the batch").into());
@@ -446,8 +570,7 @@ fn parse_records<E: From<BatchError>>(
             let name_len = get_varint(&mut cursor)?;
             let name = std::str::from_utf8(take(&mut cursor, name_len)?)
                 .map_err(|_| BatchError::Malformed("header name is not UTF-8"))?;
-            let value_len = get_varint(&mut cursor)?;
-            headers.push((name, take(&mut cursor, value_len)?));
+            headers.push((name, get_nullable(&mut cursor, nulls)?));
         }
         visit(&RecordView {
             timestamp,
@@ -516,6 +639,7 @@ pub fn visit_all<E: From<BatchError>>(
             &raw,
             header.first_timestamp,
             Some(header.record_count),
+            header.nulls(),
             |record| {
                 offset += 1;
                 if offset > from {
@@ -576,28 +700,36 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    /// Any record, null values and null header values included.
     fn arb_record() -> impl Strategy<Value = Record> {
+        let bytes = |max| proptest::collection::vec(any::<u8>(), 0..max);
         (
             any::<i64>(),
-            proptest::option::of(proptest::collection::vec(any::<u8>(), 0..40)),
-            proptest::collection::vec(any::<u8>(), 0..200),
-            proptest::collection::vec(
-                ("[a-z]{0,8}", proptest::collection::vec(any::<u8>(), 0..16)),
-                0..3,
-            ),
+            proptest::option::of(bytes(40)),
+            proptest::option::of(bytes(200)),
+            proptest::collection::vec(("[a-z]{0,8}", proptest::option::of(bytes(16))), 0..3),
         )
             .prop_map(|(timestamp, key, value, headers)| Record {
                 timestamp,
                 key: key.map(Bytes::from),
-                value: Bytes::from(value),
+                value: value.map(Bytes::from),
                 headers: headers
                     .into_iter()
                     .map(|(key, value)| Header {
                         key: key.into(),
-                        value: Bytes::from(value),
+                        value: value.map(Bytes::from),
                     })
                     .collect(),
             })
+    }
+
+    /// What a records frame keeps of a record: nulls become empty.
+    fn without_nulls(mut record: Record) -> Record {
+        record.value.get_or_insert_with(Bytes::new);
+        for header in &mut record.headers {
+            header.value.get_or_insert_with(Bytes::new);
+        }
+        record
     }
 
     fn arb_compression() -> impl Strategy<Value = Compression> {
@@ -610,9 +742,13 @@ mod tests {
 
     proptest! {
         #[test]
-        fn round_trip(base in 0u64..u64::MAX / 2, records in proptest::collection::vec(arb_record(), 1..20), compression in arb_compression()) {
-            let bytes = Bytes::from(encode_batch(base, &records, compression));
+        fn round_trip(base in 0u64..u64::MAX / 2, records in proptest::collection::vec(arb_record(), 1..20), compression in arb_compression(), producer in proptest::option::of((0i64..i64::MAX, any::<i16>(), any::<i32>()))) {
+            let producer = producer.map(|(id, epoch, base_sequence)| ProducerStamp { id, epoch, base_sequence });
+            let mut pending = PendingBatch::build(&records, compression, producer);
+            let bytes = Bytes::copy_from_slice(pending.seal(base));
             let (header, decoded) = decode(&bytes).unwrap();
+            prop_assert_eq!(header.producer, producer);
+            prop_assert_eq!(header.format_version, FORMAT_VERSION);
             prop_assert_eq!(header.base_offset, base);
             prop_assert_eq!(header.total_len, bytes.len());
             prop_assert_eq!(header.record_count as usize, records.len());
@@ -631,7 +767,8 @@ mod tests {
         #[test]
         fn records_frames_round_trip(records in proptest::collection::vec(arb_record(), 0..20)) {
             let frame = Bytes::from(encode_records_frame(&records));
-            prop_assert_eq!(decode_records_frame(&frame).unwrap(), records);
+            let expected: Vec<Record> = records.into_iter().map(without_nulls).collect();
+            prop_assert_eq!(decode_records_frame(&frame).unwrap(), expected);
         }
 
         /// Untrusted input (a produce body, a plugin's `send-frame`, a fetched or stored
@@ -675,7 +812,7 @@ mod tests {
         let record = Record {
             timestamp: 5,
             key: None,
-            value: Bytes::from_static(b"hello"),
+            value: Some(Bytes::from_static(b"hello")),
             headers: vec![],
         };
         let bytes = encode_batch(0, &[record], Compression::None);
@@ -685,5 +822,45 @@ mod tests {
                 "cut at {cut}"
             );
         }
+    }
+
+    /// A batch written by format 1 (no producer fields, unsigned value lengths), byte for
+    /// byte as that version wrote it, still reads.
+    #[test]
+    fn format_1_batches_still_read() {
+        let mut body = Vec::new();
+        put_varint(&mut body, zigzag(3)); // timestamp delta
+        put_varint(&mut body, zigzag(1)); // key length
+        body.push(b'k');
+        put_varint(&mut body, 2); // value length
+        body.extend_from_slice(b"vv");
+        put_varint(&mut body, 1); // header count
+        put_varint(&mut body, 1);
+        body.push(b'h');
+        put_varint(&mut body, 1);
+        body.push(b'x');
+        let mut bytes = vec![0u8; HEADER_LEN_V1];
+        bytes[0..8].copy_from_slice(&9u64.to_le_bytes());
+        let length = (HEADER_LEN_V1 + body.len() - PREFIX_LEN) as u32;
+        bytes[8..12].copy_from_slice(&length.to_le_bytes());
+        bytes[OFF_VERSION] = 1;
+        bytes[OFF_COUNT..OFF_COUNT + 4].copy_from_slice(&1u32.to_le_bytes());
+        bytes[OFF_FIRST_TS..OFF_FIRST_TS + 8].copy_from_slice(&100i64.to_le_bytes());
+        bytes[OFF_MAX_TS..OFF_MAX_TS + 8].copy_from_slice(&103i64.to_le_bytes());
+        bytes[OFF_RAW_LEN..OFF_RAW_LEN + 4].copy_from_slice(&(body.len() as u32).to_le_bytes());
+        bytes.extend_from_slice(&body);
+        let crc = crc32c::crc32c_append(crc32c::crc32c(&bytes[OFF_VERSION..]), &bytes[..PREFIX_LEN]);
+        bytes[OFF_CRC..OFF_CRC + 4].copy_from_slice(&crc.to_le_bytes());
+        let (header, records) = decode(&Bytes::from(bytes)).unwrap();
+        assert_eq!((header.base_offset, header.format_version, header.producer), (9, 1, None));
+        assert_eq!(
+            records,
+            vec![Record {
+                timestamp: 103,
+                key: Some(Bytes::from_static(b"k")),
+                value: Some(Bytes::from_static(b"vv")),
+                headers: vec![Header::new("h", Bytes::from_static(b"x"))],
+            }]
+        );
     }
 }

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
-use super::batch::{PendingBatch, Record};
+use super::batch::{PendingBatch, ProducerStamp, Record};
 use super::cold::ColdTier;
 use super::flusher::Flusher;
 use super::fs::Fs;
@@ -171,12 +171,22 @@ impl Partition {
     /// Appends records as one batch. The records are on disk, and visible to readers, once
     /// [`Partition::wait_visible`] for the returned `next_offset` returns.
     pub fn append(self: &Arc<Self>, records: &[Record]) -> Result<Appended, LogError> {
+        self.append_stamped(records, None)
+    }
+
+    /// [`Partition::append`] of a batch an idempotent producer sent: the batch keeps its
+    /// producer's id, epoch and first sequence number.
+    pub fn append_stamped(
+        self: &Arc<Self>,
+        records: &[Record],
+        producer: Option<ProducerStamp>,
+    ) -> Result<Appended, LogError> {
         let config = self.config.read().clone();
         if let Some(failed) = &self.visibility.borrow().failed {
             return Err(self.failed_error(failed));
         }
         self.disk.check()?;
-        let mut pending = PendingBatch::build(records, config.compression);
+        let mut pending = PendingBatch::build(records, config.compression, producer);
         let mut writer = self.writer.lock();
         let age = writer.active_since.elapsed();
         let active_len = writer.active.size();
@@ -481,6 +491,34 @@ impl Partition {
             }
         }
         Ok((next, high_watermark, log_start_offset))
+    }
+
+    /// The batches idempotent producers wrote in about the last `tail_bytes` of the
+    /// partition, oldest first: each one's producer stamp, base offset and record count. This
+    /// is what a restarted engine knows of its producers (Kafka keeps the same in its log).
+    pub fn stamped_batches(
+        &self,
+        tail_bytes: u64,
+    ) -> Result<Vec<(ProducerStamp, u64, u32)>, LogError> {
+        let segments = self.segments.read().clone();
+        let high_watermark = self.high_watermark();
+        let mut per_segment = Vec::new();
+        let mut left = tail_bytes;
+        for segment in segments.iter().rev() {
+            if left == 0 {
+                break;
+            }
+            let mut found = Vec::new();
+            left = left.saturating_sub(segment.stamped_batches(left, &mut found)?);
+            per_segment.push(found);
+        }
+        // Newest segment first above; oldest first out, and only what readers may see.
+        Ok(per_segment
+            .into_iter()
+            .rev()
+            .flatten()
+            .filter(|(_, base_offset, _)| *base_offset < high_watermark)
+            .collect())
     }
 
     /// The first offset whose record timestamp is at or after `timestamp`, or the high

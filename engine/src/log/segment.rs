@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use super::LogError;
-use super::batch::{self, BatchError, BatchHeader};
+use super::batch::{self, BatchError, BatchHeader, ProducerStamp};
 use super::fs::{Fs, FsFile};
 use super::index::SegmentIndex;
 
@@ -359,6 +359,36 @@ impl Segment {
             }
         }
         Ok(next)
+    }
+
+    /// The batches written by idempotent producers in about the last `tail_bytes` of the
+    /// segment (from the first indexed batch in that stretch), oldest first: the stamp, base
+    /// offset and record count of each. Returns the bytes it scanned.
+    pub fn stamped_batches(
+        &self,
+        tail_bytes: u64,
+        out: &mut Vec<(ProducerStamp, u64, u32)>,
+    ) -> Result<u64, LogError> {
+        let end = self.size();
+        let from = end.saturating_sub(tail_bytes);
+        let start = match from {
+            0 => 0,
+            _ => {
+                let index = self.index.read();
+                let at = index.offsets.partition_point(|&(_, position)| position < from);
+                index.offsets.get(at).map_or(end, |&(_, position)| position)
+            }
+        };
+        let mut reader = BatchReader::new(&self.file, start, end);
+        while let Some((_, header, _)) = reader
+            .next_batch()
+            .map_err(|(p, e)| self.corrupt(p, self.base_offset, e))?
+        {
+            if let Some(stamp) = header.producer {
+                out.push((stamp, header.base_offset, header.record_count));
+            }
+        }
+        Ok(end - start)
     }
 
     /// The first offset at or after `offset` whose record timestamp is >= `timestamp`, if this

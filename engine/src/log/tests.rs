@@ -20,10 +20,10 @@ fn record(i: u64) -> Record {
     Record {
         timestamp: 1_000 + i as i64,
         key: Some(Bytes::from(format!("k{i}"))),
-        value: Bytes::from(format!("value-{i}")),
+        value: Some(Bytes::from(format!("value-{i}"))),
         headers: vec![Header {
             key: "h".into(),
-            value: Bytes::from_static(b"v"),
+            value: Some(Bytes::from_static(b"v")),
         }],
     }
 }

@@ -291,12 +291,12 @@ impl emit::Host for Host {
         let record = Record {
             timestamp: 0,
             key: key.map(Bytes::from),
-            value: Bytes::from(value),
+            value: Some(Bytes::from(value)),
             headers: headers
                 .into_iter()
                 .map(|h| Header {
                     key: h.key.into(),
-                    value: Bytes::from(h.value),
+                    value: Some(Bytes::from(h.value)),
                 })
                 .collect(),
         };

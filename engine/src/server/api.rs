@@ -163,8 +163,9 @@ pub struct JsonRecord {
     pub value: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub value_base64: Option<String>,
+    /// Header values as text (lossy for bytes that are not UTF-8), `null` for a null value.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub headers: BTreeMap<String, String>,
+    pub headers: BTreeMap<String, Option<String>>,
 }
 
 impl JsonRecord {
@@ -173,7 +174,10 @@ impl JsonRecord {
             None => (None, None),
             Some(k) => text_or_base64(k),
         };
-        let (value, value_base64) = text_or_base64(&record.value);
+        let (value, value_base64) = match &record.value {
+            None => (None, None), // a tombstone: neither field
+            Some(v) => text_or_base64(v),
+        };
         JsonRecord {
             offset: Some(offset),
             partition: Some(partition),
@@ -188,18 +192,20 @@ impl JsonRecord {
                 .map(|h| {
                     (
                         h.key.to_string(),
-                        String::from_utf8_lossy(&h.value).into_owned(),
+                        h.value
+                            .as_ref()
+                            .map(|v| String::from_utf8_lossy(v).into_owned()),
                     )
                 })
                 .collect(),
         }
     }
 
-    /// The record, with `default_timestamp` where none is given.
+    /// The record, with `default_timestamp` where none is given. Without `value` and
+    /// `value_base64` it is a tombstone: its value is null.
     pub fn to_record(&self, default_timestamp: i64) -> Result<Record, String> {
         let key = text_or_base64_field("key", &self.key, &self.key_base64)?;
-        let value = text_or_base64_field("value", &self.value, &self.value_base64)?
-            .ok_or("a record needs `value` or `value_base64`")?;
+        let value = text_or_base64_field("value", &self.value, &self.value_base64)?;
         Ok(Record {
             timestamp: self.timestamp.unwrap_or(default_timestamp),
             key,
@@ -209,7 +215,7 @@ impl JsonRecord {
                 .iter()
                 .map(|(k, v)| Header {
                     key: k.clone().into(),
-                    value: Bytes::from(v.clone()),
+                    value: v.clone().map(Bytes::from),
                 })
                 .collect(),
         })

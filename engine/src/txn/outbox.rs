@@ -130,10 +130,10 @@ mod tests {
         let record = Record {
             timestamp: 7,
             key: Some(Bytes::from_static(b"k")),
-            value: Bytes::from_static(b"v"),
+            value: Some(Bytes::from_static(b"v")),
             headers: vec![Header {
                 key: "h".into(),
-                value: Bytes::from_static(b"x"),
+                value: Some(Bytes::from_static(b"x")),
             }],
         };
         let parts = vec![

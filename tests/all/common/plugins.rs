@@ -128,17 +128,17 @@ pub fn header<'a>(record: &'a Record, name: &str) -> Option<&'a str> {
         .iter()
         .rev()
         .find(|h| h.key == name)
-        .and_then(|h| std::str::from_utf8(&h.value).ok())
+        .and_then(|h| std::str::from_utf8(h.value_bytes()).ok())
 }
 
 pub fn record(key: &str, value: &str) -> Record {
     Record {
         timestamp: 0,
         key: Some(Bytes::from(key.to_string())),
-        value: Bytes::from(value.to_string()),
+        value: Some(Bytes::from(value.to_string())),
         headers: vec![Header {
             key: "origin".into(),
-            value: Bytes::from_static(b"test"),
+            value: Some(Bytes::from_static(b"test")),
         }],
     }
 }

@@ -205,11 +205,11 @@ mod tests {
                 let record = Record {
                     timestamp: 1_700_000_000_000 + i as i64,
                     key: (i % 3 != 0).then(|| Bytes::from(format!("key-{i}"))),
-                    value: Bytes::from(vec![i as u8; (i % 50) as usize]),
+                    value: Some(Bytes::from(vec![i as u8; (i % 50) as usize])),
                     headers: (0..i % 3)
                         .map(|h| Header {
                             key: Cow::Owned(format!("h{h}")),
-                            value: Bytes::from(vec![h as u8; 3]),
+                            value: Some(Bytes::from(vec![h as u8; 3])),
                         })
                         .collect(),
                 };

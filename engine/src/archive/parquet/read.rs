@@ -150,11 +150,11 @@ impl FileContents {
                 let record = Record {
                     timestamp: timestamps.value(row),
                     key: (!keys.is_null(row)).then(|| Bytes::copy_from_slice(keys.value(row))),
-                    value: Bytes::copy_from_slice(values.value(row)),
+                    value: Some(Bytes::copy_from_slice(values.value(row))),
                     headers: (0..entries.len())
                         .map(|i| Header {
                             key: Cow::Owned(names.value(i).to_string()),
-                            value: Bytes::copy_from_slice(contents.value(i)),
+                            value: Some(Bytes::copy_from_slice(contents.value(i))),
                         })
                         .collect(),
                 };

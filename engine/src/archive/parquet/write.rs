@@ -139,9 +139,12 @@ impl RowGroup {
             .push(i64::try_from(offset).map_err(|_| RowsError::OffsetBeyondI64 { offset })?);
         self.timestamps.push(record.timestamp);
         self.keys.append_option(record.key);
-        self.values.append_value(record.value);
-        self.bytes += record.key.map_or(0, <[u8]>::len) + record.value.len();
+        // The archive's value columns are not nullable (yet): a null value is kept as empty.
+        let value = record.value.unwrap_or_default();
+        self.values.append_value(value);
+        self.bytes += record.key.map_or(0, <[u8]>::len) + value.len();
         for (name, value) in record.headers {
+            let value = value.unwrap_or_default();
             self.header_names.append_value(name);
             self.header_values.append_value(value);
             self.bytes += name.len() + value.len();
@@ -246,9 +249,11 @@ impl Rows {
     }
 
     pub fn push(&mut self, offset: u64, record: &RecordView<'_>) -> Result<(), RowsError> {
-        self.summary.add(offset, record.timestamp, record.value);
+        self.summary
+            .add(offset, record.timestamp, record.value.unwrap_or_default());
         for (name, value) in record.headers {
             if *name == PRODUCED_BY
+                && let Some(value) = value
                 && let Ok(value) = std::str::from_utf8(value)
                 && !self.produced_by.contains(value)
             {
@@ -266,15 +271,15 @@ impl Rows {
     #[cfg(test)]
     pub fn push_records(&mut self, rows: &[(u64, Record)]) -> Result<(), RowsError> {
         for (offset, record) in rows {
-            let headers: Vec<(&str, &[u8])> = record
+            let headers: Vec<(&str, Option<&[u8]>)> = record
                 .headers
                 .iter()
-                .map(|h| (&h.key[..], &h.value[..]))
+                .map(|h| (&h.key[..], h.value.as_deref()))
                 .collect();
             let view = RecordView {
                 timestamp: record.timestamp,
                 key: record.key.as_deref(),
-                value: &record.value,
+                value: record.value.as_deref(),
                 headers: &headers,
             };
             self.push(*offset, &view)?;

@@ -117,7 +117,7 @@ fn random_record(rng: &mut StdRng, timestamp: i64) -> Record {
         key: rng
             .random_bool(0.5)
             .then(|| Bytes::from(format!("k{}", rng.random_range(0..100)))),
-        value: Bytes::from(value),
+        value: Some(Bytes::from(value)),
         headers: Vec::new(),
     }
 }
@@ -644,7 +644,7 @@ fn a_partition_directory_that_recovery_creates_again_is_durable() {
     let record = Record {
         timestamp: 1_000,
         key: None,
-        value: Bytes::from_static(b"appended after recovery"),
+        value: Some(Bytes::from_static(b"appended after recovery")),
         headers: Vec::new(),
     };
     let partition = log.topic(spec.name).unwrap().partition(1).unwrap();

@@ -39,7 +39,7 @@ impl Worker {
             } => (topic.clone(), *partition, attempts + failures),
         };
         let mut headers = record.headers.clone();
-        let text = |s: String| Bytes::from(s);
+        let text = |s: String| Some(Bytes::from(s));
         headers.extend([
             Header {
                 key: DLQ_ERROR.into(),
@@ -127,7 +127,7 @@ impl Worker {
                 .iter()
                 .rev()
                 .find(|h| h.key == name)
-                .and_then(|h| std::str::from_utf8(&h.value).ok())
+                .and_then(|h| std::str::from_utf8(h.value_bytes()).ok())
                 .map(str::to_string)
         };
         let input = Input::Replay {

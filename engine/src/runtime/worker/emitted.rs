@@ -129,7 +129,7 @@ impl Worker {
             record.timestamp = now;
             record.headers.push(Header {
                 key: PRODUCED_BY.into(),
-                value: produced_by.clone(),
+                value: Some(produced_by.clone()),
             });
             self.outbox.push(topic, partition, record);
         }
@@ -165,7 +165,7 @@ impl Worker {
                 checking = false;
                 part.records[range.start].headers.push(Header {
                     key: OUTBOX_MARKER.into(),
-                    value: marker,
+                    value: Some(marker),
                 });
                 self.append(&partition, &part.topic, &part.records[range])?;
                 crate::crash_point::reached(crate::crash_point::OUTBOX_PART_APPENDED);
@@ -245,7 +245,7 @@ fn in_log(partition: &Partition, from: u64, marker: &[u8]) -> Result<bool, Inter
             let marked = records.iter().any(|r| {
                 r.headers
                     .iter()
-                    .any(|h| h.key == OUTBOX_MARKER && h.value == marker)
+                    .any(|h| h.key == OUTBOX_MARKER && h.value.as_deref() == Some(marker))
             });
             if marked {
                 return Ok(true);

@@ -7,7 +7,7 @@ use kafka_protocol::messages::produce_response::{PartitionProduceResponse, Topic
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use kafka_protocol::protocol::StrBytes;
 
-use super::producers::{BatchProducer, Verdict};
+use super::producers::Verdict;
 use super::records::decode_produced;
 use super::{KafkaContext, error_code};
 use crate::log::partition::{Appended, Partition};
@@ -84,12 +84,12 @@ fn append(
             .check_record_sizes(&batch.records)
             .map_err(log_error)?;
     }
-    let producers = context.producers.of(topic, id);
-    let mut producers = producers.lock();
-    // The batches to write, moved out (no record is copied): each batch's producer and size,
-    // and all their records in one list for one append.
-    let mut fresh: Vec<(Option<BatchProducer>, usize)> = Vec::new();
-    let mut records: Vec<crate::log::Record> = Vec::new();
+    let mut producers = context.producers.lock(&partition).map_err(log_error)?;
+    // Plain batches are appended together, in one stored batch; an idempotent producer's
+    // batch alone, stamped with its producer, so the log tells after a restart what it wrote.
+    let mut plain: Vec<crate::log::Record> = Vec::new();
+    let mut first: Option<Appended> = None;
+    let mut last: Option<Appended> = None;
     let mut first_duplicate = None;
     for batch in batches {
         let verdict = match &batch.producer {
@@ -104,32 +104,50 @@ fn append(
             })?,
             None => Verdict::Append,
         };
-        match verdict {
-            Verdict::Append => {
-                fresh.push((batch.producer, batch.records.len()));
-                records.extend(batch.records);
-            }
-            Verdict::Duplicate(offset) => {
+        let appended = match (verdict, &batch.producer) {
+            (Verdict::Duplicate(offset), _) => {
                 first_duplicate.get_or_insert(offset);
+                continue;
+            }
+            (Verdict::Append, _) if batch.records.is_empty() => continue,
+            (Verdict::Append, None) => {
+                plain.extend(batch.records);
+                continue;
+            }
+            (Verdict::Append, Some(producer)) => {
+                let stamp = crate::log::batch::ProducerStamp {
+                    id: producer.id,
+                    epoch: producer.epoch,
+                    base_sequence: producer.base_sequence,
+                };
+                let appended = partition
+                    .append_stamped(&batch.records, Some(stamp))
+                    .map_err(log_error)?;
+                producers.written(producer, appended.base_offset);
+                appended
+            }
+        };
+        first.get_or_insert(appended);
+        last = Some(appended);
+    }
+    if !plain.is_empty() {
+        let appended = partition.append(&plain).map_err(log_error)?;
+        first.get_or_insert(appended);
+        last = Some(appended);
+    }
+    let appended = match (first, last) {
+        (Some(first), Some(last)) => Appended {
+            base_offset: first.base_offset,
+            next_offset: last.next_offset,
+        },
+        _ => {
+            let at = first_duplicate.unwrap_or_else(|| partition.high_watermark());
+            Appended {
+                base_offset: at,
+                next_offset: at,
             }
         }
-    }
-    if records.is_empty() {
-        let at = first_duplicate.unwrap_or_else(|| partition.high_watermark());
-        let appended = Appended {
-            base_offset: at,
-            next_offset: at,
-        };
-        return Ok((partition, appended));
-    }
-    let appended = partition.append(&records).map_err(log_error)?;
-    let mut offset = appended.base_offset;
-    for (producer, count) in fresh {
-        if let Some(producer) = &producer {
-            producers.written(producer, offset);
-        }
-        offset += count as u64;
-    }
+    };
     Ok((partition, appended))
 }
 

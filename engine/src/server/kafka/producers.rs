@@ -5,10 +5,12 @@
 //!
 //! Producer ids come from `kafka.producer_ids` in the data directory, a block at a time, the
 //! block's end written (and synced) before any id of it is handed out: an id is never given
-//! twice, across restarts too. The sequence state is in memory: after a restart a producer's
-//! next batch is taken whatever its sequence (as Kafka takes one whose state expired), so a
-//! retry that crosses a restart of the engine can be written twice. Keeping the state in the
-//! log's batches, as Kafka does, is what closes that (docs/kafka.md).
+//! twice, across restarts too. The sequence state lives in the log, as Kafka keeps it: each
+//! batch of an idempotent producer is stored with its producer id, epoch and first sequence
+//! number, and the first produce to a partition after a start reads those stamps back from the
+//! last [`RECOVERY_SCAN_BYTES`] of the partition. A retry that crosses a restart (even a
+//! `kill -9`) is still answered as a duplicate; a producer whose last batch lies further back
+//! than that is taken whatever its sequence, as Kafka takes one whose state expired.
 
 use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
@@ -17,6 +19,7 @@ use std::sync::Arc;
 use kafka_protocol::ResponseError;
 use parking_lot::Mutex;
 
+use crate::log::partition::Partition;
 use crate::log::{LogError, write_atomically};
 
 /// Producer ids reserved in the file at a time.
@@ -25,6 +28,9 @@ const ID_BLOCK: i64 = 1_000;
 const BATCHES_REMEMBERED_MAX: usize = 5;
 /// Producers remembered per partition; the least recently seen is forgotten past it.
 const PRODUCERS_PER_PARTITION_MAX: usize = 10_000;
+/// How far back from its end a partition's log is read, at the first produce after a start,
+/// for the batches its idempotent producers wrote.
+pub(crate) const RECOVERY_SCAN_BYTES: u64 = 64 * 1024 * 1024;
 
 /// Hands out producer ids, never the same twice.
 pub(crate) struct ProducerIds {
@@ -97,9 +103,31 @@ pub(super) struct PartitionProducers {
     producers: HashMap<i64, ProducerState>,
     /// Producer ids, least recently seen first.
     seen: VecDeque<i64>,
+    /// The log partition this state belongs to, once read back from its log: a topic deleted
+    /// and created again under the same name starts afresh.
+    partition: std::sync::Weak<Partition>,
 }
 
 impl PartitionProducers {
+    /// Makes this the state of `partition`: read back from its log the first time.
+    fn belong_to(&mut self, partition: &Arc<Partition>) -> Result<(), LogError> {
+        if std::ptr::eq(self.partition.as_ptr(), Arc::as_ptr(partition)) {
+            return Ok(());
+        }
+        *self = PartitionProducers::default();
+        for (stamp, base_offset, count) in partition.stamped_batches(RECOVERY_SCAN_BYTES)? {
+            let batch = BatchProducer {
+                id: stamp.id,
+                epoch: stamp.epoch,
+                base_sequence: stamp.base_sequence,
+                count: count as i32,
+            };
+            self.written(&batch, base_offset);
+        }
+        self.partition = Arc::downgrade(partition);
+        Ok(())
+    }
+
     /// Whether `batch` is new, a duplicate, or refused (the error code).
     pub fn check(&self, batch: &BatchProducer) -> Result<Verdict, i16> {
         let Some(state) = self.producers.get(&batch.id) else {
@@ -160,23 +188,32 @@ impl PartitionProducers {
     }
 }
 
-/// The producers of every partition, each partition's behind a lock of its own, held from the
-/// check of a batch to its append.
 /// A partition's producers, locked from a batch's check to its append.
 type Guarded = Arc<Mutex<PartitionProducers>>;
 
+/// The producers of every partition, each partition's behind a lock of its own, held from the
+/// check of a batch to its append.
 #[derive(Default)]
 pub(crate) struct Producers {
     partitions: Mutex<HashMap<(String, u32), Guarded>>,
 }
 
 impl Producers {
-    pub(super) fn of(&self, topic: &str, partition: u32) -> Guarded {
-        self.partitions
+    /// The producers of `partition`, locked; read back from its log at the first call.
+    pub(super) fn lock(
+        &self,
+        partition: &Arc<Partition>,
+    ) -> Result<parking_lot::ArcMutexGuard<parking_lot::RawMutex, PartitionProducers>, LogError>
+    {
+        let guarded = self
+            .partitions
             .lock()
-            .entry((topic.to_string(), partition))
+            .entry((partition.topic.to_string(), partition.id))
             .or_default()
-            .clone()
+            .clone();
+        let mut producers = guarded.lock_arc();
+        producers.belong_to(partition)?;
+        Ok(producers)
     }
 }
 

@@ -3,9 +3,10 @@
 //! a fetched stretch of the log becomes one Kafka batch per stored batch, with the records'
 //! own offsets, uncompressed.
 //!
-//! Two things a Kafka record has that the log's does not, refused rather than changed: a null
-//! value (a tombstone; the log's values are bytes, possibly empty) and a header whose value is
-//! null. Two headers of the same name keep only the last: the codec keeps headers in a map.
+//! Null values (tombstones) and null header values are kept: the log's format 2 stores them.
+//! A batch of an idempotent producer keeps its producer id, epoch and sequence numbers, in the
+//! log and back out in a fetch. Two headers of the same name keep only the last: the codec
+//! keeps headers in a map.
 
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::indexmap::IndexMap;
@@ -24,10 +25,6 @@ use crate::log::batch::{self, Header, Record};
 pub(super) enum RecordsError {
     #[error("the record batch is corrupt: {0}")]
     Corrupt(String),
-    #[error("a record has a null value (a tombstone), which the log does not keep")]
-    NullValue,
-    #[error("a header of a record has a null value, which the log does not keep")]
-    NullHeader,
 }
 
 /// One produced batch: its records, and its producer when it comes from an idempotent one.
@@ -57,28 +54,28 @@ pub(super) fn decode_produced(data: &Bytes) -> Result<Vec<ProducedBatch>, Record
             if record.control {
                 continue;
             }
-            records.push(to_log(record)?);
+            records.push(to_log(record));
         }
         batches.push(ProducedBatch { producer, records });
     }
     Ok(batches)
 }
 
-fn to_log(record: KafkaRecord) -> Result<Record, RecordsError> {
-    let value = record.value.ok_or(RecordsError::NullValue)?;
-    let mut headers = Vec::with_capacity(record.headers.len());
-    for (name, value) in record.headers {
-        headers.push(Header {
+fn to_log(record: KafkaRecord) -> Record {
+    let headers = record
+        .headers
+        .into_iter()
+        .map(|(name, value)| Header {
             key: name.as_str().to_string().into(),
-            value: value.ok_or(RecordsError::NullHeader)?,
-        });
-    }
-    Ok(Record {
+            value,
+        })
+        .collect();
+    Record {
         timestamp: record.timestamp,
         key: record.key,
-        value,
+        value: record.value,
         headers,
-    })
+    }
 }
 
 /// Kafka batches of the log's stored batches in `data` (as a partition read returns them),
@@ -94,7 +91,10 @@ pub(super) fn encode_fetched(data: Bytes, from: u64) -> Result<Bytes, batch::Bat
         let converted: Vec<KafkaRecord> = (header.base_offset..)
             .zip(records)
             .filter(|(offset, _)| *offset >= from)
-            .map(|(offset, record)| to_kafka(offset, record))
+            .map(|(offset, record)| {
+                let index = (offset - header.base_offset) as i32;
+                to_kafka(offset, record, header.producer, index)
+            })
             .collect();
         if converted.is_empty() {
             continue;
@@ -108,27 +108,34 @@ pub(super) fn encode_fetched(data: Bytes, from: u64) -> Result<Bytes, batch::Bat
     Ok(out.freeze())
 }
 
-fn to_kafka(offset: u64, record: Record) -> KafkaRecord {
+/// The Kafka record at `offset`, the `index`th of its stored batch, written by `producer`.
+fn to_kafka(
+    offset: u64,
+    record: Record,
+    producer: Option<batch::ProducerStamp>,
+    index: i32,
+) -> KafkaRecord {
     let mut headers = IndexMap::with_capacity(record.headers.len());
     for header in record.headers {
-        headers.insert(
-            StrBytes::from_string(header.key.into_owned()),
-            Some(header.value),
-        );
+        headers.insert(StrBytes::from_string(header.key.into_owned()), header.value);
     }
+    let (producer_id, producer_epoch, sequence) = match producer {
+        Some(p) => (p.id, p.epoch, p.base_sequence.wrapping_add(index)),
+        None => (-1, -1, -1),
+    };
     KafkaRecord {
         transactional: false,
         control: false,
         delete_horizon: false,
         partition_leader_epoch: 0,
-        producer_id: -1,
-        producer_epoch: -1,
+        producer_id,
+        producer_epoch,
         timestamp_type: TimestampType::Creation,
         offset: offset as i64,
-        sequence: -1,
+        sequence,
         timestamp: record.timestamp,
         key: record.key,
-        value: Some(record.value),
+        value: record.value,
         headers,
     }
 }
