@@ -348,7 +348,11 @@ fn records_frames_text() -> String {
                 r.headers.len()
             );
             for h in &r.headers {
-                out += &format!(" {} {}", text_hex(h.key.as_bytes()), text_hex(h.value_bytes()));
+                out += &format!(
+                    " {} {}",
+                    text_hex(h.key.as_bytes()),
+                    text_hex(h.value_bytes())
+                );
             }
             out += "\n";
         }

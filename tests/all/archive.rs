@@ -95,7 +95,9 @@ async fn pyarrow_and_duckdb_read_back_exactly_what_the_log_holds() {
         .map(|i| Record {
             timestamp: 1_700_000_000_000 + 7 * i as i64,
             key: (i % 4 != 0).then(|| Bytes::from(format!("key-{}", i % 13))),
-            value: Some(Bytes::from([format!("v{i}").as_bytes(), &[0xff, i as u8, 0]].concat())),
+            value: Some(Bytes::from(
+                [format!("v{i}").as_bytes(), &[0xff, i as u8, 0]].concat(),
+            )),
             headers: (0..i % 3)
                 .map(|h| Header {
                     key: format!("h{h}").into(),

@@ -129,8 +129,10 @@ async fn acknowledged_records_survive_kill_minus_nine() {
                             ) == part.partition
                         });
                         for (i, r) in ids.enumerate() {
-                            let id: u64 =
-                                std::str::from_utf8(&r.value_bytes()[3..]).unwrap().parse().unwrap();
+                            let id: u64 = std::str::from_utf8(&r.value_bytes()[3..])
+                                .unwrap()
+                                .parse()
+                                .unwrap();
                             acked.insert(id, (part.partition, part.base_offset + i as u64));
                         }
                     }

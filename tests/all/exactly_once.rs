@@ -132,7 +132,9 @@ async fn watch(
             };
             let mut watch = out.lock().unwrap();
             for (offset, record) in fetch.records {
-                watch.seen.insert((partition, offset), record.value.unwrap_or_default());
+                watch
+                    .seen
+                    .insert((partition, offset), record.value.unwrap_or_default());
             }
             next[partition as usize] = fetch.next_offset;
         }

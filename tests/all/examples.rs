@@ -348,7 +348,10 @@ async fn every_language_builds_and_computes_the_same_totals() {
             .iter()
             .map(|r| {
                 let text = |b: &[u8]| String::from_utf8(b.to_vec()).unwrap();
-                (text(r.key.as_deref().unwrap_or_default()), text(r.value_bytes()))
+                (
+                    text(r.key.as_deref().unwrap_or_default()),
+                    text(r.value_bytes()),
+                )
             })
             .collect();
         assert_eq!(emitted, owned(&EMITTED), "{name}");

@@ -32,6 +32,9 @@
 //! - `kafka`: the Kafka protocol door: kafka-python produces (every compression) and consumes,
 //!   both doors read the same bytes, keys land where Kafka's partitioner puts them, bad frames
 //!   close only their connection with a log line.
+//! - `kafka_compat`: the same Java client program against a real Apache Kafka broker (from
+//!   Maven Central, started by scripts/kafka-broker) and against Sluice, outputs compared; the
+//!   differences allowed are named in tests/kafka/differences.json. Needs Java 17 and Maven.
 //! - `plugins`: plugin groups: the admin token, bad uploads, deploy while producing, upgrade
 //!   and roll back, misbehaving plugins kept apart, dead letters and their replay, `--from`,
 //!   delivery modes, deployments surviving a restart, `sluice plugin test`.
@@ -83,4 +86,5 @@ mod examples;
 mod groups;
 mod hostile_clients;
 mod kafka;
+mod kafka_compat;
 mod plugins;

@@ -310,7 +310,7 @@ async fn misbehaving_plugins_fail_alone_and_their_bad_record_goes_to_the_dead_le
         let letters = read_all(&client, &format!("{group}.dlq")).await;
         assert_eq!(letters.len(), 1, "{mode}");
         let letter = &letters[0];
-        assert_eq!(&letter.value_bytes()[..], b"bad");
+        assert_eq!(letter.value_bytes(), b"bad");
         assert_eq!(letter.key.as_deref(), Some(&b"k17"[..]));
         assert_eq!(header(letter, "origin"), Some("test"));
         let error = header(letter, "sluice.dlq.error").unwrap();
@@ -865,7 +865,11 @@ async fn plugin_output_obeys_the_output_topics_limits() {
         .fetch("out", 0, Position::Offset(0), 1_000, 0)
         .await
         .unwrap();
-    let fetched_bytes: usize = small.records.iter().map(|(_, r)| r.value_bytes().len()).sum();
+    let fetched_bytes: usize = small
+        .records
+        .iter()
+        .map(|(_, r)| r.value_bytes().len())
+        .sum();
     assert!(
         !small.records.is_empty() && fetched_bytes <= 1 << 20,
         "a fetch of 1,000 bytes returned {} records, {fetched_bytes} bytes",

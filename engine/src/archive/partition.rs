@@ -338,8 +338,8 @@ impl PartitionArchive {
                 }
                 let rows = read_rows(partition, from, to)
                     .map_err(|source| ArchiveError::Log { source })?;
-                let schema =
-                    typed::infer(rows.iter().map(|(_, r)| r.value_bytes())).map_err(schema_error)?;
+                let schema = typed::infer(rows.iter().map(|(_, r)| r.value_bytes()))
+                    .map_err(schema_error)?;
                 std::fs::create_dir_all(&self.dir).map_err(|e| io(&self.dir, e))?;
                 write_atomically(&kept, typed::describe(&schema).as_bytes()).map_err(|source| {
                     ArchiveError::Replace {

@@ -151,7 +151,9 @@ pub enum BatchError {
     BadLength(usize),
     #[error("batch CRC mismatch: stored {stored:#010x}, computed {computed:#010x}")]
     Crc { stored: u32, computed: u32 },
-    #[error("unsupported batch format version {0} (this build reads versions 1 to {FORMAT_VERSION})")]
+    #[error(
+        "unsupported batch format version {0} (this build reads versions 1 to {FORMAT_VERSION})"
+    )]
     Version(u8),
     #[error("unknown compression code {0}")]
     UnknownCompression(u8),
@@ -289,10 +291,16 @@ pub fn encode_records_frame(records: &[Record]) -> Vec<u8> {
 /// Decodes a records frame; keys and values are zero-copy slices of `frame`.
 pub fn decode_records_frame(frame: &Bytes) -> Result<Vec<Record>, BatchError> {
     let mut records = Vec::new();
-    parse_records(frame, 0, None, Nulls::Empty, |record| -> Result<(), BatchError> {
-        records.push(record.to_record(frame));
-        Ok(())
-    })?;
+    parse_records(
+        frame,
+        0,
+        None,
+        Nulls::Empty,
+        |record| -> Result<(), BatchError> {
+            records.push(record.to_record(frame));
+            Ok(())
+        },
+    )?;
     Ok(records)
 }
 
@@ -849,10 +857,14 @@ mod tests {
         bytes[OFF_MAX_TS..OFF_MAX_TS + 8].copy_from_slice(&103i64.to_le_bytes());
         bytes[OFF_RAW_LEN..OFF_RAW_LEN + 4].copy_from_slice(&(body.len() as u32).to_le_bytes());
         bytes.extend_from_slice(&body);
-        let crc = crc32c::crc32c_append(crc32c::crc32c(&bytes[OFF_VERSION..]), &bytes[..PREFIX_LEN]);
+        let crc =
+            crc32c::crc32c_append(crc32c::crc32c(&bytes[OFF_VERSION..]), &bytes[..PREFIX_LEN]);
         bytes[OFF_CRC..OFF_CRC + 4].copy_from_slice(&crc.to_le_bytes());
         let (header, records) = decode(&Bytes::from(bytes)).unwrap();
-        assert_eq!((header.base_offset, header.format_version, header.producer), (9, 1, None));
+        assert_eq!(
+            (header.base_offset, header.format_version, header.producer),
+            (9, 1, None)
+        );
         assert_eq!(
             records,
             vec![Record {

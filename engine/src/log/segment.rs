@@ -375,7 +375,9 @@ impl Segment {
             0 => 0,
             _ => {
                 let index = self.index.read();
-                let at = index.offsets.partition_point(|&(_, position)| position < from);
+                let at = index
+                    .offsets
+                    .partition_point(|&(_, position)| position < from);
                 index.offsets.get(at).map_or(end, |&(_, position)| position)
             }
         };

@@ -234,7 +234,21 @@ pub(super) fn describe_configs(
 fn kafka_name(setting: &str) -> String {
     match setting {
         "max_record_bytes" => "max.message.bytes".to_string(),
+        "compression" => "compression.type".to_string(),
         other => other.replace('_', "."),
+    }
+}
+
+/// A setting's value as Kafka spells it: no limit is `-1`, no compression `uncompressed`.
+fn kafka_value(setting: &str, value: &serde_json::Value) -> Option<String> {
+    match (setting, value) {
+        ("retention_ms" | "retention_bytes", serde_json::Value::Null) => Some("-1".to_string()),
+        ("compression", serde_json::Value::String(none)) if none == "none" => {
+            Some("uncompressed".to_string())
+        }
+        (_, serde_json::Value::Null) => None,
+        (_, serde_json::Value::String(s)) => Some(s.clone()),
+        (_, other) => Some(other.to_string()),
     }
 }
 
@@ -251,11 +265,7 @@ fn topic_settings(
     let mut settings: Vec<(String, Option<String>, i8)> = values
         .iter()
         .map(|(name, value)| {
-            let text = match value {
-                serde_json::Value::Null => None,
-                serde_json::Value::String(s) => Some(s.clone()),
-                other => Some(other.to_string()),
-            };
+            let text = kafka_value(name, value);
             let source = match default_values.get(name) == Some(value) {
                 true => SOURCE_DEFAULT,
                 false => SOURCE_TOPIC,
@@ -263,12 +273,14 @@ fn topic_settings(
             (kafka_name(name), text, source)
         })
         .collect();
-    // What Kafka clients look for and the log has one way of: deleting old segments.
-    settings.push((
-        "cleanup.policy".to_string(),
-        Some("delete".to_string()),
-        SOURCE_DEFAULT,
-    ));
+    // What Kafka clients look for and the log has one way of: deleting old segments, and
+    // keeping the producer's timestamps.
+    for (name, value) in [
+        ("cleanup.policy", "delete"),
+        ("message.timestamp.type", "CreateTime"),
+    ] {
+        settings.push((name.to_string(), Some(value.to_string()), SOURCE_DEFAULT));
+    }
     settings.sort();
     settings
 }

@@ -9,7 +9,7 @@ use kafka_protocol::messages::{
     ApiKey, ApiVersionsResponse, CreatePartitionsRequest, CreateTopicsRequest, DeleteGroupsRequest,
     DeleteTopicsRequest, DescribeConfigsRequest, DescribeGroupsRequest, FetchRequest,
     FindCoordinatorRequest, HeartbeatRequest, InitProducerIdRequest, JoinGroupRequest,
-    LeaveGroupRequest, ListOffsetsRequest, MetadataRequest, OffsetCommitRequest,
+    LeaveGroupRequest, ListGroupsRequest, ListOffsetsRequest, MetadataRequest, OffsetCommitRequest,
     OffsetDeleteRequest, OffsetFetchRequest, ProduceRequest, RequestHeader, ResponseHeader,
     SaslAuthenticateRequest, SaslHandshakeRequest, SyncGroupRequest,
 };
@@ -35,7 +35,7 @@ pub(super) const SERVED: [(ApiKey, i16, i16); 24] = [
     (ApiKey::LeaveGroup, 0, 5),
     (ApiKey::SyncGroup, 0, 5),
     (ApiKey::DescribeGroups, 0, 5),
-    (ApiKey::ListGroups, 0, 4),
+    (ApiKey::ListGroups, 0, 5),
     (ApiKey::ApiVersions, 0, 3),
     (ApiKey::CreateTopics, 2, 5),
     (ApiKey::DeleteTopics, 1, 5),
@@ -212,12 +212,7 @@ pub(super) async fn answer(
         ApiKey::SaslAuthenticate => answer!(SaslAuthenticateRequest, |r| {
             sasl::authenticate(r, session, &context.settings.sasl_plain_users)
         }),
-        ApiKey::ListGroups => respond(
-            api,
-            version,
-            correlation_id,
-            &group_apis::list_groups(context),
-        ),
+        ApiKey::ListGroups => answer!(ListGroupsRequest, |r| group_apis::list_groups(r, context)),
         ApiKey::DescribeGroups => {
             answer!(DescribeGroupsRequest, |r| group_apis::describe_groups(
                 r, context

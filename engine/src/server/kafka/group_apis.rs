@@ -373,11 +373,24 @@ fn fetch_offsets(
     (topics, 0)
 }
 
-pub(super) fn list_groups(context: &KafkaContext) -> ListGroupsResponse {
+/// ListGroups: every group is a classic one; the state (v4) and type (v5) filters apply.
+pub(super) fn list_groups(
+    request: ListGroupsRequest,
+    context: &KafkaContext,
+) -> ListGroupsResponse {
+    let states = &request.states_filter;
+    let types = &request.types_filter;
     let groups = context
         .kafka_groups
         .list()
         .into_iter()
+        .filter(|(_, _, state)| {
+            states.is_empty()
+                || states
+                    .iter()
+                    .any(|s| s.as_str().eq_ignore_ascii_case(state.as_ref()))
+        })
+        .filter(|_| types.is_empty() || types.iter().any(|t| t.eq_ignore_ascii_case("classic")))
         .map(|(id, protocol_type, state)| {
             ListedGroup::default()
                 .with_group_id(GroupId(bytes_text(id)))
