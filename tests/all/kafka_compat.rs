@@ -5,7 +5,11 @@
 //! fails the test, and so does a named difference that no longer differs.
 //!
 //! The clients: the official Java client (tests/kafka, scenarios `produce-consume`, `admin`,
-//! `unsupported`). The broker needs Java 17 and Maven, which ./scripts/test installs.
+//! `unsupported`); confluent-kafka, librdkafka inside (tests/support/kafka_suite.py
+//! `confluent`: an idempotent producer, a cooperative-sticky group of three on six partitions
+//! as members join and leave, commit and resume, seek by time, admin); kcat (`kcat`: 100,000
+//! keyed records with headers from a file, consumed back). The broker needs Java 17 and Maven,
+//! and kcat comes from Debian: ./scripts/test installs them, and confluent-kafka in ./.venv.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -13,7 +17,7 @@ use std::process::Command;
 
 use serde_json::Value;
 
-use crate::common::Server;
+use crate::common::{Server, python};
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -65,6 +69,22 @@ fn java_client(bootstrap: &str, scenario: &str, server_log: &dyn Fn() -> String)
     assert!(
         output.status.success(),
         "the Java client's {scenario} against {bootstrap} failed:\n{}\n--- server log\n{}",
+        String::from_utf8_lossy(&output.stderr),
+        server_log()
+    );
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+/// Runs a scenario of tests/support/kafka_suite.py (librdkafka) against `bootstrap`.
+fn librdkafka_client(bootstrap: &str, scenario: &str, server_log: &dyn Fn() -> String) -> Value {
+    let output = Command::new(python())
+        .arg(repo().join("tests/support/kafka_suite.py"))
+        .args([bootstrap, scenario])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "kafka_suite.py {scenario} against {bootstrap} failed:\n{}\n--- server log\n{}",
         String::from_utf8_lossy(&output.stderr),
         server_log()
     );
@@ -123,10 +143,10 @@ fn unexplained(kafka: &Value, sluice: &Value, named: &BTreeMap<String, Value>) -
     problems
 }
 
-/// The Java client's scenarios give the same results on Apache Kafka and on Sluice, but for
-/// the differences tests/kafka/differences.json names.
+/// The Java client's, confluent-kafka's and kcat's scenarios give the same results on Apache
+/// Kafka and on Sluice, but for the differences tests/kafka/differences.json names.
 #[test]
-fn the_java_client_sees_sluice_as_it_sees_apache_kafka() {
+fn kafka_clients_see_sluice_as_they_see_apache_kafka() {
     let install = Command::new(broker_script())
         .arg("install")
         .output()
@@ -145,9 +165,17 @@ fn the_java_client_sees_sluice_as_it_sees_apache_kafka() {
     let server = Server::start(dir.path());
     let sluice = server.kafka.clone().expect("the Kafka listener is on");
     let mut problems = Vec::new();
-    for scenario in ["produce-consume", "admin", "unsupported"] {
-        let from_kafka = java_client(&kafka.bootstrap, scenario, &|| String::new());
-        let from_sluice = java_client(&sluice, scenario, &|| server.log());
+    type Client = fn(&str, &str, &dyn Fn() -> String) -> Value;
+    let scenarios: [(&str, Client); 5] = [
+        ("produce-consume", java_client),
+        ("admin", java_client),
+        ("unsupported", java_client),
+        ("confluent", librdkafka_client),
+        ("kcat", librdkafka_client),
+    ];
+    for (scenario, client) in scenarios {
+        let from_kafka = client(&kafka.bootstrap, scenario, &|| String::new());
+        let from_sluice = client(&sluice, scenario, &|| server.log());
         let named: BTreeMap<String, Value> = differences[scenario]
             .as_object()
             .unwrap_or_else(|| panic!("differences.json has no {scenario:?}"))

@@ -416,7 +416,10 @@ impl KafkaGroups {
         if generation != group.generation {
             return ResponseError::IllegalGeneration.code();
         }
-        if group.state == State::PreparingRebalance {
+        // As Kafka: while a round gathers members, those of the current generation go on
+        // consuming and committing (cooperative rebalancing depends on it); between the join
+        // and the assignment the member does not know what it owns yet.
+        if group.state == State::CompletingRebalance {
             return ResponseError::RebalanceInProgress.code();
         }
         0
