@@ -543,3 +543,55 @@ async fn sasl_plain_admits_only_the_configured_users() {
     let log = server.log();
     assert!(log.contains("before authenticating"), "{log}");
 }
+
+/// A plugin group's output topic and its dead-letter topic read the same through the Kafka
+/// door, with `read_committed` and with `read_uncommitted`, as through HTTP: the records, the
+/// `sluice.plugin` header on outputs and the `sluice.dlq.*` headers on the dead letter. (A
+/// plugin's outputs are appended only after their transaction committed, and a fetch reads
+/// only up to the high watermark, so neither level can show an effect later taken back.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plugin_outputs_and_dead_letters_read_the_same_through_kafka_at_both_isolation_levels() {
+    use crate::common::plugins::{header, record, request, wait_for};
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let client = admin(&server);
+    create_topic(&client, "visits", 2).await;
+    create_topic(&client, "counts", 2).await;
+    let by_user = request(
+        "counter",
+        "visits",
+        &["counts"],
+        &[("output", "counts"), ("field", "user")],
+    );
+    client.deploy("c", &by_user).await.unwrap();
+    let records: Vec<Record> = (0..30)
+        .map(|i| match i {
+            7 => record("bob", r#"{"name": "bob"}"#), // no `user`: a dead letter
+            _ => record(
+                &format!("u{}", i % 4),
+                &format!(r#"{{"user": "u{}"}}"#, i % 4),
+            ),
+        })
+        .collect();
+    client.produce("visits", None, &records).await.unwrap();
+    wait_for(&client, "c", "every visit counted", |d| {
+        d.total_lag == 0 && d.outbox_pending == 0 && d.dead_letters == 1
+    })
+    .await;
+    for topic in ["counts", "c.dlq"] {
+        let over_http = through_http(&client, topic).await;
+        for isolation in ["read_committed", "read_uncommitted"] {
+            let out = kafka_client(&server, &["read", topic, isolation]);
+            assert_eq!(
+                out["records"].as_array().unwrap(),
+                &over_http,
+                "{topic} with {isolation}"
+            );
+        }
+    }
+    let letters = read_all(&client, "c.dlq").await;
+    assert_eq!(header(&letters[0], "sluice.dlq.topic"), Some("visits"));
+    let counts = read_all(&client, "counts").await;
+    assert_eq!(counts.len(), 29);
+    assert_eq!(header(&counts[0], "sluice.plugin"), Some("c/1"));
+}

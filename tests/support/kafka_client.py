@@ -5,7 +5,9 @@ prints one JSON object of what it saw.
     kafka_client.py BOOTSTRAP roundtrip TOPIC   creates TOPIC (3 partitions), produces keyed
                                                 records with headers in every compression
                                                 kafka-python can write, reads them all back
-    kafka_client.py BOOTSTRAP read TOPIC        reads every record of an existing TOPIC
+    kafka_client.py BOOTSTRAP read TOPIC [ISOLATION]
+                                                reads every record of an existing TOPIC
+                                                (read_uncommitted, or read_committed)
     kafka_client.py BOOTSTRAP admin TOPIC       the admin client: cluster, topic settings,
                                                 more partitions, a group's offsets deleted
     kafka_client.py BOOTSTRAP idle - N           opens N connections that send nothing, says
@@ -52,12 +54,13 @@ def record_json(message):
     }
 
 
-def read_all(bootstrap, topic):
+def read_all(bootstrap, topic, isolation_level="read_uncommitted"):
     consumer = KafkaConsumer(
         bootstrap_servers=bootstrap,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         consumer_timeout_ms=3000,
+        isolation_level=isolation_level,
     )
     partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic)]
     consumer.assign(partitions)
@@ -264,7 +267,8 @@ def main():
     elif scenario == "group":
         out = group(bootstrap, topic, sys.argv[4], int(sys.argv[5]))
     elif scenario == "read":
-        records, offsets, _ = read_all(bootstrap, topic)
+        isolation = sys.argv[4] if len(sys.argv) > 4 else "read_uncommitted"
+        records, offsets, _ = read_all(bootstrap, topic, isolation)
         out = {"records": records, "offsets": offsets}
     else:
         raise SystemExit(f"unknown scenario {scenario}")
