@@ -9,7 +9,8 @@ mod body;
 mod chores;
 mod error;
 mod groups;
-mod kafka;
+#[doc(hidden)]
+pub mod kafka;
 mod metrics;
 mod plugins;
 mod records;

@@ -28,6 +28,8 @@ mod apis;
 mod connection;
 mod decompress;
 mod fetch;
+#[doc(hidden)]
+pub mod fuzzing;
 mod group_apis;
 mod groups;
 mod list_offsets;
