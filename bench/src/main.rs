@@ -5,6 +5,7 @@
 mod archive;
 mod beside;
 mod groups;
+mod kafka;
 mod languages;
 mod plugins;
 
@@ -54,6 +55,10 @@ Measure throughput on this machine, for 100-byte and 1 KiB records:
                   archival as the engine runs it (low priority, default rate limit), at low
                   priority without the limit, and at normal priority, against the same work
                   alone just before and after
+  kafka           (only with --only kafka: it needs Java 17 and Maven) a librdkafka producer
+                  (acks=all) and consumer over Sluice's Kafka listener, then over Apache Kafka
+                  started by scripts/kafka-broker with fsync per batch and with its defaults,
+                  100-byte records, --records of them (the README's figure: 1000000)
 
 Data goes to a temporary directory under --dir (default: the current directory), removed
 afterwards. The last line gives the peak resident memory of the process.")]
@@ -90,6 +95,9 @@ struct BenchArgs {
     /// The languages of the `languages` measurement, comma-separated (default: all).
     #[arg(long, value_enum, value_delimiter = ',')]
     language: Vec<Language>,
+    /// The script that installs, starts and stops Apache Kafka (for `--only kafka`).
+    #[arg(long, default_value = "scripts/kafka-broker")]
+    kafka_broker: PathBuf,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -101,6 +109,8 @@ enum Part {
     ExactlyOnce,
     Languages,
     Archive,
+    /// Not part of `all`: it needs Java and Maven for Apache Kafka.
+    Kafka,
 }
 
 struct Row {
@@ -152,10 +162,12 @@ fn main() -> ExitCode {
 }
 
 async fn run(args: BenchArgs) -> anyhow::Result<()> {
-    println!(
-        "{:<14} {:>8} {:>12} {:>14} {:>10}",
-        "SCENARIO", "RECORD", "RECORDS", "RECORDS/S", "MB/S"
-    );
+    if matches!(args.only, Part::All | Part::Log | Part::Server) {
+        println!(
+            "{:<14} {:>8} {:>12} {:>14} {:>10}",
+            "SCENARIO", "RECORD", "RECORDS", "RECORDS/S", "MB/S"
+        );
+    }
     for &size in &args.record_size {
         let records = args.records * 100 / size.max(100) as u64;
         let records = records - records % (args.batch * args.producers) as u64;
@@ -186,6 +198,9 @@ async fn run(args: BenchArgs) -> anyhow::Result<()> {
         // Plugins make blocking calls (WASI), which must not run on an async worker.
         tokio::task::spawn_blocking(move || crate::languages::run(&examples, records, &languages))
             .await??;
+    }
+    if args.only == Part::Kafka {
+        crate::kafka::run(&args.dir, &args.kafka_broker, args.records, args.partitions).await?;
     }
     if matches!(args.only, Part::All | Part::Archive) {
         crate::archive::run(&args.dir, args.records, &args.record_size)?;

@@ -1,0 +1,306 @@
+//! `sluice-bench --only kafka`: the Kafka protocol door against Apache Kafka, in the same run.
+//! A librdkafka producer (the `rdkafka` crate, acks=all, batches as librdkafka makes them) and
+//! consumer move the same records of 100 bytes through three brokers, one at a time on this
+//! machine:
+//!
+//! - Sluice (in this process), fsync before acknowledgement (its default);
+//! - Apache Kafka with `log.flush.interval.messages=1`: fsync of each appended batch before
+//!   acknowledgement, as Sluice does;
+//! - Apache Kafka with its defaults: acknowledged from the page cache, flushed later.
+//!
+//! The brokers are started by scripts/kafka-broker (a single KRaft node, -Xmx512m), which
+//! `--kafka-broker` names.
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::Message;
+use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+
+/// Bytes of each record's value.
+const RECORD_BYTES: usize = 100;
+/// The topic every broker gets.
+const TOPIC: &str = "bench";
+/// Longest a produce or consume may take before the run gives up.
+const PHASE_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// One broker's figures.
+struct Measured {
+    broker: &'static str,
+    produce: Duration,
+    consume: Duration,
+}
+
+/// Counts deliveries as librdkafka reports them.
+#[derive(Default)]
+struct Deliveries {
+    delivered: AtomicU64,
+    failed: AtomicU64,
+}
+
+impl ClientContext for Deliveries {}
+
+impl ProducerContext for Deliveries {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        match result {
+            Ok(_) => self.delivered.fetch_add(1, Ordering::Relaxed),
+            Err(_) => self.failed.fetch_add(1, Ordering::Relaxed),
+        };
+    }
+}
+
+pub async fn run(
+    data_dir: &Path,
+    broker_script: &Path,
+    records: u64,
+    partitions: u32,
+) -> anyhow::Result<()> {
+    println!();
+    println!(
+        "KAFKA PROTOCOL: librdkafka {}, {records} records of {RECORD_BYTES} B, acks=all, {partitions} partitions",
+        rdkafka::util::get_rdkafka_version().1
+    );
+    let mut results = Vec::new();
+    {
+        let dir = tempfile::Builder::new()
+            .prefix("sluice-bench-kafka-")
+            .tempdir_in(data_dir)?;
+        let server = start_sluice(dir.path()).await?;
+        let bootstrap = server
+            .kafka
+            .context("the Kafka listener is off")?
+            .to_string();
+        results.push(measure("sluice (fsync before ack)", &bootstrap, records, partitions).await?);
+        server.stop().await?;
+    }
+    let runs: [(&'static str, &[&str]); 2] = [
+        (
+            "kafka (fsync per batch)",
+            &["log.flush.interval.messages=1"],
+        ),
+        ("kafka (defaults)", &[]),
+    ];
+    install(broker_script)?;
+    for (name, settings) in runs {
+        let dir = tempfile::Builder::new()
+            .prefix("sluice-bench-apache-kafka-")
+            .tempdir_in(data_dir)?;
+        let broker = Broker::start(broker_script, &dir.path().join("broker"), settings)?;
+        results.push(measure(name, &broker.bootstrap, records, partitions).await?);
+    }
+    print_table(&results, records);
+    Ok(())
+}
+
+async fn start_sluice(dir: &Path) -> anyhow::Result<sluice::server::Running> {
+    let config = sluice::config::Config {
+        data_dir: dir.to_path_buf(),
+        listen: "127.0.0.1:0".parse()?,
+        storage: sluice::config::StorageSettings {
+            min_free_bytes: 0,
+            ..Default::default()
+        },
+        kafka: sluice::config::KafkaSettings {
+            listen: "127.0.0.1:0".parse()?,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    Ok(sluice::server::start(config).await?)
+}
+
+fn install(script: &Path) -> anyhow::Result<()> {
+    let status = Command::new(script)
+        .arg("install")
+        .status()
+        .with_context(|| format!("running {}", script.display()))?;
+    if !status.success() {
+        bail!("{} install failed", script.display());
+    }
+    Ok(())
+}
+
+/// An Apache Kafka broker, stopped when dropped.
+struct Broker<'a> {
+    script: &'a Path,
+    dir: std::path::PathBuf,
+    bootstrap: String,
+}
+
+impl<'a> Broker<'a> {
+    fn start(script: &'a Path, dir: &Path, settings: &[&str]) -> anyhow::Result<Broker<'a>> {
+        let output = Command::new(script)
+            .arg("start")
+            .arg(dir)
+            .arg("0")
+            .args(settings)
+            .output()
+            .with_context(|| format!("running {}", script.display()))?;
+        if !output.status.success() {
+            bail!(
+                "{} start failed: {}",
+                script.display(),
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        let bootstrap = String::from_utf8(output.stdout)?.trim().to_string();
+        Ok(Broker {
+            script,
+            dir: dir.to_path_buf(),
+            bootstrap,
+        })
+    }
+}
+
+impl Drop for Broker<'_> {
+    fn drop(&mut self) {
+        let _ = Command::new(self.script)
+            .arg("stop")
+            .arg(&self.dir)
+            .output();
+    }
+}
+
+async fn measure(
+    broker: &'static str,
+    bootstrap: &str,
+    records: u64,
+    partitions: u32,
+) -> anyhow::Result<Measured> {
+    create_topic(bootstrap, partitions).await?;
+    let bootstrap = bootstrap.to_string();
+    // librdkafka's calls block: off the async workers, which serve Sluice's listener.
+    tokio::task::spawn_blocking(move || {
+        let produce = produce(&bootstrap, records)?;
+        let consume = consume(&bootstrap, records, partitions)?;
+        Ok(Measured {
+            broker,
+            produce,
+            consume,
+        })
+    })
+    .await?
+}
+
+async fn create_topic(bootstrap: &str, partitions: u32) -> anyhow::Result<()> {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()?;
+    let topic = NewTopic::new(TOPIC, partitions as i32, TopicReplication::Fixed(1));
+    for result in admin.create_topics([&topic], &AdminOptions::new()).await? {
+        result.map_err(|(topic, code)| anyhow::anyhow!("creating {topic}: {code}"))?;
+    }
+    Ok(())
+}
+
+/// Produces `records` records, acks=all; the time until librdkafka reported every delivery.
+fn produce(bootstrap: &str, records: u64) -> anyhow::Result<Duration> {
+    let producer: BaseProducer<Deliveries> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("acks", "all")
+        .create_with_context(Deliveries::default())?;
+    let value: Vec<u8> = (0..RECORD_BYTES).map(|i| (i * 7) as u8).collect();
+    let started = Instant::now();
+    for i in 0..records {
+        let key = (i % 10_000).to_string();
+        let mut record = BaseRecord::to(TOPIC).key(&key).payload(&value);
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                    record = back;
+                    producer.poll(Duration::from_millis(1));
+                }
+                Err((error, _)) => bail!("produce: {error}"),
+            }
+        }
+        if i % 1_000 == 0 {
+            producer.poll(Duration::ZERO);
+        }
+    }
+    producer.flush(PHASE_TIMEOUT)?;
+    let elapsed = started.elapsed();
+    let deliveries = producer.context();
+    let (delivered, failed) = (
+        deliveries.delivered.load(Ordering::Relaxed),
+        deliveries.failed.load(Ordering::Relaxed),
+    );
+    if delivered != records || failed != 0 {
+        bail!("produce: {delivered} of {records} records delivered, {failed} failed");
+    }
+    Ok(elapsed)
+}
+
+/// Reads every record back from the start of each partition; the time it took.
+fn consume(bootstrap: &str, records: u64, partitions: u32) -> anyhow::Result<Duration> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "sluice-bench")
+        .set("enable.auto.commit", "false")
+        .create()?;
+    let mut assignment = TopicPartitionList::new();
+    for partition in 0..partitions {
+        assignment.add_partition_offset(TOPIC, partition as i32, Offset::Beginning)?;
+    }
+    consumer.assign(&assignment)?;
+    let started = Instant::now();
+    let (mut read, mut bytes) = (0u64, 0usize);
+    while read < records {
+        if started.elapsed() > PHASE_TIMEOUT {
+            bail!("consume: {read} of {records} records read in {PHASE_TIMEOUT:?}");
+        }
+        match consumer.poll(Duration::from_secs(1)) {
+            Some(Ok(message)) => {
+                read += 1;
+                bytes += message.payload().map_or(0, <[u8]>::len);
+            }
+            Some(Err(error)) => bail!("consume: {error}"),
+            None => {}
+        }
+    }
+    let elapsed = started.elapsed();
+    if bytes != records as usize * RECORD_BYTES {
+        bail!("consume: {bytes} bytes of values read, not {records} x {RECORD_BYTES}");
+    }
+    Ok(elapsed)
+}
+
+fn print_table(results: &[Measured], records: u64) {
+    let rate = |d: Duration| records as f64 / d.as_secs_f64();
+    let mb = |d: Duration| rate(d) * RECORD_BYTES as f64 / 1e6;
+    println!(
+        "{:<28} {:>14} {:>9} {:>14} {:>9}",
+        "BROKER", "PRODUCE REC/S", "MB/S", "CONSUME REC/S", "MB/S"
+    );
+    for r in results {
+        println!(
+            "{:<28} {:>14.0} {:>9.1} {:>14.0} {:>9.1}",
+            r.broker,
+            rate(r.produce),
+            mb(r.produce),
+            rate(r.consume),
+            mb(r.consume)
+        );
+    }
+    if let [sluice, fsync, defaults] = results {
+        let ratio = |a: Duration, b: Duration| b.as_secs_f64() / a.as_secs_f64();
+        println!(
+            "sluice / kafka: produce {:.2}x kafka with fsync per batch, {:.2}x kafka's defaults; consume {:.2}x and {:.2}x",
+            ratio(sluice.produce, fsync.produce),
+            ratio(sluice.produce, defaults.produce),
+            ratio(sluice.consume, fsync.consume),
+            ratio(sluice.consume, defaults.consume),
+        );
+    }
+}
