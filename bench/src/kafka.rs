@@ -71,6 +71,10 @@ pub async fn run(
         "KAFKA PROTOCOL: librdkafka {}, {records} records of {RECORD_BYTES} B, acks=all, {partitions} partitions",
         rdkafka::util::get_rdkafka_version().1
     );
+    println!(
+        "{:<28} {:>14} {:>9} {:>14} {:>9}",
+        "BROKER", "PRODUCE REC/S", "MB/S", "CONSUME REC/S", "MB/S"
+    );
     let mut results = Vec::new();
     {
         let dir = tempfile::Builder::new()
@@ -81,7 +85,9 @@ pub async fn run(
             .kafka
             .context("the Kafka listener is off")?
             .to_string();
-        results.push(measure("sluice (fsync before ack)", &bootstrap, records, partitions).await?);
+        let measured = measure("sluice (fsync before ack)", &bootstrap, records, partitions).await?;
+        measured.print(records);
+        results.push(measured);
         server.stop().await?;
     }
     let runs: [(&'static str, &[&str]); 2] = [
@@ -97,9 +103,11 @@ pub async fn run(
             .prefix("sluice-bench-apache-kafka-")
             .tempdir_in(data_dir)?;
         let broker = Broker::start(broker_script, &dir.path().join("broker"), settings)?;
-        results.push(measure(name, &broker.bootstrap, records, partitions).await?);
+        let measured = measure(name, &broker.bootstrap, records, partitions).await?;
+        measured.print(records);
+        results.push(measured);
     }
-    print_table(&results, records);
+    print_ratios(&results);
     Ok(())
 }
 
@@ -143,7 +151,6 @@ impl<'a> Broker<'a> {
         let output = Command::new(script)
             .arg("start")
             .arg(dir)
-            .arg("0")
             .args(settings)
             .output()
             .with_context(|| format!("running {}", script.display()))?;
@@ -276,23 +283,22 @@ fn consume(bootstrap: &str, records: u64, partitions: u32) -> anyhow::Result<Dur
     Ok(elapsed)
 }
 
-fn print_table(results: &[Measured], records: u64) {
-    let rate = |d: Duration| records as f64 / d.as_secs_f64();
-    let mb = |d: Duration| rate(d) * RECORD_BYTES as f64 / 1e6;
-    println!(
-        "{:<28} {:>14} {:>9} {:>14} {:>9}",
-        "BROKER", "PRODUCE REC/S", "MB/S", "CONSUME REC/S", "MB/S"
-    );
-    for r in results {
+impl Measured {
+    fn print(&self, records: u64) {
+        let rate = |d: Duration| records as f64 / d.as_secs_f64();
+        let mb = |d: Duration| rate(d) * RECORD_BYTES as f64 / 1e6;
         println!(
             "{:<28} {:>14.0} {:>9.1} {:>14.0} {:>9.1}",
-            r.broker,
-            rate(r.produce),
-            mb(r.produce),
-            rate(r.consume),
-            mb(r.consume)
+            self.broker,
+            rate(self.produce),
+            mb(self.produce),
+            rate(self.consume),
+            mb(self.consume)
         );
     }
+}
+
+fn print_ratios(results: &[Measured]) {
     if let [sluice, fsync, defaults] = results {
         let ratio = |a: Duration, b: Duration| b.as_secs_f64() / a.as_secs_f64();
         println!(
