@@ -33,9 +33,40 @@ const TOPIC: &str = "bench";
 /// Longest a produce or consume may take before the run gives up.
 const PHASE_TIMEOUT: Duration = Duration::from_secs(600);
 
+/// The brokers measured.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, clap::ValueEnum)]
+pub enum Broker {
+    /// Sluice, fsync before acknowledgement.
+    Sluice,
+    /// Apache Kafka with `log.flush.interval.messages=1`.
+    KafkaFsync,
+    /// Apache Kafka with its defaults.
+    Kafka,
+}
+
+impl Broker {
+    pub const ALL: [Broker; 3] = [Broker::Sluice, Broker::KafkaFsync, Broker::Kafka];
+
+    fn label(self) -> &'static str {
+        match self {
+            Broker::Sluice => "sluice (fsync before ack)",
+            Broker::KafkaFsync => "kafka (fsync per batch)",
+            Broker::Kafka => "kafka (defaults)",
+        }
+    }
+
+    /// Settings added to the broker's server.properties.
+    fn settings(self) -> &'static [&'static str] {
+        match self {
+            Broker::KafkaFsync => &["log.flush.interval.messages=1"],
+            _ => &[],
+        }
+    }
+}
+
 /// One broker's figures.
 struct Measured {
-    broker: &'static str,
+    broker: Broker,
     produce: Duration,
     consume: Duration,
 }
@@ -63,6 +94,7 @@ impl ProducerContext for Deliveries {
 pub async fn run(
     data_dir: &Path,
     broker_script: &Path,
+    brokers: &[Broker],
     records: u64,
     partitions: u32,
 ) -> anyhow::Result<()> {
@@ -76,34 +108,27 @@ pub async fn run(
         "BROKER", "PRODUCE REC/S", "MB/S", "CONSUME REC/S", "MB/S"
     );
     let mut results = Vec::new();
-    {
+    for &broker in brokers {
         let dir = tempfile::Builder::new()
             .prefix("sluice-bench-kafka-")
             .tempdir_in(data_dir)?;
-        let server = start_sluice(dir.path()).await?;
-        let bootstrap = server
-            .kafka
-            .context("the Kafka listener is off")?
-            .to_string();
-        let measured = measure("sluice (fsync before ack)", &bootstrap, records, partitions).await?;
-        measured.print(records);
-        results.push(measured);
-        server.stop().await?;
-    }
-    let runs: [(&'static str, &[&str]); 2] = [
-        (
-            "kafka (fsync per batch)",
-            &["log.flush.interval.messages=1"],
-        ),
-        ("kafka (defaults)", &[]),
-    ];
-    install(broker_script)?;
-    for (name, settings) in runs {
-        let dir = tempfile::Builder::new()
-            .prefix("sluice-bench-apache-kafka-")
-            .tempdir_in(data_dir)?;
-        let broker = Broker::start(broker_script, &dir.path().join("broker"), settings)?;
-        let measured = measure(name, &broker.bootstrap, records, partitions).await?;
+        let measured = match broker {
+            Broker::Sluice => {
+                let server = start_sluice(dir.path()).await?;
+                let bootstrap = server
+                    .kafka
+                    .context("the Kafka listener is off")?
+                    .to_string();
+                let measured = measure(broker, &bootstrap, records, partitions).await?;
+                server.stop().await?;
+                measured
+            }
+            _ => {
+                install(broker_script)?;
+                let running = Running::start(broker_script, &dir.path().join("broker"), broker)?;
+                measure(broker, &running.bootstrap, records, partitions).await?
+            }
+        };
         measured.print(records);
         results.push(measured);
     }
@@ -140,18 +165,18 @@ fn install(script: &Path) -> anyhow::Result<()> {
 }
 
 /// An Apache Kafka broker, stopped when dropped.
-struct Broker<'a> {
+struct Running<'a> {
     script: &'a Path,
     dir: std::path::PathBuf,
     bootstrap: String,
 }
 
-impl<'a> Broker<'a> {
-    fn start(script: &'a Path, dir: &Path, settings: &[&str]) -> anyhow::Result<Broker<'a>> {
+impl<'a> Running<'a> {
+    fn start(script: &'a Path, dir: &Path, broker: Broker) -> anyhow::Result<Running<'a>> {
         let output = Command::new(script)
             .arg("start")
             .arg(dir)
-            .args(settings)
+            .args(broker.settings())
             .output()
             .with_context(|| format!("running {}", script.display()))?;
         if !output.status.success() {
@@ -162,7 +187,7 @@ impl<'a> Broker<'a> {
             );
         }
         let bootstrap = String::from_utf8(output.stdout)?.trim().to_string();
-        Ok(Broker {
+        Ok(Running {
             script,
             dir: dir.to_path_buf(),
             bootstrap,
@@ -170,7 +195,7 @@ impl<'a> Broker<'a> {
     }
 }
 
-impl Drop for Broker<'_> {
+impl Drop for Running<'_> {
     fn drop(&mut self) {
         let _ = Command::new(self.script)
             .arg("stop")
@@ -180,7 +205,7 @@ impl Drop for Broker<'_> {
 }
 
 async fn measure(
-    broker: &'static str,
+    broker: Broker,
     bootstrap: &str,
     records: u64,
     partitions: u32,
@@ -289,7 +314,7 @@ impl Measured {
         let mb = |d: Duration| rate(d) * RECORD_BYTES as f64 / 1e6;
         println!(
             "{:<28} {:>14.0} {:>9.1} {:>14.0} {:>9.1}",
-            self.broker,
+            self.broker.label(),
             rate(self.produce),
             mb(self.produce),
             rate(self.consume),
@@ -299,7 +324,9 @@ impl Measured {
 }
 
 fn print_ratios(results: &[Measured]) {
-    if let [sluice, fsync, defaults] = results {
+    if let [sluice, fsync, defaults] = results
+        && [sluice.broker, fsync.broker, defaults.broker] == Broker::ALL
+    {
         let ratio = |a: Duration, b: Duration| b.as_secs_f64() / a.as_secs_f64();
         println!(
             "sluice / kafka: produce {:.2}x kafka with fsync per batch, {:.2}x kafka's defaults; consume {:.2}x and {:.2}x",

@@ -98,6 +98,9 @@ struct BenchArgs {
     /// The script that installs, starts and stops Apache Kafka (for `--only kafka`).
     #[arg(long, default_value = "scripts/kafka-broker")]
     kafka_broker: PathBuf,
+    /// The brokers of `--only kafka`, comma-separated (default: all three, in this order).
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = crate::kafka::Broker::ALL)]
+    kafka_brokers: Vec<crate::kafka::Broker>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -200,7 +203,15 @@ async fn run(args: BenchArgs) -> anyhow::Result<()> {
             .await??;
     }
     if args.only == Part::Kafka {
-        crate::kafka::run(&args.dir, &args.kafka_broker, args.records, args.partitions).await?;
+        let brokers = &args.kafka_brokers;
+        crate::kafka::run(
+            &args.dir,
+            &args.kafka_broker,
+            brokers,
+            args.records,
+            args.partitions,
+        )
+        .await?;
     }
     if matches!(args.only, Part::All | Part::Archive) {
         crate::archive::run(&args.dir, args.records, &args.record_size)?;
