@@ -8,7 +8,9 @@
 //! `unsupported`); confluent-kafka, librdkafka inside (tests/support/kafka_suite.py
 //! `confluent`: an idempotent producer, a cooperative-sticky group of three on six partitions
 //! as members join and leave, commit and resume, seek by time, admin); kcat (`kcat`: 100,000
-//! keyed records with headers from a file, consumed back). The broker needs Java 17 and Maven,
+//! keyed records with headers from a file, consumed back); kafka-python, an independent
+//! pure-Python client (tests/support/kafka_client.py `compat`: tombstones and fixed timestamps
+//! in every compression, offsets by time, a group's commits). The broker needs Java 17 and Maven,
 //! and kcat comes from Debian: ./scripts/test installs them, and confluent-kafka in ./.venv.
 
 use std::collections::BTreeMap;
@@ -60,35 +62,45 @@ impl Drop for KafkaBroker {
     }
 }
 
-/// Runs a scenario of the Java client program against `bootstrap`; its JSON output.
-fn java_client(bootstrap: &str, scenario: &str, server_log: &dyn Fn() -> String) -> Value {
-    let output = Command::new(broker_script())
-        .args(["client", "--bootstrap", bootstrap, scenario, "--compact"])
-        .output()
-        .unwrap();
+/// The JSON a client program printed; fails with its stderr and the server's log.
+fn printed(mut command: Command, what: &str, server_log: &dyn Fn() -> String) -> Value {
+    let output = command.output().unwrap();
     assert!(
         output.status.success(),
-        "the Java client's {scenario} against {bootstrap} failed:\n{}\n--- server log\n{}",
+        "{what} failed:\n{}\n--- server log\n{}",
         String::from_utf8_lossy(&output.stderr),
         server_log()
     );
     serde_json::from_slice(&output.stdout).unwrap()
 }
 
-/// Runs a scenario of tests/support/kafka_suite.py (librdkafka) against `bootstrap`.
+/// A scenario of the Java client program (tests/kafka) against `bootstrap`.
+fn java_client(bootstrap: &str, scenario: &str, server_log: &dyn Fn() -> String) -> Value {
+    let mut command = Command::new(broker_script());
+    command.args(["client", "--bootstrap", bootstrap, scenario, "--compact"]);
+    let what = format!("the Java client's {scenario} against {bootstrap}");
+    printed(command, &what, server_log)
+}
+
+/// A scenario of tests/support/kafka_suite.py (librdkafka) against `bootstrap`.
 fn librdkafka_client(bootstrap: &str, scenario: &str, server_log: &dyn Fn() -> String) -> Value {
-    let output = Command::new(python())
+    let mut command = Command::new(python());
+    command
         .arg(repo().join("tests/support/kafka_suite.py"))
-        .args([bootstrap, scenario])
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "kafka_suite.py {scenario} against {bootstrap} failed:\n{}\n--- server log\n{}",
-        String::from_utf8_lossy(&output.stderr),
-        server_log()
-    );
-    serde_json::from_slice(&output.stdout).unwrap()
+        .args([bootstrap, scenario]);
+    let what = format!("kafka_suite.py {scenario} against {bootstrap}");
+    printed(command, &what, server_log)
+}
+
+/// The `compat` scenario of tests/support/kafka_client.py (kafka-python, an independent
+/// pure-Python client) against `bootstrap`.
+fn kafka_python_client(bootstrap: &str, _: &str, server_log: &dyn Fn() -> String) -> Value {
+    let mut command = Command::new(python());
+    command
+        .arg(repo().join("tests/support/kafka_client.py"))
+        .args([bootstrap, "compat", "py-compat"]);
+    let what = format!("kafka_client.py compat against {bootstrap}");
+    printed(command, &what, server_log)
 }
 
 /// Every leaf of `value` by its JSON pointer.
@@ -166,12 +178,13 @@ fn kafka_clients_see_sluice_as_they_see_apache_kafka() {
     let sluice = server.kafka.clone().expect("the Kafka listener is on");
     let mut problems = Vec::new();
     type Client = fn(&str, &str, &dyn Fn() -> String) -> Value;
-    let scenarios: [(&str, Client); 5] = [
+    let scenarios: [(&str, Client); 6] = [
         ("produce-consume", java_client),
         ("admin", java_client),
         ("unsupported", java_client),
         ("confluent", librdkafka_client),
         ("kcat", librdkafka_client),
+        ("kafka-python", kafka_python_client),
     ];
     for (scenario, client) in scenarios {
         let from_kafka = client(&kafka.bootstrap, scenario, &|| String::new());

@@ -5,6 +5,9 @@ prints one JSON object of what it saw.
     kafka_client.py BOOTSTRAP roundtrip TOPIC   creates TOPIC (3 partitions), produces keyed
                                                 records with headers in every compression
                                                 kafka-python can write, reads them all back
+    kafka_client.py BOOTSTRAP compat TOPIC      what any correct broker decides alike (tombstones,
+                                                fixed timestamps, every compression, offsets by
+                                                time, a group's commits), for kafka_compat.rs
     kafka_client.py BOOTSTRAP read TOPIC [ISOLATION]
                                                 reads every record of an existing TOPIC
                                                 (read_uncommitted, or read_committed)
@@ -170,6 +173,45 @@ def group(bootstrap, topic, group_id, members):
     return {"members": seen, "left_after_commits": left}
 
 
+def compat(bootstrap, topic):
+    """What kafka-python observes that any correct broker decides alike, for the comparison
+    with Apache Kafka (tests/all/kafka_compat.rs): keyed records with headers, tombstones and
+    fixed timestamps in every compression, where they land and how they read back; offsets by
+    time; a group's commits and what a later member finds left."""
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    admin.create_topics([NewTopic(topic, num_partitions=PARTITIONS, replication_factor=1)])
+    admin.close()
+    base = 1_700_000_000_000
+    acked = []
+    for codec in codecs():
+        producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", compression_type=codec,
+                                 enable_idempotence=True)
+        futures = []
+        for i in range(RECORDS_PER_COMPRESSION):
+            n = len(acked) + len(futures)
+            value = None if i % 10 == 3 else f"value {n}".encode() + bytes(range(i % 5))
+            futures.append(producer.send(topic, key=f"key-{n % 40}".encode(), value=value,
+                                         headers=[("n", str(n).encode())], timestamp_ms=base + n))
+        producer.flush()
+        acked.extend([f.get(timeout=30).partition, f.get(timeout=30).offset] for f in futures)
+        producer.close()
+    records, offsets, _ = read_all(bootstrap, topic)
+    partitions = [TopicPartition(topic, p) for p in range(PARTITIONS)]
+    probe = KafkaConsumer(bootstrap_servers=bootstrap)
+    found = probe.offsets_for_times({p: base + 100 for p in partitions})
+    probe.close()
+    grouped = group(bootstrap, topic, f"{topic}-group", 1)
+    return {
+        "acked": acked,
+        "records": records,
+        "offsets": offsets,
+        "by_time": {str(p.partition): None if o is None else [o.offset, o.timestamp]
+                    for p, o in found.items()},
+        "group_left_after_commits": grouped["left_after_commits"],
+        "group_read": len(grouped["members"]["m0"]["read"]),
+    }
+
+
 def attempt(what):
     """What `what()` returned, or the error it raised, as text."""
     try:
@@ -266,6 +308,8 @@ def main():
         out = admin_scenario(bootstrap, topic)
     elif scenario == "group":
         out = group(bootstrap, topic, sys.argv[4], int(sys.argv[5]))
+    elif scenario == "compat":
+        out = compat(bootstrap, topic)
     elif scenario == "read":
         isolation = sys.argv[4] if len(sys.argv) > 4 else "read_uncommitted"
         records, offsets, _ = read_all(bootstrap, topic, isolation)

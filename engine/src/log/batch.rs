@@ -638,9 +638,29 @@ pub fn visit_all<E: From<BatchError>>(
     from: u64,
     mut visit: impl FnMut(u64, &RecordView<'_>) -> Result<(), E>,
 ) -> Result<(), E> {
+    visit_batches(data, |event| match event {
+        Visit::Record(offset, record) if offset >= from => visit(offset, record),
+        _ => Ok(()),
+    })
+}
+
+/// What [`visit_batches`] hands over: a batch's header, then each of its records.
+pub enum Visit<'a, 'b> {
+    Batch(&'a BatchHeader),
+    Record(u64, &'a RecordView<'b>),
+}
+
+/// Verifies consecutive batches and hands `visit` each one's header and then each of its
+/// records with its offset, borrowed: nothing is allocated per record. The Kafka door writes
+/// Kafka batches straight from these.
+pub fn visit_batches<E: From<BatchError>>(
+    data: &[u8],
+    mut visit: impl FnMut(Visit<'_, '_>) -> Result<(), E>,
+) -> Result<(), E> {
     let mut rest = data;
     while !rest.is_empty() {
         let header = verify(rest)?;
+        visit(Visit::Batch(&header))?;
         let raw = records_section(rest, &header)?;
         let mut offset = header.base_offset;
         parse_records(
@@ -650,11 +670,7 @@ pub fn visit_all<E: From<BatchError>>(
             header.nulls(),
             |record| {
                 offset += 1;
-                if offset > from {
-                    visit(offset - 1, record)
-                } else {
-                    Ok(())
-                }
+                visit(Visit::Record(offset - 1, record))
             },
         )?;
         rest = &rest[header.total_len..];

@@ -128,7 +128,7 @@ fn read_one(log: &Log, wanted: &Wanted, left: usize) -> PartitionData {
     };
     let high_watermark = partition.high_watermark();
     let records = match fetched {
-        Some(fetched) => match encode_fetched(Bytes::from(fetched.data), offset) {
+        Some(fetched) => match encode_fetched(&fetched.data, offset) {
             Ok(records) => records,
             Err(error) => {
                 tracing::error!(%error, topic = %wanted.topic.0.as_str(), "kafka: a stored batch does not decode");
