@@ -8,8 +8,9 @@
 //!   acknowledgement, as Sluice does;
 //! - Apache Kafka with its defaults: acknowledged from the page cache, flushed later.
 //!
-//! The brokers are started by scripts/kafka-broker (a single KRaft node, -Xmx512m), which
-//! `--kafka-broker` names.
+//! Each broker first moves a tenth as many records through a topic of its own, unmeasured,
+//! so that Kafka's JVM runs compiled code in the measured run. The brokers are started by
+//! scripts/kafka-broker (a single KRaft node, -Xmx512m), which `--kafka-broker` names.
 
 use std::path::Path;
 use std::process::Command;
@@ -28,8 +29,12 @@ use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
 /// Bytes of each record's value.
 const RECORD_BYTES: usize = 100;
-/// The topic every broker gets.
+/// The topic every broker gets, and the one of the warm-up before it.
 const TOPIC: &str = "bench";
+const WARM_UP_TOPIC: &str = "warm-up";
+/// Records produced and consumed before the measured run, in tenths of --records: the JVM
+/// compiles its hot paths in the first seconds (Kafka's first run was up to twice slower).
+const WARM_UP_TENTHS: u64 = 1;
 /// Longest a produce or consume may take before the run gives up.
 const PHASE_TIMEOUT: Duration = Duration::from_secs(600);
 
@@ -210,12 +215,16 @@ async fn measure(
     records: u64,
     partitions: u32,
 ) -> anyhow::Result<Measured> {
-    create_topic(bootstrap, partitions).await?;
+    create_topic(bootstrap, WARM_UP_TOPIC, partitions).await?;
+    create_topic(bootstrap, TOPIC, partitions).await?;
     let bootstrap = bootstrap.to_string();
     // librdkafka's calls block: off the async workers, which serve Sluice's listener.
     tokio::task::spawn_blocking(move || {
-        let produce = produce(&bootstrap, records)?;
-        let consume = consume(&bootstrap, records, partitions)?;
+        let warm_up = records * WARM_UP_TENTHS / 10;
+        produce(&bootstrap, WARM_UP_TOPIC, warm_up)?;
+        consume(&bootstrap, WARM_UP_TOPIC, warm_up, partitions)?;
+        let produce = produce(&bootstrap, TOPIC, records)?;
+        let consume = consume(&bootstrap, TOPIC, records, partitions)?;
         Ok(Measured {
             broker,
             produce,
@@ -225,11 +234,11 @@ async fn measure(
     .await?
 }
 
-async fn create_topic(bootstrap: &str, partitions: u32) -> anyhow::Result<()> {
+async fn create_topic(bootstrap: &str, name: &str, partitions: u32) -> anyhow::Result<()> {
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .create()?;
-    let topic = NewTopic::new(TOPIC, partitions as i32, TopicReplication::Fixed(1));
+    let topic = NewTopic::new(name, partitions as i32, TopicReplication::Fixed(1));
     for result in admin.create_topics([&topic], &AdminOptions::new()).await? {
         result.map_err(|(topic, code)| anyhow::anyhow!("creating {topic}: {code}"))?;
     }
@@ -237,7 +246,7 @@ async fn create_topic(bootstrap: &str, partitions: u32) -> anyhow::Result<()> {
 }
 
 /// Produces `records` records, acks=all; the time until librdkafka reported every delivery.
-fn produce(bootstrap: &str, records: u64) -> anyhow::Result<Duration> {
+fn produce(bootstrap: &str, topic: &str, records: u64) -> anyhow::Result<Duration> {
     let producer: BaseProducer<Deliveries> = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("acks", "all")
@@ -246,7 +255,7 @@ fn produce(bootstrap: &str, records: u64) -> anyhow::Result<Duration> {
     let started = Instant::now();
     for i in 0..records {
         let key = (i % 10_000).to_string();
-        let mut record = BaseRecord::to(TOPIC).key(&key).payload(&value);
+        let mut record = BaseRecord::to(topic).key(&key).payload(&value);
         loop {
             match producer.send(record) {
                 Ok(()) => break,
@@ -275,7 +284,12 @@ fn produce(bootstrap: &str, records: u64) -> anyhow::Result<Duration> {
 }
 
 /// Reads every record back from the start of each partition; the time it took.
-fn consume(bootstrap: &str, records: u64, partitions: u32) -> anyhow::Result<Duration> {
+fn consume(
+    bootstrap: &str,
+    topic: &str,
+    records: u64,
+    partitions: u32,
+) -> anyhow::Result<Duration> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("group.id", "sluice-bench")
@@ -283,7 +297,7 @@ fn consume(bootstrap: &str, records: u64, partitions: u32) -> anyhow::Result<Dur
         .create()?;
     let mut assignment = TopicPartitionList::new();
     for partition in 0..partitions {
-        assignment.add_partition_offset(TOPIC, partition as i32, Offset::Beginning)?;
+        assignment.add_partition_offset(topic, partition as i32, Offset::Beginning)?;
     }
     consumer.assign(&assignment)?;
     let started = Instant::now();
