@@ -186,10 +186,10 @@ async fn each_bad_request_gets_its_status_and_the_server_keeps_serving() {
         bad(
             Method::POST,
             "topics/t/records",
-            Some(json!({"records": [{"key": "k"}]})),
+            Some(json!({"records": [{"key": "k", "value": "v", "value_base64": "dg=="}]})),
             StatusCode::BAD_REQUEST,
             "malformed_body",
-            "value",
+            "not both",
         ),
         bad(
             Method::GET,
