@@ -119,7 +119,7 @@ pub async fn run(
             .tempdir_in(data_dir)?;
         let measured = match broker {
             Broker::Sluice => {
-                let server = start_sluice(dir.path()).await?;
+                let server = crate::start_sluice(dir.path()).await?;
                 let bootstrap = server
                     .kafka
                     .context("the Kafka listener is off")?
@@ -139,23 +139,6 @@ pub async fn run(
     }
     print_ratios(&results);
     Ok(())
-}
-
-async fn start_sluice(dir: &Path) -> anyhow::Result<sluice::server::Running> {
-    let config = sluice::config::Config {
-        data_dir: dir.to_path_buf(),
-        listen: "127.0.0.1:0".parse()?,
-        storage: sluice::config::StorageSettings {
-            min_free_bytes: 0,
-            ..Default::default()
-        },
-        kafka: sluice::config::KafkaSettings {
-            listen: "127.0.0.1:0".parse()?,
-            ..Default::default()
-        },
-        ..Default::default()
-    };
-    Ok(sluice::server::start(config).await?)
 }
 
 fn install(script: &Path) -> anyhow::Result<()> {

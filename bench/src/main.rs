@@ -347,12 +347,11 @@ fn count_records(data: Bytes, from: u64) -> anyhow::Result<u64> {
     Ok(count)
 }
 
-async fn bench_server(args: &BenchArgs, size: usize, records: u64) -> anyhow::Result<Vec<Row>> {
-    let dir = tempfile::Builder::new()
-        .prefix("sluice-bench-")
-        .tempdir_in(&args.dir)?;
+/// A Sluice server in this process on loopback ports of the system's choosing (HTTP and
+/// Kafka), with its defaults but no free-space floor, so a small benchmark disk still runs.
+pub(crate) async fn start_sluice(dir: &std::path::Path) -> anyhow::Result<sluice::server::Running> {
     let config = Config {
-        data_dir: dir.path().to_path_buf(),
+        data_dir: dir.to_path_buf(),
         listen: "127.0.0.1:0".parse()?,
         storage: sluice::config::StorageSettings {
             min_free_bytes: 0,
@@ -364,7 +363,14 @@ async fn bench_server(args: &BenchArgs, size: usize, records: u64) -> anyhow::Re
         },
         ..Config::default()
     };
-    let server = sluice::server::start(config).await?;
+    Ok(sluice::server::start(config).await?)
+}
+
+async fn bench_server(args: &BenchArgs, size: usize, records: u64) -> anyhow::Result<Vec<Row>> {
+    let dir = tempfile::Builder::new()
+        .prefix("sluice-bench-")
+        .tempdir_in(&args.dir)?;
+    let server = start_sluice(dir.path()).await?;
     let client = Client::new(&format!("http://{}", server.addr));
     let partitions = args.partitions;
     client
