@@ -62,6 +62,9 @@ pub struct KafkaSettings {
     pub max_frame_bytes: u64,
     /// Client connections served at once; past it, new ones are closed at once.
     pub max_connections: u32,
+    /// A connection that sends no request for this long is closed, as Kafka's
+    /// `connections.max.idle.ms` does (clients reconnect when they need to).
+    pub connections_max_idle_ms: u64,
     /// Users and their passwords for SASL/PLAIN; when any is given, every connection must
     /// authenticate as one of them before it is served.
     pub sasl_plain_users: std::collections::BTreeMap<String, String>,
@@ -76,6 +79,7 @@ impl Default for KafkaSettings {
             advertised_port: None,
             max_frame_bytes: 100 * 1024 * 1024,
             max_connections: 10_000,
+            connections_max_idle_ms: 600_000,
             sasl_plain_users: Default::default(),
         }
     }
@@ -279,6 +283,12 @@ impl Config {
                     "must be at least max_request_bytes ({}): a batch stored from one request is fetched whole",
                     server.max_request_bytes
                 ),
+            );
+        }
+        if self.kafka.connections_max_idle_ms == 0 {
+            return invalid(
+                "[kafka] connections_max_idle_ms",
+                "must be at least 1".into(),
             );
         }
         if self.plugins.max_upload_bytes == 0 {

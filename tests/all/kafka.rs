@@ -16,6 +16,7 @@ use sluice::cli::client::Client;
 use sluice::log::partitioner::partition_for_key;
 use sluice::log::{Header, Record};
 
+use crate::common::kafka::request_frame;
 use crate::common::plugins::{admin, create_topic, read_all, read_partitions};
 use crate::common::{Server, python};
 
@@ -384,22 +385,9 @@ fn exchange<R: kafka_protocol::protocol::Encodable>(
     version: i16,
     request: &R,
 ) -> Bytes {
-    use bytes::BufMut;
-    use kafka_protocol::messages::RequestHeader;
-    use kafka_protocol::protocol::{Encodable, StrBytes};
-    let mut body = bytes::BytesMut::new();
-    RequestHeader::default()
-        .with_request_api_key(api as i16)
-        .with_request_api_version(version)
-        .with_correlation_id(1)
-        .with_client_id(Some(StrBytes::from_static_str("test")))
-        .encode(&mut body, api.request_header_version(version))
+    stream
+        .write_all(&request_frame(api, version, request))
         .unwrap();
-    request.encode(&mut body, version).unwrap();
-    let mut framed = bytes::BytesMut::new();
-    framed.put_i32(body.len() as i32);
-    framed.put(body);
-    stream.write_all(&framed).unwrap();
     let mut length = [0u8; 4];
     stream.read_exact(&mut length).unwrap();
     let mut answer = vec![0u8; i32::from_be_bytes(length) as usize];

@@ -32,6 +32,9 @@
 //! - `kafka`: the Kafka protocol door: kafka-python produces (every compression) and consumes,
 //!   both doors read the same bytes, keys land where Kafka's partitioner puts them, bad frames
 //!   close only their connection with a log line.
+//! - `kafka_hostile`: hostile clients at the Kafka door: stalled frames, unread answers,
+//!   idle connections and a flood past `max_connections` let go with a log line, and a frame
+//!   in progress holding the in-flight budget it shares with the HTTP door.
 //! - `kafka_compat`: the same Java client program against a real Apache Kafka broker (from
 //!   Maven Central, started by scripts/kafka-broker) and against Sluice, outputs compared; the
 //!   differences allowed are named in tests/kafka/differences.json. Needs Java 17 and Maven.
@@ -87,4 +90,5 @@ mod groups;
 mod hostile_clients;
 mod kafka;
 mod kafka_compat;
+mod kafka_hostile;
 mod plugins;

@@ -91,7 +91,7 @@ struct AppState {
     admin_token: String,
     config: Config,
     /// Request body bytes in memory, in KiB permits.
-    inflight: Semaphore,
+    inflight: Arc<Semaphore>,
     counters: metrics::Counters,
     shutdown: watch::Receiver<bool>,
 }
@@ -158,7 +158,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         groups,
         plugins: plugins.clone(),
         admin_token,
-        inflight: Semaphore::new(permits),
+        inflight: Arc::new(Semaphore::new(permits)),
         counters: metrics::Counters::default(),
         shutdown: shutdown_rx.clone(),
         config,
@@ -209,6 +209,9 @@ async fn start_kafka(
         cluster_id: kafka::cluster_id(&state.config.data_dir)?,
         max_fetch_bytes: state.config.server.max_fetch_bytes,
         max_wait_ms: state.config.server.max_wait_ms,
+        inflight: state.inflight.clone(),
+        max_inflight_bytes: state.config.server.max_inflight_bytes,
+        request_timeout: Duration::from_millis(state.config.server.request_body_timeout_ms),
         settings,
         shutdown,
     });

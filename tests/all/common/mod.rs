@@ -1,6 +1,7 @@
 //! Starts the real `sluice` binary on a free port of 127.0.0.1 and stops or kills it; runs its
 //! client commands; picks (and prints) the seeds of randomised tests.
 
+pub mod kafka;
 pub mod plugins;
 
 use std::io::{BufRead, BufReader};

@@ -57,6 +57,9 @@ impl RequestPath {
             max_fetch_bytes: 1 << 20,
             // Fetches that wait, wait little: cases run one after the other.
             max_wait_ms: 1,
+            inflight: Arc::new(tokio::sync::Semaphore::new(1 << 16)),
+            max_inflight_bytes: 1 << 26,
+            request_timeout: Duration::from_secs(10),
             shutdown,
         };
         let runtime = tokio::runtime::Builder::new_multi_thread()

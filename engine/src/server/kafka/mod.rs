@@ -75,6 +75,13 @@ pub(crate) struct KafkaContext {
     pub max_fetch_bytes: u64,
     /// Longest a fetch may wait for records.
     pub max_wait_ms: u64,
+    /// The engine's budget of request bytes in memory, shared with the HTTP door.
+    pub inflight: Arc<Semaphore>,
+    /// The size of that budget, `[server] max_inflight_bytes`.
+    pub max_inflight_bytes: u64,
+    /// Longest a request frame may send nothing, or an answer go unread, or a frame wait for
+    /// room in the budget: `[server] request_body_timeout_ms`.
+    pub request_timeout: std::time::Duration,
     pub shutdown: watch::Receiver<bool>,
 }
 
@@ -110,6 +117,7 @@ pub(crate) fn serve(
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let slots = Arc::new(Semaphore::new(context.settings.max_connections as usize));
+        let mut refusals = Refusals::default();
         let mut shutdown = context.shutdown.clone();
         loop {
             let accepted = tokio::select! {
@@ -124,12 +132,8 @@ pub(crate) fn serve(
                 }
             };
             let Ok(slot) = slots.clone().try_acquire_owned() else {
-                tracing::warn!(
-                    %peer,
-                    limit = context.settings.max_connections,
-                    "kafka: connection refused: max_connections are open"
-                );
-                continue;
+                refusals.refused(peer, context.settings.max_connections);
+                continue; // dropped: closed at once
             };
             let context = context.clone();
             tokio::spawn(async move {
@@ -138,6 +142,34 @@ pub(crate) fn serve(
             });
         }
     })
+}
+
+/// Connections refused past `max_connections`, logged at most once per
+/// `REFUSAL_LOG_INTERVAL_MS` with how many there were, so a flood does not flood the log.
+#[derive(Default)]
+struct Refusals {
+    since_logged: u64,
+    logged_at: Option<std::time::Instant>,
+}
+
+const REFUSAL_LOG_INTERVAL_MS: u64 = 1_000;
+
+impl Refusals {
+    fn refused(&mut self, peer: SocketAddr, limit: u32) {
+        self.since_logged += 1;
+        let interval = std::time::Duration::from_millis(REFUSAL_LOG_INTERVAL_MS);
+        if self.logged_at.is_some_and(|at| at.elapsed() < interval) {
+            return;
+        }
+        tracing::warn!(
+            %peer,
+            limit,
+            refused = self.since_logged,
+            "kafka: connections refused: max_connections are open (the count since the last such line; the peer is the latest)"
+        );
+        self.since_logged = 0;
+        self.logged_at = Some(std::time::Instant::now());
+    }
 }
 
 /// The Kafka error code for a log error, with the message clients show.
