@@ -177,7 +177,7 @@ async fn members_share_partitions_and_take_over_from_committed_offsets() {
         );
         assert!(
             metrics.contains(&format!(
-                "sluice_group_lag{{group=\"g\",topic=\"t\",partition=\"{p}\"}} 0\n"
+                "sluice_group_lag_records{{group=\"g\",kind=\"consumer\",topic=\"t\",partition=\"{p}\"}} 0\n"
             )),
             "{metrics}"
         );

@@ -203,6 +203,20 @@ async fn a_flood_past_max_connections_is_refused_in_brief_and_idle_ones_make_roo
     served(&mut after);
 }
 
+/// `sluice_inflight_request_bytes` from /metrics.
+async fn inflight_bytes(server: &Server) -> f64 {
+    let text = reqwest::get(format!("{}/metrics", server.url))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|line| line.strip_prefix("sluice_inflight_request_bytes "))
+        .map(|value| value.parse().unwrap())
+        .unwrap_or_else(|| panic!("no sluice_inflight_request_bytes in:\n{text}"))
+}
+
 /// A frame in progress holds its bytes of `[server] max_inflight_bytes`, the budget the HTTP
 /// door's request bodies share: while a client trickles a large frame, an HTTP produce that
 /// does not fit waits and gets 503; once the frame stalls and its connection is let go, the
@@ -238,20 +252,22 @@ async fn a_frame_in_progress_holds_the_budget_it_shares_with_http() {
             }
         }
     });
-    // The engine counts the frame's bytes as it reads them, which no answer shows: the HTTP
-    // produce (a quarter of the budget) is sent until it is refused, at most a few times.
-    let value = "v".repeat(BUDGET_BYTES / 4);
-    let mut attempts = 0;
-    let refused = loop {
-        attempts += 1;
+    // The engine counts the frame's bytes as it reads them; /metrics shows when it holds
+    // them all.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while inflight_bytes(&server).await < (BUDGET_BYTES * 9 / 10) as f64 {
         assert!(
-            attempts <= 20,
-            "20 produces beside the frame were all taken"
+            Instant::now() < deadline,
+            "the frame's bytes were never counted"
         );
-        if let Err(error) = client.produce("t", Some(0), &[record("k", &value)]).await {
-            break error;
-        }
-    };
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // An HTTP produce of a quarter of the budget finds no room.
+    let value = "v".repeat(BUDGET_BYTES / 4);
+    let refused = client
+        .produce("t", Some(0), &[record("k", &value)])
+        .await
+        .unwrap_err();
     assert_eq!(status_of(&refused), 503, "{refused}");
     assert!(
         refused.to_string().contains("max_inflight_bytes"),

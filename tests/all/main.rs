@@ -38,6 +38,8 @@
 //! - `kafka_compat`: the same Java client program against a real Apache Kafka broker (from
 //!   Maven Central, started by scripts/kafka-broker) and against Sluice, outputs compared; the
 //!   differences allowed are named in tests/kafka/differences.json. Needs Java 17 and Maven.
+//! - `metrics`: `GET /metrics`: each counter, gauge, histogram and lag moves by what was
+//!   produced, fetched, committed, processed, dead-lettered and archived.
 //! - `plugins`: plugin groups: the admin token, bad uploads, deploy while producing, upgrade
 //!   and roll back, misbehaving plugins kept apart, dead letters and their replay, `--from`,
 //!   delivery modes, deployments surviving a restart, `sluice plugin test`.
@@ -91,4 +93,5 @@ mod hostile_clients;
 mod kafka;
 mod kafka_compat;
 mod kafka_hostile;
+mod metrics;
 mod plugins;

@@ -453,6 +453,23 @@ impl Coordinator {
             })
             .collect();
         keys.extend(members.iter().flat_map(|m| m.assignment.iter().cloned()));
+        // Every partition of a topic the group reads, committed to or not: one it has not
+        // reached yet lags from the log start.
+        let topics: BTreeSet<String> = keys
+            .iter()
+            .map(|tp| tp.topic.clone())
+            .chain(members.iter().flat_map(|m| m.topics.iter().cloned()))
+            .collect();
+        for topic in topics {
+            if let Ok(found) = self.log.topic(&topic) {
+                keys.extend(
+                    (0..found.partition_count()).map(|partition| TopicPartition {
+                        topic: topic.clone(),
+                        partition,
+                    }),
+                );
+            }
+        }
         let mut partitions = Vec::new();
         for tp in keys {
             let Ok(partition) = self

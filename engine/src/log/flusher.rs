@@ -38,6 +38,13 @@ const IDLE_WAIT: Duration = Duration::from_secs(3600);
 pub struct Flusher {
     shared: Arc<Shared>,
     threads: Mutex<Vec<JoinHandle<()>>>,
+    /// How long each partition fsync took (the flusher's, and a roll's seal), for `/metrics`.
+    pub fsync_seconds: prometheus::Histogram,
+}
+
+/// Upper bounds of the fsync histogram's buckets: 50 µs doubling to about 1.6 s.
+fn fsync_buckets_seconds() -> Vec<f64> {
+    prometheus::exponential_buckets(50e-6, 2.0, 16).expect("valid bucket parameters")
 }
 
 impl Flusher {
@@ -52,9 +59,16 @@ impl Flusher {
                     .expect("spawning a flusher thread")
             })
             .collect();
+        let opts = prometheus::HistogramOpts::new(
+            "sluice_fsync_duration_seconds",
+            "Time an fsync of a partition's segment took.",
+        )
+        .buckets(fsync_buckets_seconds());
         Arc::new(Flusher {
             shared,
             threads: Mutex::new(threads),
+            fsync_seconds: prometheus::Histogram::with_opts(opts)
+                .expect("a valid histogram definition"),
         })
     }
 

@@ -6,6 +6,7 @@
 
 pub mod batch;
 pub mod cold;
+pub mod counters;
 mod disk_usage;
 mod error;
 mod flusher;
@@ -28,6 +29,7 @@ use fs::{Fs, FsFile};
 
 pub use batch::{BatchError, Compression, Header, Record};
 pub use cold::{ColdTier, ColdTierOpener};
+pub use counters::PartitionCounters;
 pub use disk_usage::DiskUsage;
 pub use error::{DiskFull, LogError};
 pub use flusher::Flusher;
@@ -262,6 +264,11 @@ impl Log {
             }
         }
         freed
+    }
+
+    /// How long partition fsyncs took, for `/metrics`.
+    pub fn fsync_seconds(&self) -> &prometheus::Histogram {
+        &self.flusher.fsync_seconds
     }
 
     /// Flushes every partition, writes active indexes, and stops the flusher.

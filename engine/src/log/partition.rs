@@ -10,13 +10,14 @@
 use parking_lot::{Mutex, RwLock};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
 use super::batch::{PendingBatch, ProducerStamp, Record};
 use super::cold::ColdTier;
+use super::counters::PartitionCounters;
 use super::flusher::Flusher;
 use super::fs::Fs;
 use super::segment::Segment;
@@ -65,8 +66,7 @@ pub struct Partition {
     visibility: watch::Sender<Visibility>,
     /// One of the `FLUSH_*` states: at most one fsync of a partition is queued or running.
     flush_state: AtomicU8,
-    /// fsyncs issued by the flusher, for /metrics: records per fsync shows group commit at work.
-    fsyncs: AtomicU64,
+    counters: PartitionCounters,
     flusher: Arc<Flusher>,
     disk: Arc<DiskUsage>,
     cold: Option<Arc<dyn ColdTier>>,
@@ -152,7 +152,7 @@ impl Partition {
                 failed: None,
             }),
             flush_state: AtomicU8::new(FLUSH_IDLE),
-            fsyncs: AtomicU64::new(0),
+            counters: PartitionCounters::default(),
             flusher,
             disk,
             cold,
@@ -214,6 +214,11 @@ impl Partition {
         }
         self.disk.add(pending.len() as u64);
         drop(writer);
+        PartitionCounters::add(
+            &self.counters.produced_records,
+            pending.record_count().into(),
+        );
+        PartitionCounters::add(&self.counters.produced_bytes, pending.len() as u64);
         let next_offset = base_offset + u64::from(pending.record_count());
         if config.flush == FlushPolicy::Interval {
             self.publish(next_offset);
@@ -316,8 +321,13 @@ impl Partition {
             let writer = self.writer.lock();
             (writer.active.clone(), writer.active.next_offset())
         };
-        self.fsyncs.fetch_add(1, Ordering::Relaxed);
-        match active.sync() {
+        PartitionCounters::add(&self.counters.fsyncs, 1);
+        let started = Instant::now();
+        let synced = active.sync();
+        self.flusher
+            .fsync_seconds
+            .observe(started.elapsed().as_secs_f64());
+        match synced {
             Ok(()) => self.publish(written),
             Err(error) => self.fail(&error.to_string()),
         }
@@ -352,7 +362,12 @@ impl Partition {
     fn roll(&self, writer: &mut Writer) -> Result<(), LogError> {
         // Before sealing: a refused roll leaves the active segment as it was.
         super::open_files::check_roll(&self.topic, self.id)?;
-        if let Err(error) = writer.active.seal() {
+        let started = Instant::now();
+        let sealed = writer.active.seal();
+        self.flusher
+            .fsync_seconds
+            .observe(started.elapsed().as_secs_f64());
+        if let Err(error) = sealed {
             self.fail(&error.to_string());
             return Err(error);
         }
@@ -376,7 +391,12 @@ impl Partition {
     }
 
     pub fn fsync_count(&self) -> u64 {
-        self.fsyncs.load(Ordering::Relaxed)
+        PartitionCounters::get(&self.counters.fsyncs)
+    }
+
+    /// What the partition counted since the engine started, for `/metrics`.
+    pub fn counters(&self) -> &PartitionCounters {
+        &self.counters
     }
 
     pub fn high_watermark(&self) -> u64 {
@@ -602,7 +622,7 @@ impl Partition {
             .iter()
             .map(|s| s.base_offset..s.next_offset)
             .collect();
-        cold.store(self, &ranges, &|range| {
+        let stored = cold.store(self, &ranges, &|range| {
             if let Some(segment) = segments.iter().find(|s| s.base_offset == range.start) {
                 tracing::info!(
                     from = segment.base_offset,
@@ -610,9 +630,19 @@ impl Partition {
                     bytes = segment.bytes,
                     "archived segment"
                 );
+                let now_ms = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as u64);
+                self.counters
+                    .archived_at_ms
+                    .store(now_ms, Ordering::Relaxed);
                 archived(segment);
             }
-        })
+        });
+        if stored.is_err() {
+            PartitionCounters::add(&self.counters.archive_failures, 1);
+        }
+        stored
     }
 
     /// Deletes sealed segments past the topic's retention, oldest first, archiving them first

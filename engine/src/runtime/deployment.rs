@@ -315,6 +315,16 @@ pub struct PluginDescription {
     /// past `recycle_growth_mb`.
     #[serde(default)]
     pub instance_recycles: u64,
+    /// Calls of the plugin on a batch since the engine started, failed ones included.
+    #[serde(default)]
+    pub batches: u64,
+    /// Calls made again after a failure, and engine failures waited out.
+    #[serde(default)]
+    pub retries: u64,
+    /// Failed calls by kind: trap, deadline, memory, quota, failed (the plugin's own error),
+    /// init, engine.
+    #[serde(default)]
+    pub errors: BTreeMap<String, u64>,
     /// Dead-letter replay: next dead-letter offset and where the replay ends.
     pub dlq_replay: Option<(u64, u64)>,
     /// Commits whose emitted records are not yet known to be in their topics; with

@@ -660,9 +660,22 @@ impl PluginHost {
             state_bytes,
             instance_memory_bytes: stats.instance_memory_bytes,
             instance_recycles: stats.instance_recycles,
+            batches: stats.batches,
+            retries: stats.retries,
+            errors: stats
+                .errors
+                .iter()
+                .map(|(kind, count)| (kind.to_string(), *count))
+                .collect(),
             dlq_replay: self.store.dlq_replay(group)?,
             outbox_pending: self.store.outbox_len(group)?,
         })
+    }
+
+    /// How long the group's plugin calls took (a histogram kept since the engine started).
+    pub fn batch_seconds(&self, group: &str) -> Option<prometheus::Histogram> {
+        let running = self.group(group).ok()?;
+        Some(running.shared.batch_seconds.clone())
     }
 
     /// Up to `limit` entries of a group's committed state whose key starts with `prefix`, after

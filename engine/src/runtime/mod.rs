@@ -24,7 +24,9 @@ pub use deployment::{
 };
 pub use host::PluginHost;
 pub use logs::{LogBuffer, LogLine};
-pub use sandbox::{Emitted, Processed, Sandbox, SandboxError, SandboxIdentity, SandboxLimits};
+pub use sandbox::{
+    ERROR_KINDS, Emitted, Processed, Sandbox, SandboxError, SandboxIdentity, SandboxLimits,
+};
 pub use worker::EngineError;
 
 pub(crate) mod bindings {

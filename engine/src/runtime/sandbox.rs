@@ -97,7 +97,29 @@ pub enum SandboxError {
     OutputRefused(#[source] crate::log::LogError),
 }
 
+/// The kinds of failed call `/metrics` counts (`sluice_plugin_errors_total{kind}`).
+pub const ERROR_KINDS: [&str; 7] = [
+    "trap", "deadline", "memory", "quota", "failed", "init", "engine",
+];
+
 impl SandboxError {
+    /// Which of [`ERROR_KINDS`] this is: limits the group set (deadline, memory, quota: the
+    /// per-batch emit quota, max_state_bytes and the output topic's record size), the
+    /// plugin's own failure or rejection, a trap, init, or the engine's state store.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SandboxError::Deadline(_) => "deadline",
+            SandboxError::Memory(_) => "memory",
+            SandboxError::Quota(_)
+            | SandboxError::StateFull { .. }
+            | SandboxError::OutputRefused(_) => "quota",
+            SandboxError::Trap(_) => "trap",
+            SandboxError::Failed(_) | SandboxError::Poison { .. } => "failed",
+            SandboxError::Init(_) => "init",
+            SandboxError::State(_) => "engine",
+        }
+    }
+
     /// Whether the instance is unusable after this error (a trap leaves it poisoned).
     pub fn needs_restart(&self) -> bool {
         matches!(

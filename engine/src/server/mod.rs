@@ -23,7 +23,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{StatusCode, header};
-use axum::response::IntoResponse;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use tokio::sync::{Semaphore, watch};
 
@@ -93,6 +93,10 @@ struct AppState {
     /// Request body bytes in memory, in KiB permits.
     inflight: Arc<Semaphore>,
     counters: metrics::Counters,
+    /// HTTP request latency by route, method and status.
+    requests: prometheus::HistogramVec,
+    /// The standard `process_*` metrics (from /proc).
+    process: prometheus::process_collector::ProcessCollector,
     shutdown: watch::Receiver<bool>,
 }
 
@@ -160,6 +164,8 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         admin_token,
         inflight: Arc::new(Semaphore::new(permits)),
         counters: metrics::Counters::default(),
+        requests: metrics::request_histogram(),
+        process: prometheus::process_collector::ProcessCollector::for_self(),
         shutdown: shutdown_rx.clone(),
         config,
     });
@@ -356,6 +362,10 @@ fn router(state: Arc<AppState>) -> Router {
                 "no such endpoint; see docs/http-api.md",
             )
         })
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            metrics::track_requests,
+        ))
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
             body_timeout,
@@ -377,7 +387,9 @@ async fn blocking<T: Send + 'static>(
         .map_err(ApiError::from)
 }
 
-async fn render_metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
-    let text = metrics::render(&state.log, &state.groups, &state.counters);
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
+async fn render_metrics(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
+    let text = tokio::task::spawn_blocking(move || metrics::render(&state))
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    Ok(([(header::CONTENT_TYPE, prometheus::TEXT_FORMAT)], text).into_response())
 }

@@ -155,6 +155,10 @@ pub(super) async fn fetch(
         trim_to_records(&mut fetched, offset, max_records);
     }
     metrics::Counters::add(&state.counters.fetched_bytes, fetched.data.len() as u64);
+    let records = batch::count_records_from(&fetched.data, offset).min(max_records);
+    partition
+        .counters()
+        .fetched(records, fetched.data.len() as u64);
     if wants_batches {
         return Ok(batches_response(fetched));
     }

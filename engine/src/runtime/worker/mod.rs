@@ -68,13 +68,42 @@ pub struct Stats {
     pub instance_memory_bytes: u64,
     /// Instances replaced because their memory grew past `recycle_growth_mb`.
     pub instance_recycles: u64,
+    /// Calls of the plugin on a batch, successful or not.
+    pub batches: u64,
+    /// Failed calls by kind (one of [`crate::runtime::ERROR_KINDS`]), and engine
+    /// failures that stopped the group's progress ("engine").
+    pub errors: BTreeMap<&'static str, u64>,
+    /// Calls made again after a failure, and engine failures waited out.
+    pub retries: u64,
 }
 
 /// Shared between a worker and the host.
-#[derive(Default)]
 pub struct GroupShared {
     pub logs: Arc<LogBuffer>,
     stats: Mutex<Stats>,
+    /// How long each call of the plugin on a batch took.
+    pub batch_seconds: prometheus::Histogram,
+}
+
+/// Upper bounds of the batch-duration histogram's buckets: 100 µs doubling to about 6.5 s.
+fn batch_buckets_seconds() -> Vec<f64> {
+    prometheus::exponential_buckets(100e-6, 2.0, 17).expect("valid bucket parameters")
+}
+
+impl Default for GroupShared {
+    fn default() -> Self {
+        let opts = prometheus::HistogramOpts::new(
+            "sluice_plugin_batch_duration_seconds",
+            "Time a call of the plugin on one batch took, failed calls included.",
+        )
+        .buckets(batch_buckets_seconds());
+        GroupShared {
+            logs: Default::default(),
+            stats: Default::default(),
+            batch_seconds: prometheus::Histogram::with_opts(opts)
+                .expect("a valid histogram definition"),
+        }
+    }
 }
 
 impl GroupShared {
@@ -208,6 +237,13 @@ impl Worker {
                 self.flush()
                     .and_then(|()| self.sleep(Duration::MAX).map(|()| true))
             } else {
+                // Resumed, or loaded with nothing to do yet: running, though no batch has
+                // said so.
+                self.context.shared.update(|s| {
+                    if s.status == "paused" || s.status == "starting" {
+                        s.status = "running".to_string();
+                    }
+                });
                 self.ensure_sandbox().and_then(|()| self.step())
             };
             // An idle group commits what it did before waiting.
@@ -234,6 +270,10 @@ impl Worker {
                         .min(MAX_BACKOFF);
                     engine_failures += 1;
                     let message = error.to_string();
+                    self.context.shared.update(|s| {
+                        *s.errors.entry("engine").or_default() += 1;
+                        s.retries += 1;
+                    });
                     self.context
                         .shared
                         .set_status(&format!("failing: {message}"));

@@ -163,11 +163,17 @@ impl Worker {
             self.ensure_sandbox()?;
             let (version, sandbox) = self.sandbox.as_mut().expect("ensured above");
             let version = *version;
+            let started = std::time::Instant::now();
             let processed = sandbox.process(&batch);
+            let shared = &self.context.shared;
+            shared
+                .batch_seconds
+                .observe(started.elapsed().as_secs_f64());
             let memory = sandbox.memory_bytes() as u64;
-            self.context
-                .shared
-                .update(|s| s.instance_memory_bytes = memory);
+            shared.update(|s| {
+                s.instance_memory_bytes = memory;
+                s.batches += 1;
+            });
             let error = match processed.and_then(|p| self.within_limits(p)) {
                 Ok((processed, growth)) => {
                     self.stage_emitted(version, processed.emitted)?;
@@ -200,6 +206,7 @@ impl Worker {
             failures += 1;
             self.note_failure(version, first..=last, failures, attempts, &error);
             if failures < attempts {
+                self.context.shared.update(|s| s.retries += 1);
                 let backoff = Duration::from_millis(self.deployment.limits.retry_backoff_ms)
                     .saturating_mul(1 << (failures - 1).min(16))
                     .min(MAX_BACKOFF);
@@ -275,6 +282,7 @@ impl Worker {
         self.note("warn", &message);
         self.context.shared.update(|s| {
             s.failed_calls += 1;
+            *s.errors.entry(error.kind()).or_default() += 1;
             s.last_error = Some(error.to_string());
             s.status = format!("retrying: {error}");
         });

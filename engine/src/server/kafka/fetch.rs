@@ -129,7 +129,13 @@ fn read_one(log: &Log, wanted: &Wanted, left: usize) -> PartitionData {
     let high_watermark = partition.high_watermark();
     let records = match fetched {
         Some(fetched) => match encode_fetched(&fetched.data, offset) {
-            Ok(records) => records,
+            Ok(records) => {
+                let count = crate::log::batch::count_records_from(&fetched.data, offset);
+                partition
+                    .counters()
+                    .fetched(count, fetched.data.len() as u64);
+                records
+            }
             Err(error) => {
                 tracing::error!(%error, topic = %wanted.topic.0.as_str(), "kafka: a stored batch does not decode");
                 Bytes::new()
