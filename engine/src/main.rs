@@ -12,11 +12,19 @@ fn main() -> ExitCode {
     };
     let filter =
         EnvFilter::try_from_env("SLUICE_LOG").unwrap_or_else(|_| EnvFilter::new(default_level));
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        sluice::cli::LogFormat::Human => logs.with_ansi(std::io::stderr().is_terminal()).init(),
+        sluice::cli::LogFormat::Json => {
+            sluice::server::set_json_logs(true);
+            logs.json()
+                .with_current_span(true)
+                .with_span_list(true)
+                .init()
+        }
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(error) => {

@@ -582,3 +582,61 @@ fn the_client_finds_the_token_by_data_dir_and_a_401_says_where_it_looked() {
     let deleted = run(&["topic", "delete", "t", "--data-dir", data_dir]);
     assert!(deleted.status.success(), "{deleted:?}");
 }
+
+/// `--log-format json`: every line the engine writes to stderr is one JSON object, and a
+/// plugin's own log line carries its group and version.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_in_json_carry_the_group_and_version_of_a_plugins_lines() {
+    use crate::common::plugins::{admin, create_topic, record, request, wait_for};
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_with(dir.path(), &["--log-format", "json"]);
+    let client = admin(&server);
+    create_topic(&client, "in", 1).await;
+    create_topic(&client, "out", 1).await;
+    let deploy = request("misbehave", "in", &["out"], &[("mode", "trap")]);
+    client.deploy("g", &deploy).await.unwrap();
+    client
+        .produce("in", Some(0), &[record("k", "bad")])
+        .await
+        .unwrap();
+    wait_for(&client, "g", "the bad record dead-lettered", |d| {
+        d.dead_letters == 1
+    })
+    .await;
+    let log = server.log();
+    assert!(server.terminate());
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}")))
+        .collect();
+    assert!(
+        lines
+            .iter()
+            .all(|l| l["level"].is_string() && l["fields"]["message"].is_string())
+    );
+    assert!(
+        lines.iter().any(|l| l["fields"]["message"]
+            .as_str()
+            .unwrap()
+            .contains(" serving http://")),
+        "{log}"
+    );
+    let plugin_line = lines
+        .iter()
+        .find(|l| {
+            l["fields"]["message"]
+                .as_str()
+                .unwrap()
+                .starts_with("panicked at")
+        })
+        .unwrap_or_else(|| panic!("no line of the plugin's own in:\n{log}"));
+    assert_eq!(plugin_line["level"], "ERROR");
+    assert_eq!(plugin_line["fields"]["group"], "g");
+    assert_eq!(plugin_line["fields"]["version"], "1");
+    // The engine's lines about the group are in its span.
+    assert!(
+        lines.iter().any(|l| l["span"]["group"] == "g"
+            && l["fields"]["message"].as_str().unwrap().contains("failed")),
+        "{log}"
+    );
+}

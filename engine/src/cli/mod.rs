@@ -78,8 +78,27 @@ pub struct Cli {
     #[arg(long, global = true, env = "SLUICE_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
 
+    /// How log lines are written to stderr: `human` (default) or `json`, one object a line
+    /// (level, target, fields with the message, and the spans: group, topic, partition) for
+    /// log collectors. SLUICE_LOG sets which lines (e.g. `info`, `sluice::runtime=debug`).
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        env = "SLUICE_LOG_FORMAT",
+        default_value_t = LogFormat::Human
+    )]
+    pub log_format: LogFormat,
+
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Human,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -288,12 +307,12 @@ async fn serve(args: ServeArgs, data_dir: Option<PathBuf>) -> anyhow::Result<()>
         Some(addr) => format!(" and Kafka clients on {addr}"),
         None => String::new(),
     };
-    eprintln!(
+    crate::server::announce(&format!(
         "sluice {} serving http://{}{kafka} with data in {}",
         env!("CARGO_PKG_VERSION"),
         running.addr,
         data_dir.display()
-    );
+    ));
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}

@@ -45,10 +45,10 @@ pub fn load_or_create(configured: Option<&str>, data_dir: &Path) -> Result<Strin
         file.sync_all()
     };
     write().map_err(|e| LogError::io(&path, e))?;
-    eprintln!(
+    super::announce(&format!(
         "generated the admin token (kept in {}; the sluice client reads it from there): {token}",
         path.display()
-    );
+    ));
     Ok(token)
 }
 

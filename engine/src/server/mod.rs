@@ -50,6 +50,25 @@ fn deploy_request_bytes_max(config: &Config) -> usize {
         .saturating_add(DEPLOY_FIELDS_BYTES)
 }
 
+/// Whether the process logs JSON (`--log-format json`): then the lines `serve` says to the
+/// person who started it are log events too, so every line of stderr is JSON.
+static JSON_LOGS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Says that logs are JSON; set by the binary before it starts anything.
+pub fn set_json_logs(json: bool) {
+    JSON_LOGS.store(json, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// A line for the person who started the engine: on stderr as it is, or as an info event
+/// when logs are JSON.
+pub fn announce(text: &str) {
+    if JSON_LOGS.load(std::sync::atomic::Ordering::Relaxed) {
+        tracing::info!(target: "sluice", "{text}");
+    } else {
+        eprintln!("{text}");
+    }
+}
+
 /// Permits of the in-flight budget for `bytes` of request bodies (at least one).
 fn inflight_permits(bytes: u64) -> u32 {
     bytes
