@@ -12,6 +12,9 @@
 //! - `cli`: the command line end to end: topics, produce with keys, consume by position, in a
 //!   group and following, graceful shutdown, restart, fencing, `--help`, and what
 //!   `plugin new` and `plugin build` refuse.
+//! - `console`: the web console driven in Debian's headless Chromium (tests/console, with
+//!   playwright-core): lag shown and falling, pause and resume, a dead letter replayed,
+//!   records browsed, the layout at 1280 and 390 px; screenshots in target/console-screenshots.
 //! - `control_plane`: admin calls while a plugin fails every call: they take effect within a
 //!   call deadline, other groups answer at once, undeploy survives a restart, SIGTERM is prompt.
 //! - `crash`: kill -9 while producers wait for acknowledgements; every acknowledged record
@@ -82,6 +85,7 @@ mod common;
 mod archive;
 mod bad_input;
 mod cli;
+mod console;
 mod control_plane;
 mod crash;
 mod data_compat;

@@ -383,3 +383,41 @@ impl StateEntry {
 pub struct StateScan {
     pub entries: Vec<StateEntry>,
 }
+
+/// `GET /v1/overview`: topics, groups and plugin groups at one moment, for the console.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Overview {
+    pub time_ms: i64,
+    pub topics: Vec<TopicDescription>,
+    /// Consumer groups (kind `consumer`) and plugin groups (kind `plugin`), with their lag.
+    pub groups: Vec<GroupProgress>,
+    pub plugins: Vec<PluginSummary>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct GroupProgress {
+    pub group: String,
+    pub kind: String,
+    pub partitions: Vec<crate::groups::PartitionLag>,
+    pub total_lag: u64,
+}
+
+/// What anyone may see of a plugin group; its settings, versions and last error need the
+/// admin token (`GET /v1/plugins/{group}`).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct PluginSummary {
+    pub group: String,
+    pub topic: String,
+    pub dlq_topic: String,
+    pub status: String,
+    pub paused: bool,
+    pub active_version: u32,
+    pub running_version: Option<u32>,
+    pub processed_records: u64,
+    pub emitted_records: u64,
+    pub dead_letters: u64,
+    pub failed_calls: u64,
+    pub state_bytes: u64,
+    pub instance_memory_bytes: u64,
+    pub total_lag: u64,
+}

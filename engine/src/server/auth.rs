@@ -84,6 +84,7 @@ pub async fn require_token_for_all(
     use axum::response::IntoResponse;
     if state.config.server.require_token_for_all
         && request.uri().path() != "/v1/health"
+        && !super::console::is_asset(request.uri().path())
         && let Err(refused) = check(request.headers(), &state)
     {
         return refused.into_response();

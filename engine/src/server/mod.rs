@@ -7,11 +7,13 @@ mod archive;
 mod auth;
 mod body;
 mod chores;
+mod console;
 mod error;
 mod groups;
 #[doc(hidden)]
 pub mod kafka;
 mod metrics;
+mod overview;
 mod plugins;
 mod records;
 mod topics;
@@ -326,6 +328,10 @@ fn router(state: Arc<AppState>) -> Router {
     let body_limit = state.config.server.max_request_bytes as usize;
     let body_timeout = Duration::from_millis(state.config.server.request_body_timeout_ms);
     Router::new()
+        .route("/", get(console::index))
+        .route("/console/app.js", get(console::script))
+        .route("/console/app.css", get(console::style))
+        .route("/v1/overview", get(overview::overview))
         .route("/v1/health", get(|| async { "ok" }))
         .route("/metrics", get(render_metrics))
         .route("/v1/topics", get(topics::list).post(topics::create))

@@ -37,7 +37,7 @@ pub(super) async fn create(
     Ok((StatusCode::CREATED, Json(description(&topic))))
 }
 
-fn description(topic: &crate::log::Topic) -> TopicDescription {
+pub(super) fn description(topic: &crate::log::Topic) -> TopicDescription {
     TopicDescription {
         name: topic.name.to_string(),
         config: topic.config(),
