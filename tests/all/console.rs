@@ -7,12 +7,10 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use bytes::Bytes;
-use sluice::cli::client::PluginAction;
 use sluice::log::Record;
-use sluice::server::api::RollbackRequest;
 
 use crate::common::Server;
-use crate::common::plugins::{admin, create_topic, request, token, wait_for};
+use crate::common::plugins::{admin, paused_trap_group, token};
 
 const ORDERS: u64 = 200;
 
@@ -25,17 +23,7 @@ async fn the_console_shows_lag_acts_on_a_plugin_group_and_browses_records_in_chr
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path());
     let client = admin(&server);
-    create_topic(&client, "orders", 2).await;
-    create_topic(&client, "out", 1).await;
-    let mut deploy = request("misbehave", "orders", &["out"], &[("mode", "trap")]);
-    deploy.spec.limits.max_attempts = Some(2);
-    deploy.spec.limits.retry_backoff_ms = Some(10);
-    client.deploy("copy", &deploy).await.unwrap();
-    client
-        .plugin_action("copy", PluginAction::Pause, &RollbackRequest::default())
-        .await
-        .unwrap();
-    wait_for(&client, "copy", "paused", |d| d.status == "paused").await;
+    paused_trap_group(&client, "orders", 2, 2).await;
     // Produced while paused: the group lags by all of it.
     let orders: Vec<Record> = (0..ORDERS)
         .map(|n| Record {

@@ -46,6 +46,8 @@
 //! - `plugins`: plugin groups: the admin token, bad uploads, deploy while producing, upgrade
 //!   and roll back, misbehaving plugins kept apart, dead letters and their replay, `--from`,
 //!   delivery modes, deployments surviving a restart, `sluice plugin test`.
+//! - `top`: `sluice top` in a pseudo-terminal, its screen read through a VT100 parser: topics,
+//!   a plugin group's status, lag and last error refreshed live, `q` restoring the terminal.
 //! - `common`: starting, stopping and killing the server, running the CLI, seeds of
 //!   randomised tests; `common::plugins`: the first-party plugins, deploy requests, polling a
 //!   group, reading topics back.
@@ -99,3 +101,4 @@ mod kafka_compat;
 mod kafka_hostile;
 mod metrics;
 mod plugins;
+mod top;

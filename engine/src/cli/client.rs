@@ -295,6 +295,11 @@ impl Client {
             .await
     }
 
+    /// Topics, groups and plugin groups at one moment (`GET /v1/overview`).
+    pub async fn overview(&self) -> Result<Overview> {
+        self.json(self.request(Method::GET, "overview")).await
+    }
+
     pub async fn list_topics(&self) -> Result<TopicList> {
         self.json(self.request(Method::GET, "topics")).await
     }

@@ -9,6 +9,7 @@ pub mod plugin_build;
 mod plugin_new;
 mod plugin_test;
 mod produce;
+mod top;
 
 use std::path::{Path, PathBuf};
 
@@ -136,6 +137,12 @@ sluice.toml in the repository for every option.")]
     /// Archive topics to Parquet now, list archived files, verify them.
     #[command(subcommand)]
     Archive(archive::ArchiveCommand),
+    /// The engine at a glance, live: topics with produce rates, groups with lag, plugin
+    /// groups with status, rates and errors (q quits). Also at http://127.0.0.1:7171/ in a
+    /// browser.
+    ///
+    /// Example: sluice top --interval-ms 500
+    Top(top::TopArgs),
 }
 
 #[derive(Args)]
@@ -235,6 +242,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Dlq(command) => plugin::run_dlq(&client, command).await,
         Command::State(command) => plugin::run_state(&client, command).await,
         Command::Archive(command) => archive::run(&client, command).await,
+        Command::Top(args) => top::run(&client, args).await,
     };
     result.map_err(|error| say_where_the_token_was_looked_for(error, &looked))
 }

@@ -142,3 +142,24 @@ pub fn record(key: &str, value: &str) -> Record {
         }],
     }
 }
+
+/// A group `copy` of the `misbehave` plugin in `trap` mode on `topic` (to `out`, both
+/// created here), failing a call at most `max_attempts` times, deployed and paused: what is
+/// produced next waits, as lag.
+pub async fn paused_trap_group(client: &Client, topic: &str, partitions: u32, max_attempts: u32) {
+    create_topic(client, topic, partitions).await;
+    create_topic(client, "out", 1).await;
+    let mut deploy = request("misbehave", topic, &["out"], &[("mode", "trap")]);
+    deploy.spec.limits.max_attempts = Some(max_attempts);
+    deploy.spec.limits.retry_backoff_ms = Some(10);
+    client.deploy("copy", &deploy).await.unwrap();
+    client
+        .plugin_action(
+            "copy",
+            sluice::cli::client::PluginAction::Pause,
+            &sluice::server::api::RollbackRequest::default(),
+        )
+        .await
+        .unwrap();
+    wait_for(client, "copy", "paused", |d| d.status == "paused").await;
+}
