@@ -11,7 +11,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::common::plugins::{admin, read_all, request, wait_for};
+use crate::common::plugins::{admin, read_all, record, request, wait_for};
 use crate::common::{self, Server, cli, python, stdout};
 use bytes::Bytes;
 use rand::{Rng, SeedableRng};
@@ -816,4 +816,70 @@ async fn an_s3_store_holds_the_files_and_replay_reads_them_from_it() {
         s3.run(&["list", "archive", "sluice/s/"]),
         serde_json::json!([])
     );
+}
+
+/// A quiet topic's last records reach Parquet without another append: its active segment is
+/// sealed once `segment_ms` passed, and archived at the next retention check. `archive run
+/// --now` (every archiving topic, no --topic) archives up to the high watermark at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quiet_topics_last_records_reach_parquet_without_another_append() {
+    const SEGMENT_MS: u64 = 1_000;
+    const CHECK_MS: u64 = 200;
+    let dir = tempfile::tempdir().unwrap();
+    let check = CHECK_MS.to_string();
+    let server = Server::start_with_env(
+        dir.path(),
+        &[("SLUICE_STORAGE__RETENTION_CHECK_INTERVAL_MS", &check)],
+    );
+    let client = admin(&server);
+    let segment_ms = SEGMENT_MS.to_string();
+    create(
+        &client,
+        "quiet",
+        1,
+        &[("segment_ms", &segment_ms), ("archive", "true")],
+    )
+    .await;
+    create(&client, "busy", 2, &[("archive", "true")]).await;
+    let five: Vec<Record> = (0..5).map(|i| record(&format!("k{i}"), "v")).collect();
+    client.produce("quiet", Some(0), &five).await.unwrap();
+    let produced = Instant::now();
+    let archived_end = |listing: &ArchiveListing| {
+        listing.partitions[0]
+            .files
+            .last()
+            .map(|f| f.summary.last_offset + 1)
+    };
+    let deadline = produced + Duration::from_secs(60);
+    loop {
+        let listing = client.archive_list("quiet").await.unwrap();
+        if archived_end(&listing) == Some(5) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never archived: {listing:#?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let took = produced.elapsed();
+    eprintln!("the quiet topic's last record was in Parquet {took:?} after it was produced");
+    // Loose: segment_ms plus one check, with room for a loaded machine.
+    assert!(
+        took < Duration::from_millis(SEGMENT_MS + CHECK_MS) + Duration::from_secs(20),
+        "{took:?}"
+    );
+
+    // --now: the busy topic's records (a week from sealing by age) archived at once.
+    let three: Vec<Record> = (0..3).map(|i| record(&format!("k{i}"), "v")).collect();
+    client.produce("busy", Some(1), &three).await.unwrap();
+    let out = stdout(&cli(&server.url, &["archive", "run", "--now"], ""));
+    assert!(out.contains("of busy"), "{out}");
+    let listing = client.archive_list("busy").await.unwrap();
+    assert_eq!(
+        listing.partitions[1]
+            .files
+            .last()
+            .map(|f| f.summary.last_offset),
+        Some(2),
+        "{listing:#?}"
+    );
+    assert!(listing.partitions[0].files.is_empty(), "{listing:#?}");
 }

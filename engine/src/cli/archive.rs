@@ -9,27 +9,36 @@ use crate::server::api::{ArchiveProgress, ArchiveRunRequest, VerifyParams};
 
 #[derive(Subcommand)]
 pub enum ArchiveCommand {
-    /// Archive a topic's sealed segments to Parquet now.
+    /// Archive sealed segments to Parquet now: of one topic, or of every topic that archives.
     #[command(long_about = "\
-Archive a topic's sealed segments to Parquet now, instead of waiting for retention.
+Archive sealed segments to Parquet now, instead of waiting for the engine.
 
-Without --everything, the segments past retention are archived (the engine does that itself
-before it deletes them; this only does it sooner). With --everything, every sealed segment is:
-it stays in the log until retention deletes it, and is not archived again then. The segment
-being written to is never archived; it is sealed when it reaches segment_bytes or segment_ms.
+A topic with `archive = true` is archived by the engine itself: each segment once it is sealed
+(at segment_bytes, or when segment_ms passed, even with no new records), at the next retention
+check, and retention deletes only what is archived. This command does it at once: without
+--topic, for every topic with `archive = true`; with --topic, for that topic (any topic).
 
-The topic needs `archive = true` for retention to wait for its archive; this command works on
-any topic. Files go to <archive_dir>/<topic>/<partition>/ (default archive_dir:
-<data_dir>/archive), one file per segment, written, fsynced and verified before the manifest
-names it.
+Without --everything, the segments past retention are archived; with --everything, every sealed
+segment (it stays in the log until retention deletes it, and is not archived again then). With
+--now, the segments being written are sealed first and every sealed segment is archived: the
+archive then holds every record up to the high watermark.
 
-Example: sluice archive run --topic clicks --everything")]
+Files go to <archive_dir>/<topic>/<partition>/ (default archive_dir: <data_dir>/archive), one
+file per segment, written, fsynced and verified before the manifest names it.
+
+Examples:
+  sluice archive run --now
+  sluice archive run --topic clicks --everything")]
     Run {
+        /// The topic (default: every topic with `archive = true`).
         #[arg(long)]
-        topic: String,
+        topic: Option<String>,
         /// Also archive sealed segments still in retention.
         #[arg(long)]
         everything: bool,
+        /// Seal the segments being written, then archive everything up to the high watermark.
+        #[arg(long)]
+        now: bool,
     },
     /// List a topic's archived files: offset ranges, rows, sizes and times.
     List {
@@ -50,7 +59,24 @@ file from a copy (the log no longer holds its records).")]
 
 pub async fn run(client: &Client, command: ArchiveCommand) -> anyhow::Result<()> {
     match command {
-        ArchiveCommand::Run { topic, everything } => archive_now(client, &topic, everything).await,
+        ArchiveCommand::Run {
+            topic,
+            everything,
+            now,
+        } => {
+            let request = ArchiveRunRequest { everything, now };
+            let topics = match topic {
+                Some(topic) => vec![topic],
+                None => archiving_topics(client).await?,
+            };
+            if topics.is_empty() {
+                println!("no topic archives (set archive = true on one, or give --topic)");
+            }
+            for topic in &topics {
+                archive_now(client, topic, &request).await?;
+            }
+            Ok(())
+        }
         ArchiveCommand::List { topic } => {
             let listing = client.archive_list(&topic).await?;
             println!("archive of {} in {}", listing.topic, listing.dir);
@@ -103,10 +129,24 @@ fn time(ms: i64) -> String {
     humantime::format_rfc3339_seconds(at).to_string()
 }
 
-async fn archive_now(client: &Client, topic: &str, everything: bool) -> anyhow::Result<()> {
-    let mut response = client
-        .archive_run(topic, &ArchiveRunRequest { everything })
-        .await?;
+/// The topics with `archive = true`.
+async fn archiving_topics(client: &Client) -> anyhow::Result<Vec<String>> {
+    let mut archiving = Vec::new();
+    for topic in client.list_topics().await?.topics {
+        if client.describe_topic(&topic.name).await?.config.archive {
+            archiving.push(topic.name);
+        }
+    }
+    Ok(archiving)
+}
+
+async fn archive_now(
+    client: &Client,
+    topic: &str,
+    request: &ArchiveRunRequest,
+) -> anyhow::Result<()> {
+    let everything = request.everything || request.now;
+    let mut response = client.archive_run(topic, request).await?;
     let bar = ProgressBar::new(0);
     bar.set_style(
         ProgressStyle::with_template(

@@ -255,6 +255,9 @@ impl Log {
         let mut freed = 0;
         for topic in self.topics() {
             for partition in topic.partitions() {
+                if let Err(error) = partition.seal_active(false) {
+                    tracing::error!(topic = %topic.name, partition = partition.id, %error, "sealing an idle segment failed");
+                }
                 match partition.enforce_retention(now_ms) {
                     Ok(bytes) => freed += bytes,
                     Err(error) => {

@@ -385,6 +385,25 @@ impl Partition {
         Ok(())
     }
 
+    /// Seals the active segment when it holds records and is older than the topic's
+    /// `segment_ms`, or at once with `now`: a quiet partition's last records then become
+    /// archivable (and deletable by retention) without waiting for another append. True when
+    /// it sealed one.
+    pub fn seal_active(&self, now: bool) -> Result<bool, LogError> {
+        if self.visibility.borrow().failed.is_some() {
+            return Ok(false);
+        }
+        let segment_ms = self.config.read().segment_ms;
+        let mut writer = self.writer.lock();
+        let due = now || writer.active_since.elapsed() >= Duration::from_millis(segment_ms);
+        if writer.active.size() == 0 || !due {
+            return Ok(false);
+        }
+        self.roll(&mut writer)?;
+        tracing::info!(topic = %self.topic, partition = self.id, "sealed the active segment");
+        Ok(true)
+    }
+
     #[cfg(test)]
     pub(super) fn active_segment(&self) -> Arc<Segment> {
         self.writer.lock().active.clone()
@@ -656,7 +675,9 @@ impl Partition {
                     "the topic archives but this engine has no archive: keeping its segments");
                 return Ok(0);
             }
-            let due = self.segments_to_archive(now_ms, false);
+            // Every sealed segment, not only those past retention: the archive follows the
+            // log by at most segment_ms plus a retention check.
+            let due = self.segments_to_archive(now_ms, true);
             self.archive(&due, &|_| {})?;
             if !due.is_empty() {
                 crate::crash_point::reached(crate::crash_point::ARCHIVE_BEFORE_DELETE);

@@ -99,6 +99,10 @@ pub struct ArchiveRunRequest {
     /// them, and are not archived again).
     #[serde(default)]
     pub everything: bool,
+    /// Seal the segments being written first, and archive every sealed one: the archive then
+    /// holds everything up to the high watermark.
+    #[serde(default)]
+    pub now: bool,
 }
 
 /// One line of the `POST /v1/topics/{topic}/archive` response (newline-delimited JSON).

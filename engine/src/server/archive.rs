@@ -49,12 +49,23 @@ pub async fn run(
 ) -> Result<Response, ApiError> {
     let Json(request) = body?;
     let topic = state.log.topic(&topic)?;
+    if request.now {
+        let partitions = topic.partitions();
+        super::blocking(move || {
+            for partition in partitions {
+                partition.seal_active(true)?;
+            }
+            Ok(())
+        })
+        .await?;
+    }
     let now = now_ms();
+    let everything = request.everything || request.now;
     let plan: Vec<_> = topic
         .partitions()
         .into_iter()
         .map(|p| {
-            let segments = p.segments_to_archive(now, request.everything);
+            let segments = p.segments_to_archive(now, everything);
             (p, segments)
         })
         .collect();
