@@ -8,6 +8,7 @@ use std::process::Command;
 
 use bytes::Bytes;
 use sluice::log::Record;
+use sluice::server::api::CreateTopic;
 
 use crate::common::Server;
 use crate::common::plugins::{admin, paused_trap_group, token};
@@ -21,7 +22,11 @@ fn repo() -> PathBuf {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_console_shows_lag_acts_on_a_plugin_group_and_browses_records_in_chromium() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path());
+    // Retention checks often: the archived topic's oldest segments leave the log.
+    let server = Server::start_with_env(
+        dir.path(),
+        &[("SLUICE_STORAGE__RETENTION_CHECK_INTERVAL_MS", "100")],
+    );
     let client = admin(&server);
     paused_trap_group(&client, "orders", 2, 2).await;
     // Produced while paused: the group lags by all of it.
@@ -44,6 +49,41 @@ async fn the_console_shows_lag_acts_on_a_plugin_group_and_browses_records_in_chr
         headers: Vec::new(),
     };
     client.produce("orders", Some(1), &[bad]).await.unwrap();
+
+    // A topic whose oldest records are only in the archive.
+    client
+        .create_topic(&CreateTopic {
+            name: "clicks".into(),
+            partitions: 1,
+            config: [
+                ("segment_bytes".to_string(), serde_json::json!(4096)),
+                ("retention_ms".to_string(), serde_json::json!(1)),
+                ("archive".to_string(), serde_json::json!(true)),
+            ]
+            .into(),
+        })
+        .await
+        .unwrap();
+    let clicks: Vec<Record> = (0..800)
+        .map(|n| Record {
+            timestamp: 1_700_000_000_000 + n,
+            key: None,
+            value: Some(Bytes::from(format!("{{\"click\":{n}}}"))),
+            headers: Vec::new(),
+        })
+        .collect();
+    // In batches: a segment rolls between batches, never within one.
+    for batch in clicks.chunks(20) {
+        client.produce("clicks", Some(0), batch).await.unwrap();
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while client.describe_topic("clicks").await.unwrap().partitions[0].log_start_offset == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "retention never archived and deleted"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
 
     let shots = repo().join("target/console-screenshots");
     let output = Command::new("node")

@@ -1,7 +1,7 @@
 // Drives the Sluice console in Debian's headless Chromium, as a user would, and checks what
 // the page shows. Started by tests/all/console.rs, which sets the engine up first: a topic
 // `orders` with records, a plugin group `copy` (paused, so it lags) whose input holds one
-// record it traps on.
+// record it traps on, and a topic `clicks` whose oldest records are only in the archive.
 //
 //   node drive.mjs URL TOKEN SCREENSHOT_DIR
 //
@@ -18,6 +18,7 @@ if (!url || !token || !shots) {
 mkdirSync(shots, { recursive: true });
 const STEP_TIMEOUT_MS = 30_000;
 const seen = { lag: [], steps: [] };
+const errors = [];
 let step = 'start';
 
 function check(condition, what) {
@@ -55,7 +56,6 @@ const browser = await chromium.launch({
 });
 try {
   const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
-  const errors = [];
   page.on('pageerror', (error) => errors.push(String(error)));
   page.on('console', (message) => { if (message.type() === 'error') errors.push(message.text()); });
 
@@ -110,6 +110,21 @@ try {
   await page.locator('#records tbody tr').first().getByText('"order": 150').waitFor();
   await shot(page, 'topic-1280');
 
+  step = '6. archived offsets are browsed, and the archive is a timeline of verified files';
+  await page.goto(`${url}#/topic/clicks`);
+  await page.locator('#archive-files tbody tr').first().waitFor({ timeout: STEP_TIMEOUT_MS });
+  const files = await page.locator('#archive-files tbody tr').count();
+  check(files >= 2, `${files} archived files listed`);
+  check(await page.locator('.timeline span').count() >= files, 'the timeline shows the files');
+  await page.locator('#verify').click();
+  await page.locator('#verify-result', { hasText: 'files checked: all match' }).waitFor({ timeout: STEP_TIMEOUT_MS });
+  // Offset 0 is below the log start: it comes from the archive.
+  await page.locator('#records tbody tr').first().waitFor();
+  const archived = await page.locator('#records tbody tr').first().innerText();
+  check(/^0\s/.test(archived.trim()) && archived.includes('"click": 0'), `offset 0 reads ${archived}`);
+  seen.archived_files = files;
+  await shot(page, 'archive-1280');
+
   step = 'the layout at 390 px';
   await page.setViewportSize({ width: 390, height: 844 });
   for (const [hash, name] of [['#/', 'overview'], ['#/plugin/copy', 'plugin'], ['#/topic/orders', 'topic']]) {
@@ -123,7 +138,10 @@ try {
   check(errors.length === 0, `the page logged errors: ${errors.join(' | ')}`);
   console.log(JSON.stringify(seen));
 } catch (error) {
-  console.error(`console check failed at step "${step}": ${error.message}`);
+  const pages = browser.contexts().flatMap((c) => c.pages());
+  const main = pages.length ? await pages[0].locator('main').innerText().catch(() => '') : '';
+  if (pages.length) await pages[0].screenshot({ path: join(shots, 'failure.png'), fullPage: true }).catch(() => {});
+  console.error(`console check failed at step "${step}": ${error.message}\nthe page's errors: ${errors.join(' | ')}\nthe page showed:\n${main}`);
   process.exitCode = 1;
 } finally {
   await browser.close();

@@ -380,9 +380,9 @@ async function showArchive(topic, node) {
   const timelines = listing.partitions.filter((p) => p.files.length).map((p) => {
     const t = state.overview.topics.find((x) => x.name === topic);
     const part = t && t.partitions.find((x) => x.partition === p.partition);
-    const end = Math.max(part ? part.high_watermark : 0, ...p.files.map((f) => f.summary.last_offset + 1), 1);
+    const end = Math.max(part ? part.high_watermark : 0, ...p.files.map((f) => f.last_offset + 1), 1);
     const bar = h('div', { class: 'timeline', title: `partition ${p.partition}: offsets 0..${end}` },
-      p.files.map((f) => h('span', { style: { left: `${(100 * f.summary.first_offset) / end}%`, width: `${(100 * f.summary.rows) / end}%` }, title: `${f.file}: offsets ${f.summary.first_offset}..${f.summary.last_offset}` })),
+      p.files.map((f) => h('span', { style: { left: `${(100 * f.first_offset) / end}%`, width: `${(100 * f.rows) / end}%` }, title: `${f.file}: offsets ${f.first_offset}..${f.last_offset}` })),
       part ? h('span', { class: 'log', style: { left: `${(100 * part.log_start_offset) / end}%`, width: `${(100 * (part.high_watermark - part.log_start_offset)) / end}%` }, title: 'in the log' }) : null);
     return h('div', {}, h('span', { class: 'muted' }, `partition ${p.partition}`), bar);
   });
@@ -390,8 +390,8 @@ async function showArchive(topic, node) {
     h('div', { class: 'legend' }, h('span', {}, h('i', { style: { background: '#8fb0ee' } }), 'archived files'), h('span', {}, h('i', { style: { background: '#c9d3e3' } }), 'in the log')),
     ...timelines,
     table(['#Partition', 'File', '#Offsets', 'Times', '#Size'], files.map((f) => [f.partition, f.file,
-      `${number(f.summary.first_offset)}..${number(f.summary.last_offset)}`,
-      `${time(f.summary.min_timestamp)} – ${time(f.summary.max_timestamp)}`, bytes(f.bytes)]), { id: 'archive-files' }),
+      `${number(f.first_offset)}..${number(f.last_offset)}`,
+      `${time(f.min_timestamp)} – ${time(f.max_timestamp)}`, bytes(f.bytes)]), { id: 'archive-files' }),
     h('div', { class: 'actions' }, verify, verdict),
   );
 }
