@@ -166,3 +166,48 @@ fn a_section_makes_a_script_of_its_blocks() {
     assert!(!script.contains("ignored"));
     assert!(!script.contains("no\n"));
 }
+
+/// The README's quick start, pasted into a shell at the repository root as it says, against
+/// a running engine. Two things differ from a user's shell, both addresses: the engine under
+/// test listens on a port of its own (the block's `127.0.0.1:7171` is replaced by it), and
+/// the `sluice` under test is first on PATH (the block's `export PATH=...target/release...`
+/// is left out, so a stale release build cannot stand in for it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_readme_quick_start_runs_as_written() {
+    const PATH_LINE: &str = "export PATH=\"$PWD/target/release:$PATH\"";
+    const DEFAULT_URL: &str = "http://127.0.0.1:7171";
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let markdown = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let script = script(&section(&markdown, "Quick start"));
+    assert!(
+        script.contains(PATH_LINE),
+        "the quick start no longer sets PATH so"
+    );
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start(data.path());
+    let script = script
+        .replace(PATH_LINE, "")
+        .replace(DEFAULT_URL, &server.url);
+    let bin_dir = Path::new(common::BIN).parent().unwrap();
+    let path = format!("{}:{}", bin_dir.display(), std::env::var("PATH").unwrap());
+    let output = Command::new("timeout")
+        .arg(TUTORIAL_SECONDS_MAX.to_string())
+        .args(["bash", "-c", &script])
+        .current_dir(&root)
+        .env("PATH", path)
+        .env("SLUICE_URL", &server.url)
+        .env("SLUICE_TOKEN", token(&server))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "the quick start failed ({}):\n--- stdout\n{stdout}\n--- stderr\n{}\n--- script\n{script}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    // What its comments say the commands print.
+    for expected in ["alice\t", "{\"click\": 1}", "\"item\": \"tea\""] {
+        assert!(stdout.contains(expected), "no {expected:?} in:\n{stdout}");
+    }
+}

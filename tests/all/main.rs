@@ -24,7 +24,8 @@
 //! - `exactly_once`: exactly-once effects of a plugin group under kill -9 and crash points,
 //!   and rollback to a snapshot.
 //! - `docs`: the tutorial of docs/plugins.md, run as written against a running engine: a
-//!   consumer scaffolded, written, built, tested and deployed in each of the five languages.
+//!   consumer scaffolded, written, built, tested and deployed in each of the five languages;
+//!   and the README's quick start, pasted at the repository root.
 //! - `examples`: the example consumers in every language and the `plugin new` templates,
 //!   built from source with `sluice plugin build` (which installs each toolchain), deployed
 //!   and checked; `SLUICE_EXAMPLES=rust,python` limits the languages. The slowest area.
