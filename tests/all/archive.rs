@@ -387,7 +387,6 @@ async fn replay_reads_the_archive_then_the_log_and_damage_is_reported_by_name() 
         ],
     )
     .await;
-    create(&client, "out", 1, &[]).await;
     let produce = |range: std::ops::Range<u64>| {
         let client = client.clone();
         async move {
@@ -412,7 +411,12 @@ async fn replay_reads_the_archive_then_the_log_and_damage_is_reported_by_name() 
     assert!(log_start > 0 && log_start < 1_000, "{log_start}");
 
     let expected: Vec<String> = (0..2_000).map(|n| format!(r#"{{"n":{n}}}"#)).collect();
-    for from in [&["--offset", "0"][..], &["--from-archive"]] {
+    for from in [
+        &["--offset", "0"][..],
+        &["--from-archive"],
+        &["--from", "archive"],
+        &["--group", "fresh", "--from", "archive"],
+    ] {
         let args = [&["consume", "h"][..], from].concat();
         let printed = stdout(&cli(&server.url, &args, ""));
         assert_eq!(printed.lines().collect::<Vec<_>>(), expected, "{from:?}");
@@ -436,20 +440,32 @@ async fn replay_reads_the_archive_then_the_log_and_damage_is_reported_by_name() 
         );
     }
 
-    // A plugin deployed to start at offset 0 reads the archive, then the log.
-    let mut deploy = request("map", "h", &["out"], &[("output", "out"), ("fields", "n")]);
-    deploy.spec.from = Some(StartFrom::Offset(0));
-    client.deploy("g", &deploy).await.unwrap();
-    wait_for(&client, "g", "everything processed", |d| {
-        d.total_lag == 0 && d.outbox_pending == 0
-    })
-    .await;
-    let outputs: Vec<String> = read_all(&client, "out")
-        .await
-        .iter()
-        .map(|r| String::from_utf8(r.value_bytes().to_vec()).unwrap())
-        .collect();
-    assert_eq!(outputs, expected);
+    // A plugin deployed to start at offset 0, or at the archive's start, reads the archive,
+    // then the log.
+    for (group, output, from) in [
+        ("g", "out", StartFrom::Offset(0)),
+        ("g2", "out2", StartFrom::Archive),
+    ] {
+        create(&client, output, 1, &[]).await;
+        let mut deploy = request(
+            "map",
+            "h",
+            &[output],
+            &[("output", output), ("fields", "n")],
+        );
+        deploy.spec.from = Some(from);
+        client.deploy(group, &deploy).await.unwrap();
+        wait_for(&client, group, "everything processed", |d| {
+            d.total_lag == 0 && d.outbox_pending == 0
+        })
+        .await;
+        let outputs: Vec<String> = read_all(&client, output)
+            .await
+            .iter()
+            .map(|r| String::from_utf8(r.value_bytes().to_vec()).unwrap())
+            .collect();
+        assert_eq!(outputs, expected, "deployed from {from:?}");
+    }
 
     // Damage two files: one cut short, one with bytes changed inside.
     let listing = client.archive_list("h").await.unwrap();

@@ -15,13 +15,21 @@ use crate::groups::{CommittedOffset, TopicPartition};
 use crate::log::Record;
 use crate::server::api::{CommitRequest, JoinRequest, JsonRecord};
 
+/// The named starting points of `--from`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum StartAt {
+    Beginning,
+    Archive,
+    End,
+}
+
 #[derive(Args)]
 #[command(long_about = "\
 Print records of a topic, one per line, then exit once caught up (or keep waiting with --follow).
 
-Without --group, reading starts at --from-beginning (the default: the oldest record in the
-log), --from-archive (the oldest record in the topic's Parquet archive, then on into the log),
---from-end, --offset N (in every chosen partition; an offset older than the log is read from
+Without --group, reading starts at --from beginning (the default: the oldest record in the
+log, Kafka's earliest), --from archive (the oldest record in the topic's Parquet archive, then
+on into the log), --from end, --offset N (in every chosen partition; an offset older than the log is read from
 the archive) or --timestamp T (the first record at or after T, in milliseconds since the epoch
 or RFC 3339 like 2026-11-23T10:00:00Z).
 
@@ -51,6 +59,11 @@ pub struct ConsumeArgs {
     /// Start after the last record: print only new ones (useful with --follow).
     #[arg(long, conflicts_with_all = ["offset", "timestamp"])]
     from_end: bool,
+    /// Where to start, in one option: beginning (the oldest record in the log, Kafka's
+    /// earliest), archive (the oldest in the topic's Parquet archive, then the log) or end;
+    /// the same as --from-beginning, --from-archive and --from-end.
+    #[arg(long, value_enum, conflicts_with_all = ["from_beginning", "from_archive", "from_end", "offset", "timestamp"])]
+    from: Option<StartAt>,
     /// Start at this offset.
     #[arg(long, conflicts_with = "timestamp")]
     offset: Option<u64>,
@@ -139,12 +152,13 @@ fn start_position(args: &ConsumeArgs) -> anyhow::Result<Start> {
     if let Some(text) = &args.timestamp {
         return Ok(Start::At(Position::Timestamp(parse_timestamp(text)?)));
     }
-    Ok(if args.from_end {
-        Start::End
-    } else if args.from_archive {
-        Start::Archive
-    } else {
-        Start::Beginning
+    Ok(match args.from {
+        Some(StartAt::End) => Start::End,
+        Some(StartAt::Archive) => Start::Archive,
+        Some(StartAt::Beginning) => Start::Beginning,
+        None if args.from_end => Start::End,
+        None if args.from_archive => Start::Archive,
+        None => Start::Beginning,
     })
 }
 

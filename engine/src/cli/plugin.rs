@@ -105,8 +105,9 @@ pub struct DeployArgs {
     /// A setting for the plugin's init, as key=value; repeat for more.
     #[arg(long = "config", short = 'c', value_parser = parse_key_value)]
     config: Vec<(String, String)>,
-    /// Where a new group starts: earliest, latest, an offset (offset:N or N), or a time
-    /// (timestamp:MS or an RFC 3339 time). Ignored when the group exists.
+    /// Where a new group starts: earliest (the oldest record in the log), archive (the oldest
+    /// in the topic's Parquet archive, then on into the log), latest, an offset (offset:N or
+    /// N), or a time (timestamp:MS or an RFC 3339 time). Ignored when the group exists.
     #[arg(long, value_parser = parse_start)]
     from: Option<StartFrom>,
     /// Memory limit of the plugin, in MiB.
@@ -180,6 +181,7 @@ pub enum DlqCommand {
 fn parse_start(text: &str) -> Result<StartFrom, String> {
     match text {
         "earliest" => return Ok(StartFrom::Earliest),
+        "archive" => return Ok(StartFrom::Archive),
         "latest" => return Ok(StartFrom::Latest),
         _ => {}
     }
@@ -192,7 +194,7 @@ fn parse_start(text: &str) -> Result<StartFrom, String> {
     parse_timestamp(time)
         .map(StartFrom::Timestamp)
         .map_err(|_| {
-            format!("`{text}` is not earliest, latest, an offset (offset:N) or a time (timestamp:MS or RFC 3339)")
+            format!("`{text}` is not earliest, archive, latest, an offset (offset:N) or a time (timestamp:MS or RFC 3339)")
         })
 }
 
@@ -545,6 +547,7 @@ mod tests {
     fn from_takes_names_offsets_and_times() {
         assert_eq!(parse_start("earliest"), Ok(StartFrom::Earliest));
         assert_eq!(parse_start("latest"), Ok(StartFrom::Latest));
+        assert_eq!(parse_start("archive"), Ok(StartFrom::Archive));
         assert_eq!(parse_start("42"), Ok(StartFrom::Offset(42)));
         assert_eq!(parse_start("offset:42"), Ok(StartFrom::Offset(42)));
         assert_eq!(

@@ -16,9 +16,12 @@ use crate::txn::{SnapshotError, StoreError};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum StartFrom {
-    /// The oldest record still in the log.
+    /// The oldest record still in the log (Kafka's `earliest`).
     #[default]
     Earliest,
+    /// The oldest record of the topic's Parquet archive (records retention deleted from the
+    /// log), then on into the log; the log start when nothing is archived.
+    Archive,
     /// Only records produced after the deploy.
     Latest,
     /// This offset in every partition (clamped to what the log and its archive hold).

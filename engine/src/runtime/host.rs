@@ -357,6 +357,7 @@ impl PluginHost {
             let (low, high) = (partition.log_start_offset(), partition.high_watermark());
             let offset = match start {
                 StartFrom::Earliest => low,
+                StartFrom::Archive => partition.earliest_offset(),
                 StartFrom::Latest => high,
                 // An offset older than the log is replayed from the archive, if it holds it.
                 StartFrom::Offset(offset) => offset.clamp(partition.earliest_offset(), high),
