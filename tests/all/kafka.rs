@@ -130,6 +130,25 @@ async fn a_kafka_client_produces_and_consumes_and_both_doors_read_the_same() {
         assert_eq!(out["by_time"][&p_key], 0);
         assert_eq!(out["after_the_end"][&p_key], Value::Null);
     }
+    // /metrics timed the Kafka requests by API.
+    let metrics = reqwest::get(format!("{}/metrics", server.url))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for api in ["ApiVersions", "Metadata", "Produce", "Fetch", "ListOffsets"] {
+        let count = metrics
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix(&format!(
+                    "sluice_kafka_request_duration_seconds_count{{api=\"{api}\"}} "
+                ))
+            })
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("no {api} count in:\n{metrics}"));
+        assert!(count >= 1.0, "{api}: {count}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -116,6 +116,8 @@ struct AppState {
     counters: metrics::Counters,
     /// HTTP request latency by route, method and status.
     requests: prometheus::HistogramVec,
+    /// Kafka request latency by API (the Kafka door observes, /metrics reads).
+    kafka_requests: prometheus::HistogramVec,
     /// The standard `process_*` metrics (from /proc).
     process: prometheus::process_collector::ProcessCollector,
     shutdown: watch::Receiver<bool>,
@@ -186,6 +188,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         inflight: Arc::new(Semaphore::new(permits)),
         counters: metrics::Counters::default(),
         requests: metrics::request_histogram(),
+        kafka_requests: metrics::kafka_request_histogram(),
         process: prometheus::process_collector::ProcessCollector::for_self(),
         shutdown: shutdown_rx.clone(),
         config,
@@ -237,6 +240,7 @@ async fn start_kafka(
         max_fetch_bytes: state.config.server.max_fetch_bytes,
         max_wait_ms: state.config.server.max_wait_ms,
         inflight: state.inflight.clone(),
+        request_seconds: state.kafka_requests.clone(),
         max_inflight_bytes: state.config.server.max_inflight_bytes,
         request_timeout: Duration::from_millis(state.config.server.request_body_timeout_ms),
         settings,

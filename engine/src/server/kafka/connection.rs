@@ -102,7 +102,14 @@ async fn answer(
     context: &KafkaContext,
     writer: &mut OwnedWriteHalf,
 ) -> Result<(), ConnectionError> {
-    let Some(response) = apis::answer(frame.bytes, peer, session, context).await? else {
+    let api = api_name(&frame.bytes);
+    let started = std::time::Instant::now();
+    let answered = apis::answer(frame.bytes, peer, session, context).await?;
+    context
+        .request_seconds
+        .with_label_values(&[api.as_str()])
+        .observe(started.elapsed().as_secs_f64());
+    let Some(response) = answered else {
         return Ok(());
     };
     // Written a chunk at a time, each within the timeout, so a client that stops reading
@@ -191,5 +198,16 @@ async fn acquire(
     {
         Ok(Ok(permits)) => Ok(permits),
         Ok(Err(_)) | Err(_) => Err(busy()),
+    }
+}
+
+/// The name of the API a frame asks for (`Produce`, `Fetch`, ...), for the latency metric;
+/// only frames that were answered are counted, so the API is a known one.
+fn api_name(frame: &[u8]) -> String {
+    use kafka_protocol::messages::ApiKey;
+    match frame {
+        [high, low, ..] => ApiKey::try_from(i16::from_be_bytes([*high, *low]))
+            .map_or_else(|_| "unknown".to_string(), |api| format!("{api:?}")),
+        _ => "unknown".to_string(),
     }
 }

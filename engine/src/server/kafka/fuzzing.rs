@@ -58,6 +58,7 @@ impl RequestPath {
             // Fetches that wait, wait little: cases run one after the other.
             max_wait_ms: 1,
             inflight: Arc::new(tokio::sync::Semaphore::new(1 << 16)),
+            request_seconds: crate::server::metrics::kafka_request_histogram(),
             max_inflight_bytes: 1 << 26,
             request_timeout: Duration::from_secs(10),
             shutdown,

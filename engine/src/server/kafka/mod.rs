@@ -77,6 +77,8 @@ pub(crate) struct KafkaContext {
     pub max_wait_ms: u64,
     /// The engine's budget of request bytes in memory, shared with the HTTP door.
     pub inflight: Arc<Semaphore>,
+    /// How long answered requests took, by API, for `/metrics`.
+    pub request_seconds: prometheus::HistogramVec,
     /// The size of that budget, `[server] max_inflight_bytes`.
     pub max_inflight_bytes: u64,
     /// Longest a request frame may send nothing, or an answer go unread, or a frame wait for

@@ -25,7 +25,7 @@ use prometheus::Encoder;
 use prometheus::core::Collector;
 use prometheus::proto::MetricFamily;
 
-pub use requests::{Counters, request_histogram, track_requests};
+pub use requests::{Counters, kafka_request_histogram, request_histogram, track_requests};
 
 use super::{AppState, INFLIGHT_PERMIT_BYTES, inflight_permits};
 use crate::log::now_ms;
@@ -42,6 +42,7 @@ pub fn render(state: &AppState) -> String {
         family.into(&mut out);
     }
     out.extend(state.requests.collect());
+    out.extend(state.kafka_requests.collect());
     let mut inflight = Family::gauge(
         "sluice_inflight_request_bytes",
         "Request bytes held in memory now, HTTP bodies and Kafka frames (at most [server] max_inflight_bytes).",
@@ -55,6 +56,9 @@ pub fn render(state: &AppState) -> String {
     plugins::collect(&state.plugins, &mut out);
     archive::collect(&state.log, &state.archives, now, &mut out);
     out.extend(state.process.collect());
+    // A labelled histogram nothing was observed in yet has no samples; the text encoder
+    // refuses a family without any (and would stop there).
+    out.retain(|family| !family.get_metric().is_empty());
     let mut text = Vec::new();
     if let Err(error) = prometheus::TextEncoder::new().encode(&out, &mut text) {
         tracing::error!(%error, "metrics: the exposition does not encode");

@@ -75,6 +75,16 @@ pub fn request_histogram() -> prometheus::HistogramVec {
         .expect("a valid histogram definition")
 }
 
+/// `sluice_kafka_request_duration_seconds{api}`: the Kafka door's requests, by API.
+pub fn kafka_request_histogram() -> prometheus::HistogramVec {
+    let opts = prometheus::HistogramOpts::new(
+        "sluice_kafka_request_duration_seconds",
+        "Time from a Kafka request's last byte to its answer, by API (Produce, Fetch, ...); requests that close their connection are not counted.",
+    )
+    .buckets(request_buckets_seconds());
+    prometheus::HistogramVec::new(opts, &["api"]).expect("a valid histogram definition")
+}
+
 /// Middleware: times each request and files it under its route's pattern (not its path,
 /// so topic names do not multiply the series), method and status.
 pub async fn track_requests(
