@@ -107,7 +107,7 @@ async fn answer(
     let answered = apis::answer(frame.bytes, peer, session, context).await?;
     context
         .request_seconds
-        .with_label_values(&[api.as_str()])
+        .with_label_values(&[api])
         .observe(started.elapsed().as_secs_f64());
     let Some(response) = answered else {
         return Ok(());
@@ -202,12 +202,21 @@ async fn acquire(
 }
 
 /// The name of the API a frame asks for (`Produce`, `Fetch`, ...), for the latency metric;
-/// only frames that were answered are counted, so the API is a known one.
-fn api_name(frame: &[u8]) -> String {
+/// only frames that were answered are counted, so the API is a known one. The names are
+/// made once, not per request.
+fn api_name(frame: &[u8]) -> &'static str {
     use kafka_protocol::messages::ApiKey;
+    static NAMES: std::sync::OnceLock<std::collections::BTreeMap<i16, String>> =
+        std::sync::OnceLock::new();
+    let names = NAMES.get_or_init(|| {
+        ApiKey::iter()
+            .map(|api| (api as i16, format!("{api:?}")))
+            .collect()
+    });
     match frame {
-        [high, low, ..] => ApiKey::try_from(i16::from_be_bytes([*high, *low]))
-            .map_or_else(|_| "unknown".to_string(), |api| format!("{api:?}")),
-        _ => "unknown".to_string(),
+        [high, low, ..] => names
+            .get(&i16::from_be_bytes([*high, *low]))
+            .map_or("unknown", String::as_str),
+        _ => "unknown",
     }
 }

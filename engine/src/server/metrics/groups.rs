@@ -7,7 +7,7 @@ use prometheus::proto::MetricFamily;
 use super::family::Family;
 use crate::groups::Coordinator;
 use crate::log::{Log, batch};
-use crate::runtime::PluginHost;
+use crate::runtime::PluginDescription;
 
 /// Bytes read to find the oldest unprocessed record's timestamp: its batch, at least.
 const TIMESTAMP_READ_BYTES: usize = 64 * 1024;
@@ -32,7 +32,7 @@ struct Families {
 pub(super) fn collect(
     log: &Log,
     groups: &Coordinator,
-    plugins: &PluginHost,
+    plugins: &[PluginDescription],
     now_ms: i64,
     out: &mut Vec<MetricFamily>,
 ) {
@@ -67,7 +67,7 @@ pub(super) fn collect(
             families.add(log, &progress, now_ms);
         }
     }
-    for description in plugins.list() {
+    for description in plugins {
         for p in &description.partitions {
             let progress = Progress {
                 group: &description.group,

@@ -52,8 +52,9 @@ pub fn render(state: &AppState) -> String {
     inflight.sample(&[], (held as u64 * INFLIGHT_PERMIT_BYTES) as f64);
     inflight.into(&mut out);
     partitions::collect(&state.log, &mut out);
-    groups::collect(&state.log, &state.groups, &state.plugins, now, &mut out);
-    plugins::collect(&state.plugins, &mut out);
+    let plugin_groups = state.plugins.list();
+    groups::collect(&state.log, &state.groups, &plugin_groups, now, &mut out);
+    plugins::collect(&state.plugins, &plugin_groups, &mut out);
     archive::collect(&state.log, &state.archives, now, &mut out);
     out.extend(state.process.collect());
     // A labelled histogram nothing was observed in yet has no samples; the text encoder

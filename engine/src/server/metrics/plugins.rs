@@ -82,11 +82,15 @@ const PER_GROUP: [PluginMetric; 10] = [
     ),
 ];
 
-pub(super) fn collect(plugins: &PluginHost, out: &mut Vec<MetricFamily>) {
-    let groups = plugins.list();
+/// `groups` is the host's list, read once per scrape (each description reads the store).
+pub(super) fn collect(
+    plugins: &PluginHost,
+    groups: &[PluginDescription],
+    out: &mut Vec<MetricFamily>,
+) {
     for (name, help, counter, value) in PER_GROUP {
         let mut family = Family::of(name, help, counter);
-        for group in &groups {
+        for group in groups {
             family.sample(&[("group", &group.group)], value(group) as f64);
         }
         family.into(out);
@@ -99,7 +103,7 @@ pub(super) fn collect(plugins: &PluginHost, out: &mut Vec<MetricFamily>) {
         "sluice_plugin_status",
         "1 for the group's current status (running, paused, starting, retrying, failing, stopped), 0 for the others.",
     );
-    for group in &groups {
+    for group in groups {
         for kind in ERROR_KINDS {
             let count = group.errors.get(kind).copied().unwrap_or(0);
             errors.sample(&[("group", &group.group), ("kind", kind)], count as f64);
