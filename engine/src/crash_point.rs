@@ -22,6 +22,9 @@ pub const ARCHIVE_FILE_RENAMED: &str = "archive-file-renamed";
 pub const ARCHIVE_FILE_UPLOADED: &str = "archive-file-uploaded";
 /// After the manifest names a segment's file, before retention deletes the segment.
 pub const ARCHIVE_BEFORE_DELETE: &str = "archive-before-delete";
+/// After a new version of a topic's Iceberg table was linked into place, before
+/// `version-hint.text` names it.
+pub const ARCHIVE_TABLE_COMMITTED: &str = "archive-table-committed";
 
 struct Armed {
     point: String,

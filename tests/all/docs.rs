@@ -167,6 +167,67 @@ fn a_section_makes_a_script_of_its_blocks() {
     assert!(!script.contains("no\n"));
 }
 
+/// Runs `script` with bash in `dir` against `server` (its address and token in SLUICE_URL and
+/// SLUICE_TOKEN), with `first_on_path` before the PATH; returns its stdout, or fails the test
+/// (named by `what`) with its output if the script failed.
+fn run_against(
+    what: &str,
+    script: &str,
+    dir: &Path,
+    server: &Server,
+    first_on_path: &[&Path],
+) -> String {
+    let mut path: Vec<String> = first_on_path
+        .iter()
+        .map(|dir| dir.display().to_string())
+        .collect();
+    path.push(std::env::var("PATH").unwrap());
+    let output = Command::new("timeout")
+        .arg(TUTORIAL_SECONDS_MAX.to_string())
+        .args(["bash", "-c", script])
+        .current_dir(dir)
+        .env("PATH", path.join(":"))
+        .env("SLUICE_URL", &server.url)
+        .env("SLUICE_TOKEN", token(server))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "{what} failed ({}):\n--- stdout\n{stdout}\n--- stderr\n{}\n--- script\n{script}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+}
+
+/// The example queries of docs/archive-format.md ("Querying the archive"), run as written in
+/// an empty directory against a running engine, with the tests' Python (DuckDB, pyiceberg,
+/// pandas: ./scripts/test installs them) first on PATH as `python3`. Each output the section's
+/// comments show (`# [...]`, `# {...}`) must be printed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_archive_queries_run_as_written() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let markdown = std::fs::read_to_string(root.join("docs/archive-format.md")).unwrap();
+    let script = script(&section(&markdown, "Querying the archive"));
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start(data.path());
+    let work = tempfile::tempdir().unwrap();
+    let python = common::python();
+    let bin_dir = Path::new(common::BIN).parent().unwrap();
+    let first = [bin_dir, python.parent().unwrap()];
+    let stdout = run_against("the queries", &script, work.path(), &server, &first);
+    let shown: Vec<&str> = script
+        .lines()
+        .filter_map(|line| line.strip_prefix("# "))
+        .filter(|line| line.starts_with('[') || line.starts_with('{'))
+        .collect();
+    assert!(shown.len() >= 5, "{shown:?}");
+    for expected in shown {
+        assert!(stdout.contains(expected), "no {expected:?} in:\n{stdout}");
+    }
+}
+
 /// The README's quick start, pasted into a shell at the repository root as it says, against
 /// a running engine. Two things differ from a user's shell, both addresses: the engine under
 /// test listens on a port of its own (the block's `127.0.0.1:7171` is replaced by it), and
@@ -189,23 +250,7 @@ async fn the_readme_quick_start_runs_as_written() {
         .replace(PATH_LINE, "")
         .replace(DEFAULT_URL, &server.url);
     let bin_dir = Path::new(common::BIN).parent().unwrap();
-    let path = format!("{}:{}", bin_dir.display(), std::env::var("PATH").unwrap());
-    let output = Command::new("timeout")
-        .arg(TUTORIAL_SECONDS_MAX.to_string())
-        .args(["bash", "-c", &script])
-        .current_dir(&root)
-        .env("PATH", path)
-        .env("SLUICE_URL", &server.url)
-        .env("SLUICE_TOKEN", token(&server))
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "the quick start failed ({}):\n--- stdout\n{stdout}\n--- stderr\n{}\n--- script\n{script}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let stdout = run_against("the quick start", &script, &root, &server, &[bin_dir]);
     // What its comments say the commands print.
     for expected in ["alice\t", "{\"click\": 1}", "\"item\": \"tea\""] {
         assert!(stdout.contains(expected), "no {expected:?} in:\n{stdout}");

@@ -7,6 +7,8 @@
 //!   during archival never loses or duplicates an offset, replay crosses from the archive
 //!   into the log, damaged files are named, typed columns, an S3-compatible store (moto).
 //!   Needs pyarrow, DuckDB and moto ($SLUICE_PYTHON, else ./.venv); slow.
+//! - `archive_table`: the archive as analysts read it: one schema per topic, versioned as
+//!   values change, and the topic's Iceberg table read by pyiceberg, the files by DuckDB.
 //! - `bad_input`: bad requests get a clear error with the right status code and the server
 //!   keeps serving; past the disk limit, produce gets 507 and acknowledged data stays.
 //! - `cli`: the command line end to end: topics, produce with keys, consume by position, in a
@@ -86,6 +88,7 @@
 mod common;
 
 mod archive;
+mod archive_table;
 mod bad_input;
 mod cli;
 mod console;

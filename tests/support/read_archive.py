@@ -4,7 +4,9 @@ Usage: read_archive.py <archive dir of one topic>
 
 Each reader prints every row as [partition, offset, timestamp_ms, key_hex or null, value_hex,
 [[header_key, header_value_hex], ...]] in (partition, offset) order, plus the file metadata
-pyarrow sees, so the test can compare them with what the engine holds.
+pyarrow sees, so the test can compare them with what the engine holds. A key or value held as
+text (string or json) is read from its column, or from its side column (key_raw, value_raw)
+when it was not text: the bytes produced are the one that is not null.
 """
 
 import glob
@@ -20,6 +22,14 @@ def hex_or_none(b):
     return None if b is None else b.hex()
 
 
+def produced(row, name):
+    """The bytes produced for a key or value: its column (bytes or text), else its side column."""
+    held = row[name]
+    if held is None:
+        held = row.get(name + "_raw")
+    return held.encode() if isinstance(held, str) else held
+
+
 def with_pyarrow(root):
     rows, metadata = [], []
     for path in sorted(glob.glob(os.path.join(root, "*", "*.parquet"))):
@@ -33,7 +43,7 @@ def with_pyarrow(root):
             rows.append([
                 row["partition"], row["offset"],
                 int(ts.timestamp() * 1000),
-                hex_or_none(row["key"]), row["value"].hex(),
+                hex_or_none(produced(row, "key")), (produced(row, "value") or b"").hex(),
                 [[h["key"], h["value"].hex()] for h in row["headers"]],
             ])
     rows.sort(key=lambda r: (r[0], r[1]))
@@ -41,10 +51,19 @@ def with_pyarrow(root):
 
 
 def with_duckdb(root):
+    files = f"read_parquet('{root}/*/*.parquet')"
+    columns = {c[0]: c[1] for c in duckdb.sql(f"DESCRIBE SELECT * FROM {files}").fetchall()}
+
+    def produced(name):
+        if columns[name] == "BLOB":
+            return name
+        return f"coalesce(encode({name}::VARCHAR), {name}_raw)"
+
     query = f"""
-        SELECT partition, "offset", epoch_ms(timestamp), hex(key), hex(value),
+        SELECT partition, "offset", epoch_ms(timestamp), hex({produced("key")}),
+               hex(coalesce({produced("value")}, ''::BLOB)),
                list_transform(headers, lambda h: [h.key, hex(h.value)])
-        FROM read_parquet('{root}/*/*.parquet')
+        FROM {files}
         ORDER BY partition, "offset"
     """
     rows = []

@@ -54,13 +54,15 @@ pub enum ArchiveError {
         #[source]
         source: SchemaError,
     },
-    /// The schema inferred earlier, kept beside the files, is not one (`source`: why, unless
-    /// it says `infer`).
-    #[error("{path}: not a schema: move it away to infer again")]
-    KeptSchema {
+    /// The topic's Iceberg table could not be read or appended to.
+    #[error("Iceberg table: {0}")]
+    Table(#[from] super::iceberg::IcebergError),
+    /// The topic's schema history (`schema.json`) is unreadable.
+    #[error("{path}: not a schema history ({source}); move it away to start a new one")]
+    SchemaHistory {
         path: PathBuf,
         #[source]
-        source: Option<SchemaError>,
+        source: serde_json::Error,
     },
     #[error(
         "{path}: the manifest is unreadable ({source}); move it away to rebuild it from the files"

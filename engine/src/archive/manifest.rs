@@ -29,6 +29,13 @@ pub struct ArchivedFile {
     /// In the object store (`[storage] archive_url`) rather than the local directory.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub remote: bool,
+    /// The version of the topic's schema the file's typed columns are (`schema.json`);
+    /// absent for a topic without typed columns.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema_version: Option<u32>,
+    /// CRC-32C of the whole file as written; absent in manifests of format 1 files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file_checksum: Option<u32>,
     #[serde(flatten)]
     pub summary: Summary,
 }

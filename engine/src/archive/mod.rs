@@ -19,12 +19,14 @@
 
 mod columns;
 mod error;
+pub mod iceberg;
 mod manifest;
 mod pace;
 pub mod parquet;
 mod partition;
 mod priority;
 pub mod remote;
+mod topic;
 pub mod typed;
 
 use std::collections::HashMap;
@@ -39,6 +41,7 @@ pub use partition::PartitionArchive;
 pub use priority::spawn_low_priority;
 use remote::RemoteDir;
 pub use remote::{RemoteStore, StoreError};
+pub use topic::{SchemaVersion, TopicArchive, TypedField};
 
 /// Every partition's archive, under one root: `<root>/<topic>/<partition>/`.
 pub struct Archives {
@@ -46,6 +49,7 @@ pub struct Archives {
     remote: Option<Arc<RemoteStore>>,
     pace: Arc<Pace>,
     partitions: Mutex<HashMap<(String, u32), Arc<PartitionArchive>>>,
+    topics: Mutex<HashMap<String, Arc<TopicArchive>>>,
 }
 
 impl Archives {
@@ -61,6 +65,7 @@ impl Archives {
             remote: remote.map(Arc::new),
             pace: Arc::new(Pace::new(max_bytes_per_second)),
             partitions: Mutex::new(HashMap::new()),
+            topics: Mutex::new(HashMap::new()),
         })
     }
 
@@ -80,8 +85,18 @@ impl Archives {
         })
     }
 
+    /// What the partitions of a topic's archive share.
+    pub fn topic(&self, topic: &str) -> Arc<TopicArchive> {
+        let mut topics = self.topics.lock().expect("archives lock");
+        topics
+            .entry(topic.to_string())
+            .or_insert_with(|| Arc::new(TopicArchive::new(topic, self.root.join(topic))))
+            .clone()
+    }
+
     /// The archive of a partition (the same one the log uses).
     pub fn partition(&self, topic: &str, partition: u32) -> Arc<PartitionArchive> {
+        let shared = self.topic(topic);
         let mut partitions = self.partitions.lock().expect("archives lock");
         partitions
             .entry((topic.to_string(), partition))
@@ -94,6 +109,7 @@ impl Archives {
                         .as_ref()
                         .map(|store| RemoteDir::new(store.clone(), topic, partition)),
                     self.pace.clone(),
+                    shared,
                 ))
             })
             .clone()

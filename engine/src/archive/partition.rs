@@ -29,17 +29,22 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 
+use super::columns::Encodings;
 use super::error::{ArchiveError, LogReadError, io};
+use super::iceberg;
 use super::manifest::{ArchivedFile, MANIFEST_FILE, Manifest};
 use super::pace::Pace;
-use super::parquet::{self, FileContents, Origin, Rows, RowsError, Source, Summary};
+use super::parquet::{
+    self, FileContents, Origin, ParquetFileError, Rows, RowsError, Source, Summary,
+};
 use super::remote::RemoteDir;
+use super::topic::{TopicArchive, ValueSchema};
 use super::typed;
 use crate::log::batch::{self, decode_all, encode_batch};
-use crate::log::{ColdTier, Compression, LogError, Partition, Record, now_ms, write_atomically};
+use crate::log::{ColdTier, Compression, LogError, Partition, Record, now_ms};
 
-/// The schema `archive_schema = infer` found, kept beside the files.
-const INFERRED_SCHEMA: &str = "schema.json";
+/// Bytes of a range's first records read to infer its fields (`archive_schema = infer`).
+const SAMPLE_READ_BYTES: usize = 1 << 20;
 /// Records per batch when archived records are served to readers in the log's format.
 const REPLAY_BATCH_RECORDS: usize = 1_000;
 /// Bytes read from the log at a time while archiving a segment.
@@ -70,6 +75,8 @@ pub struct PartitionArchive {
     replaying: Mutex<Option<(String, Arc<FileContents>)>>,
     /// The engine-wide archival rate limit.
     pace: Arc<Pace>,
+    /// What the topic's partitions share: the schema of typed columns.
+    shared: Arc<TopicArchive>,
 }
 
 impl PartitionArchive {
@@ -82,6 +89,7 @@ impl PartitionArchive {
         dir: PathBuf,
         remote: Option<RemoteDir>,
         pace: Arc<Pace>,
+        shared: Arc<TopicArchive>,
     ) -> PartitionArchive {
         PartitionArchive {
             topic: topic.to_string(),
@@ -91,6 +99,7 @@ impl PartitionArchive {
             manifest: Mutex::new(None),
             replaying: Mutex::new(None),
             pace,
+            shared,
         }
     }
 
@@ -157,6 +166,19 @@ impl PartitionArchive {
         Ok(())
     }
 
+    /// Step 6: appends the files the manifest lists and the topic's Iceberg table does not
+    /// hold yet (after upload, where an object store is configured: the table names each file
+    /// where it stays).
+    fn update_table(&self, manifest: &Manifest, encodings: Encodings) -> Result<(), ArchiveError> {
+        let location = |file: &ArchivedFile| match (&self.remote, file.remote) {
+            (None, _) => Some(iceberg::file_url(&self.dir.join(&file.file))),
+            (Some(remote), true) => Some(remote.describe(&file.file)),
+            (Some(_), false) => None,
+        };
+        self.shared
+            .commit_to_table(self.partition, manifest.files(), location, encodings)
+    }
+
     /// Steps 2 to 4 for a file [`write_temporary`] wrote: verified, renamed into place,
     /// recorded.
     fn commit(
@@ -164,11 +186,24 @@ impl PartitionArchive {
         manifest: &mut Manifest,
         written: Written,
     ) -> Result<ArchivedFile, ArchiveError> {
-        let Written { name, tmp, summary } = written;
-        if let Err(error) = parquet::verify(Source::File(tmp.clone()), &summary) {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(error.into());
-        }
+        let Written {
+            schema_version,
+            name,
+            tmp,
+            summary,
+        } = written;
+        let read_back = Source::File(tmp.clone()).into_bytes().and_then(|bytes| {
+            let name = tmp.display().to_string();
+            let checksum = crc32c::crc32c(&bytes);
+            parquet::verify(Source::Fetched { name, bytes }, &summary).map(|()| checksum)
+        });
+        let file_checksum = match read_back {
+            Ok(checksum) => checksum,
+            Err(error) => {
+                let _ = std::fs::remove_file(&tmp);
+                return Err(error.into());
+            }
+        };
         let path = self.dir.join(&name);
         std::fs::rename(&tmp, &path).map_err(|e| io(&path, e))?;
         std::fs::File::open(&self.dir)
@@ -181,6 +216,8 @@ impl PartitionArchive {
             bytes,
             created_ms: now_ms(),
             remote: false,
+            schema_version,
+            file_checksum: Some(file_checksum),
             summary,
         };
         manifest.add(archived.clone());
@@ -195,7 +232,7 @@ impl PartitionArchive {
         &self,
         manifest: &mut Manifest,
         partition: &Partition,
-        origin: &Origin<'_>,
+        encodings: Encodings,
         todo: Vec<Range<u64>>,
         stored: &(dyn Fn(Range<u64>) + Sync),
     ) -> Result<(), ArchiveError> {
@@ -205,11 +242,12 @@ impl PartitionArchive {
                 for (range, file) in to_commit {
                     self.commit(manifest, file)?;
                     self.offload(manifest)?;
+                    self.update_table(manifest, encodings)?;
                     stored(range);
                 }
                 Ok::<(), ArchiveError>(())
             });
-            let writing = self.write_each(partition, origin, todo, written);
+            let writing = self.write_each(partition, encodings, todo, written);
             let committed = committer.join().expect("archive committer thread");
             committed.and(writing)
         })
@@ -220,13 +258,21 @@ impl PartitionArchive {
     fn write_each(
         &self,
         partition: &Partition,
-        origin: &Origin<'_>,
+        encodings: Encodings,
         todo: Vec<Range<u64>>,
         written: SyncSender<(Range<u64>, Written)>,
     ) -> Result<(), ArchiveError> {
         for range in todo {
             let (from, to) = (range.start, range.end);
-            let file = write_temporary(&self.dir, origin, from, to - 1, |rows| {
+            let value_schema = self.value_schema(partition, from, to)?;
+            let origin = Origin {
+                topic: &self.topic,
+                partition: self.partition,
+                schema_version: value_schema.as_ref().map(|v| v.version),
+                value_schema: value_schema.map(|v| v.schema),
+                encodings,
+            };
+            let file = write_temporary(&self.dir, &origin, from, to - 1, |rows| {
                 fill_from_log(rows, partition, &self.pace, from, to)
             })?;
             if let Err(refused) = written.send((range, file)) {
@@ -285,9 +331,31 @@ impl PartitionArchive {
         }
     }
 
-    /// Where an archived file's bytes are: the local file, or the bytes fetched from the
-    /// object store.
+    /// An archived file's bytes (from the local file, or fetched from the object store),
+    /// checked against the checksum of the whole file the manifest records: a change
+    /// anywhere in it, in a column or in its metadata, is found.
     fn source_of(&self, file: &ArchivedFile) -> Result<Source, ArchiveError> {
+        let source = self.unchecked_source_of(file)?;
+        let Some(expected) = file.file_checksum else {
+            return Ok(source);
+        };
+        let name = source.name();
+        let bytes = source.into_bytes()?;
+        let found = crc32c::crc32c(&bytes);
+        if found != expected {
+            let message = format!(
+                "its checksum is {found:08x}, the manifest's {expected:08x}: it changed after it was written"
+            );
+            return Err(ParquetFileError::Mismatch {
+                path: name,
+                message,
+            }
+            .into());
+        }
+        Ok(Source::Fetched { name, bytes })
+    }
+
+    fn unchecked_source_of(&self, file: &ArchivedFile) -> Result<Source, ArchiveError> {
         if !file.remote {
             return Ok(Source::File(self.dir.join(&file.file)));
         }
@@ -303,53 +371,29 @@ impl PartitionArchive {
         }
     }
 
-    /// The typed columns a schema-aware topic's files get: from its `archive_schema`, or
-    /// inferred from the first file's values and kept (`schema.json`) so every later file of
-    /// the partition has the same columns.
+    /// The typed columns a schema-aware topic's file of offsets `from..to` gets: the topic's
+    /// newest schema version once its `archive_schema` (or, with `infer`, the fields of the
+    /// range's first values) is taken in (see [`TopicArchive`]).
     fn value_schema(
         &self,
         partition: &Partition,
         from: u64,
         to: u64,
-    ) -> Result<Option<arrow_schema::SchemaRef>, ArchiveError> {
+    ) -> Result<Option<ValueSchema>, ArchiveError> {
         let Some(setting) = partition.config().archive_schema else {
             return Ok(None);
         };
-        let schema_error = |source| ArchiveError::Schema {
+        let setting = typed::parse_setting(&setting).map_err(|source| ArchiveError::Schema {
             topic: self.topic.clone(),
             source,
+        })?;
+        let sample = match setting {
+            typed::SchemaSetting::Infer => read_rows(partition, from, to, SAMPLE_READ_BYTES)
+                .map_err(|source| ArchiveError::Log { source })?,
+            typed::SchemaSetting::Fixed(_) => Vec::new(),
         };
-        match typed::parse_setting(&setting).map_err(schema_error)? {
-            typed::SchemaSetting::Fixed(schema) => Ok(Some(schema)),
-            typed::SchemaSetting::Infer => {
-                let kept = self.dir.join(INFERRED_SCHEMA);
-                if let Ok(text) = std::fs::read_to_string(&kept) {
-                    return match typed::parse_setting(&text) {
-                        Ok(typed::SchemaSetting::Fixed(schema)) => Ok(Some(schema)),
-                        Ok(typed::SchemaSetting::Infer) => Err(ArchiveError::KeptSchema {
-                            path: kept,
-                            source: None,
-                        }),
-                        Err(error) => Err(ArchiveError::KeptSchema {
-                            path: kept,
-                            source: Some(error),
-                        }),
-                    };
-                }
-                let rows = read_rows(partition, from, to)
-                    .map_err(|source| ArchiveError::Log { source })?;
-                let schema = typed::infer(rows.iter().map(|(_, r)| r.value_bytes()))
-                    .map_err(schema_error)?;
-                std::fs::create_dir_all(&self.dir).map_err(|e| io(&self.dir, e))?;
-                write_atomically(&kept, typed::describe(&schema).as_bytes()).map_err(|source| {
-                    ArchiveError::Replace {
-                        path: kept.clone(),
-                        source,
-                    }
-                })?;
-                Ok(Some(schema))
-            }
-        }
+        let values = sample.iter().map(|(_, record)| record.value_bytes());
+        Ok(Some(self.shared.value_schema(&setting, values)?))
     }
 
     fn contents(&self, file: &ArchivedFile) -> Result<Arc<FileContents>, ArchiveError> {
@@ -383,17 +427,16 @@ impl ColdTier for PartitionArchive {
         ranges: &[Range<u64>],
         stored: &(dyn Fn(Range<u64>) + Sync),
     ) -> Result<(), LogError> {
-        let Some(first) = ranges.first() else {
-            return Ok(());
-        };
-        let origin = Origin {
-            topic: &self.topic,
-            partition: self.partition,
-            value_schema: self.value_schema(partition, first.start, first.end)?,
+        let config = partition.config();
+        let encodings = Encodings {
+            key: config.archive_key,
+            value: config.archive_value,
         };
         self.with_manifest(|manifest| {
-            // Files a failed upload left local go first, in offset order.
+            // Files a failed upload left local go first, in offset order, and files not yet
+            // in the topic's table (a crash, a failed commit) join it.
             self.offload(manifest)?;
+            self.update_table(manifest, encodings)?;
             let end = manifest.end();
             let todo: Vec<Range<u64>> = ranges
                 .iter()
@@ -403,7 +446,7 @@ impl ColdTier for PartitionArchive {
             for range in &todo {
                 manifest.check_free(range.start, range.end - 1)?;
             }
-            self.write_and_commit(manifest, partition, &origin, todo, stored)
+            self.write_and_commit(manifest, partition, encodings, todo, stored)
         })?;
         Ok(())
     }
@@ -450,6 +493,7 @@ impl ColdTier for PartitionArchive {
         if let Some(remote) = &self.remote {
             remote.delete_all().map_err(ArchiveError::from)?;
         }
+        self.shared.delete()?;
         match std::fs::remove_dir_all(&self.dir) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(LogError::io(&self.dir, e)),
             _ => Ok(()),
@@ -492,12 +536,16 @@ fn unlisted_file(
         bytes,
         created_ms: now_ms(),
         remote: false,
+        schema_version: None,
+        file_checksum: None,
         summary,
     })
 }
 
 /// A file written and fsynced under its temporary name, not verified yet.
 struct Written {
+    /// The version of the topic's schema its typed columns are, if it has any.
+    schema_version: Option<u32>,
     name: String,
     tmp: PathBuf,
     summary: Summary,
@@ -535,7 +583,12 @@ fn write_temporary(
             found_last: summary.last_offset,
         });
     }
-    Ok(Written { name, tmp, summary })
+    Ok(Written {
+        schema_version: origin.schema_version,
+        name,
+        tmp,
+        summary,
+    })
 }
 
 /// Pushes records `from..to` of the log into `rows`, decoded straight from the log's batches
@@ -576,8 +629,9 @@ fn read_rows(
     partition: &Partition,
     offset: u64,
     to: u64,
+    max_bytes: usize,
 ) -> Result<Vec<(u64, Record)>, LogReadError> {
-    let fetched = partition.read(offset, ARCHIVE_READ_BYTES)?;
+    let fetched = partition.read(offset, max_bytes)?;
     let mut rows = decode_all(&Bytes::from(fetched.data), offset)?;
     rows.retain(|(o, _)| *o < to);
     if rows.is_empty() {
@@ -609,11 +663,20 @@ mod tests {
         topic: "t",
         partition: 0,
         value_schema: None,
+        schema_version: None,
+        encodings: Encodings::BYTES,
     };
 
     /// The archive in `dir`, recovered when first used, as after a start.
     fn open(dir: &Path, remote: Option<RemoteDir>) -> PartitionArchive {
-        PartitionArchive::new("t", 0, dir.to_path_buf(), remote, Arc::new(Pace::new(None)))
+        PartitionArchive::new(
+            "t",
+            0,
+            dir.to_path_buf(),
+            remote,
+            Arc::new(Pace::new(None)),
+            Arc::new(TopicArchive::new("t", dir.to_path_buf())),
+        )
     }
 
     #[test]

@@ -37,8 +37,6 @@ pub enum SchemaError {
         known_types()
     )]
     UnknownType { name: String, kind: String },
-    #[error("archive_schema = infer: no JSON object among the first records")]
-    NothingToInfer,
 }
 
 /// What a topic's `archive_schema` asks for.
@@ -69,7 +67,16 @@ fn known_types() -> String {
     known.join(", ")
 }
 
-fn type_name(data_type: &DataType) -> Option<&'static str> {
+/// The Arrow type a type name stands for.
+pub fn type_of(name: &str) -> Option<DataType> {
+    TYPES
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, make)| make())
+}
+
+/// The name of an Arrow type, as `archive_schema` writes it.
+pub fn type_name(data_type: &DataType) -> Option<&'static str> {
     TYPES
         .iter()
         .find(|(_, make)| make() == *data_type)
@@ -77,7 +84,7 @@ fn type_name(data_type: &DataType) -> Option<&'static str> {
 }
 
 fn reserved(name: &str) -> bool {
-    name == MALFORMED || super::columns::schema().field_with_name(name).is_ok()
+    name == MALFORMED || super::columns::reserved(name)
 }
 
 /// Parses `archive_schema`.
@@ -114,20 +121,13 @@ pub fn describe(schema: &Schema) -> String {
     serde_json::Value::Object(map).to_string()
 }
 
-/// Infers a schema from the first JSON objects among `values`: a field whose sampled values
-/// are all booleans, all integers, numbers, or all strings gets a column (bool, int64,
-/// float64, utf8). Fields with mixed types, nested objects or lists, only nulls, or a name
-/// that clashes get none: they stay in `value` (a column for them would reject most values).
+/// The fields the first JSON objects among `values` show, in name order: a field whose
+/// sampled values are all booleans, all integers or all strings gets that type (bool, int64,
+/// utf8); numbers of both kinds give float64, and other mixes of scalars utf8. Fields with
+/// nested objects or lists, only nulls, or a name that clashes get none: they stay in `value`
+/// only. No JSON object among them gives no fields.
 pub fn infer<'a>(values: impl Iterator<Item = &'a [u8]>) -> Result<SchemaRef, SchemaError> {
-    #[derive(Clone, Copy, PartialEq)]
-    enum Kind {
-        Bool,
-        Int,
-        Float,
-        Text,
-        Mixed,
-    }
-    let mut kinds: std::collections::BTreeMap<String, Kind> = Default::default();
+    let mut kinds: std::collections::BTreeMap<String, Option<DataType>> = Default::default();
     let mut sampled = 0;
     for value in values {
         let Ok(serde_json::Value::Object(object)) = serde_json::from_slice(value) else {
@@ -136,19 +136,16 @@ pub fn infer<'a>(values: impl Iterator<Item = &'a [u8]>) -> Result<SchemaRef, Sc
         for (name, field) in object {
             let kind = match field {
                 serde_json::Value::Null => continue,
-                serde_json::Value::Bool(_) => Kind::Bool,
-                serde_json::Value::Number(n) if n.is_i64() => Kind::Int,
-                serde_json::Value::Number(_) => Kind::Float,
-                serde_json::Value::String(_) => Kind::Text,
-                _ => Kind::Mixed,
+                serde_json::Value::Bool(_) => Some(DataType::Boolean),
+                serde_json::Value::Number(n) if n.is_i64() => Some(DataType::Int64),
+                serde_json::Value::Number(_) => Some(DataType::Float64),
+                serde_json::Value::String(_) => Some(DataType::Utf8),
+                _ => None,
             };
-            let merged = match kinds.get(&name) {
-                None => kind,
-                Some(&seen) if seen == kind => kind,
-                Some(Kind::Int | Kind::Float) if matches!(kind, Kind::Int | Kind::Float) => {
-                    Kind::Float
-                }
-                Some(_) => Kind::Mixed,
+            let merged = match (kinds.get(&name), kind) {
+                (None, kind) => kind,
+                (Some(Some(seen)), Some(kind)) => Some(widen(seen, &kind)),
+                _ => None,
             };
             kinds.insert(name, merged);
         }
@@ -157,24 +154,60 @@ pub fn infer<'a>(values: impl Iterator<Item = &'a [u8]>) -> Result<SchemaRef, Sc
             break;
         }
     }
-    if sampled == 0 {
-        return Err(SchemaError::NothingToInfer);
-    }
     let fields: Vec<Field> = kinds
         .into_iter()
         .filter(|(name, _)| !reserved(name))
-        .filter_map(|(name, kind)| {
-            let data_type = match kind {
-                Kind::Bool => DataType::Boolean,
-                Kind::Int => DataType::Int64,
-                Kind::Float => DataType::Float64,
-                Kind::Text => DataType::Utf8,
-                Kind::Mixed => return None,
-            };
-            Some(Field::new(name, data_type, true))
-        })
+        .filter_map(|(name, kind)| Some(Field::new(name, kind?, true)))
         .collect();
     Ok(Arc::new(Schema::new(fields)))
+}
+
+/// The type that holds values of both types: the same, float64 for two kinds of numbers,
+/// else utf8 (arrow-json writes numbers and booleans into a utf8 column as their text).
+fn widen(old: &DataType, new: &DataType) -> DataType {
+    match (old, new) {
+        (old, new) if old == new => old.clone(),
+        (DataType::Int64 | DataType::Float64, DataType::Int64 | DataType::Float64) => {
+            DataType::Float64
+        }
+        _ => DataType::Utf8,
+    }
+}
+
+/// The fields of `current` (name, type) once the fields `seen` in newer values are taken in:
+/// a field not there before is added (after the others, in name order), a field whose values
+/// no longer fit its type is widened; with what changed, for people.
+pub fn evolve(
+    current: &[(String, DataType)],
+    seen: &Schema,
+) -> (Vec<(String, DataType)>, Vec<String>) {
+    let name = |t: &DataType| type_name(t).unwrap_or("utf8");
+    let mut fields = current.to_vec();
+    let mut changes = Vec::new();
+    for (field_name, data_type) in &mut fields {
+        if let Ok(seen) = seen.field_with_name(field_name) {
+            let widened = widen(data_type, seen.data_type());
+            if widened != *data_type {
+                changes.push(format!(
+                    "widened {field_name} {} to {}",
+                    name(data_type),
+                    name(&widened)
+                ));
+                *data_type = widened;
+            }
+        }
+    }
+    for field in seen.fields() {
+        if !current.iter().any(|(n, _)| n == field.name()) {
+            changes.push(format!(
+                "added {} {}",
+                field.name(),
+                name(field.data_type())
+            ));
+            fields.push((field.name().clone(), field.data_type().clone()));
+        }
+    }
+    (fields, changes)
 }
 
 /// The typed columns of `values` under `schema`, then the `_malformed` column.
@@ -218,6 +251,7 @@ fn decode_one(schema: &SchemaRef, value: &[u8]) -> Result<RecordBatch, String> {
         return Err("not a JSON object".into());
     }
     let mut decoder = ReaderBuilder::new(schema.clone())
+        .with_coerce_primitive(true)
         .build_decoder()
         .map_err(|e| e.to_string())?;
     let consumed = decoder.decode(value).map_err(|e| e.to_string())?;

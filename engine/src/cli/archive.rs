@@ -40,10 +40,14 @@ Examples:
         #[arg(long)]
         now: bool,
     },
-    /// List a topic's archived files: offset ranges, rows, sizes and times.
+    /// List a topic's archived files (offset ranges, rows, sizes and times), its Iceberg
+    /// table and its schema versions.
     List {
         #[arg(long)]
         topic: String,
+        /// Print only the topic's archive directory (or object store URL), for scripts.
+        #[arg(long)]
+        dir: bool,
     },
     /// Re-read every archived file and check it against the manifest (rows, offsets, checksum).
     #[command(long_about = "\
@@ -77,9 +81,29 @@ pub async fn run(client: &Client, command: ArchiveCommand) -> anyhow::Result<()>
             }
             Ok(())
         }
-        ArchiveCommand::List { topic } => {
+        ArchiveCommand::List { topic, dir } => {
             let listing = client.archive_list(&topic).await?;
+            if dir {
+                println!("{}", listing.dir);
+                return Ok(());
+            }
             println!("archive of {} in {}", listing.topic, listing.dir);
+            if let Some(table) = &listing.table {
+                println!("Iceberg table: {table}");
+            }
+            for version in &listing.schema_versions {
+                let fields: Vec<String> = version
+                    .fields
+                    .iter()
+                    .map(|f| format!("{} {}", f.name, f.kind))
+                    .collect();
+                println!(
+                    "schema version {}: {} ({})",
+                    version.version,
+                    fields.join(", "),
+                    version.changes.join("; ")
+                );
+            }
             println!(
                 "{:>9} {:>14} {:>14} {:>12} {:>14}  {:<24} {:<6} FILE",
                 "PARTITION", "FIRST", "LAST", "ROWS", "BYTES", "RECORD TIMES (UTC)", "STORE"

@@ -174,6 +174,10 @@ Create a topic. Settings not given take the engine's [topic_defaults]:
                         older offsets are then read from the archive (see `sluice archive`)
   archive_schema        for JSON values: `infer` or '{\"customer\": \"utf8\", \"amount\": \"float64\"}';
                         archive files then also hold typed columns (and `_malformed`)
+  archive_key           how archive files hold keys: string (the default), json or bytes
+  archive_value         how archive files hold values: json (the default: SQL reads fields
+                        without decoding), string or bytes; keys or values that do not fit go
+                        to key_raw / value_raw, with the reason in _undecoded
 
 Example: sluice topic create clicks --partitions 6 --config retention_ms=86400000 --config compression=zstd")]
     Create {

@@ -35,7 +35,7 @@ pub use error::{DiskFull, LogError};
 pub use flusher::Flusher;
 pub use partition::{Fetched, Partition};
 pub use topic::{Produced, Topic};
-pub use topic_config::{FlushPolicy, TopicConfig};
+pub use topic_config::{ColumnEncoding, FlushPolicy, TopicConfig};
 
 /// Writes a small file so that a crash leaves either the old or the new content (see
 /// [`Fs::write_atomically`]).

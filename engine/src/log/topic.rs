@@ -78,12 +78,17 @@ impl Topic {
     ) -> Result<Topic, LogError> {
         let path = dir.join(METADATA_FILE);
         let bytes = fs.read(&path).map_err(|e| LogError::io(&path, e))?;
-        let metadata: Metadata = serde_json::from_slice(&bytes).map_err(|e| {
+        let invalid = |e: serde_json::Error| {
             LogError::InvalidConfig(format!(
                 "{} is not valid topic metadata: {e}",
                 path.display()
             ))
-        })?;
+        };
+        let mut stored: serde_json::Value = serde_json::from_slice(&bytes).map_err(invalid)?;
+        if let Some(config) = stored.get_mut("config") {
+            TopicConfig::upgrade_stored(config);
+        }
+        let metadata: Metadata = serde_json::from_value(stored).map_err(invalid)?;
         let _span = tracing::info_span!("topic", topic = %metadata.name).entered();
         let topic = Topic::assemble(
             fs,

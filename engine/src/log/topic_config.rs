@@ -27,6 +27,19 @@ pub enum FlushPolicy {
     Interval,
 }
 
+/// How the archive writes a record's key or value (docs/archive-format.md, Columns).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ColumnEncoding {
+    /// The bytes as they are (a BLOB column).
+    Bytes,
+    /// UTF-8 text; bytes that are not valid UTF-8 go to a side column, flagged.
+    String,
+    /// Text annotated as JSON (Parquet's JSON logical type); bytes that are not one JSON
+    /// value go to a side column, flagged.
+    Json,
+}
+
 /// Per-topic settings. Every field has a default; `[topic_defaults]` in the config file
 /// changes them for new topics, `topic create --config` and `topic alter` per topic.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -56,6 +69,11 @@ pub struct TopicConfig {
     /// int32, int64, float32, float64, bool, timestamp_ms); archive files then also hold the
     /// values decoded into typed columns, and a `_malformed` column for those that do not fit.
     pub archive_schema: Option<String>,
+    /// How archive files hold record keys: bytes, string or json.
+    pub archive_key: ColumnEncoding,
+    /// How archive files hold record values: bytes, string or json. The default, json, lets
+    /// SQL read fields without decoding (DuckDB: `value->>'field'`).
+    pub archive_value: ColumnEncoding,
 }
 
 impl Default for TopicConfig {
@@ -72,11 +90,23 @@ impl Default for TopicConfig {
             max_record_bytes: 1024 * 1024,
             archive: false,
             archive_schema: None,
+            archive_key: ColumnEncoding::String,
+            archive_value: ColumnEncoding::Json,
         }
     }
 }
 
 impl TopicConfig {
+    /// Adds the settings a topic created by an older version lacks, with the values that keep
+    /// it as it was (its archive files kept keys and values as bytes).
+    pub fn upgrade_stored(config: &mut serde_json::Value) {
+        if let Some(fields) = config.as_object_mut() {
+            for setting in ["archive_key", "archive_value"] {
+                fields.entry(setting).or_insert_with(|| "bytes".into());
+            }
+        }
+    }
+
     /// Returns a copy with `key = value` settings applied (values as on the command line:
     /// numbers, words, or `none` to clear an optional limit).
     pub fn with_overrides(&self, overrides: &[(String, String)]) -> Result<TopicConfig, LogError> {

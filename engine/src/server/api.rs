@@ -130,6 +130,12 @@ pub struct ArchiveListing {
     pub topic: String,
     pub dir: String,
     pub partitions: Vec<PartitionArchiveListing>,
+    /// The newest metadata file of the topic's Iceberg table, once it has one.
+    #[serde(default)]
+    pub table: Option<String>,
+    /// The versions of the topic's schema (schema-aware topics), oldest first.
+    #[serde(default)]
+    pub schema_versions: Vec<crate::archive::SchemaVersion>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]

@@ -118,10 +118,14 @@ pub async fn list(
                 files,
             });
         }
+        let shared = archives.topic(&handle.name);
+        let table = shared.table_metadata().map_err(LogError::from)?;
         Ok::<_, LogError>(ArchiveListing {
             dir: archives.location(&handle.name),
             topic: handle.name.to_string(),
             partitions,
+            table: table.map(|path| path.display().to_string()),
+            schema_versions: shared.schema_versions().map_err(LogError::from)?,
         })
     })
     .await

@@ -13,11 +13,14 @@
 //! writes a file; `read.rs` reads one back and verifies it.
 
 mod read;
+mod text;
 mod write;
 
 use std::num::TryFromIntError;
 
 use arrow_schema::{ArrowError, SchemaRef};
+
+use super::columns::Encodings;
 use parquet::errors::ParquetError;
 
 #[cfg(test)]
@@ -28,7 +31,9 @@ pub use write::write;
 pub use write::{Rows, RowsError, write_file};
 
 /// Version of the file layout, in the file metadata (`sluice.format`).
-pub const FORMAT_VERSION: u32 = 1;
+/// 2: keys and values held as their topic's encoding says (bytes, string or json), nullable,
+/// with side columns; 1: both binary, values never null.
+pub const FORMAT_VERSION: u32 = 2;
 /// Rows per row group at most: large enough for scans, small enough to skip by statistics.
 const ROW_GROUP_ROWS: usize = 128 * 1024;
 /// A row group also ends at this many bytes of keys, values and headers: a reader decoding a
@@ -188,6 +193,10 @@ pub struct Origin<'a> {
     pub topic: &'a str,
     pub partition: u32,
     pub value_schema: Option<SchemaRef>,
+    /// The version of the topic's schema `value_schema` is.
+    pub schema_version: Option<u32>,
+    /// How keys and values are held.
+    pub encodings: Encodings,
 }
 
 #[cfg(test)]
@@ -227,6 +236,8 @@ mod tests {
             topic: "t",
             partition: 2,
             value_schema: None,
+            schema_version: None,
+            encodings: Encodings::BYTES,
         };
         let summary = write(&path, &origin, &rows).unwrap();
         assert_eq!(
@@ -250,6 +261,100 @@ mod tests {
         );
     }
 
+    /// Keys and values of every kind: JSON, text that is not JSON, bytes that are not UTF-8,
+    /// no key, a tombstone.
+    fn mixed_records() -> Vec<(u64, Record)> {
+        let values: [Option<&[u8]>; 6] = [
+            Some(br#"{"kind": "click", "n": 1}"#),
+            Some(b"plain text"),
+            Some(&[0xff, 0xfe, b'{']),
+            None,
+            Some(br#"[1, 2, "three"]"#),
+            Some(b""),
+        ];
+        let keys: [Option<&[u8]>; 3] = [Some(b"user-1"), None, Some(&[0xc3, 0x28])];
+        (0..600u64)
+            .map(|i| {
+                let record = Record {
+                    timestamp: 1_700_000_000_000 + i as i64,
+                    key: keys[i as usize % 3].map(Bytes::copy_from_slice),
+                    value: values[i as usize % 6].map(Bytes::copy_from_slice),
+                    headers: Vec::new(),
+                };
+                (i, record)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn text_and_json_columns_give_back_every_key_and_value_as_produced() {
+        use arrow_array::Array;
+        use arrow_array::cast::AsArray;
+        use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+        use crate::archive::columns::ColumnEncoding;
+
+        let dir = tempfile::tempdir().unwrap();
+        let rows = mixed_records();
+        for (key, value) in [
+            (ColumnEncoding::String, ColumnEncoding::Json),
+            (ColumnEncoding::Json, ColumnEncoding::String),
+            (ColumnEncoding::Bytes, ColumnEncoding::Json),
+        ] {
+            let path = dir.path().join(format!("{key:?}-{value:?}.parquet"));
+            let origin = Origin {
+                topic: "t",
+                partition: 0,
+                value_schema: None,
+                schema_version: None,
+                encodings: Encodings { key, value },
+            };
+            let summary = write(&path, &origin, &rows).unwrap();
+            let (back, found) = read(&path).unwrap();
+            assert_eq!(back, rows, "{key:?} {value:?}");
+            assert_eq!(found, summary);
+            verify(Source::File(path.clone()), &summary).unwrap();
+
+            let file = std::fs::File::open(&path).unwrap();
+            let builder = ParquetRecordBatchReaderBuilder::try_new(file).unwrap();
+            let value_leaf = builder.parquet_schema().column(4);
+            assert_eq!(
+                value_leaf.logical_type_ref().cloned(),
+                match value {
+                    ColumnEncoding::Json => Some(parquet::basic::LogicalType::Json),
+                    _ => Some(parquet::basic::LogicalType::String),
+                }
+            );
+            let batch = builder.build().unwrap().next().unwrap().unwrap();
+            let values = batch.column_by_name("value").unwrap().as_string::<i32>();
+            let raw = batch
+                .column_by_name("value_raw")
+                .unwrap()
+                .as_binary::<i32>();
+            let undecoded = batch
+                .column_by_name("_undecoded")
+                .unwrap()
+                .as_string::<i32>();
+            // The JSON object is text; the bytes that are not UTF-8 are in the side column,
+            // flagged; the tombstone is null in both, and not flagged.
+            assert_eq!(values.value(0), r#"{"kind": "click", "n": 1}"#);
+            assert!(values.is_null(2) && raw.value(2) == [0xff, 0xfe, b'{']);
+            assert!(
+                undecoded.value(2).contains("value: not"),
+                "{}",
+                undecoded.value(2)
+            );
+            assert!(values.is_null(3) && raw.is_null(3));
+            match value {
+                ColumnEncoding::Json => {
+                    assert!(values.is_null(1) && raw.value(1) == b"plain text");
+                    assert!(values.is_null(5), "an empty value is not JSON");
+                }
+                _ => assert!(values.value(1) == "plain text" && raw.is_null(1)),
+            }
+        }
+    }
+
     #[test]
     fn a_truncated_file_is_reported_with_its_name() {
         let dir = tempfile::tempdir().unwrap();
@@ -258,6 +363,8 @@ mod tests {
             topic: "t",
             partition: 0,
             value_schema: None,
+            schema_version: None,
+            encodings: Encodings::BYTES,
         };
         let summary = write(&path, &origin, &records(1_000)).unwrap();
         let bytes = std::fs::read(&path).unwrap();

@@ -6,9 +6,11 @@ use std::borrow::Cow;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use arrow_array::builder::BinaryBuilder;
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Int64Type, TimestampMillisecondType};
-use arrow_array::{Array, RecordBatch};
+use arrow_array::{Array, ArrayRef, RecordBatch};
+use arrow_schema::{DataType, Field, Schema};
 use bytes::Bytes;
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
@@ -18,10 +20,11 @@ use parquet::data_type::ByteArray;
 use parquet::file::reader::{FileReader, RowGroupReader, SerializedFileReader};
 use parquet::schema::types::SchemaDescriptor;
 
+use super::text;
 use super::{ParquetFileError, READ_BATCH_ROWS, ReadError, Summary};
 use crate::archive::columns::{
-    FIXED_COLUMNS, HEADERS_COLUMN, KEY_COLUMN, OFFSET_COLUMN, TIMESTAMP_COLUMN, VALUE_COLUMN,
-    schema,
+    Encodings, HEADERS_COLUMN, KEY_COLUMN, KEY_RAW, OFFSET_COLUMN, TIMESTAMP_COLUMN, VALUE_COLUMN,
+    VALUE_RAW, schema,
 };
 use crate::log::{Header, Record};
 
@@ -65,37 +68,29 @@ impl FileContents {
         };
         let mut builder =
             ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(|e| unreadable(e.into()))?;
-        // Only the fixed columns (a schema-aware topic's typed ones are derived from `value`).
-        if builder.schema().fields().len() < FIXED_COLUMNS.len() {
-            return Err(unreadable(
-                format!(
-                    "it has {} columns, fewer than the {} of every archive file",
-                    builder.schema().fields().len(),
-                    FIXED_COLUMNS.len()
-                )
-                .into(),
-            ));
-        }
-        let mask = ProjectionMask::roots(builder.parquet_schema(), FIXED_COLUMNS);
+        // The fixed columns and the side columns (a schema-aware topic's typed ones are
+        // derived from the value).
+        let file_schema = builder.schema().clone();
+        let roots: Vec<usize> = READ_COLUMNS
+            .iter()
+            .filter_map(|name| file_schema.index_of(name).ok())
+            .collect();
+        let mask = ProjectionMask::roots(builder.parquet_schema(), roots);
         // Batches larger than the default 1,024 rows: a file is read through in one go.
         builder = builder
             .with_projection(mask)
             .with_batch_size(READ_BATCH_ROWS);
-        let expected = Arc::new(schema().project(&FIXED_COLUMNS).expect("columns exist"));
         let reader = builder.build().map_err(|e| unreadable(e.into()))?;
         let mut batches = Vec::new();
         let mut summary = Summary::new();
         for batch in reader {
             let batch = batch.map_err(|e| unreadable(e.into()))?;
-            if batch.schema().fields() != expected.fields() {
-                return Err(unreadable(
-                    format!("unexpected columns {:?}", batch.schema().fields()).into(),
-                ));
-            }
-            let column = |name: &str| batch.column_by_name(name).expect("checked above");
-            let offsets = column("offset").as_primitive::<Int64Type>();
-            let values = column("value").as_binary::<i32>();
-            let timestamps = column("timestamp").as_primitive::<TimestampMillisecondType>();
+            let batch = as_bytes(&batch).map_err(unreadable)?;
+            let offsets = batch.column(OFFSET_COLUMN).as_primitive::<Int64Type>();
+            let values = batch.column(VALUE_COLUMN).as_binary::<i32>();
+            let timestamps = batch
+                .column(TIMESTAMP_COLUMN)
+                .as_primitive::<TimestampMillisecondType>();
             for row in 0..batch.num_rows() {
                 summary
                     .add_read(offsets.value(row), timestamps.value(row), values.value(row))
@@ -150,7 +145,9 @@ impl FileContents {
                 let record = Record {
                     timestamp: timestamps.value(row),
                     key: (!keys.is_null(row)).then(|| Bytes::copy_from_slice(keys.value(row))),
-                    value: Some(Bytes::copy_from_slice(values.value(row))),
+                    value: values
+                        .is_valid(row)
+                        .then(|| Bytes::copy_from_slice(values.value(row))),
                     headers: (0..entries.len())
                         .map(|i| Header {
                             key: Cow::Owned(names.value(i).to_string()),
@@ -190,12 +187,84 @@ impl FileContents {
     }
 }
 
+/// The columns replay and recovery read: the fixed ones, and the side columns if the file has
+/// them.
+const READ_COLUMNS: [&str; 8] = [
+    "partition",
+    "offset",
+    "timestamp",
+    "key",
+    "value",
+    "headers",
+    KEY_RAW,
+    VALUE_RAW,
+];
+
+/// A batch read from a file as format 1 had it: the six fixed columns, keys and values as
+/// bytes (joined with their side columns), whatever the file's encodings.
+fn as_bytes(batch: &RecordBatch) -> Result<RecordBatch, ReadError> {
+    let need = |name: &str| {
+        batch
+            .column_by_name(name)
+            .cloned()
+            .ok_or_else(|| ReadError::Layout(format!("it has no `{name}` column")))
+    };
+    let joined = |name: &str, raw_name: &str| -> Result<ArrayRef, ReadError> {
+        let column = need(name)?;
+        let raw = match batch.column_by_name(raw_name) {
+            None => None,
+            Some(raw) => Some(raw.as_binary_opt::<i32>().ok_or_else(|| {
+                ReadError::Layout(format!("its `{raw_name}` column is not binary"))
+            })?),
+        };
+        match column.data_type() {
+            DataType::Binary if raw.is_none() => Ok(column),
+            DataType::Binary | DataType::Utf8 => {
+                let mut bytes = BinaryBuilder::new();
+                for row in 0..column.len() {
+                    bytes.append_option(text::joined(column.as_ref(), raw, row));
+                }
+                Ok(Arc::new(bytes.finish()))
+            }
+            other => Err(ReadError::Layout(format!(
+                "its `{name}` column is {other}, not binary or text"
+            ))),
+        }
+    };
+    let columns = vec![
+        need("partition")?,
+        need("offset")?,
+        need("timestamp")?,
+        joined("key", KEY_RAW)?,
+        joined("value", VALUE_RAW)?,
+        need("headers")?,
+    ];
+    // The file's own `headers` field: files of format 1 have no field ids in it.
+    let mut fields: Vec<Field> = schema(Encodings::BYTES)
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone())
+        .collect();
+    fields[HEADERS_COLUMN] = batch.schema().field_with_name("headers")?.clone();
+    Ok(RecordBatch::try_new(
+        Arc::new(Schema::new(fields)),
+        columns,
+    )?)
+}
+
 /// Reads a file back: its rows in order, checked to be one partition's contiguous range.
 #[cfg(test)]
 pub fn read(path: &std::path::Path) -> Result<(Vec<(u64, Record)>, Summary), ParquetFileError> {
     let contents = FileContents::read(Source::File(path.to_path_buf()))?;
     let rows = contents.rows_from(contents.summary.first_offset, usize::MAX);
     Ok((rows, contents.summary))
+}
+
+impl Source {
+    /// The bytes, whole.
+    pub fn into_bytes(self) -> Result<Bytes, ParquetFileError> {
+        bytes_of(self)
+    }
 }
 
 /// The source's bytes, whole: reading a file means reading nearly all of it anyway.
@@ -228,9 +297,57 @@ pub fn verify(source: Source, expected: &Summary) -> Result<(), ParquetFileError
     .check(&name, expected)
 }
 
-/// Leaf columns of every archive file that verification reads.
-const OFFSET_LEAF: usize = 1;
-const VALUE_LEAF: usize = 4;
+/// Where the leaves verification reads are in a file: `offset`, `value`, and `value_raw` if
+/// the file has it.
+struct Leaves {
+    offset: usize,
+    value: usize,
+    value_raw: Option<usize>,
+}
+
+/// Values and definition levels read from one leaf of a row group (buffers reused from group
+/// to group).
+#[derive(Default)]
+struct LeafValues {
+    values: Vec<ByteArray>,
+    levels: Vec<i16>,
+    /// The level of a present value; 0 for a required column, whose values are all there.
+    present: i16,
+    next: usize,
+}
+
+impl LeafValues {
+    fn read(
+        &mut self,
+        group: &dyn RowGroupReader,
+        leaf: usize,
+        rows: usize,
+    ) -> Result<(), ReadError> {
+        self.values.clear();
+        self.levels.clear();
+        self.next = 0;
+        self.present = group.metadata().column(leaf).column_descr().max_def_level();
+        let ColumnReader::ByteArrayColumnReader(mut reader) = group.get_column_reader(leaf)? else {
+            return Err("a value column of an unexpected type".to_string().into());
+        };
+        let levels = (self.present > 0).then_some(&mut self.levels);
+        let (records, _, _) = reader.read_records(rows, levels, None, &mut self.values)?;
+        if records != rows {
+            return Err(format!("a value column holds {records} of {rows} rows").into());
+        }
+        Ok(())
+    }
+
+    /// The value of row `row` (rows taken in order), None when null.
+    fn take(&mut self, row: usize) -> Option<&[u8]> {
+        if self.present > 0 && self.levels.get(row) != Some(&self.present) {
+            return None;
+        }
+        let value = self.values.get(self.next)?;
+        self.next += 1;
+        Some(value.data())
+    }
+}
 
 fn checked_summary(name: &str, bytes: Bytes) -> Result<Summary, ParquetFileError> {
     let unreadable = |source: ReadError| ParquetFileError::Unreadable {
@@ -238,35 +355,40 @@ fn checked_summary(name: &str, bytes: Bytes) -> Result<Summary, ParquetFileError
         source,
     };
     let file = SerializedFileReader::new(bytes).map_err(|e| unreadable(e.into()))?;
-    check_leaves(file.metadata().file_metadata().schema_descr())
+    let leaves = find_leaves(file.metadata().file_metadata().schema_descr())
         .map_err(|e| unreadable(e.into()))?;
     let mut summary = Summary::new();
-    let mut offsets: Vec<i64> = Vec::new();
-    let mut values: Vec<ByteArray> = Vec::new();
+    let mut buffers = (Vec::new(), LeafValues::default(), LeafValues::default());
     for index in 0..file.num_row_groups() {
         let group = file
             .get_row_group(index)
             .map_err(|e| unreadable(e.into()))?;
-        add_row_group(&mut summary, index, &*group, &mut offsets, &mut values)
-            .map_err(unreadable)?;
+        add_row_group(&mut summary, index, &*group, &leaves, &mut buffers).map_err(unreadable)?;
     }
     Ok(summary)
 }
 
-/// Checks that the leaves verification reads are where every archive file has them.
-fn check_leaves(schema: &SchemaDescriptor) -> Result<(), String> {
-    let leaf_is = |leaf: usize, expected: &str, physical: PhysicalType| {
-        leaf < schema.num_columns()
-            && schema.column(leaf).path().string() == expected
-            && schema.column(leaf).physical_type() == physical
+/// Finds the leaves verification reads, by name and type.
+fn find_leaves(schema: &SchemaDescriptor) -> Result<Leaves, String> {
+    let find = |name: &str, physical: PhysicalType| {
+        (0..schema.num_columns()).find(|&leaf| {
+            schema.column(leaf).path().string() == name
+                && schema.column(leaf).physical_type() == physical
+        })
     };
-    if leaf_is(OFFSET_LEAF, "offset", PhysicalType::INT64)
-        && leaf_is(VALUE_LEAF, "value", PhysicalType::BYTE_ARRAY)
-    {
-        return Ok(());
+    if let (Some(offset), Some(value)) = (
+        find("offset", PhysicalType::INT64),
+        find("value", PhysicalType::BYTE_ARRAY),
+    ) {
+        let value_raw = find(VALUE_RAW, PhysicalType::BYTE_ARRAY);
+        return Ok(Leaves {
+            offset,
+            value,
+            value_raw,
+        });
     }
     Err(format!(
-        "its columns are not an archive file's (offset int64 and value binary expected as leaves {OFFSET_LEAF} and {VALUE_LEAF}): {:?}",
+        "its columns are not an archive file's (offset int64 and value binary or text expected): {:?}",
         schema
             .columns()
             .iter()
@@ -275,42 +397,40 @@ fn check_leaves(schema: &SchemaDescriptor) -> Result<(), String> {
     ))
 }
 
-/// Adds the rows of row group `index` to `summary`: their offsets and values read into
-/// `offsets` and `values` (buffers reused from group to group).
+/// Adds the rows of row group `index` to `summary`: their offsets and values (joined with
+/// the side column) read into `buffers`.
 fn add_row_group(
     summary: &mut Summary,
     index: usize,
     group: &dyn RowGroupReader,
-    offsets: &mut Vec<i64>,
-    values: &mut Vec<ByteArray>,
+    leaves: &Leaves,
+    (offsets, values, raws): &mut (Vec<i64>, LeafValues, LeafValues),
 ) -> Result<(), ReadError> {
     let rows = usize::try_from(group.metadata().num_rows())
         .map_err(|_| format!("row group {index} has a negative row count"))?;
     offsets.clear();
-    values.clear();
-    let (
-        ColumnReader::Int64ColumnReader(mut offset_reader),
-        ColumnReader::ByteArrayColumnReader(mut value_reader),
-    ) = (
-        group.get_column_reader(OFFSET_LEAF)?,
-        group.get_column_reader(VALUE_LEAF)?,
-    )
+    let ColumnReader::Int64ColumnReader(mut offset_reader) =
+        group.get_column_reader(leaves.offset)?
     else {
-        return Err("offset or value column of an unexpected type"
-            .to_string()
-            .into());
+        return Err("offset column of an unexpected type".to_string().into());
     };
     let (offsets_read, _, _) = offset_reader.read_records(rows, None, None, offsets)?;
-    let (values_read, _, _) = value_reader.read_records(rows, None, None, values)?;
-    if offsets_read != rows || values_read != rows || offsets.len() != rows || values.len() != rows
-    {
-        return Err(format!(
-            "row group {index} says {rows} rows and holds {offsets_read} offsets and {values_read} values"
-        )
-        .into());
+    if offsets_read != rows || offsets.len() != rows {
+        return Err(
+            format!("row group {index} says {rows} rows and holds {offsets_read} offsets").into(),
+        );
     }
-    for (offset, value) in offsets.iter().zip(values.iter()) {
-        summary.add_read(*offset, summary.min_timestamp, value.data())?;
+    values.read(group, leaves.value, rows)?;
+    if let Some(leaf) = leaves.value_raw {
+        raws.read(group, leaf, rows)?;
+    }
+    for (row, offset) in offsets.iter().enumerate() {
+        let value = match values.take(row) {
+            Some(value) => value,
+            None if leaves.value_raw.is_some() => raws.take(row).unwrap_or_default(),
+            None => &[],
+        };
+        summary.add_read(*offset, summary.min_timestamp, value)?;
     }
     Ok(())
 }

@@ -17,6 +17,7 @@ use arrow_array::{
 use arrow_buffer::{OffsetBuffer, ScalarBuffer};
 use arrow_schema::{ArrowError, Field, Schema, SchemaRef};
 use parquet::arrow::ArrowWriter;
+use parquet::arrow::arrow_writer::ArrowWriterOptions;
 use parquet::arrow::arrow_writer::{ArrowColumnChunk, ArrowRowGroupWriterFactory, compute_leaves};
 use parquet::basic::{Compression, Encoding, ZstdLevel};
 use parquet::file::metadata::KeyValue;
@@ -24,11 +25,15 @@ use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::file::writer::SerializedFileWriter;
 use parquet::schema::types::ColumnPath;
 
+use super::text::{self, Undecoded};
 use super::{
     ENCODE_QUEUE_ROW_GROUPS, ENCODER_THREADS_MAX, FORMAT_VERSION, Origin, ParquetFileError,
     ROW_GROUP_BYTES, ROW_GROUP_RESERVED_ROWS, ROW_GROUP_ROWS, Summary, WriteError, ZSTD_LEVEL,
 };
-use crate::archive::columns::{header_fields, header_item, schema};
+use crate::archive::columns::{
+    ColumnEncoding, Encodings, KEY_RAW, VALUE_RAW, header_fields, header_item, schema,
+    with_field_ids,
+};
 use crate::archive::typed;
 #[cfg(test)]
 use crate::log::Record;
@@ -38,11 +43,19 @@ use crate::log::headers::PRODUCED_BY;
 /// The writer's settings: zstd, delta encoding of offsets and timestamps, statistics where
 /// readers use them, and the file metadata known before the rows.
 fn properties(origin: &Origin<'_>) -> WriterProperties {
-    let metadata = vec![
+    let mut metadata = vec![
         KeyValue::new("sluice.format".into(), FORMAT_VERSION.to_string()),
         KeyValue::new("sluice.topic".into(), origin.topic.to_string()),
         KeyValue::new("sluice.partition".into(), origin.partition.to_string()),
+        KeyValue::new("sluice.key".into(), encoding_name(origin.encodings.key)),
+        KeyValue::new("sluice.value".into(), encoding_name(origin.encodings.value)),
     ];
+    if let Some(version) = origin.schema_version {
+        metadata.push(KeyValue::new(
+            "sluice.schema_version".into(),
+            version.to_string(),
+        ));
+    }
     WriterProperties::builder()
         .set_compression(Compression::ZSTD(
             ZstdLevel::try_new(ZSTD_LEVEL).expect("a valid zstd level"),
@@ -70,7 +83,10 @@ fn properties(origin: &Origin<'_>) -> WriterProperties {
             ]),
             EnabledStatistics::None,
         )
+        .set_column_statistics_enabled(ColumnPath::from(KEY_RAW), EnabledStatistics::None)
+        .set_column_statistics_enabled(ColumnPath::from(VALUE_RAW), EnabledStatistics::None)
         .set_column_dictionary_enabled(ColumnPath::from("value"), false)
+        .set_column_dictionary_enabled(ColumnPath::from(VALUE_RAW), false)
         // Offsets and timestamps rise: delta encoding stores them in a few bits each, where a
         // dictionary would be built and then abandoned (almost every value is distinct).
         .set_column_dictionary_enabled(ColumnPath::from("offset"), false)
@@ -81,12 +97,23 @@ fn properties(origin: &Origin<'_>) -> WriterProperties {
         .build()
 }
 
-/// The columns of a file: the fixed ones, then those of the value schema if any.
-fn file_schema(value_schema: Option<&SchemaRef>) -> SchemaRef {
-    match value_schema {
-        None => schema(),
+/// How `sluice.key` and `sluice.value` name an encoding.
+fn encoding_name(encoding: ColumnEncoding) -> String {
+    match encoding {
+        ColumnEncoding::Bytes => "bytes",
+        ColumnEncoding::String => "string",
+        ColumnEncoding::Json => "json",
+    }
+    .to_string()
+}
+
+/// The columns of a file: the fixed ones and their side columns, then those of the value
+/// schema if any.
+fn file_schema(encodings: Encodings, value_schema: Option<&SchemaRef>) -> SchemaRef {
+    let plain = match value_schema {
+        None => schema(encodings),
         Some(typed) => {
-            let mut fields: Vec<Field> = schema()
+            let mut fields: Vec<Field> = schema(encodings)
                 .fields()
                 .iter()
                 .map(|f| f.as_ref().clone())
@@ -94,7 +121,8 @@ fn file_schema(value_schema: Option<&SchemaRef>) -> SchemaRef {
             fields.extend(typed::extra_fields(typed));
             Arc::new(Schema::new(fields))
         }
-    }
+    };
+    with_field_ids(&plain)
 }
 
 /// The rows of one row group, column by column, as they are read from the log.
@@ -139,10 +167,8 @@ impl RowGroup {
             .push(i64::try_from(offset).map_err(|_| RowsError::OffsetBeyondI64 { offset })?);
         self.timestamps.push(record.timestamp);
         self.keys.append_option(record.key);
-        // The archive's value columns are not nullable (yet): a null value is kept as empty.
-        let value = record.value.unwrap_or_default();
-        self.values.append_value(value);
-        self.bytes += record.key.map_or(0, <[u8]>::len) + value.len();
+        self.values.append_option(record.value);
+        self.bytes += record.key.map_or(0, <[u8]>::len) + record.value.map_or(0, <[u8]>::len);
         for (name, value) in record.headers {
             let value = value.unwrap_or_default();
             self.header_names.append_value(name);
@@ -174,14 +200,32 @@ impl RowGroup {
             Arc::new(entries),
             None,
         )?;
+        let mut undecoded = Undecoded::default();
+        let (key, key_raw) = text::encode(
+            self.keys.finish(),
+            file.encodings.key,
+            "key",
+            &mut undecoded,
+        )?;
+        let (value, value_raw) = text::encode(
+            values.clone(),
+            file.encodings.value,
+            "value",
+            &mut undecoded,
+        )?;
         let mut columns: Vec<ArrayRef> = vec![
             Arc::new(Int32Array::from(vec![file.partition; rows])),
             Arc::new(Int64Array::from(self.offsets)),
             Arc::new(TimestampMillisecondArray::from(self.timestamps).with_timezone("UTC")),
-            Arc::new(self.keys.finish()),
-            Arc::new(values.clone()),
+            key,
+            value,
             Arc::new(headers),
         ];
+        columns.extend(key_raw);
+        columns.extend(value_raw);
+        if file.encodings.has_side_columns() {
+            columns.push(undecoded.finish(rows));
+        }
         if let Some(typed) = file.value_schema {
             columns.extend(typed::columns(
                 typed,
@@ -355,11 +399,18 @@ pub fn write_file(
     })?;
     let columns = FileColumns {
         partition,
-        schema: file_schema(origin.value_schema.as_ref()),
+        schema: file_schema(origin.encodings, origin.value_schema.as_ref()),
         value_schema: origin.value_schema.as_ref(),
+        encodings: origin.encodings,
     };
+    // No `ARROW:schema` entry: readers take the columns from the Parquet schema, where a
+    // json column is text annotated as JSON (with the entry, pyarrow reads it as an
+    // `arrow.json` extension column, which pyiceberg cannot read).
+    let options = ArrowWriterOptions::new()
+        .with_properties(properties(origin))
+        .with_skip_arrow_metadata(true);
     let (file_writer, factory) =
-        ArrowWriter::try_new(file, columns.schema.clone(), Some(properties(origin)))
+        ArrowWriter::try_new_with_options(file, columns.schema.clone(), options)
             .and_then(ArrowWriter::into_serialized_writer)
             .map_err(|e| write_error(e.into()))?;
     let (filled, (summary, produced_by), written) = std::thread::scope(|scope| {
@@ -432,6 +483,7 @@ struct FileColumns<'a> {
     partition: i32,
     schema: SchemaRef,
     value_schema: Option<&'a SchemaRef>,
+    encodings: Encodings,
 }
 
 /// A row group to encode, numbered from 0 in file order.
