@@ -808,9 +808,38 @@ async fn an_s3_store_holds_the_files_and_replay_reads_them_from_it() {
         .collect();
     expected_keys.sort();
     assert_eq!(
-        s3.run(&["list", "archive", "sluice/s/"]),
+        s3.run(&["list", "archive", "sluice/s/0/"]),
         serde_json::json!(expected_keys)
     );
+
+    // The topic's Iceberg table is in the store too, beside the files, and pyiceberg reads
+    // every archived record from it there.
+    let table_keys = s3.run(&["list", "archive", "sluice/s/metadata/"]);
+    assert!(
+        table_keys
+            .as_array()
+            .unwrap()
+            .contains(&"sluice/s/metadata/version-hint.text".into()),
+        "{table_keys}"
+    );
+    let properties = serde_json::json!({
+        "s3.endpoint": s3.endpoint,
+        "s3.access-key-id": "test",
+        "s3.secret-access-key": "test",
+        "s3.region": "us-east-1",
+    });
+    let table = crate::archive_table::read_table_at("s3://archive/sluice/s", &properties);
+    let offsets: Vec<u64> = table["iceberg"]["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|row| row["offset"].as_u64().unwrap())
+        .collect();
+    // Retention may archive more meanwhile: the table holds each offset once, from 0, up to
+    // at least the end of the files listed.
+    let archived_end = files.last().unwrap().summary.last_offset;
+    assert_eq!(offsets, (0..offsets.len() as u64).collect::<Vec<_>>());
+    assert!(offsets.len() as u64 > archived_end, "{}", offsets.len());
     let local = dir.path().join("archive/s/0");
     let local_files: Vec<String> = std::fs::read_dir(&local)
         .unwrap()

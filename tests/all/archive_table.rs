@@ -17,10 +17,17 @@ use crate::common::{Server, cli, python, stdout};
 
 /// Reads the topic's table and files with tests/support/read_table.py.
 pub fn read_table(topic_dir: &Path) -> serde_json::Value {
+    read_table_at(&topic_dir.display().to_string(), &serde_json::json!({}))
+}
+
+/// Reads the topic's table at `location` (a directory, or an object store URL) with
+/// tests/support/read_table.py, giving pyiceberg `properties`.
+pub fn read_table_at(location: &str, properties: &serde_json::Value) -> serde_json::Value {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/support/read_table.py");
     let output = Command::new(python())
         .arg(script)
-        .arg(topic_dir)
+        .arg(location)
+        .arg(properties.to_string())
         .output()
         .unwrap();
     assert!(

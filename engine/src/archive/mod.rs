@@ -90,7 +90,13 @@ impl Archives {
         let mut topics = self.topics.lock().expect("archives lock");
         topics
             .entry(topic.to_string())
-            .or_insert_with(|| Arc::new(TopicArchive::new(topic, self.root.join(topic))))
+            .or_insert_with(|| {
+                let table_store = self
+                    .remote
+                    .as_ref()
+                    .map(|store| RemoteDir::folder(store.clone(), topic));
+                Arc::new(TopicArchive::new(topic, self.root.join(topic), table_store))
+            })
             .clone()
     }
 

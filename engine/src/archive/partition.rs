@@ -675,7 +675,7 @@ mod tests {
             dir.to_path_buf(),
             remote,
             Arc::new(Pace::new(None)),
-            Arc::new(TopicArchive::new("t", dir.to_path_buf())),
+            Arc::new(TopicArchive::new("t", dir.to_path_buf(), None)),
         )
     }
 

@@ -96,6 +96,19 @@ impl RemoteDir {
         }
     }
 
+    /// The folder `prefix` (like `<topic>/metadata`) of the store.
+    pub fn folder(store: Arc<RemoteStore>, prefix: &str) -> RemoteDir {
+        RemoteDir {
+            store,
+            prefix: prefix.to_string(),
+        }
+    }
+
+    /// The folder's URL (its files are `<url>/<file>`).
+    pub fn url(&self) -> String {
+        self.store.describe(&self.prefix)
+    }
+
     fn key(&self, file: &str) -> String {
         format!("{}/{file}", self.prefix)
     }
@@ -120,9 +133,14 @@ impl RemoteDir {
         self.store.get(&self.key(file))
     }
 
-    /// Deletes every object of the partition.
+    /// Deletes every object of the folder.
     pub fn delete_all(&self) -> Result<(), StoreError> {
         self.store.delete_all(&self.prefix)
+    }
+
+    /// Deletes every object under `sub` in the folder.
+    pub fn delete_under(&self, sub: &str) -> Result<(), StoreError> {
+        self.store.delete_all(&self.key(sub))
     }
 }
 

@@ -24,6 +24,7 @@ use super::columns::{Encodings, FIELD_ID_KEY};
 use super::error::{ArchiveError, io};
 use super::iceberg::{self, DataFile, Table};
 use super::manifest::ArchivedFile;
+use super::remote::RemoteDir;
 use super::typed::{self, SchemaSetting};
 use crate::log::{now_ms, write_atomically};
 
@@ -160,16 +161,24 @@ pub struct TopicArchive {
     schemas: Mutex<Option<SchemaHistory>>,
     /// The topic's Iceberg table, opened on first use; one partition's commit at a time.
     table: Mutex<Option<Table>>,
+    /// The topic's folder in the object store, if one is configured: the table's metadata
+    /// goes there too, beside the files.
+    store: Option<RemoteDir>,
 }
 
 impl TopicArchive {
-    pub(super) fn new(topic: &str, dir: PathBuf) -> TopicArchive {
+    pub(super) fn new(topic: &str, dir: PathBuf, store: Option<RemoteDir>) -> TopicArchive {
         TopicArchive {
             topic: topic.to_string(),
             dir,
             schemas: Mutex::new(None),
             table: Mutex::new(None),
+            store,
         }
+    }
+
+    fn open_table(&self) -> Result<Table, ArchiveError> {
+        Ok(Table::open(&self.dir, self.store.clone())?)
     }
 
     /// The schema a file is written with, under `setting` (the topic's `archive_schema`):
@@ -242,7 +251,7 @@ impl TopicArchive {
         let mut slot = self.table.lock().expect("table lock");
         let table = match &mut *slot {
             Some(table) => table,
-            None => slot.insert(Table::open(&self.dir)?),
+            None => slot.insert(self.open_table()?),
         };
         let after = table.last_offset(partition);
         let mut todo = Vec::new();
@@ -279,7 +288,7 @@ impl TopicArchive {
         let mut slot = self.table.lock().expect("table lock");
         let table = match &mut *slot {
             Some(table) => table,
-            None => slot.insert(Table::open(&self.dir)?),
+            None => slot.insert(self.open_table()?),
         };
         Ok(table.metadata_location())
     }
@@ -305,7 +314,7 @@ impl TopicArchive {
     /// Forgets what the topic's partitions shared (the topic is deleted).
     pub fn delete(&self) -> Result<(), ArchiveError> {
         *self.table.lock().expect("table lock") = None;
-        Table::delete(&self.dir)?;
+        Table::delete(&self.dir, self.store.as_ref())?;
         let mut slot = self.schemas.lock().expect("schema lock");
         *slot = None;
         let path = self.dir.join(SCHEMA_FILE);

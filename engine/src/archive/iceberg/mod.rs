@@ -30,6 +30,7 @@ use serde_json::{Value, json};
 
 use self::avro::ManifestListEntry;
 pub use self::schema::{Columns, columns};
+use super::remote::{RemoteDir, StoreError};
 use crate::log::now_ms;
 
 /// The table's metadata folder, in the topic's archive directory.
@@ -80,6 +81,9 @@ pub enum IcebergError {
         #[source]
         source: Box<crate::log::LogError>,
     },
+    /// The object store refused a metadata file.
+    #[error(transparent)]
+    Store(#[from] StoreError),
     #[error("{path}: another writer committed version {version} of the table")]
     Conflict { path: PathBuf, version: u64 },
     /// The metadata is not what this writer writes: a sentence says how.
@@ -105,8 +109,12 @@ struct Current {
 pub struct Table {
     /// `<topic>/metadata`.
     dir: PathBuf,
-    /// The table's location: the topic's archive directory, as a URL.
+    /// The table's location: the topic's archive directory or its folder in the object
+    /// store, as a URL.
     location: String,
+    /// The topic's folder in the object store, where the metadata goes too (under
+    /// `metadata/`), beside the files.
+    store: Option<RemoteDir>,
     /// None until the first commit.
     current: Option<Current>,
 }
@@ -121,8 +129,8 @@ pub fn file_url(path: &Path) -> String {
     format!("file://{}", path.display())
 }
 
-fn local_path(url: &str) -> &Path {
-    Path::new(url.strip_prefix("file://").unwrap_or(url))
+fn metadata_name(version: u64) -> String {
+    format!("v{version}.metadata.json")
 }
 
 /// Writes `bytes` to a new file at `path` and fsyncs it.
@@ -146,12 +154,15 @@ fn new_snapshot_id() -> i64 {
 }
 
 impl Table {
-    /// The table of the topic archived in `topic_dir`, as its newest metadata version says
-    /// (none yet if there is no metadata).
-    pub fn open(topic_dir: &Path) -> Result<Table, IcebergError> {
+    /// The table of the topic archived in `topic_dir` (and in `store`, if given), as its
+    /// newest metadata version says (none yet if there is no metadata).
+    pub fn open(topic_dir: &Path, store: Option<RemoteDir>) -> Result<Table, IcebergError> {
         let dir = topic_dir.join(METADATA_DIR);
         let mut table = Table {
-            location: file_url(topic_dir),
+            location: store
+                .as_ref()
+                .map_or_else(|| file_url(topic_dir), RemoteDir::url),
+            store,
             dir,
             current: None,
         };
@@ -164,8 +175,8 @@ impl Table {
             .map_err(|source| IcebergError::Metadata { path, source })?;
         let manifests = match current_manifest_list(&metadata) {
             Some(list) => {
-                let list = local_path(list);
-                let bytes = std::fs::read(list).map_err(|e| io(list, e))?;
+                let list = table.local_copy(list);
+                let bytes = std::fs::read(&list).map_err(|e| io(&list, e))?;
                 avro::read_manifest_list(&bytes)?
             }
             None => Vec::new(),
@@ -178,8 +189,31 @@ impl Table {
         Ok(table)
     }
 
+    /// Where readers find the metadata file `name`.
+    fn url_of(&self, name: &str) -> String {
+        format!("{}/{METADATA_DIR}/{name}", self.location)
+    }
+
+    /// The local copy of the metadata file at `url`.
+    fn local_copy(&self, url: &str) -> PathBuf {
+        self.dir.join(url.rsplit('/').next().unwrap_or(url))
+    }
+
+    /// Writes the metadata file `name` here, durably, and to the store if there is one.
+    fn write_file(&self, name: &str, bytes: &[u8]) -> Result<(), IcebergError> {
+        write_durably(&self.dir.join(name), bytes)?;
+        self.upload(name, bytes)
+    }
+
+    fn upload(&self, name: &str, bytes: &[u8]) -> Result<(), IcebergError> {
+        match &self.store {
+            Some(store) => Ok(store.put(&format!("{METADATA_DIR}/{name}"), bytes.to_vec())?),
+            None => Ok(()),
+        }
+    }
+
     fn metadata_path(&self, version: u64) -> PathBuf {
-        self.dir.join(format!("v{version}.metadata.json"))
+        self.dir.join(metadata_name(version))
     }
 
     /// The highest `v<N>.metadata.json` in the metadata folder.
@@ -245,12 +279,12 @@ impl Table {
         // Step 1: the manifest and the manifest list.
         let id = uuid::Uuid::new_v4();
         let manifest = avro::manifest(files, snapshot_id, &table_schema)?;
-        let manifest_path = self.dir.join(format!("{id}-m0.avro"));
-        write_durably(&manifest_path, &manifest)?;
+        let manifest_name = format!("{id}-m0.avro");
+        self.write_file(&manifest_name, &manifest)?;
         manifests.insert(
             0,
             ManifestListEntry {
-                path: file_url(&manifest_path),
+                path: self.url_of(&manifest_name),
                 length: i64::try_from(manifest.len()).unwrap_or(i64::MAX),
                 sequence_number: sequence,
                 added_snapshot_id: snapshot_id,
@@ -259,8 +293,8 @@ impl Table {
             },
         );
         let list = avro::manifest_list(&manifests, snapshot_id, parent, sequence)?;
-        let list_path = self.dir.join(format!("snap-{snapshot_id}-1-{id}.avro"));
-        write_durably(&list_path, &list)?;
+        let list_name = format!("snap-{snapshot_id}-1-{id}.avro");
+        self.write_file(&list_name, &list)?;
 
         // Step 2: the new metadata, linked into place.
         let summary = snapshot_summary(&metadata, parent, files);
@@ -268,7 +302,7 @@ impl Table {
             "snapshot-id": snapshot_id,
             "sequence-number": sequence,
             "timestamp-ms": now,
-            "manifest-list": file_url(&list_path),
+            "manifest-list": self.url_of(&list_name),
             "summary": summary,
             "schema-id": schema_id,
         });
@@ -291,7 +325,7 @@ impl Table {
         if version > 0 {
             let previous = json!({
                 "timestamp-ms": now,
-                "metadata-file": file_url(&self.metadata_path(version)),
+                "metadata-file": self.url_of(&metadata_name(version)),
             });
             push_capped(&mut metadata["metadata-log"], previous, METADATA_LOG_MAX);
         }
@@ -300,6 +334,7 @@ impl Table {
         crate::crash_point::reached(crate::crash_point::ARCHIVE_TABLE_COMMITTED);
 
         // Step 3: the hint, and the files of expired versions.
+        self.upload(VERSION_HINT, next.to_string().as_bytes())?;
         let hint = self.dir.join(VERSION_HINT);
         crate::log::write_atomically(&hint, next.to_string().as_bytes()).map_err(|source| {
             IcebergError::Hint {
@@ -339,15 +374,19 @@ impl Table {
         })
     }
 
-    /// Writes version `version` of the metadata: a temporary file, fsynced, linked to its
-    /// name (refused if the name exists), then the directory fsynced.
+    /// Writes version `version` of the metadata: to the store first, if there is one (the
+    /// store's `version-hint.text` names it only after the commit), then here, a temporary
+    /// file, fsynced, linked to its name (refused if the name exists), then the directory
+    /// fsynced.
     fn link_metadata(&self, version: u64, metadata: &Value) -> Result<(), IcebergError> {
         let path = self.metadata_path(version);
         let tmp = self.dir.join(format!(
-            "v{version}.metadata.json.{}.tmp",
+            "{}.{}.tmp",
+            metadata_name(version),
             uuid::Uuid::new_v4()
         ));
         let text = serde_json::to_vec_pretty(metadata).expect("metadata serialises");
+        self.upload(&metadata_name(version), &text)?;
         write_durably(&tmp, &text)?;
         let linked = std::fs::hard_link(&tmp, &path);
         let _ = std::fs::remove_file(&tmp);
@@ -369,13 +408,16 @@ impl Table {
         }
         for snapshot in expired {
             if let Some(list) = snapshot["manifest-list"].as_str() {
-                let _ = std::fs::remove_file(local_path(list));
+                let _ = std::fs::remove_file(self.local_copy(list));
             }
         }
     }
 
-    /// Deletes the table (its topic is deleted).
-    pub fn delete(topic_dir: &Path) -> Result<(), IcebergError> {
+    /// Deletes the table (its topic is deleted), here and in `store`.
+    pub fn delete(topic_dir: &Path, store: Option<&RemoteDir>) -> Result<(), IcebergError> {
+        if let Some(store) = store {
+            store.delete_under(METADATA_DIR)?;
+        }
         let dir = topic_dir.join(METADATA_DIR);
         match std::fs::remove_dir_all(&dir) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io(&dir, e)),
