@@ -132,3 +132,44 @@ impl Valid for BinaryArray {
         self.is_valid(row).then(|| self.value(row))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// Keys or values of every kind: bytes, plain text, JSON objects and strings, none.
+    fn arb_held() -> impl Strategy<Value = Option<Vec<u8>>> {
+        proptest::option::of(prop_oneof![
+            proptest::collection::vec(any::<u8>(), 0..40),
+            "[a-z0-9 ]{0,20}".prop_map(String::into_bytes),
+            any::<i64>().prop_map(|n| format!(r#"{{"n": {n}, "s": [1, "x"]}}"#).into_bytes()),
+            "\\PC{0,10}".prop_map(|s| serde_json::to_vec(&s).expect("a string serialises")),
+        ])
+    }
+
+    proptest! {
+        /// Whatever the encoding, a row's column and side column give back its bytes; a row
+        /// is flagged exactly when it is in the side column; a JSON column holds only JSON.
+        #[test]
+        fn every_encoding_gives_back_the_bytes(rows in proptest::collection::vec(arb_held(), 0..50)) {
+            let bytes = BinaryArray::from_iter(rows.iter().map(Option::as_deref));
+            for encoding in [ColumnEncoding::Bytes, ColumnEncoding::String, ColumnEncoding::Json] {
+                let mut undecoded = Undecoded::default();
+                let (column, raw) = encode(bytes.clone(), encoding, "value", &mut undecoded).unwrap();
+                let raw = raw.as_ref().map(|raw| raw.as_binary::<i32>());
+                let flags = undecoded.finish(rows.len());
+                for (row, expected) in rows.iter().enumerate() {
+                    prop_assert_eq!(joined(column.as_ref(), raw, row), expected.as_deref());
+                    let in_raw = raw.is_some_and(|raw| raw.is_valid(row));
+                    prop_assert_eq!(flags.is_valid(row), in_raw);
+                    if encoding == ColumnEncoding::Json && column.is_valid(row) {
+                        let text = column.as_string::<i32>().value(row);
+                        prop_assert!(serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok());
+                    }
+                }
+            }
+        }
+    }
+}
