@@ -30,12 +30,7 @@ pub fn read_table_at(location: &str, properties: &serde_json::Value) -> serde_js
         .arg(properties.to_string())
         .output()
         .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_json::from_slice(&output.stdout).unwrap()
+    serde_json::from_str(&stdout(&output)).unwrap()
 }
 
 async fn produce_json(client: &Client, topic: &str, values: Vec<serde_json::Value>) {

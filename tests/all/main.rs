@@ -38,6 +38,8 @@
 //! - `kafka`: the Kafka protocol door: kafka-python produces (every compression) and consumes,
 //!   both doors read the same bytes, keys land where Kafka's partitioner puts them, bad frames
 //!   close only their connection with a log line.
+//! - `kafka_cluster`: the three-node Apache Kafka cluster of the cluster-mode tests
+//!   (scripts/kafka-cluster) commits transactions while a node is killed, and the node restarts.
 //! - `kafka_hostile`: hostile clients at the Kafka door: stalled frames, unread answers,
 //!   idle connections and a flood past `max_connections` let go with a log line, and a frame
 //!   in progress holding the in-flight budget it shares with the HTTP door.
@@ -101,6 +103,7 @@ mod examples;
 mod groups;
 mod hostile_clients;
 mod kafka;
+mod kafka_cluster;
 mod kafka_compat;
 mod kafka_hostile;
 mod metrics;
