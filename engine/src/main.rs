@@ -4,11 +4,25 @@ use std::process::ExitCode;
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
+/// A client command whose output goes to a pipe that closes (`sluice consume t | head`) ends
+/// quietly, as other command-line tools do, instead of panicking in `println!`. Rust ignores
+/// SIGPIPE so that a program sees EPIPE instead; `serve` keeps that (its sockets are written
+/// with MSG_NOSIGNAL either way).
+fn end_quietly_on_closed_pipes() {
+    // SAFETY: sets a signal's disposition to the default, at start, before any thread runs.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 fn main() -> ExitCode {
     let cli = sluice::cli::Cli::parse();
     let default_level = match cli.command {
         sluice::cli::Command::Serve(_) => "info",
-        _ => "warn",
+        _ => {
+            end_quietly_on_closed_pipes();
+            "warn"
+        }
     };
     let filter =
         EnvFilter::try_from_env("SLUICE_LOG").unwrap_or_else(|_| EnvFilter::new(default_level));

@@ -199,6 +199,30 @@ fn produce_consume_and_groups_through_the_cli() {
     assert!(!stdout(&cli(&server.url, &["topic", "list"], "")).contains("orders"));
 }
 
+/// `sluice consume t | head -1`: the reader closes the pipe after a line, and the command
+/// ends quietly (killed by SIGPIPE, as other tools are), without a panic on stderr.
+#[test]
+fn output_to_a_pipe_closed_early_ends_the_command_quietly() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    stdout(&cli(&server.url, &["topic", "create", "many"], ""));
+    let input: String = (0..20_000).map(|i| format!("record-{i}\n")).collect();
+    stdout(&cli(&server.url, &["produce", "many"], &input));
+    let output = std::process::Command::new("bash")
+        .args([
+            "-c",
+            &format!("set -o pipefail; '{BIN}' consume many | head -1"),
+        ])
+        .env("SLUICE_URL", &server.url)
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&output.stdout), "record-0\n");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    // 141: 128 + SIGPIPE, the status pipefail reports for the consumer.
+    assert_eq!(output.status.code(), Some(141), "{stderr}");
+}
+
 #[test]
 fn follow_prints_records_produced_after_it_started() {
     use std::io::BufRead;

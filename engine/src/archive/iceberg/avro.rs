@@ -71,6 +71,8 @@ const MANIFEST_FILE_SCHEMA: &str = r#"{
 
 /// Status of a manifest entry for a file added by the manifest's snapshot.
 const ADDED: i32 = 1;
+/// Status of a manifest entry for a file an earlier snapshot added (a merged manifest).
+const EXISTING: i32 = 0;
 /// The field ids of the columns whose bounds a data file's entry gives.
 const PARTITION_FIELD_ID: i32 = 1;
 const OFFSET_FIELD_ID: i32 = 2;
@@ -108,10 +110,17 @@ fn manifest_file_schema() -> &'static AvroSchema {
 pub struct ManifestListEntry {
     pub path: String,
     pub length: i64,
+    /// The sequence number of the snapshot that wrote the manifest.
     pub sequence_number: i64,
+    /// The lowest data sequence number of its files.
+    pub min_sequence_number: i64,
+    /// The snapshot that wrote the manifest.
     pub added_snapshot_id: i64,
     pub added_files: i32,
     pub added_rows: i64,
+    /// Files of earlier snapshots it lists (a merged manifest).
+    pub existing_files: i32,
+    pub existing_rows: i64,
 }
 
 fn optional(value: Value) -> Value {
@@ -271,20 +280,27 @@ pub fn manifest(
     snapshot_id: i64,
     table_schema: &serde_json::Value,
 ) -> Result<Vec<u8>, IcebergError> {
-    let schema_id = table_schema["schema-id"].to_string();
-    let metadata = BTreeMap::from([
-        ("schema", table_schema.to_string()),
-        ("schema-id", schema_id),
-        ("partition-spec", "[]".to_string()),
-        ("partition-spec-id", "0".to_string()),
-        ("format-version", "2".to_string()),
-        ("content", "data".to_string()),
-    ]);
     let entries = files
         .iter()
         .map(|file| manifest_entry(file, snapshot_id))
         .collect();
-    avro_file(manifest_entry_schema(), &metadata, entries)
+    avro_file(
+        manifest_entry_schema(),
+        &manifest_metadata(table_schema),
+        entries,
+    )
+}
+
+/// The header metadata of a manifest for a table of `table_schema`.
+fn manifest_metadata(table_schema: &serde_json::Value) -> BTreeMap<&'static str, String> {
+    BTreeMap::from([
+        ("schema", table_schema.to_string()),
+        ("schema-id", table_schema["schema-id"].to_string()),
+        ("partition-spec", "[]".to_string()),
+        ("partition-spec-id", "0".to_string()),
+        ("format-version", "2".to_string()),
+        ("content", "data".to_string()),
+    ])
 }
 
 /// The manifest list of snapshot `snapshot_id`: `manifests`, newest first.
@@ -311,13 +327,16 @@ pub fn manifest_list(
                 ("partition_spec_id".into(), Value::Int(0)),
                 ("content".into(), Value::Int(0)),
                 ("sequence_number".into(), Value::Long(m.sequence_number)),
-                ("min_sequence_number".into(), Value::Long(m.sequence_number)),
+                (
+                    "min_sequence_number".into(),
+                    Value::Long(m.min_sequence_number),
+                ),
                 ("added_snapshot_id".into(), Value::Long(m.added_snapshot_id)),
                 ("added_files_count".into(), Value::Int(m.added_files)),
-                ("existing_files_count".into(), Value::Int(0)),
+                ("existing_files_count".into(), Value::Int(m.existing_files)),
                 ("deleted_files_count".into(), Value::Int(0)),
                 ("added_rows_count".into(), Value::Long(m.added_rows)),
-                ("existing_rows_count".into(), Value::Long(0)),
+                ("existing_rows_count".into(), Value::Long(m.existing_rows)),
                 ("deleted_rows_count".into(), Value::Long(0)),
             ])
         })
@@ -346,14 +365,84 @@ pub fn read_manifest_list(bytes: &[u8]) -> Result<Vec<ManifestListEntry>, Iceber
                 "manifest list: no `manifest_path`".into(),
             ));
         };
+        let count = |name: &str| long(name).map(|n| i32::try_from(n).unwrap_or(i32::MAX));
         manifests.push(ManifestListEntry {
             path: path.clone(),
             length: long("manifest_length")?,
             sequence_number: long("sequence_number")?,
+            min_sequence_number: long("min_sequence_number")?,
             added_snapshot_id: long("added_snapshot_id")?,
-            added_files: i32::try_from(long("added_files_count")?).unwrap_or(i32::MAX),
+            added_files: count("added_files_count")?,
             added_rows: long("added_rows_count")?,
+            existing_files: count("existing_files_count")?,
+            existing_rows: long("existing_rows_count")?,
         });
     }
     Ok(manifests)
+}
+
+/// The entries of the manifest `bytes` (written by [`manifest`] or [`merged_manifest`]) that
+/// `listed` names, as entries of a merged manifest: status EXISTING, with the snapshot and
+/// sequence numbers they inherited made explicit; and their row count.
+pub fn existing_entries(
+    bytes: &[u8],
+    listed: &ManifestListEntry,
+) -> Result<(Vec<Value>, i64), IcebergError> {
+    let reader = Reader::new(bytes).map_err(avro_error)?;
+    let mut entries = Vec::new();
+    let mut rows = 0;
+    for value in reader {
+        let Value::Record(fields) = value.map_err(avro_error)? else {
+            return Err(IcebergError::Layout(
+                "a manifest entry is not a record".into(),
+            ));
+        };
+        let field = |name: &str| fields.iter().find(|(n, _)| n == name).map(|(_, v)| v);
+        let inherited = |name: &str, default: i64| match field(name) {
+            Some(Value::Union(_, inner)) => match inner.as_ref() {
+                Value::Long(n) => *n,
+                _ => default,
+            },
+            _ => default,
+        };
+        let Some(data_file @ Value::Record(file_fields)) = field("data_file") else {
+            return Err(IcebergError::Layout(
+                "a manifest entry has no data_file".into(),
+            ));
+        };
+        if let Some((_, Value::Long(count))) = file_fields.iter().find(|(n, _)| n == "record_count")
+        {
+            rows += count;
+        }
+        let sequence = inherited("sequence_number", listed.sequence_number);
+        entries.push(Value::Record(vec![
+            ("status".into(), Value::Int(EXISTING)),
+            (
+                "snapshot_id".into(),
+                optional(Value::Long(inherited(
+                    "snapshot_id",
+                    listed.added_snapshot_id,
+                ))),
+            ),
+            ("sequence_number".into(), optional(Value::Long(sequence))),
+            (
+                "file_sequence_number".into(),
+                optional(Value::Long(inherited("file_sequence_number", sequence))),
+            ),
+            ("data_file".into(), data_file.clone()),
+        ]));
+    }
+    Ok((entries, rows))
+}
+
+/// A manifest of `entries` (from [`existing_entries`]) for a table of `table_schema`.
+pub fn merged_manifest(
+    entries: Vec<Value>,
+    table_schema: &serde_json::Value,
+) -> Result<Vec<u8>, IcebergError> {
+    avro_file(
+        manifest_entry_schema(),
+        &manifest_metadata(table_schema),
+        entries,
+    )
 }

@@ -40,6 +40,9 @@ const VERSION_HINT: &str = "version-hint.text";
 /// Snapshots the metadata keeps at most; older ones expire (their files stay in the table:
 /// every snapshot only appends).
 const SNAPSHOTS_KEPT_MAX: usize = 100;
+/// Manifests a snapshot lists at most: past this, the earlier ones are merged into one, so
+/// that readers open a few manifests, not one per snapshot since the table began.
+const MANIFESTS_MAX: usize = 16;
 /// Earlier metadata files the metadata log names at most; older ones are deleted.
 const METADATA_LOG_MAX: usize = 20;
 
@@ -117,6 +120,8 @@ pub struct Table {
     store: Option<RemoteDir>,
     /// None until the first commit.
     current: Option<Current>,
+    /// Manifests a snapshot lists at most before they are merged into one.
+    manifests_max: usize,
 }
 
 /// The property holding the last offset of `partition` the table holds.
@@ -165,6 +170,7 @@ impl Table {
             store,
             dir,
             current: None,
+            manifests_max: MANIFESTS_MAX,
         };
         let Some(version) = table.newest_version()? else {
             return Ok(table);
@@ -281,15 +287,21 @@ impl Table {
         let manifest = avro::manifest(files, snapshot_id, &table_schema)?;
         let manifest_name = format!("{id}-m0.avro");
         self.write_file(&manifest_name, &manifest)?;
+        if manifests.len() >= self.manifests_max {
+            manifests = vec![self.merge(&manifests, snapshot_id, sequence, &table_schema)?];
+        }
         manifests.insert(
             0,
             ManifestListEntry {
                 path: self.url_of(&manifest_name),
                 length: i64::try_from(manifest.len()).unwrap_or(i64::MAX),
                 sequence_number: sequence,
+                min_sequence_number: sequence,
                 added_snapshot_id: snapshot_id,
                 added_files: i32::try_from(files.len()).unwrap_or(i32::MAX),
                 added_rows: files.iter().map(|f| f.rows as i64).sum(),
+                existing_files: 0,
+                existing_rows: 0,
             },
         );
         let list = avro::manifest_list(&manifests, snapshot_id, parent, sequence)?;
@@ -349,6 +361,46 @@ impl Table {
             manifests,
         });
         Ok(())
+    }
+
+    /// One manifest listing every file of `manifests` (as existing files), written by
+    /// snapshot `snapshot_id` of sequence number `sequence`: readers open one manifest
+    /// instead of one per earlier snapshot.
+    fn merge(
+        &self,
+        manifests: &[ManifestListEntry],
+        snapshot_id: i64,
+        sequence: i64,
+        table_schema: &Value,
+    ) -> Result<ManifestListEntry, IcebergError> {
+        let mut entries = Vec::new();
+        let mut rows = 0;
+        for listed in manifests {
+            let path = self.local_copy(&listed.path);
+            let bytes = std::fs::read(&path).map_err(|e| io(&path, e))?;
+            let (existing, existing_rows) = avro::existing_entries(&bytes, listed)?;
+            entries.extend(existing);
+            rows += existing_rows;
+        }
+        let files = i32::try_from(entries.len()).unwrap_or(i32::MAX);
+        let merged = avro::merged_manifest(entries, table_schema)?;
+        let name = format!("{}-m1.avro", uuid::Uuid::new_v4());
+        self.write_file(&name, &merged)?;
+        Ok(ManifestListEntry {
+            path: self.url_of(&name),
+            length: i64::try_from(merged.len()).unwrap_or(i64::MAX),
+            sequence_number: sequence,
+            min_sequence_number: manifests
+                .iter()
+                .map(|m| m.min_sequence_number)
+                .min()
+                .unwrap_or(sequence),
+            added_snapshot_id: snapshot_id,
+            added_files: 0,
+            added_rows: 0,
+            existing_files: files,
+            existing_rows: rows,
+        })
     }
 
     /// The metadata of a table that has none yet.
@@ -507,4 +559,91 @@ fn push_capped(list: &mut Value, item: Value, max: usize) -> Vec<Value> {
     items.push(item);
     let excess = items.len().saturating_sub(max);
     items.drain(..excess).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use apache_avro::types::Value as Avro;
+
+    use super::*;
+    use crate::archive::columns::Encodings;
+
+    fn file(partition: u32, first: u64) -> DataFile {
+        DataFile {
+            path: format!("file:///nowhere/{partition}/{first}.parquet"),
+            partition,
+            bytes: 100,
+            rows: 10,
+            first_offset: first,
+            last_offset: first + 9,
+            min_timestamp: 0,
+            max_timestamp: 9,
+        }
+    }
+
+    /// Every data file the current snapshot's manifests list: (path, status, data sequence
+    /// number), the sequence number inherited by an added file made explicit.
+    fn listed_files(table: &Table) -> Vec<(String, i32, i64)> {
+        let current = table.current.as_ref().unwrap();
+        let mut files = Vec::new();
+        for manifest in &current.manifests {
+            let bytes = std::fs::read(table.local_copy(&manifest.path)).unwrap();
+            let reader = apache_avro::Reader::new(&bytes[..]).unwrap();
+            for entry in reader {
+                let Avro::Record(fields) = entry.unwrap() else {
+                    panic!("not a record")
+                };
+                let field = |name: &str| fields.iter().find(|(n, _)| n == name).unwrap().1.clone();
+                let Avro::Int(status) = field("status") else {
+                    panic!("status")
+                };
+                let sequence = match field("sequence_number") {
+                    Avro::Union(1, n) => match *n {
+                        Avro::Long(n) => n,
+                        _ => panic!("sequence number"),
+                    },
+                    _ => manifest.sequence_number,
+                };
+                let Avro::Record(data_file) = field("data_file") else {
+                    panic!("data_file")
+                };
+                let Some((_, Avro::String(path))) =
+                    data_file.iter().find(|(n, _)| n == "file_path")
+                else {
+                    panic!("file_path")
+                };
+                files.push((path.clone(), status, sequence));
+            }
+        }
+        files.sort();
+        files
+    }
+
+    #[test]
+    fn manifests_past_the_limit_are_merged_and_every_file_stays_listed_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let columns = columns(Encodings::BYTES, &[], &[]);
+        let mut table = Table::open(dir.path(), None).unwrap();
+        table.manifests_max = 3;
+        for commit in 0..10u64 {
+            table.append(0, &[file(0, commit * 10)], &columns).unwrap();
+            let listed = table.current.as_ref().unwrap().manifests.len();
+            assert!(listed <= 3, "{listed} manifests after commit {commit}");
+        }
+        assert_eq!(table.last_offset(0), Some(99));
+        // Read again from the disk: the same files, each once, each with the sequence number
+        // of the commit that added it; only the newest is listed as added.
+        let reopened = Table::open(dir.path(), None).unwrap();
+        let files = listed_files(&reopened);
+        let mut expected: Vec<(String, i32, i64)> = (0..10u64)
+            .map(|commit| {
+                let status = if commit == 9 { ADDED_STATUS } else { 0 };
+                (file(0, commit * 10).path, status, commit as i64 + 1)
+            })
+            .collect();
+        expected.sort();
+        assert_eq!(files, expected);
+    }
+
+    const ADDED_STATUS: i32 = 1;
 }
