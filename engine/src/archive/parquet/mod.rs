@@ -355,6 +355,27 @@ mod tests {
         }
     }
 
+    /// Found by the `archive_file` fuzz target: a footer whose column chunk has a negative
+    /// offset made the parquet crate panic; it is refused as unreadable.
+    #[test]
+    fn a_footer_with_a_chunk_outside_the_file_is_refused_not_a_panic() {
+        let bytes = include_bytes!(
+            "../../../../tests/fixtures/fuzz/archive-file-negative-column-offset.parquet"
+        );
+        let source = || Source::Fetched {
+            name: "damaged.parquet".into(),
+            bytes: Bytes::from_static(bytes),
+        };
+        let error = FileContents::read(source()).err().unwrap().to_string();
+        assert!(
+            error.contains("damaged.parquet") && error.contains("not a readable"),
+            "{error}"
+        );
+        let summary = Summary::new();
+        let error = verify(source(), &summary).unwrap_err().to_string();
+        assert!(error.contains("damaged.parquet"), "{error}");
+    }
+
     #[test]
     fn a_truncated_file_is_reported_with_its_name() {
         let dir = tempfile::tempdir().unwrap();

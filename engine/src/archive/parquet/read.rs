@@ -17,6 +17,7 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::basic::Type as PhysicalType;
 use parquet::column::reader::ColumnReader;
 use parquet::data_type::ByteArray;
+use parquet::file::metadata::ParquetMetaData;
 use parquet::file::reader::{FileReader, RowGroupReader, SerializedFileReader};
 use parquet::schema::types::SchemaDescriptor;
 
@@ -66,8 +67,10 @@ impl FileContents {
             path: name.to_string(),
             source,
         };
+        let length = bytes.len();
         let mut builder =
             ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(|e| unreadable(e.into()))?;
+        check_chunks(builder.metadata(), length).map_err(|e| unreadable(e.into()))?;
         // The fixed columns and the side columns (a schema-aware topic's typed ones are
         // derived from the value).
         let file_schema = builder.schema().clone();
@@ -354,7 +357,9 @@ fn checked_summary(name: &str, bytes: Bytes) -> Result<Summary, ParquetFileError
         path: name.to_string(),
         source,
     };
+    let length = bytes.len();
     let file = SerializedFileReader::new(bytes).map_err(|e| unreadable(e.into()))?;
+    check_chunks(file.metadata(), length).map_err(|e| unreadable(e.into()))?;
     let leaves = find_leaves(file.metadata().file_metadata().schema_descr())
         .map_err(|e| unreadable(e.into()))?;
     let mut summary = Summary::new();
@@ -366,6 +371,32 @@ fn checked_summary(name: &str, bytes: Bytes) -> Result<Summary, ParquetFileError
         add_row_group(&mut summary, index, &*group, &leaves, &mut buffers).map_err(unreadable)?;
     }
     Ok(summary)
+}
+
+/// Checks that every column chunk the footer describes lies inside the file's `length` bytes:
+/// the parquet crate panics on a chunk with a negative offset or size, which a damaged footer
+/// can hold (found by the `archive_file` fuzz target).
+fn check_chunks(metadata: &ParquetMetaData, length: usize) -> Result<(), String> {
+    for (index, group) in metadata.row_groups().iter().enumerate() {
+        for chunk in group.columns() {
+            let start = chunk
+                .dictionary_page_offset()
+                .unwrap_or_else(|| chunk.data_page_offset());
+            let size = chunk.compressed_size();
+            let inside = u64::try_from(start)
+                .ok()
+                .zip(u64::try_from(size).ok())
+                .and_then(|(start, size)| start.checked_add(size))
+                .is_some_and(|end| end <= length as u64);
+            if !inside {
+                return Err(format!(
+                    "row group {index}: column {} at {start} of {size} bytes is outside the file's {length} bytes",
+                    chunk.column_path()
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Finds the leaves verification reads, by name and type.
