@@ -376,6 +376,24 @@ mod tests {
         assert!(error.contains("damaged.parquet"), "{error}");
     }
 
+    /// Found by the `archive_file` fuzz target: a delta-encoded page whose decoding
+    /// overflows made the parquet crate panic (where overflow checks are on); the file is
+    /// refused as unreadable, named.
+    #[test]
+    fn a_page_that_made_the_decoder_panic_is_refused_by_name() {
+        let bytes =
+            include_bytes!("../../../../tests/fixtures/fuzz/archive-file-delta-overflow.parquet");
+        let source = Source::Fetched {
+            name: "damaged.parquet".into(),
+            bytes: Bytes::from_static(bytes),
+        };
+        let error = FileContents::read(source).err().unwrap().to_string();
+        assert!(
+            error.contains("damaged.parquet") && error.contains("not a readable"),
+            "{error}"
+        );
+    }
+
     #[test]
     fn a_truncated_file_is_reported_with_its_name() {
         let dir = tempfile::tempdir().unwrap();
