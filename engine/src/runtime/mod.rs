@@ -6,6 +6,7 @@
 
 mod deployment;
 mod host;
+mod isolation;
 mod logs;
 mod plugin_cache;
 mod sandbox;

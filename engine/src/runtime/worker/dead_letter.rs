@@ -16,6 +16,58 @@ use crate::runtime::SandboxError;
 use crate::runtime::deployment::{Delivery, dlq_topic};
 use crate::txn::state::StateWrites;
 
+/// Where a dead letter was read from.
+pub(crate) struct Origin<'a> {
+    pub topic: &'a str,
+    pub partition: u32,
+    pub offset: u64,
+}
+
+/// The dead letter of `record`: the record with why it failed, under which version, after how
+/// many attempts and where it was read from in `sluice.dlq.*` headers.
+pub(crate) fn letter(
+    record: &Record,
+    origin: &Origin<'_>,
+    version: u32,
+    attempts: u32,
+    error: &SandboxError,
+) -> Record {
+    let mut headers = record.headers.clone();
+    let text = |s: String| Some(Bytes::from(s));
+    headers.extend([
+        Header {
+            key: DLQ_ERROR.into(),
+            value: text(error.to_string()),
+        },
+        Header {
+            key: DLQ_VERSION.into(),
+            value: text(version.to_string()),
+        },
+        Header {
+            key: DLQ_ATTEMPTS.into(),
+            value: text(attempts.to_string()),
+        },
+        Header {
+            key: DLQ_TOPIC.into(),
+            value: text(origin.topic.to_string()),
+        },
+        Header {
+            key: DLQ_PARTITION.into(),
+            value: text(origin.partition.to_string()),
+        },
+        Header {
+            key: DLQ_OFFSET.into(),
+            value: text(origin.offset.to_string()),
+        },
+    ]);
+    Record {
+        timestamp: record.timestamp,
+        key: record.key.clone(),
+        value: record.value.clone(),
+        headers,
+    }
+}
+
 impl Worker {
     /// Sends one record to the group's dead-letter topic and commits past it.
     pub(super) fn dead_letter(
@@ -38,40 +90,17 @@ impl Worker {
                 ..
             } => (topic.clone(), *partition, attempts + failures),
         };
-        let mut headers = record.headers.clone();
-        let text = |s: String| Some(Bytes::from(s));
-        headers.extend([
-            Header {
-                key: DLQ_ERROR.into(),
-                value: text(error.to_string()),
+        let letter = letter(
+            record,
+            &Origin {
+                topic: &topic,
+                partition,
+                offset: *offset,
             },
-            Header {
-                key: DLQ_VERSION.into(),
-                value: text(version.to_string()),
-            },
-            Header {
-                key: DLQ_ATTEMPTS.into(),
-                value: text(attempts.to_string()),
-            },
-            Header {
-                key: DLQ_TOPIC.into(),
-                value: text(topic.clone()),
-            },
-            Header {
-                key: DLQ_PARTITION.into(),
-                value: text(partition.to_string()),
-            },
-            Header {
-                key: DLQ_OFFSET.into(),
-                value: text(offset.to_string()),
-            },
-        ]);
-        let letter = Record {
-            timestamp: record.timestamp,
-            key: record.key.clone(),
-            value: record.value.clone(),
-            headers,
-        };
+            version,
+            attempts,
+            error,
+        );
         let dlq = dlq_topic(&self.context.group);
         self.outbox.push(Arc::from(dlq.as_str()), 0, letter);
         // As the outputs of a batch (see `call`): only at-least-once appends before the commit.

@@ -1,6 +1,5 @@
-//! Calling the plugin on a read, with retries, and the search for poison records when a
-//! batch keeps failing: a loop over an explicit stack of ranges, never recursion, so a batch
-//! of any size is searched in bounded stack space.
+//! Calling the plugin on a read, with retries; a batch that keeps failing is searched for
+//! its poison records by [`crate::runtime::isolation`].
 
 use std::ops::Range;
 use std::time::Duration;
@@ -9,139 +8,50 @@ use super::error::Interrupt;
 use super::{Input, MAX_BACKOFF, Worker};
 use crate::log::{Record, batch};
 use crate::runtime::deployment::Delivery;
+use crate::runtime::isolation::{self, Isolate, Outcome};
 use crate::runtime::{Batch, Processed, SandboxError};
 
-/// One step of processing a read: a range of its records to call the plugin on, or one of
-/// its records to dead-letter.
-enum Step {
-    Process {
-        range: Range<usize>,
-        attempts: u32,
-        /// Failed calls on a larger range holding this one, counted into dead letters.
-        earlier_failures: u32,
-    },
-    DeadLetter {
+/// One read (or one dead letter being replayed) as the search sees it.
+struct Read<'a> {
+    worker: &'a mut Worker,
+    input: &'a Input,
+    records: &'a [(u64, Record)],
+}
+
+impl Isolate for Read<'_> {
+    type Error = Interrupt;
+
+    fn call(&mut self, range: Range<usize>, attempts: u32) -> Result<Outcome, Interrupt> {
+        self.worker.call(self.input, &self.records[range], attempts)
+    }
+
+    fn dead_letter(
+        &mut self,
         at: usize,
         error: SandboxError,
         failures: u32,
-    },
-}
-
-/// How calling the plugin on a range ended.
-enum Outcome {
-    Done,
-    /// The plugin rejected the record `at` (within the range) as poison.
-    Poison {
-        at: usize,
-        error: SandboxError,
-        failures: u32,
-    },
-    /// Every attempt failed.
-    Failed {
-        error: SandboxError,
-        failures: u32,
-    },
-}
-
-/// Pushes what follows `outcome` on `range`, so that the stack pops it in offset order.
-/// After a poison record the rest is split in halves: a run of poison records then costs
-/// n log n records sent to the plugin, not n squared. After exhausted attempts the range is
-/// split in halves, each tried once, down to single records that are dead-lettered.
-fn push_steps(
-    steps: &mut Vec<Step>,
-    range: Range<usize>,
-    outcome: Outcome,
-    attempts: u32,
-    earlier_failures: u32,
-) {
-    let halves = |steps: &mut Vec<Step>, range: Range<usize>, attempts, earlier_failures| {
-        let middle = range.start + range.len() / 2;
-        for half in [middle..range.end, range.start..middle] {
-            if !half.is_empty() {
-                steps.push(Step::Process {
-                    range: half,
-                    attempts,
-                    earlier_failures,
-                });
-            }
-        }
-    };
-    match outcome {
-        Outcome::Done => {}
-        Outcome::Poison {
-            at,
-            error,
-            failures,
-        } => {
-            let at = range.start + at;
-            halves(steps, at + 1..range.end, attempts, earlier_failures);
-            steps.push(Step::DeadLetter {
-                at,
-                error,
-                failures: earlier_failures + failures,
-            });
-            if at > range.start {
-                steps.push(Step::Process {
-                    range: range.start..at,
-                    attempts,
-                    earlier_failures,
-                });
-            }
-        }
-        Outcome::Failed { error, failures } => {
-            let failed_so_far = earlier_failures + failures;
-            if range.len() == 1 {
-                steps.push(Step::DeadLetter {
-                    at: range.start,
-                    error,
-                    failures: failed_so_far,
-                });
-            } else {
-                halves(steps, range, 1, failed_so_far);
-            }
-        }
+    ) -> Result<(), Interrupt> {
+        self.worker
+            .dead_letter(self.input, &self.records[at], &error, failures)
     }
 }
 
 impl Worker {
-    /// Runs the plugin on `records` (consecutive offsets) with up to `attempts` calls, then
-    /// isolates the failing records by halving, sending each to the dead-letter topic.
-    /// `earlier_failures` counts failed calls these records were already part of.
     /// Processes `records` (one read, or one dead letter being replayed) and commits them:
     /// a failing batch is retried, then searched for its poison records, which go to the
-    /// dead-letter topic. The search is a loop over an explicit stack of ranges (not
-    /// recursion): with every record poison it holds `batch_records` ranges at most.
+    /// dead-letter topic.
     pub(super) fn process(
         &mut self,
         input: &Input,
         records: &[(u64, Record)],
         attempts: u32,
     ) -> Result<(), Interrupt> {
-        let mut steps = vec![Step::Process {
-            range: 0..records.len(),
-            attempts,
-            earlier_failures: 0,
-        }];
-        while let Some(step) = steps.pop() {
-            match step {
-                Step::Process {
-                    range,
-                    attempts,
-                    earlier_failures,
-                } => {
-                    let outcome = self.call(input, &records[range.clone()], attempts)?;
-                    push_steps(&mut steps, range, outcome, attempts, earlier_failures);
-                }
-                Step::DeadLetter {
-                    at,
-                    error,
-                    failures,
-                } => {
-                    self.dead_letter(input, &records[at], &error, failures)?;
-                }
-            }
-        }
-        Ok(())
+        let mut read = Read {
+            worker: self,
+            input,
+            records,
+        };
+        isolation::search(records.len(), attempts, &mut read)
     }
 
     /// Calls the plugin on `records` up to `attempts` times (with backoff); on success
