@@ -41,6 +41,8 @@ pub struct Config {
     pub groups: GroupSettings,
     pub plugins: PluginSettings,
     pub kafka: KafkaSettings,
+    /// Cluster mode: `sluice worker` runs the plugin groups on a Kafka cluster.
+    pub cluster: ClusterSettings,
     /// Settings new topics start with.
     pub topic_defaults: TopicConfig,
 }
@@ -81,6 +83,43 @@ impl Default for KafkaSettings {
             max_connections: 10_000,
             connections_max_idle_ms: 600_000,
             sasl_plain_users: Default::default(),
+        }
+    }
+}
+
+/// Cluster mode (docs/cluster.md): where `sluice worker` finds its Kafka cluster, and how its
+/// clients behave.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterSettings {
+    /// `host:port` of one or more of the cluster's brokers, comma-separated.
+    pub bootstrap_servers: String,
+    /// This worker's name, stable across its restarts (its transactional ids derive from it,
+    /// so a restarted worker fences its previous incarnation). Two live workers must not
+    /// share it. Default: the host name and the admin API's port.
+    pub worker_id: Option<String>,
+    /// Further librdkafka settings for every client of the worker: `security.protocol`,
+    /// `sasl.mechanism`, `sasl.username`, `sasl.password`, ...
+    pub client: std::collections::BTreeMap<String, String>,
+    /// Replication factor of the topics the worker creates (changelogs, dead letters,
+    /// deployments). None: the cluster's `default.replication.factor`.
+    pub replication_factor: Option<u16>,
+    /// A worker that sends no heartbeat for this long leaves its group: its partitions move.
+    pub session_timeout_ms: u64,
+    /// A transaction left open this long (its worker died) is aborted by the cluster; until
+    /// then, the partitions it wrote to wait.
+    pub transaction_timeout_ms: u64,
+}
+
+impl Default for ClusterSettings {
+    fn default() -> Self {
+        ClusterSettings {
+            bootstrap_servers: String::new(),
+            worker_id: None,
+            client: Default::default(),
+            replication_factor: None,
+            session_timeout_ms: 10_000,
+            transaction_timeout_ms: 10_000,
         }
     }
 }
@@ -163,6 +202,7 @@ impl Default for Config {
             groups: GroupSettings::default(),
             plugins: PluginSettings::default(),
             kafka: KafkaSettings::default(),
+            cluster: ClusterSettings::default(),
             topic_defaults: TopicConfig::default(),
         }
     }

@@ -25,6 +25,10 @@ pub const ARCHIVE_BEFORE_DELETE: &str = "archive-before-delete";
 /// After a new version of a topic's Iceberg table was linked into place, before
 /// `version-hint.text` names it.
 pub const ARCHIVE_TABLE_COMMITTED: &str = "archive-table-committed";
+/// In cluster mode, after a batch's offsets joined its Kafka transaction, before the commit.
+pub const CLUSTER_OFFSETS_SENT: &str = "cluster-offsets-sent";
+/// In cluster mode, right after a batch's Kafka transaction committed.
+pub const CLUSTER_COMMITTED: &str = "cluster-committed";
 
 struct Armed {
     point: String,

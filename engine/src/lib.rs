@@ -27,6 +27,7 @@
 
 pub mod archive;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod crash_point;
 pub mod groups;

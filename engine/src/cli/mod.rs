@@ -115,6 +115,22 @@ Configuration is read from, in order (later wins): built-in defaults, the TOML f
 SLUICE_TOPIC_DEFAULTS__RETENTION_MS, ...; `__` separates sections), then these flags. See
 sluice.toml in the repository for every option.")]
     Serve(ServeArgs),
+    /// Run plugin groups on an existing Kafka cluster, with other workers (cluster mode).
+    #[command(long_about = "\
+Run the plugin groups on an existing Kafka cluster instead of this engine's log (cluster mode,
+see docs/cluster.md). Every worker pointed at the same cluster shares the deployments and the
+work: each plugin group is a Kafka consumer group whose input partitions are spread over the
+live workers, and each batch's outputs, state changes and input offsets commit in one Kafka
+transaction.
+
+The cluster is [cluster] bootstrap_servers in the configuration (or SLUICE_CLUSTER__BOOTSTRAP_SERVERS,
+or --bootstrap-servers). The worker serves the plugin admin API on --listen, so the usual commands
+work pointed at it:
+
+    sluice worker --bootstrap-servers localhost:9092 --listen 127.0.0.1:7272 --data-dir worker-1
+    sluice --url http://127.0.0.1:7272 --data-dir worker-1 plugin deploy --group counts \\
+        --topic orders --output-topic counts --wasm counter.wasm --config output=counts")]
+    Worker(WorkerArgs),
     /// Create, list, describe, alter and delete topics.
     #[command(subcommand)]
     Topic(TopicCommand),
@@ -153,6 +169,23 @@ pub struct ServeArgs {
     /// Address to listen on (default 127.0.0.1:7171).
     #[arg(long)]
     listen: Option<std::net::SocketAddr>,
+}
+
+#[derive(Args)]
+pub struct WorkerArgs {
+    /// TOML configuration file.
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// Address of the worker's admin API (default 127.0.0.1:7171).
+    #[arg(long)]
+    listen: Option<std::net::SocketAddr>,
+    /// Brokers of the Kafka cluster, comma-separated (default: [cluster] bootstrap_servers).
+    #[arg(long)]
+    bootstrap_servers: Option<String>,
+    /// This worker's name, stable across its restarts (default: [cluster] worker_id, else
+    /// the host name and the admin port).
+    #[arg(long)]
+    worker_id: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -238,6 +271,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let client = Client::new(&cli.url).with_token(token);
     let result = match cli.command {
         Command::Serve(args) => serve(args, cli.data_dir).await,
+        Command::Worker(args) => worker(args, cli.data_dir).await,
         Command::Topic(command) => topic(&client, command).await,
         Command::Produce(args) => produce::run(&client, args).await,
         Command::Consume(args) => consume::run(&client, args).await,
@@ -303,14 +337,30 @@ fn say_where_the_token_was_looked_for(error: anyhow::Error, looked: &[String]) -
     ))
 }
 
-async fn serve(args: ServeArgs, data_dir: Option<PathBuf>) -> anyhow::Result<()> {
+/// Waits for SIGINT or SIGTERM.
+async fn until_signalled() -> anyhow::Result<()> {
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate.recv() => {}
+    }
+    Ok(())
+}
+
+/// The settings `--data-dir` and `--listen` give, over the file's and the environment's.
+fn common_flags(data_dir: Option<&Path>, listen: Option<std::net::SocketAddr>) -> Figment {
     let mut flags = Figment::new();
-    if let Some(dir) = &data_dir {
+    if let Some(dir) = data_dir {
         flags = flags.merge(Serialized::default("data_dir", dir));
     }
-    if let Some(listen) = &args.listen {
+    if let Some(listen) = listen {
         flags = flags.merge(Serialized::default("listen", listen));
     }
+    flags
+}
+
+async fn serve(args: ServeArgs, data_dir: Option<PathBuf>) -> anyhow::Result<()> {
+    let flags = common_flags(data_dir.as_deref(), args.listen);
     let config = Config::load(args.config.as_deref(), flags).context("invalid configuration")?;
     let data_dir = config.data_dir.clone();
     keep_new_files_private();
@@ -325,13 +375,38 @@ async fn serve(args: ServeArgs, data_dir: Option<PathBuf>) -> anyhow::Result<()>
         running.addr,
         data_dir.display()
     ));
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = terminate.recv() => {}
-    }
+    until_signalled().await?;
     tracing::info!("shutting down: finishing requests and syncing partitions");
     running.stop().await?;
+    tracing::info!("stopped cleanly");
+    Ok(())
+}
+
+async fn worker(args: WorkerArgs, data_dir: Option<PathBuf>) -> anyhow::Result<()> {
+    let mut flags = common_flags(data_dir.as_deref(), args.listen);
+    if let Some(servers) = &args.bootstrap_servers {
+        flags = flags.merge(Serialized::default("cluster.bootstrap_servers", servers));
+    }
+    if let Some(id) = &args.worker_id {
+        flags = flags.merge(Serialized::default("cluster.worker_id", id));
+    }
+    let config = Config::load(args.config.as_deref(), flags).context("invalid configuration")?;
+    let (servers, data_dir) = (
+        config.cluster.bootstrap_servers.clone(),
+        config.data_dir.clone(),
+    );
+    keep_new_files_private();
+    let running = crate::server::worker_api::start(config).await?;
+    crate::server::announce(&format!(
+        "sluice {} worker {} on the Kafka cluster at {servers}, admin API on http://{}, data in {}",
+        env!("CARGO_PKG_VERSION"),
+        running.worker.id(),
+        running.addr,
+        data_dir.display()
+    ));
+    until_signalled().await?;
+    tracing::info!("shutting down: stopping the groups");
+    running.stop().await;
     tracing::info!("stopped cleanly");
     Ok(())
 }

@@ -166,7 +166,7 @@ pub struct LimitOverrides {
 }
 
 impl LimitOverrides {
-    pub(super) fn apply(&self, base: PluginLimits) -> PluginLimits {
+    pub(crate) fn apply(&self, base: PluginLimits) -> PluginLimits {
         PluginLimits {
             memory_mb: self.memory_mb.unwrap_or(base.memory_mb),
             deadline_ms: self.deadline_ms.unwrap_or(base.deadline_ms),
@@ -216,6 +216,28 @@ impl Deployment {
 
     pub fn version(&self, version: u32) -> Option<&VersionInfo> {
         self.versions.iter().find(|v| v.version == version)
+    }
+
+    /// The version a rollback returns to: `version`, else the newest before the active one.
+    pub fn rollback_target(&self, version: Option<u32>) -> Result<u32, DeployError> {
+        match version {
+            Some(v) => {
+                self.version(v)
+                    .map(|v| v.version)
+                    .ok_or_else(|| DeployError::UnknownVersion {
+                        group: self.group.clone(),
+                        version: v,
+                        available: self.versions.iter().map(|v| v.version).collect(),
+                    })
+            }
+            None => self
+                .versions
+                .iter()
+                .map(|v| v.version)
+                .filter(|&v| v < self.active_version)
+                .max()
+                .ok_or_else(|| DeployError::NoPreviousVersion(self.group.clone())),
+        }
     }
 
     pub fn active(&self) -> &VersionInfo {
@@ -343,8 +365,75 @@ pub struct PartitionProgress {
     pub lag: u64,
 }
 
+pub(crate) fn check_topic(
+    group: &str,
+    current: &Deployment,
+    spec: &DeploySpec,
+) -> Result<(), DeployError> {
+    if current.topic == spec.topic {
+        return Ok(());
+    }
+    Err(DeployError::TopicMismatch {
+        group: group.to_string(),
+        current: current.topic.clone(),
+        requested: spec.topic.clone(),
+    })
+}
+
+/// The number of the next version of a group: one past the highest so far.
+pub(crate) fn next_version_number(existing: Option<&Deployment>) -> u32 {
+    existing
+        .and_then(|d| d.versions.iter().map(|v| v.version).max())
+        .unwrap_or(0)
+        + 1
+}
+
+/// Refuses a deploy whose group name is not a valid name or whose component is larger than
+/// `max_upload_bytes`.
+pub(crate) fn check_upload(
+    group: &str,
+    wasm: &[u8],
+    max_upload_bytes: u64,
+) -> Result<(), DeployError> {
+    crate::log::validate_name(group)
+        .map_err(|_| DeployError::InvalidGroupName(group.to_string()))?;
+    if wasm.len() as u64 > max_upload_bytes {
+        return Err(DeployError::TooLarge {
+            size: wasm.len() as u64,
+            limit: max_upload_bytes,
+        });
+    }
+    Ok(())
+}
+
+/// Starts the plugin once with a scratch state, so that a bad configuration is refused
+/// before a deploy changes anything.
+pub(crate) fn trial_start(
+    runtime: &super::Runtime,
+    group: &str,
+    plugin: &super::Plugin,
+    limits: &PluginLimits,
+    spec: &DeploySpec,
+) -> Result<(), DeployError> {
+    let trial = super::SandboxIdentity {
+        group,
+        version: "trial",
+        log_sink: None,
+    };
+    super::Sandbox::start(
+        runtime,
+        plugin,
+        limits.sandbox(),
+        trial,
+        std::sync::Arc::new(crate::txn::state::MemoryState::default()),
+        &settings(&spec.config),
+    )
+    .map(drop)
+    .map_err(DeployError::Start)
+}
+
 /// Settings in the form `init` takes them.
-pub(super) fn settings(config: &BTreeMap<String, String>) -> Vec<(String, String)> {
+pub(crate) fn settings(config: &BTreeMap<String, String>) -> Vec<(String, String)> {
     config.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
 }
 

@@ -16,14 +16,14 @@ use tokio::sync::watch;
 
 use super::deployment::{
     DeployError, DeploySpec, Deployment, PartitionProgress, PluginDescription, PluginLimits,
-    StartFrom, VersionInfo, dlq_topic, read_deployment, settings,
+    StartFrom, VersionInfo, check_topic, check_upload, dlq_topic, next_version_number,
+    read_deployment, trial_start,
 };
 use super::plugin_cache::PluginCache;
 use super::worker::{self, Desired, GroupShared};
 use super::{LogLine, Plugin, Runtime};
-use super::{Sandbox, SandboxIdentity};
 use crate::log::{Log, LogError, now_ms, write_atomically};
-use crate::txn::state::{MemoryState, Scanned, StateStore};
+use crate::txn::state::{Scanned, StateStore};
 use crate::txn::{Position, SnapshotInfo, TxnStore};
 
 /// One deployed group: the handle on its worker.
@@ -144,7 +144,7 @@ impl PluginHost {
         let limits = spec.limits.apply(base);
         limits.validate()?;
         // Outside any lock, as `init` may take up to the deadline.
-        self.trial_start(group, &plugin, &limits, &spec)?;
+        trial_start(&self.runtime, group, &plugin, &limits, &spec)?;
         self.ensure_dead_letter_topic(group)?;
         let version = VersionInfo {
             version: 0,
@@ -226,14 +226,7 @@ impl PluginHost {
         spec: &DeploySpec,
         wasm: &[u8],
     ) -> Result<(), DeployError> {
-        crate::log::validate_name(group)
-            .map_err(|_| DeployError::InvalidGroupName(group.to_string()))?;
-        if wasm.len() as u64 > self.max_upload_bytes {
-            return Err(DeployError::TooLarge {
-                size: wasm.len() as u64,
-                limit: self.max_upload_bytes,
-            });
-        }
+        check_upload(group, wasm, self.max_upload_bytes)?;
         self.log.topic(&spec.topic)?;
         for output in &spec.output_topics {
             if self.log.topic(output).is_err() {
@@ -241,32 +234,6 @@ impl PluginHost {
             }
         }
         Ok(())
-    }
-
-    /// Starts the plugin once with a scratch state, so that a bad configuration is refused
-    /// before anything changes.
-    fn trial_start(
-        &self,
-        group: &str,
-        plugin: &Plugin,
-        limits: &PluginLimits,
-        spec: &DeploySpec,
-    ) -> Result<(), DeployError> {
-        let trial = SandboxIdentity {
-            group,
-            version: "trial",
-            log_sink: None,
-        };
-        Sandbox::start(
-            &self.runtime,
-            plugin,
-            limits.sandbox(),
-            trial,
-            Arc::new(MemoryState::default()),
-            &settings(&spec.config),
-        )
-        .map(drop)
-        .map_err(DeployError::Start)
     }
 
     /// Keeps the component in the group's directory (named by its digest) and its compiled
@@ -464,22 +431,7 @@ impl PluginHost {
         version: Option<u32>,
     ) -> Result<PluginDescription, DeployError> {
         self.change(group, |d| {
-            let target = match version {
-                Some(v) => d.version(v).map(|v| v.version).ok_or_else(|| {
-                    DeployError::UnknownVersion {
-                        group: d.group.clone(),
-                        version: v,
-                        available: d.versions.iter().map(|v| v.version).collect(),
-                    }
-                })?,
-                None => d
-                    .versions
-                    .iter()
-                    .map(|v| v.version)
-                    .filter(|&v| v < d.active_version)
-                    .max()
-                    .ok_or_else(|| DeployError::NoPreviousVersion(d.group.clone()))?,
-            };
+            let target = d.rollback_target(version)?;
             let from = d.active_version;
             d.active_version = target;
             Ok(format!(
@@ -712,25 +664,6 @@ impl PluginHost {
 }
 
 /// Refuses a new version that reads another topic than the group does.
-fn check_topic(group: &str, current: &Deployment, spec: &DeploySpec) -> Result<(), DeployError> {
-    if current.topic == spec.topic {
-        return Ok(());
-    }
-    Err(DeployError::TopicMismatch {
-        group: group.to_string(),
-        current: current.topic.clone(),
-        requested: spec.topic.clone(),
-    })
-}
-
-/// The number of the next version of a group: one past the highest so far.
-fn next_version_number(existing: Option<&Deployment>) -> u32 {
-    existing
-        .and_then(|d| d.versions.iter().map(|v| v.version).max())
-        .unwrap_or(0)
-        + 1
-}
-
 /// Removes `path` and makes its removal durable (the directory synced).
 fn remove_durably(path: &Path) -> Result<(), DeployError> {
     match std::fs::remove_file(path) {

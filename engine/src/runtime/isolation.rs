@@ -143,3 +143,26 @@ pub(crate) fn search<I: Isolate>(
     }
     Ok(())
 }
+
+/// What a failed call (its `failures`-th in a row) on the records at offsets `batch` means
+/// for the search: a poison record within the batch ends the call's retries, as
+/// [`Outcome::Poison`]; any other error (a poison offset outside the batch counts as a plain
+/// failure) is returned to be retried.
+pub(crate) fn failed_call(
+    error: SandboxError,
+    batch: std::ops::RangeInclusive<u64>,
+    failures: u32,
+) -> Result<Outcome, SandboxError> {
+    let (first, last) = (*batch.start(), *batch.end());
+    match error {
+        SandboxError::Poison { offset, reason } if batch.contains(&offset) => Ok(Outcome::Poison {
+            at: (offset - first) as usize,
+            error: SandboxError::Poison { offset, reason },
+            failures: failures + 1,
+        }),
+        SandboxError::Poison { offset, reason } => Err(SandboxError::Failed(format!(
+            "the plugin rejected offset {offset}, which is not in the batch {first}..={last}: {reason}"
+        ))),
+        error => Err(error),
+    }
+}

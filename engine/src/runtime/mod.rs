@@ -4,13 +4,13 @@
 //!
 //! The contract is `wit/plugin.wit`; the host side is typed from it with `bindgen!`.
 
-mod deployment;
+pub(crate) mod deployment;
 mod host;
-mod isolation;
+pub(crate) mod isolation;
 mod logs;
 mod plugin_cache;
 mod sandbox;
-mod worker;
+pub(crate) mod worker;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

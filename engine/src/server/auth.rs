@@ -104,13 +104,18 @@ pub fn warn_if_open_beyond_loopback(addr: std::net::SocketAddr, require_token_fo
 
 /// Admits a request only with `Authorization: Bearer <admin token>`.
 pub fn check(headers: &HeaderMap, state: &AppState) -> Result<Admin, ApiError> {
+    check_token(headers, &state.admin_token)
+}
+
+/// Admits a request only with `Authorization: Bearer <expected>`.
+pub fn check_token(headers: &HeaderMap, expected: &str) -> Result<Admin, ApiError> {
     let given = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim);
     match given {
-        Some(token) if same_token(token, &state.admin_token) => Ok(Admin),
+        Some(token) if same_token(token, expected) => Ok(Admin),
         Some(_) => Err(unauthorized(
             "wrong admin token; use the one in <data_dir>/admin.token or [server] admin_token",
         )),

@@ -17,6 +17,7 @@ mod overview;
 mod plugins;
 mod records;
 mod topics;
+pub mod worker_api;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -45,7 +46,7 @@ const INFLIGHT_PERMITS_MAX: u64 = u32::MAX as u64 >> 4;
 const DEPLOY_FIELDS_BYTES: usize = 1 << 20;
 
 /// Largest deploy request: base64 makes an upload a third bigger; the rest is small.
-fn deploy_request_bytes_max(config: &Config) -> usize {
+pub(crate) fn deploy_request_bytes_max(config: &Config) -> usize {
     (config.plugins.max_upload_bytes as usize)
         .saturating_mul(4)
         .div_ceil(3)

@@ -72,7 +72,17 @@ pub async fn deploy(
         )
     };
     let body = body::read(&state, &headers, body, limit, too_large).await?;
-    let request: DeployRequest = serde_json::from_slice(&body.bytes).map_err(|e| {
+    let (spec, wasm) = parse_deploy(&body.bytes)?;
+    drop(body);
+    let description = on_host(&state, move |host| host.deploy(&group, spec, &wasm)).await?;
+    Ok((StatusCode::CREATED, Json(description)))
+}
+
+/// A deploy request's settings and component.
+pub(super) fn parse_deploy(
+    bytes: &[u8],
+) -> Result<(crate::runtime::DeploySpec, Vec<u8>), ApiError> {
+    let request: DeployRequest = serde_json::from_slice(bytes).map_err(|e| {
         ApiError::bad_request(
             "malformed_body",
             format!("body is not a deploy request: {e}; see docs/http-api.md"),
@@ -84,10 +94,7 @@ pub async fn deploy(
             format!("wasm_base64 is not standard base64: {e}"),
         )
     })?;
-    drop(body);
-    let spec = request.spec;
-    let description = on_host(&state, move |host| host.deploy(&group, spec, &wasm)).await?;
-    Ok((StatusCode::CREATED, Json(description)))
+    Ok((request.spec, wasm))
 }
 
 pub async fn list(

@@ -115,6 +115,20 @@ pub fn merged_scan(
     Ok(merged.into_iter().take(limit).collect())
 }
 
+/// A prefix scan of state held in a map.
+pub fn scan_map(
+    map: &BTreeMap<Vec<u8>, Vec<u8>>,
+    prefix: &[u8],
+    start_after: Option<&[u8]>,
+    limit: usize,
+) -> Scanned {
+    map.range::<[u8], _>(scan_start(prefix, start_after))
+        .take_while(|(k, _)| k.starts_with(prefix))
+        .take(limit)
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
 /// State held in memory, for benchmarks, tests and `sluice plugin test`.
 #[derive(Default)]
 pub struct MemoryState(Mutex<BTreeMap<Vec<u8>, Vec<u8>>>);
@@ -146,13 +160,7 @@ impl StateStore for MemoryState {
         start_after: Option<&[u8]>,
         limit: usize,
     ) -> Result<Scanned, StateError> {
-        let map = self.0.lock();
-        Ok(map
-            .range::<[u8], _>(scan_start(prefix, start_after))
-            .take_while(|(k, _)| k.starts_with(prefix))
-            .take(limit)
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect())
+        Ok(scan_map(&self.0.lock(), prefix, start_after, limit))
     }
 }
 

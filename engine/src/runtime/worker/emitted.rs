@@ -83,6 +83,15 @@ impl Staged {
     }
 }
 
+/// Marks an emitted record: the time it was emitted, and `<group>/<version>` that emitted it.
+pub(crate) fn stamp(record: &mut Record, now: i64, produced_by: &Bytes) {
+    record.timestamp = now;
+    record.headers.push(Header {
+        key: PRODUCED_BY.into(),
+        value: Some(produced_by.clone()),
+    });
+}
+
 impl Worker {
     /// Stages what the plugin emitted for the next commit, routed to partitions (by key, as
     /// producers route; records without a key go to one partition per commit, in turn).
@@ -126,11 +135,7 @@ impl Worker {
                 Some(key) => partition_for_key(key, partitions),
                 None => self.rotation % partitions,
             };
-            record.timestamp = now;
-            record.headers.push(Header {
-                key: PRODUCED_BY.into(),
-                value: Some(produced_by.clone()),
-            });
+            stamp(&mut record, now, &produced_by);
             self.outbox.push(topic, partition, record);
         }
         self.context.shared.update(|s| s.emitted_records += count);

@@ -25,6 +25,8 @@ use crate::log::{Log, Partition, Record, batch, now_ms};
 use crate::txn::outbox::{self, Part};
 use crate::txn::state::{StateStore, StateWrites, Uncommitted};
 use crate::txn::{CommitExtras, Position, TxnStore};
+pub(crate) use dead_letter::{Origin, letter};
+pub(crate) use emitted::stamp;
 use emitted::{STAGED_BYTES_MAX, Staged};
 pub use error::EngineError;
 use error::Interrupt;

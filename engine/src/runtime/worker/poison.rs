@@ -99,19 +99,10 @@ impl Worker {
                         .update(|s| s.processed_records += records.len() as u64);
                     return Ok(Outcome::Done);
                 }
-                Err(SandboxError::Poison { offset, reason })
-                    if (first..=last).contains(&offset) =>
-                {
-                    return Ok(Outcome::Poison {
-                        at: (offset - first) as usize,
-                        error: SandboxError::Poison { offset, reason },
-                        failures: failures + 1,
-                    });
-                }
-                Err(SandboxError::Poison { offset, reason }) => SandboxError::Failed(format!(
-                    "the plugin rejected offset {offset}, which is not in the batch {first}..={last}: {reason}"
-                )),
-                Err(error) => error,
+                Err(error) => match isolation::failed_call(error, first..=last, failures) {
+                    Ok(poison) => return Ok(poison),
+                    Err(error) => error,
+                },
             };
             failures += 1;
             self.note_failure(version, first..=last, failures, attempts, &error);
