@@ -246,13 +246,16 @@ impl Default for GroupSettings {
 
 /// `SLUICE_*` variables that are not engine configuration: the command-line client's, the
 /// log filter, profiling and crash-point switches, and the sizes and seeds of the crash tests.
-const OTHER_VARIABLES: [&str; 18] = [
+const OTHER_VARIABLES: [&str; 21] = [
     "url",
     "log",
     "config",
     "token",
     "wasm_perfmap",
     "crash_at",
+    "stop_at",
+    "cluster_seed",
+    "cluster_records",
     "crash_rounds",
     "eo_records",
     "archive_kills",

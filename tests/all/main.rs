@@ -93,6 +93,7 @@ mod archive;
 mod archive_table;
 mod bad_input;
 mod cli;
+mod cluster_mode;
 mod console;
 mod control_plane;
 mod crash;

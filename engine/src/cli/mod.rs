@@ -398,7 +398,7 @@ async fn worker(args: WorkerArgs, data_dir: Option<PathBuf>) -> anyhow::Result<(
     keep_new_files_private();
     let running = crate::server::worker_api::start(config).await?;
     crate::server::announce(&format!(
-        "sluice {} worker {} on the Kafka cluster at {servers}, admin API on http://{}, data in {}",
+        "sluice {} worker {} serving http://{} (the plugin admin API) on the Kafka cluster at {servers}, data in {}",
         env!("CARGO_PKG_VERSION"),
         running.worker.id(),
         running.addr,

@@ -42,12 +42,24 @@ impl Server {
         command
             .arg(format!("--nofile={limit}:{limit}"))
             .arg("--")
-            .arg(BIN);
+            .arg(BIN)
+            .arg("serve");
         Server::launch_command(command, dir, &[], &[])
     }
 
+    /// Starts `sluice worker` (cluster mode) on the Kafka cluster at `bootstrap`, named
+    /// `worker_id`, with its data in `dir`, and waits until its admin API listens.
+    pub fn worker(dir: &Path, bootstrap: &str, worker_id: &str, env: &[(&str, &str)]) -> Server {
+        let mut command = Command::new(BIN);
+        command.arg("worker");
+        let extra = ["--bootstrap-servers", bootstrap, "--worker-id", worker_id];
+        Server::launch_command(command, dir, &extra, env)
+    }
+
     fn launch(dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Server {
-        Server::launch_command(Command::new(BIN), dir, extra, env)
+        let mut command = Command::new(BIN);
+        command.arg("serve");
+        Server::launch_command(command, dir, extra, env)
     }
 
     fn launch_command(
@@ -57,7 +69,7 @@ impl Server {
         env: &[(&str, &str)],
     ) -> Server {
         let mut child = command
-            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .args(["--listen", "127.0.0.1:0", "--data-dir"])
             .arg(dir)
             .args(extra)
             .env("SLUICE_LOG", "info")
@@ -116,6 +128,11 @@ impl Server {
             reader.join().expect("stderr reader");
         }
         (status, self.log())
+    }
+
+    /// The process id, for signals.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// SIGKILL: no chance to flush anything.

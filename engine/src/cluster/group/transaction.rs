@@ -127,6 +127,7 @@ impl Session {
                 Some(letter),
             )?;
         }
+        crate::crash_point::reached(crate::crash_point::CLUSTER_RECORDS_SENT);
         let mut offsets = TopicPartitionList::new();
         for (&partition, &next) in &effects.next_offsets {
             offsets

@@ -1,0 +1,324 @@
+//! Cluster mode against a real three-node Apache Kafka cluster (scripts/kafka-cluster): real
+//! `sluice worker` processes share a plugin group through Kafka's consumer group protocol and
+//! commit each batch in a Kafka transaction. Checked from outside by a read_committed reader
+//! (tests/support/cluster_mode.py): one output per input, each key's counts 1..n once, and the
+//! changelog's state equal to the inputs.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use crate::common::{Server, cli, python, seed, stdout};
+use crate::kafka_cluster::KafkaCluster;
+
+/// Worker settings for quick failover: a dead worker's partitions move after 6 s (the
+/// brokers' smallest session timeout), its open transaction is aborted after 10 s.
+const WORKER_ENV: [(&str, &str); 3] = [
+    ("SLUICE_CLUSTER__SESSION_TIMEOUT_MS", "6000"),
+    ("SLUICE_CLUSTER__TRANSACTION_TIMEOUT_MS", "10000"),
+    ("SLUICE_PLUGINS__DEFAULTS__COMMIT_INTERVAL_MS", "100"),
+];
+/// Keys of the input records: the counter keeps a count per key.
+const KEYS: u32 = 97;
+
+fn support_script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/support/cluster_mode.py")
+}
+
+fn kafka_side(args: &[&str]) -> serde_json::Value {
+    let output = Command::new(python())
+        .arg(support_script())
+        .args(args)
+        .output()
+        .unwrap();
+    serde_json::from_str(&stdout(&output)).unwrap()
+}
+
+/// Produces in the background.
+fn start_producer(bootstrap: &str, records: u64, seconds: u64) -> Child {
+    Command::new(python())
+        .arg(support_script())
+        .args(["produce", bootstrap, "in"])
+        .args([records.to_string(), KEYS.to_string(), seconds.to_string()])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+fn counter_wasm() -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../plugins/target/wasm32-wasip2/release/counter.wasm")
+        .display()
+        .to_string()
+}
+
+/// `sluice plugin deploy` of the counter through a worker's admin API.
+fn deploy_counter(worker: &Server) -> String {
+    let wasm = counter_wasm();
+    stdout(&cli(
+        &worker.url,
+        &[
+            "plugin",
+            "deploy",
+            "--group",
+            "counts",
+            "--topic",
+            "in",
+            "--output-topic",
+            "out",
+            "--wasm",
+            &wasm,
+            "--config",
+            "output=out",
+            "--config",
+            "carry=id",
+        ],
+        "",
+    ))
+}
+
+/// The workers of a test, by slot: each restarts with its name and data directory.
+struct Workers {
+    bootstrap: String,
+    root: tempfile::TempDir,
+    running: Vec<Option<Server>>,
+}
+
+impl Workers {
+    fn start(bootstrap: &str, count: usize) -> Workers {
+        let mut workers = Workers {
+            bootstrap: bootstrap.to_string(),
+            root: tempfile::tempdir().unwrap(),
+            running: (0..count).map(|_| None).collect(),
+        };
+        for slot in 0..count {
+            workers.restart(slot);
+        }
+        workers
+    }
+
+    fn restart(&mut self, slot: usize) {
+        let dir = self.root.path().join(format!("w{slot}"));
+        let name = format!("w{slot}");
+        self.running[slot] = Some(Server::worker(&dir, &self.bootstrap, &name, &WORKER_ENV));
+    }
+
+    fn kill(&mut self, slot: usize) {
+        if let Some(worker) = self.running[slot].take() {
+            worker.kill();
+        }
+    }
+
+    fn any(&self) -> &Server {
+        self.running.iter().flatten().next().expect("a worker runs")
+    }
+}
+
+/// What the reader found; fails the test with all of it unless every check holds.
+fn assert_exactly_once(bootstrap: &str, records: u64, versions: &[&str]) -> serde_json::Value {
+    let found = kafka_side(&[
+        "check",
+        bootstrap,
+        "in",
+        "out",
+        "counts",
+        &records.to_string(),
+        "300",
+    ]);
+    eprintln!("read back: {found}");
+    let none = serde_json::json!([]);
+    assert_eq!(found["inputs"], records, "{found}");
+    assert_eq!(found["distinct"], records, "an output is missing: {found}");
+    assert_eq!(
+        found["outputs"], records,
+        "an input has two outputs: {found}"
+    );
+    for list in [
+        "duplicates",
+        "missing",
+        "unexpected",
+        "count_errors",
+        "state_errors",
+    ] {
+        assert_eq!(found[list], none, "{list}: {found}");
+    }
+    let produced_by: Vec<&str> = found["versions"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(produced_by, versions, "{found}");
+    found
+}
+
+#[test]
+fn three_workers_count_exactly_once_through_worker_kills_broker_kills_and_an_upgrade() {
+    let seed = seed("SLUICE_CLUSTER_SEED");
+    let mut rng = StdRng::seed_from_u64(seed);
+    let records: u64 = std::env::var("SLUICE_CLUSTER_RECORDS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(200_000);
+    let cluster = KafkaCluster::start(3);
+    kafka_side(&["create", &cluster.bootstrap, "in:6", "out:6"]);
+    let mut workers = Workers::start(&cluster.bootstrap, 3);
+    let deployed = deploy_counter(workers.any());
+    assert!(deployed.contains("deployed version 1"), "{deployed}");
+
+    // About 90 s of input; the faults happen meanwhile, at random moments.
+    let seconds = 90;
+    let mut producer = start_producer(&cluster.bootstrap, records, seconds);
+    let started = Instant::now();
+    let mut faults: Vec<(u64, &str)> = (0..10)
+        .map(|_| (rng.random_range(2..seconds), "worker"))
+        .collect();
+    faults.push((rng.random_range(10..30), "broker"));
+    faults.push((rng.random_range(50..70), "broker"));
+    faults.push((rng.random_range(30..50), "upgrade"));
+    faults.sort();
+    let mut broker = 0;
+    for (at, fault) in faults {
+        let due = Duration::from_secs(at);
+        if let Some(wait) = due.checked_sub(started.elapsed()) {
+            std::thread::sleep(wait);
+        }
+        match fault {
+            "worker" => {
+                let slot = rng.random_range(0..3);
+                eprintln!("{:?}: kill -9 of worker {slot}", started.elapsed());
+                workers.kill(slot);
+                std::thread::sleep(Duration::from_millis(rng.random_range(0..3000)));
+                workers.restart(slot);
+            }
+            "broker" => {
+                broker += 1;
+                eprintln!("{:?}: kill -9 of broker {broker}", started.elapsed());
+                cluster.node("kill", broker);
+                std::thread::sleep(Duration::from_secs(5));
+                cluster.node("restart", broker);
+            }
+            _ => {
+                eprintln!("{:?}: upgrade", started.elapsed());
+                let upgraded = deploy_counter(workers.any());
+                assert!(upgraded.contains("deployed version 2"), "{upgraded}");
+            }
+        }
+    }
+    let produced = producer.wait().unwrap();
+    assert!(produced.success(), "the producer failed");
+    assert_exactly_once(&cluster.bootstrap, records, &["counts/1", "counts/2"]);
+}
+
+/// What a worker says of itself at `/v1/worker` (its groups' partitions and counters), or
+/// `None` while it does not answer.
+fn worker_status(worker: &Server) -> Option<serde_json::Value> {
+    let token = std::fs::read_to_string(worker.dir.join("admin.token")).ok()?;
+    let url = format!("{}/v1/worker", worker.url);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let response = reqwest::Client::new()
+            .get(&url)
+            .bearer_auth(token.trim())
+            .timeout(Duration::from_secs(2))
+            .send()
+            .await
+            .ok()?;
+        response.json().await.ok()
+    })
+}
+
+/// Polls `condition` every 200 ms for up to `limit`; fails the test with `what` after that.
+fn wait_until(what: &str, limit: Duration, mut condition: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !condition() {
+        assert!(started.elapsed() < limit, "{what}: not within {limit:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Whether process `pid` is stopped (state `T` in /proc/<pid>/stat).
+fn is_stopped(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            stat.rsplit(')')
+                .next()
+                .map(|rest| rest.trim_start().starts_with('T'))
+        })
+        .unwrap_or(false)
+}
+
+#[test]
+fn a_worker_stalled_past_its_session_commits_nothing_when_it_wakes_up() {
+    let records = 3_000;
+    let cluster = KafkaCluster::start(3);
+    kafka_side(&["create", &cluster.bootstrap, "in:6", "out:6"]);
+    let root = tempfile::tempdir().unwrap();
+    // The zombie stops itself in its third transaction, with the batch's records produced
+    // and its offsets not yet sent: a worker stalled (a long GC pause, a frozen VM) at the
+    // worst moment.
+    let mut env = WORKER_ENV.to_vec();
+    env.push(("SLUICE_STOP_AT", "cluster-records-sent:3"));
+    let zombie = Server::worker(
+        &root.path().join("zombie"),
+        &cluster.bootstrap,
+        "zombie",
+        &env,
+    );
+    deploy_counter(&zombie);
+    let mut producer = start_producer(&cluster.bootstrap, records, 10);
+    wait_until(
+        "the zombie stops at its third transaction",
+        Duration::from_secs(120),
+        || is_stopped(zombie.pid()),
+    );
+    // Its partitions move to a healthy worker once its session times out; that worker
+    // processes everything, the zombie's batch included.
+    let healthy = Server::worker(
+        &root.path().join("healthy"),
+        &cluster.bootstrap,
+        "healthy",
+        &WORKER_ENV,
+    );
+    assert!(producer.wait().unwrap().success(), "the producer failed");
+    assert_exactly_once(&cluster.bootstrap, records, &["counts/1"]);
+    let owned = worker_status(&healthy).unwrap();
+    assert_eq!(
+        owned["groups"]["counts"]["partitions"]
+            .as_array()
+            .map(Vec::len),
+        Some(6),
+        "{owned}"
+    );
+    // The zombie wakes up and tries to finish its transaction: it is fenced and aborts.
+    Command::new("kill")
+        .args(["-CONT", &zombie.pid().to_string()])
+        .status()
+        .unwrap();
+    let mut status = serde_json::Value::Null;
+    wait_until(
+        "the zombie aborts its transaction",
+        Duration::from_secs(60),
+        || {
+            status = worker_status(&zombie).unwrap_or_default();
+            // Aborted, and a new session started after the failure.
+            let group = &status["groups"]["counts"];
+            group["aborted_transactions"].as_u64() >= Some(1)
+                && group["sessions"].as_u64() >= Some(2)
+        },
+    );
+    eprintln!("the zombie after it woke up: {status}");
+    let last_error = status["groups"]["counts"]["last_error"].to_string();
+    assert!(
+        last_error.contains("transaction"),
+        "the zombie's transaction failed for another reason: {status}"
+    );
+    assert_exactly_once(&cluster.bootstrap, records, &["counts/1"]);
+}
