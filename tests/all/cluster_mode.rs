@@ -322,3 +322,91 @@ fn a_worker_stalled_past_its_session_commits_nothing_when_it_wakes_up() {
     );
     assert_exactly_once(&cluster.bootstrap, records, &["counts/1"]);
 }
+
+/// The counter's outputs as sorted JSON text, to compare.
+fn sorted(values: impl IntoIterator<Item = serde_json::Value>) -> Vec<String> {
+    let mut values: Vec<String> = values.into_iter().map(|v| v.to_string()).collect();
+    values.sort();
+    values
+}
+
+#[test]
+fn the_same_component_and_commands_give_the_same_outputs_on_the_engine_and_on_a_cluster() {
+    let records: u64 = 2_000;
+    // The single engine: topics and records through the CLI.
+    let engine_dir = tempfile::tempdir().unwrap();
+    let engine = Server::start(engine_dir.path());
+    for topic in ["in", "out"] {
+        stdout(&cli(
+            &engine.url,
+            &["topic", "create", topic, "--partitions", "6"],
+            "",
+        ));
+    }
+    let lines: String = (0..records)
+        .map(|i| format!("k{}:{{\"id\": {i}}}\n", i % u64::from(KEYS)))
+        .collect();
+    stdout(&cli(
+        &engine.url,
+        &["produce", "in", "--key-separator", ":"],
+        &lines,
+    ));
+    // The cluster: the same records from a Kafka producer.
+    let cluster = KafkaCluster::start(3);
+    kafka_side(&["create", &cluster.bootstrap, "in:6", "out:6"]);
+    let root = tempfile::tempdir().unwrap();
+    let worker = Server::worker(&root.path().join("w"), &cluster.bootstrap, "w", &WORKER_ENV);
+    assert!(
+        start_producer(&cluster.bootstrap, records, 1)
+            .wait()
+            .unwrap()
+            .success()
+    );
+
+    // The same commands, the same answers.
+    let deployed = [deploy_counter(&engine), deploy_counter(&worker)];
+    assert_eq!(deployed[0], deployed[1]);
+    assert!(
+        deployed[0].contains("deployed version 1"),
+        "{}",
+        deployed[0]
+    );
+    let from_engine = stdout(&cli(
+        &engine.url,
+        &[
+            "consume",
+            "out",
+            "--follow",
+            "--max-records",
+            &records.to_string(),
+        ],
+        "",
+    ));
+    let from_engine = from_engine
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap());
+    let from_cluster = kafka_side(&["dump", &cluster.bootstrap, "out", &records.to_string()]);
+    let from_cluster = from_cluster.as_array().unwrap().iter().cloned();
+    assert_eq!(sorted(from_engine), sorted(from_cluster));
+
+    let upgraded = [deploy_counter(&engine), deploy_counter(&worker)];
+    assert_eq!(upgraded[0], upgraded[1]);
+    assert!(
+        upgraded[0].contains("deployed version 2"),
+        "{}",
+        upgraded[0]
+    );
+    for command in [
+        &["plugin", "rollback", "counts"][..],
+        &["plugin", "pause", "counts"],
+        &["plugin", "resume", "counts"],
+    ] {
+        let answers = [&engine, &worker].map(|server| stdout(&cli(&server.url, command, "")));
+        assert_eq!(answers[0], answers[1], "{command:?}");
+    }
+    let described = [&engine, &worker]
+        .map(|server| stdout(&cli(&server.url, &["plugin", "describe", "counts"], "")));
+    for described in &described {
+        assert!(described.contains("active version 1"), "{described}");
+    }
+}

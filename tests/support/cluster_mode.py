@@ -6,6 +6,9 @@ Usage:
   cluster_mode.py produce BOOTSTRAP TOPIC RECORDS KEYS SECONDS [FIRST_ID]
       produces RECORDS records, key "k<id % KEYS>", value {"id": <id>}, ids from FIRST_ID
       (default 0), spread over about SECONDS; idempotent, acks=all. Prints {"produced": n}.
+  cluster_mode.py dump BOOTSTRAP TOPIC RECORDS
+      prints the values of the first RECORDS committed records of TOPIC (waiting up to a minute
+      for them) as a JSON list, each value parsed as JSON.
   cluster_mode.py check BOOTSTRAP INPUT OUTPUT GROUP RECORDS WAIT_SECONDS
       waits (up to WAIT_SECONDS) until a read_committed reader of OUTPUT has an output for each
       of the RECORDS inputs of INPUT, then reads GROUP's changelog, and prints as JSON what a
@@ -159,6 +162,11 @@ def check(bootstrap, input_topic, output_topic, group, records, wait_seconds):
     }))
 
 
+def dump(bootstrap, topic, records):
+    found = read_all(bootstrap, topic, lambda read: len(read) >= records, 60)
+    print(json.dumps([json.loads(m.value()) for m in found]))
+
+
 def main():
     command, bootstrap, *rest = sys.argv[1:]
     if command == "create":
@@ -167,6 +175,9 @@ def main():
         topic, records, keys, seconds, *first = rest
         produce(bootstrap, topic, int(records), int(keys), float(seconds),
                 int(first[0]) if first else 0)
+    elif command == "dump":
+        topic, records = rest
+        dump(bootstrap, topic, int(records))
     elif command == "check":
         input_topic, output_topic, group, records, wait_seconds = rest
         check(bootstrap, input_topic, output_topic, group, int(records), float(wait_seconds))
