@@ -201,6 +201,26 @@ pub async fn run_exactly_once(base: &Path, plugins: &Path, records: u64) -> anyh
     Ok(())
 }
 
+/// The counter in exactly-once delivery on the single engine over `records` records: the
+/// baseline of the cluster measurement.
+pub async fn time_counter_exactly_once(
+    base: &Path,
+    counter: &[u8],
+    records: u64,
+) -> anyhow::Result<Duration> {
+    let setup = Setup::open(base, records).await?;
+    let elapsed = time_group(
+        &setup.host,
+        "counter-engine",
+        counter,
+        records,
+        LimitOverrides::default(),
+    )
+    .await?;
+    setup.close().await?;
+    Ok(elapsed)
+}
+
 /// The counter in a sandbox over batches of 1,000, its state in memory: what the plugin
 /// itself costs, without the log, the outbox or commits.
 fn time_counter_sandbox(counter: &[u8], records: u64) -> anyhow::Result<Duration> {

@@ -4,6 +4,7 @@
 
 mod archive;
 mod beside;
+mod cluster;
 mod groups;
 mod kafka;
 mod languages;
@@ -55,6 +56,10 @@ Measure throughput on this machine, for 100-byte and 1 KiB records:
                   archival as the engine runs it (low priority, default rate limit), at low
                   priority without the limit, and at normal priority, against the same work
                   alone just before and after
+  cluster         (only with --only cluster: it needs Java 17 and Maven) the counter plugin,
+                  exactly-once, run by 1, 2 and 3 `sluice worker`s on an Apache Kafka cluster
+                  of --cluster-nodes nodes (scripts/kafka-cluster), against the single engine
+                  in the same run (the README's figure: --records 1000000)
   kafka           (only with --only kafka: it needs Java 17 and Maven) a librdkafka producer
                   (acks=all) and consumer over Sluice's Kafka listener, then over Apache Kafka
                   started by scripts/kafka-broker with fsync per batch and with its defaults,
@@ -101,6 +106,12 @@ struct BenchArgs {
     /// The brokers of `--only kafka`, comma-separated (default: all three, in this order).
     #[arg(long, value_enum, value_delimiter = ',', default_values_t = crate::kafka::Broker::ALL)]
     kafka_brokers: Vec<crate::kafka::Broker>,
+    /// The script that starts and stops an Apache Kafka cluster (for `--only cluster`).
+    #[arg(long, default_value = "scripts/kafka-cluster")]
+    kafka_cluster: PathBuf,
+    /// Nodes of the Kafka cluster of `--only cluster`.
+    #[arg(long, default_value_t = 3)]
+    cluster_nodes: u32,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -114,6 +125,8 @@ enum Part {
     Archive,
     /// Not part of `all`: it needs Java and Maven for Apache Kafka.
     Kafka,
+    /// Not part of `all`: it needs Java and Maven for an Apache Kafka cluster.
+    Cluster,
 }
 
 struct Row {
@@ -201,6 +214,16 @@ async fn run(args: BenchArgs) -> anyhow::Result<()> {
         // Plugins make blocking calls (WASI), which must not run on an async worker.
         tokio::task::spawn_blocking(move || crate::languages::run(&examples, records, &languages))
             .await??;
+    }
+    if args.only == Part::Cluster {
+        crate::cluster::run(
+            &args.dir,
+            &args.plugins_dir,
+            &args.kafka_cluster,
+            args.records,
+            args.cluster_nodes,
+        )
+        .await?;
     }
     if args.only == Part::Kafka {
         let brokers = &args.kafka_brokers;

@@ -7,8 +7,9 @@
 //!
 //! | floor | module | owns |
 //! |---|---|---|
-//! | 6 | [`cli`] | the `sluice` command line: `serve`, and the commands that talk to a running engine over HTTP ([`cli::client`]); `plugin build/new/test` |
-//! | 5 | [`server`] | the doors: the HTTP API (axum) and the Kafka protocol listener (`server/kafka/`); the composition root ([`server::start`]), topics, records, consumer groups, plugins, archive and metrics routes, the background chores, graceful shutdown |
+//! | 7 | [`cli`] | the `sluice` command line: `serve`, `worker`, and the commands that talk to a running engine over HTTP ([`cli::client`]); `plugin build/new/test` |
+//! | 6 | [`server`] | the doors: the HTTP API (axum) and the Kafka protocol listener (`server/kafka/`); the composition root ([`server::start`]), topics, records, consumer groups, plugins, archive and metrics routes, the background chores, graceful shutdown; a cluster worker's admin API (`server/worker_api.rs`) |
+//! | 5 | [`cluster`] | cluster mode: plugin groups on a Kafka cluster (rdkafka), each a Kafka consumer group whose batches commit in Kafka transactions, state per input partition in a changelog, deployments shared through compacted topics |
 //! | 4 | [`config`] | the configuration file and its defaults |
 //! | 3 | [`runtime`] | the plugin host: WebAssembly sandboxes (wasmtime), the deployment data model, the control plane ([`runtime::PluginHost`]) and one worker thread per plugin group |
 //! | 2 | [`txn`] | the plugin store (`plugins.redb`): state, offsets and outbox committed in one transaction; the state-store contract a sandbox reads through |

@@ -211,13 +211,43 @@ fn three_workers_count_exactly_once_through_worker_kills_broker_kills_and_an_upg
     let produced = producer.wait().unwrap();
     assert!(produced.success(), "the producer failed");
     assert_exactly_once(&cluster.bootstrap, records, &["counts/1", "counts/2"]);
+    // `plugin describe` through any worker shows every worker's partitions, none lagging.
+    let mut described = serde_json::Value::Null;
+    wait_until(
+        "every worker reports, without lag",
+        Duration::from_secs(60),
+        || {
+            described = get_json(workers.any(), "/v1/plugins/counts").unwrap_or_default();
+            let reports = described["workers"].as_array().cloned().unwrap_or_default();
+            let mut owned: Vec<u64> = reports
+                .iter()
+                .flat_map(|w| w["partitions"].as_array().cloned().unwrap_or_default())
+                .filter_map(|p| p["partition"].as_u64())
+                .collect();
+            owned.sort();
+            reports.len() == 3 && owned == [0, 1, 2, 3, 4, 5] && described["total_lag"] == 0
+        },
+    );
+    let table = stdout(&cli(
+        &workers.any().url,
+        &["plugin", "describe", "counts"],
+        "",
+    ));
+    for worker in ["w0", "w1", "w2"] {
+        assert!(table.contains(&format!("\n  {worker} ")), "{table}");
+    }
 }
 
 /// What a worker says of itself at `/v1/worker` (its groups' partitions and counters), or
 /// `None` while it does not answer.
 fn worker_status(worker: &Server) -> Option<serde_json::Value> {
+    get_json(worker, "/v1/worker")
+}
+
+/// A worker's answer to `GET path` with its admin token, or `None` while it does not answer.
+fn get_json(worker: &Server, path: &str) -> Option<serde_json::Value> {
     let token = std::fs::read_to_string(worker.dir.join("admin.token")).ok()?;
-    let url = format!("{}/v1/worker", worker.url);
+    let url = format!("{}{path}", worker.url);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

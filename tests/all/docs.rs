@@ -177,6 +177,22 @@ fn run_against(
     server: &Server,
     first_on_path: &[&Path],
 ) -> String {
+    let env = [
+        ("SLUICE_URL", server.url.clone()),
+        ("SLUICE_TOKEN", token(server)),
+    ];
+    run_script(what, script, dir, &env, first_on_path)
+}
+
+/// Runs `script` with bash in `dir`, with `env` and with `first_on_path` before the PATH;
+/// returns its stdout, or fails the test (named by `what`) with its output.
+fn run_script(
+    what: &str,
+    script: &str,
+    dir: &Path,
+    env: &[(&str, String)],
+    first_on_path: &[&Path],
+) -> String {
     let mut path: Vec<String> = first_on_path
         .iter()
         .map(|dir| dir.display().to_string())
@@ -187,8 +203,7 @@ fn run_against(
         .args(["bash", "-c", script])
         .current_dir(dir)
         .env("PATH", path.join(":"))
-        .env("SLUICE_URL", &server.url)
-        .env("SLUICE_TOKEN", token(server))
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
@@ -253,6 +268,31 @@ async fn the_readme_quick_start_runs_as_written() {
     let stdout = run_against("the quick start", &script, &root, &server, &[bin_dir]);
     // What its comments say the commands print.
     for expected in ["alice\t", "{\"click\": 1}", "\"item\": \"tea\""] {
+        assert!(stdout.contains(expected), "no {expected:?} in:\n{stdout}");
+    }
+}
+
+/// docs/cluster.md's "Running it", as written from the repository root: a three-node Kafka
+/// cluster, two workers, a deploy through one, records in and counts out with Kafka's own
+/// console tools, `plugin describe` through the other. The `sluice` under test is first on
+/// PATH, and the block's /tmp directories are a fresh temporary directory's.
+#[test]
+fn the_cluster_guide_runs_as_written() {
+    const PATH_LINE: &str = "export PATH=\"$PWD/target/release:$PATH\"";
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let markdown = std::fs::read_to_string(root.join("docs/cluster.md")).unwrap();
+    let script = script(&section(&markdown, "Running it"));
+    assert!(
+        script.contains(PATH_LINE),
+        "the guide no longer sets PATH so"
+    );
+    let scratch = tempfile::tempdir().unwrap();
+    let script = script
+        .replace(PATH_LINE, "")
+        .replace("/tmp/", &format!("{}/", scratch.path().display()));
+    let bin_dir = Path::new(common::BIN).parent().unwrap();
+    let stdout = run_script("the cluster guide", &script, &root, &[], &[bin_dir]);
+    for expected in [r#""count":2"#, "alice", "bob", "WORKER", "-730"] {
         assert!(stdout.contains(expected), "no {expected:?} in:\n{stdout}");
     }
 }

@@ -537,6 +537,32 @@ fn print_description(d: &PluginDescription) {
             p.partition, committed, p.high_watermark, p.lag
         );
     }
+    if !d.workers.is_empty() {
+        println!(
+            "  {:<20} {:<12} {:>7} {:<16} {:>12} {:>10} {:>8}",
+            "WORKER", "STATUS", "VERSION", "PARTITIONS", "PROCESSED", "LAG", "ABORTED"
+        );
+    }
+    for w in &d.workers {
+        let partitions: Vec<String> = w
+            .partitions
+            .iter()
+            .map(|p| p.partition.to_string())
+            .collect();
+        let version = w.running_version.map_or("-".to_string(), |v| v.to_string());
+        let lag: u64 = w.partitions.iter().map(|p| p.lag).sum();
+        let status: String = w.status.chars().take(12).collect();
+        println!(
+            "  {:<20} {:<12} {:>7} {:<16} {:>12} {:>10} {:>8}",
+            w.worker_id,
+            status,
+            version,
+            partitions.join(","),
+            w.processed_records,
+            lag,
+            w.aborted_transactions
+        );
+    }
 }
 
 #[cfg(test)]

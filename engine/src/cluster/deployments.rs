@@ -46,7 +46,12 @@ impl Publisher {
     }
 
     /// Writes a record and waits until it is stored; its offset.
-    fn put(&self, topic: &str, key: &[u8], value: Option<&[u8]>) -> Result<i64, ClusterError> {
+    pub(crate) fn put(
+        &self,
+        topic: &str,
+        key: &[u8],
+        value: Option<&[u8]>,
+    ) -> Result<i64, ClusterError> {
         let mut record = FutureRecord::<[u8], [u8]>::to(topic).key(key);
         if let Some(value) = value {
             record = record.payload(value);
@@ -92,30 +97,39 @@ pub(crate) fn follow(
     applied: &watch::Sender<i64>,
     stop: &watch::Receiver<bool>,
 ) -> Result<(), ClusterError> {
-    let reader = clients.reader_of(DEPLOYMENTS_TOPIC, 0)?;
+    follow_topic(clients, DEPLOYMENTS_TOPIC, applied, stop, |key, value| {
+        let group = String::from_utf8_lossy(key).to_string();
+        match value.map(serde_json::from_slice::<Deployment>) {
+            None => apply(&group, None),
+            Some(Ok(deployment)) => apply(&group, Some(deployment)),
+            Some(Err(source)) => {
+                let error = ClusterError::Deployment { group, source };
+                tracing::error!(%error, "skipping a deployment record");
+            }
+        }
+    })
+}
+
+/// Follows partition 0 of a compacted `topic` from its start, calling `apply` with each
+/// record's key and value and publishing the next offset applied, until `stop` says so.
+pub(crate) fn follow_topic(
+    clients: &Clients,
+    topic: &str,
+    applied: &watch::Sender<i64>,
+    stop: &watch::Receiver<bool>,
+    mut apply: impl FnMut(&[u8], Option<&[u8]>),
+) -> Result<(), ClusterError> {
+    let reader = clients.reader_of(topic, 0)?;
     while !*stop.borrow() {
         let message = match reader.poll(FOLLOW_WAIT) {
             None | Some(Err(KafkaError::PartitionEOF(_))) => continue,
             Some(Err(error)) => {
-                tracing::warn!(%error, "reading the deployments topic");
+                tracing::warn!(%error, topic, "reading a shared topic");
                 continue;
             }
             Some(Ok(message)) => message,
         };
-        let group = String::from_utf8_lossy(message.key().unwrap_or_default()).to_string();
-        let deployment = match message.payload() {
-            None => None,
-            Some(bytes) => match serde_json::from_slice::<Deployment>(bytes) {
-                Ok(deployment) => Some(deployment),
-                Err(source) => {
-                    let error = ClusterError::Deployment { group, source };
-                    tracing::error!(%error, "skipping a deployment record");
-                    applied.send_replace(message.offset() + 1);
-                    continue;
-                }
-            },
-        };
-        apply(&group, deployment);
+        apply(message.key().unwrap_or_default(), message.payload());
         applied.send_replace(message.offset() + 1);
     }
     Ok(())

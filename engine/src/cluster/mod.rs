@@ -17,6 +17,7 @@ mod client;
 mod deployments;
 mod error;
 mod group;
+mod status;
 mod tasks;
 
 use std::collections::BTreeMap;
@@ -33,6 +34,8 @@ use deployments::{Components, Publisher};
 pub use error::ClusterError;
 pub use group::GroupStatus;
 use group::{Desired, Env};
+pub use status::STATUS_TOPIC;
+use status::{Progress, REPORT_INTERVAL, Reports, report_key};
 
 use crate::config::Config;
 use crate::log::now_ms;
@@ -62,7 +65,10 @@ pub struct Worker {
     /// Next offset of the deployments topic applied.
     applied: watch::Receiver<i64>,
     stop: watch::Sender<bool>,
-    follower: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// The threads that follow the shared topics and report this worker's groups.
+    threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
+    /// What every worker reports of its groups.
+    reports: Arc<Reports>,
     /// Serializes changes made through this worker (read, change, write of a record).
     changing: Mutex<()>,
 }
@@ -82,6 +88,7 @@ impl Worker {
         let components = Components::new(&clients, &config.data_dir.join("components"))?;
         clients.ensure_topic(DEPLOYMENTS_TOPIC, 1, true)?;
         clients.ensure_topic(COMPONENTS_TOPIC, 1, true)?;
+        clients.ensure_topic(STATUS_TOPIC, 1, true)?;
         let (applied_tx, applied) = watch::channel(0);
         let (stop, stop_rx) = watch::channel(false);
         let worker = Arc::new(Worker {
@@ -98,27 +105,41 @@ impl Worker {
             groups: Mutex::new(BTreeMap::new()),
             applied,
             stop,
-            follower: Mutex::new(None),
+            threads: Mutex::new(Vec::new()),
+            reports: Arc::new(Reports::default()),
             changing: Mutex::new(()),
         });
         let weak: Weak<Worker> = Arc::downgrade(&worker);
-        let follower = std::thread::Builder::new()
-            .name("sluice-deployments".into())
-            .spawn(move || {
-                let apply = |group: &str, deployment: Option<Deployment>| {
-                    if let Some(worker) = weak.upgrade() {
-                        worker.apply(group, deployment);
-                    }
-                };
-                if let Err(error) = deployments::follow(&clients, apply, &applied_tx, &stop_rx) {
-                    tracing::error!(%error, "cannot follow the deployments topic");
+        let (follow_clients, follow_stop) = (clients.clone(), stop_rx.clone());
+        let follower = spawn("sluice-deployments", move || {
+            let apply = |group: &str, deployment: Option<Deployment>| {
+                if let Some(worker) = weak.upgrade() {
+                    worker.apply(group, deployment);
                 }
-            })
-            .map_err(|source| ClusterError::Io {
-                what: "starting the deployments thread".into(),
-                source,
-            })?;
-        *worker.follower.lock() = Some(follower);
+            };
+            if let Err(error) =
+                deployments::follow(&follow_clients, apply, &applied_tx, &follow_stop)
+            {
+                tracing::error!(%error, "cannot follow the deployments topic");
+            }
+        })?;
+        let reports = worker.reports.clone();
+        let (status_clients, status_stop) = (clients.clone(), stop_rx.clone());
+        let status_follower = spawn("sluice-status", move || {
+            let (read, _) = watch::channel(0);
+            let apply = |key: &[u8], value: Option<&[u8]>| reports.apply(key, value);
+            if let Err(error) =
+                deployments::follow_topic(&status_clients, STATUS_TOPIC, &read, &status_stop, apply)
+            {
+                tracing::error!(%error, "cannot follow the status topic");
+            }
+        })?;
+        let weak: Weak<Worker> = Arc::downgrade(&worker);
+        let reporter = spawn("sluice-reporter", move || report(&weak, &clients, stop_rx))?;
+        worker
+            .threads
+            .lock()
+            .extend([follower, status_follower, reporter]);
         tracing::info!(worker_id, "cluster worker started");
         Ok(worker)
     }
@@ -163,8 +184,17 @@ impl Worker {
                     if let Some(thread) = running.thread.take() {
                         let _ = thread.join();
                     }
+                    self.withdraw_report(group);
                 }
             }
+        }
+    }
+
+    /// Removes this worker's report on a group it no longer runs.
+    fn withdraw_report(&self, group: &str) {
+        let key = report_key(group, &self.env.worker_id);
+        if let Err(error) = self.publisher.put(STATUS_TOPIC, key.as_bytes(), None) {
+            tracing::warn!(%error, group, "cannot withdraw this worker's report");
         }
     }
 
@@ -313,7 +343,8 @@ impl Worker {
         names.iter().filter_map(|n| self.describe(n).ok()).collect()
     }
 
-    /// The group's deployment, with what this worker does for it.
+    /// The group's deployment, with what every live worker does for it (the counters are
+    /// their sums, the status this worker's).
     pub fn describe(&self, group: &str) -> Result<PluginDescription, ClusterError> {
         let deployment = self.known(group)?;
         let status = self
@@ -322,6 +353,12 @@ impl Worker {
             .get(group)
             .map(|r| r.status.lock().clone())
             .unwrap_or_default();
+        let workers = self.reports.live(group);
+        let mut partitions: Vec<_> = workers.iter().flat_map(|w| w.partitions.clone()).collect();
+        partitions.sort_by_key(|p| p.partition);
+        let sum = |count: fn(&crate::runtime::WorkerProgress) -> u64| -> u64 {
+            workers.iter().map(count).sum()
+        };
         Ok(PluginDescription {
             group: deployment.group.clone(),
             topic: deployment.topic.clone(),
@@ -333,11 +370,11 @@ impl Worker {
             last_error: status.last_error.clone(),
             limits: deployment.limits,
             versions: deployment.versions.clone(),
-            partitions: Vec::new(),
-            total_lag: 0,
-            processed_records: status.processed_records,
-            emitted_records: status.emitted_records,
-            dead_letters: status.dead_letters,
+            total_lag: partitions.iter().map(|p| p.lag).sum(),
+            partitions,
+            processed_records: sum(|w| w.processed_records),
+            emitted_records: sum(|w| w.emitted_records),
+            dead_letters: sum(|w| w.dead_letters),
             failed_calls: status.failed_calls,
             state_entries: status.state_entries,
             state_bytes: status.state_bytes,
@@ -348,6 +385,7 @@ impl Worker {
             errors: BTreeMap::new(),
             dlq_replay: None,
             outbox_pending: 0,
+            workers,
         })
     }
 
@@ -360,20 +398,73 @@ impl Worker {
             .collect()
     }
 
-    /// Stops every group (each finishes or aborts its transaction) and the follower.
+    /// Stops the threads that follow and report, then every group (each finishes or aborts
+    /// its transaction), withdrawing this worker's reports.
     pub fn stop(&self) {
         self.stop.send_replace(true);
+        for thread in std::mem::take(&mut *self.threads.lock()) {
+            let _ = thread.join();
+        }
         let mut groups = std::mem::take(&mut *self.groups.lock());
         for running in groups.values() {
             running.control.send_modify(|d| d.stop = true);
         }
-        for running in groups.values_mut() {
+        for (group, running) in groups.iter_mut() {
             if let Some(thread) = running.thread.take() {
                 let _ = thread.join();
             }
+            self.withdraw_report(group);
         }
-        if let Some(follower) = self.follower.lock().take() {
-            let _ = follower.join();
+    }
+}
+
+fn spawn(
+    name: &str,
+    work: impl FnOnce() + Send + 'static,
+) -> Result<std::thread::JoinHandle<()>, ClusterError> {
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(work)
+        .map_err(|source| ClusterError::Io {
+            what: format!("starting thread {name}"),
+            source,
+        })
+}
+
+/// Reports this worker's groups to the status topic every [`REPORT_INTERVAL`] until `stop`.
+fn report(worker: &Weak<Worker>, clients: &Clients, mut stop: watch::Receiver<bool>) {
+    let mut progress = Progress::new(clients);
+    loop {
+        let Some(worker) = worker.upgrade() else {
+            return;
+        };
+        let running: Vec<(String, GroupStatus)> = worker.statuses().into_iter().collect();
+        let deployments = worker.deployments.lock().clone();
+        for (group, status) in &running {
+            let Some(deployment) = deployments.get(group) else {
+                progress.forget(group);
+                continue;
+            };
+            let report = progress
+                .report(&worker.env.worker_id, group, &deployment.topic, status)
+                .and_then(|report| {
+                    let key = report_key(group, &worker.env.worker_id);
+                    let value = serde_json::to_vec(&report).expect("a report serializes");
+                    worker
+                        .publisher
+                        .put(STATUS_TOPIC, key.as_bytes(), Some(&value))
+                });
+            if let Err(error) = report {
+                tracing::warn!(%error, group, "cannot report the group's progress");
+            }
+        }
+        drop(worker);
+        let deadline = Instant::now() + REPORT_INTERVAL;
+        while Instant::now() < deadline {
+            if *stop.borrow_and_update() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
         }
     }
 }

@@ -355,9 +355,29 @@ pub struct PluginDescription {
     /// Commits whose emitted records are not yet known to be in their topics; with
     /// `total_lag`, 0 means every effect of the input so far is visible.
     pub outbox_pending: u64,
+    /// In cluster mode, what each live worker does for the group (empty on a single engine).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub workers: Vec<WorkerProgress>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// What one cluster worker reports of a group: its partitions with their lag, and its
+/// counters since it started.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerProgress {
+    pub worker_id: String,
+    pub status: String,
+    pub running_version: Option<u32>,
+    pub partitions: Vec<PartitionProgress>,
+    pub processed_records: u64,
+    pub emitted_records: u64,
+    pub dead_letters: u64,
+    pub transactions: u64,
+    pub aborted_transactions: u64,
+    /// When the worker reported this (ms since the Unix epoch).
+    pub updated_ms: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PartitionProgress {
     pub partition: u32,
     pub committed: Option<u64>,

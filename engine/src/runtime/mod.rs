@@ -21,7 +21,7 @@ use wasmtime::{Config, Engine};
 
 pub use deployment::{
     Delivery, DeployError, DeploySpec, Deployment, LimitOverrides, PartitionProgress,
-    PluginDescription, PluginLimits, StartFrom, VersionInfo, dlq_topic,
+    PluginDescription, PluginLimits, StartFrom, VersionInfo, WorkerProgress, dlq_topic,
 };
 pub use host::PluginHost;
 pub use logs::{LogBuffer, LogLine};

@@ -1,0 +1,221 @@
+//! The cluster-mode part of `sluice-bench` (`--only cluster`): exactly-once records/s of the
+//! counter plugin run by `sluice worker`s (in this process) on an Apache Kafka cluster started
+//! by scripts/kafka-cluster, against the same plugin on the single engine in the same run; then
+//! 1, 2 and 3 workers sharing the group. On one machine the workers and brokers share its
+//! cores, so more workers show the overhead of sharing, not the scaling (docs/cluster.md).
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::error::KafkaError;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::types::RDKafkaErrorCode;
+
+use sluice::cluster::Worker;
+use sluice::config::Config;
+use sluice::runtime::DeploySpec;
+
+/// Input partitions, as the single engine's measurement has.
+const PARTITIONS: u32 = 4;
+/// The longest a measurement may take.
+const PHASE_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// A Kafka cluster, stopped when dropped.
+struct Cluster<'a> {
+    script: &'a Path,
+    dir: tempfile::TempDir,
+    bootstrap: String,
+}
+
+impl<'a> Cluster<'a> {
+    fn start(script: &'a Path, base: &Path, nodes: u32) -> anyhow::Result<Cluster<'a>> {
+        let dir = tempfile::tempdir_in(base)?;
+        let output = Command::new(script)
+            .arg("start")
+            .arg(dir.path())
+            .arg(nodes.to_string())
+            .output()
+            .with_context(|| format!("running {}", script.display()))?;
+        if !output.status.success() {
+            bail!(
+                "{} start failed: {}",
+                script.display(),
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        let bootstrap = String::from_utf8(output.stdout)?.trim().to_string();
+        Ok(Cluster {
+            script,
+            dir,
+            bootstrap,
+        })
+    }
+}
+
+impl Drop for Cluster<'_> {
+    fn drop(&mut self) {
+        let _ = Command::new(self.script)
+            .arg("stop")
+            .arg(self.dir.path())
+            .output();
+    }
+}
+
+pub async fn run(
+    base: &Path,
+    plugins: &Path,
+    script: &Path,
+    records: u64,
+    nodes: u32,
+) -> anyhow::Result<()> {
+    let counter = std::fs::read(plugins.join("counter.wasm"))
+        .with_context(|| format!("the counter plugin in {}", plugins.display()))?;
+    let engine = crate::groups::time_counter_exactly_once(base, &counter, records).await?;
+    let cluster = Cluster::start(script, base, nodes)?;
+    let replicas = nodes.min(3) as i32;
+    for topic in ["in", "counts"] {
+        create_topic(&cluster.bootstrap, topic, replicas).await?;
+    }
+    let (bootstrap, produced) = (cluster.bootstrap.clone(), records);
+    tokio::task::spawn_blocking(move || produce(&bootstrap, "in", produced)).await??;
+    let mut rows = Vec::new();
+    for workers in 1..=3u32 {
+        let (bootstrap, dir, wasm) = (
+            cluster.bootstrap.clone(),
+            base.to_path_buf(),
+            counter.clone(),
+        );
+        let elapsed = tokio::task::spawn_blocking(move || {
+            time_workers(&bootstrap, &dir, &wasm, records, workers)
+        })
+        .await??;
+        rows.push((workers, elapsed));
+    }
+    println!();
+    println!(
+        "{:<52} {:>14} {:>10}",
+        format!("COUNTER PLUGIN, EXACTLY-ONCE ({records} records of 100 B)"),
+        "RECORDS/S",
+        "VS ENGINE"
+    );
+    let engine_rate = records as f64 / engine.as_secs_f64();
+    println!(
+        "{:<52} {engine_rate:>14.0} {:>10.2}",
+        "single engine (redb transaction)", 1.0
+    );
+    for (workers, elapsed) in rows {
+        let rate = records as f64 / elapsed.as_secs_f64();
+        println!(
+            "{:<52} {rate:>14.0} {:>10.2}",
+            format!(
+                "{workers} worker(s) on {nodes} Kafka node(s), per worker: {:.0}",
+                rate / f64::from(workers)
+            ),
+            rate / engine_rate
+        );
+    }
+    Ok(())
+}
+
+/// Starts `workers` workers, deploys the counter through the first as a new group from the
+/// earliest offset, and times it from its first processed record to the last: the steady
+/// rate, without the group's join (a few seconds, the same whatever the input).
+fn time_workers(
+    bootstrap: &str,
+    base: &Path,
+    wasm: &[u8],
+    records: u64,
+    workers: u32,
+) -> anyhow::Result<Duration> {
+    let dir = tempfile::tempdir_in(base)?;
+    let mut running: Vec<Arc<Worker>> = Vec::new();
+    for n in 0..workers {
+        let mut config = Config {
+            data_dir: dir.path().join(format!("w{n}")),
+            ..Config::default()
+        };
+        config.cluster.bootstrap_servers = bootstrap.to_string();
+        config.cluster.worker_id = Some(format!("bench-{workers}-{n}"));
+        config.cluster.replication_factor = None;
+        running.push(Worker::start(&config)?);
+    }
+    let group = format!("counter-{workers}");
+    let spec = DeploySpec {
+        topic: "in".into(),
+        output_topics: vec!["counts".into()],
+        config: [("output".to_string(), "counts".to_string())].into(),
+        ..DeploySpec::default()
+    };
+    running[0].deploy(&group, spec, wasm)?;
+    let processed = || -> u64 {
+        running
+            .iter()
+            .filter_map(|w| w.statuses().get(&group).map(|s| s.processed_records))
+            .sum()
+    };
+    let deadline = Instant::now() + PHASE_TIMEOUT;
+    while processed() == 0 {
+        anyhow::ensure!(Instant::now() < deadline, "the group processed nothing");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let started = Instant::now();
+    while processed() < records {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the group processed {} of {records} records",
+            processed()
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let elapsed = started.elapsed();
+    for worker in &running {
+        worker.stop();
+    }
+    Ok(elapsed)
+}
+
+async fn create_topic(bootstrap: &str, name: &str, replicas: i32) -> anyhow::Result<()> {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()?;
+    let topic = NewTopic::new(name, PARTITIONS as i32, TopicReplication::Fixed(replicas));
+    for result in admin.create_topics([&topic], &AdminOptions::new()).await? {
+        result.map_err(|(topic, code)| anyhow::anyhow!("creating {topic}: {code}"))?;
+    }
+    Ok(())
+}
+
+/// Produces the single engine's input: 100-byte values, keys `key-<i % 1000>`.
+fn produce(bootstrap: &str, topic: &str, records: u64) -> anyhow::Result<()> {
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("acks", "all")
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "5")
+        .create()?;
+    for i in 0..records {
+        let (key, value) = (format!("key-{}", i % 1_000), format!("{i:0>100}"));
+        let mut record = BaseRecord::to(topic).key(&key).payload(&value);
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                    record = back;
+                    producer.poll(Duration::from_millis(1));
+                }
+                Err((error, _)) => bail!("produce: {error}"),
+            }
+        }
+        if i % 1_000 == 0 {
+            producer.poll(Duration::ZERO);
+        }
+    }
+    producer.flush(PHASE_TIMEOUT)?;
+    Ok(())
+}
