@@ -13,9 +13,7 @@ use anyhow::{Context, bail};
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
-use rdkafka::error::KafkaError;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-use rdkafka::types::RDKafkaErrorCode;
 
 use sluice::cluster::Worker;
 use sluice::config::Config;
@@ -200,18 +198,11 @@ fn produce(bootstrap: &str, topic: &str, records: u64) -> anyhow::Result<()> {
         .set("linger.ms", "5")
         .create()?;
     for i in 0..records {
-        let (key, value) = (format!("key-{}", i % 1_000), format!("{i:0>100}"));
-        let mut record = BaseRecord::to(topic).key(&key).payload(&value);
-        loop {
-            match producer.send(record) {
-                Ok(()) => break,
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                    record = back;
-                    producer.poll(Duration::from_millis(1));
-                }
-                Err((error, _)) => bail!("produce: {error}"),
-            }
-        }
+        let (key, value) = (
+            format!("key-{}", i % 1_000),
+            format!("{i:0>100}").into_bytes(),
+        );
+        crate::kafka::send(&producer, BaseRecord::to(topic).key(&key).payload(&value))?;
         if i % 1_000 == 0 {
             producer.poll(Duration::ZERO);
         }

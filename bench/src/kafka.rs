@@ -241,17 +241,7 @@ fn produce(bootstrap: &str, topic: &str, records: u64) -> anyhow::Result<Duratio
     for i in 0..records {
         key.clear();
         write!(key, "{}", i % 10_000)?;
-        let mut record = BaseRecord::to(topic).key(&key).payload(&value);
-        loop {
-            match producer.send(record) {
-                Ok(()) => break,
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                    record = back;
-                    producer.poll(Duration::from_millis(1));
-                }
-                Err((error, _)) => bail!("produce: {error}"),
-            }
-        }
+        send(&producer, BaseRecord::to(topic).key(&key).payload(&value))?;
         if i % 1_000 == 0 {
             producer.poll(Duration::ZERO);
         }
@@ -267,6 +257,26 @@ fn produce(bootstrap: &str, topic: &str, records: u64) -> anyhow::Result<Duratio
         bail!("produce: {delivered} of {records} records delivered, {failed} failed");
     }
     Ok(elapsed)
+}
+
+/// Queues one record, waiting while librdkafka's queue is full.
+pub(crate) fn send<C: ProducerContext>(
+    producer: &BaseProducer<C>,
+    mut record: BaseRecord<'_, String, Vec<u8>, C::DeliveryOpaque>,
+) -> anyhow::Result<()>
+where
+    C::DeliveryOpaque: Default,
+{
+    loop {
+        match producer.send(record) {
+            Ok(()) => return Ok(()),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                record = back;
+                producer.poll(Duration::from_millis(1));
+            }
+            Err((error, _)) => bail!("produce: {error}"),
+        }
+    }
 }
 
 /// Reads every record back from the start of each partition; the time it took.
