@@ -3,6 +3,8 @@
 //! by scripts/kafka-cluster, against the same plugin on the single engine in the same run; then
 //! 1, 2 and 3 workers sharing the group. On one machine the workers and brokers share its
 //! cores, so more workers show the overhead of sharing, not the scaling (docs/cluster.md).
+//! The rate at which the same records were produced into the cluster (an idempotent producer,
+//! acks=all, nothing else running) is printed too: the most the cluster takes on this machine.
 
 use std::path::Path;
 use std::process::Command;
@@ -81,7 +83,9 @@ pub async fn run(
         create_topic(&cluster.bootstrap, topic, replicas).await?;
     }
     let (bootstrap, produced) = (cluster.bootstrap.clone(), records);
+    let producing = Instant::now();
     tokio::task::spawn_blocking(move || produce(&bootstrap, "in", produced)).await??;
+    let producing = producing.elapsed();
     let mut rows = Vec::new();
     for workers in 1..=3u32 {
         let (bootstrap, dir, wasm) = (
@@ -106,6 +110,12 @@ pub async fn run(
     println!(
         "{:<52} {engine_rate:>14.0} {:>10.2}",
         "single engine (redb transaction)", 1.0
+    );
+    let produce_rate = records as f64 / producing.as_secs_f64();
+    println!(
+        "{:<52} {produce_rate:>14.0} {:>10.2}",
+        "the cluster's ceiling: produce alone (acks=all)",
+        produce_rate / engine_rate
     );
     for (workers, elapsed) in rows {
         let rate = records as f64 / elapsed.as_secs_f64();

@@ -18,7 +18,7 @@ fn end_quietly_on_closed_pipes() {
 fn main() -> ExitCode {
     let cli = sluice::cli::Cli::parse();
     let default_level = match cli.command {
-        sluice::cli::Command::Serve(_) => "info",
+        sluice::cli::Command::Serve(_) | sluice::cli::Command::Worker(_) => "info",
         _ => {
             end_quietly_on_closed_pipes();
             "warn"

@@ -38,6 +38,35 @@ impl KafkaCluster {
         KafkaCluster { dir, bootstrap }
     }
 
+    /// Starts `nodes` nodes that also serve SASL_SSL (`KAFKA_CLUSTER_SECURE=1`): their
+    /// bootstrap list is [`KafkaCluster::secure_bootstrap`], the certificate to trust
+    /// [`KafkaCluster::ca`], the user `sluice` with password `sluice-secret`.
+    pub fn start_secure(nodes: u32) -> KafkaCluster {
+        let dir = tempfile::tempdir().unwrap();
+        let output = Command::new(cluster_script())
+            .args([
+                "start",
+                &dir.path().display().to_string(),
+                &nodes.to_string(),
+            ])
+            .env("KAFKA_CLUSTER_SECURE", "1")
+            .output()
+            .unwrap();
+        let bootstrap = stdout(&output).trim().to_string();
+        KafkaCluster { dir, bootstrap }
+    }
+
+    pub fn secure_bootstrap(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("secure-bootstrap"))
+            .unwrap()
+            .trim()
+            .to_string()
+    }
+
+    pub fn ca(&self) -> PathBuf {
+        self.dir.path().join("tls/ca.pem")
+    }
+
     /// The command that runs `action` (kill, restart) on node `id`.
     pub fn command(&self, action: &str, id: u32) -> String {
         format!(

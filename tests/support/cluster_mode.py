@@ -2,7 +2,7 @@
 
 Usage:
   cluster_mode.py create BOOTSTRAP TOPIC:PARTITIONS ...
-      creates the topics (3 replicas) and waits until every replica is in sync.
+      creates the topics (3 replicas, or one per node if fewer) and waits until every replica is in sync.
   cluster_mode.py produce BOOTSTRAP TOPIC RECORDS KEYS SECONDS [FIRST_ID]
       produces RECORDS records, key "k<id % KEYS>", value {"id": <id>}, ids from FIRST_ID
       (default 0), spread over about SECONDS; idempotent, acks=all. Prints {"produced": n}.
@@ -32,7 +32,8 @@ IDLE_SECONDS = 3
 
 def create(bootstrap, specs):
     admin = AdminClient({"bootstrap.servers": bootstrap, **QUIET})
-    topics = [NewTopic(name, int(n), 3) for name, n in (s.split(":") for s in specs)]
+    replicas = min(3, len(admin.list_topics(timeout=10).brokers))
+    topics = [NewTopic(name, int(n), replicas) for name, n in (s.split(":") for s in specs)]
     for future in admin.create_topics(topics).values():
         future.result()
     deadline = time.time() + 60
@@ -40,7 +41,7 @@ def create(bootstrap, specs):
         while True:
             meta = admin.list_topics(topic.topic, timeout=10).topics[topic.topic]
             parts = list(meta.partitions.values())
-            if len(parts) == topic.num_partitions and all(len(p.isrs) == 3 for p in parts):
+            if len(parts) == topic.num_partitions and all(len(p.isrs) == replicas for p in parts):
                 break
             if time.time() > deadline:
                 raise SystemExit(f"topic {topic.topic} is not fully replicated")

@@ -16,6 +16,25 @@ use crate::config::ClusterSettings;
 /// How long a metadata or admin request may take.
 pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How long one attempt of [`Clients::check_connection`] waits.
+const CONNECT_ATTEMPT: Duration = Duration::from_secs(2);
+
+/// A client context that keeps the last error librdkafka reported (and logs it, as the
+/// default context does).
+#[derive(Default)]
+struct Noting {
+    last: parking_lot::Mutex<Option<(Option<RDKafkaErrorCode>, String)>>,
+}
+
+impl rdkafka::ClientContext for Noting {
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        tracing::warn!(%error, reason, "Kafka client");
+        *self.last.lock() = Some((error.rdkafka_error_code(), reason.to_string()));
+    }
+}
+
+impl rdkafka::consumer::ConsumerContext for Noting {}
+
 /// Makes the worker's clients, all with the same servers and security settings.
 #[derive(Clone)]
 pub(crate) struct Clients {
@@ -38,8 +57,16 @@ impl Clients {
 
     /// The settings every client shares; `[cluster.client]` last, so it can change any.
     pub(crate) fn base(&self) -> ClientConfig {
+        self.base_with(&[])
+    }
+
+    /// [`Clients::base`] with `defaults` set before `[cluster.client]`, which may change them.
+    pub(crate) fn base_with(&self, defaults: &[(&str, &str)]) -> ClientConfig {
         let mut config = ClientConfig::new();
         config.set("bootstrap.servers", &self.settings.bootstrap_servers);
+        for (key, value) in defaults {
+            config.set(*key, *value);
+        }
         // librdkafka's own log lines go through its default logger (stderr) only when they
         // are warnings or worse.
         config.set("log_level", "4");
@@ -80,6 +107,37 @@ impl Clients {
             .map_err(what())?;
         reader.assign(&assignment).map_err(what())?;
         Ok(reader)
+    }
+
+    /// Waits until the cluster answers a metadata request, up to [`REQUEST_TIMEOUT`]; fails
+    /// at once on an authentication or TLS failure, naming what the cluster (or the TLS
+    /// handshake) said, since retrying would not help.
+    pub(crate) fn check_connection(&self) -> Result<(), ClusterError> {
+        let context = Noting::default();
+        let consumer: BaseConsumer<Noting> = self
+            .base()
+            .create_with_context(context)
+            .map_err(ClusterError::kafka("creating a client"))?;
+        let started = std::time::Instant::now();
+        loop {
+            let error = match consumer.fetch_metadata(None, CONNECT_ATTEMPT) {
+                Ok(_) => return Ok(()),
+                Err(error) => error,
+            };
+            let noted = consumer.context().last.lock().clone();
+            let fatal = noted.as_ref().is_some_and(|(code, _)| {
+                matches!(
+                    code,
+                    Some(RDKafkaErrorCode::Authentication | RDKafkaErrorCode::SSL)
+                )
+            });
+            if fatal || started.elapsed() > REQUEST_TIMEOUT {
+                return Err(ClusterError::Unreachable {
+                    servers: self.settings.bootstrap_servers.clone(),
+                    reason: noted.map_or_else(|| error.to_string(), |(_, reason)| reason),
+                });
+            }
+        }
     }
 
     /// How many partitions `topic` has.

@@ -9,6 +9,8 @@ use crate::runtime::{DeployError, RuntimeError, SandboxError};
 pub enum ClusterError {
     #[error("[cluster] bootstrap_servers is empty: name one or more brokers of the Kafka cluster")]
     NoBootstrapServers,
+    #[error("cannot use the Kafka cluster at {servers}: {reason}")]
+    Unreachable { servers: String, reason: String },
     #[error("Kafka client ({what}): {source}")]
     Kafka {
         what: String,
@@ -71,6 +73,22 @@ pub enum ClusterError {
 }
 
 impl ClusterError {
+    /// Whether a transaction that failed with this error can be aborted and its batch read
+    /// again in the same session: a Kafka error that is not fatal (a fenced producer is).
+    pub(crate) fn is_abortable(&self) -> bool {
+        match self {
+            ClusterError::Kafka {
+                source: KafkaError::Transaction(error),
+                ..
+            } => !error.is_fatal(),
+            ClusterError::Kafka {
+                source: KafkaError::MessageProduction(_) | KafkaError::Flush(_),
+                ..
+            } => true,
+            _ => false,
+        }
+    }
+
     pub(crate) fn kafka(what: impl Into<String>) -> impl FnOnce(KafkaError) -> ClusterError {
         let what = what.into();
         move |source| ClusterError::Kafka { what, source }

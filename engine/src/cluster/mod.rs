@@ -78,6 +78,7 @@ impl Worker {
     /// deployments (starting the groups they name).
     pub fn start(config: &Config) -> Result<Arc<Worker>, ClusterError> {
         let clients = Clients::new(&config.cluster)?;
+        clients.check_connection()?;
         let worker_id = config.cluster.worker_id.clone().unwrap_or_else(|| {
             let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
                 .map(|h| h.trim().to_string())

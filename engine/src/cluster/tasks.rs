@@ -81,10 +81,6 @@ impl Tasks {
         self.bump();
     }
 
-    pub(crate) fn partitions(&self) -> Vec<i32> {
-        self.inner.lock().tasks.keys().copied().collect()
-    }
-
     /// The sandbox sees `partition`'s state from now on.
     pub(crate) fn select(&self, partition: i32) {
         let mut inner = self.inner.lock();

@@ -50,10 +50,15 @@ impl Server {
     /// Starts `sluice worker` (cluster mode) on the Kafka cluster at `bootstrap`, named
     /// `worker_id`, with its data in `dir`, and waits until its admin API listens.
     pub fn worker(dir: &Path, bootstrap: &str, worker_id: &str, env: &[(&str, &str)]) -> Server {
+        let extra = ["--bootstrap-servers", bootstrap, "--worker-id", worker_id];
+        Server::worker_with(dir, &extra, env)
+    }
+
+    /// Starts `sluice worker` with `extra` arguments (`--config`, ...).
+    pub fn worker_with(dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Server {
         let mut command = Command::new(BIN);
         command.arg("worker");
-        let extra = ["--bootstrap-servers", bootstrap, "--worker-id", worker_id];
-        Server::launch_command(command, dir, &extra, env)
+        Server::launch_command(command, dir, extra, env)
     }
 
     fn launch(dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Server {

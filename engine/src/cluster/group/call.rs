@@ -1,6 +1,7 @@
 //! Calling the plugin on the records of one input partition, with retries and the search for
 //! poison records shared with the single engine ([`crate::runtime::isolation`]); what a call
-//! produces goes into the transaction's [`Effects`].
+//! emits and the dead letters are sent in the open transaction as they come, so the producer
+//! sends them while the next calls run.
 
 use std::ops::Range;
 use std::sync::Arc;
@@ -8,7 +9,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use super::{Effects, Session};
+use super::Session;
 use crate::cluster::ClusterError;
 use crate::log::partitioner::partition_for_key;
 use crate::log::{Record, batch, now_ms};
@@ -25,7 +26,6 @@ struct Call<'a> {
     session: &'a mut Session,
     partition: i32,
     records: &'a [(i64, Record)],
-    effects: &'a mut Effects,
 }
 
 impl Isolate for Call<'_> {
@@ -33,8 +33,7 @@ impl Isolate for Call<'_> {
 
     fn call(&mut self, range: Range<usize>, attempts: u32) -> Result<Outcome, ClusterError> {
         let records = &self.records[range];
-        self.session
-            .call(self.partition, records, attempts, self.effects)
+        self.session.call(self.partition, records, attempts)
     }
 
     fn dead_letter(
@@ -58,9 +57,9 @@ impl Isolate for Call<'_> {
             "record {}/{}@{offset} sent to `{}` after {failures} failed calls: {error}",
             origin.topic, origin.partition, session.dlq
         );
-        self.effects
-            .dead_letters
-            .push(letter(record, &origin, version, failures, &error));
+        let letter = letter(record, &origin, version, failures, &error);
+        let dlq = session.dlq.clone();
+        session.send(&dlq, 0, Some(&letter))?;
         tracing::warn!(version, "{message}");
         session.status.lock().dead_letters += 1;
         Ok(())
@@ -69,12 +68,11 @@ impl Isolate for Call<'_> {
 
 impl Session {
     /// Runs the plugin on one partition's records in batches of `batch_records`, isolating
-    /// and dead-lettering poison records; the effects go into `effects`.
+    /// and dead-lettering poison records; what they produce is sent in the open transaction.
     pub(super) fn process_partition(
         &mut self,
         partition: i32,
         records: &[(i64, Record)],
-        effects: &mut Effects,
     ) -> Result<(), ClusterError> {
         self.tasks.select(partition);
         let size = self.deployment.limits.batch_records.max(1) as usize;
@@ -84,7 +82,6 @@ impl Session {
                 session: self,
                 partition,
                 records: chunk,
-                effects,
             };
             isolation::search(chunk.len(), attempts, &mut call)?;
         }
@@ -92,13 +89,12 @@ impl Session {
     }
 
     /// Calls the plugin on `records` up to `attempts` times (with backoff); on success its
-    /// emitted records and state writes join the transaction.
+    /// emitted records are sent in the open transaction and its state writes join it.
     fn call(
         &mut self,
         partition: i32,
         records: &[(i64, Record)],
         attempts: u32,
-        effects: &mut Effects,
     ) -> Result<Outcome, ClusterError> {
         let first = records[0].0 as u64;
         let last = records[records.len() - 1].0 as u64;
@@ -119,7 +115,7 @@ impl Session {
             self.status.lock().batches += 1;
             let error = match processed.and_then(|p| self.within_limits(p)) {
                 Ok(processed) => {
-                    self.stage_emitted(version, processed.emitted, effects)?;
+                    self.stage_emitted(version, processed.emitted)?;
                     self.tasks.stage(processed.state_writes);
                     self.status.lock().processed_records += records.len() as u64;
                     return Ok(Outcome::Done);
@@ -206,14 +202,10 @@ impl Session {
         Ok(())
     }
 
-    /// Routes what the plugin emitted to output partitions (by key, as producers route;
-    /// records without a key to one partition per transaction, in turn).
-    fn stage_emitted(
-        &mut self,
-        version: u32,
-        emitted: Vec<Emitted>,
-        effects: &mut Effects,
-    ) -> Result<(), ClusterError> {
+    /// Sends what the plugin emitted in the open transaction, routed to output partitions (by
+    /// key, as producers route; records without a key to one partition per transaction, in
+    /// turn).
+    fn stage_emitted(&mut self, version: u32, emitted: Vec<Emitted>) -> Result<(), ClusterError> {
         let produced_by = Bytes::from(format!("{}/{version}", self.deployment.group));
         let now = now_ms();
         let count = emitted.len() as u64;
@@ -231,7 +223,7 @@ impl Session {
                 None => self.rotation % partitions,
             };
             stamp(&mut record, now, &produced_by);
-            effects.outputs.push((topic, partition as i32, record));
+            self.send(&topic, partition as i32, Some(&record))?;
         }
         self.status.lock().emitted_records += count;
         Ok(())

@@ -2,9 +2,10 @@
 //! consumer group (`sluice.<group>`), and for each batch of records from the partitions it
 //! owns runs the plugin with each partition's state ([`super::tasks`]), then commits the
 //! emitted records, the state writes (to the changelog), the dead letters and the input
-//! offsets in one Kafka transaction. It switches versions between transactions, and on any
-//! failure of its own (a broker lost, a fenced producer, a revoked assignment) drops the
-//! session and starts a new one from the committed offsets.
+//! offsets in one Kafka transaction. It switches versions between transactions. A transaction
+//! that fails is aborted and its batch read again (a rebalance, a broker lost); a failure the
+//! session cannot go on from (a fenced producer, aborts in a row) ends the session, and a new
+//! one starts from the committed offsets.
 
 mod call;
 mod transaction;
@@ -17,7 +18,7 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::message::{Headers, Message};
-use rdkafka::producer::{BaseProducer, Producer};
+use rdkafka::producer::{DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::{ClientContext, TopicPartitionList};
 use serde::Serialize;
 use tokio::sync::watch;
@@ -29,8 +30,11 @@ use super::deployments::Components;
 use super::tasks::Tasks;
 use crate::log::{Header, Record};
 use crate::runtime::{Deployment, Runtime, Sandbox, StartFrom, dlq_topic};
-pub(crate) use transaction::Effects;
 
+/// Records one transaction takes at most (with `commit_interval_ms`, the other bound): a
+/// transaction costs round trips to the cluster whatever its size, so a backlog is worked off
+/// in large ones; this bounds the memory a batch holds (about 100 MB at 1 KiB records).
+const TRANSACTION_RECORDS_MAX: usize = 100_000;
 /// How long a poll waits for records when none are buffered.
 const IDLE_POLL: Duration = Duration::from_millis(200);
 /// Longest wait before a new session after failures.
@@ -186,7 +190,8 @@ pub(crate) struct Session {
     deployment: Deployment,
     status: Arc<Mutex<GroupStatus>>,
     consumer: BaseConsumer<GroupContext>,
-    producer: BaseProducer,
+    /// Its own thread serves delivery reports, so a commit or an abort never waits on them.
+    producer: ThreadedProducer<DefaultProducerContext>,
     rebalances: Arc<Rebalances>,
     tasks: Arc<Tasks>,
     /// The running version and its instance.
@@ -197,6 +202,8 @@ pub(crate) struct Session {
     rotation: u32,
     changelog: String,
     dlq: String,
+    /// Transactions aborted since the last commit.
+    aborts_in_a_row: u32,
 }
 
 impl Session {
@@ -230,7 +237,9 @@ impl Session {
                 rebalances: rebalances.clone(),
             })
             .map_err(ClusterError::kafka("creating the group's consumer"))?;
-        let mut config = env.clients.base();
+        // Outputs are written three times on a replicated cluster: compressed, the brokers
+        // do less (and the network carries less).
+        let mut config = env.clients.base_with(&[("compression.type", "lz4")]);
         config
             .set(
                 "transactional.id",
@@ -240,7 +249,7 @@ impl Session {
                 "transaction.timeout.ms",
                 settings.transaction_timeout_ms.to_string(),
             );
-        let producer: BaseProducer = config
+        let producer: ThreadedProducer<DefaultProducerContext> = config
             .create()
             .map_err(ClusterError::kafka("creating the group's producer"))?;
         // Fences this worker's previous incarnation and aborts a transaction it left open.
@@ -266,6 +275,7 @@ impl Session {
             sandbox: None,
             outputs: BTreeMap::new(),
             rotation: 0,
+            aborts_in_a_row: 0,
         })
     }
 
@@ -281,10 +291,15 @@ impl Session {
                 }
                 self.switch(desired.deployment);
             }
+            let collecting = Instant::now();
             let batch = self.collect()?;
             if batch.is_empty() {
                 continue;
             }
+            tracing::debug!(
+                collecting_ms = collecting.elapsed().as_millis() as u64,
+                "batch read"
+            );
             self.transact(batch)?;
         }
     }
@@ -303,12 +318,11 @@ impl Session {
         self.deployment = deployment;
     }
 
-    /// Records polled until the batch is full or `commit_interval_ms` has passed since its
-    /// first record, by partition; empty when none came within [`IDLE_POLL`].
+    /// Records polled until [`TRANSACTION_RECORDS_MAX`] or until `commit_interval_ms` has
+    /// passed since the first, by partition; empty when none came within [`IDLE_POLL`].
     fn collect(&mut self) -> Result<BTreeMap<i32, Vec<(i64, Record)>>, ClusterError> {
         let limits = &self.deployment.limits;
-        let owned = self.tasks.partitions().len().max(1);
-        let limit = limits.batch_records as usize * owned;
+        let limit = TRANSACTION_RECORDS_MAX;
         let interval = Duration::from_millis(limits.commit_interval_ms.max(1));
         let mut batch: BTreeMap<i32, Vec<(i64, Record)>> = BTreeMap::new();
         let mut count = 0;

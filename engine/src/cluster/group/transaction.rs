@@ -1,11 +1,12 @@
-//! One Kafka transaction per batch: the emitted records, the state writes (to the changelog,
-//! each followed by the partition's position record), the dead letters and the input offsets
-//! (`send_offsets_to_transaction`, with the consumer group's metadata, so that a worker whose
-//! generation is over is fenced) commit together or not at all. The state writes become the
-//! tasks' committed state only after the commit.
+//! One Kafka transaction per batch. It begins before the plugin runs: emitted records and
+//! dead letters are sent as each call produces them, so the producer sends while the next
+//! calls run; then the state writes (to the changelog, each partition's followed by its
+//! position record) and the input offsets (`send_offsets_to_transaction`, with the consumer
+//! group's metadata, so that a worker whose generation is over is refused) complete it, and
+//! it commits: all of the batch or none of it. The state writes become the tasks' committed
+//! state only after the commit.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::TopicPartitionList;
@@ -21,36 +22,48 @@ use crate::cluster::client::REQUEST_TIMEOUT;
 use crate::log::Record;
 
 /// How long a full producer queue is given to drain before a send is tried again.
-const QUEUE_FULL_WAIT: Duration = Duration::from_millis(50);
+const QUEUE_FULL_WAIT: Duration = Duration::from_millis(1);
 /// Times a commit that failed with a retriable error is tried again.
 const COMMIT_RETRIES: u32 = 3;
 
-/// What a batch's transaction writes.
-#[derive(Default)]
-pub(crate) struct Effects {
-    /// Emitted records: topic, partition, record.
-    pub outputs: Vec<(Arc<str>, i32, Record)>,
-    pub dead_letters: Vec<Record>,
-    /// Next offset of each input partition the batch read.
-    pub next_offsets: BTreeMap<i32, i64>,
-}
+/// How many abortable failures in a row a session takes before it ends (and a new one
+/// starts, after a backoff).
+const ABORTS_IN_A_ROW_MAX: u32 = 5;
+/// How long a seek back after an abort may take.
+const SEEK_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl Session {
     /// Processes a batch and commits its effects in one transaction. On failure nothing of
-    /// the batch stays: the transaction is aborted, the writes dropped, and the caller ends
-    /// the session (the next starts from the committed offsets).
+    /// the batch stays: the transaction is aborted and the writes dropped. After an abortable
+    /// failure (a rebalance that made the group's generation old, a broker lost past the
+    /// retries) the consumer goes back to the batch's first offsets and the session goes on;
+    /// after any other, or too many in a row, the caller ends the session.
     pub(super) fn transact(
         &mut self,
         batch: BTreeMap<i32, Vec<(i64, Record)>>,
     ) -> Result<(), ClusterError> {
-        let mut effects = Effects::default();
+        let started = std::time::Instant::now();
         let outcome = self
-            .process_batch(&batch, &mut effects)
-            .and_then(|()| self.commit(&effects));
+            .producer
+            .begin_transaction()
+            .map_err(ClusterError::kafka("transaction: begin"))
+            .and_then(|()| self.process_batch(&batch))
+            .and_then(|next_offsets| {
+                let processing = started.elapsed();
+                self.commit(&next_offsets)?;
+                Ok(processing)
+            });
         match outcome {
-            Ok(()) => {
+            Ok(processing) => {
+                tracing::debug!(
+                    records = batch.values().map(Vec::len).sum::<usize>(),
+                    processing_ms = processing.as_millis() as u64,
+                    committing_ms = (started.elapsed() - processing).as_millis() as u64,
+                    "transaction committed"
+                );
                 self.tasks.commit();
                 self.rotation = self.rotation.wrapping_add(1);
+                self.aborts_in_a_row = 0;
                 let (entries, bytes) = self.tasks.sizes();
                 let mut status = self.status.lock();
                 status.transactions += 1;
@@ -63,73 +76,72 @@ impl Session {
                 self.status.lock().aborted_transactions += 1;
                 if let Err(abort) = self.producer.abort_transaction(REQUEST_TIMEOUT) {
                     tracing::warn!(%abort, "aborting the transaction");
+                    return Err(error);
                 }
-                Err(error)
+                self.aborts_in_a_row += 1;
+                if !error.is_abortable() || self.aborts_in_a_row > ABORTS_IN_A_ROW_MAX {
+                    return Err(error);
+                }
+                tracing::warn!(%error, "transaction aborted; the batch is read again");
+                self.status.lock().last_error = Some(error.to_string());
+                self.rewind(&batch);
+                Ok(())
             }
         }
     }
 
+    /// Sends the consumer back to the first offset of each partition of an aborted batch
+    /// (a partition a rebalance took away meanwhile is left to its new owner).
+    fn rewind(&mut self, batch: &BTreeMap<i32, Vec<(i64, Record)>>) {
+        for (&partition, records) in batch {
+            let first = rdkafka::Offset::Offset(records[0].0);
+            if let Err(error) =
+                self.consumer
+                    .seek(&self.deployment.topic, partition, first, SEEK_TIMEOUT)
+            {
+                tracing::info!(partition, %error, "not reading the partition again here");
+                self.tasks.remove(partition);
+            }
+        }
+    }
+
+    /// Runs the plugin on each partition's records; the next input offset of each.
     fn process_batch(
         &mut self,
         batch: &BTreeMap<i32, Vec<(i64, Record)>>,
-        effects: &mut Effects,
-    ) -> Result<(), ClusterError> {
+    ) -> Result<BTreeMap<i32, i64>, ClusterError> {
+        let mut next_offsets = BTreeMap::new();
         for (&partition, records) in batch {
             self.ensure_task(partition)?;
-            self.process_partition(partition, records, effects)?;
+            self.process_partition(partition, records)?;
             let last = records[records.len() - 1].0;
-            effects.next_offsets.insert(partition, last + 1);
+            next_offsets.insert(partition, last + 1);
         }
-        Ok(())
+        Ok(next_offsets)
     }
 
-    fn commit(&mut self, effects: &Effects) -> Result<(), ClusterError> {
+    /// Completes the open transaction: the state writes and each partition's position record
+    /// to the changelog, the input offsets, then the commit.
+    fn commit(&mut self, next_offsets: &BTreeMap<i32, i64>) -> Result<(), ClusterError> {
         let failed = |what: &str| ClusterError::kafka(format!("transaction: {what}"));
-        self.producer.begin_transaction().map_err(failed("begin"))?;
-        for (topic, partition, record) in &effects.outputs {
-            self.send(
-                topic,
-                *partition,
-                record.key.as_deref(),
-                record.value.as_deref(),
-                Some(record),
-            )?;
-        }
         let changelog = self.changelog.clone();
         for (partition, writes) in self.tasks.pending() {
             for (key, value) in &writes {
-                self.send(
+                self.send_raw(
                     &changelog,
                     partition,
                     Some(&state_key(key)),
                     value.as_deref(),
-                    None,
                 )?;
             }
         }
-        for (&partition, &next) in &effects.next_offsets {
+        for (&partition, &next) in next_offsets {
             let position = next.to_be_bytes();
-            self.send(
-                &changelog,
-                partition,
-                Some(POSITION_KEY),
-                Some(&position),
-                None,
-            )?;
-        }
-        let dlq = self.dlq.clone();
-        for letter in &effects.dead_letters {
-            self.send(
-                &dlq,
-                0,
-                letter.key.as_deref(),
-                letter.value.as_deref(),
-                Some(letter),
-            )?;
+            self.send_raw(&changelog, partition, Some(POSITION_KEY), Some(&position))?;
         }
         crate::crash_point::reached(crate::crash_point::CLUSTER_RECORDS_SENT);
         let mut offsets = TopicPartitionList::new();
-        for (&partition, &next) in &effects.next_offsets {
+        for (&partition, &next) in next_offsets {
             offsets
                 .add_partition_offset(
                     &self.deployment.topic,
@@ -163,38 +175,66 @@ impl Session {
         Ok(())
     }
 
-    /// Queues one record of the transaction, waiting while the producer's queue is full.
-    fn send(
+    /// Sends a record (with its headers and timestamp) in the open transaction.
+    pub(super) fn send(
+        &self,
+        topic: &str,
+        partition: i32,
+        record: Option<&Record>,
+    ) -> Result<(), ClusterError> {
+        let Some(record) = record else {
+            return self.send_raw(topic, partition, None, None);
+        };
+        let mut headers = OwnedHeaders::new_with_capacity(record.headers.len());
+        for header in &record.headers {
+            headers = headers.insert(KafkaHeader {
+                key: &header.key,
+                value: header.value.as_deref(),
+            });
+        }
+        let mut out = BaseRecord::<[u8], [u8]>::to(topic)
+            .partition(partition)
+            .headers(headers)
+            .timestamp(record.timestamp);
+        if let Some(key) = record.key.as_deref() {
+            out = out.key(key);
+        }
+        if let Some(value) = record.value.as_deref() {
+            out = out.payload(value);
+        }
+        self.queue(topic, out)
+    }
+
+    /// Sends a key and value (a tombstone without one) in the open transaction.
+    fn send_raw(
         &self,
         topic: &str,
         partition: i32,
         key: Option<&[u8]>,
         value: Option<&[u8]>,
-        source: Option<&Record>,
     ) -> Result<(), ClusterError> {
-        let mut record = BaseRecord::<[u8], [u8]>::to(topic).partition(partition);
+        let mut out = BaseRecord::<[u8], [u8]>::to(topic).partition(partition);
         if let Some(key) = key {
-            record = record.key(key);
+            out = out.key(key);
         }
         if let Some(value) = value {
-            record = record.payload(value);
+            out = out.payload(value);
         }
-        if let Some(source) = source {
-            let mut headers = OwnedHeaders::new_with_capacity(source.headers.len());
-            for header in &source.headers {
-                headers = headers.insert(KafkaHeader {
-                    key: &header.key,
-                    value: header.value.as_deref(),
-                });
-            }
-            record = record.headers(headers).timestamp(source.timestamp);
-        }
+        self.queue(topic, out)
+    }
+
+    /// Queues a record, waiting while the producer's queue is full.
+    fn queue(
+        &self,
+        topic: &str,
+        mut record: BaseRecord<'_, [u8], [u8]>,
+    ) -> Result<(), ClusterError> {
         loop {
             match self.producer.send(record) {
                 Ok(()) => return Ok(()),
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
                     record = back;
-                    self.producer.poll(QUEUE_FULL_WAIT);
+                    std::thread::sleep(QUEUE_FULL_WAIT);
                 }
                 Err((error, _)) => {
                     return Err(ClusterError::kafka(format!(
