@@ -124,6 +124,8 @@ impl Clients {
                 Ok(_) => return Ok(()),
                 Err(error) => error,
             };
+            // Errors reach the context only through a poll.
+            let _ = consumer.poll(Duration::from_millis(100));
             let noted = consumer.context().last.lock().clone();
             let fatal = noted.as_ref().is_some_and(|(code, _)| {
                 matches!(

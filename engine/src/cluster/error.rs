@@ -58,6 +58,10 @@ pub enum ClusterError {
     Unsupported(String),
     #[error("the change of group `{group}` was written but not read back within {waited_ms} ms")]
     NotApplied { group: String, waited_ms: u64 },
+    #[error(
+        "the deployments topic was not read up to offset {end} within {waited_ms} ms; the change was not made"
+    )]
+    NotCaughtUp { end: i64, waited_ms: u64 },
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
     #[error("the plugin does not start: {0}")]

@@ -34,6 +34,7 @@ use deployments::{Components, Publisher};
 pub use error::ClusterError;
 pub use group::GroupStatus;
 use group::{Desired, Env};
+use rdkafka::consumer::Consumer;
 pub use status::STATUS_TOPIC;
 use status::{Progress, REPORT_INTERVAL, Reports, report_key};
 
@@ -141,8 +142,30 @@ impl Worker {
             .threads
             .lock()
             .extend([follower, status_follower, reporter]);
+        // Deploys through this worker build on every record written so far.
+        worker.catch_up()?;
         tracing::info!(worker_id, "cluster worker started");
         Ok(worker)
+    }
+
+    /// Waits until this worker has read the deployments topic up to its end as of now, so
+    /// that a change made through it builds on every change made before (through any worker).
+    fn catch_up(&self) -> Result<(), ClusterError> {
+        let reader = self.env.clients.reader()?;
+        let (_, end) = reader
+            .fetch_watermarks(DEPLOYMENTS_TOPIC, 0, client::REQUEST_TIMEOUT)
+            .map_err(ClusterError::kafka("reading the deployments topic's end"))?;
+        let started = Instant::now();
+        while *self.applied.borrow() < end {
+            if started.elapsed() > APPLY_TIMEOUT {
+                return Err(ClusterError::NotCaughtUp {
+                    end,
+                    waited_ms: started.elapsed().as_millis() as u64,
+                });
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Ok(())
     }
 
     /// This worker's id (its transactional ids derive from it).
@@ -224,6 +247,7 @@ impl Worker {
         }
         let plugin = self.env.runtime.compile(wasm)?;
         let _changing = self.changing.lock();
+        self.catch_up()?;
         let current = self.deployments.lock().get(group).cloned();
         if let Some(current) = &current {
             crate::runtime::deployment::check_topic(group, current, &spec)?;
@@ -299,6 +323,7 @@ impl Worker {
     /// dead-letter topic and committed offsets stay on the cluster.
     pub fn undeploy(&self, group: &str) -> Result<(), ClusterError> {
         let _changing = self.changing.lock();
+        self.catch_up()?;
         self.known(group)?;
         self.publish(group, None)
     }
@@ -309,6 +334,7 @@ impl Worker {
         edit: impl FnOnce(&mut Deployment) -> Result<(), DeployError>,
     ) -> Result<PluginDescription, ClusterError> {
         let _changing = self.changing.lock();
+        self.catch_up()?;
         let mut deployment = self.known(group)?;
         edit(&mut deployment)?;
         self.publish(group, Some(&deployment))?;
