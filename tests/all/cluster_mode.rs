@@ -212,22 +212,25 @@ fn three_workers_count_exactly_once_through_worker_kills_broker_kills_and_an_upg
     assert!(produced.success(), "the producer failed");
     assert_exactly_once(&cluster.bootstrap, records, &["counts/1", "counts/2"]);
     // `plugin describe` through any worker shows every worker's partitions, none lagging.
-    let mut described = serde_json::Value::Null;
-    wait_until(
-        "every worker reports, without lag",
-        Duration::from_secs(60),
-        || {
-            described = get_json(workers.any(), "/v1/plugins/counts").unwrap_or_default();
-            let reports = described["workers"].as_array().cloned().unwrap_or_default();
-            let mut owned: Vec<u64> = reports
-                .iter()
-                .flat_map(|w| w["partitions"].as_array().cloned().unwrap_or_default())
-                .filter_map(|p| p["partition"].as_u64())
-                .collect();
-            owned.sort();
-            reports.len() == 3 && owned == [0, 1, 2, 3, 4, 5] && described["total_lag"] == 0
-        },
-    );
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let described = get_json(workers.any(), "/v1/plugins/counts").unwrap_or_default();
+        let reports = described["workers"].as_array().cloned().unwrap_or_default();
+        let mut owned: Vec<u64> = reports
+            .iter()
+            .flat_map(|w| w["partitions"].as_array().cloned().unwrap_or_default())
+            .filter_map(|p| p["partition"].as_u64())
+            .collect();
+        owned.sort();
+        if reports.len() == 3 && owned == [0, 1, 2, 3, 4, 5] && described["total_lag"] == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "every worker reports, without lag: not within 120 s; the last description: {described}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
     let table = stdout(&cli(
         &workers.any().url,
         &["plugin", "describe", "counts"],

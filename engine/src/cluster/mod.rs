@@ -152,10 +152,19 @@ impl Worker {
     /// that a change made through it builds on every change made before (through any worker).
     fn catch_up(&self) -> Result<(), ClusterError> {
         let reader = self.env.clients.reader()?;
-        let (_, end) = reader
-            .fetch_watermarks(DEPLOYMENTS_TOPIC, 0, client::REQUEST_TIMEOUT)
-            .map_err(ClusterError::kafka("reading the deployments topic's end"))?;
         let started = Instant::now();
+        // A topic just created may not be known to every broker yet: asked again until then.
+        let end = loop {
+            match reader.fetch_watermarks(DEPLOYMENTS_TOPIC, 0, client::REQUEST_TIMEOUT) {
+                Ok((_, end)) => break end,
+                Err(error) if started.elapsed() > APPLY_TIMEOUT => {
+                    return Err(ClusterError::kafka("reading the deployments topic's end")(
+                        error,
+                    ));
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(200)),
+            }
+        };
         while *self.applied.borrow() < end {
             if started.elapsed() > APPLY_TIMEOUT {
                 return Err(ClusterError::NotCaughtUp {

@@ -13,7 +13,7 @@ use rdkafka::TopicPartitionList;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 
 use super::ClusterError;
-use super::client::{Clients, REQUEST_TIMEOUT};
+use super::client::Clients;
 use super::group::GroupStatus;
 use crate::log::now_ms;
 use crate::runtime::{PartitionProgress, WorkerProgress};
@@ -23,7 +23,10 @@ pub const STATUS_TOPIC: &str = "_sluice_status";
 /// How often a worker reports.
 pub(crate) const REPORT_INTERVAL: Duration = Duration::from_secs(2);
 /// A report older than this is a worker that is gone.
-const STALE_AFTER: Duration = Duration::from_secs(15);
+const STALE_AFTER: Duration = Duration::from_secs(30);
+/// How long a report's requests (committed offsets, partition ends) may take: a slow cluster
+/// delays a report, never stops the others.
+const REPORT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The key of a worker's report on a group.
 pub(crate) fn report_key(group: &str, worker_id: &str) -> String {
@@ -141,12 +144,12 @@ impl Progress {
             wanted.add_partition(topic, partition);
         }
         let committed = reader
-            .committed_offsets(wanted, REQUEST_TIMEOUT)
+            .committed_offsets(wanted, REPORT_REQUEST_TIMEOUT)
             .map_err(ClusterError::kafka("reading committed offsets"))?;
         let mut progress = Vec::new();
         for &partition in owned {
             let (start, end) = reader
-                .fetch_watermarks(topic, partition, REQUEST_TIMEOUT)
+                .fetch_watermarks(topic, partition, REPORT_REQUEST_TIMEOUT)
                 .map_err(ClusterError::kafka("reading a partition's end"))?;
             let committed = committed
                 .find_partition(topic, partition)
