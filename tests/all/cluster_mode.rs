@@ -465,11 +465,10 @@ fn a_worker_runs_over_tls_with_sasl_and_a_wrong_password_is_refused_by_name() {
     // Only the secure listener is named: the worker's clients all speak SASL_SSL.
     let config = secure_config(&cluster, root.path(), "sluice-secret");
     let config_arg = config.display().to_string();
-    let worker = Server::worker_with(
-        &root.path().join("w"),
-        &["--config", &config_arg],
-        &WORKER_ENV,
-    );
+    let mut env = WORKER_ENV.to_vec();
+    env.push(("SLUICE_PLUGINS__MAX_UPLOAD_BYTES", "400000"));
+    let worker = Server::worker_with(&root.path().join("w"), &["--config", &config_arg], &env);
+    assert_hostile_deploys_are_refused(&worker);
     deploy_counter(&worker);
     assert!(
         start_producer(&cluster.bootstrap, records, 1)
@@ -503,4 +502,34 @@ fn a_worker_runs_over_tls_with_sasl_and_a_wrong_password_is_refused_by_name() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success(), "{stderr}");
     assert!(stderr.contains("Authentication failed"), "{stderr}");
+}
+
+/// A worker's admin API refuses a deploy without the token (before reading its body) and one
+/// larger than its limit (without buffering it whole), and deploys nothing either way.
+fn assert_hostile_deploys_are_refused(worker: &Server) {
+    let token = std::fs::read_to_string(worker.dir.join("admin.token")).unwrap();
+    let url = format!("{}/v1/plugins/hostile", worker.url);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let statuses = runtime.block_on(async {
+        let client = reqwest::Client::new();
+        let huge = vec![b'x'; 8 << 20];
+        let without_token = client.post(&url).body(huge.clone()).send().await;
+        let too_large = client
+            .post(&url)
+            .bearer_auth(token.trim())
+            .body(huge)
+            .send()
+            .await;
+        // A server that answers before reading the whole body may close the connection while
+        // the client still sends: then the client sees the error, not the status.
+        [without_token, too_large].map(|r| r.map(|r| r.status().as_u16()).ok())
+    });
+    eprintln!("hostile deploys answered: {statuses:?}");
+    assert!(matches!(statuses[0], Some(401) | None), "{statuses:?}");
+    assert!(matches!(statuses[1], Some(413) | None), "{statuses:?}");
+    let listed = get_json(worker, "/v1/plugins").unwrap();
+    assert_eq!(listed["plugins"], serde_json::json!([]), "{listed}");
 }
