@@ -7,11 +7,10 @@
 //! acks=all, nothing else running) is printed too: the most the cluster takes on this machine.
 
 use std::path::Path;
-use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
@@ -26,47 +25,6 @@ const PARTITIONS: u32 = 4;
 /// The longest a measurement may take.
 const PHASE_TIMEOUT: Duration = Duration::from_secs(600);
 
-/// A Kafka cluster, stopped when dropped.
-struct Cluster<'a> {
-    script: &'a Path,
-    dir: tempfile::TempDir,
-    bootstrap: String,
-}
-
-impl<'a> Cluster<'a> {
-    fn start(script: &'a Path, base: &Path, nodes: u32) -> anyhow::Result<Cluster<'a>> {
-        let dir = tempfile::tempdir_in(base)?;
-        let output = Command::new(script)
-            .arg("start")
-            .arg(dir.path())
-            .arg(nodes.to_string())
-            .output()
-            .with_context(|| format!("running {}", script.display()))?;
-        if !output.status.success() {
-            bail!(
-                "{} start failed: {}",
-                script.display(),
-                String::from_utf8_lossy(&output.stderr)
-            );
-        }
-        let bootstrap = String::from_utf8(output.stdout)?.trim().to_string();
-        Ok(Cluster {
-            script,
-            dir,
-            bootstrap,
-        })
-    }
-}
-
-impl Drop for Cluster<'_> {
-    fn drop(&mut self) {
-        let _ = Command::new(self.script)
-            .arg("stop")
-            .arg(self.dir.path())
-            .output();
-    }
-}
-
 pub async fn run(
     base: &Path,
     plugins: &Path,
@@ -77,7 +35,8 @@ pub async fn run(
     let counter = std::fs::read(plugins.join("counter.wasm"))
         .with_context(|| format!("the counter plugin in {}", plugins.display()))?;
     let engine = crate::groups::time_counter_exactly_once(base, &counter, records).await?;
-    let cluster = Cluster::start(script, base, nodes)?;
+    let dir = tempfile::tempdir_in(base)?;
+    let cluster = crate::kafka::Running::start(script, dir.path(), [nodes.to_string()])?;
     let replicas = nodes.min(3) as i32;
     for topic in ["in", "counts"] {
         create_topic(&cluster.bootstrap, topic, replicas).await?;

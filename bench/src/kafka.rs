@@ -131,7 +131,8 @@ pub async fn run(
             }
             _ => {
                 install(broker_script)?;
-                let running = Running::start(broker_script, &dir.path().join("broker"), broker)?;
+                let running =
+                    Running::start(broker_script, &dir.path().join("broker"), broker.settings())?;
                 measure(broker, &running.bootstrap, records, partitions).await?
             }
         };
@@ -153,19 +154,25 @@ fn install(script: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// An Apache Kafka broker, stopped when dropped.
-struct Running<'a> {
+/// Apache Kafka started by a script (scripts/kafka-broker or scripts/kafka-cluster), stopped
+/// when dropped.
+pub(crate) struct Running<'a> {
     script: &'a Path,
     dir: std::path::PathBuf,
-    bootstrap: String,
+    pub(crate) bootstrap: String,
 }
 
 impl<'a> Running<'a> {
-    fn start(script: &'a Path, dir: &Path, broker: Broker) -> anyhow::Result<Running<'a>> {
+    /// Runs `script start DIR ARGS...`; the bootstrap list it prints.
+    pub(crate) fn start<S: AsRef<std::ffi::OsStr>>(
+        script: &'a Path,
+        dir: &Path,
+        args: impl IntoIterator<Item = S>,
+    ) -> anyhow::Result<Running<'a>> {
         let output = Command::new(script)
             .arg("start")
             .arg(dir)
-            .args(broker.settings())
+            .args(args)
             .output()
             .with_context(|| format!("running {}", script.display()))?;
         if !output.status.success() {
