@@ -39,6 +39,8 @@ pub struct Config {
     pub server: ServerSettings,
     pub storage: StorageSettings,
     pub groups: GroupSettings,
+    /// Share groups (queues): their limits and the settings new groups start with.
+    pub share_groups: crate::queues::Limits,
     pub plugins: PluginSettings,
     pub kafka: KafkaSettings,
     /// Cluster mode: `sluice worker` runs the plugin groups on a Kafka cluster.
@@ -200,6 +202,7 @@ impl Default for Config {
             server: ServerSettings::default(),
             storage: StorageSettings::default(),
             groups: GroupSettings::default(),
+            share_groups: crate::queues::Limits::default(),
             plugins: PluginSettings::default(),
             kafka: KafkaSettings::default(),
             cluster: ClusterSettings::default(),
@@ -246,7 +249,7 @@ impl Default for GroupSettings {
 
 /// `SLUICE_*` variables that are not engine configuration: the command-line client's, the
 /// log filter, profiling and crash-point switches, and the sizes and seeds of the crash tests.
-const OTHER_VARIABLES: [&str; 21] = [
+const OTHER_VARIABLES: [&str; 23] = [
     "url",
     "log",
     "config",
@@ -256,6 +259,8 @@ const OTHER_VARIABLES: [&str; 21] = [
     "stop_at",
     "cluster_seed",
     "cluster_records",
+    "share_seed",
+    "share_records",
     "crash_rounds",
     "eo_records",
     "archive_kills",
@@ -345,6 +350,25 @@ impl Config {
                     self.groups.max_session_timeout_ms
                 ),
             );
+        }
+        let shares = &self.share_groups;
+        if shares.min_record_lock_ms == 0 || shares.min_record_lock_ms > shares.max_record_lock_ms {
+            return invalid(
+                "[share_groups] min_record_lock_ms",
+                format!(
+                    "must be at least 1 and not above max_record_lock_ms ({})",
+                    shares.max_record_lock_ms
+                ),
+            );
+        }
+        if shares.max_window_records == 0 || shares.max_members == 0 || shares.max_groups == 0 {
+            return invalid(
+                "[share_groups]",
+                "max_window_records, max_members and max_groups must be at least 1".into(),
+            );
+        }
+        if let Err(e) = shares.defaults.check(shares) {
+            return invalid("[share_groups.defaults]", e.to_string());
         }
         self.plugins
             .defaults

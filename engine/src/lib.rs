@@ -14,6 +14,7 @@
 //! | 3 | [`runtime`] | the plugin host: WebAssembly sandboxes (wasmtime), the deployment data model, the control plane ([`runtime::PluginHost`]) and one worker thread per plugin group |
 //! | 2 | [`txn`] | the plugin store (`plugins.redb`): state, offsets and outbox committed in one transaction; the state-store contract a sandbox reads through |
 //! | 2 | [`groups`] | consumer groups of clients: membership, assignment, committed offsets (`groups.redb`) |
+//! | 2 | [`queues`] | share groups (queues): records locked per member, acknowledged one by one, delivered again when a lock ends, dead-lettered past `max_deliveries`; their windows in `share-groups.journal` |
 //! | 2 | [`archive`] | Parquet archival of sealed segments (to a directory or an object store), and replay of archived offsets |
 //! | 1 | [`log`] | topics of partitions of segments of CRC-checked record batches: append with group-committed fsync, read, retention, recovery; the cold-tier interface the archive implements |
 //! | 0 | [`crash_point`] | named crash points for the kill -9 tests |
@@ -33,6 +34,7 @@ pub mod config;
 pub mod crash_point;
 pub mod groups;
 pub mod log;
+pub mod queues;
 pub mod runtime;
 #[cfg(test)]
 mod sdk_vectors;

@@ -296,3 +296,27 @@ fn the_cluster_guide_runs_as_written() {
         assert!(stdout.contains(expected), "no {expected:?} in:\n{stdout}");
     }
 }
+
+/// docs/queues.md's "Trying it", as written in an empty directory against a running engine:
+/// two competing `consume --share-group` runs, `group describe`, and a fetch and an
+/// acknowledgement with curl.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_queue_guide_runs_as_written() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let markdown = std::fs::read_to_string(root.join("docs/queues.md")).unwrap();
+    let script = script(&section(&markdown, "Trying it"));
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start(data.path());
+    let work = tempfile::tempdir().unwrap();
+    let bin_dir = Path::new(common::BIN).parent().unwrap();
+    let stdout = run_against("the queue guide", &script, work.path(), &server, &[bin_dir]);
+    for expected in [
+        "share group work",
+        "3 records, delivery counts [1]",
+        r#"{"refused":[]}"#,
+    ] {
+        assert!(stdout.contains(expected), "no {expected:?} in:\n{stdout}");
+    }
+    let jobs: Vec<&str> = stdout.lines().filter(|l| l.starts_with("job-")).collect();
+    assert_eq!(jobs.len(), 6, "each record printed once:\n{stdout}");
+}

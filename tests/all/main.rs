@@ -51,6 +51,10 @@
 //! - `plugins`: plugin groups: the admin token, bad uploads, deploy while producing, upgrade
 //!   and roll back, misbehaving plugins kept apart, dead letters and their replay, `--from`,
 //!   delivery modes, deployments surviving a restart, `sluice plugin test`.
+//! - `share_groups`: share groups (queues): 8 competing consumers on 2 partitions through a
+//!   crash holding locks, nacks, a consumer slower than its lock and a kill -9 of the engine:
+//!   every record acknowledged once or dead-lettered; a restart redelivers exactly the
+//!   unacknowledged; time-to-live, delayed release, renew, the CLI. `SLUICE_SHARE_SEED`.
 //! - `top`: `sluice top` in a pseudo-terminal, its screen read through a VT100 parser: topics,
 //!   a plugin group's status, lag and last error refreshed live, `q` restoring the terminal.
 //! - `common`: starting, stopping and killing the server, running the CLI, seeds of
@@ -109,4 +113,5 @@ mod kafka_compat;
 mod kafka_hostile;
 mod metrics;
 mod plugins;
+mod share_groups;
 mod top;

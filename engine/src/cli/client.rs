@@ -482,4 +482,64 @@ impl Client {
         self.json(self.request(Method::GET, &format!("groups/{group}")))
             .await
     }
+
+    pub async fn share_fetch(
+        &self,
+        group: &str,
+        request: &ShareFetchRequest,
+    ) -> Result<ShareFetchResponse> {
+        self.post_json(&format!("share-groups/{group}/fetch"), request)
+            .await
+    }
+
+    pub async fn share_ack(
+        &self,
+        group: &str,
+        request: &ShareAckRequest,
+    ) -> Result<ShareAckResponse> {
+        self.post_json(&format!("share-groups/{group}/ack"), request)
+            .await
+    }
+
+    pub async fn share_leave(&self, group: &str, member_id: &str) -> Result<()> {
+        let body = ShareLeaveRequest {
+            member_id: member_id.to_string(),
+        };
+        self.send(
+            self.request(Method::POST, &format!("share-groups/{group}/leave"))
+                .json(&body),
+        )
+        .await
+        .map(drop)
+    }
+
+    pub async fn describe_share_group(
+        &self,
+        group: &str,
+    ) -> Result<crate::queues::ShareGroupDescription> {
+        self.json(self.request(Method::GET, &format!("share-groups/{group}")))
+            .await
+    }
+
+    pub async fn list_share_groups(&self) -> Result<ShareGroupList> {
+        self.json(self.request(Method::GET, "share-groups")).await
+    }
+
+    pub async fn configure_share_group(
+        &self,
+        group: &str,
+        settings: &crate::queues::GroupSettings,
+    ) -> Result<crate::queues::ShareGroupDescription> {
+        self.json(
+            self.request(Method::PUT, &format!("share-groups/{group}"))
+                .json(settings),
+        )
+        .await
+    }
+
+    pub async fn delete_share_group(&self, group: &str) -> Result<()> {
+        self.send(self.request(Method::DELETE, &format!("share-groups/{group}")))
+            .await
+            .map(drop)
+    }
 }

@@ -39,11 +39,18 @@ partitions (shared with other members of G), reading starts where the group last
 group continues after it. Delivery is at-least-once: after a crash or rebalance some records
 may print again, none are skipped.
 
+With --share-group G, the command is one of any number of competing members of share group
+G (a queue: docs/queues.md). Every partition is shared; each record goes to one member at a
+time, locked to it; the records printed are acknowledged, and a record whose member dies is
+delivered again to another once its lock ends. Without --follow it exits when no record is
+left to take.
+
 Examples:
     sluice consume orders --print-key
     sluice consume orders --partition 1 --offset 1000 --max-records 10
     sluice consume orders --timestamp 2026-11-23T10:00:00Z --format json
-    sluice consume orders --group billing --follow")]
+    sluice consume orders --group billing --follow
+    sluice consume jobs --share-group workers --follow")]
 pub struct ConsumeArgs {
     topic: String,
     /// Only this partition (default: all).
@@ -71,8 +78,16 @@ pub struct ConsumeArgs {
     #[arg(long)]
     timestamp: Option<String>,
     /// Consume as a member of this consumer group.
-    #[arg(long, short)]
+    #[arg(long, short, conflicts_with = "share_group")]
     group: Option<String>,
+    /// Consume as one of any number of competing members of this share group (a queue):
+    /// records are locked to this member, printed ones are acknowledged, and a record whose
+    /// member dies is delivered to another.
+    #[arg(long, conflicts_with_all = ["from_beginning", "from_archive", "from_end", "from", "offset", "timestamp"])]
+    share_group: Option<String>,
+    /// With --share-group: records one fetch locks at most (the prefetch).
+    #[arg(long, default_value_t = 500, requires = "share_group")]
+    prefetch: usize,
     /// Keep waiting for new records instead of exiting when caught up.
     #[arg(long, short)]
     follow: bool,
@@ -105,6 +120,19 @@ const FETCH_BYTES: u64 = 4 * 1024 * 1024;
 const FOLLOW_WAIT_MS: u64 = 1_000;
 
 pub async fn run(client: &Client, args: ConsumeArgs) -> anyhow::Result<()> {
+    if let Some(group) = &args.share_group {
+        let options = super::share_consume::ShareConsume {
+            topic: &args.topic,
+            group,
+            partition: args.partition,
+            follow: args.follow,
+            max_records: args.max_records,
+            prefetch: args.prefetch,
+            json: matches!(args.format, Format::Json),
+            print_key: args.print_key,
+        };
+        return super::share_consume::run(client, options).await;
+    }
     let start = start_position(&args)?;
     let mut printer = Printer {
         format: args.format,

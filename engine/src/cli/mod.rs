@@ -9,6 +9,7 @@ pub mod plugin_build;
 mod plugin_new;
 mod plugin_test;
 mod produce;
+mod share_consume;
 mod top;
 
 use std::path::{Path, PathBuf};
@@ -241,10 +242,63 @@ Example: sluice topic create clicks --partitions 6 --config retention_ms=8640000
 
 #[derive(Subcommand)]
 pub enum GroupCommand {
-    /// List consumer groups (with members or committed offsets).
+    /// List consumer groups (with members or committed offsets) and share groups.
     List,
-    /// Show a group's members, their partitions, committed offsets and lag.
+    /// Show a consumer group's members, their partitions, committed offsets and lag; or a
+    /// share group's members and, per partition, its queue depth, in-flight, acknowledged,
+    /// redelivered and dead-lettered records.
     Describe { group: String },
+    /// Set a share group's settings (making the group if it does not exist). Settings not
+    /// given return to their defaults ([share_groups.defaults]).
+    Configure(ShareGroupSettingsArgs),
+    /// Delete a share group and its progress.
+    Delete { group: String },
+}
+
+#[derive(Args)]
+pub struct ShareGroupSettingsArgs {
+    group: String,
+    /// How long a delivered record stays locked to its member.
+    #[arg(long)]
+    record_lock_ms: Option<u64>,
+    /// Deliveries after which a record is dead-lettered.
+    #[arg(long)]
+    max_deliveries: Option<u16>,
+    /// Records older than this when due are expired (0: never).
+    #[arg(long)]
+    message_ttl_ms: Option<u64>,
+    /// What happens to an expired record.
+    #[arg(long, value_parser = ["dead_letter", "drop"])]
+    on_expiry: Option<String>,
+    /// Where rejected, expired and undeliverable records go (default: <group>.dlq).
+    #[arg(long)]
+    dead_letter_topic: Option<String>,
+    /// Where a new group starts on each partition.
+    #[arg(long, value_parser = ["earliest", "latest"])]
+    start_at: Option<String>,
+}
+
+impl ShareGroupSettingsArgs {
+    fn settings(&self) -> anyhow::Result<crate::queues::GroupSettings> {
+        let mut settings = crate::queues::GroupSettings::default();
+        if let Some(v) = self.record_lock_ms {
+            settings.record_lock_ms = v;
+        }
+        if let Some(v) = self.max_deliveries {
+            settings.max_deliveries = v;
+        }
+        if let Some(v) = self.message_ttl_ms {
+            settings.message_ttl_ms = v;
+        }
+        if let Some(v) = &self.on_expiry {
+            settings.on_expiry = serde_json::from_value(serde_json::Value::String(v.clone()))?;
+        }
+        if let Some(v) = &self.start_at {
+            settings.start_at = serde_json::from_value(serde_json::Value::String(v.clone()))?;
+        }
+        settings.dead_letter_topic = self.dead_letter_topic.clone();
+        Ok(settings)
+    }
 }
 
 fn parse_key_value(s: &str) -> Result<(String, String), String> {
@@ -503,9 +557,33 @@ async fn group(client: &Client, command: GroupCommand) -> anyhow::Result<()> {
             for group in client.list_groups().await?.groups {
                 println!("{group}");
             }
+            for group in client.list_share_groups().await?.groups {
+                println!("{group} (share group)");
+            }
+        }
+        GroupCommand::Configure(args) => {
+            let d = client
+                .configure_share_group(&args.group, &args.settings()?)
+                .await?;
+            print_share_group(&d);
+        }
+        GroupCommand::Delete { group } => {
+            client.delete_share_group(&group).await?;
+            println!("deleted share group {group}");
         }
         GroupCommand::Describe { group } => {
-            let d = client.describe_group(&group).await?;
+            let d = match client.describe_group(&group).await {
+                Err(e) if e.server().is_some_and(|s| s.code == "unknown_group") => {
+                    match client.describe_share_group(&group).await {
+                        Ok(shared) => {
+                            print_share_group(&shared);
+                            return Ok(());
+                        }
+                        Err(_) => return Err(e.into()),
+                    }
+                }
+                described => described?,
+            };
             println!(
                 "group {} (generation {}, {} members, total lag {})",
                 d.group,
@@ -546,4 +624,52 @@ async fn group(client: &Client, command: GroupCommand) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+fn print_share_group(d: &crate::queues::ShareGroupDescription) {
+    let s = &d.settings;
+    println!(
+        "share group {} ({} members, queue depth {}, in flight {}); lock {} ms, max deliveries {}, dead letters to {}",
+        d.group,
+        d.members.len(),
+        d.queue_depth,
+        d.in_flight,
+        s.record_lock_ms,
+        s.max_deliveries,
+        d.dead_letter_topic
+    );
+    for m in &d.members {
+        println!(
+            "  member {} last seen {} ms ago",
+            m.member_id, m.last_seen_ms_ago
+        );
+    }
+    println!(
+        "{:<20} {:>9} {:>10} {:>10} {:>8} {:>9} {:>9} {:>11} {:>13} {:>13}",
+        "TOPIC",
+        "PARTITION",
+        "START",
+        "END",
+        "DEPTH",
+        "IN-FLIGHT",
+        "ACKED",
+        "REDELIVERED",
+        "DEAD-LETTERED",
+        "LOCK-EXPIRIES"
+    );
+    for p in &d.partitions {
+        println!(
+            "{:<20} {:>9} {:>10} {:>10} {:>8} {:>9} {:>9} {:>11} {:>13} {:>13}",
+            p.topic,
+            p.partition,
+            p.start_offset,
+            p.end_offset,
+            p.queue_depth,
+            p.tally.in_flight,
+            p.counters.acked,
+            p.counters.redelivered,
+            p.counters.dead_lettered,
+            p.counters.lock_expiries
+        );
+    }
 }

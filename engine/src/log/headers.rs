@@ -18,6 +18,8 @@ pub const DLQ_ERROR: &str = "sluice.dlq.error";
 pub const DLQ_VERSION: &str = "sluice.dlq.plugin-version";
 /// On a dead letter: how many calls failed on it.
 pub const DLQ_ATTEMPTS: &str = "sluice.dlq.attempts";
+/// On a dead letter of a share group: the group that dead-lettered it.
+pub const DLQ_GROUP: &str = "sluice.dlq.group";
 /// On a dead letter: the topic it was read from.
 pub const DLQ_TOPIC: &str = "sluice.dlq.topic";
 /// On a dead letter: the partition it was read from.

@@ -431,3 +431,92 @@ pub struct PluginSummary {
     pub instance_memory_bytes: u64,
     pub total_lag: u64,
 }
+
+/// `POST /v1/share-groups/{group}/fetch`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ShareFetchRequest {
+    /// Any stable name of the consumer; its locks are its own.
+    pub member_id: String,
+    pub topic: String,
+    /// Only these partitions (default: all).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partitions: Option<Vec<u32>>,
+    /// The prefetch: records this fetch locks at most (default 500).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_records: Option<usize>,
+    /// How long the records stay locked (default: the group's record_lock_ms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lock_ms: Option<u64>,
+    /// How long to wait when no record is available (default 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wait_ms: Option<u64>,
+}
+
+/// A record delivered to a share-group member, locked to it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SharedRecord {
+    pub topic: String,
+    /// 1 on the first delivery.
+    pub delivery_count: u16,
+    #[serde(flatten)]
+    pub record: JsonRecord,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ShareFetchResponse {
+    pub records: Vec<SharedRecord>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AckAction {
+    /// Done.
+    Accept,
+    /// Deliver it again (after `delay_ms`).
+    Release,
+    /// To the dead-letter topic, with `reason`.
+    Reject,
+    /// Extend the lock.
+    Renew,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ShareAck {
+    pub topic: String,
+    pub partition: u32,
+    pub offset: u64,
+    pub action: AckAction,
+    /// For a release: wait this long before delivering it again.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub delay_ms: u64,
+    /// For a reject: why (into the dead letter's `sluice.dlq.error` header).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// `POST /v1/share-groups/{group}/ack`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ShareAckRequest {
+    pub member_id: String,
+    pub acks: Vec<ShareAck>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ShareAckResponse {
+    /// Acknowledgements not applied (the lock ended, or the record was not this member's).
+    pub refused: Vec<crate::queues::Refused>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ShareLeaveRequest {
+    pub member_id: String,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ShareGroupList {
+    pub groups: Vec<String>,
+}

@@ -155,3 +155,20 @@ impl From<QueryRejection> for ApiError {
         ApiError::bad_request("bad_query", rejection.body_text())
     }
 }
+
+impl From<crate::queues::ShareError> for ApiError {
+    fn from(error: crate::queues::ShareError) -> ApiError {
+        use crate::queues::ShareError as E;
+        let (status, code) = match &error {
+            E::Log(inner) => classify(inner),
+            E::UnknownGroup(_) => (StatusCode::NOT_FOUND, "unknown_share_group"),
+            E::InvalidName(..) => (StatusCode::BAD_REQUEST, "invalid_group_name"),
+            E::BadSetting { .. } | E::BadMember { .. } => (StatusCode::BAD_REQUEST, "bad_request"),
+            E::TooManyGroups { .. } | E::TooManyMembers { .. } => {
+                (StatusCode::TOO_MANY_REQUESTS, "limit_reached")
+            }
+            _ => (StatusCode::INTERNAL_SERVER_ERROR, "share_group_store"),
+        };
+        ApiError::new(status, code, error.to_string())
+    }
+}

@@ -16,6 +16,7 @@ mod metrics;
 mod overview;
 mod plugins;
 mod records;
+mod share_groups;
 mod topics;
 pub mod worker_api;
 
@@ -34,6 +35,7 @@ use crate::archive::Archives;
 use crate::config::Config;
 use crate::groups::{Coordinator, GroupError, SessionLimits};
 use crate::log::{Log, LogError, LogOptions};
+use crate::queues::ShareGroups;
 use crate::runtime::{DeployError, PluginHost};
 pub use auth::TOKEN_FILE;
 pub use error::ApiError;
@@ -87,6 +89,8 @@ pub enum StartError {
     Groups(#[from] GroupError),
     #[error(transparent)]
     Plugins(#[from] DeployError),
+    #[error(transparent)]
+    ShareGroups(#[from] crate::queues::ShareError),
     #[error("archive object store: {0}")]
     Archive(#[from] crate::archive::StoreError),
     #[error(
@@ -109,6 +113,7 @@ struct AppState {
     log: Arc<Log>,
     archives: Arc<Archives>,
     groups: Arc<Coordinator>,
+    shares: Arc<ShareGroups>,
     plugins: Arc<PluginHost>,
     admin_token: String,
     config: Config,
@@ -165,6 +170,11 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         log.clone(),
         limits,
     )?);
+    let shares = Arc::new(ShareGroups::open(
+        &config.data_dir,
+        log.clone(),
+        config.share_groups.clone(),
+    )?);
     let admin_token = auth::load_or_create(config.server.admin_token.as_deref(), &config.data_dir)?;
     let plugins = open_plugins(&config, &log).await?;
     let listener = tokio::net::TcpListener::bind(config.listen)
@@ -184,6 +194,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         log: log.clone(),
         archives,
         groups,
+        shares,
         plugins: plugins.clone(),
         admin_token,
         inflight: Arc::new(Semaphore::new(permits)),
@@ -365,6 +376,19 @@ fn router(state: Arc<AppState>) -> Router {
             "/v1/groups/{group}/offsets",
             get(groups::committed_offsets).post(groups::commit_offsets),
         )
+        .route("/v1/share-groups", get(share_groups::list))
+        .route(
+            "/v1/share-groups/{group}",
+            get(share_groups::describe)
+                .put(share_groups::configure)
+                .delete(share_groups::delete),
+        )
+        .route("/v1/share-groups/{group}/fetch", post(share_groups::fetch))
+        .route(
+            "/v1/share-groups/{group}/ack",
+            post(share_groups::acknowledge),
+        )
+        .route("/v1/share-groups/{group}/leave", post(share_groups::leave))
         .route("/v1/plugins", get(plugins::list))
         .route(
             "/v1/plugins/{group}",

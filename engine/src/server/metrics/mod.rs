@@ -20,6 +20,7 @@ mod groups;
 mod partitions;
 mod plugins;
 mod requests;
+mod share_groups;
 
 use prometheus::Encoder;
 use prometheus::core::Collector;
@@ -55,6 +56,7 @@ pub fn render(state: &AppState) -> String {
     let plugin_groups = state.plugins.list();
     groups::collect(&state.log, &state.groups, &plugin_groups, now, &mut out);
     plugins::collect(&state.plugins, &plugin_groups, &mut out);
+    share_groups::collect(&state.shares, &mut out);
     archive::collect(&state.log, &state.archives, now, &mut out);
     out.extend(state.process.collect());
     // A labelled histogram nothing was observed in yet has no samples; the text encoder

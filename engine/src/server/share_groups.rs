@@ -1,0 +1,163 @@
+//! Share groups (queues) over HTTP: fetch with locks, acknowledge a batch, leave, and the
+//! admin calls (configure, delete, describe, list). The rules live in [`crate::queues`].
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+
+use super::api::*;
+use super::{ApiError, AppState};
+use crate::queues::{AckKind, Acknowledgement, FetchRequest, GroupSettings, ShareGroupDescription};
+
+/// Records one fetch returns by default, and at most.
+const DEFAULT_FETCH_RECORDS: usize = 500;
+const MAX_FETCH_RECORDS: usize = 10_000;
+/// Acknowledgements one call carries at most.
+const MAX_ACKS_PER_CALL: usize = 100_000;
+/// The longest delay a release may ask for (a day).
+const MAX_RELEASE_DELAY_MS: u64 = 86_400_000;
+
+pub(super) async fn list(State(state): State<Arc<AppState>>) -> Json<ShareGroupList> {
+    Json(ShareGroupList {
+        groups: state.shares.list(),
+    })
+}
+
+pub(super) async fn describe(
+    State(state): State<Arc<AppState>>,
+    Path(group): Path<String>,
+) -> Result<Json<ShareGroupDescription>, ApiError> {
+    Ok(Json(state.shares.describe(&group)?))
+}
+
+#[tracing::instrument(skip_all, fields(group = %group))]
+pub(super) async fn configure(
+    State(state): State<Arc<AppState>>,
+    Path(group): Path<String>,
+    headers: HeaderMap,
+    body: Result<Json<GroupSettings>, JsonRejection>,
+) -> Result<Json<ShareGroupDescription>, ApiError> {
+    super::auth::check(&headers, &state)?;
+    let Json(settings) = body?;
+    state.shares.configure(&group, settings).await?;
+    Ok(Json(state.shares.describe(&group)?))
+}
+
+#[tracing::instrument(skip_all, fields(group = %group))]
+pub(super) async fn delete(
+    State(state): State<Arc<AppState>>,
+    Path(group): Path<String>,
+    headers: HeaderMap,
+) -> Result<StatusCode, ApiError> {
+    super::auth::check(&headers, &state)?;
+    state.shares.delete(&group).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[tracing::instrument(skip_all, fields(group = %group))]
+pub(super) async fn fetch(
+    State(state): State<Arc<AppState>>,
+    Path(group): Path<String>,
+    body: Result<Json<ShareFetchRequest>, JsonRejection>,
+) -> Result<Json<ShareFetchResponse>, ApiError> {
+    let Json(request) = body?;
+    let max_records = request.max_records.unwrap_or(DEFAULT_FETCH_RECORDS);
+    if !(1..=MAX_FETCH_RECORDS).contains(&max_records) {
+        return Err(ApiError::bad_request(
+            "bad_max_records",
+            format!("max_records must be between 1 and {MAX_FETCH_RECORDS}"),
+        ));
+    }
+    let wait_ms = request
+        .wait_ms
+        .unwrap_or(0)
+        .min(state.config.server.max_wait_ms);
+    let fetch = FetchRequest {
+        member: request.member_id,
+        topic: request.topic,
+        partitions: request.partitions,
+        max_records,
+        lock: request.lock_ms.map(Duration::from_millis),
+        wait: Duration::from_millis(wait_ms),
+    };
+    let mut shutdown = state.shutdown.clone();
+    let deliveries = tokio::select! {
+        fetched = state.shares.fetch(&group, fetch) => fetched?,
+        // Locks taken by a fetch cut short here simply run out: the records come back.
+        _ = shutdown.wait_for(|s| *s) => Vec::new(),
+    };
+    let records = deliveries
+        .into_iter()
+        .map(|d| SharedRecord {
+            record: JsonRecord::from_record(&d.record, d.partition, d.offset),
+            topic: d.topic,
+            delivery_count: d.deliveries,
+        })
+        .collect();
+    Ok(Json(ShareFetchResponse { records }))
+}
+
+#[tracing::instrument(skip_all, fields(group = %group))]
+pub(super) async fn acknowledge(
+    State(state): State<Arc<AppState>>,
+    Path(group): Path<String>,
+    body: Result<Json<ShareAckRequest>, JsonRejection>,
+) -> Result<Json<ShareAckResponse>, ApiError> {
+    let Json(request) = body?;
+    if request.acks.len() > MAX_ACKS_PER_CALL {
+        return Err(ApiError::bad_request(
+            "too_many_acks",
+            format!("one call acknowledges at most {MAX_ACKS_PER_CALL} records"),
+        ));
+    }
+    let acknowledgements = request
+        .acks
+        .into_iter()
+        .map(acknowledgement)
+        .collect::<Result<Vec<_>, ApiError>>()?;
+    let refused = state
+        .shares
+        .acknowledge(&group, &request.member_id, acknowledgements)
+        .await?;
+    Ok(Json(ShareAckResponse { refused }))
+}
+
+fn acknowledgement(ack: ShareAck) -> Result<Acknowledgement, ApiError> {
+    if ack.delay_ms > MAX_RELEASE_DELAY_MS {
+        return Err(ApiError::bad_request(
+            "bad_delay",
+            format!("delay_ms is at most {MAX_RELEASE_DELAY_MS} (a day)"),
+        ));
+    }
+    let kind = match ack.action {
+        AckAction::Accept => AckKind::Accept,
+        AckAction::Release => AckKind::Release {
+            delay: Duration::from_millis(ack.delay_ms),
+        },
+        AckAction::Reject => AckKind::Reject {
+            reason: ack.reason.unwrap_or_else(|| "no reason given".into()),
+        },
+        AckAction::Renew => AckKind::Renew,
+    };
+    Ok(Acknowledgement {
+        topic: ack.topic,
+        partition: ack.partition,
+        offset: ack.offset,
+        kind,
+    })
+}
+
+#[tracing::instrument(skip_all, fields(group = %group))]
+pub(super) async fn leave(
+    State(state): State<Arc<AppState>>,
+    Path(group): Path<String>,
+    body: Result<Json<ShareLeaveRequest>, JsonRejection>,
+) -> Result<StatusCode, ApiError> {
+    let Json(request) = body?;
+    state.shares.leave(&group, &request.member_id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
