@@ -9,6 +9,7 @@ mod groups;
 mod kafka;
 mod languages;
 mod plugins;
+mod queues;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -64,6 +65,13 @@ Measure throughput on this machine, for 100-byte and 1 KiB records:
                   (acks=all) and consumer over Sluice's Kafka listener, then over Apache Kafka
                   started by scripts/kafka-broker with fsync per batch and with its defaults,
                   100-byte records, --records of them (the README's figure: 1000000)
+
+  queues          (only with --only queues: it needs rabbitmq-server and redis-server from
+                  Debian) --records records produced, then consumed and acknowledged one by
+                  one by 1 and by 8 competing consumers: a Sluice share group over HTTP, a
+                  RabbitMQ durable queue (classic and quorum, publisher confirms, prefetch
+                  1000, manual acks) and Redis Streams with appendfsync always (XREADGROUP +
+                  XACK), in the same run (the README's figure: --records 1000000)
 
 Data goes to a temporary directory under --dir (default: the current directory), removed
 afterwards. The last line gives the peak resident memory of the process.")]
@@ -127,6 +135,8 @@ enum Part {
     Kafka,
     /// Not part of `all`: it needs Java and Maven for an Apache Kafka cluster.
     Cluster,
+    /// Not part of `all`: it needs RabbitMQ and Redis (Debian's packages).
+    Queues,
 }
 
 struct Row {
@@ -224,6 +234,9 @@ async fn run(args: BenchArgs) -> anyhow::Result<()> {
             args.cluster_nodes,
         )
         .await?;
+    }
+    if args.only == Part::Queues {
+        crate::queues::run(&args.dir, args.records).await?;
     }
     if args.only == Part::Kafka {
         let brokers = &args.kafka_brokers;
