@@ -313,13 +313,20 @@ impl Rabbit {
             env,
             child,
         };
-        let status = rabbit
-            .ctl(&["await_startup", "--timeout", &START_TIMEOUT.as_secs().to_string()])
-            .context("wait for RabbitMQ")?;
-        if !status.success() {
-            bail!("RabbitMQ did not start (rabbitmqctl await_startup: {status})");
+        // `await_startup` fails at once while the Erlang node is not up yet: ask again.
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            let status = rabbit
+                .ctl(&["await_startup", "--timeout", "10"])
+                .context("wait for RabbitMQ")?;
+            if status.success() {
+                return Ok(rabbit);
+            }
+            if Instant::now() > deadline {
+                bail!("RabbitMQ did not start within {START_TIMEOUT:?} (rabbitmqctl: {status})");
+            }
+            std::thread::sleep(Duration::from_millis(500));
         }
-        Ok(rabbit)
     }
 
     fn ctl(&self, args: &[&str]) -> std::io::Result<std::process::ExitStatus> {

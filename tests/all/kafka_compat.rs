@@ -178,8 +178,9 @@ fn kafka_clients_see_sluice_as_they_see_apache_kafka() {
     let sluice = server.kafka.clone().expect("the Kafka listener is on");
     let mut problems = Vec::new();
     type Client = fn(&str, &str, &dyn Fn() -> String) -> Value;
-    let scenarios: [(&str, Client); 6] = [
+    let scenarios: [(&str, Client); 7] = [
         ("produce-consume", java_client),
+        ("share", java_client),
         ("admin", java_client),
         ("unsupported", java_client),
         ("confluent", librdkafka_client),

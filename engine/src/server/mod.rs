@@ -245,6 +245,8 @@ async fn start_kafka(
         log: state.log.clone(),
         offsets: state.groups.clone(),
         kafka_groups: Default::default(),
+        shares: state.shares.clone(),
+        share_groups: Default::default(),
         producer_ids: kafka::ProducerIds::open(&state.config.data_dir)?,
         producers: Default::default(),
         advertised: (host, i32::from(port)),

@@ -11,7 +11,8 @@ use kafka_protocol::messages::{
     FindCoordinatorRequest, HeartbeatRequest, InitProducerIdRequest, JoinGroupRequest,
     LeaveGroupRequest, ListGroupsRequest, ListOffsetsRequest, MetadataRequest, OffsetCommitRequest,
     OffsetDeleteRequest, OffsetFetchRequest, ProduceRequest, RequestHeader, ResponseHeader,
-    SaslAuthenticateRequest, SaslHandshakeRequest, SyncGroupRequest,
+    SaslAuthenticateRequest, SaslHandshakeRequest, ShareAcknowledgeRequest, ShareFetchRequest,
+    ShareGroupHeartbeatRequest, SyncGroupRequest,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion};
 
@@ -19,14 +20,16 @@ use tokio::task::block_in_place;
 
 use super::group_apis::{self, Caller};
 use super::sasl::{self, Session};
-use super::{KafkaContext, admin, fetch, list_offsets, metadata, produce, producers};
+use super::{
+    KafkaContext, admin, fetch, list_offsets, metadata, produce, producers, share_groups,
+};
 
 /// The APIs served: key, lowest and highest version.
-pub(super) const SERVED: [(ApiKey, i16, i16); 24] = [
+pub(super) const SERVED: [(ApiKey, i16, i16); 27] = [
     (ApiKey::Produce, 3, 11),
     (ApiKey::Fetch, 4, 12),
     (ApiKey::ListOffsets, 1, 7),
-    (ApiKey::Metadata, 0, 9),
+    (ApiKey::Metadata, 0, 12),
     (ApiKey::OffsetCommit, 2, 8),
     (ApiKey::OffsetFetch, 1, 8),
     (ApiKey::FindCoordinator, 0, 4),
@@ -47,6 +50,9 @@ pub(super) const SERVED: [(ApiKey, i16, i16); 24] = [
     (ApiKey::InitProducerId, 0, 4),
     (ApiKey::SaslHandshake, 1, 1),
     (ApiKey::SaslAuthenticate, 0, 2),
+    (ApiKey::ShareGroupHeartbeat, 1, 1),
+    (ApiKey::ShareFetch, 1, 1),
+    (ApiKey::ShareAcknowledge, 1, 1),
 ];
 
 /// Why a request cannot be answered (the connection is closed).
@@ -221,6 +227,14 @@ pub(super) async fn answer(
         ApiKey::DeleteGroups => answer!(DeleteGroupsRequest, |r| block_in_place(|| {
             group_apis::delete_groups(r, context)
         })),
+        ApiKey::ShareGroupHeartbeat => answer!(ShareGroupHeartbeatRequest, |r| {
+            share_groups::heartbeat(r, context).await
+        }),
+        ApiKey::ShareFetch => answer!(ShareFetchRequest, |r| share_groups::fetch(r, context)
+            .await),
+        ApiKey::ShareAcknowledge => answer!(ShareAcknowledgeRequest, |r| {
+            share_groups::acknowledge_request(r, context).await
+        }),
         _ => Err(RequestError::NotServed { api, key }),
     }
     .map(Some)

@@ -45,10 +45,16 @@ impl RequestPath {
                 .expect("offsets in an empty directory"),
         );
         let (shutdown_sender, shutdown) = watch::channel(false);
+        let shares = Arc::new(
+            crate::queues::ShareGroups::open(dir, log.clone(), Default::default())
+                .expect("share groups in an empty directory"),
+        );
         let context = KafkaContext {
             log,
             offsets,
             kafka_groups: Default::default(),
+            shares,
+            share_groups: Default::default(),
             producer_ids: super::ProducerIds::open(dir).expect("producer ids"),
             producers: Default::default(),
             settings: KafkaSettings::default(),

@@ -9,6 +9,7 @@ use kafka_protocol::messages::metadata_response::{
 use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
 
+use super::topic_ids::{topic_id, topic_named};
 use super::{KafkaContext, NODE_ID};
 
 pub(super) fn answer(
@@ -25,10 +26,14 @@ pub(super) fn answer(
     let requested: Option<Vec<String>> = match request.topics {
         None => None,
         Some(topics) if topics.is_empty() && version == 0 => None,
+        // From v10 a topic may be asked for by its id instead of its name.
         Some(topics) => Some(
             topics
                 .into_iter()
-                .filter_map(|t| t.name.map(|n| n.0.as_str().to_string()))
+                .filter_map(|t| match t.name {
+                    Some(name) => Some(name.0.as_str().to_string()),
+                    None => topic_named(&context.log, &context.cluster_id, t.topic_id),
+                })
                 .collect(),
         ),
     };
@@ -53,7 +58,8 @@ pub(super) fn answer(
 
 fn describe(name: &str, context: &KafkaContext) -> MetadataResponseTopic {
     let topic = MetadataResponseTopic::default()
-        .with_name(Some(TopicName(StrBytes::from_string(name.to_string()))));
+        .with_name(Some(TopicName(StrBytes::from_string(name.to_string()))))
+        .with_topic_id(topic_id(&context.cluster_id, name));
     let Ok(found) = context.log.topic(name) else {
         return topic.with_error_code(ResponseError::UnknownTopicOrPartition.code());
     };

@@ -15,13 +15,16 @@
 //!   are the engine's (`sluice group describe` shows them).
 //! - `producers`: idempotent producers: InitProducerId, and the sequence check of each
 //!   producer's batches per partition.
+//! - `share_groups`: share groups (KIP-932) for `KafkaShareConsumer`: ShareGroupHeartbeat,
+//!   ShareFetch and ShareAcknowledge over the engine's share groups; `topic_ids`: the stable
+//!   topic ids those APIs and Metadata v10+ name topics by.
 //! - `sasl`: SASL/PLAIN, required when `[kafka] sasl_plain_users` names users.
 //! - `records`: Kafka record batches (v2) to and from the log's records; `decompress`: their
 //!   compressions, read within a bound.
 //!
-//! Versions are capped where Kafka moved from topic names to topic ids (Fetch 13, Produce 13,
-//! Metadata 10): the log names topics, and every client of Kafka 4 still speaks the older
-//! versions.
+//! Versions are capped where Kafka moved from topic names to topic ids (Fetch 13, Produce 13):
+//! the log names topics, and every client of Kafka 4 still speaks the older versions. Metadata
+//! goes to v12 with ids derived from the names (`topic_ids`), which share consumers need.
 
 mod admin;
 mod apis;
@@ -38,8 +41,10 @@ mod produce;
 mod producers;
 mod records;
 mod sasl;
+mod share_groups;
 #[cfg(test)]
 mod tests;
+mod topic_ids;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -48,6 +53,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 
 pub(crate) use groups::KafkaGroups;
+pub(crate) use share_groups::KafkaShareGroups;
 pub(crate) use producers::{ProducerIds, Producers};
 
 use crate::config::KafkaSettings;
@@ -65,6 +71,10 @@ pub(crate) struct KafkaContext {
     /// The engine's committed offsets, shared with the HTTP door's groups.
     pub offsets: Arc<Coordinator>,
     pub kafka_groups: KafkaGroups,
+    /// The engine's share groups, shared with the HTTP door.
+    pub shares: Arc<crate::queues::ShareGroups>,
+    /// Share-group members and share sessions of Kafka clients.
+    pub share_groups: KafkaShareGroups,
     pub producer_ids: ProducerIds,
     pub producers: Producers,
     pub settings: KafkaSettings,

@@ -18,6 +18,7 @@ import java.util.concurrent.ExecutionException;
 import java.util.concurrent.Future;
 import java.util.concurrent.TimeUnit;
 import org.apache.kafka.clients.admin.Admin;
+import org.apache.kafka.clients.admin.AlterConfigOp;
 import org.apache.kafka.clients.admin.AdminClientConfig;
 import org.apache.kafka.clients.admin.ClassicGroupDescription;
 import org.apache.kafka.clients.admin.Config;
@@ -31,16 +32,20 @@ import org.apache.kafka.clients.admin.NewPartitions;
 import org.apache.kafka.clients.admin.NewTopic;
 import org.apache.kafka.clients.admin.OffsetSpec;
 import org.apache.kafka.clients.admin.TopicDescription;
+import org.apache.kafka.clients.consumer.AcknowledgeType;
 import org.apache.kafka.clients.consumer.ConsumerConfig;
 import org.apache.kafka.clients.consumer.ConsumerRecord;
 import org.apache.kafka.clients.consumer.ConsumerRecords;
 import org.apache.kafka.clients.consumer.KafkaConsumer;
+import org.apache.kafka.clients.consumer.KafkaShareConsumer;
 import org.apache.kafka.clients.consumer.OffsetAndMetadata;
 import org.apache.kafka.clients.producer.KafkaProducer;
 import org.apache.kafka.clients.producer.ProducerConfig;
 import org.apache.kafka.clients.producer.ProducerRecord;
 import org.apache.kafka.clients.producer.RecordMetadata;
+import org.apache.kafka.common.KafkaException;
 import org.apache.kafka.common.Node;
+import org.apache.kafka.common.TopicIdPartition;
 import org.apache.kafka.common.TopicPartition;
 import org.apache.kafka.common.TopicPartitionInfo;
 import org.apache.kafka.common.config.ConfigResource;
@@ -69,7 +74,7 @@ public final class KafkaScript {
   static final String USAGE =
       "usage: kafka-script --bootstrap HOST:PORT [--topic NAME] [--group NAME] [--timeout-ms N]"
           + " [--compact] SCENARIO\n"
-          + "scenarios: ping, produce-consume, admin, unsupported";
+          + "scenarios: ping, produce-consume, admin, unsupported, share";
 
   static final List<String> COMPRESSIONS = List.of("gzip", "snappy", "lz4", "zstd");
   static final int FIRST_RECORDS = 1000;
@@ -148,6 +153,9 @@ public final class KafkaScript {
         case "unsupported" -> new KafkaScript(
                 bootstrap, or(topic, "txn-t"), or(group, "txn-g"), timeoutMs)
             .unsupported(out);
+        case "share" -> new KafkaScript(
+                bootstrap, or(topic, "share-t"), or(group, "share-g"), timeoutMs)
+            .share(out);
         default -> {
           System.err.println("unknown scenario " + scenario + "\n" + USAGE);
           System.exit(2);
@@ -908,6 +916,93 @@ public final class KafkaScript {
   }
 
   // ---- unsupported: transactions (Sluice answers them with a protocol error) ----
+
+  // ---- share: a share group (KIP-932) with KafkaShareConsumer ----
+
+  static final int SHARE_RECORDS = 20;
+
+  KafkaShareConsumer<String, String> shareConsumer(String mode) {
+    Properties p = common();
+    p.remove(AdminClientConfig.DEFAULT_API_TIMEOUT_MS_CONFIG);
+    p.remove(AdminClientConfig.REQUEST_TIMEOUT_MS_CONFIG);
+    p.put(ConsumerConfig.GROUP_ID_CONFIG, group);
+    p.put("share.acknowledgement.mode", mode);
+    p.put(ConsumerConfig.KEY_DESERIALIZER_CLASS_CONFIG, StringDeserializer.class.getName());
+    p.put(ConsumerConfig.VALUE_DESERIALIZER_CLASS_CONFIG, StringDeserializer.class.getName());
+    return new KafkaShareConsumer<>(p);
+  }
+
+  /**
+   * 20 records on 2 partitions through a share group: one member acknowledges explicitly,
+   * accepting all but v3 (released, so delivered again with delivery count 2, then accepted)
+   * and v5 (rejected); a second member then finds nothing left.
+   */
+  void share(Map<String, Object> out) throws Exception {
+    try (Admin admin = admin()) {
+      out.put("create_topic", outcome(() -> get(admin.createTopics(
+          List.of(new NewTopic(topic, 2, (short) 1))).all())));
+      // Kafka's share groups start at the latest record unless told otherwise.
+      ConfigResource resource = new ConfigResource(ConfigResource.Type.GROUP, group);
+      AlterConfigOp earliest = new AlterConfigOp(
+          new ConfigEntry("share.auto.offset.reset", "earliest"), AlterConfigOp.OpType.SET);
+      out.put("set_auto_offset_reset", outcome(() -> get(admin.incrementalAlterConfigs(
+          Map.of(resource, List.of(earliest))).all())));
+    }
+    try (KafkaProducer<String, String> producer = producer("none", null)) {
+      for (int i = 0; i < SHARE_RECORDS; i++) {
+        producer.send(new ProducerRecord<>(topic, key(i), value(i))).get();
+      }
+    }
+    progress("share: produced " + SHARE_RECORDS);
+    TreeSet<String> first = new TreeSet<>();
+    TreeSet<String> again = new TreeSet<>();
+    List<String> commitErrors = new ArrayList<>();
+    List<String> outcomes = new ArrayList<>();
+    long deadline = System.currentTimeMillis() + 4 * timeoutMs;
+    try (KafkaShareConsumer<String, String> consumer = shareConsumer("explicit")) {
+      consumer.subscribe(List.of(topic));
+      while ((first.size() < SHARE_RECORDS || !again.contains("v3:2"))
+          && System.currentTimeMillis() < deadline) {
+        ConsumerRecords<String, String> records = consumer.poll(Duration.ofMillis(500));
+        for (ConsumerRecord<String, String> r : records) {
+          short count = r.deliveryCount().orElse((short) -1);
+          AcknowledgeType type = AcknowledgeType.ACCEPT;
+          if (count == 1) {
+            first.add(r.value());
+            if (r.value().equals("v3")) {
+              type = AcknowledgeType.RELEASE;
+            } else if (r.value().equals("v5")) {
+              type = AcknowledgeType.REJECT;
+            }
+          } else {
+            again.add(r.value() + ":" + count);
+          }
+          if (!r.key().equals("k" + r.value().substring(1))) {
+            outcomes.add("key " + r.key() + " with value " + r.value());
+          }
+          consumer.acknowledge(r, type);
+        }
+        if (!records.isEmpty()) {
+          Map<TopicIdPartition, Optional<KafkaException>> committed = consumer.commitSync();
+          committed.values().forEach(e -> e.ifPresent(x -> commitErrors.add(error(x).toString())));
+        }
+      }
+    }
+    out.put("first_deliveries", new ArrayList<>(first));
+    out.put("redelivered", new ArrayList<>(again));
+    out.put("commit_errors", commitErrors);
+    out.put("mismatched", outcomes);
+    progress("share: first member done");
+    int left = 0;
+    try (KafkaShareConsumer<String, String> consumer = shareConsumer("implicit")) {
+      consumer.subscribe(List.of(topic));
+      long until = System.currentTimeMillis() + 3_000;
+      while (System.currentTimeMillis() < until) {
+        left += consumer.poll(Duration.ofMillis(500)).count();
+      }
+    }
+    out.put("left_for_a_second_member", left);
+  }
 
   void unsupported(Map<String, Object> out) throws Exception {
     out.put("topic", topic);

@@ -1,0 +1,624 @@
+//! Share groups through the Kafka protocol (KIP-932), for `KafkaShareConsumer` of the Java
+//! client 4.x: ShareGroupHeartbeat (membership; every member is assigned every partition of
+//! the topics it subscribes to), ShareFetch (acknowledgements, then records with their
+//! acquired ranges) and ShareAcknowledge, over the same share groups as the HTTP door
+//! ([`crate::queues`]).
+//!
+//! A share session per (group, member) carries the partitions a member fetches and an epoch
+//! that ShareFetch and ShareAcknowledge share: 0 opens it, each request then names the next
+//! epoch, -1 closes it and releases the member's locks. Sessions and members are bounded
+//! ([`MAX_SESSIONS`], [`MAX_MEMBERS`]) and forgotten after the session timeout.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use kafka_protocol::ResponseError;
+use kafka_protocol::messages::share_acknowledge_response::{
+    self as ack_response, ShareAcknowledgeTopicResponse,
+};
+use kafka_protocol::messages::share_fetch_response::{
+    AcquiredRecords, PartitionData, ShareFetchableTopicResponse,
+};
+use kafka_protocol::messages::share_group_heartbeat_response::{Assignment, TopicPartitions};
+use kafka_protocol::messages::{
+    ShareAcknowledgeRequest, ShareAcknowledgeResponse, ShareFetchRequest, ShareFetchResponse,
+    ShareGroupHeartbeatRequest, ShareGroupHeartbeatResponse,
+};
+use kafka_protocol::protocol::StrBytes;
+use parking_lot::Mutex;
+use uuid::Uuid;
+
+use super::KafkaContext;
+use super::records::encode_fetched;
+use super::topic_ids::{topic_id, topic_named};
+use crate::queues::{AckKind, Acknowledgement, Delivery, FetchRequest};
+
+/// Sessions held at once (Kafka's group.share.max.share.sessions is 2000).
+const MAX_SESSIONS: usize = 2_000;
+/// Members known at once, over every share group.
+const MAX_MEMBERS: usize = 10_000;
+/// Kafka's member ids are 22 characters; it refuses more than 36.
+const MAX_MEMBER_ID_CHARS: usize = 36;
+/// What a member is told: heartbeat this often (Kafka's default).
+const HEARTBEAT_INTERVAL_MS: i32 = 5_000;
+/// Records one fetch acquires when the request names no limit.
+const DEFAULT_MAX_RECORDS: usize = 500;
+/// Offsets one acknowledgement batch may span.
+const MAX_BATCH_OFFSETS: i64 = 100_000;
+/// Bytes read from the log per read while collecting the batches of acquired records.
+const READ_BYTES: usize = 1024 * 1024;
+
+struct Member {
+    epoch: i32,
+    topics: Vec<String>,
+    assigned: BTreeSet<(String, u32)>,
+    last_seen: Instant,
+}
+
+struct Session {
+    /// The epoch the next request must carry.
+    epoch: i32,
+    partitions: BTreeSet<(String, u32)>,
+    last_seen: Instant,
+}
+
+/// The members and sessions of share groups at the Kafka door.
+#[derive(Default)]
+pub(crate) struct KafkaShareGroups {
+    members: Mutex<BTreeMap<(String, String), Member>>,
+    sessions: Mutex<BTreeMap<(String, String), Session>>,
+}
+
+fn text(s: &str) -> StrBytes {
+    StrBytes::from_string(s.to_string())
+}
+
+fn idle_limit(context: &KafkaContext) -> Duration {
+    Duration::from_millis(context.shares.limits().session_timeout_ms)
+}
+
+/// The partitions of `topics` that exist, as (topic, partition).
+fn partitions_of(topics: &[String], context: &KafkaContext) -> BTreeSet<(String, u32)> {
+    topics
+        .iter()
+        .filter_map(|name| context.log.topic(name).ok())
+        .flat_map(|topic| {
+            let name = topic.name.to_string();
+            (0..topic.partition_count()).map(move |p| (name.clone(), p))
+        })
+        .collect()
+}
+
+fn assignment(assigned: &BTreeSet<(String, u32)>, context: &KafkaContext) -> Assignment {
+    let mut by_topic: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
+    for (topic, partition) in assigned {
+        by_topic.entry(topic).or_default().push(*partition as i32);
+    }
+    let topic_partitions = by_topic
+        .into_iter()
+        .map(|(topic, partitions)| {
+            TopicPartitions::default()
+                .with_topic_id(topic_id(&context.cluster_id, topic))
+                .with_partitions(partitions)
+        })
+        .collect();
+    Assignment::default().with_topic_partitions(topic_partitions)
+}
+
+pub(super) async fn heartbeat(
+    request: ShareGroupHeartbeatRequest,
+    context: &KafkaContext,
+) -> ShareGroupHeartbeatResponse {
+    let group = request.group_id.0.as_str().to_string();
+    let member = request.member_id.as_str().to_string();
+    let refuse = |error: ResponseError, message: &str| {
+        ShareGroupHeartbeatResponse::default()
+            .with_error_code(error.code())
+            .with_error_message(Some(text(message)))
+            .with_member_id(Some(text(&member)))
+    };
+    if member.is_empty() || member.chars().count() > MAX_MEMBER_ID_CHARS {
+        return refuse(ResponseError::InvalidRequest, "member id of 1 to 36 characters");
+    }
+    if request.member_epoch == -1 {
+        context
+            .share_groups
+            .members
+            .lock()
+            .remove(&(group.clone(), member.clone()));
+        // Leaving releases what it holds at once, for the other members.
+        if let Err(error) = context.shares.leave(&group, &member).await {
+            tracing::debug!(%error, %group, "kafka: a share-group member left an unknown group");
+        }
+        return ShareGroupHeartbeatResponse::default()
+            .with_member_id(Some(text(&member)))
+            .with_member_epoch(-1);
+    }
+    let subscribed: Option<Vec<String>> = request
+        .subscribed_topic_names
+        .map(|names| names.into_iter().map(|n| n.0.as_str().to_string()).collect());
+    let now = Instant::now();
+    let mut members = context.share_groups.members.lock();
+    let limit = idle_limit(context);
+    members.retain(|_, m| now.duration_since(m.last_seen) <= limit);
+    let key = (group.clone(), member.clone());
+    if !members.contains_key(&key) {
+        if request.member_epoch != 0 {
+            return refuse(ResponseError::UnknownMemberId, "join again with epoch 0");
+        }
+        let Some(topics) = subscribed.clone().filter(|t| !t.is_empty()) else {
+            return refuse(ResponseError::InvalidRequest, "a join names its topics");
+        };
+        if members.len() >= MAX_MEMBERS {
+            return refuse(ResponseError::GroupMaxSizeReached, "too many share-group members");
+        }
+        members.insert(
+            key.clone(),
+            Member {
+                epoch: 1,
+                topics,
+                assigned: BTreeSet::new(),
+                last_seen: now,
+            },
+        );
+    }
+    let member_state = members.get_mut(&key).expect("inserted above");
+    if request.member_epoch != 0 && request.member_epoch != member_state.epoch {
+        return refuse(ResponseError::FencedMemberEpoch, "join again with epoch 0");
+    }
+    member_state.last_seen = now;
+    let full = request.member_epoch == 0 || subscribed.is_some();
+    if let Some(topics) = subscribed.filter(|t| !t.is_empty()) {
+        member_state.topics = topics;
+    }
+    let assigned = partitions_of(&member_state.topics, context);
+    let changed = assigned != member_state.assigned;
+    if changed && request.member_epoch != 0 {
+        member_state.epoch += 1;
+    }
+    member_state.assigned = assigned;
+    let response = ShareGroupHeartbeatResponse::default()
+        .with_member_id(Some(text(&member)))
+        .with_member_epoch(member_state.epoch)
+        .with_heartbeat_interval_ms(HEARTBEAT_INTERVAL_MS);
+    if full || changed {
+        return response.with_assignment(Some(assignment(&member_state.assigned, context)));
+    }
+    response
+}
+
+/// Where a session stands after a request's epoch was checked.
+enum Opened {
+    /// Answer with this top-level error.
+    Refused(ResponseError),
+    /// The session goes on; fetch from these partitions.
+    Open(BTreeSet<(String, u32)>),
+    /// The session was closed: apply acknowledgements, release the rest, fetch nothing.
+    Closed,
+}
+
+/// Checks `epoch` against the session of (group, member) and moves it on.
+fn advance_session(
+    context: &KafkaContext,
+    key: &(String, String),
+    epoch: i32,
+    added: &[(String, u32)],
+    forgotten: &[(String, u32)],
+    opens: bool,
+) -> Opened {
+    let now = Instant::now();
+    let mut sessions = context.share_groups.sessions.lock();
+    let limit = idle_limit(context);
+    sessions.retain(|_, s| now.duration_since(s.last_seen) <= limit);
+    if epoch == 0 {
+        if !opens {
+            return Opened::Refused(ResponseError::InvalidShareSessionEpoch);
+        }
+        if !sessions.contains_key(key) && sessions.len() >= MAX_SESSIONS {
+            return Opened::Refused(ResponseError::ShareSessionLimitReached);
+        }
+        let partitions: BTreeSet<(String, u32)> = added.iter().cloned().collect();
+        sessions.insert(
+            key.clone(),
+            Session {
+                epoch: 1,
+                partitions: partitions.clone(),
+                last_seen: now,
+            },
+        );
+        return Opened::Open(partitions);
+    }
+    let Some(session) = sessions.get_mut(key) else {
+        return Opened::Refused(ResponseError::ShareSessionNotFound);
+    };
+    if epoch == -1 {
+        sessions.remove(key);
+        return Opened::Closed;
+    }
+    if epoch != session.epoch {
+        return Opened::Refused(ResponseError::InvalidShareSessionEpoch);
+    }
+    session.epoch = if epoch == i32::MAX { 1 } else { epoch + 1 };
+    session.last_seen = now;
+    session.partitions.extend(added.iter().cloned());
+    for gone in forgotten {
+        session.partitions.remove(gone);
+    }
+    Opened::Open(session.partitions.clone())
+}
+
+/// One partition's acknowledgement batches, as (first, last, types).
+type Batches = Vec<(i64, i64, Vec<i8>)>;
+
+/// Turns acknowledgement batches into acknowledgements; None if a batch is malformed.
+fn acknowledgements(topic: &str, partition: u32, batches: &Batches) -> Option<Vec<Acknowledgement>> {
+    let mut out = Vec::new();
+    let mut previous_last = -1i64;
+    for (first, last, types) in batches {
+        let span = last.checked_sub(*first)?.checked_add(1)?;
+        let ordered = *first > previous_last;
+        let sized = types.len() == 1 || types.len() as i64 == span;
+        if *first < 0 || span < 1 || span > MAX_BATCH_OFFSETS || !ordered || !sized {
+            return None;
+        }
+        previous_last = *last;
+        for (i, offset) in (*first..=*last).enumerate() {
+            let kind = match types[if types.len() == 1 { 0 } else { i }] {
+                // A gap: no record at that offset (a log of Sluice has none): done with it.
+                0 | 1 => AckKind::Accept,
+                2 => AckKind::Release {
+                    delay: Duration::ZERO,
+                },
+                3 => AckKind::Reject {
+                    reason: "rejected by a Kafka share consumer".into(),
+                },
+                _ => return None,
+            };
+            out.push(Acknowledgement {
+                topic: topic.to_string(),
+                partition,
+                offset: offset as u64,
+                kind,
+            });
+        }
+    }
+    Some(out)
+}
+
+/// Applies each partition's acknowledgements; returns each partition's error code.
+async fn acknowledge(
+    context: &KafkaContext,
+    group: &str,
+    member: &str,
+    acks: BTreeMap<(String, u32), Batches>,
+) -> BTreeMap<(String, u32), i16> {
+    let mut codes = BTreeMap::new();
+    let mut all = Vec::new();
+    for ((topic, partition), batches) in &acks {
+        match acknowledgements(topic, *partition, batches) {
+            Some(list) => all.extend(list),
+            None => {
+                codes.insert(
+                    (topic.clone(), *partition),
+                    ResponseError::InvalidRequest.code(),
+                );
+            }
+        }
+    }
+    for key in acks.keys() {
+        codes.entry(key.clone()).or_insert(0);
+    }
+    if all.is_empty() {
+        return codes;
+    }
+    match context.shares.acknowledge(group, member, all).await {
+        Ok(refused) => {
+            for r in refused {
+                codes.insert(
+                    (r.topic, r.partition),
+                    ResponseError::InvalidRecordState.code(),
+                );
+            }
+        }
+        Err(error) => {
+            tracing::warn!(%error, %group, "kafka: share acknowledgements failed");
+            for code in codes.values_mut() {
+                *code = ResponseError::InvalidRecordState.code();
+            }
+        }
+    }
+    codes
+}
+
+/// The (topic, partition)s a request names by topic id; unknown ids are listed apart.
+fn named<'a>(
+    context: &KafkaContext,
+    ids: impl Iterator<Item = (Uuid, &'a [i32])>,
+) -> (Vec<(String, u32)>, Vec<(Uuid, i32)>) {
+    let (mut known, mut unknown) = (Vec::new(), Vec::new());
+    for (id, partitions) in ids {
+        match topic_named(&context.log, &context.cluster_id, id) {
+            Some(name) => known.extend(partitions.iter().map(|p| (name.clone(), *p as u32))),
+            None => unknown.extend(partitions.iter().map(|p| (id, *p))),
+        }
+    }
+    (known, unknown)
+}
+
+pub(super) async fn fetch(request: ShareFetchRequest, context: &KafkaContext) -> ShareFetchResponse {
+    let group = request.group_id.map(|g| g.0.as_str().to_string()).unwrap_or_default();
+    let member = request.member_id.map(|m| m.as_str().to_string()).unwrap_or_default();
+    let refuse = |error: ResponseError| ShareFetchResponse::default().with_error_code(error.code());
+    if group.is_empty() || member.is_empty() {
+        return refuse(ResponseError::InvalidRequest);
+    }
+    let mut acks: BTreeMap<(String, u32), Batches> = BTreeMap::new();
+    let mut unknown = Vec::new();
+    let mut added = Vec::new();
+    for topic in &request.topics {
+        let partitions: Vec<i32> = topic.partitions.iter().map(|p| p.partition_index).collect();
+        let (known, missing) = named(context, std::iter::once((topic.topic_id, &partitions[..])));
+        unknown.extend(missing);
+        for (key, partition) in known.into_iter().zip(&topic.partitions) {
+            let batches: Batches = partition
+                .acknowledgement_batches
+                .iter()
+                .map(|b| (b.first_offset, b.last_offset, b.acknowledge_types.clone()))
+                .collect();
+            if !batches.is_empty() {
+                acks.insert(key.clone(), batches);
+            }
+            added.push(key);
+        }
+    }
+    let forgotten_ids = request
+        .forgotten_topics_data
+        .iter()
+        .map(|t| (t.topic_id, &t.partitions[..]));
+    let (forgotten, _) = named(context, forgotten_ids);
+    if request.share_session_epoch == 0 && !acks.is_empty() {
+        return refuse(ResponseError::InvalidRequest);
+    }
+    let key = (group.clone(), member.clone());
+    let opened = advance_session(
+        context,
+        &key,
+        request.share_session_epoch,
+        &added,
+        &forgotten,
+        true,
+    );
+    let closed = matches!(opened, Opened::Closed);
+    let partitions = match opened {
+        Opened::Refused(error) => return refuse(error),
+        Opened::Open(partitions) => partitions,
+        Opened::Closed => BTreeSet::new(),
+    };
+    let ack_codes = acknowledge(context, &group, &member, acks).await;
+    if closed {
+        let _ = context.shares.leave(&group, &member).await;
+    }
+    let wait = Duration::from_millis((request.max_wait_ms.max(0) as u64).min(context.max_wait_ms));
+    let max_records = match request.max_records {
+        n if n > 0 => n as usize,
+        _ => DEFAULT_MAX_RECORDS,
+    };
+    let deliveries = if closed {
+        Vec::new()
+    } else {
+        fetch_records(context, &group, &member, &partitions, max_records, wait).await
+    };
+    let lock_ms = context
+        .shares
+        .describe(&group)
+        .map_or(0, |d| d.settings.record_lock_ms.min(i32::MAX as u64) as i32);
+    let mut by_partition: BTreeMap<(String, u32), PartitionData> = BTreeMap::new();
+    for ((topic, partition), code) in ack_codes {
+        by_partition.insert(
+            (topic, partition),
+            PartitionData::default()
+                .with_partition_index(partition as i32)
+                .with_acknowledge_error_code(code)
+                .with_records(Some(Bytes::new())),
+        );
+    }
+    for ((topic, partition), delivered) in group_by_partition(deliveries) {
+        let data = by_partition
+            .entry((topic.clone(), partition))
+            .or_insert_with(|| PartitionData::default().with_partition_index(partition as i32));
+        *data = std::mem::take(data)
+            .with_records(Some(records_of(context, &topic, partition, &delivered)))
+            .with_acquired_records(acquired_ranges(&delivered));
+    }
+    let mut responses: Vec<ShareFetchableTopicResponse> = Vec::new();
+    for ((topic, _), data) in by_partition {
+        let id = topic_id(&context.cluster_id, &topic);
+        match responses.iter_mut().find(|t| t.topic_id == id) {
+            Some(t) => t.partitions.push(data),
+            None => responses.push(
+                ShareFetchableTopicResponse::default()
+                    .with_topic_id(id)
+                    .with_partitions(vec![data]),
+            ),
+        }
+    }
+    for (id, partition) in unknown {
+        responses.push(
+            ShareFetchableTopicResponse::default()
+                .with_topic_id(id)
+                .with_partitions(vec![
+                    PartitionData::default()
+                        .with_partition_index(partition)
+                        .with_error_code(ResponseError::UnknownTopicId.code())
+                        .with_records(Some(Bytes::new())),
+                ]),
+        );
+    }
+    ShareFetchResponse::default()
+        .with_acquisition_lock_timeout_ms(lock_ms)
+        .with_responses(responses)
+}
+
+/// Acquires records from the session's partitions: each topic without waiting, then, if
+/// none had any, waiting on the first topic up to `wait`.
+async fn fetch_records(
+    context: &KafkaContext,
+    group: &str,
+    member: &str,
+    partitions: &BTreeSet<(String, u32)>,
+    max_records: usize,
+    wait: Duration,
+) -> Vec<Delivery> {
+    let mut by_topic: BTreeMap<&str, Vec<u32>> = BTreeMap::new();
+    for (topic, partition) in partitions {
+        by_topic.entry(topic).or_default().push(*partition);
+    }
+    let mut delivered = Vec::new();
+    for pass_wait in [Duration::ZERO, wait] {
+        for (topic, ids) in &by_topic {
+            let left = max_records.saturating_sub(delivered.len());
+            if left == 0 {
+                return delivered;
+            }
+            let request = FetchRequest {
+                member: member.to_string(),
+                topic: topic.to_string(),
+                partitions: Some(ids.clone()),
+                max_records: left,
+                lock: None,
+                wait: pass_wait,
+            };
+            match context.shares.fetch(group, request).await {
+                Ok(records) => delivered.extend(records),
+                Err(error) => tracing::warn!(%error, %group, %topic, "kafka: a share fetch failed"),
+            }
+            if !pass_wait.is_zero() {
+                break;
+            }
+        }
+        if !delivered.is_empty() || wait.is_zero() {
+            break;
+        }
+    }
+    delivered
+}
+
+fn group_by_partition(deliveries: Vec<Delivery>) -> BTreeMap<(String, u32), Vec<Delivery>> {
+    let mut grouped: BTreeMap<(String, u32), Vec<Delivery>> = BTreeMap::new();
+    for delivery in deliveries {
+        grouped
+            .entry((delivery.topic.clone(), delivery.partition))
+            .or_default()
+            .push(delivery);
+    }
+    for list in grouped.values_mut() {
+        list.sort_by_key(|d| d.offset);
+    }
+    grouped
+}
+
+/// Runs of consecutive offsets with the same delivery count, as Kafka's AcquiredRecords.
+fn acquired_ranges(delivered: &[Delivery]) -> Vec<AcquiredRecords> {
+    let mut ranges: Vec<AcquiredRecords> = Vec::new();
+    for d in delivered {
+        let offset = d.offset as i64;
+        let count = d.deliveries.min(i16::MAX as u16) as i16;
+        match ranges.last_mut() {
+            Some(last) if last.last_offset + 1 == offset && last.delivery_count == count => {
+                last.last_offset = offset;
+            }
+            _ => ranges.push(
+                AcquiredRecords::default()
+                    .with_first_offset(offset)
+                    .with_last_offset(offset)
+                    .with_delivery_count(count),
+            ),
+        }
+    }
+    ranges
+}
+
+/// The stored batches from the first acquired record to the last, as Kafka batches: the
+/// client keeps the acquired records and skips the others, as with Kafka's own broker.
+fn records_of(context: &KafkaContext, topic: &str, partition: u32, delivered: &[Delivery]) -> Bytes {
+    let (Some(first), Some(last)) = (delivered.first(), delivered.last()) else {
+        return Bytes::new();
+    };
+    let Ok(log_partition) = context.log.topic(topic).and_then(|t| t.partition(partition)) else {
+        return Bytes::new();
+    };
+    let mut data = Vec::new();
+    let mut next = first.offset;
+    while next <= last.offset {
+        match log_partition.read(next, READ_BYTES) {
+            Ok(fetched) if !fetched.data.is_empty() && fetched.next_offset > next => {
+                data.extend_from_slice(&fetched.data);
+                next = fetched.next_offset;
+            }
+            _ => break,
+        }
+    }
+    encode_fetched(&data, first.offset).unwrap_or_else(|error| {
+        tracing::error!(%error, %topic, "kafka: a stored batch does not decode");
+        Bytes::new()
+    })
+}
+
+pub(super) async fn acknowledge_request(
+    request: ShareAcknowledgeRequest,
+    context: &KafkaContext,
+) -> ShareAcknowledgeResponse {
+    let group = request.group_id.map(|g| g.0.as_str().to_string()).unwrap_or_default();
+    let member = request.member_id.map(|m| m.as_str().to_string()).unwrap_or_default();
+    let refuse =
+        |error: ResponseError| ShareAcknowledgeResponse::default().with_error_code(error.code());
+    if group.is_empty() || member.is_empty() {
+        return refuse(ResponseError::InvalidRequest);
+    }
+    let mut acks: BTreeMap<(String, u32), Batches> = BTreeMap::new();
+    let mut unknown = Vec::new();
+    for topic in &request.topics {
+        let partitions: Vec<i32> = topic.partitions.iter().map(|p| p.partition_index).collect();
+        let (known, missing) = named(context, std::iter::once((topic.topic_id, &partitions[..])));
+        unknown.extend(missing);
+        for (key, partition) in known.into_iter().zip(&topic.partitions) {
+            let batches = partition
+                .acknowledgement_batches
+                .iter()
+                .map(|b| (b.first_offset, b.last_offset, b.acknowledge_types.clone()))
+                .collect();
+            acks.insert(key, batches);
+        }
+    }
+    let key = (group.clone(), member.clone());
+    let opened = advance_session(context, &key, request.share_session_epoch, &[], &[], false);
+    if let Opened::Refused(error) = opened {
+        return refuse(error);
+    }
+    let codes = acknowledge(context, &group, &member, acks).await;
+    if matches!(opened, Opened::Closed) {
+        let _ = context.shares.leave(&group, &member).await;
+    }
+    let mut responses: Vec<ShareAcknowledgeTopicResponse> = Vec::new();
+    let unknown_codes = unknown
+        .into_iter()
+        .map(|(id, p)| (id, p, ResponseError::UnknownTopicId.code()));
+    let known_codes = codes.into_iter().map(|((topic, partition), code)| {
+        (topic_id(&context.cluster_id, &topic), partition as i32, code)
+    });
+    for (id, partition, code) in known_codes.chain(unknown_codes) {
+        let data = ack_response::PartitionData::default()
+            .with_partition_index(partition)
+            .with_error_code(code);
+        match responses.iter_mut().find(|t| t.topic_id == id) {
+            Some(t) => t.partitions.push(data),
+            None => responses.push(
+                ShareAcknowledgeTopicResponse::default()
+                    .with_topic_id(id)
+                    .with_partitions(vec![data]),
+            ),
+        }
+    }
+    ShareAcknowledgeResponse::default().with_responses(responses)
+}
