@@ -117,6 +117,9 @@ struct BenchArgs {
     /// The script that starts and stops an Apache Kafka cluster (for `--only cluster`).
     #[arg(long, default_value = "scripts/kafka-cluster")]
     kafka_cluster: PathBuf,
+    /// The systems of `--only queues`, comma-separated (default: all four).
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = crate::queues::System::ALL)]
+    queue_systems: Vec<crate::queues::System>,
     /// Nodes of the Kafka cluster of `--only cluster`.
     #[arg(long, default_value_t = 3)]
     cluster_nodes: u32,
@@ -236,7 +239,7 @@ async fn run(args: BenchArgs) -> anyhow::Result<()> {
         .await?;
     }
     if args.only == Part::Queues {
-        crate::queues::run(&args.dir, args.records).await?;
+        crate::queues::run(&args.dir, args.records, &args.queue_systems).await?;
     }
     if args.only == Part::Kafka {
         let brokers = &args.kafka_brokers;

@@ -32,9 +32,7 @@ use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Connection, ConnectionProperties};
 use sluice::cli::client::Client;
 use sluice::log::Record;
-use sluice::server::api::{
-    AckAction, CreateTopic, ShareAck, ShareAckRequest, ShareFetchRequest,
-};
+use sluice::server::api::{AckAction, CreateTopic, ShareAck, ShareAckRequest, ShareFetchRequest};
 
 const RECORD_BYTES: usize = 100;
 const PREFETCH: usize = 1_000;
@@ -46,8 +44,9 @@ const PARTITIONS: u32 = 2;
 const CONSUMER_COUNTS: [usize; 2] = [1, 8];
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum System {
+/// The systems measured.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, clap::ValueEnum)]
+pub enum System {
     Sluice,
     RabbitClassic,
     RabbitQuorum,
@@ -55,6 +54,13 @@ enum System {
 }
 
 impl System {
+    pub const ALL: [System; 4] = [
+        System::Sluice,
+        System::RabbitClassic,
+        System::RabbitQuorum,
+        System::Redis,
+    ];
+
     fn label(self) -> &'static str {
         match self {
             System::Sluice => "sluice share group (HTTP)",
@@ -72,7 +78,7 @@ struct Measured {
     consume: Duration,
 }
 
-pub async fn run(data_dir: &Path, records: u64) -> anyhow::Result<()> {
+pub async fn run(data_dir: &Path, records: u64, systems: &[System]) -> anyhow::Result<()> {
     println!();
     println!(
         "QUEUES: {records} records of {RECORD_BYTES} B produced, then consumed and acknowledged one by one, prefetch {PREFETCH}"
@@ -82,12 +88,7 @@ pub async fn run(data_dir: &Path, records: u64) -> anyhow::Result<()> {
         "SYSTEM", "CONSUMERS", "PRODUCE REC/S", "CONSUME+ACK/S"
     );
     let mut results = Vec::new();
-    for system in [
-        System::Sluice,
-        System::RabbitClassic,
-        System::RabbitQuorum,
-        System::Redis,
-    ] {
+    for &system in systems {
         for consumers in CONSUMER_COUNTS {
             let dir = tempfile::Builder::new()
                 .prefix("sluice-bench-queues-")
@@ -218,19 +219,16 @@ async fn sluice_run(dir: &Path, records: u64, consumers: usize) -> anyhow::Resul
                 if fetched.records.is_empty() {
                     continue;
                 }
-                let acks: Vec<ShareAck> = fetched
-                    .records
-                    .iter()
-                    .map(|r| ShareAck {
-                        topic: r.topic.clone(),
-                        partition: r.record.partition.unwrap_or(0),
-                        offset: r.record.offset.unwrap_or(0),
-                        action: AckAction::Accept,
-                        delay_ms: 0,
-                        reason: None,
-                    })
-                    .collect();
-                let count = acks.len() as u64;
+                let acks = ShareAck::runs(fetched.records.iter().map(|r| {
+                    let (partition, offset) = (r.record.partition, r.record.offset);
+                    (
+                        r.topic.as_str(),
+                        partition.unwrap_or(0),
+                        offset.unwrap_or(0),
+                        AckAction::Accept,
+                    )
+                }));
+                let count = fetched.records.len() as u64;
                 let answer = client
                     .share_ack(
                         "bench",
@@ -298,7 +296,10 @@ impl Rabbit {
             ("RABBITMQ_NODENAME".into(), node.clone()),
             ("RABBITMQ_NODE_PORT".into(), port.to_string()),
             ("RABBITMQ_DIST_PORT".into(), dist.to_string()),
-            ("RABBITMQ_ENABLED_PLUGINS_FILE".into(), path("enabled_plugins")),
+            (
+                "RABBITMQ_ENABLED_PLUGINS_FILE".into(),
+                path("enabled_plugins"),
+            ),
             ("RABBITMQ_CONFIG_FILE".into(), path("rabbitmq")),
         ];
         let child = Command::new(Path::new(RABBIT_BIN).join("rabbitmq-server"))
@@ -424,7 +425,9 @@ impl Rabbit {
                     let delivery = match next.await {
                         Err(_) => {
                             if unacked > 0 {
-                                channel.basic_ack(0, BasicAckOptions { multiple: true }).await?;
+                                channel
+                                    .basic_ack(0, BasicAckOptions { multiple: true })
+                                    .await?;
                                 acked.fetch_add(unacked, Ordering::Relaxed);
                                 unacked = 0;
                             }
@@ -435,9 +438,7 @@ impl Rabbit {
                     };
                     unacked += 1;
                     if unacked >= RABBIT_ACK_EVERY {
-                        delivery
-                            .ack(BasicAckOptions { multiple: true })
-                            .await?;
+                        delivery.ack(BasicAckOptions { multiple: true }).await?;
                         acked.fetch_add(unacked, Ordering::Relaxed);
                         unacked = 0;
                     }
@@ -476,7 +477,14 @@ impl Redis {
         let port = free_port()?;
         let child = Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--appendonly", "yes", "--appendfsync", "always", "--save", ""])
+            .args([
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+                "--save",
+                "",
+            ])
             .arg("--dir")
             .arg(dir)
             .stdout(Stdio::null())

@@ -72,7 +72,7 @@ async fn consume(
             }
             return Ok(());
         }
-        let mut acks = Vec::with_capacity(fetched.records.len());
+        let mut done = Vec::with_capacity(fetched.records.len());
         let mut out = std::io::stdout().lock();
         for record in &fetched.records {
             let action = if remaining == 0 {
@@ -82,15 +82,15 @@ async fn consume(
                 remaining -= 1;
                 AckAction::Accept
             };
-            acks.push(ShareAck {
-                topic: record.topic.clone(),
-                partition: record.record.partition.unwrap_or(0),
-                offset: record.record.offset.unwrap_or(0),
+            let r = &record.record;
+            done.push((
+                record.topic.as_str(),
+                r.partition.unwrap_or(0),
+                r.offset.unwrap_or(0),
                 action,
-                delay_ms: 0,
-                reason: None,
-            });
+            ));
         }
+        let acks = ShareAck::runs(done);
         out.flush()?;
         drop(out);
         let answer = client

@@ -485,6 +485,10 @@ pub struct ShareAck {
     pub topic: String,
     pub partition: u32,
     pub offset: u64,
+    /// The same action for every offset from `offset` to this one (inclusive): one entry for
+    /// a run of records, as Kafka's acknowledgement batches.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_offset: Option<u64>,
     pub action: AckAction,
     /// For a release: wait this long before delivering it again.
     #[serde(default, skip_serializing_if = "is_zero")]
@@ -519,4 +523,37 @@ pub struct ShareLeaveRequest {
 #[derive(Debug, Serialize, Deserialize)]
 pub struct ShareGroupList {
     pub groups: Vec<String>,
+}
+
+impl ShareAck {
+    /// Acknowledgements of (topic, partition, offset, action)s, consecutive offsets of a
+    /// partition with the same action merged into one range.
+    pub fn runs<'a>(
+        records: impl IntoIterator<Item = (&'a str, u32, u64, AckAction)>,
+    ) -> Vec<ShareAck> {
+        let mut runs: Vec<ShareAck> = Vec::new();
+        for (topic, partition, offset, action) in records {
+            if let Some(last) = runs.last_mut() {
+                let end = last.last_offset.unwrap_or(last.offset);
+                if last.topic == topic
+                    && last.partition == partition
+                    && last.action == action
+                    && end.checked_add(1) == Some(offset)
+                {
+                    last.last_offset = Some(offset);
+                    continue;
+                }
+            }
+            runs.push(ShareAck {
+                topic: topic.to_string(),
+                partition,
+                offset,
+                last_offset: None,
+                action,
+                delay_ms: 0,
+                reason: None,
+            });
+        }
+        runs
+    }
 }

@@ -108,17 +108,7 @@ pub(super) async fn acknowledge(
     body: Result<Json<ShareAckRequest>, JsonRejection>,
 ) -> Result<Json<ShareAckResponse>, ApiError> {
     let Json(request) = body?;
-    if request.acks.len() > MAX_ACKS_PER_CALL {
-        return Err(ApiError::bad_request(
-            "too_many_acks",
-            format!("one call acknowledges at most {MAX_ACKS_PER_CALL} records"),
-        ));
-    }
-    let acknowledgements = request
-        .acks
-        .into_iter()
-        .map(acknowledgement)
-        .collect::<Result<Vec<_>, ApiError>>()?;
+    let acknowledgements = acknowledgements(request.acks)?;
     let refused = state
         .shares
         .acknowledge(&group, &request.member_id, acknowledgements)
@@ -126,28 +116,56 @@ pub(super) async fn acknowledge(
     Ok(Json(ShareAckResponse { refused }))
 }
 
-fn acknowledgement(ack: ShareAck) -> Result<Acknowledgement, ApiError> {
+/// The acknowledgements a call names, each range expanded to its offsets.
+fn acknowledgements(acks: Vec<ShareAck>) -> Result<Vec<Acknowledgement>, ApiError> {
+    let too_many = || {
+        ApiError::bad_request(
+            "too_many_acks",
+            format!("one call acknowledges at most {MAX_ACKS_PER_CALL} records"),
+        )
+    };
+    let mut out = Vec::new();
+    for ack in acks {
+        let last = ack.last_offset.unwrap_or(ack.offset);
+        let Some(span) = last.checked_sub(ack.offset) else {
+            return Err(ApiError::bad_request(
+                "bad_range",
+                format!("last_offset {last} is before offset {}", ack.offset),
+            ));
+        };
+        if span >= MAX_ACKS_PER_CALL as u64 || out.len() + span as usize >= MAX_ACKS_PER_CALL {
+            return Err(too_many());
+        }
+        let kind = kind_of(&ack)?;
+        out.extend((ack.offset..=last).map(|offset| Acknowledgement {
+            topic: ack.topic.clone(),
+            partition: ack.partition,
+            offset,
+            kind: kind.clone(),
+        }));
+    }
+    Ok(out)
+}
+
+fn kind_of(ack: &ShareAck) -> Result<AckKind, ApiError> {
     if ack.delay_ms > MAX_RELEASE_DELAY_MS {
         return Err(ApiError::bad_request(
             "bad_delay",
             format!("delay_ms is at most {MAX_RELEASE_DELAY_MS} (a day)"),
         ));
     }
-    let kind = match ack.action {
+    Ok(match ack.action {
         AckAction::Accept => AckKind::Accept,
         AckAction::Release => AckKind::Release {
             delay: Duration::from_millis(ack.delay_ms),
         },
         AckAction::Reject => AckKind::Reject {
-            reason: ack.reason.unwrap_or_else(|| "no reason given".into()),
+            reason: ack
+                .reason
+                .clone()
+                .unwrap_or_else(|| "no reason given".into()),
         },
         AckAction::Renew => AckKind::Renew,
-    };
-    Ok(Acknowledgement {
-        topic: ack.topic,
-        partition: ack.partition,
-        offset: ack.offset,
-        kind,
     })
 }
 

@@ -20,9 +20,7 @@ use tokio::task::block_in_place;
 
 use super::group_apis::{self, Caller};
 use super::sasl::{self, Session};
-use super::{
-    KafkaContext, admin, fetch, list_offsets, metadata, produce, producers, share_groups,
-};
+use super::{KafkaContext, admin, fetch, list_offsets, metadata, produce, producers, share_groups};
 
 /// The APIs served: key, lowest and highest version.
 pub(super) const SERVED: [(ApiKey, i16, i16); 27] = [
@@ -230,8 +228,7 @@ pub(super) async fn answer(
         ApiKey::ShareGroupHeartbeat => answer!(ShareGroupHeartbeatRequest, |r| {
             share_groups::heartbeat(r, context).await
         }),
-        ApiKey::ShareFetch => answer!(ShareFetchRequest, |r| share_groups::fetch(r, context)
-            .await),
+        ApiKey::ShareFetch => answer!(ShareFetchRequest, |r| share_groups::fetch(r, context).await),
         ApiKey::ShareAcknowledge => answer!(ShareAcknowledgeRequest, |r| {
             share_groups::acknowledge_request(r, context).await
         }),

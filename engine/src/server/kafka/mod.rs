@@ -53,8 +53,8 @@ use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 
 pub(crate) use groups::KafkaGroups;
-pub(crate) use share_groups::KafkaShareGroups;
 pub(crate) use producers::{ProducerIds, Producers};
+pub(crate) use share_groups::KafkaShareGroups;
 
 use crate::config::KafkaSettings;
 use crate::groups::Coordinator;

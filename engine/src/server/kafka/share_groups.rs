@@ -119,7 +119,10 @@ pub(super) async fn heartbeat(
             .with_member_id(Some(text(&member)))
     };
     if member.is_empty() || member.chars().count() > MAX_MEMBER_ID_CHARS {
-        return refuse(ResponseError::InvalidRequest, "member id of 1 to 36 characters");
+        return refuse(
+            ResponseError::InvalidRequest,
+            "member id of 1 to 36 characters",
+        );
     }
     if request.member_epoch == -1 {
         context
@@ -135,9 +138,12 @@ pub(super) async fn heartbeat(
             .with_member_id(Some(text(&member)))
             .with_member_epoch(-1);
     }
-    let subscribed: Option<Vec<String>> = request
-        .subscribed_topic_names
-        .map(|names| names.into_iter().map(|n| n.0.as_str().to_string()).collect());
+    let subscribed: Option<Vec<String>> = request.subscribed_topic_names.map(|names| {
+        names
+            .into_iter()
+            .map(|n| n.0.as_str().to_string())
+            .collect()
+    });
     let now = Instant::now();
     let mut members = context.share_groups.members.lock();
     let limit = idle_limit(context);
@@ -151,7 +157,10 @@ pub(super) async fn heartbeat(
             return refuse(ResponseError::InvalidRequest, "a join names its topics");
         };
         if members.len() >= MAX_MEMBERS {
-            return refuse(ResponseError::GroupMaxSizeReached, "too many share-group members");
+            return refuse(
+                ResponseError::GroupMaxSizeReached,
+                "too many share-group members",
+            );
         }
         members.insert(
             key.clone(),
@@ -252,14 +261,18 @@ fn advance_session(
 type Batches = Vec<(i64, i64, Vec<i8>)>;
 
 /// Turns acknowledgement batches into acknowledgements; None if a batch is malformed.
-fn acknowledgements(topic: &str, partition: u32, batches: &Batches) -> Option<Vec<Acknowledgement>> {
+fn acknowledgements(
+    topic: &str,
+    partition: u32,
+    batches: &Batches,
+) -> Option<Vec<Acknowledgement>> {
     let mut out = Vec::new();
     let mut previous_last = -1i64;
     for (first, last, types) in batches {
         let span = last.checked_sub(*first)?.checked_add(1)?;
         let ordered = *first > previous_last;
         let sized = types.len() == 1 || types.len() as i64 == span;
-        if *first < 0 || span < 1 || span > MAX_BATCH_OFFSETS || !ordered || !sized {
+        if *first < 0 || !(1..=MAX_BATCH_OFFSETS).contains(&span) || !ordered || !sized {
             return None;
         }
         previous_last = *last;
@@ -331,11 +344,11 @@ async fn acknowledge(
     codes
 }
 
+/// Partitions named by topic: those of known topics, and those of unknown topic ids.
+type Named = (Vec<(String, u32)>, Vec<(Uuid, i32)>);
+
 /// The (topic, partition)s a request names by topic id; unknown ids are listed apart.
-fn named<'a>(
-    context: &KafkaContext,
-    ids: impl Iterator<Item = (Uuid, &'a [i32])>,
-) -> (Vec<(String, u32)>, Vec<(Uuid, i32)>) {
+fn named<'a>(context: &KafkaContext, ids: impl Iterator<Item = (Uuid, &'a [i32])>) -> Named {
     let (mut known, mut unknown) = (Vec::new(), Vec::new());
     for (id, partitions) in ids {
         match topic_named(&context.log, &context.cluster_id, id) {
@@ -346,13 +359,24 @@ fn named<'a>(
     (known, unknown)
 }
 
-pub(super) async fn fetch(request: ShareFetchRequest, context: &KafkaContext) -> ShareFetchResponse {
-    let group = request.group_id.map(|g| g.0.as_str().to_string()).unwrap_or_default();
-    let member = request.member_id.map(|m| m.as_str().to_string()).unwrap_or_default();
+/// The (group, member) a share request comes from; None if either is missing or empty.
+fn caller(
+    group: Option<kafka_protocol::messages::GroupId>,
+    member: Option<StrBytes>,
+) -> Option<(String, String)> {
+    let group = group.map(|g| g.0.as_str().to_string())?;
+    let member = member.map(|m| m.as_str().to_string())?;
+    (!group.is_empty() && !member.is_empty()).then_some((group, member))
+}
+
+pub(super) async fn fetch(
+    request: ShareFetchRequest,
+    context: &KafkaContext,
+) -> ShareFetchResponse {
     let refuse = |error: ResponseError| ShareFetchResponse::default().with_error_code(error.code());
-    if group.is_empty() || member.is_empty() {
+    let Some((group, member)) = caller(request.group_id, request.member_id) else {
         return refuse(ResponseError::InvalidRequest);
-    }
+    };
     let mut acks: BTreeMap<(String, u32), Batches> = BTreeMap::new();
     let mut unknown = Vec::new();
     let mut added = Vec::new();
@@ -541,11 +565,20 @@ fn acquired_ranges(delivered: &[Delivery]) -> Vec<AcquiredRecords> {
 
 /// The stored batches from the first acquired record to the last, as Kafka batches: the
 /// client keeps the acquired records and skips the others, as with Kafka's own broker.
-fn records_of(context: &KafkaContext, topic: &str, partition: u32, delivered: &[Delivery]) -> Bytes {
+fn records_of(
+    context: &KafkaContext,
+    topic: &str,
+    partition: u32,
+    delivered: &[Delivery],
+) -> Bytes {
     let (Some(first), Some(last)) = (delivered.first(), delivered.last()) else {
         return Bytes::new();
     };
-    let Ok(log_partition) = context.log.topic(topic).and_then(|t| t.partition(partition)) else {
+    let Ok(log_partition) = context
+        .log
+        .topic(topic)
+        .and_then(|t| t.partition(partition))
+    else {
         return Bytes::new();
     };
     let mut data = Vec::new();
@@ -569,13 +602,11 @@ pub(super) async fn acknowledge_request(
     request: ShareAcknowledgeRequest,
     context: &KafkaContext,
 ) -> ShareAcknowledgeResponse {
-    let group = request.group_id.map(|g| g.0.as_str().to_string()).unwrap_or_default();
-    let member = request.member_id.map(|m| m.as_str().to_string()).unwrap_or_default();
     let refuse =
         |error: ResponseError| ShareAcknowledgeResponse::default().with_error_code(error.code());
-    if group.is_empty() || member.is_empty() {
+    let Some((group, member)) = caller(request.group_id, request.member_id) else {
         return refuse(ResponseError::InvalidRequest);
-    }
+    };
     let mut acks: BTreeMap<(String, u32), Batches> = BTreeMap::new();
     let mut unknown = Vec::new();
     for topic in &request.topics {
@@ -605,7 +636,11 @@ pub(super) async fn acknowledge_request(
         .into_iter()
         .map(|(id, p)| (id, p, ResponseError::UnknownTopicId.code()));
     let known_codes = codes.into_iter().map(|((topic, partition), code)| {
-        (topic_id(&context.cluster_id, &topic), partition as i32, code)
+        (
+            topic_id(&context.cluster_id, &topic),
+            partition as i32,
+            code,
+        )
     });
     for (id, partition, code) in known_codes.chain(unknown_codes) {
         let data = ack_response::PartitionData::default()
