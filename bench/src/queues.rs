@@ -47,15 +47,19 @@ const START_TIMEOUT: Duration = Duration::from_secs(60);
 /// The systems measured.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, clap::ValueEnum)]
 pub enum System {
+    /// Binary share fetches (stored batches and acquired ranges).
     Sluice,
+    /// Share fetches in JSON.
+    SluiceJson,
     RabbitClassic,
     RabbitQuorum,
     Redis,
 }
 
 impl System {
-    pub const ALL: [System; 4] = [
+    pub const ALL: [System; 5] = [
         System::Sluice,
+        System::SluiceJson,
         System::RabbitClassic,
         System::RabbitQuorum,
         System::Redis,
@@ -63,7 +67,8 @@ impl System {
 
     fn label(self) -> &'static str {
         match self {
-            System::Sluice => "sluice share group (HTTP)",
+            System::Sluice => "sluice share group (binary)",
+            System::SluiceJson => "sluice share group (JSON)",
             System::RabbitClassic => "rabbitmq classic durable",
             System::RabbitQuorum => "rabbitmq quorum",
             System::Redis => "redis streams (fsync always)",
@@ -94,7 +99,9 @@ pub async fn run(data_dir: &Path, records: u64, systems: &[System]) -> anyhow::R
                 .prefix("sluice-bench-queues-")
                 .tempdir_in(data_dir)?;
             let measured = match system {
-                System::Sluice => sluice_run(dir.path(), records, consumers).await?,
+                System::Sluice | System::SluiceJson => {
+                    sluice_run(system, dir.path(), records, consumers).await?
+                }
                 System::RabbitClassic | System::RabbitQuorum => {
                     let rabbit = Rabbit::start(dir.path())?;
                     let measured = rabbit.measure(system, records, consumers).await;
@@ -136,7 +143,7 @@ fn print_ratios(results: &[Measured], records: u64) {
                 .find(|m| m.system == system && m.consumers == consumers)
                 .map(|m| rate(records, m.consume))
         };
-        let Some(sluice) = of(System::Sluice) else {
+        let Some(sluice) = of(System::Sluice).or(of(System::SluiceJson)) else {
             continue;
         };
         let best = [System::RabbitClassic, System::RabbitQuorum, System::Redis]
@@ -157,7 +164,12 @@ fn value(i: u64) -> Vec<u8> {
     format!("{i:0>width$}", width = RECORD_BYTES).into_bytes()
 }
 
-async fn sluice_run(dir: &Path, records: u64, consumers: usize) -> anyhow::Result<Measured> {
+async fn sluice_run(
+    system: System,
+    dir: &Path,
+    records: u64,
+    consumers: usize,
+) -> anyhow::Result<Measured> {
     let server = crate::start_sluice(dir).await?;
     let url = format!("http://{}", server.addr);
     let client = Client::new(&url);
@@ -203,32 +215,43 @@ async fn sluice_run(dir: &Path, records: u64, consumers: usize) -> anyhow::Resul
         tasks.spawn(async move {
             let member = format!("bench-{c}");
             while acked.load(Ordering::Relaxed) < records {
-                let fetched = client
-                    .share_fetch(
-                        "bench",
-                        &ShareFetchRequest {
-                            member_id: member.clone(),
-                            topic: "jobs".into(),
-                            partitions: None,
-                            max_records: Some(PREFETCH),
-                            lock_ms: None,
-                            wait_ms: Some(100),
-                        },
-                    )
-                    .await?;
-                if fetched.records.is_empty() {
+                let request = ShareFetchRequest {
+                    member_id: member.clone(),
+                    topic: "jobs".into(),
+                    partitions: None,
+                    max_records: Some(PREFETCH),
+                    lock_ms: None,
+                    wait_ms: Some(100),
+                };
+                // (partition, offset) of each record taken, in offset order per partition.
+                let taken: Vec<(u32, u64)> = if system == System::SluiceJson {
+                    let fetched = client.share_fetch("bench", &request).await?;
+                    fetched
+                        .records
+                        .iter()
+                        .map(|r| {
+                            (
+                                r.record.partition.unwrap_or(0),
+                                r.record.offset.unwrap_or(0),
+                            )
+                        })
+                        .collect()
+                } else {
+                    let fetched = client.share_fetch_batches("bench", &request).await?;
+                    fetched
+                        .iter()
+                        .flat_map(|b| b.records.iter().map(|(o, _, _)| (b.partition, *o)))
+                        .collect()
+                };
+                if taken.is_empty() {
                     continue;
                 }
-                let acks = ShareAck::runs(fetched.records.iter().map(|r| {
-                    let (partition, offset) = (r.record.partition, r.record.offset);
-                    (
-                        r.topic.as_str(),
-                        partition.unwrap_or(0),
-                        offset.unwrap_or(0),
-                        AckAction::Accept,
-                    )
-                }));
-                let count = fetched.records.len() as u64;
+                let acks = ShareAck::runs(
+                    taken
+                        .iter()
+                        .map(|(p, o)| ("jobs", *p, *o, AckAction::Accept)),
+                );
+                let count = taken.len() as u64;
                 let answer = client
                     .share_ack(
                         "bench",
@@ -252,7 +275,7 @@ async fn sluice_run(dir: &Path, records: u64, consumers: usize) -> anyhow::Resul
     let consume = started.elapsed();
     server.stop().await?;
     Ok(Measured {
-        system: System::Sluice,
+        system,
         consumers,
         produce,
         consume,

@@ -155,26 +155,24 @@ async fn a_kill_9_redelivers_exactly_the_unacknowledged_records() {
 
     let server = Server::start(dir.path());
     let client = Client::new(&server.url);
+    // The binary fetch: stored batches and the acquired ranges, decoded by the client.
     let again = client
-        .share_fetch("work", &fetch_request("b", "jobs", 1000, 0))
+        .share_fetch_batches("work", &fetch_request("b", "jobs", 1000, 0))
         .await
         .unwrap();
-    let offsets: BTreeSet<u64> = again
-        .records
-        .iter()
-        .map(|r| r.record.offset.unwrap())
-        .collect();
+    let taken: Vec<&(u64, u16, Record)> = again.iter().flat_map(|b| &b.records).collect();
+    let offsets: BTreeSet<u64> = taken.iter().map(|(offset, _, _)| *offset).collect();
     let expected: BTreeSet<u64> = (0..100).filter(|o| o % 5 == 0).collect();
     assert_eq!(offsets, expected, "exactly the 20 unacknowledged come back");
     assert!(
-        again.records.iter().all(|r| r.delivery_count == 2),
+        taken.iter().all(|(_, count, _)| *count == 2),
         "each was delivered once before the kill: {:?}",
-        again
-            .records
-            .iter()
-            .map(|r| (r.record.offset, r.delivery_count))
-            .collect::<Vec<_>>()
+        taken.iter().map(|(o, c, _)| (o, c)).collect::<Vec<_>>()
     );
+    for (offset, _, record) in &taken {
+        let value = String::from_utf8(record.value_bytes().to_vec()).unwrap();
+        assert!(value.starts_with("job-"), "{offset}: {value}");
+    }
     let description = client.describe_share_group("work").await.unwrap();
     let partition = &description.partitions[0];
     assert_eq!(partition.start_offset, 0, "offset 0 is not done");

@@ -66,6 +66,8 @@ pub enum ClientError {
     DamagedBatch(#[source] batch::BatchError),
     #[error("the server's fetch answer lacks the {0} header")]
     MissingHeader(&'static str),
+    #[error("the server's binary share fetch does not decode: {0}")]
+    BadShareFetch(String),
 }
 
 impl ClientError {
@@ -492,6 +494,31 @@ impl Client {
             .await
     }
 
+    /// A share fetch answered in binary ([`SHARE_BATCHES`]): the acquired records decoded
+    /// from the stored batches, each with its partition, offset and delivery count.
+    pub async fn share_fetch_batches(
+        &self,
+        group: &str,
+        request: &ShareFetchRequest,
+    ) -> Result<Vec<SharedBatch>> {
+        let response = self
+            .send(
+                self.request(Method::POST, &format!("share-groups/{group}/fetch"))
+                    .header(reqwest::header::ACCEPT, SHARE_BATCHES)
+                    .json(request),
+            )
+            .await?;
+        let body = response
+            .bytes()
+            .await
+            .map_err(|source| ClientError::Request {
+                url: self.base.clone(),
+                source,
+            })?;
+        let sections = ShareBatches::decode_all(&body).map_err(ClientError::BadShareFetch)?;
+        sections.into_iter().map(SharedBatch::decode).collect()
+    }
+
     pub async fn share_ack(
         &self,
         group: &str,
@@ -541,5 +568,35 @@ impl Client {
         self.send(self.request(Method::DELETE, &format!("share-groups/{group}")))
             .await
             .map(drop)
+    }
+}
+
+/// The acquired records of one partition from a binary share fetch.
+pub struct SharedBatch {
+    pub topic: String,
+    pub partition: u32,
+    /// (offset, delivery count, record), in offset order.
+    pub records: Vec<(u64, u16, Record)>,
+}
+
+impl SharedBatch {
+    fn decode(section: ShareBatches) -> Result<SharedBatch> {
+        let from = section.ranges.first().map_or(0, |r| r.0);
+        let decoded =
+            batch::decode_all(&section.batches, from).map_err(ClientError::DamagedBatch)?;
+        let ranges = &section.ranges;
+        let records = decoded
+            .into_iter()
+            .filter_map(|(offset, record)| {
+                let i = ranges.partition_point(|r| r.1 < offset);
+                let (first, _, count) = ranges.get(i)?;
+                (offset >= *first).then_some((offset, *count, record))
+            })
+            .collect();
+        Ok(SharedBatch {
+            topic: section.topic,
+            partition: section.partition,
+            records,
+        })
     }
 }

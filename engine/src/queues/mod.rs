@@ -61,6 +61,9 @@ pub struct FetchRequest {
     pub lock: Option<Duration>,
     /// How long to wait for a record when none is available.
     pub wait: Duration,
+    /// Decode each delivered record ([`Delivery::record`]); a door that sends the stored
+    /// batches as they are ([`read_batches`]) does without.
+    pub decode: bool,
 }
 
 /// A record handed to a member, locked to it.
@@ -71,7 +74,8 @@ pub struct Delivery {
     pub offset: u64,
     /// 1 on the first delivery.
     pub deliveries: u16,
-    pub record: Record,
+    /// The record, when the fetch asked for it decoded.
+    pub record: Option<Record>,
 }
 
 /// What a member says of one record.
@@ -162,6 +166,13 @@ struct DeadLetter {
     deliveries: u16,
     reason: DeadLetterReason,
     record: Option<Record>,
+}
+
+/// How much one pass of a fetch takes, and how.
+struct Take {
+    max: usize,
+    lock: Option<Duration>,
+    decode: bool,
 }
 
 /// What one pass of a fetch found.
@@ -343,12 +354,14 @@ impl ShareGroups {
             notified.as_mut().enable();
             let (this, group_ref, member_ref) = (self.clone(), group.clone(), member.clone());
             let (topic_name, parts) = (request.topic.clone(), partitions.clone());
-            let max = request.max_records.max(1);
-            let lock = request.lock;
-            let attempt = blocking(move || {
-                this.acquire(&group_ref, &member_ref, &topic_name, &parts, max, lock)
-            })
-            .await?;
+            let take = Take {
+                max: request.max_records.max(1),
+                lock: request.lock,
+                decode: request.decode,
+            };
+            let attempt =
+                blocking(move || this.acquire(&group_ref, &member_ref, &topic_name, &parts, take))
+                    .await?;
             self.sync(attempt.position).await?;
             let had_dead_letters = !attempt.dead_letters.is_empty();
             if had_dead_letters {
@@ -382,9 +395,9 @@ impl ShareGroups {
         member: &Arc<str>,
         topic: &str,
         partitions: &[Arc<Partition>],
-        max: usize,
-        lock: Option<Duration>,
+        take: Take,
     ) -> Result<Attempt, ShareError> {
+        let Take { max, lock, decode } = take;
         let mut guard = group.state.lock();
         let state = &mut *guard;
         let now = Instant::now();
@@ -431,25 +444,35 @@ impl ShareGroups {
                     &mut reasons,
                 )
             };
-            let mut wanted: Vec<u64> = acquired.iter().map(|a| a.offset).collect();
+            // Records are read for the caller, for their time-to-live, or to dead-letter them.
+            let ttl = settings.message_ttl_ms;
+            let read_all = decode || ttl > 0;
+            let mut wanted: Vec<u64> = if read_all {
+                acquired.iter().map(|a| a.offset).collect()
+            } else {
+                Vec::new()
+            };
             wanted.extend(reasons.iter().map(|(offset, _)| *offset));
             wanted.sort_unstable();
             let mut records = read_offsets(partition, &wanted)?;
             let mut changes = Vec::new();
             let now_ms = crate::log::now_ms();
             for taken in acquired {
-                let Some(record) = records.remove(&taken.offset) else {
+                let record = records.remove(&taken.offset);
+                if read_all && record.is_none() {
                     // Deleted by retention meanwhile: the next pass moves the start past it.
                     continue;
-                };
-                let ttl = settings.message_ttl_ms;
-                if ttl > 0 && now_ms.saturating_sub(record.timestamp) > ttl as i64 {
+                }
+                if let Some(record) = record
+                    .as_ref()
+                    .filter(|r| ttl > 0 && now_ms.saturating_sub(r.timestamp) > ttl as i64)
+                {
                     let dead_letter = settings.on_expiry == OnExpiry::DeadLetter;
                     match window.unacquire_expired(taken.offset, dead_letter) {
                         Some(drop) => changes.push(drop),
                         None => reasons.push((taken.offset, DeadLetterReason::Expired)),
                     }
-                    records.insert(taken.offset, record);
+                    records.insert(taken.offset, record.clone());
                     continue;
                 }
                 changes.extend(window.durable(taken.offset));
@@ -458,7 +481,7 @@ impl ShareGroups {
                     partition: partition.id,
                     offset: taken.offset,
                     deliveries: taken.deliveries,
-                    record,
+                    record: record.filter(|_| decode),
                 });
             }
             for (offset, reason) in reasons {
@@ -954,6 +977,22 @@ fn read_offsets(
             _ => return Ok(found),
         }
     }
+}
+
+/// The stored batches (the log's format, whole) holding every offset from `first` to `last`:
+/// what a door sends when the client decodes batches itself and keeps the acquired records.
+pub fn read_batches(partition: &Partition, first: u64, last: u64) -> Result<Vec<u8>, LogError> {
+    let mut data = Vec::new();
+    let mut next = first;
+    while next <= last {
+        let fetched = partition.read(next, READ_BYTES)?;
+        if fetched.data.is_empty() || fetched.next_offset <= next {
+            break;
+        }
+        data.extend_from_slice(&fetched.data);
+        next = fetched.next_offset;
+    }
+    Ok(data)
 }
 
 /// The dead letter of a record: the record with why, how many deliveries, and where it was

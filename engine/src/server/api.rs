@@ -557,3 +557,132 @@ impl ShareAck {
         runs
     }
 }
+
+/// Content type of a binary share fetch: per partition, the acquired ranges and the stored
+/// batches that hold them ([`ShareBatches`]).
+pub const SHARE_BATCHES: &str = "application/vnd.sluice.share-batches";
+
+/// One partition of a binary share fetch. On the wire (integers big-endian), one section per
+/// partition, to the end of the body:
+///
+/// ```text
+/// topic length u16 · topic (UTF-8) · partition u32 ·
+/// range count u32 · count × (first offset u64 · last offset u64 · delivery count u16) ·
+/// batches length u32 · batches (the log's stored format, as GET /records sends them)
+/// ```
+///
+/// The batches may hold records outside the ranges (a batch is sent whole): a client keeps
+/// the records whose offsets are in a range, with that range's delivery count, as Kafka's
+/// share consumer does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShareBatches {
+    pub topic: String,
+    pub partition: u32,
+    /// (first, last inclusive, delivery count).
+    pub ranges: Vec<(u64, u64, u16)>,
+    pub batches: Bytes,
+}
+
+impl ShareBatches {
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        let topic = &self.topic.as_bytes()[..self.topic.len().min(u16::MAX as usize)];
+        out.extend_from_slice(&(topic.len() as u16).to_be_bytes());
+        out.extend_from_slice(topic);
+        out.extend_from_slice(&self.partition.to_be_bytes());
+        out.extend_from_slice(&(self.ranges.len() as u32).to_be_bytes());
+        for (first, last, count) in &self.ranges {
+            out.extend_from_slice(&first.to_be_bytes());
+            out.extend_from_slice(&last.to_be_bytes());
+            out.extend_from_slice(&count.to_be_bytes());
+        }
+        out.extend_from_slice(&(self.batches.len() as u32).to_be_bytes());
+        out.extend_from_slice(&self.batches);
+    }
+
+    /// Every section of a body; an error names what is cut short.
+    pub fn decode_all(body: &Bytes) -> Result<Vec<ShareBatches>, String> {
+        let mut sections = Vec::new();
+        let mut at = 0usize;
+        let take = |at: &mut usize, n: usize| -> Result<std::ops::Range<usize>, String> {
+            let end = at.checked_add(n).filter(|end| *end <= body.len());
+            let end = end.ok_or_else(|| format!("a share fetch body cut short at byte {at}"))?;
+            let range = *at..end;
+            *at = end;
+            Ok(range)
+        };
+        let be = |r: std::ops::Range<usize>| -> u64 {
+            body[r].iter().fold(0u64, |n, b| (n << 8) | u64::from(*b))
+        };
+        while at < body.len() {
+            let topic_len = be(take(&mut at, 2)?) as usize;
+            let topic = String::from_utf8(body[take(&mut at, topic_len)?].to_vec())
+                .map_err(|_| "a topic name that is not UTF-8".to_string())?;
+            let partition = be(take(&mut at, 4)?) as u32;
+            let count = be(take(&mut at, 4)?) as usize;
+            if count > (body.len() - at) / 18 {
+                return Err(format!("{count} ranges do not fit in the body"));
+            }
+            let mut ranges = Vec::with_capacity(count);
+            for _ in 0..count {
+                let first = be(take(&mut at, 8)?);
+                let last = be(take(&mut at, 8)?);
+                let deliveries = be(take(&mut at, 2)?) as u16;
+                ranges.push((first, last, deliveries));
+            }
+            let len = be(take(&mut at, 4)?) as usize;
+            let batches = body.slice(take(&mut at, len)?);
+            sections.push(ShareBatches {
+                topic,
+                partition,
+                ranges,
+                batches,
+            });
+        }
+        Ok(sections)
+    }
+}
+
+#[cfg(test)]
+mod share_batches_tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn section() -> impl Strategy<Value = ShareBatches> {
+        (
+            "[a-z.-]{1,30}",
+            any::<u32>(),
+            proptest::collection::vec((any::<u64>(), any::<u64>(), any::<u16>()), 0..20),
+            proptest::collection::vec(any::<u8>(), 0..200),
+        )
+            .prop_map(|(topic, partition, ranges, batches)| ShareBatches {
+                topic,
+                partition,
+                ranges,
+                batches: Bytes::from(batches),
+            })
+    }
+
+    proptest! {
+        #[test]
+        fn share_batches_round_trip_and_a_cut_body_is_an_error(
+            sections in proptest::collection::vec(section(), 0..5),
+            cut in any::<prop::sample::Index>(),
+        ) {
+            let mut body = Vec::new();
+            for s in &sections {
+                s.encode(&mut body);
+            }
+            let body = Bytes::from(body);
+            prop_assert_eq!(&ShareBatches::decode_all(&body).unwrap(), &sections);
+            if !body.is_empty() {
+                let cut = cut.index(body.len());
+                let shorter = body.slice(..cut);
+                // Cut anywhere: a prefix of the sections, or an error; never garbage.
+                if let Ok(decoded) = ShareBatches::decode_all(&shorter) {
+                    prop_assert!(decoded.len() <= sections.len());
+                    prop_assert_eq!(&decoded[..], &sections[..decoded.len()]);
+                }
+            }
+        }
+    }
+}

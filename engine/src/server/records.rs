@@ -23,6 +23,14 @@ pub(super) struct ProduceParams {
     partition: Option<u32>,
 }
 
+/// Whether the request's Accept header names `wanted`.
+pub(super) fn accepts(headers: &HeaderMap, wanted: &str) -> bool {
+    headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains(wanted))
+}
+
 pub(super) fn is_content_type(headers: &HeaderMap, wanted: &str) -> bool {
     headers
         .get(header::CONTENT_TYPE)
@@ -146,10 +154,7 @@ pub(super) async fn fetch(
     let p = partition.clone();
     let mut fetched = blocking(move || p.read(offset, max_bytes)).await?;
     let max_records = params.max_records.unwrap_or(u64::MAX).max(1);
-    let wants_batches = headers
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.contains(BATCHES));
+    let wants_batches = accepts(&headers, BATCHES);
     metrics::Counters::add(&state.counters.fetch_requests, 1);
     if wants_batches {
         trim_to_records(&mut fetched, offset, max_records);

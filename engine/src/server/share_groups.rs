@@ -1,8 +1,14 @@
 //! Share groups (queues) over HTTP: fetch with locks, acknowledge a batch, leave, and the
 //! admin calls (configure, delete, describe, list). The rules live in [`crate::queues`].
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
 
 use axum::Json;
 use axum::extract::rejection::JsonRejection;
@@ -11,7 +17,10 @@ use axum::http::{HeaderMap, StatusCode};
 
 use super::api::*;
 use super::{ApiError, AppState};
-use crate::queues::{AckKind, Acknowledgement, FetchRequest, GroupSettings, ShareGroupDescription};
+use crate::log::Log;
+use crate::queues::{
+    AckKind, Acknowledgement, Delivery, FetchRequest, GroupSettings, ShareGroupDescription,
+};
 
 /// Records one fetch returns by default, and at most.
 const DEFAULT_FETCH_RECORDS: usize = 500;
@@ -62,9 +71,11 @@ pub(super) async fn delete(
 pub(super) async fn fetch(
     State(state): State<Arc<AppState>>,
     Path(group): Path<String>,
+    headers: HeaderMap,
     body: Result<Json<ShareFetchRequest>, JsonRejection>,
-) -> Result<Json<ShareFetchResponse>, ApiError> {
+) -> Result<Response, ApiError> {
     let Json(request) = body?;
+    let wants_batches = super::records::accepts(&headers, SHARE_BATCHES);
     let max_records = request.max_records.unwrap_or(DEFAULT_FETCH_RECORDS);
     if !(1..=MAX_FETCH_RECORDS).contains(&max_records) {
         return Err(ApiError::bad_request(
@@ -83,6 +94,7 @@ pub(super) async fn fetch(
         max_records,
         lock: request.lock_ms.map(Duration::from_millis),
         wait: Duration::from_millis(wait_ms),
+        decode: !wants_batches,
     };
     let mut shutdown = state.shutdown.clone();
     let deliveries = tokio::select! {
@@ -90,15 +102,62 @@ pub(super) async fn fetch(
         // Locks taken by a fetch cut short here simply run out: the records come back.
         _ = shutdown.wait_for(|s| *s) => Vec::new(),
     };
+    if wants_batches {
+        let log = state.log.clone();
+        let body = tokio::task::spawn_blocking(move || batches_body(&log, deliveries))
+            .await
+            .map_err(|e| ApiError::internal(e.to_string()))??;
+        let mut response = Response::new(Body::from(body));
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(SHARE_BATCHES),
+        );
+        return Ok(response);
+    }
     let records = deliveries
         .into_iter()
-        .map(|d| SharedRecord {
-            record: JsonRecord::from_record(&d.record, d.partition, d.offset),
-            topic: d.topic,
-            delivery_count: d.deliveries,
+        .filter_map(|d| {
+            Some(SharedRecord {
+                record: JsonRecord::from_record(d.record.as_ref()?, d.partition, d.offset),
+                topic: d.topic,
+                delivery_count: d.deliveries,
+            })
         })
         .collect();
-    Ok(Json(ShareFetchResponse { records }))
+    Ok(Json(ShareFetchResponse { records }).into_response())
+}
+
+/// The binary answer: per partition, the acquired ranges and the stored batches holding them.
+fn batches_body(log: &Log, deliveries: Vec<Delivery>) -> Result<Vec<u8>, ApiError> {
+    let mut by_partition: BTreeMap<(String, u32), Vec<(u64, u16)>> = BTreeMap::new();
+    for d in deliveries {
+        by_partition
+            .entry((d.topic, d.partition))
+            .or_default()
+            .push((d.offset, d.deliveries));
+    }
+    let mut body = Vec::new();
+    for ((topic, partition), mut taken) in by_partition {
+        taken.sort_unstable();
+        let mut ranges: Vec<(u64, u64, u16)> = Vec::new();
+        for (offset, count) in taken {
+            match ranges.last_mut() {
+                Some((_, last, c)) if *last + 1 == offset && *c == count => *last = offset,
+                _ => ranges.push((offset, offset, count)),
+            }
+        }
+        let (first, last) = (ranges[0].0, ranges[ranges.len() - 1].1);
+        let log_partition = log.topic(&topic)?.partition(partition)?;
+        let batches = crate::queues::read_batches(&log_partition, first, last)?;
+        ShareBatches {
+            topic,
+            partition,
+            ranges,
+            batches: Bytes::from(batches),
+        }
+        .encode(&mut body);
+    }
+    Ok(body)
 }
 
 #[tracing::instrument(skip_all, fields(group = %group))]

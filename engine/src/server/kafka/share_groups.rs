@@ -46,8 +46,6 @@ const HEARTBEAT_INTERVAL_MS: i32 = 5_000;
 const DEFAULT_MAX_RECORDS: usize = 500;
 /// Offsets one acknowledgement batch may span.
 const MAX_BATCH_OFFSETS: i64 = 100_000;
-/// Bytes read from the log per read while collecting the batches of acquired records.
-const READ_BYTES: usize = 1024 * 1024;
 
 struct Member {
     epoch: i32,
@@ -512,6 +510,7 @@ async fn fetch_records(
                 max_records: left,
                 lock: None,
                 wait: pass_wait,
+                decode: false,
             };
             match context.shares.fetch(group, request).await {
                 Ok(records) => delivered.extend(records),
@@ -581,17 +580,13 @@ fn records_of(
     else {
         return Bytes::new();
     };
-    let mut data = Vec::new();
-    let mut next = first.offset;
-    while next <= last.offset {
-        match log_partition.read(next, READ_BYTES) {
-            Ok(fetched) if !fetched.data.is_empty() && fetched.next_offset > next => {
-                data.extend_from_slice(&fetched.data);
-                next = fetched.next_offset;
-            }
-            _ => break,
+    let data = match crate::queues::read_batches(&log_partition, first.offset, last.offset) {
+        Ok(data) => data,
+        Err(error) => {
+            tracing::warn!(%error, %topic, "kafka: a share fetch's batches were not read");
+            return Bytes::new();
         }
-    }
+    };
     encode_fetched(&data, first.offset).unwrap_or_else(|error| {
         tracing::error!(%error, %topic, "kafka: a stored batch does not decode");
         Bytes::new()
