@@ -2,9 +2,10 @@
 //! 100 bytes are produced, then consumed by 1 and by 8 competing consumers that acknowledge
 //! each record, with a prefetch of 1,000:
 //!
-//! - Sluice's share groups over HTTP (the engine in this process): fetch with a lock, then one
-//!   acknowledgement call per fetch naming each record; the window journal fsynced before
-//!   each answer, produce acknowledged after fsync;
+//! - Sluice's share groups over HTTP (the engine in this process): each fetch carries the
+//!   acknowledgements of the records the previous one took (ranges of offsets), in binary
+//!   (stored batches and acquired ranges) and in JSON; the window journal fsynced before each
+//!   answer, produce acknowledged after fsync;
 //! - RabbitMQ (Debian's package, started here): a durable queue (classic, then quorum),
 //!   persistent messages published with publisher confirms, consumers with `basic.qos`
 //!   prefetch 1,000 and manual acknowledgements (`multiple` every 100 deliveries);
@@ -32,7 +33,7 @@ use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Connection, ConnectionProperties};
 use sluice::cli::client::Client;
 use sluice::log::Record;
-use sluice::server::api::{AckAction, CreateTopic, ShareAck, ShareAckRequest, ShareFetchRequest};
+use sluice::server::api::{AckAction, CreateTopic, ShareAck, ShareFetchRequest};
 
 const RECORD_BYTES: usize = 100;
 const PREFETCH: usize = 1_000;
@@ -214,6 +215,8 @@ async fn sluice_run(
         let (client, acked) = (client.clone(), acked.clone());
         tasks.spawn(async move {
             let member = format!("bench-{c}");
+            // The acknowledgements of the records taken last, sent with the next fetch.
+            let mut pending: Vec<(u32, u64)> = Vec::new();
             while acked.load(Ordering::Relaxed) < records {
                 let request = ShareFetchRequest {
                     member_id: member.clone(),
@@ -222,11 +225,16 @@ async fn sluice_run(
                     max_records: Some(PREFETCH),
                     lock_ms: None,
                     wait_ms: Some(100),
+                    acks: ShareAck::runs(
+                        pending
+                            .iter()
+                            .map(|(p, o)| ("jobs", *p, *o, AckAction::Accept)),
+                    ),
                 };
                 // (partition, offset) of each record taken, in offset order per partition.
-                let taken: Vec<(u32, u64)> = if system == System::SluiceJson {
+                let (refused, taken): (usize, Vec<(u32, u64)>) = if system == System::SluiceJson {
                     let fetched = client.share_fetch("bench", &request).await?;
-                    fetched
+                    let taken = fetched
                         .records
                         .iter()
                         .map(|r| {
@@ -235,36 +243,22 @@ async fn sluice_run(
                                 r.record.offset.unwrap_or(0),
                             )
                         })
-                        .collect()
+                        .collect();
+                    (fetched.refused.len(), taken)
                 } else {
                     let fetched = client.share_fetch_batches("bench", &request).await?;
-                    fetched
+                    let taken = fetched
+                        .batches
                         .iter()
                         .flat_map(|b| b.records.iter().map(|(o, _, _)| (b.partition, *o)))
-                        .collect()
+                        .collect();
+                    (fetched.refused.len(), taken)
                 };
-                if taken.is_empty() {
-                    continue;
+                if refused > 0 {
+                    bail!("{refused} acknowledgements refused");
                 }
-                let acks = ShareAck::runs(
-                    taken
-                        .iter()
-                        .map(|(p, o)| ("jobs", *p, *o, AckAction::Accept)),
-                );
-                let count = taken.len() as u64;
-                let answer = client
-                    .share_ack(
-                        "bench",
-                        &ShareAckRequest {
-                            member_id: member.clone(),
-                            acks,
-                        },
-                    )
-                    .await?;
-                if !answer.refused.is_empty() {
-                    bail!("{} acknowledgements refused", answer.refused.len());
-                }
-                acked.fetch_add(count, Ordering::Relaxed);
+                acked.fetch_add(pending.len() as u64, Ordering::Relaxed);
+                pending = taken;
             }
             anyhow::Ok(())
         });

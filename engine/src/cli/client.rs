@@ -495,12 +495,13 @@ impl Client {
     }
 
     /// A share fetch answered in binary ([`SHARE_BATCHES`]): the acquired records decoded
-    /// from the stored batches, each with its partition, offset and delivery count.
+    /// from the stored batches, each with its partition, offset and delivery count, and the
+    /// request's acknowledgements that were refused.
     pub async fn share_fetch_batches(
         &self,
         group: &str,
         request: &ShareFetchRequest,
-    ) -> Result<Vec<SharedBatch>> {
+    ) -> Result<SharedFetch> {
         let response = self
             .send(
                 self.request(Method::POST, &format!("share-groups/{group}/fetch"))
@@ -515,8 +516,15 @@ impl Client {
                 url: self.base.clone(),
                 source,
             })?;
-        let sections = ShareBatches::decode_all(&body).map_err(ClientError::BadShareFetch)?;
-        sections.into_iter().map(SharedBatch::decode).collect()
+        let decoded = ShareFetchBody::decode(&body).map_err(ClientError::BadShareFetch)?;
+        Ok(SharedFetch {
+            refused: decoded.refused,
+            batches: decoded
+                .sections
+                .into_iter()
+                .map(SharedBatch::decode)
+                .collect::<Result<_>>()?,
+        })
     }
 
     pub async fn share_ack(
@@ -569,6 +577,12 @@ impl Client {
             .await
             .map(drop)
     }
+}
+
+/// A binary share fetch's answer.
+pub struct SharedFetch {
+    pub refused: Vec<crate::queues::Refused>,
+    pub batches: Vec<SharedBatch>,
 }
 
 /// The acquired records of one partition from a binary share fetch.

@@ -61,6 +61,7 @@ async fn consume(
             ),
             lock_ms: None,
             wait_ms: Some(wait_ms),
+            acks: Vec::new(),
         };
         let fetched = client
             .share_fetch(options.group, &request)

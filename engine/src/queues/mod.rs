@@ -553,20 +553,58 @@ impl ShareGroups {
         member: &str,
         acknowledgements: Vec<Acknowledgement>,
     ) -> Result<Vec<Refused>, ShareError> {
-        let member = check_member(member)?;
         let group = self.group(group)?;
-        let (this, group_ref) = (self.clone(), group.clone());
-        let (refused, dead_letters, position, wake) =
-            blocking(move || this.apply_acknowledgements(&group_ref, &member, acknowledgements))
-                .await?;
+        let (refused, dead_letters, position) =
+            self.apply(&group, member, acknowledgements).await?;
         self.sync(position).await?;
-        if wake {
-            group.changed.notify_waiters();
-        }
         if !dead_letters.is_empty() {
             self.send_dead_letters(&group, dead_letters).await?;
         }
         Ok(refused)
+    }
+
+    /// Applies a member's acknowledgements, then fetches for it: its usual loop in one call
+    /// (as Kafka's share consumer sends acknowledgements with its next ShareFetch), with one
+    /// wait for the disk for both when the fetch takes records.
+    pub async fn acknowledge_and_fetch(
+        self: &Arc<Self>,
+        group: &str,
+        acknowledgements: Vec<Acknowledgement>,
+        request: FetchRequest,
+    ) -> Result<(Vec<Refused>, Vec<Delivery>), ShareError> {
+        if acknowledgements.is_empty() {
+            return Ok((Vec::new(), self.fetch(group, request).await?));
+        }
+        let group_ref = self.group(group)?;
+        let (refused, dead_letters, position) = self
+            .apply(&group_ref, &request.member, acknowledgements)
+            .await?;
+        if !dead_letters.is_empty() {
+            self.send_dead_letters(&group_ref, dead_letters).await?;
+        }
+        let fetched = self.fetch(group, request).await;
+        // Already on disk when the fetch journaled anything: its sync came after.
+        self.sync(position).await?;
+        Ok((refused, fetched?))
+    }
+
+    /// Applies acknowledgements and journals them (not yet synced); wakes the group's
+    /// fetches when records became available.
+    async fn apply(
+        self: &Arc<Self>,
+        group: &Arc<Group>,
+        member: &str,
+        acknowledgements: Vec<Acknowledgement>,
+    ) -> Result<(Vec<Refused>, Vec<DeadLetter>, u64), ShareError> {
+        let member = check_member(member)?;
+        let (this, group_ref) = (self.clone(), group.clone());
+        let (refused, dead_letters, position, wake) =
+            blocking(move || this.apply_acknowledgements(&group_ref, &member, acknowledgements))
+                .await?;
+        if wake {
+            group.changed.notify_waiters();
+        }
+        Ok((refused, dead_letters, position))
     }
 
     fn apply_acknowledgements(

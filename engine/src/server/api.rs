@@ -450,6 +450,9 @@ pub struct ShareFetchRequest {
     /// How long to wait when no record is available (default 0).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wait_ms: Option<u64>,
+    /// Acknowledgements of records fetched before, applied first (one call per loop).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub acks: Vec<ShareAck>,
 }
 
 /// A record delivered to a share-group member, locked to it.
@@ -465,6 +468,9 @@ pub struct SharedRecord {
 #[derive(Debug, Serialize, Deserialize)]
 pub struct ShareFetchResponse {
     pub records: Vec<SharedRecord>,
+    /// The request's acknowledgements that were not applied.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub refused: Vec<crate::queues::Refused>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -558,14 +564,16 @@ impl ShareAck {
     }
 }
 
-/// Content type of a binary share fetch: per partition, the acquired ranges and the stored
-/// batches that hold them ([`ShareBatches`]).
+/// Content type of a binary share fetch: the refused acknowledgements, then per partition
+/// the acquired ranges and the stored batches that hold them ([`ShareBatches`]).
 pub const SHARE_BATCHES: &str = "application/vnd.sluice.share-batches";
 
-/// One partition of a binary share fetch. On the wire (integers big-endian), one section per
-/// partition, to the end of the body:
+/// The body of a binary share fetch. On the wire, integers big-endian:
 ///
 /// ```text
+/// refused count u32 · count × (topic length u16 · topic · partition u32 · offset u64 ·
+///                              reason u8: 0 not_acquired, 1 out_of_window)
+/// then one section per partition, to the end of the body:
 /// topic length u16 · topic (UTF-8) · partition u32 ·
 /// range count u32 · count × (first offset u64 · last offset u64 · delivery count u16) ·
 /// batches length u32 · batches (the log's stored format, as GET /records sends them)
@@ -574,6 +582,13 @@ pub const SHARE_BATCHES: &str = "application/vnd.sluice.share-batches";
 /// The batches may hold records outside the ranges (a batch is sent whole): a client keeps
 /// the records whose offsets are in a range, with that range's delivery count, as Kafka's
 /// share consumer does.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ShareFetchBody {
+    pub refused: Vec<crate::queues::Refused>,
+    pub sections: Vec<ShareBatches>,
+}
+
+/// One partition of a binary share fetch.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ShareBatches {
     pub topic: String,
@@ -583,68 +598,123 @@ pub struct ShareBatches {
     pub batches: Bytes,
 }
 
-impl ShareBatches {
-    pub fn encode(&self, out: &mut Vec<u8>) {
-        let topic = &self.topic.as_bytes()[..self.topic.len().min(u16::MAX as usize)];
-        out.extend_from_slice(&(topic.len() as u16).to_be_bytes());
-        out.extend_from_slice(topic);
-        out.extend_from_slice(&self.partition.to_be_bytes());
-        out.extend_from_slice(&(self.ranges.len() as u32).to_be_bytes());
-        for (first, last, count) in &self.ranges {
-            out.extend_from_slice(&first.to_be_bytes());
-            out.extend_from_slice(&last.to_be_bytes());
-            out.extend_from_slice(&count.to_be_bytes());
+fn put_topic(out: &mut Vec<u8>, topic: &str) {
+    let topic = &topic.as_bytes()[..topic.len().min(u16::MAX as usize)];
+    out.extend_from_slice(&(topic.len() as u16).to_be_bytes());
+    out.extend_from_slice(topic);
+}
+
+/// Reads big-endian fields from a body, naming where it is cut short.
+struct BodyReader<'a> {
+    body: &'a Bytes,
+    at: usize,
+}
+
+impl BodyReader<'_> {
+    fn take(&mut self, n: usize) -> Result<std::ops::Range<usize>, String> {
+        let end = self.at.checked_add(n).filter(|end| *end <= self.body.len());
+        let end = end.ok_or_else(|| format!("a share fetch body cut short at byte {}", self.at))?;
+        let range = self.at..end;
+        self.at = end;
+        Ok(range)
+    }
+    fn number(&mut self, n: usize) -> Result<u64, String> {
+        let range = self.take(n)?;
+        Ok(self.body[range]
+            .iter()
+            .fold(0u64, |v, b| (v << 8) | u64::from(*b)))
+    }
+    fn topic(&mut self) -> Result<String, String> {
+        let len = self.number(2)? as usize;
+        let range = self.take(len)?;
+        String::from_utf8(self.body[range].to_vec())
+            .map_err(|_| "a topic name that is not UTF-8".to_string())
+    }
+    fn left(&self) -> usize {
+        self.body.len() - self.at
+    }
+}
+
+impl ShareFetchBody {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        out.extend_from_slice(&(self.refused.len() as u32).to_be_bytes());
+        for r in &self.refused {
+            put_topic(&mut out, &r.topic);
+            out.extend_from_slice(&r.partition.to_be_bytes());
+            out.extend_from_slice(&r.offset.to_be_bytes());
+            out.push(match r.reason {
+                crate::queues::AckRefusal::NotAcquired => 0,
+                crate::queues::AckRefusal::OutOfWindow => 1,
+            });
         }
-        out.extend_from_slice(&(self.batches.len() as u32).to_be_bytes());
-        out.extend_from_slice(&self.batches);
+        for s in &self.sections {
+            put_topic(&mut out, &s.topic);
+            out.extend_from_slice(&s.partition.to_be_bytes());
+            out.extend_from_slice(&(s.ranges.len() as u32).to_be_bytes());
+            for (first, last, count) in &s.ranges {
+                out.extend_from_slice(&first.to_be_bytes());
+                out.extend_from_slice(&last.to_be_bytes());
+                out.extend_from_slice(&count.to_be_bytes());
+            }
+            out.extend_from_slice(&(s.batches.len() as u32).to_be_bytes());
+            out.extend_from_slice(&s.batches);
+        }
+        out
     }
 
-    /// Every section of a body; an error names what is cut short.
-    pub fn decode_all(body: &Bytes) -> Result<Vec<ShareBatches>, String> {
-        let mut sections = Vec::new();
-        let mut at = 0usize;
-        let take = |at: &mut usize, n: usize| -> Result<std::ops::Range<usize>, String> {
-            let end = at.checked_add(n).filter(|end| *end <= body.len());
-            let end = end.ok_or_else(|| format!("a share fetch body cut short at byte {at}"))?;
-            let range = *at..end;
-            *at = end;
-            Ok(range)
-        };
-        let be = |r: std::ops::Range<usize>| -> u64 {
-            body[r].iter().fold(0u64, |n, b| (n << 8) | u64::from(*b))
-        };
-        while at < body.len() {
-            let topic_len = be(take(&mut at, 2)?) as usize;
-            let topic = String::from_utf8(body[take(&mut at, topic_len)?].to_vec())
-                .map_err(|_| "a topic name that is not UTF-8".to_string())?;
-            let partition = be(take(&mut at, 4)?) as u32;
-            let count = be(take(&mut at, 4)?) as usize;
-            if count > (body.len() - at) / 18 {
+    /// The body decoded; an error names what is cut short or wrong.
+    pub fn decode(body: &Bytes) -> Result<ShareFetchBody, String> {
+        let mut r = BodyReader { body, at: 0 };
+        let refused_count = r.number(4)? as usize;
+        if refused_count > r.left() / 15 {
+            return Err(format!("{refused_count} refusals do not fit in the body"));
+        }
+        let mut decoded = ShareFetchBody::default();
+        for _ in 0..refused_count {
+            let topic = r.topic()?;
+            let partition = r.number(4)? as u32;
+            let offset = r.number(8)?;
+            let reason = match r.number(1)? {
+                0 => crate::queues::AckRefusal::NotAcquired,
+                1 => crate::queues::AckRefusal::OutOfWindow,
+                other => return Err(format!("unknown refusal reason {other}")),
+            };
+            decoded.refused.push(crate::queues::Refused {
+                topic,
+                partition,
+                offset,
+                reason,
+            });
+        }
+        while r.left() > 0 {
+            let topic = r.topic()?;
+            let partition = r.number(4)? as u32;
+            let count = r.number(4)? as usize;
+            if count > r.left() / 18 {
                 return Err(format!("{count} ranges do not fit in the body"));
             }
             let mut ranges = Vec::with_capacity(count);
             for _ in 0..count {
-                let first = be(take(&mut at, 8)?);
-                let last = be(take(&mut at, 8)?);
-                let deliveries = be(take(&mut at, 2)?) as u16;
-                ranges.push((first, last, deliveries));
+                ranges.push((r.number(8)?, r.number(8)?, r.number(2)? as u16));
             }
-            let len = be(take(&mut at, 4)?) as usize;
-            let batches = body.slice(take(&mut at, len)?);
-            sections.push(ShareBatches {
+            let len = r.number(4)? as usize;
+            let batches = body.slice(r.take(len)?);
+            decoded.sections.push(ShareBatches {
                 topic,
                 partition,
                 ranges,
                 batches,
             });
         }
-        Ok(sections)
+        Ok(decoded)
     }
 }
 
 #[cfg(test)]
 mod share_batches_tests {
     use super::*;
+    use crate::queues::{AckRefusal, Refused};
     use proptest::prelude::*;
 
     fn section() -> impl Strategy<Value = ShareBatches> {
@@ -662,26 +732,36 @@ mod share_batches_tests {
             })
     }
 
+    fn refused() -> impl Strategy<Value = Refused> {
+        ("[a-z]{1,10}", any::<u32>(), any::<u64>(), any::<bool>()).prop_map(
+            |(topic, partition, offset, lost)| Refused {
+                topic,
+                partition,
+                offset,
+                reason: if lost {
+                    AckRefusal::NotAcquired
+                } else {
+                    AckRefusal::OutOfWindow
+                },
+            },
+        )
+    }
+
     proptest! {
         #[test]
-        fn share_batches_round_trip_and_a_cut_body_is_an_error(
+        fn share_fetch_bodies_round_trip_and_a_cut_body_is_never_garbage(
+            refused in proptest::collection::vec(refused(), 0..4),
             sections in proptest::collection::vec(section(), 0..5),
             cut in any::<prop::sample::Index>(),
         ) {
-            let mut body = Vec::new();
-            for s in &sections {
-                s.encode(&mut body);
-            }
-            let body = Bytes::from(body);
-            prop_assert_eq!(&ShareBatches::decode_all(&body).unwrap(), &sections);
-            if !body.is_empty() {
-                let cut = cut.index(body.len());
-                let shorter = body.slice(..cut);
-                // Cut anywhere: a prefix of the sections, or an error; never garbage.
-                if let Ok(decoded) = ShareBatches::decode_all(&shorter) {
-                    prop_assert!(decoded.len() <= sections.len());
-                    prop_assert_eq!(&decoded[..], &sections[..decoded.len()]);
-                }
+            let body = ShareFetchBody { refused, sections };
+            let bytes = Bytes::from(body.encode());
+            prop_assert_eq!(&ShareFetchBody::decode(&bytes).unwrap(), &body);
+            let cut = cut.index(bytes.len());
+            // Cut anywhere: an error, or a prefix of the sections after every refusal.
+            if let Ok(decoded) = ShareFetchBody::decode(&bytes.slice(..cut)) {
+                prop_assert_eq!(&decoded.refused, &body.refused);
+                prop_assert_eq!(&decoded.sections[..], &body.sections[..decoded.sections.len()]);
             }
         }
     }

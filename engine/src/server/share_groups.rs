@@ -19,7 +19,7 @@ use super::api::*;
 use super::{ApiError, AppState};
 use crate::log::Log;
 use crate::queues::{
-    AckKind, Acknowledgement, Delivery, FetchRequest, GroupSettings, ShareGroupDescription,
+    AckKind, Acknowledgement, Delivery, FetchRequest, GroupSettings, Refused, ShareGroupDescription,
 };
 
 /// Records one fetch returns by default, and at most.
@@ -87,6 +87,8 @@ pub(super) async fn fetch(
         .wait_ms
         .unwrap_or(0)
         .min(state.config.server.max_wait_ms);
+    let acknowledgements = acknowledgements(request.acks)?;
+    let had_acks = !acknowledgements.is_empty();
     let fetch = FetchRequest {
         member: request.member_id,
         topic: request.topic,
@@ -97,14 +99,24 @@ pub(super) async fn fetch(
         decode: !wants_batches,
     };
     let mut shutdown = state.shutdown.clone();
-    let deliveries = tokio::select! {
-        fetched = state.shares.fetch(&group, fetch) => fetched?,
-        // Locks taken by a fetch cut short here simply run out: the records come back.
-        _ = shutdown.wait_for(|s| *s) => Vec::new(),
+    let (refused, deliveries) = tokio::select! {
+        fetched = state.shares.acknowledge_and_fetch(&group, acknowledgements, fetch) => fetched?,
+        // Locks taken by a fetch cut short here simply run out: the records come back. Its
+        // acknowledgements may not be on disk: the caller must not take them as done.
+        _ = shutdown.wait_for(|s| *s) => {
+            if had_acks {
+                return Err(ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "shutting_down",
+                    "the engine is stopping: acknowledge these records again after it restarts",
+                ));
+            }
+            (Vec::new(), Vec::new())
+        }
     };
     if wants_batches {
         let log = state.log.clone();
-        let body = tokio::task::spawn_blocking(move || batches_body(&log, deliveries))
+        let body = tokio::task::spawn_blocking(move || batches_body(&log, refused, deliveries))
             .await
             .map_err(|e| ApiError::internal(e.to_string()))??;
         let mut response = Response::new(Body::from(body));
@@ -124,11 +136,15 @@ pub(super) async fn fetch(
             })
         })
         .collect();
-    Ok(Json(ShareFetchResponse { records }).into_response())
+    Ok(Json(ShareFetchResponse { records, refused }).into_response())
 }
 
 /// The binary answer: per partition, the acquired ranges and the stored batches holding them.
-fn batches_body(log: &Log, deliveries: Vec<Delivery>) -> Result<Vec<u8>, ApiError> {
+fn batches_body(
+    log: &Log,
+    refused: Vec<Refused>,
+    deliveries: Vec<Delivery>,
+) -> Result<Vec<u8>, ApiError> {
     let mut by_partition: BTreeMap<(String, u32), Vec<(u64, u16)>> = BTreeMap::new();
     for d in deliveries {
         by_partition
@@ -136,7 +152,10 @@ fn batches_body(log: &Log, deliveries: Vec<Delivery>) -> Result<Vec<u8>, ApiErro
             .or_default()
             .push((d.offset, d.deliveries));
     }
-    let mut body = Vec::new();
+    let mut body = ShareFetchBody {
+        refused,
+        sections: Vec::new(),
+    };
     for ((topic, partition), mut taken) in by_partition {
         taken.sort_unstable();
         let mut ranges: Vec<(u64, u64, u16)> = Vec::new();
@@ -149,15 +168,14 @@ fn batches_body(log: &Log, deliveries: Vec<Delivery>) -> Result<Vec<u8>, ApiErro
         let (first, last) = (ranges[0].0, ranges[ranges.len() - 1].1);
         let log_partition = log.topic(&topic)?.partition(partition)?;
         let batches = crate::queues::read_batches(&log_partition, first, last)?;
-        ShareBatches {
+        body.sections.push(ShareBatches {
             topic,
             partition,
             ranges,
             batches: Bytes::from(batches),
-        }
-        .encode(&mut body);
+        });
     }
-    Ok(body)
+    Ok(body.encode())
 }
 
 #[tracing::instrument(skip_all, fields(group = %group))]
