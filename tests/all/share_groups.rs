@@ -745,6 +745,21 @@ async fn ttl_delay_renew_and_bad_requests() {
         .await
         .unwrap_err();
     assert_eq!(no_member.server().unwrap().status, 400);
+    // A range past the per-call limit is refused before it is expanded.
+    let huge = client
+        .share_ack(
+            "ttl",
+            &ShareAckRequest {
+                member_id: "m".into(),
+                acks: vec![ShareAck {
+                    last_offset: Some(u64::MAX),
+                    ..ack(&fetched.records[2], AckAction::Accept)
+                }],
+            },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(huge.server().unwrap().code, "too_many_acks");
     // Settings need the admin token.
     let anonymous = Client::new(&server.url);
     let refused = anonymous
