@@ -437,13 +437,16 @@ impl Rabbit {
                     )
                     .await?;
                 let mut unacked = 0u64;
+                // The last delivery taken: acknowledging "all" (tag 0) would also take the
+                // deliveries the client holds but has not handed out yet.
+                let mut last_tag = 0;
                 while acked.load(Ordering::Relaxed) < records {
                     let next = tokio::time::timeout(Duration::from_millis(100), consumer.next());
                     let delivery = match next.await {
                         Err(_) => {
                             if unacked > 0 {
                                 channel
-                                    .basic_ack(0, BasicAckOptions { multiple: true })
+                                    .basic_ack(last_tag, BasicAckOptions { multiple: true })
                                     .await?;
                                 acked.fetch_add(unacked, Ordering::Relaxed);
                                 unacked = 0;
@@ -454,6 +457,7 @@ impl Rabbit {
                         Ok(Some(delivery)) => delivery?,
                     };
                     unacked += 1;
+                    last_tag = delivery.delivery_tag;
                     if unacked >= RABBIT_ACK_EVERY {
                         delivery.ack(BasicAckOptions { multiple: true }).await?;
                         acked.fetch_add(unacked, Ordering::Relaxed);

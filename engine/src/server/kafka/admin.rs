@@ -87,7 +87,7 @@ pub(super) fn create_topics(
 }
 
 /// The log's name for a Kafka topic setting.
-fn setting_name(kafka: &str) -> String {
+pub(super) fn setting_name(kafka: &str) -> String {
     match kafka {
         "max.message.bytes" => "max_record_bytes".to_string(),
         other => other.replace('.', "_"),

@@ -8,11 +8,12 @@ use kafka_protocol::messages::api_versions_response::ApiVersion;
 use kafka_protocol::messages::{
     ApiKey, ApiVersionsResponse, CreatePartitionsRequest, CreateTopicsRequest, DeleteGroupsRequest,
     DeleteTopicsRequest, DescribeConfigsRequest, DescribeGroupsRequest, FetchRequest,
-    FindCoordinatorRequest, HeartbeatRequest, InitProducerIdRequest, JoinGroupRequest,
-    LeaveGroupRequest, ListGroupsRequest, ListOffsetsRequest, MetadataRequest, OffsetCommitRequest,
-    OffsetDeleteRequest, OffsetFetchRequest, ProduceRequest, RequestHeader, ResponseHeader,
-    SaslAuthenticateRequest, SaslHandshakeRequest, ShareAcknowledgeRequest, ShareFetchRequest,
-    ShareGroupHeartbeatRequest, SyncGroupRequest,
+    FindCoordinatorRequest, HeartbeatRequest, IncrementalAlterConfigsRequest,
+    InitProducerIdRequest, JoinGroupRequest, LeaveGroupRequest, ListGroupsRequest,
+    ListOffsetsRequest, MetadataRequest, OffsetCommitRequest, OffsetDeleteRequest,
+    OffsetFetchRequest, ProduceRequest, RequestHeader, ResponseHeader, SaslAuthenticateRequest,
+    SaslHandshakeRequest, ShareAcknowledgeRequest, ShareFetchRequest, ShareGroupHeartbeatRequest,
+    SyncGroupRequest,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion};
 
@@ -20,10 +21,13 @@ use tokio::task::block_in_place;
 
 use super::group_apis::{self, Caller};
 use super::sasl::{self, Session};
-use super::{KafkaContext, admin, fetch, list_offsets, metadata, produce, producers, share_groups};
+use super::{
+    KafkaContext, admin, alter_configs, fetch, list_offsets, metadata, produce, producers,
+    share_groups,
+};
 
 /// The APIs served: key, lowest and highest version.
-pub(super) const SERVED: [(ApiKey, i16, i16); 27] = [
+pub(super) const SERVED: [(ApiKey, i16, i16); 28] = [
     (ApiKey::Produce, 3, 11),
     (ApiKey::Fetch, 4, 12),
     (ApiKey::ListOffsets, 1, 7),
@@ -51,6 +55,7 @@ pub(super) const SERVED: [(ApiKey, i16, i16); 27] = [
     (ApiKey::ShareGroupHeartbeat, 1, 1),
     (ApiKey::ShareFetch, 1, 1),
     (ApiKey::ShareAcknowledge, 1, 1),
+    (ApiKey::IncrementalAlterConfigs, 0, 1),
 ];
 
 /// Why a request cannot be answered (the connection is closed).
@@ -225,6 +230,9 @@ pub(super) async fn answer(
         ApiKey::DeleteGroups => answer!(DeleteGroupsRequest, |r| block_in_place(|| {
             group_apis::delete_groups(r, context)
         })),
+        ApiKey::IncrementalAlterConfigs => answer!(IncrementalAlterConfigsRequest, |r| {
+            alter_configs::answer(r, context).await
+        }),
         ApiKey::ShareGroupHeartbeat => answer!(ShareGroupHeartbeatRequest, |r| {
             share_groups::heartbeat(r, context).await
         }),

@@ -10,7 +10,8 @@
 //! - `apis`: the APIs and versions served (what ApiVersions announces) and the dispatch.
 //! - `metadata`: Metadata: this engine as the only broker, leader of every partition.
 //! - `produce`, `fetch`, `list_offsets`, `admin`: Produce, Fetch (with long poll),
-//!   ListOffsets, CreateTopics / DeleteTopics.
+//!   ListOffsets, CreateTopics / DeleteTopics; `alter_configs`: IncrementalAlterConfigs of
+//!   topics and of share groups.
 //! - `groups`, `group_apis`: consumer groups (the classic protocol) and their offsets, which
 //!   are the engine's (`sluice group describe` shows them).
 //! - `producers`: idempotent producers: InitProducerId, and the sequence check of each
@@ -27,6 +28,7 @@
 //! goes to v12 with ids derived from the names (`topic_ids`), which share consumers need.
 
 mod admin;
+mod alter_configs;
 mod apis;
 mod connection;
 mod decompress;
