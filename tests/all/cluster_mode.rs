@@ -115,6 +115,26 @@ impl Workers {
     fn any(&self) -> &Server {
         self.running.iter().flatten().next().expect("a worker runs")
     }
+
+    /// Whether each worker still runs, and the last lines it logged: what a failed check
+    /// prints, so that a worker that stopped reporting can be told from one that exited.
+    fn last_words(&mut self) -> String {
+        let mut text = String::new();
+        for (slot, worker) in self.running.iter_mut().enumerate() {
+            let Some(worker) = worker else { continue };
+            let state = match worker.child.try_wait() {
+                Ok(Some(status)) => format!("exited ({status})"),
+                _ => "running".to_string(),
+            };
+            let log = worker.log();
+            let lines: Vec<&str> = log.lines().collect();
+            let tail = lines[lines.len().saturating_sub(25)..].join("\n");
+            text.push_str(&format!(
+                "\n--- worker w{slot}: {state}; its last lines:\n{tail}\n"
+            ));
+        }
+        text
+    }
 }
 
 /// What the reader found; fails the test with all of it unless every check holds.
@@ -225,10 +245,12 @@ fn three_workers_count_exactly_once_through_worker_kills_broker_kills_and_an_upg
         if reports.len() == 3 && owned == [0, 1, 2, 3, 4, 5] && described["total_lag"] == 0 {
             break;
         }
-        assert!(
-            Instant::now() < deadline,
-            "every worker reports, without lag: not within 120 s; the last description: {described}"
-        );
+        if Instant::now() >= deadline {
+            panic!(
+                "every worker reports, without lag: not within 120 s; the last description: {described}{}",
+                workers.last_words()
+            );
+        }
         std::thread::sleep(Duration::from_millis(500));
     }
     let table = stdout(&cli(

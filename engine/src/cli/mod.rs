@@ -41,6 +41,7 @@ Then, in another:
     sluice consume orders --print-key
     sluice consume orders --group billing        # remembers where it stopped
     sluice group describe billing                # members, offsets and lag
+    sluice consume orders --share-group workers  # a queue: one of many competing consumers
 
 Run a WebAssembly plugin as a consumer group, on the running engine:
 
@@ -51,7 +52,7 @@ Run a WebAssembly plugin as a consumer group, on the running engine:
     sluice plugin rollback big-orders            # after deploying a new version
 
 Every command but `serve` talks to the engine at --url (or SLUICE_URL); `plugin`, `dlq`,
-`topic alter`, `topic delete` and `archive run` need the admin token (--token, SLUICE_TOKEN,
+`topic alter`, `topic delete`, `archive run` and `group configure/delete` need the admin token (--token, SLUICE_TOKEN,
 or the admin.token the engine keeps in --data-dir, ./sluice-data by default), and so does
 everything with [server] require_token_for_all. Logs go to stderr;
 set SLUICE_LOG=debug (or any tracing filter) for more.";
@@ -139,7 +140,8 @@ work pointed at it:
     Produce(produce::ProduceArgs),
     /// Print records of a topic, from a position or as a member of a consumer group.
     Consume(consume::ConsumeArgs),
-    /// Inspect consumer groups: members, committed offsets and lag.
+    /// Inspect consumer groups (members, committed offsets, lag) and share groups (queue depth,
+    /// in flight, acknowledged, redelivered, dead-lettered); set a share group's settings.
     #[command(subcommand)]
     Group(GroupCommand),
     /// Deploy, upgrade, pause, roll back and inspect WebAssembly plugin consumer groups.
@@ -257,6 +259,7 @@ pub enum GroupCommand {
 
 #[derive(Args)]
 pub struct ShareGroupSettingsArgs {
+    /// The share group.
     group: String,
     /// How long a delivered record stays locked to its member.
     #[arg(long)]

@@ -14,7 +14,7 @@ use std::time::Duration;
 use rdkafka::Message;
 use rdkafka::consumer::Consumer;
 use rdkafka::error::KafkaError;
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use tokio::sync::watch;
 
 use super::ClusterError;
@@ -32,7 +32,8 @@ const FOLLOW_WAIT: Duration = Duration::from_millis(250);
 
 /// Writes deployment records and components.
 pub(crate) struct Publisher {
-    producer: FutureProducer,
+    config: rdkafka::ClientConfig,
+    producer: parking_lot::Mutex<FutureProducer>,
 }
 
 impl Publisher {
@@ -42,29 +43,36 @@ impl Publisher {
         let producer = config
             .create()
             .map_err(ClusterError::kafka("creating the deployments producer"))?;
-        Ok(Publisher { producer })
+        Ok(Publisher {
+            config,
+            producer: parking_lot::Mutex::new(producer),
+        })
     }
 
-    /// Writes a record and waits until it is stored; its offset.
+    /// Writes one record and waits until the cluster holds it. An idempotent producer that
+    /// hit a fatal error (librdkafka's, e.g. a sequence lost across a broker's restart) fails
+    /// every later write: it is replaced and the write tried once more.
     pub(crate) fn put(
         &self,
         topic: &str,
         key: &[u8],
         value: Option<&[u8]>,
     ) -> Result<i64, ClusterError> {
-        let mut record = FutureRecord::<[u8], [u8]>::to(topic).key(key);
-        if let Some(value) = value {
-            record = record.payload(value);
-        }
-        let what = format!("writing to `{topic}`");
-        let delivery = self
-            .producer
-            .send_result(record)
-            .map_err(|(error, _)| ClusterError::kafka(what.clone())(error))?;
-        match futures::executor::block_on(delivery) {
-            Ok(Ok(delivery)) => Ok(delivery.offset),
-            Ok(Err((error, _))) => Err(ClusterError::kafka(what)(error)),
-            Err(_canceled) => Err(ClusterError::kafka(what)(KafkaError::Canceled)),
+        let producer = self.producer.lock().clone();
+        match put_with(&producer, topic, key, value) {
+            Err(error) => match producer.client().fatal_error() {
+                Some((code, why)) => {
+                    tracing::warn!(?code, %why, "the deployments producer failed fatally; making a new one");
+                    let renewed: FutureProducer = self
+                        .config
+                        .create()
+                        .map_err(ClusterError::kafka("creating the deployments producer"))?;
+                    *self.producer.lock() = renewed.clone();
+                    put_with(&renewed, topic, key, value)
+                }
+                None => Err(error),
+            },
+            written => written,
         }
     }
 
@@ -217,5 +225,26 @@ impl Components {
             });
         }
         Ok(chunks.into_values().flatten().collect())
+    }
+}
+
+fn put_with(
+    producer: &FutureProducer,
+    topic: &str,
+    key: &[u8],
+    value: Option<&[u8]>,
+) -> Result<i64, ClusterError> {
+    let mut record = FutureRecord::<[u8], [u8]>::to(topic).key(key);
+    if let Some(value) = value {
+        record = record.payload(value);
+    }
+    let what = format!("writing to `{topic}`");
+    let delivery = producer
+        .send_result(record)
+        .map_err(|(error, _)| ClusterError::kafka(what.clone())(error))?;
+    match futures::executor::block_on(delivery) {
+        Ok(Ok(delivery)) => Ok(delivery.offset),
+        Ok(Err((error, _))) => Err(ClusterError::kafka(what)(error)),
+        Err(_canceled) => Err(ClusterError::kafka(what)(KafkaError::Canceled)),
     }
 }
