@@ -492,6 +492,9 @@ fn report(worker: &Weak<Worker>, clients: &Clients, mut stop: watch::Receiver<bo
                 });
             if let Err(error) = report {
                 tracing::warn!(%error, group, "cannot report the group's progress");
+                // A reader that failed (its coordinator moved with a broker's restart, say)
+                // is made anew for the next report rather than asked again forever.
+                progress.forget(group);
             }
         }
         drop(worker);
