@@ -1017,6 +1017,19 @@ fn read_offsets(
     }
 }
 
+/// Runs of consecutive offsets with the same delivery count, as (first, last, count), from
+/// (offset, count) pairs in offset order: how both doors describe what a fetch acquired.
+pub fn acquired_ranges(taken: impl IntoIterator<Item = (u64, u16)>) -> Vec<(u64, u64, u16)> {
+    let mut ranges: Vec<(u64, u64, u16)> = Vec::new();
+    for (offset, count) in taken {
+        match ranges.last_mut() {
+            Some((_, last, c)) if *last + 1 == offset && *c == count => *last = offset,
+            _ => ranges.push((offset, offset, count)),
+        }
+    }
+    ranges
+}
+
 /// The stored batches (the log's format, whole) holding every offset from `first` to `last`:
 /// what a door sends when the client decodes batches itself and keeps the acquired records.
 pub fn read_batches(partition: &Partition, first: u64, last: u64) -> Result<Vec<u8>, LogError> {

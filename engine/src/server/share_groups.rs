@@ -158,13 +158,7 @@ fn batches_body(
     };
     for ((topic, partition), mut taken) in by_partition {
         taken.sort_unstable();
-        let mut ranges: Vec<(u64, u64, u16)> = Vec::new();
-        for (offset, count) in taken {
-            match ranges.last_mut() {
-                Some((_, last, c)) if *last + 1 == offset && *c == count => *last = offset,
-                _ => ranges.push((offset, offset, count)),
-            }
-        }
+        let ranges = crate::queues::acquired_ranges(taken);
         let (first, last) = (ranges[0].0, ranges[ranges.len() - 1].1);
         let log_partition = log.topic(&topic)?.partition(partition)?;
         let batches = crate::queues::read_batches(&log_partition, first, last)?;

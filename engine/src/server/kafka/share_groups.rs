@@ -543,23 +543,15 @@ fn group_by_partition(deliveries: Vec<Delivery>) -> BTreeMap<(String, u32), Vec<
 
 /// Runs of consecutive offsets with the same delivery count, as Kafka's AcquiredRecords.
 fn acquired_ranges(delivered: &[Delivery]) -> Vec<AcquiredRecords> {
-    let mut ranges: Vec<AcquiredRecords> = Vec::new();
-    for d in delivered {
-        let offset = d.offset as i64;
-        let count = d.deliveries.min(i16::MAX as u16) as i16;
-        match ranges.last_mut() {
-            Some(last) if last.last_offset + 1 == offset && last.delivery_count == count => {
-                last.last_offset = offset;
-            }
-            _ => ranges.push(
-                AcquiredRecords::default()
-                    .with_first_offset(offset)
-                    .with_last_offset(offset)
-                    .with_delivery_count(count),
-            ),
-        }
-    }
-    ranges
+    crate::queues::acquired_ranges(delivered.iter().map(|d| (d.offset, d.deliveries)))
+        .into_iter()
+        .map(|(first, last, count)| {
+            AcquiredRecords::default()
+                .with_first_offset(first as i64)
+                .with_last_offset(last as i64)
+                .with_delivery_count(count.min(i16::MAX as u16) as i16)
+        })
+        .collect()
 }
 
 /// The stored batches from the first acquired record to the last, as Kafka batches: the
