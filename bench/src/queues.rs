@@ -3,23 +3,26 @@
 //! each record, with a prefetch of 1,000:
 //!
 //! - Sluice's share groups over HTTP (the engine in this process): each fetch carries the
-//!   acknowledgements of the records the previous one took (ranges of offsets), in binary
+//!   acknowledgements of the records the previous one took (ranges of offsets; a fetch that
+//!   came back short, when the queue runs dry, is acknowledged at once instead), in binary
 //!   (stored batches and acquired ranges) and in JSON; the window journal fsynced before each
 //!   answer, produce acknowledged after fsync;
 //! - RabbitMQ (Debian's package, started here): a durable queue (classic, then quorum),
 //!   persistent messages published with publisher confirms, consumers with `basic.qos`
-//!   prefetch 1,000 and manual acknowledgements (`multiple` every 100 deliveries);
+//!   prefetch 1,000 and manual acknowledgements (`multiple` every 100 deliveries, and after
+//!   10 ms without one);
 //! - Redis Streams (Debian's package, started here) with `appendfsync always`, so that a
 //!   write is on disk before its answer as in the other two: XADD pipelined, then XREADGROUP
 //!   COUNT 1,000 and one XACK per read naming each entry.
 //!
 //! Every client is a Rust client in this process (sluice's own, `lapin`, `redis`), on the
-//! same cores as the brokers.
+//! same cores as the brokers. Consumption ends when the last record is acknowledged
+//! ([`Progress`]): consumers still in a long poll for records that will not come do not count.
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -33,14 +36,16 @@ use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Connection, ConnectionProperties};
 use sluice::cli::client::Client;
 use sluice::log::Record;
-use sluice::server::api::{AckAction, CreateTopic, ShareAck, ShareFetchRequest};
+use sluice::server::api::{AckAction, CreateTopic, ShareAck, ShareAckRequest, ShareFetchRequest};
 
 const RECORD_BYTES: usize = 100;
 const PREFETCH: usize = 1_000;
 /// Records per produce request, publish window and XADD pipeline.
 const PRODUCE_BATCH: usize = 1_000;
-/// RabbitMQ consumers acknowledge with `multiple` every this many deliveries.
+/// RabbitMQ consumers acknowledge with `multiple` every this many deliveries, and what they
+/// hold when no delivery came for this long.
 const RABBIT_ACK_EVERY: u64 = 100;
+const RABBIT_ACK_IDLE: Duration = Duration::from_millis(10);
 const PARTITIONS: u32 = 2;
 const CONSUMER_COUNTS: [usize; 2] = [1, 8];
 const START_TIMEOUT: Duration = Duration::from_secs(60);
@@ -74,6 +79,48 @@ impl System {
             System::RabbitQuorum => "rabbitmq quorum",
             System::Redis => "redis streams (fsync always)",
         }
+    }
+}
+
+/// A run's consumption, shared by its consumers: the records acknowledged, and when the last
+/// one was.
+struct Progress {
+    records: u64,
+    acked: AtomicU64,
+    started: Instant,
+    finished: OnceLock<Duration>,
+}
+
+impl Progress {
+    fn start(records: u64) -> Arc<Progress> {
+        Arc::new(Progress {
+            records,
+            acked: AtomicU64::new(0),
+            started: Instant::now(),
+            finished: OnceLock::new(),
+        })
+    }
+
+    fn acked(&self, count: u64) {
+        if self.acked.fetch_add(count, Ordering::Relaxed) + count >= self.records {
+            let _ = self.finished.set(self.started.elapsed());
+        }
+    }
+
+    fn acked_so_far(&self) -> u64 {
+        self.acked.load(Ordering::Relaxed)
+    }
+
+    fn done(&self) -> bool {
+        self.acked_so_far() >= self.records
+    }
+
+    /// From the start to the last acknowledgement.
+    fn elapsed(&self) -> Duration {
+        self.finished
+            .get()
+            .copied()
+            .unwrap_or_else(|| self.started.elapsed())
     }
 }
 
@@ -208,16 +255,15 @@ async fn sluice_run(
         done??;
     }
     let produce = started.elapsed();
-    let started = Instant::now();
-    let acked = Arc::new(AtomicU64::new(0));
+    let progress = Progress::start(records);
     let mut tasks = tokio::task::JoinSet::new();
     for c in 0..consumers {
-        let (client, acked) = (client.clone(), acked.clone());
+        let (client, progress) = (client.clone(), progress.clone());
         tasks.spawn(async move {
             let member = format!("bench-{c}");
             // The acknowledgements of the records taken last, sent with the next fetch.
             let mut pending: Vec<(u32, u64)> = Vec::new();
-            while acked.load(Ordering::Relaxed) < records {
+            while !progress.done() {
                 let request = ShareFetchRequest {
                     member_id: member.clone(),
                     topic: "jobs".into(),
@@ -257,8 +303,27 @@ async fn sluice_run(
                 if refused > 0 {
                     bail!("{refused} acknowledgements refused");
                 }
-                acked.fetch_add(pending.len() as u64, Ordering::Relaxed);
+                progress.acked(pending.len() as u64);
                 pending = taken;
+                // A short fetch means the queue ran dry: acknowledge now rather than with a
+                // fetch that would wait for records.
+                if pending.len() < PREFETCH && !pending.is_empty() {
+                    let acks = ShareAck::runs(
+                        pending
+                            .iter()
+                            .map(|(p, o)| ("jobs", *p, *o, AckAction::Accept)),
+                    );
+                    let request = ShareAckRequest {
+                        member_id: member.clone(),
+                        acks,
+                    };
+                    let refused = client.share_ack("bench", &request).await?.refused.len();
+                    if refused > 0 {
+                        bail!("{refused} acknowledgements refused");
+                    }
+                    progress.acked(pending.len() as u64);
+                    pending.clear();
+                }
             }
             anyhow::Ok(())
         });
@@ -266,7 +331,17 @@ async fn sluice_run(
     while let Some(done) = tasks.join_next().await {
         done??;
     }
-    let consume = started.elapsed();
+    let consume = progress.elapsed();
+    // The figure counts only if the engine agrees: every record acknowledged once, none left.
+    let group = client.describe_share_group("bench").await?;
+    if group.queue_depth != 0 || group.in_flight != 0 || group.counters.acked != records {
+        bail!(
+            "the share group disagrees: depth {}, in flight {}, acknowledged {} of {records}",
+            group.queue_depth,
+            group.in_flight,
+            group.counters.acked
+        );
+    }
     server.stop().await?;
     Ok(Measured {
         system,
@@ -417,12 +492,11 @@ impl Rabbit {
             next = end;
         }
         let produce = started.elapsed();
-        let started = Instant::now();
-        let acked = Arc::new(AtomicU64::new(0));
+        let progress = Progress::start(records);
         let mut tasks = tokio::task::JoinSet::new();
         for c in 0..consumers {
             let connection = self.connect().await?;
-            let acked = acked.clone();
+            let progress = progress.clone();
             tasks.spawn(async move {
                 let channel = connection.create_channel().await?;
                 channel
@@ -440,15 +514,15 @@ impl Rabbit {
                 // The last delivery taken: acknowledging "all" (tag 0) would also take the
                 // deliveries the client holds but has not handed out yet.
                 let mut last_tag = 0;
-                while acked.load(Ordering::Relaxed) < records {
-                    let next = tokio::time::timeout(Duration::from_millis(100), consumer.next());
+                while !progress.done() {
+                    let next = tokio::time::timeout(RABBIT_ACK_IDLE, consumer.next());
                     let delivery = match next.await {
                         Err(_) => {
                             if unacked > 0 {
                                 channel
                                     .basic_ack(last_tag, BasicAckOptions { multiple: true })
                                     .await?;
-                                acked.fetch_add(unacked, Ordering::Relaxed);
+                                progress.acked(unacked);
                                 unacked = 0;
                             }
                             continue;
@@ -460,7 +534,7 @@ impl Rabbit {
                     last_tag = delivery.delivery_tag;
                     if unacked >= RABBIT_ACK_EVERY {
                         delivery.ack(BasicAckOptions { multiple: true }).await?;
-                        acked.fetch_add(unacked, Ordering::Relaxed);
+                        progress.acked(unacked);
                         unacked = 0;
                     }
                 }
@@ -470,7 +544,7 @@ impl Rabbit {
         while let Some(done) = tasks.join_next().await {
             done??;
         }
-        let consume = started.elapsed();
+        let consume = progress.elapsed();
         Ok(Measured {
             system,
             consumers,
@@ -551,15 +625,14 @@ impl Redis {
             .arg(&["CREATE", "jobs", "g", "0"])
             .query_async(&mut connection)
             .await?;
-        let started = Instant::now();
-        let acked = Arc::new(AtomicU64::new(0));
+        let progress = Progress::start(records);
         let mut tasks = tokio::task::JoinSet::new();
         for c in 0..consumers {
             let mut connection = self.connection().await?;
-            let acked = acked.clone();
+            let progress = progress.clone();
             tasks.spawn(async move {
                 let name = format!("c{c}");
-                while acked.load(Ordering::Relaxed) < records {
+                while !progress.done() {
                     let reply: redis::streams::StreamReadReply = redis::cmd("XREADGROUP")
                         .arg(&["GROUP", "g", &name, "COUNT"])
                         .arg(PREFETCH)
@@ -580,7 +653,7 @@ impl Redis {
                         .arg(&ids)
                         .query_async(&mut connection)
                         .await?;
-                    acked.fetch_add(count, Ordering::Relaxed);
+                    progress.acked(count);
                 }
                 anyhow::Ok(())
             });
@@ -588,7 +661,7 @@ impl Redis {
         while let Some(done) = tasks.join_next().await {
             done??;
         }
-        let consume = started.elapsed();
+        let consume = progress.elapsed();
         Ok(Measured {
             system: System::Redis,
             consumers,

@@ -459,9 +459,21 @@ impl Partition {
     /// any is visible). `offset` equal to the high watermark reads nothing.
     pub fn read(&self, offset: u64, max_bytes: usize) -> Result<Fetched, LogError> {
         // Sized up front: growing by doubling copied the data read so far each time.
+        self.read_through(offset, u64::MAX, max_bytes)
+    }
+
+    /// [`Partition::read`] of the batches that start at or before `last` only: what a reader
+    /// that knows where it stops (a share group's acquired records) needs, without the rest
+    /// of `max_bytes`.
+    pub fn read_through(
+        &self,
+        offset: u64,
+        last: u64,
+        max_bytes: usize,
+    ) -> Result<Fetched, LogError> {
         let mut data = Vec::with_capacity(max_bytes.min(MAX_READ_RESERVE));
         let (next_offset, high_watermark, log_start_offset) =
-            self.read_to(offset, max_bytes, &mut data)?;
+            self.read_to(offset, last.saturating_add(1), max_bytes, &mut data)?;
         Ok(Fetched {
             data,
             next_offset,
@@ -480,18 +492,21 @@ impl Partition {
         data: &mut Vec<u8>,
     ) -> Result<u64, LogError> {
         data.clear();
-        Ok(self.read_to(offset, max_bytes, data)?.0)
+        Ok(self.read_to(offset, u64::MAX, max_bytes, data)?.0)
     }
 
-    /// Reads the batches from `offset` on into `data` (empty); returns the next offset, the
-    /// high watermark and the log start offset as they were when the read began.
+    /// Reads the batches from `offset` on that start before `until` into `data` (empty);
+    /// returns the next offset, the high watermark and the log start offset as they were
+    /// when the read began.
     fn read_to(
         &self,
         offset: u64,
+        until: u64,
         max_bytes: usize,
         data: &mut Vec<u8>,
     ) -> Result<(u64, u64, u64), LogError> {
         let high_watermark = self.high_watermark();
+        let until = until.min(high_watermark);
         let segments = self.segments.read().clone();
         let log_start_offset = segments[0].base_offset;
         if offset < log_start_offset
@@ -513,7 +528,7 @@ impl Partition {
         let first = segments.partition_point(|s| s.base_offset <= offset) - 1;
         let mut next = offset;
         for segment in &segments[first..] {
-            if next >= high_watermark || data.len() >= max_bytes {
+            if next >= until || data.len() >= max_bytes {
                 break;
             }
             if next < segment.base_offset {
@@ -524,7 +539,7 @@ impl Partition {
                     to: segment.base_offset,
                 });
             }
-            next = segment.read(next, high_watermark, max_bytes, data)?;
+            next = segment.read(next, until, max_bytes, data)?;
             if next < segment.next_offset() {
                 break;
             }

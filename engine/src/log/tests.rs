@@ -152,17 +152,19 @@ fn a_corrupt_sealed_segment_fails_reads_with_file_and_position_and_later_segment
     );
 }
 
+/// 150 records in batches of 3, over more than two segments.
+fn fifty_batches_in_small_segments(dir: &Path) -> (Log, Arc<Partition>) {
+    write_batches(dir, 50, &[("segment_bytes".to_string(), "2048".to_string())]);
+    let log = Log::open(dir, options()).unwrap();
+    let partition = log.topic("t").unwrap().partition(0).unwrap();
+    assert!(partition.segment_count() > 2);
+    (log, partition)
+}
+
 #[test]
 fn reads_by_timestamp_and_across_segments() {
     let dir = tempfile::tempdir().unwrap();
-    write_batches(
-        dir.path(),
-        50,
-        &[("segment_bytes".to_string(), "2048".to_string())],
-    );
-    let log = Log::open(dir.path(), options()).unwrap();
-    let partition = log.topic("t").unwrap().partition(0).unwrap();
-    assert!(partition.segment_count() > 2);
+    let (_log, partition) = fifty_batches_in_small_segments(dir.path());
     let all = read_all(&partition);
     assert_eq!(all.len(), 150);
     assert!(
@@ -173,6 +175,40 @@ fn reads_by_timestamp_and_across_segments() {
     assert_eq!(partition.offset_for_timestamp(0).unwrap(), 0);
     assert_eq!(partition.offset_for_timestamp(1_077).unwrap(), 77);
     assert_eq!(partition.offset_for_timestamp(9_999_999).unwrap(), 150);
+}
+
+/// A bounded read stops at the batch holding its last offset, within a segment and across
+/// segments, and never reads past the high watermark.
+#[test]
+fn a_read_through_an_offset_stops_at_the_batch_holding_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_log, partition) = fifty_batches_in_small_segments(dir.path());
+    // Batches hold 3 records: [0, 3), [3, 6), ...
+    for (first, last, next) in [
+        (4, 4, 6),
+        (4, 7, 9),
+        (3, 5, 6),
+        (0, 100, 102),
+        (140, 999, 150),
+    ] {
+        let fetched = partition.read_through(first, last, 1 << 20).unwrap();
+        assert_eq!(
+            fetched.next_offset, next,
+            "read from {first} through {last}"
+        );
+        let offsets: Vec<u64> = batch::decode_all(&Bytes::from(fetched.data), first)
+            .unwrap()
+            .into_iter()
+            .map(|(offset, record)| {
+                assert_eq!(record, self::record(offset));
+                offset
+            })
+            .collect();
+        assert_eq!(offsets, (first..next).collect::<Vec<_>>());
+    }
+    // max_bytes still ends a read early: at least one batch, then no more than asked for.
+    let short = partition.read_through(0, 149, 1).unwrap();
+    assert_eq!(short.next_offset, 3);
 }
 
 #[test]

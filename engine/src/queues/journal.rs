@@ -250,6 +250,9 @@ pub struct Journal {
     written: AtomicU64,
     /// (a handle to the current file, position synced so far).
     synced: Mutex<(File, u64)>,
+    /// The position synced so far, read without the lock: a caller whose entries a sync
+    /// already covered need not wait for it.
+    synced_to: AtomicU64,
     failed: AtomicBool,
 }
 
@@ -316,6 +319,7 @@ impl Journal {
                 writer: Mutex::new(Writer { file, file_bytes }),
                 written: AtomicU64::new(0),
                 synced: Mutex::new((sync_handle, 0)),
+                synced_to: AtomicU64::new(0),
                 failed: AtomicBool::new(false),
             },
             entries,
@@ -362,7 +366,13 @@ impl Journal {
             return Err(ShareError::io("fsync", &self.path, e));
         }
         synced.1 = target;
+        self.synced_to.store(target, Ordering::Release);
         Ok(())
+    }
+
+    /// Whether everything up to `position` is on disk already (no wait, no lock).
+    pub fn is_synced(&self, position: u64) -> bool {
+        self.synced_to.load(Ordering::Acquire) >= position && !self.failed.load(Ordering::Acquire)
     }
 
     /// Bytes in the journal file.
@@ -393,6 +403,7 @@ impl Journal {
             .map_err(|e| ShareError::io("open", &self.path, e))?;
         let mut synced = self.synced.lock();
         *synced = (sync_handle, self.written.load(Ordering::Acquire));
+        self.synced_to.store(synced.1, Ordering::Release);
         writer.file = file;
         writer.file_bytes = bytes.len() as u64;
         Ok(())

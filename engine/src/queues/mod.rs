@@ -78,12 +78,15 @@ pub struct Delivery {
     pub record: Option<Record>,
 }
 
-/// What a member says of one record.
+/// What a member says of a run of records of one partition: `first..=last` (one record when
+/// they are equal). A run is applied record by record; the doors send runs because a member
+/// usually says the same of everything it fetched.
 #[derive(Debug, Clone)]
 pub struct Acknowledgement {
     pub topic: String,
     pub partition: u32,
-    pub offset: u64,
+    pub first: u64,
+    pub last: u64,
     pub kind: AckKind,
 }
 
@@ -331,6 +334,18 @@ impl ShareGroups {
         group: &str,
         request: FetchRequest,
     ) -> Result<Vec<Delivery>, ShareError> {
+        self.fetch_after(group, request, 0).await
+    }
+
+    /// [`ShareGroups::fetch`] that first makes the journal durable up to `position` (entries
+    /// of the caller's, such as acknowledgements): with the fetch's own entries when it takes
+    /// records, and before any wait when it does not, so they are not held up by a long poll.
+    async fn fetch_after(
+        self: &Arc<Self>,
+        group: &str,
+        request: FetchRequest,
+        position: u64,
+    ) -> Result<Vec<Delivery>, ShareError> {
         let member = check_member(&request.member)?;
         let lock_ms = request.lock.map(|l| l.as_millis() as u64);
         if let Some(lock_ms) = lock_ms {
@@ -338,7 +353,10 @@ impl ShareGroups {
         }
         let this = self.clone();
         let name = group.to_string();
-        let group = blocking(move || this.group_or_create(&name)).await?;
+        let group = match self.group(&name) {
+            Ok(found) => found,
+            Err(_) => blocking(move || this.group_or_create(&name)).await?,
+        };
         let topic = self.log.topic(&request.topic)?;
         let partitions = match &request.partitions {
             None => topic.partitions(),
@@ -362,7 +380,7 @@ impl ShareGroups {
             let attempt =
                 blocking(move || this.acquire(&group_ref, &member_ref, &topic_name, &parts, take))
                     .await?;
-            self.sync(attempt.position).await?;
+            self.sync(attempt.position.max(position)).await?;
             let had_dead_letters = !attempt.dead_letters.is_empty();
             if had_dead_letters {
                 self.send_dead_letters(&group, attempt.dead_letters).await?;
@@ -582,8 +600,8 @@ impl ShareGroups {
         if !dead_letters.is_empty() {
             self.send_dead_letters(&group_ref, dead_letters).await?;
         }
-        let fetched = self.fetch(group, request).await;
-        // Already on disk when the fetch journaled anything: its sync came after.
+        let fetched = self.fetch_after(group, request, position).await;
+        // On disk already unless the fetch failed before its first sync.
         self.sync(position).await?;
         Ok((refused, fetched?))
     }
@@ -624,29 +642,36 @@ impl ShareGroups {
         let mut touched: BTreeMap<(String, u32), Vec<Change>> = BTreeMap::new();
         let mut wake = false;
         for ack in acknowledgements {
-            let key = (ack.topic.clone(), ack.partition);
-            let outcome = match state.windows.get_mut(&key) {
-                None => Err(AckRefusal::OutOfWindow),
-                Some(window) => window.acknowledge(now, member, ack.offset, &ack.kind, lock),
-            };
-            match (outcome, &ack.kind) {
-                (Err(reason), _) => refused.push(Refused {
-                    topic: ack.topic,
-                    partition: ack.partition,
-                    offset: ack.offset,
-                    reason,
-                }),
-                (Ok(Some(change)), kind) => {
-                    wake |= matches!(kind, AckKind::Release { .. });
-                    touched.entry(key).or_default().push(change);
+            let key = (ack.topic, ack.partition);
+            let mut window = state.windows.get_mut(&key);
+            let changes = touched.entry(key.clone()).or_default();
+            for offset in ack.first..=ack.last {
+                let outcome = match window.as_deref_mut() {
+                    None => Err(AckRefusal::OutOfWindow),
+                    Some(window) => window.acknowledge(now, member, offset, &ack.kind, lock),
+                };
+                match (outcome, &ack.kind) {
+                    (Err(reason), _) => refused.push(Refused {
+                        topic: key.0.clone(),
+                        partition: key.1,
+                        offset,
+                        reason,
+                    }),
+                    (Ok(Some(change)), kind) => {
+                        wake |= matches!(kind, AckKind::Release { .. });
+                        changes.push(change);
+                    }
+                    (Ok(None), AckKind::Reject { reason }) => {
+                        rejected.push((key.clone(), offset, reason.clone()))
+                    }
+                    (Ok(None), _) => {}
                 }
-                (Ok(None), AckKind::Reject { reason }) => {
-                    rejected.push((key, ack.offset, reason.clone()))
-                }
-                (Ok(None), _) => {}
             }
         }
         for ((topic, partition), changes) in touched {
+            if changes.is_empty() {
+                continue;
+            }
             let window = state
                 .windows
                 .get_mut(&(topic.clone(), partition))
@@ -802,7 +827,7 @@ impl ShareGroups {
     /// Waits until the journal holds everything up to `position`, then rewrites it if it
     /// grew too large.
     async fn sync(self: &Arc<Self>, position: u64) -> Result<(), ShareError> {
-        if position == 0 {
+        if position == 0 || self.journal.is_synced(position) {
             return Ok(());
         }
         let this = self.clone();
@@ -994,7 +1019,7 @@ fn read_offsets(
     };
     let mut next = offsets[0];
     loop {
-        let fetched = match partition.read(next, READ_BYTES) {
+        let fetched = match partition.read_through(next, last, READ_BYTES) {
             Err(LogError::OffsetOutOfRange { .. }) => return Ok(found),
             read => read?,
         };
@@ -1036,7 +1061,7 @@ pub fn read_batches(partition: &Partition, first: u64, last: u64) -> Result<Vec<
     let mut data = Vec::new();
     let mut next = first;
     while next <= last {
-        let fetched = partition.read(next, READ_BYTES)?;
+        let fetched = partition.read_through(next, last, READ_BYTES)?;
         if fetched.data.is_empty() || fetched.next_offset <= next {
             break;
         }

@@ -187,7 +187,7 @@ pub(super) async fn acknowledge(
     Ok(Json(ShareAckResponse { refused }))
 }
 
-/// The acknowledgements a call names, each range expanded to its offsets.
+/// The acknowledgements a call names, checked: at most [`MAX_ACKS_PER_CALL`] records in all.
 fn acknowledgements(acks: Vec<ShareAck>) -> Result<Vec<Acknowledgement>, ApiError> {
     let too_many = || {
         ApiError::bad_request(
@@ -196,6 +196,8 @@ fn acknowledgements(acks: Vec<ShareAck>) -> Result<Vec<Acknowledgement>, ApiErro
         )
     };
     let mut out = Vec::new();
+    // Records the runs so far cover.
+    let mut counted = 0usize;
     for ack in acks {
         let last = ack.last_offset.unwrap_or(ack.offset);
         let Some(span) = last.checked_sub(ack.offset) else {
@@ -204,16 +206,17 @@ fn acknowledgements(acks: Vec<ShareAck>) -> Result<Vec<Acknowledgement>, ApiErro
                 format!("last_offset {last} is before offset {}", ack.offset),
             ));
         };
-        if span >= MAX_ACKS_PER_CALL as u64 || out.len() + span as usize >= MAX_ACKS_PER_CALL {
+        if span >= MAX_ACKS_PER_CALL as u64 || counted + span as usize >= MAX_ACKS_PER_CALL {
             return Err(too_many());
         }
-        let kind = kind_of(&ack)?;
-        out.extend((ack.offset..=last).map(|offset| Acknowledgement {
-            topic: ack.topic.clone(),
+        counted += span as usize + 1;
+        out.push(Acknowledgement {
+            kind: kind_of(&ack)?,
+            topic: ack.topic,
             partition: ack.partition,
-            offset,
-            kind: kind.clone(),
-        }));
+            first: ack.offset,
+            last,
+        });
     }
     Ok(out)
 }

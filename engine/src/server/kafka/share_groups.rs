@@ -264,7 +264,7 @@ fn acknowledgements(
     partition: u32,
     batches: &Batches,
 ) -> Option<Vec<Acknowledgement>> {
-    let mut out = Vec::new();
+    let mut out: Vec<Acknowledgement> = Vec::new();
     let mut previous_last = -1i64;
     for (first, last, types) in batches {
         let span = last.checked_sub(*first)?.checked_add(1)?;
@@ -275,6 +275,7 @@ fn acknowledgements(
         }
         previous_last = *last;
         for (i, offset) in (*first..=*last).enumerate() {
+            let offset = offset as u64;
             let kind = match types[if types.len() == 1 { 0 } else { i }] {
                 // A gap: no record at that offset (a log of Sluice has none): done with it.
                 0 | 1 => AckKind::Accept,
@@ -286,12 +287,16 @@ fn acknowledgements(
                 },
                 _ => return None,
             };
-            out.push(Acknowledgement {
-                topic: topic.to_string(),
-                partition,
-                offset: offset as u64,
-                kind,
-            });
+            match out.last_mut() {
+                Some(run) if run.last + 1 == offset && run.kind == kind => run.last = offset,
+                _ => out.push(Acknowledgement {
+                    topic: topic.to_string(),
+                    partition,
+                    first: offset,
+                    last: offset,
+                    kind,
+                }),
+            }
         }
     }
     Some(out)
