@@ -4,11 +4,11 @@
 
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::common::Server;
 use crate::common::plugins::*;
+use crate::common::{Server, a_produce_finds_the_budget_held, server_with_budget};
 
 /// Kibibytes of a process's memory from /proc: `field` is VmRSS (now) or VmHWM (peak).
 fn memory_kib(pid: u32, field: &str) -> u64 {
@@ -38,7 +38,7 @@ async fn send_head(server: &Server, head: &str, body_start: &[u8]) -> TcpStream 
 }
 
 /// The status line of the answer on `stream`, waiting at most `within`.
-async fn status_line(stream: &mut TcpStream, within: Duration) -> String {
+async fn status_line(stream: &mut (impl AsyncRead + Unpin), within: Duration) -> String {
     let mut answer = Vec::new();
     let mut buffer = [0u8; 4096];
     let read = async {
@@ -141,6 +141,66 @@ async fn stalled_bodies_neither_starve_producers_nor_live_forever() {
         let status = status_line(stream, within.saturating_sub(since.elapsed())).await;
         assert!(status.contains("408"), "a stalled body got {status}");
     }
+}
+
+/// JSON bodies are read as produce batches are. Announced past `max_request_bytes`, every JSON
+/// call is refused from its headers. While one (a share-group acknowledgement) trickles in, it
+/// holds its bytes of `max_inflight_bytes`: a produce that does not fit waits and gets 503.
+/// Once it stalls it gets 408, and the same produce is taken.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_bodies_are_read_within_the_limit_and_the_budget() {
+    const BUDGET_BYTES: usize = 1 << 20;
+    const TIMEOUT_MS: u64 = 2_000;
+    let dir = tempfile::tempdir().unwrap();
+    let server = server_with_budget(dir.path(), BUDGET_BYTES, TIMEOUT_MS);
+    let client = admin(&server);
+    create_topic(&client, "t", 1).await;
+
+    for path in [
+        "share-groups/g/ack",
+        "share-groups/g/fetch",
+        "groups/g/join",
+        "groups/g/offsets",
+        "topics",
+    ] {
+        let head = format!(
+            "POST /v1/{path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000000000\r\n\r\n"
+        );
+        let mut stream = send_head(&server, &head, b"{").await;
+        // 413, not the 408 the body timeout would give.
+        let status = status_line(&mut stream, Duration::from_secs(10)).await;
+        assert!(status.contains("413"), "{path}: {status}");
+    }
+
+    // Nine tenths of the budget (JSON whitespace), then a byte at a time within the timeout.
+    let head = format!(
+        "POST /v1/share-groups/g/ack HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {BUDGET_BYTES}\r\n\r\n"
+    );
+    let mut body = br#"{"member_id": "m", "acks": ["#.to_vec();
+    body.resize(BUDGET_BYTES * 9 / 10, b' ');
+    let (mut reader, mut writer) = send_head(&server, &head, &body).await.into_split();
+    let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+    let trickler = tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = &mut stopped => return writer,
+                _ = tokio::time::sleep(Duration::from_millis(200)) => {
+                    writer.write_all(b" ").await.unwrap();
+                }
+            }
+        }
+    });
+    let value = a_produce_finds_the_budget_held(&server, &client, BUDGET_BYTES).await;
+
+    stop.send(()).unwrap();
+    let _writer = trickler.await.unwrap();
+    let within = Duration::from_millis(TIMEOUT_MS) + Duration::from_secs(10);
+    let status = status_line(&mut reader, within).await;
+    assert!(status.contains("408"), "a stalled JSON body got {status}");
+    client
+        .produce("t", Some(0), &[record("k", &value)])
+        .await
+        .unwrap();
 }
 
 /// Who needs the admin token: changing or deleting a topic, running the archive and setting a

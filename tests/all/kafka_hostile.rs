@@ -12,9 +12,9 @@ use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::{ApiKey, ApiVersionsRequest, FetchRequest, TopicName};
 use kafka_protocol::protocol::StrBytes;
 
-use crate::common::Server;
 use crate::common::kafka::request_frame;
-use crate::common::plugins::{admin, create_topic, record, status_of};
+use crate::common::plugins::{admin, create_topic, record};
+use crate::common::{Server, a_produce_finds_the_budget_held, server_with_budget};
 
 /// A connection to the listener with reads that give up after `within`.
 fn connect(addr: &str, within: Duration) -> TcpStream {
@@ -203,20 +203,6 @@ async fn a_flood_past_max_connections_is_refused_in_brief_and_idle_ones_make_roo
     served(&mut after);
 }
 
-/// `sluice_inflight_request_bytes` from /metrics.
-async fn inflight_bytes(server: &Server) -> f64 {
-    let text = reqwest::get(format!("{}/metrics", server.url))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find_map(|line| line.strip_prefix("sluice_inflight_request_bytes "))
-        .map(|value| value.parse().unwrap())
-        .unwrap_or_else(|| panic!("no sluice_inflight_request_bytes in:\n{text}"))
-}
-
 /// A frame in progress holds its bytes of `[server] max_inflight_bytes`, the budget the HTTP
 /// door's request bodies share: while a client trickles a large frame, an HTTP produce that
 /// does not fit waits and gets 503; once the frame stalls and its connection is let go, the
@@ -226,15 +212,7 @@ async fn a_frame_in_progress_holds_the_budget_it_shares_with_http() {
     const BUDGET_BYTES: usize = 1 << 20;
     const TIMEOUT_MS: u64 = 2_000;
     let dir = tempfile::tempdir().unwrap();
-    let (budget, timeout) = (BUDGET_BYTES.to_string(), TIMEOUT_MS.to_string());
-    let server = Server::start_with_env(
-        dir.path(),
-        &[
-            ("SLUICE_SERVER__MAX_REQUEST_BYTES", &budget),
-            ("SLUICE_SERVER__MAX_INFLIGHT_BYTES", &budget),
-            ("SLUICE_SERVER__REQUEST_BODY_TIMEOUT_MS", &timeout),
-        ],
-    );
+    let server = server_with_budget(dir.path(), BUDGET_BYTES, TIMEOUT_MS);
     let addr = server.kafka.clone().unwrap();
     let client = admin(&server);
     create_topic(&client, "t", 1).await;
@@ -253,26 +231,8 @@ async fn a_frame_in_progress_holds_the_budget_it_shares_with_http() {
         }
     });
     // The engine counts the frame's bytes as it reads them; /metrics shows when it holds
-    // them all.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while inflight_bytes(&server).await < (BUDGET_BYTES * 9 / 10) as f64 {
-        assert!(
-            Instant::now() < deadline,
-            "the frame's bytes were never counted"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    // An HTTP produce of a quarter of the budget finds no room.
-    let value = "v".repeat(BUDGET_BYTES / 4);
-    let refused = client
-        .produce("t", Some(0), &[record("k", &value)])
-        .await
-        .unwrap_err();
-    assert_eq!(status_of(&refused), 503, "{refused}");
-    assert!(
-        refused.to_string().contains("max_inflight_bytes"),
-        "{refused}"
-    );
+    // them all. An HTTP produce of a quarter of the budget then finds no room.
+    let value = a_produce_finds_the_budget_held(&server, &client, BUDGET_BYTES).await;
 
     stop.send(()).unwrap();
     trickler.join().unwrap();

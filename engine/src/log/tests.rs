@@ -154,7 +154,11 @@ fn a_corrupt_sealed_segment_fails_reads_with_file_and_position_and_later_segment
 
 /// 150 records in batches of 3, over more than two segments.
 fn fifty_batches_in_small_segments(dir: &Path) -> (Log, Arc<Partition>) {
-    write_batches(dir, 50, &[("segment_bytes".to_string(), "2048".to_string())]);
+    write_batches(
+        dir,
+        50,
+        &[("segment_bytes".to_string(), "2048".to_string())],
+    );
     let log = Log::open(dir, options()).unwrap();
     let partition = log.topic("t").unwrap().partition(0).unwrap();
     assert!(partition.segment_count() > 2);

@@ -8,7 +8,7 @@ use std::task::{Context, Poll};
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderValue, header};
 use axum::response::Response;
@@ -18,6 +18,7 @@ use super::api::{
     ArchiveListing, ArchiveProgress, ArchiveRunRequest, ArchiveVerification,
     PartitionArchiveListing, VerifyParams,
 };
+use super::json_body::JsonBody;
 use super::{ApiError, AppState};
 use crate::log::{LogError, now_ms};
 
@@ -45,9 +46,9 @@ pub async fn run(
     _: super::auth::Admin,
     State(state): State<Arc<AppState>>,
     Path(topic): Path<String>,
-    body: Result<Json<ArchiveRunRequest>, JsonRejection>,
+    body: Result<JsonBody<ArchiveRunRequest>, ApiError>,
 ) -> Result<Response, ApiError> {
-    let Json(request) = body?;
+    let JsonBody(request) = body?;
     let topic = state.log.topic(&topic)?;
     if request.now {
         let partitions = topic.partitions();

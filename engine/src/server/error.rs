@@ -2,7 +2,7 @@
 //! what went wrong and what to do, plus a stable machine-readable code.
 
 use axum::Json;
-use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::rejection::QueryRejection;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
@@ -130,23 +130,6 @@ impl From<DeployError> for ApiError {
             }
         };
         ApiError::new(status, code, error.to_string())
-    }
-}
-
-impl From<JsonRejection> for ApiError {
-    /// A body that is not JSON, or JSON of the wrong shape or types, is a bad request (400,
-    /// naming the field); a missing content type or an unreadable body keeps its own status.
-    fn from(rejection: JsonRejection) -> ApiError {
-        if super::body::is_timeout(&rejection) {
-            return super::body::body_error(&rejection);
-        }
-        let status = match &rejection {
-            JsonRejection::JsonDataError(_) | JsonRejection::JsonSyntaxError(_) => {
-                StatusCode::BAD_REQUEST
-            }
-            other => other.status(),
-        };
-        ApiError::new(status, "malformed_body", rejection.body_text())
     }
 }
 

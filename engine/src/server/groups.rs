@@ -3,11 +3,11 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 
 use super::api::*;
+use super::json_body::JsonBody;
 use super::{ApiError, AppState};
 
 pub(super) async fn list(State(state): State<Arc<AppState>>) -> Result<Json<GroupList>, ApiError> {
@@ -38,9 +38,9 @@ pub(super) async fn describe(
 pub(super) async fn join(
     State(state): State<Arc<AppState>>,
     Path(group): Path<String>,
-    body: Result<Json<JoinRequest>, JsonRejection>,
+    body: Result<JsonBody<JoinRequest>, ApiError>,
 ) -> Result<Json<crate::groups::Membership>, ApiError> {
-    let Json(request) = body?;
+    let JsonBody(request) = body?;
     let membership = state.groups.join(
         &group,
         request.member_id.as_deref(),
@@ -55,9 +55,9 @@ pub(super) async fn join(
 pub(super) async fn heartbeat(
     State(state): State<Arc<AppState>>,
     Path(group): Path<String>,
-    body: Result<Json<MemberRequest>, JsonRejection>,
+    body: Result<JsonBody<MemberRequest>, ApiError>,
 ) -> Result<Json<crate::groups::Membership>, ApiError> {
-    let Json(request) = body?;
+    let JsonBody(request) = body?;
     Ok(Json(state.groups.heartbeat(&group, &request.member_id)?))
 }
 
@@ -65,9 +65,9 @@ pub(super) async fn heartbeat(
 pub(super) async fn leave(
     State(state): State<Arc<AppState>>,
     Path(group): Path<String>,
-    body: Result<Json<MemberRequest>, JsonRejection>,
+    body: Result<JsonBody<MemberRequest>, ApiError>,
 ) -> Result<StatusCode, ApiError> {
-    let Json(request) = body?;
+    let JsonBody(request) = body?;
     state.groups.leave(&group, &request.member_id)?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -86,9 +86,9 @@ pub(super) async fn commit_offsets(
     State(state): State<Arc<AppState>>,
     Path(group): Path<String>,
     headers: HeaderMap,
-    body: Result<Json<CommitRequest>, JsonRejection>,
+    body: Result<JsonBody<CommitRequest>, ApiError>,
 ) -> Result<StatusCode, ApiError> {
-    let Json(request) = body?;
+    let JsonBody(request) = body?;
     let member = match (&request.member_id, request.generation) {
         (Some(id), Some(generation)) => Some((id.clone(), generation)),
         // Setting a group's offsets from outside it (a reset) needs the admin token.

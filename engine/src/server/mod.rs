@@ -10,6 +10,7 @@ mod chores;
 mod console;
 mod error;
 mod groups;
+mod json_body;
 #[doc(hidden)]
 pub mod kafka;
 mod metrics;

@@ -18,6 +18,7 @@ use super::api::{
 };
 use super::auth::{self, Admin};
 use super::body;
+use super::json_body::JsonBody;
 use super::{ApiError, AppState};
 use crate::runtime::{DeployError, PluginDescription, PluginHost};
 
@@ -153,7 +154,7 @@ pub async fn take_snapshot(
     _: Admin,
     State(state): State<Arc<AppState>>,
     Path(group): Path<String>,
-    Json(request): Json<SnapshotRequest>,
+    JsonBody(request): JsonBody<SnapshotRequest>,
 ) -> Result<Json<crate::txn::SnapshotInfo>, ApiError> {
     Ok(Json(
         on_host(&state, move |host| host.snapshot(&group, &request.name)).await?,

@@ -11,11 +11,11 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 
 use axum::Json;
-use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 
 use super::api::*;
+use super::json_body::JsonBody;
 use super::{ApiError, AppState};
 use crate::log::Log;
 use crate::queues::{
@@ -48,10 +48,10 @@ pub(super) async fn configure(
     State(state): State<Arc<AppState>>,
     Path(group): Path<String>,
     headers: HeaderMap,
-    body: Result<Json<GroupSettings>, JsonRejection>,
+    body: Result<JsonBody<GroupSettings>, ApiError>,
 ) -> Result<Json<ShareGroupDescription>, ApiError> {
     super::auth::check(&headers, &state)?;
-    let Json(settings) = body?;
+    let JsonBody(settings) = body?;
     state.shares.configure(&group, settings).await?;
     Ok(Json(state.shares.describe(&group)?))
 }
@@ -72,9 +72,9 @@ pub(super) async fn fetch(
     State(state): State<Arc<AppState>>,
     Path(group): Path<String>,
     headers: HeaderMap,
-    body: Result<Json<ShareFetchRequest>, JsonRejection>,
+    body: Result<JsonBody<ShareFetchRequest>, ApiError>,
 ) -> Result<Response, ApiError> {
-    let Json(request) = body?;
+    let JsonBody(request) = body?;
     let wants_batches = super::records::accepts(&headers, SHARE_BATCHES);
     let max_records = request.max_records.unwrap_or(DEFAULT_FETCH_RECORDS);
     if !(1..=MAX_FETCH_RECORDS).contains(&max_records) {
@@ -176,9 +176,9 @@ fn batches_body(
 pub(super) async fn acknowledge(
     State(state): State<Arc<AppState>>,
     Path(group): Path<String>,
-    body: Result<Json<ShareAckRequest>, JsonRejection>,
+    body: Result<JsonBody<ShareAckRequest>, ApiError>,
 ) -> Result<Json<ShareAckResponse>, ApiError> {
-    let Json(request) = body?;
+    let JsonBody(request) = body?;
     let acknowledgements = acknowledgements(request.acks)?;
     let refused = state
         .shares
@@ -247,9 +247,9 @@ fn kind_of(ack: &ShareAck) -> Result<AckKind, ApiError> {
 pub(super) async fn leave(
     State(state): State<Arc<AppState>>,
     Path(group): Path<String>,
-    body: Result<Json<ShareLeaveRequest>, JsonRejection>,
+    body: Result<JsonBody<ShareLeaveRequest>, ApiError>,
 ) -> Result<StatusCode, ApiError> {
-    let Json(request) = body?;
+    let JsonBody(request) = body?;
     state.shares.leave(&group, &request.member_id).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -3,12 +3,12 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 
 use super::api::*;
 use super::auth::Admin;
+use super::json_body::JsonBody;
 use super::{ApiError, AppState, blocking};
 
 pub(super) async fn list(State(state): State<Arc<AppState>>) -> Json<TopicList> {
@@ -27,9 +27,9 @@ pub(super) async fn list(State(state): State<Arc<AppState>>) -> Json<TopicList> 
 
 pub(super) async fn create(
     State(state): State<Arc<AppState>>,
-    body: Result<Json<CreateTopic>, JsonRejection>,
+    body: Result<JsonBody<CreateTopic>, ApiError>,
 ) -> Result<(StatusCode, Json<TopicDescription>), ApiError> {
-    let Json(request) = body?;
+    let JsonBody(request) = body?;
     let overrides = config_overrides(&request.config);
     let log = state.log.clone();
     let topic =
@@ -69,9 +69,9 @@ pub(super) async fn alter(
     _: Admin,
     State(state): State<Arc<AppState>>,
     Path(topic): Path<String>,
-    body: Result<Json<AlterTopic>, JsonRejection>,
+    body: Result<JsonBody<AlterTopic>, ApiError>,
 ) -> Result<Json<TopicDescription>, ApiError> {
-    let Json(request) = body?;
+    let JsonBody(request) = body?;
     let overrides = config_overrides(&request.config);
     let log = state.log.clone();
     let topic = blocking(move || log.alter_topic(&topic, &overrides, request.partitions)).await?;

@@ -253,3 +253,61 @@ pub fn stdout(output: &std::process::Output) -> String {
     );
     String::from_utf8(output.stdout.clone()).unwrap()
 }
+
+/// `sluice_inflight_request_bytes` from /metrics.
+pub async fn inflight_bytes(server: &Server) -> f64 {
+    let text = reqwest::get(format!("{}/metrics", server.url))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|line| line.strip_prefix("sluice_inflight_request_bytes "))
+        .map(|value| value.parse().unwrap())
+        .unwrap_or_else(|| panic!("no sluice_inflight_request_bytes in:\n{text}"))
+}
+
+/// Waits until the engine holds nine tenths of `budget_bytes` of request bytes (what a client
+/// in the middle of a body or frame sent), then checks that a produce of a quarter of it finds
+/// no room: 503 naming `max_inflight_bytes`. Returns that produce's value, to send again once
+/// the budget is free.
+pub async fn a_produce_finds_the_budget_held(
+    server: &Server,
+    client: &sluice::cli::client::Client,
+    budget_bytes: usize,
+) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while inflight_bytes(server).await < (budget_bytes * 9 / 10) as f64 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the bytes sent were never counted"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let value = "v".repeat(budget_bytes / 4);
+    let refused = client
+        .produce("t", Some(0), &[plugins::record("k", &value)])
+        .await
+        .unwrap_err();
+    assert_eq!(plugins::status_of(&refused), 503, "{refused}");
+    assert!(
+        refused.to_string().contains("max_inflight_bytes"),
+        "{refused}"
+    );
+    value
+}
+
+/// An engine whose request bodies are at most `budget_bytes` each and all together, and may
+/// pause for at most `body_timeout_ms`.
+pub fn server_with_budget(dir: &Path, budget_bytes: usize, body_timeout_ms: u64) -> Server {
+    let (budget, timeout) = (budget_bytes.to_string(), body_timeout_ms.to_string());
+    Server::start_with_env(
+        dir,
+        &[
+            ("SLUICE_SERVER__MAX_REQUEST_BYTES", &budget),
+            ("SLUICE_SERVER__MAX_INFLIGHT_BYTES", &budget),
+            ("SLUICE_SERVER__REQUEST_BODY_TIMEOUT_MS", &timeout),
+        ],
+    )
+}
