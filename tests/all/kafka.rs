@@ -16,7 +16,7 @@ use sluice::cli::client::Client;
 use sluice::log::partitioner::partition_for_key;
 use sluice::log::{Header, Record};
 
-use crate::common::kafka::request_frame;
+use crate::common::kafka::exchange;
 use crate::common::plugins::{admin, create_topic, read_all, read_partitions};
 use crate::common::{Server, python};
 
@@ -395,23 +395,6 @@ async fn the_kafka_admin_client_describes_the_cluster_and_manages_topics_and_gro
         text("delete_group").contains("'managed-group': 'OK'"),
         "{out}"
     );
-}
-
-/// Sends one request on `stream` and returns the answer's body (after its correlation id).
-fn exchange<R: kafka_protocol::protocol::Encodable>(
-    stream: &mut TcpStream,
-    api: kafka_protocol::messages::ApiKey,
-    version: i16,
-    request: &R,
-) -> Bytes {
-    stream
-        .write_all(&request_frame(api, version, request))
-        .unwrap();
-    let mut length = [0u8; 4];
-    stream.read_exact(&mut length).unwrap();
-    let mut answer = vec![0u8; i32::from_be_bytes(length) as usize];
-    stream.read_exact(&mut answer).unwrap();
-    Bytes::from(answer).slice(4..) // the correlation id (response header v0)
 }
 
 /// A batch an idempotent producer sent again (its answer lost) is written once, and answered

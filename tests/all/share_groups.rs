@@ -13,6 +13,7 @@ use sluice::log::Record;
 use sluice::queues::{AckRefusal, GroupSettings};
 use sluice::server::api::{AckAction, ShareAck, ShareAckRequest, ShareFetchRequest, SharedRecord};
 
+use crate::common::kafka::exchange;
 use crate::common::plugins::{admin, create_topic};
 use crate::common::{self, Server};
 
@@ -781,4 +782,76 @@ async fn ttl_delay_renew_and_bad_requests() {
         bad_setting.to_string().contains("max_deliveries"),
         "{bad_setting}"
     );
+}
+
+/// A Kafka share consumer whose connection drops (it crashed) gives its records back at once,
+/// as Kafka does since 4.1, instead of when their locks run out (30 s by default); while the
+/// connection lives they stay its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kafka_share_consumer_whose_connection_drops_gives_its_records_back() {
+    use bytes::Buf;
+    use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+    use kafka_protocol::messages::share_fetch_request::{FetchPartition, FetchTopic};
+    use kafka_protocol::messages::{
+        ApiKey, GroupId, MetadataRequest, MetadataResponse, ShareFetchRequest as KafkaShareFetch,
+        ShareFetchResponse, TopicName,
+    };
+    use kafka_protocol::protocol::{Decodable, StrBytes};
+    const RECORDS: usize = 10;
+
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let client = admin(&server);
+    create_topic(&client, "jobs", 1).await;
+    produce(&client, "jobs", RECORDS).await;
+    let mut stream = std::net::TcpStream::connect(server.kafka.as_deref().unwrap()).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let topic = MetadataRequestTopic::default()
+        .with_name(Some(TopicName(StrBytes::from_static_str("jobs"))));
+    let request = MetadataRequest::default().with_topics(Some(vec![topic]));
+    let mut answer = exchange(&mut stream, ApiKey::Metadata, 12, &request);
+    answer.advance(1); // response header v1: its tagged fields
+    let topic_id = MetadataResponse::decode(&mut answer, 12).unwrap().topics[0].topic_id;
+
+    let partition = FetchPartition::default().with_partition_index(0);
+    let request = KafkaShareFetch::default()
+        .with_group_id(Some(GroupId(StrBytes::from_static_str("work"))))
+        .with_member_id(Some(StrBytes::from_static_str("kafka-member")))
+        .with_share_session_epoch(0)
+        .with_max_wait_ms(5_000)
+        .with_min_bytes(1)
+        .with_max_bytes(1 << 20)
+        .with_max_records(100)
+        .with_batch_size(100)
+        .with_topics(vec![
+            FetchTopic::default()
+                .with_topic_id(topic_id)
+                .with_partitions(vec![partition]),
+        ]);
+    let mut answer = exchange(&mut stream, ApiKey::ShareFetch, 1, &request);
+    answer.advance(1);
+    let fetched = ShareFetchResponse::decode(&mut answer, 1).unwrap();
+    assert_eq!(fetched.error_code, 0);
+    let acquired: i64 = fetched.responses[0].partitions[0]
+        .acquired_records
+        .iter()
+        .map(|r| r.last_offset - r.first_offset + 1)
+        .sum();
+    assert_eq!(acquired, RECORDS as i64);
+
+    let other = fetch_request("http-member", "jobs", 100, 0);
+    let held = client.share_fetch("work", &other).await.unwrap();
+    assert!(
+        held.records.is_empty(),
+        "records of a live session were delivered again"
+    );
+
+    drop(stream);
+    let waited = Instant::now();
+    let other = fetch_request("http-member", "jobs", 100, 10_000);
+    let back = client.share_fetch("work", &other).await.unwrap();
+    assert_eq!(back.records.len(), RECORDS, "after {:?}", waited.elapsed());
+    assert!(back.records.iter().all(|r| r.delivery_count == 2));
 }

@@ -96,6 +96,7 @@ pub(super) async fn answer(
     mut frame: Bytes,
     peer: std::net::SocketAddr,
     session: &mut Session,
+    shares: &mut share_groups::ConnectionShares,
     context: &KafkaContext,
 ) -> Result<Option<BytesMut>, RequestError> {
     if frame.len() < 4 {
@@ -236,9 +237,11 @@ pub(super) async fn answer(
         ApiKey::ShareGroupHeartbeat => answer!(ShareGroupHeartbeatRequest, |r| {
             share_groups::heartbeat(r, context).await
         }),
-        ApiKey::ShareFetch => answer!(ShareFetchRequest, |r| share_groups::fetch(r, context).await),
+        ApiKey::ShareFetch => answer!(ShareFetchRequest, |r| {
+            share_groups::fetch(r, shares, context).await
+        }),
         ApiKey::ShareAcknowledge => answer!(ShareAcknowledgeRequest, |r| {
-            share_groups::acknowledge_request(r, context).await
+            share_groups::acknowledge_request(r, shares, context).await
         }),
         _ => Err(RequestError::NotServed { api, key }),
     }

@@ -20,6 +20,7 @@ use tokio::sync::SemaphorePermit;
 use super::KafkaContext;
 use super::apis::{self, RequestError};
 use super::sasl::Session;
+use super::share_groups::{self, ConnectionShares};
 use crate::server::inflight_permits;
 
 /// Bytes read from a socket at a time: a frame's buffer grows as its bytes arrive, so a
@@ -68,19 +69,41 @@ struct Frame<'a> {
 /// Serves one client until it closes the connection, sends what cannot be answered, stalls,
 /// idles, or the engine shuts down. Why the engine closed it is logged with the client's
 /// address.
+/// When it ends (but not when the engine stops: locks do not outlive it anyway), the share
+/// sessions it carried are closed and their locks released.
 pub(super) async fn serve(stream: TcpStream, peer: SocketAddr, context: &KafkaContext) {
     let _ = stream.set_nodelay(true);
+    let mut client = Client {
+        peer,
+        session: Session::default(),
+        shares: context.share_groups.connection(),
+    };
+    let stopping = serve_requests(stream, &mut client, context).await;
+    if !stopping {
+        share_groups::connection_closed(client.shares, context).await;
+    }
+}
+
+/// What the engine keeps of one connection.
+struct Client {
+    peer: SocketAddr,
+    session: Session,
+    shares: ConnectionShares,
+}
+
+/// Answers requests until the connection ends; true when it ended because the engine stops.
+async fn serve_requests(stream: TcpStream, client: &mut Client, context: &KafkaContext) -> bool {
     let (mut reader, mut writer) = stream.into_split();
     let mut shutdown = context.shutdown.clone();
-    let mut session = Session::default();
+    let peer = client.peer;
     loop {
         let frame = tokio::select! {
             frame = read_frame(&mut reader, context) => frame,
-            _ = shutdown.wait_for(|stop| *stop) => return,
+            _ = shutdown.wait_for(|stop| *stop) => return true,
         };
         let outcome = match frame {
-            Ok(None) => return, // closed by the client
-            Ok(Some(frame)) => answer(frame, peer, &mut session, context, &mut writer).await,
+            Ok(None) => return false, // closed by the client
+            Ok(Some(frame)) => answer(frame, client, context, &mut writer).await,
             Err(error) => Err(error),
         };
         if let Err(error) = outcome {
@@ -90,21 +113,21 @@ pub(super) async fn serve(stream: TcpStream, peer: SocketAddr, context: &KafkaCo
                 }
                 _ => tracing::warn!(%peer, %error, "kafka: closing the connection"),
             }
-            return;
+            return false;
         }
     }
 }
 
 async fn answer(
     frame: Frame<'_>,
-    peer: SocketAddr,
-    session: &mut Session,
+    client: &mut Client,
     context: &KafkaContext,
     writer: &mut OwnedWriteHalf,
 ) -> Result<(), ConnectionError> {
     let api = api_name(&frame.bytes);
     let started = std::time::Instant::now();
-    let answered = apis::answer(frame.bytes, peer, session, context).await?;
+    let (peer, session, shares) = (client.peer, &mut client.session, &mut client.shares);
+    let answered = apis::answer(frame.bytes, peer, session, shares, context).await?;
     context
         .request_seconds
         .with_label_values(&[api])

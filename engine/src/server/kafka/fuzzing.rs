@@ -104,10 +104,16 @@ impl RequestPath {
     /// would be closed.
     pub fn answer(&self, frame: &[u8]) -> Result<Option<Vec<u8>>, String> {
         let peer = "127.0.0.1:1".parse().expect("an address");
-        let mut session = Default::default();
+        let (mut session, mut shares) = Default::default();
         let frame = Bytes::copy_from_slice(frame);
         self.runtime
-            .block_on(apis::answer(frame, peer, &mut session, &self.context))
+            .block_on(apis::answer(
+                frame,
+                peer,
+                &mut session,
+                &mut shares,
+                &self.context,
+            ))
             .map(|answer| answer.map(|bytes| bytes.to_vec()))
             .map_err(|error| error.to_string())
     }

@@ -6,10 +6,13 @@
 //!
 //! A share session per (group, member) carries the partitions a member fetches and an epoch
 //! that ShareFetch and ShareAcknowledge share: 0 opens it, each request then names the next
-//! epoch, -1 closes it and releases the member's locks. Sessions and members are bounded
-//! ([`MAX_SESSIONS`], [`MAX_MEMBERS`]) and forgotten after the session timeout.
+//! epoch, -1 closes it and releases the member's locks. A session is carried by the
+//! connection that last used it, and closed the same way when that connection ends
+//! ([`ConnectionShares`]). Sessions and members are bounded ([`MAX_SESSIONS`],
+//! [`MAX_MEMBERS`]) and forgotten after the session timeout.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -59,6 +62,8 @@ struct Session {
     epoch: i32,
     partitions: BTreeSet<(String, u32)>,
     last_seen: Instant,
+    /// The connection that carried its last request ([`ConnectionShares::id`]).
+    connection: u64,
 }
 
 /// The members and sessions of share groups at the Kafka door.
@@ -66,6 +71,55 @@ struct Session {
 pub(crate) struct KafkaShareGroups {
     members: Mutex<BTreeMap<(String, String), Member>>,
     sessions: Mutex<BTreeMap<(String, String), Session>>,
+    /// Connections served so far: the last id given.
+    connections: AtomicU64,
+}
+
+impl KafkaShareGroups {
+    /// What a new connection will carry.
+    pub(super) fn connection(&self) -> ConnectionShares {
+        ConnectionShares {
+            id: self.connections.fetch_add(1, Ordering::Relaxed) + 1,
+            carried: BTreeSet::new(),
+        }
+    }
+}
+
+/// The share sessions one connection carried. When it ends, each one no other connection has
+/// carried since is closed and its member's locks are released, as Kafka does since 4.1
+/// (KAFKA-19015): a consumer that crashed gives its records back at once instead of when
+/// their locks run out. Bounded by [`MAX_SESSIONS`]; past it a session just times out.
+#[derive(Default)]
+pub(super) struct ConnectionShares {
+    id: u64,
+    carried: BTreeSet<(String, String)>,
+}
+
+impl ConnectionShares {
+    fn carry(&mut self, key: &(String, String)) {
+        if self.carried.len() < MAX_SESSIONS {
+            self.carried.insert(key.clone());
+        }
+    }
+}
+
+/// Closes the sessions `shares` still carries and releases their members' locks.
+pub(super) async fn connection_closed(shares: ConnectionShares, context: &KafkaContext) {
+    for key in shares.carried {
+        let ours = {
+            let mut sessions = context.share_groups.sessions.lock();
+            let ours = sessions
+                .get(&key)
+                .is_some_and(|s| s.connection == shares.id);
+            if ours {
+                sessions.remove(&key);
+            }
+            ours
+        };
+        if ours && let Err(error) = context.shares.leave(&key.0, &key.1).await {
+            tracing::warn!(%error, group = %key.0, "kafka: releasing a closed connection's locks failed");
+        }
+    }
 }
 
 fn text(s: &str) -> StrBytes {
@@ -208,6 +262,7 @@ enum Opened {
 /// Checks `epoch` against the session of (group, member) and moves it on.
 fn advance_session(
     context: &KafkaContext,
+    shares: &mut ConnectionShares,
     key: &(String, String),
     epoch: i32,
     added: &[(String, u32)],
@@ -232,8 +287,10 @@ fn advance_session(
                 epoch: 1,
                 partitions: partitions.clone(),
                 last_seen: now,
+                connection: shares.id,
             },
         );
+        shares.carry(key);
         return Opened::Open(partitions);
     }
     let Some(session) = sessions.get_mut(key) else {
@@ -248,6 +305,8 @@ fn advance_session(
     }
     session.epoch = if epoch == i32::MAX { 1 } else { epoch + 1 };
     session.last_seen = now;
+    session.connection = shares.id;
+    shares.carry(key);
     session.partitions.extend(added.iter().cloned());
     for gone in forgotten {
         session.partitions.remove(gone);
@@ -374,6 +433,7 @@ fn caller(
 
 pub(super) async fn fetch(
     request: ShareFetchRequest,
+    shares: &mut ConnectionShares,
     context: &KafkaContext,
 ) -> ShareFetchResponse {
     let refuse = |error: ResponseError| ShareFetchResponse::default().with_error_code(error.code());
@@ -410,6 +470,7 @@ pub(super) async fn fetch(
     let key = (group.clone(), member.clone());
     let opened = advance_session(
         context,
+        shares,
         &key,
         request.share_session_epoch,
         &added,
@@ -592,6 +653,7 @@ fn records_of(
 
 pub(super) async fn acknowledge_request(
     request: ShareAcknowledgeRequest,
+    shares: &mut ConnectionShares,
     context: &KafkaContext,
 ) -> ShareAcknowledgeResponse {
     let refuse =
@@ -615,7 +677,8 @@ pub(super) async fn acknowledge_request(
         }
     }
     let key = (group.clone(), member.clone());
-    let opened = advance_session(context, &key, request.share_session_epoch, &[], &[], false);
+    let epoch = request.share_session_epoch;
+    let opened = advance_session(context, shares, &key, epoch, &[], &[], false);
     if let Opened::Refused(error) = opened {
         return refuse(error);
     }
