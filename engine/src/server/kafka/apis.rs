@@ -7,13 +7,13 @@ use kafka_protocol::ResponseError;
 use kafka_protocol::messages::api_versions_response::ApiVersion;
 use kafka_protocol::messages::{
     ApiKey, ApiVersionsResponse, CreatePartitionsRequest, CreateTopicsRequest, DeleteGroupsRequest,
-    DeleteTopicsRequest, DescribeConfigsRequest, DescribeGroupsRequest, FetchRequest,
-    FindCoordinatorRequest, HeartbeatRequest, IncrementalAlterConfigsRequest,
-    InitProducerIdRequest, JoinGroupRequest, LeaveGroupRequest, ListGroupsRequest,
-    ListOffsetsRequest, MetadataRequest, OffsetCommitRequest, OffsetDeleteRequest,
-    OffsetFetchRequest, ProduceRequest, RequestHeader, ResponseHeader, SaslAuthenticateRequest,
-    SaslHandshakeRequest, ShareAcknowledgeRequest, ShareFetchRequest, ShareGroupHeartbeatRequest,
-    SyncGroupRequest,
+    DeleteTopicsRequest, DescribeConfigsRequest, DescribeGroupsRequest,
+    DescribeShareGroupOffsetsRequest, FetchRequest, FindCoordinatorRequest, HeartbeatRequest,
+    IncrementalAlterConfigsRequest, InitProducerIdRequest, JoinGroupRequest, LeaveGroupRequest,
+    ListGroupsRequest, ListOffsetsRequest, MetadataRequest, OffsetCommitRequest,
+    OffsetDeleteRequest, OffsetFetchRequest, ProduceRequest, RequestHeader, ResponseHeader,
+    SaslAuthenticateRequest, SaslHandshakeRequest, ShareAcknowledgeRequest, ShareFetchRequest,
+    ShareGroupDescribeRequest, ShareGroupHeartbeatRequest, SyncGroupRequest,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion};
 
@@ -23,11 +23,11 @@ use super::group_apis::{self, Caller};
 use super::sasl::{self, Session};
 use super::{
     KafkaContext, admin, alter_configs, fetch, list_offsets, metadata, produce, producers,
-    share_groups,
+    share_group_admin, share_groups,
 };
 
 /// The APIs served: key, lowest and highest version.
-pub(super) const SERVED: [(ApiKey, i16, i16); 28] = [
+pub(super) const SERVED: [(ApiKey, i16, i16); 30] = [
     (ApiKey::Produce, 3, 11),
     (ApiKey::Fetch, 4, 12),
     (ApiKey::ListOffsets, 1, 7),
@@ -55,6 +55,8 @@ pub(super) const SERVED: [(ApiKey, i16, i16); 28] = [
     (ApiKey::ShareGroupHeartbeat, 1, 1),
     (ApiKey::ShareFetch, 1, 1),
     (ApiKey::ShareAcknowledge, 1, 1),
+    (ApiKey::ShareGroupDescribe, 1, 1),
+    (ApiKey::DescribeShareGroupOffsets, 0, 0),
     (ApiKey::IncrementalAlterConfigs, 0, 1),
 ];
 
@@ -235,13 +237,19 @@ pub(super) async fn answer(
             alter_configs::answer(r, context).await
         }),
         ApiKey::ShareGroupHeartbeat => answer!(ShareGroupHeartbeatRequest, |r| {
-            share_groups::heartbeat(r, context).await
+            share_groups::heartbeat(r, &caller, context).await
         }),
         ApiKey::ShareFetch => answer!(ShareFetchRequest, |r| {
             share_groups::fetch(r, shares, context).await
         }),
         ApiKey::ShareAcknowledge => answer!(ShareAcknowledgeRequest, |r| {
             share_groups::acknowledge_request(r, shares, context).await
+        }),
+        ApiKey::ShareGroupDescribe => answer!(ShareGroupDescribeRequest, |r| {
+            share_group_admin::describe(r, context)
+        }),
+        ApiKey::DescribeShareGroupOffsets => answer!(DescribeShareGroupOffsetsRequest, |r| {
+            share_group_admin::offsets(r, context)
         }),
         _ => Err(RequestError::NotServed { api, key }),
     }

@@ -380,6 +380,8 @@ pub(super) fn list_groups(
 ) -> ListGroupsResponse {
     let states = &request.states_filter;
     let types = &request.types_filter;
+    let of_type =
+        |kind: &str| types.is_empty() || types.iter().any(|t| t.eq_ignore_ascii_case(kind));
     let groups = context
         .kafka_groups
         .list()
@@ -390,16 +392,31 @@ pub(super) fn list_groups(
                     .iter()
                     .any(|s| s.as_str().eq_ignore_ascii_case(state.as_ref()))
         })
-        .filter(|_| types.is_empty() || types.iter().any(|t| t.eq_ignore_ascii_case("classic")))
+        .filter(|_| of_type("classic"))
         .map(|(id, protocol_type, state)| {
             ListedGroup::default()
                 .with_group_id(GroupId(bytes_text(id)))
                 .with_protocol_type(bytes_text(protocol_type))
                 .with_group_state(bytes_text(state.to_string()))
                 .with_group_type(bytes_text("classic".to_string()))
+        });
+    let share_groups = super::share_group_admin::listed(context)
+        .into_iter()
+        .filter(|(_, state)| {
+            states.is_empty()
+                || states
+                    .iter()
+                    .any(|s| s.as_str().eq_ignore_ascii_case(state))
         })
-        .collect();
-    ListGroupsResponse::default().with_groups(groups)
+        .filter(|_| of_type("share"))
+        .map(|(id, state)| {
+            ListedGroup::default()
+                .with_group_id(GroupId(bytes_text(id)))
+                .with_protocol_type(bytes_text("share".to_string()))
+                .with_group_state(bytes_text(state.to_string()))
+                .with_group_type(bytes_text("share".to_string()))
+        });
+    ListGroupsResponse::default().with_groups(groups.chain(share_groups).collect())
 }
 
 pub(super) fn describe_groups(

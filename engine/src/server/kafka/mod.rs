@@ -18,7 +18,9 @@
 //!   producer's batches per partition.
 //! - `share_groups`: share groups (KIP-932) for `KafkaShareConsumer`: ShareGroupHeartbeat,
 //!   ShareFetch and ShareAcknowledge over the engine's share groups; `topic_ids`: the stable
-//!   topic ids those APIs and Metadata v10+ name topics by.
+//!   topic ids those APIs and Metadata v10+ name topics by; `share_group_admin`:
+//!   ShareGroupDescribe, DescribeShareGroupOffsets and share groups in ListGroups, for
+//!   `kafka-share-groups.sh` and the Admin client.
 //! - `sasl`: SASL/PLAIN, required when `[kafka] sasl_plain_users` names users.
 //! - `records`: Kafka record batches (v2) to and from the log's records; `decompress`: their
 //!   compressions, read within a bound.
@@ -43,6 +45,7 @@ mod produce;
 mod producers;
 mod records;
 mod sasl;
+mod share_group_admin;
 mod share_groups;
 #[cfg(test)]
 mod tests;

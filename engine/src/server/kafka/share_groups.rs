@@ -33,6 +33,7 @@ use parking_lot::Mutex;
 use uuid::Uuid;
 
 use super::KafkaContext;
+use super::group_apis::Caller;
 use super::records::encode_fetched;
 use super::topic_ids::{topic_id, topic_named};
 use crate::queues::{AckKind, Acknowledgement, Delivery, FetchRequest};
@@ -55,6 +56,19 @@ struct Member {
     topics: Vec<String>,
     assigned: BTreeSet<(String, u32)>,
     last_seen: Instant,
+    /// Who it is, as its last heartbeat said (ShareGroupDescribe tells it).
+    client_id: String,
+    client_host: String,
+}
+
+/// A member as ShareGroupDescribe tells of it.
+pub(super) struct MemberView {
+    pub member_id: String,
+    pub epoch: i32,
+    pub client_id: String,
+    pub client_host: String,
+    pub topics: Vec<String>,
+    pub assigned: BTreeSet<(String, u32)>,
 }
 
 struct Session {
@@ -76,6 +90,35 @@ pub(crate) struct KafkaShareGroups {
 }
 
 impl KafkaShareGroups {
+    /// The members of `group` heard from within `idle`, by member id.
+    pub(super) fn members_of(&self, group: &str, idle: Duration) -> Vec<MemberView> {
+        let now = Instant::now();
+        self.members
+            .lock()
+            .iter()
+            .filter(|((g, _), m)| g == group && now.duration_since(m.last_seen) <= idle)
+            .map(|((_, id), m)| MemberView {
+                member_id: id.clone(),
+                epoch: m.epoch,
+                client_id: m.client_id.clone(),
+                client_host: m.client_host.clone(),
+                topics: m.topics.clone(),
+                assigned: m.assigned.clone(),
+            })
+            .collect()
+    }
+
+    /// The groups with a member heard from within `idle`.
+    pub(super) fn groups_with_members(&self, idle: Duration) -> BTreeSet<String> {
+        let now = Instant::now();
+        self.members
+            .lock()
+            .iter()
+            .filter(|(_, m)| now.duration_since(m.last_seen) <= idle)
+            .map(|((group, _), _)| group.clone())
+            .collect()
+    }
+
     /// What a new connection will carry.
     pub(super) fn connection(&self) -> ConnectionShares {
         ConnectionShares {
@@ -126,7 +169,7 @@ fn text(s: &str) -> StrBytes {
     StrBytes::from_string(s.to_string())
 }
 
-fn idle_limit(context: &KafkaContext) -> Duration {
+pub(super) fn idle_limit(context: &KafkaContext) -> Duration {
     Duration::from_millis(context.shares.limits().session_timeout_ms)
 }
 
@@ -160,6 +203,7 @@ fn assignment(assigned: &BTreeSet<(String, u32)>, context: &KafkaContext) -> Ass
 
 pub(super) async fn heartbeat(
     request: ShareGroupHeartbeatRequest,
+    caller: &Caller,
     context: &KafkaContext,
 ) -> ShareGroupHeartbeatResponse {
     let group = request.group_id.0.as_str().to_string();
@@ -221,6 +265,8 @@ pub(super) async fn heartbeat(
                 topics,
                 assigned: BTreeSet::new(),
                 last_seen: now,
+                client_id: String::new(),
+                client_host: String::new(),
             },
         );
     }
@@ -229,6 +275,8 @@ pub(super) async fn heartbeat(
         return refuse(ResponseError::FencedMemberEpoch, "join again with epoch 0");
     }
     member_state.last_seen = now;
+    member_state.client_id.clone_from(&caller.client_id);
+    member_state.client_host.clone_from(&caller.host);
     let full = request.member_epoch == 0 || subscribed.is_some();
     if let Some(topics) = subscribed.filter(|t| !t.is_empty()) {
         member_state.topics = topics;

@@ -27,6 +27,10 @@ import org.apache.kafka.clients.admin.ConsumerGroupDescription;
 import org.apache.kafka.clients.admin.DescribeClusterResult;
 import org.apache.kafka.clients.admin.GroupListing;
 import org.apache.kafka.clients.admin.ListOffsetsResult;
+import org.apache.kafka.clients.admin.ListShareGroupOffsetsSpec;
+import org.apache.kafka.clients.admin.ShareGroupDescription;
+import org.apache.kafka.clients.admin.ShareMemberDescription;
+import org.apache.kafka.clients.admin.SharePartitionOffsetInfo;
 import org.apache.kafka.clients.admin.MemberDescription;
 import org.apache.kafka.clients.admin.NewPartitions;
 import org.apache.kafka.clients.admin.NewTopic;
@@ -987,6 +991,7 @@ public final class KafkaScript {
           committed.values().forEach(e -> e.ifPresent(x -> commitErrors.add(error(x).toString())));
         }
       }
+      out.put("described_with_a_member", describeShareGroup());
     }
     out.put("first_deliveries", new ArrayList<>(first));
     out.put("redelivered", new ArrayList<>(again));
@@ -1002,6 +1007,56 @@ public final class KafkaScript {
       }
     }
     out.put("left_for_a_second_member", left);
+    out.put("described_at_the_end", describeShareGroup());
+    out.put("start_offsets_at_the_end", shareGroupStartOffsets());
+    out.put("listed_at_the_end", outcome(() -> {
+      try (Admin admin = admin()) {
+        return listGroup(admin);
+      }
+    }));
+    out.put("unknown_group_described", outcome(() -> {
+      try (Admin admin = admin()) {
+        return get(admin.describeShareGroups(List.of("no-such-share-group")).all()).toString();
+      }
+    }));
+  }
+
+  /** The share group as Admin.describeShareGroups (ShareGroupDescribe) sees it. */
+  Object describeShareGroup() {
+    return outcome(() -> {
+      try (Admin admin = admin()) {
+        ShareGroupDescription d = get(admin.describeShareGroups(List.of(group)).all()).get(group);
+        Map<String, Object> m = new TreeMap<>();
+        m.put("group", d.groupId());
+        m.put("state", d.groupState().toString());
+        List<Object> members = new ArrayList<>();
+        for (ShareMemberDescription member : d.members()) {
+          Map<String, Object> one = new TreeMap<>();
+          one.put("client_id", member.clientId());
+          one.put("assigned", new TreeSet<>(member.assignment().topicPartitions().stream()
+              .map(TopicPartition::toString).toList()));
+          members.add(one);
+        }
+        m.put("members", members);
+        return m;
+      }
+    });
+  }
+
+  /**
+   * Each partition's share-partition start offset as Admin.listShareGroupOffsets
+   * (DescribeShareGroupOffsets) gives it: every record before it is done.
+   */
+  Object shareGroupStartOffsets() {
+    return outcome(() -> {
+      try (Admin admin = admin()) {
+        Map<TopicPartition, SharePartitionOffsetInfo> offsets = get(admin.listShareGroupOffsets(
+            Map.of(group, new ListShareGroupOffsetsSpec())).partitionsToOffsetInfo(group));
+        Map<String, Object> m = new TreeMap<>();
+        offsets.forEach((tp, info) -> m.put(tp.toString(), info == null ? null : info.startOffset()));
+        return m;
+      }
+    });
   }
 
   void unsupported(Map<String, Object> out) throws Exception {
