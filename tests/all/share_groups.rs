@@ -855,3 +855,61 @@ async fn a_kafka_share_consumer_whose_connection_drops_gives_its_records_back() 
     assert_eq!(back.records.len(), RECORDS, "after {:?}", waited.elapsed());
     assert!(back.records.iter().all(|r| r.delivery_count == 2));
 }
+
+/// A release's delay outlives a kill -9: after the restart, a record released for 30 s is not
+/// delivered, and one released for 3 s comes back no sooner than 3 s after its release.
+#[tokio::test]
+async fn a_delayed_release_outlives_a_kill_9() {
+    const SHORT_MS: u64 = 3_000;
+    const LONG_MS: u64 = 30_000;
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let client = Client::new(&server.url);
+    create_topic(&client, "jobs", 1).await;
+    produce(&client, "jobs", 2).await;
+    let fetched = client
+        .share_fetch("work", &fetch_request("a", "jobs", 10, 0))
+        .await
+        .unwrap();
+    assert_eq!(fetched.records.len(), 2);
+    let release = |offset: u64, delay_ms: u64| ShareAck {
+        topic: "jobs".into(),
+        partition: 0,
+        offset,
+        last_offset: None,
+        action: AckAction::Release,
+        delay_ms,
+        reason: None,
+    };
+    let request = ShareAckRequest {
+        member_id: "a".into(),
+        acks: vec![release(0, LONG_MS), release(1, SHORT_MS)],
+    };
+    let released = Instant::now();
+    let answer = client.share_ack("work", &request).await.unwrap();
+    assert!(answer.refused.is_empty(), "{:?}", answer.refused);
+    server.kill();
+
+    let server = Server::start(dir.path());
+    let client = Client::new(&server.url);
+    let mut delivered = Vec::new();
+    while delivered.is_empty() {
+        assert!(
+            released.elapsed() < Duration::from_millis(LONG_MS),
+            "nothing came back"
+        );
+        let fetched = client
+            .share_fetch("work", &fetch_request("b", "jobs", 10, 1_000))
+            .await
+            .unwrap();
+        delivered = fetched.records;
+    }
+    let waited = released.elapsed();
+    let offsets: Vec<u64> = delivered.iter().map(|r| r.record.offset.unwrap()).collect();
+    assert_eq!(offsets, vec![1], "only the short delay ended");
+    assert!(
+        waited >= Duration::from_millis(SHORT_MS),
+        "delivered {waited:?} after a release of {SHORT_MS} ms"
+    );
+    assert_eq!(delivered[0].delivery_count, 2);
+}

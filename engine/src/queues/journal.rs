@@ -2,22 +2,32 @@
 //! change of every share group's windows and settings, appended and fsynced before the member
 //! that caused it is answered, replayed at start, and rewritten as a snapshot when it grows.
 //!
-//! # Format, version 1 (all integers little-endian)
+//! # Format, version 2 (all integers little-endian)
 //!
 //! ```text
-//! file   = magic "SLQJ" (4 bytes) · version u32 = 1 · entry*
+//! file   = magic "SLQJ" (4 bytes) · version u32 = 2 · entry*
 //! entry  = length u32 (of payload) · crc32c u32 (of payload) · payload
 //! payload, by its first byte:
 //!   1 settings: group str16 · settings JSON (u32 length · bytes)
 //!   2 window:   group str16 · topic str16 · partition u32 · start u64 · count u32 ·
 //!               count × (offset u64 · state u8 · deliveries u16)
 //!   3 forget:   group str16                       (the group was deleted)
+//!   4 delay:    group str16 · topic str16 · partition u32 · count u32 ·
+//!               count × (offset u64 · not_before_ms u64)
 //! str16  = length u16 · UTF-8 bytes
 //! state  = 0 available · 1 acquired · 2 acknowledged · 3 archived (dead-lettered or dropped)
 //! ```
 //!
 //! A window entry sets the listed records' states, then moves the window's start to `start`
-//! (forgetting what is before it). Replaying every entry in order rebuilds each window.
+//! (forgetting what is before it). A delay entry says that the listed records, released with a
+//! delay, are not delivered again before `not_before_ms` (wall-clock milliseconds since the
+//! Unix epoch: a delay outlives a restart, and moves with the system clock); a later window
+//! entry for a record ends its delay. Replaying every entry in order rebuilds each window.
+//!
+//! Version 1 had no delay entries: a release's delay ended with the process. A version 1
+//! journal is read, then rewritten at once as version 2 (see the rewrite below), so that a
+//! binary that knows only version 1 refuses the file instead of stopping at its first delay
+//! entry.
 //!
 //! # Crash analysis
 //!
@@ -47,7 +57,9 @@ use super::error::ShareError;
 use super::window::{Change, Durable};
 
 const MAGIC: &[u8; 4] = b"SLQJ";
-const VERSION: u32 = 1;
+const VERSION: u32 = 2;
+/// The version before delay entries, read and then rewritten as [`VERSION`].
+const VERSION_WITHOUT_DELAYS: u32 = 1;
 const HEADER_BYTES: usize = 8;
 /// The largest entry replay accepts: a window entry of a million records is 11 MB.
 const MAX_ENTRY_BYTES: usize = 64 * 1024 * 1024;
@@ -55,6 +67,7 @@ const MAX_ENTRY_BYTES: usize = 64 * 1024 * 1024;
 const KIND_SETTINGS: u8 = 1;
 const KIND_WINDOW: u8 = 2;
 const KIND_FORGET: u8 = 3;
+const KIND_DELAY: u8 = 4;
 
 /// One journal entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,6 +85,13 @@ pub enum Entry {
     },
     Forget {
         group: String,
+    },
+    Delay {
+        group: String,
+        topic: String,
+        partition: u32,
+        /// (offset, not before: wall-clock milliseconds).
+        delays: Vec<(u64, u64)>,
     },
 }
 
@@ -108,6 +128,22 @@ impl Entry {
             Entry::Forget { group } => {
                 out.push(KIND_FORGET);
                 put_str(out, group);
+            }
+            Entry::Delay {
+                group,
+                topic,
+                partition,
+                delays,
+            } => {
+                out.push(KIND_DELAY);
+                put_str(out, group);
+                put_str(out, topic);
+                out.extend_from_slice(&partition.to_le_bytes());
+                out.extend_from_slice(&(delays.len() as u32).to_le_bytes());
+                for (offset, not_before_ms) in delays {
+                    out.extend_from_slice(&offset.to_le_bytes());
+                    out.extend_from_slice(&not_before_ms.to_le_bytes());
+                }
             }
         }
         let payload_len = (out.len() - at - 8) as u32;
@@ -161,6 +197,25 @@ impl Entry {
             KIND_FORGET => Entry::Forget {
                 group: reader.str16()?,
             },
+            KIND_DELAY => {
+                let group = reader.str16()?;
+                let topic = reader.str16()?;
+                let partition = reader.u32()?;
+                let count = reader.u32()? as usize;
+                if count > reader.bytes.len() / 16 {
+                    return Err(format!("{count} delays do not fit in the entry"));
+                }
+                let mut delays = Vec::with_capacity(count);
+                for _ in 0..count {
+                    delays.push((reader.u64()?, reader.u64()?));
+                }
+                Entry::Delay {
+                    group,
+                    topic,
+                    partition,
+                    delays,
+                }
+            }
             other => return Err(format!("unknown entry kind {other}")),
         };
         if !reader.bytes.is_empty() {
@@ -275,6 +330,7 @@ impl Journal {
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes)
             .map_err(|e| ShareError::io("read", &path, e))?;
+        let mut version = VERSION;
         let entries = if bytes.len() < HEADER_BYTES {
             // New, or torn before its header was synced: start it again.
             file.set_len(0)
@@ -288,7 +344,7 @@ impl Journal {
             sync_dir(dir)?;
             Vec::new()
         } else {
-            check_header(&bytes, &path)?;
+            version = check_header(&bytes, &path)?;
             let (entries, used) = decode_entries(&bytes[HEADER_BYTES..]);
             let good = (HEADER_BYTES + used) as u64;
             if good < bytes.len() as u64 {
@@ -313,17 +369,19 @@ impl Journal {
             .map_err(|e| ShareError::io("open", &path, e))?;
         file.seek(std::io::SeekFrom::End(0))
             .map_err(|e| ShareError::io("seek", &path, e))?;
-        Ok((
-            Journal {
-                path,
-                writer: Mutex::new(Writer { file, file_bytes }),
-                written: AtomicU64::new(0),
-                synced: Mutex::new((sync_handle, 0)),
-                synced_to: AtomicU64::new(0),
-                failed: AtomicBool::new(false),
-            },
-            entries,
-        ))
+        let journal = Journal {
+            path,
+            writer: Mutex::new(Writer { file, file_bytes }),
+            written: AtomicU64::new(0),
+            synced: Mutex::new((sync_handle, 0)),
+            synced_to: AtomicU64::new(0),
+            failed: AtomicBool::new(false),
+        };
+        if version != VERSION {
+            // The same entries under the new header, before anything new is written.
+            journal.rewrite(&entries)?;
+        }
+        Ok((journal, entries))
     }
 
     fn check_failed(&self) -> Result<(), ShareError> {
@@ -417,18 +475,19 @@ fn header() -> [u8; HEADER_BYTES] {
     header
 }
 
-fn check_header(bytes: &[u8], path: &Path) -> Result<(), ShareError> {
+/// The file's version, if this code reads it.
+fn check_header(bytes: &[u8], path: &Path) -> Result<u32, ShareError> {
     if &bytes[..4] != MAGIC {
         return Err(ShareError::NotAJournal(path.to_path_buf()));
     }
     let version = u32::from_le_bytes(bytes[4..8].try_into().expect("4 bytes"));
-    if version != VERSION {
+    if version != VERSION && version != VERSION_WITHOUT_DELAYS {
         return Err(ShareError::JournalVersion {
             path: path.to_path_buf(),
             version,
         });
     }
-    Ok(())
+    Ok(version)
 }
 
 fn sync_dir(dir: &Path) -> Result<(), ShareError> {
@@ -472,6 +531,18 @@ mod tests {
                     changes
                 }),
             "[a-z]{1,8}".prop_map(|group| Entry::Forget { group }),
+            (
+                "[a-z.]{1,20}",
+                "[a-z-]{1,20}",
+                any::<u32>(),
+                proptest::collection::vec((any::<u64>(), any::<u64>()), 0..50)
+            )
+                .prop_map(|(group, topic, partition, delays)| Entry::Delay {
+                    group,
+                    topic,
+                    partition,
+                    delays
+                }),
         ]
     }
 
@@ -548,5 +619,33 @@ mod tests {
         }
         let (_, entries) = Journal::open(dir.path()).unwrap();
         assert_eq!(entries, vec![window(7), window(8)]);
+    }
+
+    /// A version 1 journal (written before delay entries) is read whole and rewritten as
+    /// version 2; an unknown version is refused, not truncated.
+    #[test]
+    fn a_version_1_journal_is_read_and_rewritten_and_a_newer_one_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("share-groups.journal");
+        let forget = Entry::Forget { group: "g".into() };
+        let mut bytes = b"SLQJ".to_vec();
+        bytes.extend_from_slice(&VERSION_WITHOUT_DELAYS.to_le_bytes());
+        forget.encode(&mut bytes);
+        std::fs::write(&path, &bytes).unwrap();
+        let (journal, entries) = Journal::open(dir.path()).unwrap();
+        assert_eq!(entries, vec![forget.clone()]);
+        drop(journal);
+        let rewritten = std::fs::read(&path).unwrap();
+        assert_eq!(&rewritten[..HEADER_BYTES], &header());
+        assert_eq!(&rewritten[HEADER_BYTES..], &bytes[HEADER_BYTES..]);
+
+        let mut newer = rewritten.clone();
+        newer[4..8].copy_from_slice(&(VERSION + 1).to_le_bytes());
+        std::fs::write(&path, &newer).unwrap();
+        assert!(matches!(
+            Journal::open(dir.path()),
+            Err(ShareError::JournalVersion { version, .. }) if version == VERSION + 1
+        ));
+        assert_eq!(std::fs::read(&path).unwrap(), newer);
     }
 }

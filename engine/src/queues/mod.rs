@@ -27,7 +27,7 @@ pub use error::ShareError;
 pub use settings::{GroupSettings, Limits, OnExpiry, StartAt};
 pub use window::{AckKind, AckRefusal, Tally, WindowCounters};
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -641,7 +641,10 @@ impl ShareGroups {
         let mut rejected = Vec::new();
         let mut touched: BTreeMap<(String, u32), Vec<Change>> = BTreeMap::new();
         let mut wake = false;
+        // Whether a release asked for a delay, which the journal keeps too.
+        let mut delayed = false;
         for ack in acknowledgements {
+            delayed |= matches!(ack.kind, AckKind::Release { delay } if !delay.is_zero());
             let key = (ack.topic, ack.partition);
             let mut window = state.windows.get_mut(&key);
             let changes = touched.entry(key.clone()).or_default();
@@ -677,13 +680,27 @@ impl ShareGroups {
                 .get_mut(&(topic.clone(), partition))
                 .expect("touched windows exist");
             wake |= window.compact();
+            let delays = if delayed {
+                let changed: BTreeSet<u64> = changes.iter().map(|c| c.offset).collect();
+                delays_of(window, now, |offset| changed.contains(&offset))
+            } else {
+                Vec::new()
+            };
             entries.push(Entry::Window {
                 group: group.name.clone(),
-                topic,
+                topic: topic.clone(),
                 partition,
                 start: window.start(),
                 changes,
             });
+            if !delays.is_empty() {
+                entries.push(Entry::Delay {
+                    group: group.name.clone(),
+                    topic,
+                    partition,
+                    delays,
+                });
+            }
         }
         let dead_letters = self.read_rejected(state, rejected)?;
         let position = if entries.is_empty() {
@@ -849,6 +866,7 @@ impl ShareGroups {
         };
         let groups = self.groups.lock();
         let guards: Vec<_> = groups.values().map(|g| (g, g.state.lock())).collect();
+        let now = Instant::now();
         let mut entries = Vec::new();
         for (group, state) in &guards {
             entries.push(Entry::Settings {
@@ -863,6 +881,15 @@ impl ShareGroups {
                     start: window.start(),
                     changes: window.snapshot(),
                 });
+                let delays = delays_of(window, now, |_| true);
+                if !delays.is_empty() {
+                    entries.push(Entry::Delay {
+                        group: group.name.clone(),
+                        topic: topic.clone(),
+                        partition: *partition,
+                        delays,
+                    });
+                }
             }
         }
         self.journal.rewrite(&entries)
@@ -962,8 +989,41 @@ fn replay(
         Entry::Forget { group } => {
             states.remove(&group);
         }
+        Entry::Delay {
+            group,
+            topic,
+            partition,
+            delays,
+        } => {
+            let Some(window) = states
+                .get_mut(&group)
+                .and_then(|state| state.windows.get_mut(&(topic, partition)))
+            else {
+                return Ok(());
+            };
+            let (now, now_ms) = (Instant::now(), crate::log::now_ms().max(0) as u64);
+            for (offset, not_before_ms) in delays.into_iter().filter(|(_, ms)| *ms > now_ms) {
+                let left = Duration::from_millis(not_before_ms - now_ms);
+                window.restore_delay(offset, now + left);
+            }
+        }
     }
     Ok(())
+}
+
+/// The delays of `window`'s records for which `wanted` holds, as the journal keeps them:
+/// (offset, not before in wall-clock milliseconds).
+fn delays_of(window: &Window, now: Instant, wanted: impl Fn(u64) -> bool) -> Vec<(u64, u64)> {
+    let now_ms = crate::log::now_ms().max(0) as u64;
+    window
+        .delays(now)
+        .into_iter()
+        .filter(|(offset, _)| wanted(*offset))
+        .map(|(offset, until)| {
+            let left_ms = until.saturating_duration_since(now).as_millis() as u64;
+            (offset, now_ms.saturating_add(left_ms))
+        })
+        .collect()
 }
 
 fn release_member(group: &str, state: &mut GroupState, member: &str, entries: &mut Vec<Entry>) {

@@ -233,6 +233,28 @@ impl Window {
         *self.slot_mut(change.offset).expect("filled above") = slot;
     }
 
+    /// Sets when an available record, released with a delay, may be delivered again, as the
+    /// journal replays it. A record in any other state is left as it is.
+    pub fn restore_delay(&mut self, offset: u64, until: Instant) {
+        if let Some(Slot::Available { not_before, .. }) = self.slot_mut(offset) {
+            *not_before = Some(until);
+        }
+    }
+
+    /// The delayed records still waiting at `now`: (offset, not before).
+    pub fn delays(&self, now: Instant) -> Vec<(u64, Instant)> {
+        (self.start..)
+            .zip(&self.slots)
+            .filter_map(|(offset, slot)| match slot {
+                Slot::Available {
+                    not_before: Some(until),
+                    ..
+                } if *until > now => Some((offset, *until)),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// Moves the start to `offset` (a replayed start, or retention's log start), forgetting
     /// the records before it. Returns how many were not done.
     pub fn advance_to(&mut self, offset: u64) -> u64 {
@@ -714,6 +736,19 @@ mod tests {
             vec![2],
             "0 waits out its delay"
         );
+        let until = now + Duration::from_secs(5);
+        assert_eq!(window.delays(now), vec![(0, until)]);
+        assert!(
+            window.delays(until).is_empty(),
+            "a delay that ended is not kept"
+        );
+        // The delay as a restart restores it: the record waits in the new window too.
+        let mut restored = Window::new(0);
+        for change in window.snapshot() {
+            restored.restore(change);
+        }
+        restored.restore_delay(0, until);
+        assert_eq!(acquire(&mut restored, now, &a, 3), vec![1, 2, 3], "0 waits");
         let soon = now + Duration::from_secs(6);
         window
             .acknowledge(soon, "a", 1, &AckKind::Renew, lock)
