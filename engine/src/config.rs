@@ -361,6 +361,12 @@ impl Config {
                 ),
             );
         }
+        if shares.max_window_records > crate::queues::MAX_WINDOW_RECORDS_CAP {
+            return invalid(
+                "[share_groups] max_window_records",
+                format!("must be at most {}", crate::queues::MAX_WINDOW_RECORDS_CAP),
+            );
+        }
         if shares.max_window_records == 0 || shares.max_members == 0 || shares.max_groups == 0 {
             return invalid(
                 "[share_groups]",

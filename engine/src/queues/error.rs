@@ -33,8 +33,21 @@ pub enum ShareError {
     },
     #[error("{0} is not a share-group journal (wrong magic bytes)")]
     NotAJournal(PathBuf),
-    #[error("{path} is share-group journal version {version}; this sluice reads version 1")]
+    #[error(
+        "{path} is share-group journal version {version}; this sluice reads versions 1 and 2 (a newer sluice wrote it?)"
+    )]
     JournalVersion { path: PathBuf, version: u32 },
+    #[error(
+        "a share-group journal entry for `{group}` puts offset {offset} of {topic} partition {partition} {ahead} records past its window's start, more than any window holds ({cap}): the journal is damaged"
+    )]
+    BadJournalOffset {
+        group: String,
+        topic: String,
+        partition: u32,
+        offset: u64,
+        ahead: u64,
+        cap: u64,
+    },
     #[error(
         "the share-group journal {0} failed to write or sync earlier; restart the engine to recover from what is on disk"
     )]

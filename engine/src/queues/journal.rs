@@ -621,6 +621,38 @@ mod tests {
         assert_eq!(entries, vec![window(7), window(8)]);
     }
 
+    /// A window entry further past its window's start than any window holds is damage, named
+    /// as such, not a reason to fill memory up to it; a start moved far ahead (retention)
+    /// costs nothing.
+    #[test]
+    fn a_replayed_window_is_bounded() {
+        let window = |start, offset| Entry::Window {
+            group: "g".into(),
+            topic: "t".into(),
+            partition: 0,
+            start,
+            changes: vec![Change {
+                offset,
+                state: Durable::Acked,
+                deliveries: 1,
+            }],
+        };
+        let mut bytes = Vec::new();
+        window(0, 5).encode(&mut bytes);
+        window(1 << 40, (1 << 40) + 3).encode(&mut bytes);
+        assert_eq!(
+            super::super::replay_journal_entries(&bytes).unwrap(),
+            vec!["g"]
+        );
+        let far = (1 << 40) + (super::super::MAX_WINDOW_RECORDS_CAP << 8);
+        window(1 << 40, far).encode(&mut bytes);
+        let error = super::super::replay_journal_entries(&bytes).unwrap_err();
+        assert!(
+            matches!(error, ShareError::BadJournalOffset { .. }),
+            "{error}"
+        );
+    }
+
     /// A version 1 journal (written before delay entries) is read whole and rewritten as
     /// version 2; an unknown version is refused, not truncated.
     #[test]

@@ -24,7 +24,7 @@ mod settings;
 mod window;
 
 pub use error::ShareError;
-pub use settings::{GroupSettings, Limits, OnExpiry, StartAt};
+pub use settings::{GroupSettings, Limits, MAX_WINDOW_RECORDS_CAP, OnExpiry, StartAt};
 pub use window::{AckKind, AckRefusal, Tally, WindowCounters};
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -950,6 +950,19 @@ impl ShareGroups {
     }
 }
 
+/// The groups the journal entries in `bytes` (a journal after its header) rebuild, or why
+/// they cannot be: what a restart does with a journal, without a log. The fuzz target
+/// `share_journal` drives it with arbitrary bytes.
+#[doc(hidden)]
+pub fn replay_journal_entries(bytes: &[u8]) -> Result<Vec<String>, ShareError> {
+    let limits = Limits::default();
+    let mut states: BTreeMap<String, GroupState> = BTreeMap::new();
+    for entry in journal::decode_entries(bytes).0 {
+        replay(&mut states, entry, &limits)?;
+    }
+    Ok(states.into_keys().collect())
+}
+
 fn replay(
     states: &mut BTreeMap<String, GroupState>,
     entry: Entry,
@@ -975,16 +988,29 @@ fn replay(
             changes,
         } => {
             let state = states
-                .entry(group)
+                .entry(group.clone())
                 .or_insert_with(|| GroupState::new(limits.defaults.clone()));
             let window = state
                 .windows
-                .entry((topic, partition))
+                .entry((topic.clone(), partition))
                 .or_insert_with(|| Window::new(start));
+            // The start first: changes before it are forgotten anyway, and a start that
+            // retention moved far ahead must not fill the window up to it.
+            window.advance_to(start);
             for change in changes {
+                let ahead = change.offset.saturating_sub(window.start());
+                if ahead >= MAX_WINDOW_RECORDS_CAP {
+                    return Err(ShareError::BadJournalOffset {
+                        group,
+                        topic,
+                        partition,
+                        offset: change.offset,
+                        ahead,
+                        cap: MAX_WINDOW_RECORDS_CAP,
+                    });
+                }
                 window.restore(change);
             }
-            window.advance_to(start);
         }
         Entry::Forget { group } => {
             states.remove(&group);

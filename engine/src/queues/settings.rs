@@ -79,6 +79,10 @@ impl GroupSettings {
 /// The largest `max_deliveries` (Kafka's group.share.delivery.count.limit allows 2 to 10).
 pub const MAX_DELIVERIES: u16 = 1000;
 
+/// The most records a window may be configured to hold (`max_window_records`): it bounds the
+/// memory of a window, and a journal entry further ahead than this is damage.
+pub const MAX_WINDOW_RECORDS_CAP: u64 = 1_000_000;
+
 /// Engine-wide limits (`[share_groups]`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
