@@ -107,12 +107,8 @@ impl Progress {
         }
     }
 
-    fn acked_so_far(&self) -> u64 {
-        self.acked.load(Ordering::Relaxed)
-    }
-
     fn done(&self) -> bool {
-        self.acked_so_far() >= self.records
+        self.acked.load(Ordering::Relaxed) >= self.records
     }
 
     /// From the start to the last acknowledgement.

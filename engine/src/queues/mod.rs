@@ -351,11 +351,13 @@ impl ShareGroups {
         if let Some(lock_ms) = lock_ms {
             self.limits.check_lock(lock_ms)?;
         }
-        let this = self.clone();
-        let name = group.to_string();
-        let group = match self.group(&name) {
+        // Found without a blocking thread; made (and journaled) on one.
+        let group = match self.group(group) {
             Ok(found) => found,
-            Err(_) => blocking(move || this.group_or_create(&name)).await?,
+            Err(_) => {
+                let (this, name) = (self.clone(), group.to_string());
+                blocking(move || this.group_or_create(&name)).await?
+            }
         };
         let topic = self.log.topic(&request.topic)?;
         let partitions = match &request.partitions {
