@@ -679,6 +679,46 @@ async fn each_delivery_mode_processes_every_record() {
     }
 }
 
+/// At-most-once commits a batch's position before the batch runs, so the lag is 0 while it
+/// still runs: `in_progress_records` says so, and a client that waits for the lag, the outbox
+/// and the records in progress sees every effect. Here the one-record batch loops to its
+/// deadline on each of its attempts (seconds), then is dead-lettered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_at_most_once_batch_is_in_progress_at_a_lag_of_0_until_its_effects_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let client = admin(&server);
+    create_topic(&client, "in", 1).await;
+    create_topic(&client, "out", 1).await;
+    let mut slow = request("misbehave", "in", &["out"], &[("mode", "loop")]);
+    slow.spec.limits = LimitOverrides {
+        delivery: Some(sluice::runtime::Delivery::AtMostOnce),
+        deadline_ms: Some(1_000),
+        max_attempts: Some(3),
+        retry_backoff_ms: Some(10),
+        ..Default::default()
+    };
+    client.deploy("slow", &slow).await.unwrap();
+    client
+        .produce("in", Some(0), &[record("k", "bad")])
+        .await
+        .unwrap();
+    // Its position commits first: the lag is 0 while the batch runs.
+    let running = wait_for(&client, "slow", "the batch taken", |d| {
+        d.total_lag == 0 && d.in_progress_records > 0
+    })
+    .await;
+    assert_eq!(running.in_progress_records, 1);
+    assert_eq!(running.dead_letters, 0);
+    let done = wait_for(&client, "slow", "every effect visible", |d| {
+        d.total_lag == 0 && d.outbox_pending == 0 && d.in_progress_records == 0
+    })
+    .await;
+    assert_eq!(done.dead_letters, 1);
+    assert_eq!(read_all(&client, "slow.dlq").await.len(), 1);
+    assert!(read_all(&client, "out").await.is_empty());
+}
+
 /// A batch of 100,000 records that are all poison: the poison search is a loop over a stack
 /// of ranges, so it dead-letters every one in bounded stack space (recursion one level per
 /// record would overflow the worker's stack), once each, in offset order, and the group

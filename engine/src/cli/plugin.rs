@@ -484,6 +484,12 @@ fn print_description(d: &PluginDescription) {
         "  state: {} entries, {} bytes; instance memory {} bytes, recycled {} times",
         d.state_entries, d.state_bytes, d.instance_memory_bytes, d.instance_recycles
     );
+    if d.in_progress_records > 0 || d.outbox_pending > 0 {
+        println!(
+            "  effects pending: {} records in progress, {} committed outbox entries not yet in their topics",
+            d.in_progress_records, d.outbox_pending
+        );
+    }
     if let Some((cursor, end)) = d.dlq_replay
         && cursor < end
     {

@@ -421,6 +421,7 @@ impl Worker {
             errors: BTreeMap::new(),
             dlq_replay: None,
             outbox_pending: 0,
+            in_progress_records: 0,
             workers,
         })
     }

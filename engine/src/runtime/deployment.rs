@@ -353,8 +353,14 @@ pub struct PluginDescription {
     /// Dead-letter replay: next dead-letter offset and where the replay ends.
     pub dlq_replay: Option<(u64, u64)>,
     /// Commits whose emitted records are not yet known to be in their topics; with
-    /// `total_lag`, 0 means every effect of the input so far is visible.
+    /// `total_lag` and `in_progress_records`, 0 means every effect of the input so far is
+    /// visible.
     pub outbox_pending: u64,
+    /// Records taken whose batch has not yet committed its effects. Only at-most-once has
+    /// any at a lag of 0: it commits its position before the batch runs (a crash loses the
+    /// batch). `#[serde(default)]`: answers of earlier engines lack it.
+    #[serde(default)]
+    pub in_progress_records: u64,
     /// In cluster mode, what each live worker does for the group (empty on a single engine).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub workers: Vec<WorkerProgress>,

@@ -622,6 +622,7 @@ impl PluginHost {
                 .collect(),
             dlq_replay: self.store.dlq_replay(group)?,
             outbox_pending: self.store.outbox_len(group)?,
+            in_progress_records: stats.in_progress_records,
             workers: Vec::new(),
         })
     }

@@ -77,6 +77,9 @@ pub struct Stats {
     pub errors: BTreeMap<&'static str, u64>,
     /// Calls made again after a failure, and engine failures waited out.
     pub retries: u64,
+    /// Records taken past the committed position whose batch has not committed its effects:
+    /// at-most-once commits the position before the batch runs, so its lag is 0 meanwhile.
+    pub in_progress_records: u64,
 }
 
 /// Shared between a worker and the host.
@@ -159,6 +162,7 @@ pub(super) fn spawn(
         delivered: Vec::new(),
         rotation: 0,
         dirty: false,
+        taken: 0,
         last_commit: Instant::now(),
     };
     std::thread::Builder::new()
@@ -210,6 +214,8 @@ struct Worker {
     rotation: u32,
     /// Progress made since the last commit.
     dirty: bool,
+    /// At-most-once: records of the batch whose position the next commit takes.
+    taken: u64,
     last_commit: Instant,
 }
 
@@ -311,6 +317,9 @@ impl Worker {
 
     /// Reads the committed positions and replay cursor, dropping uncommitted progress.
     fn load(&mut self) -> Result<(), Interrupt> {
+        // At-most-once: a batch taken but not committed is lost, not in progress.
+        self.taken = 0;
+        self.context.shared.update(|s| s.in_progress_records = 0);
         self.state.reset();
         self.outbox.clear();
         self.delivered.clear();
@@ -417,6 +426,13 @@ impl Worker {
             worked = true;
             if self.deployment.limits.delivery == Delivery::AtMostOnce {
                 let next = records[records.len() - 1].0 + 1;
+                // In progress before its position commits, so no describe sees a lag of 0
+                // with nothing in progress while the batch runs.
+                self.taken = records.len() as u64;
+                let taken = self.taken;
+                self.context
+                    .shared
+                    .update(|s| s.in_progress_records = taken);
                 self.positions.insert(partition.id, next);
                 self.dirty = true;
                 self.flush()?;
@@ -584,6 +600,11 @@ impl Worker {
         self.state.committed(writes);
         self.delivered.clear();
         self.dirty = false;
+        // The batch whose position this commit took runs until the next commit.
+        let in_progress = std::mem::take(&mut self.taken);
+        self.context
+            .shared
+            .update(|s| s.in_progress_records = in_progress);
         self.last_commit = Instant::now();
         self.rotation = self.rotation.wrapping_add(1);
         if let Some(sequence) = sequence {
