@@ -34,7 +34,8 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let counter = std::fs::read(plugins.join("counter.wasm"))
         .with_context(|| format!("the counter plugin in {}", plugins.display()))?;
-    let engine = crate::groups::time_counter_exactly_once(base, &counter, records).await?;
+    let (engine, engine_cpu) =
+        crate::groups::time_counter_exactly_once(base, &counter, records).await?;
     let dir = tempfile::tempdir_in(base)?;
     let cluster = crate::kafka::Running::start(script, dir.path(), [nodes.to_string()])?;
     let replicas = nodes.min(3) as i32;
@@ -52,39 +53,47 @@ pub async fn run(
             base.to_path_buf(),
             counter.clone(),
         );
-        let elapsed = tokio::task::spawn_blocking(move || {
+        let (elapsed, cpu) = tokio::task::spawn_blocking(move || {
             time_workers(&bootstrap, &dir, &wasm, records, workers)
         })
         .await??;
-        rows.push((workers, elapsed));
+        rows.push((workers, elapsed, cpu));
     }
     println!();
+    // CPU per record: this process's (the engine's, or the workers' with their Kafka
+    // clients), not the brokers'. What a worker would cost on cores of its own.
+    let cpu_per_record = |cpu: Duration| cpu.as_secs_f64() * 1e6 / records as f64;
     println!(
-        "{:<52} {:>14} {:>10}",
+        "{:<52} {:>14} {:>10} {:>12}",
         format!("COUNTER PLUGIN, EXACTLY-ONCE ({records} records of 100 B)"),
         "RECORDS/S",
-        "VS ENGINE"
+        "VS ENGINE",
+        "CPU US/REC"
     );
     let engine_rate = records as f64 / engine.as_secs_f64();
     println!(
-        "{:<52} {engine_rate:>14.0} {:>10.2}",
-        "single engine (redb transaction)", 1.0
+        "{:<52} {engine_rate:>14.0} {:>10.2} {:>12.2}",
+        "single engine (redb transaction)",
+        1.0,
+        cpu_per_record(engine_cpu)
     );
     let produce_rate = records as f64 / producing.as_secs_f64();
     println!(
-        "{:<52} {produce_rate:>14.0} {:>10.2}",
+        "{:<52} {produce_rate:>14.0} {:>10.2} {:>12}",
         "the cluster's ceiling: produce alone (acks=all)",
-        produce_rate / engine_rate
+        produce_rate / engine_rate,
+        "-"
     );
-    for (workers, elapsed) in rows {
+    for (workers, elapsed, cpu) in rows {
         let rate = records as f64 / elapsed.as_secs_f64();
         println!(
-            "{:<52} {rate:>14.0} {:>10.2}",
+            "{:<52} {rate:>14.0} {:>10.2} {:>12.2}",
             format!(
                 "{workers} worker(s) on {nodes} Kafka node(s), per worker: {:.0}",
                 rate / f64::from(workers)
             ),
-            rate / engine_rate
+            rate / engine_rate,
+            cpu_per_record(cpu)
         );
     }
     Ok(())
@@ -92,14 +101,15 @@ pub async fn run(
 
 /// Starts `workers` workers, deploys the counter through the first as a new group from the
 /// earliest offset, and times it from its first processed record to the last: the steady
-/// rate, without the group's join (a few seconds, the same whatever the input).
+/// rate, without the group's join (a few seconds, the same whatever the input). Returns that
+/// time and the CPU time this process (the workers) used in it.
 fn time_workers(
     bootstrap: &str,
     base: &Path,
     wasm: &[u8],
     records: u64,
     workers: u32,
-) -> anyhow::Result<Duration> {
+) -> anyhow::Result<(Duration, Duration)> {
     let dir = tempfile::tempdir_in(base)?;
     let mut running: Vec<Arc<Worker>> = Vec::new();
     for n in 0..workers {
@@ -131,7 +141,7 @@ fn time_workers(
         anyhow::ensure!(Instant::now() < deadline, "the group processed nothing");
         std::thread::sleep(Duration::from_millis(1));
     }
-    let started = Instant::now();
+    let (started, cpu) = (Instant::now(), crate::process_cpu());
     while processed() < records {
         anyhow::ensure!(
             Instant::now() < deadline,
@@ -140,11 +150,11 @@ fn time_workers(
         );
         std::thread::sleep(Duration::from_millis(1));
     }
-    let elapsed = started.elapsed();
+    let (elapsed, cpu) = (started.elapsed(), crate::process_cpu().saturating_sub(cpu));
     for worker in &running {
         worker.stop();
     }
-    Ok(elapsed)
+    Ok((elapsed, cpu))
 }
 
 async fn create_topic(bootstrap: &str, name: &str, replicas: i32) -> anyhow::Result<()> {

@@ -203,12 +203,14 @@ pub async fn run_exactly_once(base: &Path, plugins: &Path, records: u64) -> anyh
 
 /// The counter in exactly-once delivery on the single engine over `records` records: the
 /// baseline of the cluster measurement.
+/// Returns the time taken and the CPU time this process used meanwhile (the engine's).
 pub async fn time_counter_exactly_once(
     base: &Path,
     counter: &[u8],
     records: u64,
-) -> anyhow::Result<Duration> {
+) -> anyhow::Result<(Duration, Duration)> {
     let setup = Setup::open(base, records).await?;
+    let cpu = crate::process_cpu();
     let elapsed = time_group(
         &setup.host,
         "counter-engine",
@@ -217,8 +219,9 @@ pub async fn time_counter_exactly_once(
         LimitOverrides::default(),
     )
     .await?;
+    let cpu = crate::process_cpu().saturating_sub(cpu);
     setup.close().await?;
-    Ok(elapsed)
+    Ok((elapsed, cpu))
 }
 
 /// The counter in a sandbox over batches of 1,000, its state in memory: what the plugin
