@@ -53,11 +53,11 @@ pub async fn run(
             base.to_path_buf(),
             counter.clone(),
         );
-        let (elapsed, cpu) = tokio::task::spawn_blocking(move || {
+        let timed = tokio::task::spawn_blocking(move || {
             time_workers(&bootstrap, &dir, &wasm, records, workers)
         })
         .await??;
-        rows.push((workers, elapsed, cpu));
+        rows.push((workers, timed));
     }
     println!();
     // CPU per record: this process's (the engine's, or the workers' with their Kafka
@@ -84,32 +84,78 @@ pub async fn run(
         produce_rate / engine_rate,
         "-"
     );
-    for (workers, elapsed, cpu) in rows {
-        let rate = records as f64 / elapsed.as_secs_f64();
+    for (workers, timed) in &rows {
+        let rate = records as f64 / timed.elapsed.as_secs_f64();
         println!(
             "{:<52} {rate:>14.0} {:>10.2} {:>12.2}",
             format!(
                 "{workers} worker(s) on {nodes} Kafka node(s), per worker: {:.0}",
-                rate / f64::from(workers)
+                rate / f64::from(*workers)
             ),
             rate / engine_rate,
-            cpu_per_record(cpu)
+            cpu_per_record(timed.cpu)
+        );
+    }
+    if let Some((_, one)) = rows.first() {
+        let split: Vec<String> = one
+            .by_thread
+            .iter()
+            .map(|(kind, cpu)| format!("{kind} {:.2}", cpu_per_record(*cpu)))
+            .collect();
+        println!(
+            "one worker's CPU us per record by thread: {}",
+            split.join(", ")
         );
     }
     Ok(())
 }
 
+/// A run of workers: how long it took, and the CPU time this process (the workers with their
+/// Kafka clients) used meanwhile, in all and by kind of thread.
+struct Timed {
+    elapsed: Duration,
+    cpu: Duration,
+    by_thread: Vec<(&'static str, Duration)>,
+}
+
+/// The kind of a worker's thread, by its name.
+fn thread_kind(name: &str) -> &'static str {
+    if name.starts_with("sluice-group") {
+        "group thread (plugin, records in and out)"
+    } else if name.starts_with("rdk:") {
+        "librdkafka (fetch, compression, requests)"
+    } else {
+        "other"
+    }
+}
+
+/// CPU time of this process's threads by kind since `before`.
+fn cpu_by_thread(
+    before: &std::collections::BTreeMap<u32, (String, Duration)>,
+) -> Vec<(&'static str, Duration)> {
+    let mut kinds: Vec<(&'static str, Duration)> = Vec::new();
+    for (tid, (name, now)) in crate::threads_cpu() {
+        let spent = now.saturating_sub(before.get(&tid).map_or(Duration::ZERO, |b| b.1));
+        let kind = thread_kind(&name);
+        match kinds.iter_mut().find(|(k, _)| *k == kind) {
+            Some((_, total)) => *total += spent,
+            None => kinds.push((kind, spent)),
+        }
+    }
+    kinds.sort_by_key(|(kind, _)| *kind);
+    kinds
+}
+
 /// Starts `workers` workers, deploys the counter through the first as a new group from the
 /// earliest offset, and times it from its first processed record to the last: the steady
-/// rate, without the group's join (a few seconds, the same whatever the input). Returns that
-/// time and the CPU time this process (the workers) used in it.
+/// rate, without the group's join (a few seconds, the same whatever the input).
 fn time_workers(
     bootstrap: &str,
     base: &Path,
     wasm: &[u8],
     records: u64,
     workers: u32,
-) -> anyhow::Result<(Duration, Duration)> {
+) -> anyhow::Result<Timed> {
     let dir = tempfile::tempdir_in(base)?;
     let mut running: Vec<Arc<Worker>> = Vec::new();
     for n in 0..workers {
@@ -141,7 +187,7 @@ fn time_workers(
         anyhow::ensure!(Instant::now() < deadline, "the group processed nothing");
         std::thread::sleep(Duration::from_millis(1));
     }
-    let (started, cpu) = (Instant::now(), crate::process_cpu());
+    let (started, cpu, threads) = (Instant::now(), crate::process_cpu(), crate::threads_cpu());
     while processed() < records {
         anyhow::ensure!(
             Instant::now() < deadline,
@@ -150,11 +196,15 @@ fn time_workers(
         );
         std::thread::sleep(Duration::from_millis(1));
     }
-    let (elapsed, cpu) = (started.elapsed(), crate::process_cpu().saturating_sub(cpu));
+    let timed = Timed {
+        elapsed: started.elapsed(),
+        cpu: crate::process_cpu().saturating_sub(cpu),
+        by_thread: cpu_by_thread(&threads),
+    };
     for worker in &running {
         worker.stop();
     }
-    Ok((elapsed, cpu))
+    Ok(timed)
 }
 
 async fn create_topic(bootstrap: &str, name: &str, replicas: i32) -> anyhow::Result<()> {

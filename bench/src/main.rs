@@ -493,6 +493,41 @@ fn process_cpu() -> Duration {
     time(usage.ru_utime) + time(usage.ru_stime)
 }
 
+/// CPU time (user and system) of each live thread of this process so far, by thread id,
+/// with the thread's name; to the kernel's clock tick (10 ms).
+fn threads_cpu() -> std::collections::BTreeMap<u32, (String, Duration)> {
+    // SAFETY: sysconf reads a constant of the system; it has no preconditions.
+    let ticks_per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    let mut out = std::collections::BTreeMap::new();
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return out;
+    };
+    for task in tasks.flatten() {
+        let Some(tid) = task.file_name().to_str().and_then(|t| t.parse().ok()) else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
+            continue; // the thread ended meanwhile
+        };
+        // "tid (name) state ppid ...": the name may hold spaces and parentheses, so the
+        // fields are counted from the last ')'; utime and stime are fields 14 and 15.
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        let name = stat[open + 1..close].to_string();
+        let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
+        let Some(times) = fields.get(11..13) else {
+            continue;
+        };
+        let ticks: f64 = times.iter().filter_map(|f| f.parse::<f64>().ok()).sum();
+        out.insert(
+            tid,
+            (name, Duration::from_secs_f64(ticks / ticks_per_second)),
+        );
+    }
+    out
+}
+
 fn peak_rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
