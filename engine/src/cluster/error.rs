@@ -56,6 +56,10 @@ pub enum ClusterError {
     Engine(#[from] crate::runtime::EngineError),
     #[error("not supported in cluster mode: {0}")]
     Unsupported(String),
+    #[error(
+        "the coordinator of consumer group `{group}` no longer lists this worker ({client_id}) as a member, though it holds partitions; joining again"
+    )]
+    NotAMember { group: String, client_id: String },
     #[error("the change of group `{group}` was written but not read back within {waited_ms} ms")]
     NotApplied { group: String, waited_ms: u64 },
     #[error(

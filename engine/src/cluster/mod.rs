@@ -9,7 +9,8 @@
 //!   the control operations (deploy, pause, resume, roll back, undeploy, describe).
 //! - `client`: the Kafka clients and admin operations, configured from `[cluster]`.
 //! - `deployments`: the shared deployment records and components.
-//! - `group/`: the worker of one group: sessions, plugin calls, transactions.
+//! - `group/`: the worker of one group: sessions, plugin calls, transactions, and whether
+//!   the coordinator still counts it a member.
 //! - `tasks`: state per input partition; `changelog`: its topic and restore.
 
 mod changelog;
