@@ -125,9 +125,9 @@ work: each plugin group is a Kafka consumer group whose input partitions are spr
 live workers, and each batch's outputs, state changes and input offsets commit in one Kafka
 transaction.
 
-The cluster is [cluster] bootstrap_servers in the configuration (or SLUICE_CLUSTER__BOOTSTRAP_SERVERS,
-or --bootstrap-servers). The worker serves the plugin admin API on --listen, so the usual commands
-work pointed at it:
+The cluster is [cluster] bootstrap_servers in the configuration (or
+SLUICE_CLUSTER__BOOTSTRAP_SERVERS, or --bootstrap-servers). The worker serves the plugin admin API
+on --listen, so the usual commands work pointed at it:
 
     sluice worker --bootstrap-servers localhost:9092 --listen 127.0.0.1:7272 --data-dir worker-1
     sluice --url http://127.0.0.1:7272 --data-dir worker-1 plugin deploy --group counts \\
