@@ -130,8 +130,18 @@ fn run(env: &Env, mut control: watch::Receiver<Desired>, status: &Arc<Mutex<Grou
             continue;
         }
         status.lock().sessions += 1;
-        let outcome = Session::open(env, desired.deployment, status.clone())
-            .and_then(|mut session| session.run(&mut control));
+        let outcome = Session::open(env, desired.deployment, status.clone()).and_then(|session| {
+            let (session, outcome) = session.run_to_end(&mut control);
+            match &outcome {
+                Ok(()) => drop(session),
+                Err(_) => {
+                    // No longer the owner of anything, whatever the teardown does.
+                    status.lock().partitions.clear();
+                    close_in_background(&group, session);
+                }
+            }
+            outcome
+        });
         match outcome {
             Ok(()) => failures = 0,
             Err(error) => {
@@ -152,6 +162,27 @@ fn run(env: &Env, mut control: watch::Receiver<Desired>, status: &Arc<Mutex<Grou
         }
     }
     set_status(status, "stopped");
+}
+
+/// Lets go of a failed session's clients on a thread of their own. Closing a consumer leaves
+/// its group and destroying a transactional producer waits on the cluster: with the broker
+/// that coordinates them lost, that was seen to block for minutes, and the group's thread
+/// (and its status, still naming the partitions) with it. The next session does not wait:
+/// its producer fences this one's transactional id, and its consumer joins anew.
+fn close_in_background(group: &str, session: Session) {
+    let spawned = std::thread::Builder::new()
+        .name(format!("sluice-close-{group}"))
+        .spawn(move || {
+            let started = Instant::now();
+            drop(session);
+            tracing::debug!(
+                ms = started.elapsed().as_millis() as u64,
+                "failed session closed"
+            );
+        });
+    if let Err(error) = spawned {
+        tracing::warn!(%error, "cannot close the failed session on a thread of its own");
+    }
 }
 
 /// Waits up to `duration`, or until the deployment changes; true if it changed.
@@ -307,6 +338,15 @@ impl Session {
                 Duration::from_millis(settings.session_timeout_ms.saturating_mul(2)),
             ),
         })
+    }
+
+    /// [`Session::run`], handing the session back with its outcome.
+    fn run_to_end(
+        mut self,
+        control: &mut watch::Receiver<Desired>,
+    ) -> (Session, Result<(), ClusterError>) {
+        let outcome = self.run(control);
+        (self, outcome)
     }
 
     /// Batches until the group stops or pauses (`Ok`) or the session fails (`Err`).
