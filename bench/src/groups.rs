@@ -203,6 +203,7 @@ pub async fn run_exactly_once(base: &Path, plugins: &Path, records: u64) -> anyh
 
 /// The counter in exactly-once delivery on the single engine over `records` records: the
 /// baseline of the cluster measurement.
+///
 /// Timed from the first processed record to the last, as cluster workers are (their join,
 /// like the engine's deploy and compile, is left out). Returns that time and the CPU time this
 /// process (the engine) used in it.
@@ -212,15 +213,13 @@ pub async fn time_counter_exactly_once(
     records: u64,
 ) -> anyhow::Result<(Duration, Duration)> {
     let setup = Setup::open(base, records).await?;
-    let spec = DeploySpec {
-        topic: "in".into(),
-        output_topics: vec!["counts".into()],
-        config: [("output".to_string(), "counts".to_string())].into(),
-        from: Some(StartFrom::Earliest),
-        limits: LimitOverrides::default(),
-    };
-    let (host, bytes) = (setup.host.clone(), counter.to_vec());
-    tokio::task::spawn_blocking(move || host.deploy("counter-engine", spec, &bytes)).await??;
+    deploy(
+        &setup.host,
+        "counter-engine",
+        counter,
+        LimitOverrides::default(),
+    )
+    .await?;
     while setup.host.describe("counter-engine")?.processed_records == 0 {
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
@@ -273,6 +272,26 @@ fn print_rates(records: u64, rows: &[(&str, Duration)]) {
     }
 }
 
+/// Deploys `wasm` as `group` over `in` from the earliest offset, configured to write to
+/// `counts`.
+async fn deploy(
+    host: &Arc<PluginHost>,
+    group: &str,
+    wasm: &[u8],
+    limits: LimitOverrides,
+) -> anyhow::Result<()> {
+    let spec = DeploySpec {
+        topic: "in".into(),
+        output_topics: vec!["counts".into()],
+        config: [("output".to_string(), "counts".to_string())].into(),
+        from: Some(StartFrom::Earliest),
+        limits,
+    };
+    let (host, name, bytes) = (host.clone(), group.to_string(), wasm.to_vec());
+    tokio::task::spawn_blocking(move || host.deploy(&name, spec, &bytes)).await??;
+    Ok(())
+}
+
 /// Deploys `wasm` as `group` from the earliest offset and times it to the end of the input.
 async fn time_group(
     host: &Arc<PluginHost>,
@@ -281,16 +300,8 @@ async fn time_group(
     records: u64,
     limits: LimitOverrides,
 ) -> anyhow::Result<Duration> {
-    let spec = DeploySpec {
-        topic: "in".into(),
-        output_topics: vec!["counts".into()],
-        config: [("output".to_string(), "counts".to_string())].into(),
-        from: Some(StartFrom::Earliest),
-        limits,
-    };
-    let (deploy_host, name, bytes) = (host.clone(), group.to_string(), wasm.to_vec());
     let started = Instant::now();
-    tokio::task::spawn_blocking(move || deploy_host.deploy(&name, spec, &bytes)).await??;
+    deploy(host, group, wasm, limits).await?;
     loop {
         let progress = host.describe(group)?;
         if progress.total_lag == 0 && progress.processed_records >= records {

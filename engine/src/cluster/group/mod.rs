@@ -134,11 +134,9 @@ fn run(env: &Env, mut control: watch::Receiver<Desired>, status: &Arc<Mutex<Grou
             let (session, outcome) = session.run_to_end(&mut control);
             match &outcome {
                 Ok(()) => drop(session),
-                Err(_) => {
-                    // No longer the owner of anything, whatever the teardown does.
-                    status.lock().partitions.clear();
-                    close_in_background(&group, session);
-                }
+                // The failure's handling below clears its partitions at once, whatever the
+                // teardown does.
+                Err(_) => close_in_background(&group, session),
             }
             outcome
         });
